@@ -1,0 +1,239 @@
+//! Checkpoints on disk: discovery, the `ckpt.json` sidecar, safetensors weights and
+//! content fingerprints (DESIGN.md section 3).
+//!
+//! A checkpoint is a directory holding `config.json` and safetensors weights. Discovery
+//! walks any path and finds them all, in run order:
+//!
+//! ```no_run
+//! for ckpt in ckpt::checkpoint::discover(&["runs/wso".into()])? {
+//!     println!("{} step {:?}", ckpt.dir.display(), ckpt.step);
+//! }
+//! # Ok::<(), ckpt::Error>(())
+//! ```
+
+mod fingerprint;
+mod meta;
+mod weights;
+
+pub use fingerprint::{cache_dir, fingerprint, hash_weights};
+pub use meta::{CheckpointMeta, ParentRef, ScheduleInfo, Stage, META_FILE};
+pub use weights::{
+    is_model_safetensors, weight_paths, write_safetensors, StoredTensor, WeightFiles, INDEX_FILE,
+    SINGLE_FILE,
+};
+
+use crate::error::{Error, Result};
+use crate::model::{Llama, LlamaConfig};
+use candle_core::{DType, Device};
+use regex::Regex;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// File name of the model configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// A checkpoint directory and what its sidecar or name says about it.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    /// Training step: from `ckpt.json`, else from the directory name.
+    pub step: Option<u64>,
+    pub meta: Option<CheckpointMeta>,
+}
+
+impl Checkpoint {
+    /// Opens the checkpoint in `dir` (reads the sidecar; weights are opened on demand).
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join(CONFIG_FILE).is_file() {
+            let what = if dir.exists() { "no config.json" } else { "no such directory" };
+            return Err(Error::bad_file(dir, format!("not a checkpoint: {what}")));
+        }
+        let meta = CheckpointMeta::read(dir)?;
+        let step = meta
+            .as_ref()
+            .map(|m| m.step)
+            .or_else(|| dir.file_name().and_then(|n| step_from_name(&n.to_string_lossy())));
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            step,
+            meta,
+        })
+    }
+
+    /// The resolved `config.json`.
+    pub fn config(&self) -> Result<LlamaConfig> {
+        LlamaConfig::from_file(&self.dir.join(CONFIG_FILE))
+    }
+
+    /// The memory-mapped weight files.
+    pub fn weights(&self) -> Result<WeightFiles> {
+        WeightFiles::open(&self.dir)
+    }
+
+    /// Content fingerprint of the weights (cached).
+    pub fn fingerprint(&self) -> Result<String> {
+        fingerprint(&self.dir, &self.weights()?)
+    }
+
+    /// Loads the model onto `device` in `dtype`.
+    pub fn load_model(&self, device: &Device, dtype: DType) -> Result<Llama> {
+        let cfg = self.config()?;
+        let vb = self.weights()?.var_builder(dtype, device);
+        Llama::load(&cfg, vb).map_err(|e| {
+            let msg = e.to_string();
+            // Errors from our weight backend already name the file.
+            if msg.contains(".safetensors") {
+                Error::Invalid(msg)
+            } else {
+                Error::bad_file(&self.dir, format!("cannot build the model: {msg}"))
+            }
+        })
+    }
+
+    /// The stage recorded in the sidecar, if any.
+    pub fn stage(&self) -> Option<Stage> {
+        self.meta.as_ref().and_then(|m| m.stage)
+    }
+
+    /// The schedule kind recorded in the sidecar, if any.
+    pub fn schedule_kind(&self) -> Option<&str> {
+        self.meta.as_ref()?.schedule.as_ref().map(|s| s.kind.as_str())
+    }
+}
+
+/// True when `dir` holds `config.json` and safetensors weights.
+pub fn is_checkpoint_dir(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file()
+        && (dir.join(SINGLE_FILE).is_file()
+            || dir.join(INDEX_FILE).is_file()
+            || std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .any(|e| is_model_safetensors(&e.path()))
+                })
+                .unwrap_or(false))
+}
+
+static STEP_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:step-?|checkpoint-|global_step|iter_)(\d+)$").expect("valid regex")
+});
+
+/// The step encoded in a checkpoint directory name: `step-N`, `stepN`, `checkpoint-N`,
+/// `global_stepN`, `iter_N`.
+pub fn step_from_name(name: &str) -> Option<u64> {
+    STEP_NAME.captures(name)?.get(1)?.as_str().parse().ok()
+}
+
+/// Every checkpoint under `paths` (directories are walked; a checkpoint's own
+/// subdirectories are not), sorted by run directory, then step, then path.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
+    let mut found = Vec::new();
+    for root in paths {
+        if !root.exists() {
+            return Err(Error::bad_file(root, "no such file or directory"));
+        }
+        // A file inside a checkpoint (config.json, model.safetensors) means its directory.
+        let root = if root.is_file() {
+            root.parent().unwrap_or(Path::new(".")).to_path_buf()
+        } else {
+            root.clone()
+        };
+        let mut walk = walkdir::WalkDir::new(&root).follow_links(true).into_iter();
+        while let Some(entry) = walk.next() {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(&root).to_path_buf();
+                Error::Invalid(format!("{}: {e}", path.display()))
+            })?;
+            if !entry.file_type().is_dir() {
+                continue;
+            }
+            let hidden = entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                walk.skip_current_dir();
+                continue;
+            }
+            if is_checkpoint_dir(entry.path()) {
+                found.push(Checkpoint::open(entry.path())?);
+                walk.skip_current_dir();
+            }
+        }
+    }
+    found.sort_by(|a, b| {
+        (a.dir.parent(), a.step, &a.dir).cmp(&(b.dir.parent(), b.step, &b.dir))
+    });
+    found.dedup_by(|a, b| a.dir == b.dir);
+    Ok(found)
+}
+
+/// Loads the first checkpoint found under `path` when it holds exactly one.
+pub fn open_single(path: &Path) -> Result<Checkpoint> {
+    if is_checkpoint_dir(path) {
+        return Checkpoint::open(path);
+    }
+    let mut found = discover(&[path.to_path_buf()])?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 if path.join(CONFIG_FILE).is_file() => Err(Error::bad_file(
+            path,
+            format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
+        )),
+        0 => Err(Error::bad_file(path, "no checkpoint found (config.json + *.safetensors)")),
+        n => Err(Error::bad_file(
+            path,
+            format!("holds {n} checkpoints; name one of them"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_come_from_the_usual_names() {
+        assert_eq!(step_from_name("step-0001200"), Some(1200));
+        assert_eq!(step_from_name("step300"), Some(300));
+        assert_eq!(step_from_name("checkpoint-500"), Some(500));
+        assert_eq!(step_from_name("global_step42"), Some(42));
+        assert_eq!(step_from_name("iter_0000100"), Some(100));
+        assert_eq!(step_from_name("final"), None);
+        assert_eq!(step_from_name("step-x"), None);
+    }
+
+    fn fake_checkpoint(dir: &Path, meta_step: Option<u64>) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), "{}").unwrap();
+        std::fs::write(dir.join(SINGLE_FILE), "").unwrap();
+        if let Some(step) = meta_step {
+            CheckpointMeta::new(step).write(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn discovery_orders_by_run_and_step_and_skips_non_checkpoints() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fake_checkpoint(&r.join("wso/step-1000"), None);
+        fake_checkpoint(&r.join("wso/step-200"), None);
+        fake_checkpoint(&r.join("wso/final"), Some(1500));
+        fake_checkpoint(&r.join("cosine/checkpoint-7"), None);
+        // Not checkpoints: config without weights, weights without config, hidden dirs.
+        std::fs::create_dir_all(r.join("wso/notes")).unwrap();
+        std::fs::write(r.join("wso/notes/config.json"), "{}").unwrap();
+        fake_checkpoint(&r.join(".trash/step-1"), None);
+        // A checkpoint's subdirectories are not searched.
+        fake_checkpoint(&r.join("wso/step-200/inner"), None);
+
+        let found = discover(&[r.to_path_buf()]).unwrap();
+        let names: Vec<_> = found
+            .iter()
+            .map(|c| c.dir.strip_prefix(r).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["cosine/checkpoint-7", "wso/step-200", "wso/step-1000", "wso/final"]);
+        assert_eq!(found[3].step, Some(1500));
+
+        let err = discover(&[r.join("missing")]).unwrap_err().to_string();
+        assert!(err.contains("missing") && err.contains("no such"), "{err}");
+    }
+}

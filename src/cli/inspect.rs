@@ -1,0 +1,113 @@
+//! `ckpt inspect PATH...`: one row per checkpoint found.
+
+use super::output::{print_json, table, Ui};
+use crate::checkpoint::{discover, Checkpoint, StoredTensor};
+use clap::Args;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint directories, or directories to search for checkpoints.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `inspect` reports of one checkpoint.
+#[derive(Debug, Serialize)]
+struct Row {
+    path: PathBuf,
+    step: Option<u64>,
+    stage: Option<String>,
+    schedule: Option<String>,
+    architecture: String,
+    parameters: usize,
+    dtype: String,
+    fingerprint: String,
+    meta: Option<crate::checkpoint::CheckpointMeta>,
+}
+
+fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
+    let cfg = ckpt.config()?;
+    let weights = ckpt.weights()?;
+    let tensors = weights.tensors();
+    Ok(Row {
+        path: ckpt.dir.clone(),
+        step: ckpt.step,
+        stage: ckpt.stage().map(|s| s.to_string()),
+        schedule: ckpt.schedule_kind().map(String::from),
+        architecture: cfg.family.architecture().to_string(),
+        parameters: tensors.values().map(|t| t.shape.iter().product::<usize>()).sum(),
+        dtype: dominant_dtype(&tensors),
+        fingerprint: crate::checkpoint::fingerprint(&ckpt.dir, &weights)?,
+        meta: ckpt.meta.clone(),
+    })
+}
+
+/// The dtype holding the most parameters (norms are sometimes kept in f32).
+fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tensors.values() {
+        *count.entry(format!("{:?}", t.dtype).to_lowercase()).or_default() +=
+            t.shape.iter().product::<usize>();
+    }
+    count
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(d, _)| d)
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let found = discover(&args.paths)?;
+    if found.is_empty() {
+        anyhow::bail!("no checkpoint (config.json + *.safetensors) found under the given paths");
+    }
+    let bar = ui.progress(found.len() as u64, "inspecting");
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for ckpt in &found {
+        match row(ckpt) {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e}"));
+                failed += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&rows)?;
+    } else {
+        let mut t = table(&["path", "step", "stage", "schedule", "arch", "params", "dtype", "fingerprint"]);
+        for r in &rows {
+            t.add_row(vec![
+                r.path.display().to_string(),
+                r.step.map_or("-".into(), |s| s.to_string()),
+                r.stage.clone().unwrap_or_else(|| "-".into()),
+                r.schedule.clone().unwrap_or_else(|| "-".into()),
+                r.architecture.trim_end_matches("ForCausalLM").to_string(),
+                human_count(r.parameters),
+                r.dtype.clone(),
+                r.fingerprint[..12].to_string(),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}

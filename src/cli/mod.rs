@@ -1,0 +1,66 @@
+//! The command line: clap parses flags into typed arguments, each command turns them
+//! into library calls. Errors end here: one line on stderr, exit code 1 (usage errors:
+//! exit code 2, from clap).
+
+mod inspect;
+mod output;
+mod score;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Train, score, measure and publish LLM checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the checkpoints found under each path.
+    Inspect(inspect::InspectArgs),
+    /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
+    Score(score::ScoreArgs),
+}
+
+/// Runs the command line; the binary's `main` is this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let ui = output::Ui { quiet: cli.quiet };
+    let result = match &cli.command {
+        Command::Inspect(args) => inspect::run(args, &ui),
+        Command::Score(args) => score::run(args, &ui),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CKPT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

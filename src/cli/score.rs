@@ -1,0 +1,121 @@
+//! `ckpt score CKPT --text FILE`: rolling log-likelihood of texts.
+
+use super::output::{print_json, table, Ui};
+use anyhow::Context;
+use crate::score::{score_texts, ScoreOptions, ScoreReport};
+use crate::tokenizer::TextTokenizer;
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Checkpoint directory (config.json + safetensors + tokenizer.json).
+    checkpoint: PathBuf,
+    /// Texts to score: .txt (one per non-empty line), .jsonl / .json (field "text").
+    #[arg(long)]
+    text: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Include every token's log-probability in the JSON output.
+    #[arg(long)]
+    per_token: bool,
+    /// Tokenizer file to use instead of the checkpoint's tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Model inputs per window [default: the config's max_position_embeddings].
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Upper bound on batch rows x padded length per forward pass.
+    #[arg(long, default_value_t = 4096)]
+    batch_tokens: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
+    device: String,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    checkpoint: PathBuf,
+    fingerprint: String,
+    dtype: &'a str,
+    seconds: f64,
+    tokens_per_second: f64,
+    #[serde(flatten)]
+    report: &'a ScoreReport,
+}
+
+pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let device = crate::device::parse_device(&args.device)?;
+    let dtype = crate::device::parse_dtype(&args.dtype)?;
+    if args.batch_tokens == 0 || args.max_length == Some(0) {
+        anyhow::bail!("--batch-tokens and --max-length must be positive");
+    }
+    let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
+    let texts = crate::texts::read_texts(&args.text)?;
+    let cfg = ckpt.config()?;
+    let tokenizer = TextTokenizer::load(&ckpt.dir, args.tokenizer.as_deref(), cfg.bos_token_id, cfg.eos_token_id)?;
+    let model = ckpt.load_model(&device, dtype)?;
+    let fingerprint = ckpt.fingerprint()?;
+
+    let opts = ScoreOptions {
+        max_length: args.max_length,
+        batch_tokens: args.batch_tokens,
+        keep_token_logprobs: args.per_token,
+    };
+    let started = Instant::now();
+    let bar = ui.progress(texts.len() as u64, "scoring windows");
+    let report = score_texts(&model, &tokenizer, &texts, &opts, &|n| bar.inc(n as u64))
+        .with_context(|| format!("scoring {}", args.text.display()))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let out = Output {
+        checkpoint: ckpt.dir.clone(),
+        fingerprint,
+        dtype: &args.dtype,
+        seconds,
+        tokens_per_second: report.aggregate.tokens as f64 / seconds.max(1e-9),
+        report: &report,
+    };
+    if args.json {
+        print_json(&out)?;
+    } else {
+        print_tables(&out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tables(out: &Output) {
+    let mut t = table(&["text", "tokens", "loglikelihood", "mean loss", "perplexity"]);
+    for (i, s) in out.report.texts.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            s.tokens.to_string(),
+            format!("{:.4}", s.loglikelihood),
+            format!("{:.4}", s.mean_loss),
+            format!("{:.3}", s.perplexity),
+        ]);
+    }
+    println!("{t}");
+    let a = &out.report.aggregate;
+    println!(
+        "{} texts, {} tokens: loglikelihood {:.4}, mean loss {:.4}, perplexity {:.3}, \
+         word perplexity {:.3}, byte perplexity {:.4}, bits per byte {:.4}",
+        a.texts, a.tokens, a.loglikelihood, a.mean_loss, a.token_perplexity,
+        a.word_perplexity, a.byte_perplexity, a.bits_per_byte
+    );
+    println!(
+        "{} ({}), max length {}, {:.1}s, {:.0} tokens/s",
+        out.checkpoint.display(),
+        &out.fingerprint[..12],
+        out.report.max_length,
+        out.seconds,
+        out.tokens_per_second
+    );
+}

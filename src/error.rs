@@ -1,0 +1,55 @@
+//! The library's error type.
+//!
+//! Every error that comes from bad input names the file it came from and says what is
+//! wrong with it in one line, so the CLI can print it as is.
+
+use std::path::{Path, PathBuf};
+
+/// Errors raised by the `ckpt` library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file exists but its content is wrong (bad JSON, missing field, wrong shape...).
+    #[error("{}: {message}", path.display())]
+    BadFile { path: PathBuf, message: String },
+    /// A file could not be read or written.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
+    /// A tensor operation failed (a bug or an impossible request, not bad input).
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A request that cannot be served (unsupported option, inconsistent arguments).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias used across the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A problem with the content of `path`.
+    pub fn bad_file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Error::BadFile {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O failure on `path`.
+    pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            err,
+        }
+    }
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads and parses a JSON file, naming it in the error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read_file(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))
+}

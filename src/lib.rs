@@ -1,0 +1,19 @@
+//! `ckpt`: train, score, measure and publish LLM checkpoints.
+//!
+//! Data flows one way: checkpoints ([`checkpoint`]) -> model ([`model`]) -> scoring
+//! ([`score`]) -> reports. The binary in `main.rs` is a thin shell over [`cli`].
+
+pub mod atomic_file;
+pub mod checkpoint;
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod score;
+pub mod texts;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+
+/// Version of this build, recorded in everything `ckpt` writes.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,10 @@
+//! The `ckpt` binary: everything is in the library (`ckpt::cli`).
+
+// candle allocates a fresh buffer per op; glibc's malloc returns large ones to the OS
+// and page-faults them back on every step. mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    ckpt::cli::main()
+}

@@ -1,0 +1,431 @@
+//! `config.json` of a Hugging Face Llama-family checkpoint, in both dialects.
+//!
+//! transformers 4.x writes `rope_theta` / `rope_scaling` / `torch_dtype`; 5.x writes
+//! `rope_parameters: {rope_type, rope_theta, ...}` / `dtype`. Both resolve to the same
+//! [`LlamaConfig`]. Llama 2/3, Mistral and Qwen2 differ only in biases, tying, sliding
+//! windows and RoPE scaling, which the config spells out.
+//!
+//! ```no_run
+//! let cfg = ckpt::model::LlamaConfig::from_file("run/step-100/config.json".as_ref())?;
+//! println!("{} layers, {} parameters", cfg.num_hidden_layers, cfg.num_parameters());
+//! # Ok::<(), ckpt::Error>(())
+//! ```
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+/// The architecture family, which fixes the defaults the config may leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Llama,
+    Mistral,
+    Qwen2,
+}
+
+impl Family {
+    /// The `architectures` entry transformers writes for this family.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Family::Llama => "LlamaForCausalLM",
+            Family::Mistral => "MistralForCausalLM",
+            Family::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// The `model_type` transformers writes for this family.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+        }
+    }
+
+    fn from_names(architecture: Option<&str>, model_type: Option<&str>) -> Option<Self> {
+        match (architecture, model_type) {
+            (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => Some(Family::Llama),
+            (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => Some(Family::Mistral),
+            (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => Some(Family::Qwen2),
+            _ => None,
+        }
+    }
+}
+
+/// How rotary position frequencies are rescaled for long contexts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "rope_type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    Default,
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1's band-wise rescaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// A resolved Llama-family configuration: every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2; Llama's `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama's `attention_bias` only).
+    pub o_bias: bool,
+    /// Bias on the MLP projections (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
+    /// Sliding attention window, per layer (`None`: full attention).
+    pub sliding_window: Vec<Option<usize>>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// The dtype the weights were saved in, as the config says (`torch_dtype` / `dtype`).
+    pub saved_dtype: Option<String>,
+}
+
+/// `config.json` as written, before defaults are resolved.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Value>,
+    rope_parameters: Option<Value>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+impl LlamaConfig {
+    /// Reads and resolves a `config.json`; errors name the file and the problem.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let raw: RawConfig = crate::error::read_json(path)?;
+        Self::resolve(raw).map_err(|msg| Error::bad_file(path, msg))
+    }
+
+    /// Parses a `config.json` held in memory.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        Self::resolve(raw)
+    }
+
+    fn resolve(raw: RawConfig) -> std::result::Result<Self, String> {
+        let architecture = raw.architectures.as_ref().and_then(|a| a.first()).map(String::as_str);
+        let family = Family::from_names(architecture, raw.model_type.as_deref()).ok_or_else(|| {
+            format!(
+                "unsupported architecture {} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
+                architecture.or(raw.model_type.as_deref()).unwrap_or("<none given>")
+            )
+        })?;
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "silu" {
+                return Err(format!("unsupported hidden_act {act:?} (only \"silu\")"));
+            }
+        }
+        let need = |v: Option<usize>, name: &str| {
+            v.filter(|&n| n > 0)
+                .ok_or_else(|| format!("missing or zero field `{name}`"))
+        };
+        let hidden_size = need(raw.hidden_size, "hidden_size")?;
+        let num_attention_heads = need(raw.num_attention_heads, "num_attention_heads")?;
+        let num_hidden_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(num_attention_heads);
+        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads ({num_attention_heads}) is not a multiple of num_key_value_heads ({num_key_value_heads})"
+            ));
+        }
+        let head_dim = match raw.head_dim {
+            Some(d) => d,
+            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None => return Err("hidden_size is not divisible by num_attention_heads and no head_dim is given".into()),
+        };
+        if head_dim % 2 != 0 {
+            return Err(format!("head_dim {head_dim} is odd; rotary embeddings need it even"));
+        }
+        let (rope_theta, rope_scaling) = resolve_rope(&raw)?;
+        let attention_bias = raw.attention_bias.unwrap_or(false);
+        let (qkv_bias, o_bias) = match family {
+            Family::Qwen2 => (true, false),
+            _ => (attention_bias, attention_bias),
+        };
+        let sliding_window = resolve_sliding_window(&raw, family, num_hidden_layers)?;
+        Ok(LlamaConfig {
+            family,
+            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            qkv_bias,
+            o_bias,
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            sliding_window,
+            bos_token_id: first_token_id(raw.bos_token_id.as_ref()),
+            eos_token_id: first_token_id(raw.eos_token_id.as_ref()),
+            saved_dtype: raw.dtype.or(raw.torch_dtype),
+        })
+    }
+
+    /// Number of parameters (tied embeddings counted once).
+    pub fn num_parameters(&self) -> usize {
+        let h = self.hidden_size;
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let attn = h * q + 2 * h * kv + q * h
+            + if self.qkv_bias { q + 2 * kv } else { 0 }
+            + if self.o_bias { h } else { 0 };
+        let mlp = 3 * h * self.intermediate_size
+            + if self.mlp_bias { 2 * self.intermediate_size + h } else { 0 };
+        let per_layer = attn + mlp + 2 * h;
+        let embed = self.vocab_size * h;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        embed + head + self.num_hidden_layers * per_layer + h
+    }
+
+    /// Writes the config in the transformers 4.x dialect (which 5.x also reads).
+    pub fn to_json(&self) -> Value {
+        let rope_scaling = match &self.rope_scaling {
+            RopeScaling::Default => Value::Null,
+            other => serde_json::to_value(other).unwrap_or(Value::Null),
+        };
+        let mut v = serde_json::json!({
+            "architectures": [self.family.architecture()],
+            "model_type": self.family.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "torch_dtype": self.saved_dtype.clone().unwrap_or_else(|| "float32".into()),
+        });
+        if self.family == Family::Llama {
+            v["attention_bias"] = self.qkv_bias.into();
+            v["mlp_bias"] = self.mlp_bias.into();
+        }
+        v
+    }
+}
+
+/// RoPE theta and scaling from either dialect.
+fn resolve_rope(raw: &RawConfig) -> std::result::Result<(f64, RopeScaling), String> {
+    // 5.x keeps theta inside rope_parameters; 4.x at the top level.
+    let params = raw.rope_parameters.as_ref().filter(|v| v.is_object());
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .or(raw.rope_theta)
+        .unwrap_or(10_000.0);
+    let scaling = params.or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
+    let Some(scaling) = scaling else {
+        return Ok((theta, RopeScaling::Default));
+    };
+    let kind = scaling
+        .get("rope_type")
+        .or_else(|| scaling.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    if let Some(p) = scaling.get("partial_rotary_factor").and_then(Value::as_f64) {
+        if p != 1.0 {
+            return Err(format!("unsupported partial_rotary_factor {p}"));
+        }
+    }
+    let num = |key: &str| {
+        scaling
+            .get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("rope scaling {kind:?} needs `{key}`"))
+    };
+    let scaling = match kind {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear { factor: num("factor")? },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(format!(
+                "unsupported rope scaling {other:?} (supported: default, linear, llama3)"
+            ))
+        }
+    };
+    Ok((theta, scaling))
+}
+
+/// Which layers use sliding-window attention, as transformers decides it.
+fn resolve_sliding_window(
+    raw: &RawConfig,
+    family: Family,
+    layers: usize,
+) -> std::result::Result<Vec<Option<usize>>, String> {
+    let window = match family {
+        Family::Llama => None,
+        Family::Mistral => raw.sliding_window,
+        Family::Qwen2 => raw.sliding_window.filter(|_| raw.use_sliding_window.unwrap_or(false)),
+    };
+    let Some(window) = window else {
+        return Ok(vec![None; layers]);
+    };
+    if let Some(types) = &raw.layer_types {
+        if types.len() != layers {
+            return Err(format!(
+                "layer_types has {} entries for {layers} layers",
+                types.len()
+            ));
+        }
+        return Ok(types
+            .iter()
+            .map(|t| (t == "sliding_attention").then_some(window))
+            .collect());
+    }
+    let first_sliding = match family {
+        Family::Qwen2 => raw.max_window_layers.unwrap_or(28),
+        _ => 0,
+    };
+    Ok((0..layers).map(|i| (i >= first_sliding).then_some(window)).collect())
+}
+
+/// `bos_token_id` / `eos_token_id` may be a number, a list of numbers or null.
+fn first_token_id(v: Option<&Value>) -> Option<u32> {
+    match v? {
+        Value::Number(n) => n.as_u64().map(|n| n as u32),
+        Value::Array(items) => items.first().and_then(Value::as_u64).map(|n| n as u32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA3_V4: &str = r#"{
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 64, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+        "max_position_embeddings": 131072, "tie_word_embeddings": true,
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+        "torch_dtype": "bfloat16", "hidden_act": "silu"}"#;
+
+    const LLAMA3_V5: &str = r#"{
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192,
+        "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 64, "rms_norm_eps": 1e-5,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+            "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192},
+        "max_position_embeddings": 131072, "tie_word_embeddings": true,
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+        "dtype": "bfloat16", "hidden_act": "silu"}"#;
+
+    #[test]
+    fn both_dialects_resolve_to_the_same_config() {
+        let v4 = LlamaConfig::from_json(LLAMA3_V4).unwrap();
+        let v5 = LlamaConfig::from_json(LLAMA3_V5).unwrap();
+        assert_eq!(v4, v5);
+        assert_eq!(v4.rope_theta, 500000.0);
+        assert!(matches!(v4.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 32.0));
+        assert_eq!(v4.eos_token_id, Some(128001));
+        // Llama 3.2 1B has 1.236B parameters with tied embeddings.
+        assert_eq!(v4.num_parameters(), 1_235_814_400);
+    }
+
+    #[test]
+    fn qwen2_has_qkv_bias_and_mistral_slides() {
+        let qwen = LlamaConfig::from_json(
+            r#"{"architectures":["Qwen2ForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
+            "num_key_value_heads":1,"sliding_window":4,"use_sliding_window":false}"#,
+        )
+        .unwrap();
+        assert!(qwen.qkv_bias && !qwen.o_bias);
+        assert_eq!(qwen.sliding_window, vec![None, None]);
+        let mistral = LlamaConfig::from_json(
+            r#"{"architectures":["MistralForCausalLM"],"vocab_size":10,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
+            "sliding_window":4}"#,
+        )
+        .unwrap();
+        assert_eq!(mistral.sliding_window, vec![Some(4), Some(4)]);
+        assert_eq!(mistral.num_key_value_heads, 2);
+    }
+
+    #[test]
+    fn written_config_reads_back() {
+        let cfg = LlamaConfig::from_json(LLAMA3_V5).unwrap();
+        let again = LlamaConfig::from_json(&cfg.to_json().to_string()).unwrap();
+        assert_eq!(cfg, again);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let err = LlamaConfig::from_json(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
+        assert!(err.contains("unsupported architecture GPT2LMHeadModel"), "{err}");
+        let err = LlamaConfig::from_json(r#"{"model_type":"llama","vocab_size":10}"#).unwrap_err();
+        assert!(err.contains("hidden_size"), "{err}");
+        let err = LlamaConfig::from_json(
+            r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"yarn","factor":2}}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("yarn"), "{err}");
+    }
+}

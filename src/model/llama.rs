@@ -1,0 +1,347 @@
+//! A Llama-family decoder (Llama 2/3, Mistral, Qwen2) on candle.
+//!
+//! Unlike candle-transformers' `llama`, this one returns logits at any positions asked
+//! for (never `[batch, seq, vocab]` when a few rows are needed), keeps a [`KvCache`]
+//! that can be shared by several continuations, and trains: with
+//! [`Llama::set_differentiable`] every op on the path has a backward pass.
+//!
+//! ```no_run
+//! # use ckpt::model::{Llama, KvCache};
+//! # fn run(model: &Llama, ids: &candle_core::Tensor) -> candle_core::Result<()> {
+//! let mut cache = KvCache::new(model.config().num_hidden_layers);
+//! let hidden = model.hidden_states(ids, &mut cache)?;      // [batch, seq, hidden]
+//! let last = hidden.narrow(1, hidden.dim(1)? - 1, 1)?.squeeze(1)?;
+//! let logits = model.logits(&last)?;                        // [batch, vocab]
+//! # Ok(()) }
+//! ```
+
+use super::cache::KvCache;
+use super::config::LlamaConfig;
+use super::rope::{self, RotaryTables};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// RMSNorm with a learned scale, computed in f32 as transformers does.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        if !differentiable {
+            return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
+        }
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        x.broadcast_div(&rms)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)
+    }
+}
+
+fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    Ok(Linear::new(weight, bias))
+}
+
+/// Grouped-query self-attention.
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let q = cfg.num_attention_heads * d;
+        let kv = cfg.num_key_value_heads * d;
+        Ok(Self {
+            q_proj: linear(h, q, cfg.qkv_bias, vb.pp("q_proj"))?,
+            k_proj: linear(h, kv, cfg.qkv_bias, vb.pp("k_proj"))?,
+            v_proj: linear(h, kv, cfg.qkv_bias, vb.pp("v_proj"))?,
+            o_proj: linear(q, h, cfg.o_bias, vb.pp("o_proj"))?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` of 0 / -inf.
+    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            proj.forward(x)?
+                .reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = rope::apply(&heads(&self.q_proj, self.num_heads)?, &step.cos, &step.sin, step.differentiable)?;
+        let k = rope::apply(&heads(&self.k_proj, self.num_kv_heads)?, &step.cos, &step.sin, step.differentiable)?;
+        let v = heads(&self.v_proj, self.num_kv_heads)?;
+        let (k, v) = cache.append(layer, k, v)?;
+        let s = k.dim(2)?;
+
+        // Group the query heads that share a key/value head instead of copying K and V:
+        // q [b, kv, rep * t, d] against k [b, kv, s, d].
+        let rep = self.num_heads / self.num_kv_heads;
+        let q = q.reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?
+            .to_dtype(DType::F32)?
+            .reshape((b, self.num_kv_heads, rep, t, s))?
+            .broadcast_add(step.mask_for(layer))?;
+        let probs = if step.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let probs = probs
+            .to_dtype(v.dtype())?
+            .reshape((b, self.num_kv_heads, rep * t, s))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, self.num_heads, t, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// SwiGLU feed-forward block.
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Self {
+            gate_proj: linear(h, i, bias, vb.pp("gate_proj"))?,
+            up_proj: linear(h, i, bias, vb.pp("up_proj"))?,
+            down_proj: linear(i, h, bias, vb.pp("down_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// What every layer of one forward step shares: rotary angles, masks, the op flavour.
+struct Step {
+    cos: Tensor,
+    sin: Tensor,
+    /// One mask per distinct sliding window (`masks[window_of[layer]]`).
+    masks: Vec<Tensor>,
+    window_of: Vec<usize>,
+    differentiable: bool,
+}
+
+impl Step {
+    fn mask_for(&self, layer: usize) -> &Tensor {
+        &self.masks[self.window_of[layer]]
+    }
+}
+
+/// Causal mask `[t, cached + t]` (0 where attended, -inf elsewhere), optionally limited
+/// to a sliding window: query `i` (absolute `cached + i`) sees key `j` iff
+/// `j <= cached + i` and `cached + i - j < window`.
+fn causal_mask(t: usize, cached: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
+    let s = cached + t;
+    let mut data = vec![0f32; t * s];
+    for i in 0..t {
+        let q = cached + i;
+        for j in 0..s {
+            let visible = j <= q && window.is_none_or(|w| q - j < w);
+            if !visible {
+                data[i * s + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_vec(data, (t, s), dev)
+}
+
+/// The Llama-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rope: RotaryTables,
+    cfg: LlamaConfig,
+    differentiable: bool,
+}
+
+impl Llama {
+    /// Builds the model from Hugging Face tensor names under `vb` (`model.*`, `lm_head`).
+    pub fn load(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = m.pp(format!("layers.{i}"));
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::load(cfg.hidden_size, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
+                    self_attn: Attention::load(cfg, l.pp("self_attn"))?,
+                    post_attention_layernorm: RmsNorm::load(
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                        l.pp("post_attention_layernorm"),
+                    )?,
+                    mlp: Mlp::load(cfg, l.pp("mlp"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
+        // Tied models store no lm_head; transformers ties it to the embedding even when
+        // a stale copy is present.
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
+        };
+        let rope = RotaryTables::new(cfg, cfg.max_position_embeddings, vb.dtype(), vb.device())?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cfg: cfg.clone(),
+            differentiable: false,
+        })
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    /// `true`: only ops with a backward pass (training, sharpness); `false` (default):
+    /// candle's fused kernels, which are faster but pass no gradient.
+    pub fn set_differentiable(&mut self, differentiable: bool) {
+        self.differentiable = differentiable;
+    }
+
+    /// Final (normed) hidden states `[batch, seq, hidden]` of `input_ids` `[batch, seq]`
+    /// (u32), continuing from whatever `cache` holds and appending to it.
+    pub fn hidden_states(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let cached = cache.len();
+        if cached > 0 && cache.batch_size() != b {
+            candle_core::bail!("cache holds batch {} but input has batch {b}", cache.batch_size());
+        }
+        let step = self.step(t, cached)?;
+        let mut x = self.embed_tokens.embedding(&input_ids.flatten_all()?)?.reshape((b, t, ()))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x, self.differentiable)?;
+            x = (x + layer.self_attn.forward(&h, &step, i, cache)?)?;
+            let h = layer.post_attention_layernorm.forward(&x, self.differentiable)?;
+            x = (&x + layer.mlp.forward(&h)?)?;
+        }
+        self.norm.forward(&x, self.differentiable)
+    }
+
+    /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
+    /// rows they need first, so the vocabulary projection runs on those only.
+    pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
+        hidden_rows.matmul(&self.lm_head.t()?)
+    }
+
+    /// Logits at the given `(batch, position)` pairs of `input_ids`: `[pairs, vocab]`.
+    pub fn logits_at(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        positions: &[(usize, usize)],
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, cache)?;
+        let rows = select_rows(&hidden, positions)?;
+        self.logits(&rows)
+    }
+
+    fn step(&self, t: usize, cached: usize) -> Result<Step> {
+        let dev = self.device();
+        let (cos, sin) = self.rope.cos_sin(cached, t)?;
+        let mut windows: Vec<Option<usize>> = Vec::new();
+        let window_of = self
+            .cfg
+            .sliding_window
+            .iter()
+            .map(|w| match windows.iter().position(|x| x == w) {
+                Some(i) => i,
+                None => {
+                    windows.push(*w);
+                    windows.len() - 1
+                }
+            })
+            .collect();
+        let masks = windows
+            .iter()
+            .map(|w| causal_mask(t, cached, *w, dev))
+            .collect::<Result<_>>()?;
+        Ok(Step {
+            cos,
+            sin,
+            masks,
+            window_of,
+            differentiable: self.differentiable,
+        })
+    }
+}
+
+/// Rows of `hidden` (`[batch, seq, h]`) at `(batch, position)` pairs: `[pairs, h]`.
+pub fn select_rows(hidden: &Tensor, positions: &[(usize, usize)]) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let index: Vec<u32> = positions
+        .iter()
+        .map(|&(row, pos)| {
+            if row >= b || pos >= t {
+                candle_core::bail!("position ({row}, {pos}) outside [{b}, {t}]");
+            }
+            Ok((row * t + pos) as u32)
+        })
+        .collect::<Result<_>>()?;
+    let index = Tensor::from_vec(index, positions.len(), hidden.device())?;
+    hidden.reshape((b * t, h))?.index_select(&index, 0)
+}

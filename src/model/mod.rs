@@ -1,0 +1,11 @@
+//! The Llama-family transformer: configuration, rotary embeddings, KV cache, decoder.
+
+mod cache;
+mod config;
+mod llama;
+mod rope;
+
+pub use cache::KvCache;
+pub use config::{Family, LlamaConfig, RopeScaling};
+pub use llama::{select_rows, Llama};
+pub use rope::inverse_frequencies;
