@@ -89,7 +89,11 @@ pub fn score_windows(
 /// Right padding never changes a real position's result: attention is causal.
 fn score_batch(model: &Llama, windows: &[Window], batch: &[usize]) -> Result<Vec<Vec<f32>>> {
     let dev = model.device();
-    let len = batch.iter().map(|&i| windows[i].input.len()).max().unwrap_or(0);
+    let len = batch
+        .iter()
+        .map(|&i| windows[i].input.len())
+        .max()
+        .unwrap_or(0);
     let mut ids = Vec::with_capacity(batch.len() * len);
     let mut positions = Vec::new();
     let mut targets = Vec::new();
@@ -126,10 +130,17 @@ pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
-        let logits = model.logits(&rows.narrow(0, start, len)?)?.to_dtype(DType::F32)?;
+        let logits = model
+            .logits(&rows.narrow(0, start, len)?)?
+            .to_dtype(DType::F32)?;
         let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let index = Tensor::from_slice(&targets[start..start + len], (len, 1), rows.device())?;
-        out.extend(logprobs.gather(&index, 1)?.flatten_all()?.to_vec1::<f32>()?);
+        out.extend(
+            logprobs
+                .gather(&index, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
         start += len;
     }
     Ok(out)
@@ -209,8 +220,13 @@ pub fn score_texts(
     opts: &ScoreOptions,
     on_window: &dyn Fn(usize),
 ) -> Result<ScoreReport> {
-    let max_length = opts.max_length.unwrap_or(model.config().max_position_embeddings);
-    let encoded = texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<Vec<_>>>()?;
+    let max_length = opts
+        .max_length
+        .unwrap_or(model.config().max_position_embeddings);
+    let encoded = texts
+        .iter()
+        .map(|t| tokenizer.encode(t))
+        .collect::<Result<Vec<_>>>()?;
     let windows_of: Vec<Vec<Window>> = encoded
         .iter()
         .map(|tokens| rolling_windows(tokens, tokenizer.prefix_token, max_length))
@@ -248,7 +264,11 @@ pub fn count_words(text: &str) -> usize {
 fn text_score(text: &str, token_logprobs: Vec<f32>, keep: bool) -> TextScore {
     let tokens = token_logprobs.len();
     let loglikelihood: f64 = token_logprobs.iter().map(|&x| x as f64).sum();
-    let mean_loss = if tokens == 0 { 0.0 } else { -loglikelihood / tokens as f64 };
+    let mean_loss = if tokens == 0 {
+        0.0
+    } else {
+        -loglikelihood / tokens as f64
+    };
     TextScore {
         tokens,
         bytes: text.len(),

@@ -9,10 +9,16 @@ use std::path::Path;
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
     let bytes = crate::error::read_file(path)?;
     let content = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         Error::bad_file(
             path,
-            format!("not UTF-8 text (invalid byte at offset {}, line {line})", e.valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {}, line {line})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -34,8 +40,14 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>> {
 fn text_field(path: &Path, record: &Value, where_: &str) -> Result<String> {
     match record.get("text") {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::bad_file(path, format!("{where_}: field \"text\" is not a string"))),
-        None => Err(Error::bad_file(path, format!("{where_}: no \"text\" field"))),
+        Some(_) => Err(Error::bad_file(
+            path,
+            format!("{where_}: field \"text\" is not a string"),
+        )),
+        None => Err(Error::bad_file(
+            path,
+            format!("{where_}: no \"text\" field"),
+        )),
     }
 }
 
@@ -57,7 +69,10 @@ fn json_texts(path: &Path, content: &str) -> Result<Vec<String>> {
     let value: Value = serde_json::from_str(content)
         .map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))?;
     let Value::Array(records) = value else {
-        return Err(Error::bad_file(path, "expected a JSON array of {\"text\": ...} objects"));
+        return Err(Error::bad_file(
+            path,
+            "expected a JSON array of {\"text\": ...} objects",
+        ));
     };
     records
         .iter()
@@ -78,20 +93,39 @@ mod tests {
             std::fs::write(&path, content).unwrap();
             path
         };
-        assert_eq!(read_texts(&p("a.txt", b"one\n\n two \n")).unwrap(), ["one", " two "]);
         assert_eq!(
-            read_texts(&p("a.jsonl", b"{\"text\": \"x\"}\n\n{\"text\": \"y\", \"id\": 2}\n")).unwrap(),
+            read_texts(&p("a.txt", b"one\n\n two \n")).unwrap(),
+            ["one", " two "]
+        );
+        assert_eq!(
+            read_texts(&p(
+                "a.jsonl",
+                b"{\"text\": \"x\"}\n\n{\"text\": \"y\", \"id\": 2}\n"
+            ))
+            .unwrap(),
             ["x", "y"]
         );
-        assert_eq!(read_texts(&p("a.json", b"[{\"text\": \"z\"}]")).unwrap(), ["z"]);
+        assert_eq!(
+            read_texts(&p("a.json", b"[{\"text\": \"z\"}]")).unwrap(),
+            ["z"]
+        );
 
         let err = read_texts(&p("b.txt", b"\n  \n")).unwrap_err().to_string();
         assert!(err.contains("b.txt") && err.contains("no text"), "{err}");
-        let err = read_texts(&p("c.txt", b"ok\nbad \xff\n")).unwrap_err().to_string();
-        assert!(err.contains("c.txt") && err.contains("UTF-8") && err.contains("line 2"), "{err}");
-        let err = read_texts(&p("d.jsonl", b"{\"text\": 1}\n")).unwrap_err().to_string();
+        let err = read_texts(&p("c.txt", b"ok\nbad \xff\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.txt") && err.contains("UTF-8") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = read_texts(&p("d.jsonl", b"{\"text\": 1}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("d.jsonl") && err.contains("line 1"), "{err}");
-        let err = read_texts(&p("e.jsonl", b"{\"txt\": \"a\"}\n")).unwrap_err().to_string();
+        let err = read_texts(&p("e.jsonl", b"{\"txt\": \"a\"}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no \"text\""), "{err}");
     }
 }

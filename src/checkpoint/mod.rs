@@ -45,14 +45,18 @@ impl Checkpoint {
     /// Opens the checkpoint in `dir` (reads the sidecar; weights are opened on demand).
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.join(CONFIG_FILE).is_file() {
-            let what = if dir.exists() { "no config.json" } else { "no such directory" };
+            let what = if dir.exists() {
+                "no config.json"
+            } else {
+                "no such directory"
+            };
             return Err(Error::bad_file(dir, format!("not a checkpoint: {what}")));
         }
         let meta = CheckpointMeta::read(dir)?;
-        let step = meta
-            .as_ref()
-            .map(|m| m.step)
-            .or_else(|| dir.file_name().and_then(|n| step_from_name(&n.to_string_lossy())));
+        let step = meta.as_ref().map(|m| m.step).or_else(|| {
+            dir.file_name()
+                .and_then(|n| step_from_name(&n.to_string_lossy()))
+        });
         Ok(Self {
             dir: dir.to_path_buf(),
             step,
@@ -97,8 +101,28 @@ impl Checkpoint {
 
     /// The schedule kind recorded in the sidecar, if any.
     pub fn schedule_kind(&self) -> Option<&str> {
-        self.meta.as_ref()?.schedule.as_ref().map(|s| s.kind.as_str())
+        self.meta
+            .as_ref()?
+            .schedule
+            .as_ref()
+            .map(|s| s.kind.as_str())
     }
+}
+
+/// Writes a checkpoint: `config.json`, `model.safetensors` and, when given, `ckpt.json`;
+/// each file atomically.
+pub fn write_checkpoint(
+    dir: &Path,
+    cfg: &LlamaConfig,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    meta: Option<&CheckpointMeta>,
+) -> Result<()> {
+    write_safetensors(&dir.join(SINGLE_FILE), tensors)?;
+    crate::atomic_file::write_json(&dir.join(CONFIG_FILE), &cfg.to_json())?;
+    if let Some(meta) = meta {
+        meta.write(dir)?;
+    }
+    Ok(())
 }
 
 /// True when `dir` holds `config.json` and safetensors weights.
@@ -159,9 +183,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
             }
         }
     }
-    found.sort_by(|a, b| {
-        (a.dir.parent(), a.step, &a.dir).cmp(&(b.dir.parent(), b.step, &b.dir))
-    });
+    found.sort_by(|a, b| (a.dir.parent(), a.step, &a.dir).cmp(&(b.dir.parent(), b.step, &b.dir)));
     found.dedup_by(|a, b| a.dir == b.dir);
     Ok(found)
 }
@@ -178,7 +200,10 @@ pub fn open_single(path: &Path) -> Result<Checkpoint> {
             path,
             format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
         )),
-        0 => Err(Error::bad_file(path, "no checkpoint found (config.json + *.safetensors)")),
+        0 => Err(Error::bad_file(
+            path,
+            "no checkpoint found (config.json + *.safetensors)",
+        )),
         n => Err(Error::bad_file(
             path,
             format!("holds {n} checkpoints; name one of them"),
@@ -230,7 +255,15 @@ mod tests {
             .iter()
             .map(|c| c.dir.strip_prefix(r).unwrap().display().to_string())
             .collect();
-        assert_eq!(names, ["cosine/checkpoint-7", "wso/step-200", "wso/step-1000", "wso/final"]);
+        assert_eq!(
+            names,
+            [
+                "cosine/checkpoint-7",
+                "wso/step-200",
+                "wso/step-1000",
+                "wso/final"
+            ]
+        );
         assert_eq!(found[3].step, Some(1500));
 
         let err = discover(&[r.join("missing")]).unwrap_err().to_string();

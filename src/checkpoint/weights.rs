@@ -34,7 +34,10 @@ impl MappedFile {
         // is the same contract every safetensors loader (candle, transformers) accepts.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-            Error::bad_file(path, format!("not a valid safetensors file ({e}); truncated or corrupt?"))
+            Error::bad_file(
+                path,
+                format!("not a valid safetensors file ({e}); truncated or corrupt?"),
+            )
         })?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -80,7 +83,10 @@ impl WeightFiles {
     /// present, else `model.safetensors`, else every `*.safetensors` but the optimizer's.
     pub fn open(dir: &Path) -> Result<Self> {
         let paths = weight_paths(dir)?;
-        let files = paths.iter().map(|p| MappedFile::open(p)).collect::<Result<Vec<_>>>()?;
+        let files = paths
+            .iter()
+            .map(|p| MappedFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
         let mut by_name = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             for name in f.metadata.tensors().keys() {
@@ -169,11 +175,13 @@ impl SimpleBackend for WeightFiles {
                 shape.dims()
             );
         }
-        self.load(name, dtype, dev).map_err(candle_core::Error::wrap)
+        self.load(name, dtype, dev)
+            .map_err(candle_core::Error::wrap)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, dtype, dev).map_err(candle_core::Error::wrap)
+        self.load(name, dtype, dev)
+            .map_err(candle_core::Error::wrap)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -241,7 +249,10 @@ fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes `tensors` as one safetensors file, atomically (temporary file + rename).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".ckpt-tmp-")

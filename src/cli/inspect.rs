@@ -42,7 +42,10 @@ fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
         stage: ckpt.stage().map(|s| s.to_string()),
         schedule: ckpt.schedule_kind().map(String::from),
         architecture: cfg.family.architecture().to_string(),
-        parameters: tensors.values().map(|t| t.shape.iter().product::<usize>()).sum(),
+        parameters: tensors
+            .values()
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum(),
         dtype: dominant_dtype(&tensors),
         fingerprint: crate::checkpoint::fingerprint(&ckpt.dir, &weights)?,
         meta: ckpt.meta.clone(),
@@ -53,8 +56,9 @@ fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
 fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for t in tensors.values() {
-        *count.entry(format!("{:?}", t.dtype).to_lowercase()).or_default() +=
-            t.shape.iter().product::<usize>();
+        *count
+            .entry(format!("{:?}", t.dtype).to_lowercase())
+            .or_default() += t.shape.iter().product::<usize>();
     }
     count
         .into_iter()
@@ -85,7 +89,16 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&rows)?;
     } else {
-        let mut t = table(&["path", "step", "stage", "schedule", "arch", "params", "dtype", "fingerprint"]);
+        let mut t = table(&[
+            "path",
+            "step",
+            "stage",
+            "schedule",
+            "arch",
+            "params",
+            "dtype",
+            "fingerprint",
+        ]);
         for r in &rows {
             t.add_row(vec![
                 r.path.display().to_string(),
@@ -100,7 +113,11 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         }
         println!("{t}");
     }
-    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn human_count(n: usize) -> String {

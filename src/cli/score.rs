@@ -1,9 +1,9 @@
 //! `ckpt score CKPT --text FILE`: rolling log-likelihood of texts.
 
 use super::output::{print_json, table, Ui};
-use anyhow::Context;
 use crate::score::{score_texts, ScoreOptions, ScoreReport};
 use crate::tokenizer::TextTokenizer;
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -60,7 +60,12 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
     let texts = crate::texts::read_texts(&args.text)?;
     let cfg = ckpt.config()?;
-    let tokenizer = TextTokenizer::load(&ckpt.dir, args.tokenizer.as_deref(), cfg.bos_token_id, cfg.eos_token_id)?;
+    let tokenizer = TextTokenizer::load(
+        &ckpt.dir,
+        args.tokenizer.as_deref(),
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+    )?;
     let model = ckpt.load_model(&device, dtype)?;
     let fingerprint = ckpt.fingerprint()?;
 
@@ -107,8 +112,14 @@ fn print_tables(out: &Output) {
     println!(
         "{} texts, {} tokens: loglikelihood {:.4}, mean loss {:.4}, perplexity {:.3}, \
          word perplexity {:.3}, byte perplexity {:.4}, bits per byte {:.4}",
-        a.texts, a.tokens, a.loglikelihood, a.mean_loss, a.token_perplexity,
-        a.word_perplexity, a.byte_perplexity, a.bits_per_byte
+        a.texts,
+        a.tokens,
+        a.loglikelihood,
+        a.mean_loss,
+        a.token_perplexity,
+        a.word_perplexity,
+        a.byte_perplexity,
+        a.bits_per_byte
     );
     println!(
         "{} ({}), max length {}, {:.1}s, {:.0} tokens/s",

@@ -44,7 +44,10 @@ impl KvCache {
     pub fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         let kv = match self.layers[layer].take() {
             None => (k, v),
-            Some((old_k, old_v)) => (Tensor::cat(&[&old_k, &k], 2)?, Tensor::cat(&[&old_v, &v], 2)?),
+            Some((old_k, old_v)) => (
+                Tensor::cat(&[&old_k, &k], 2)?,
+                Tensor::cat(&[&old_v, &v], 2)?,
+            ),
         };
         self.layers[layer] = Some(kv.clone());
         Ok(kv)

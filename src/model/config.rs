@@ -141,12 +141,17 @@ impl LlamaConfig {
 
     /// Parses a `config.json` held in memory.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         Self::resolve(raw)
     }
 
     fn resolve(raw: RawConfig) -> std::result::Result<Self, String> {
-        let architecture = raw.architectures.as_ref().and_then(|a| a.first()).map(String::as_str);
+        let architecture = raw
+            .architectures
+            .as_ref()
+            .and_then(|a| a.first())
+            .map(String::as_str);
         let family = Family::from_names(architecture, raw.model_type.as_deref()).ok_or_else(|| {
             format!(
                 "unsupported architecture {} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
@@ -171,13 +176,19 @@ impl LlamaConfig {
                 "num_attention_heads ({num_attention_heads}) is not a multiple of num_key_value_heads ({num_key_value_heads})"
             ));
         }
-        let head_dim = match raw.head_dim {
-            Some(d) => d,
-            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
-            None => return Err("hidden_size is not divisible by num_attention_heads and no head_dim is given".into()),
-        };
+        let head_dim =
+            match raw.head_dim {
+                Some(d) => d,
+                None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+                None => return Err(
+                    "hidden_size is not divisible by num_attention_heads and no head_dim is given"
+                        .into(),
+                ),
+            };
         if head_dim % 2 != 0 {
-            return Err(format!("head_dim {head_dim} is odd; rotary embeddings need it even"));
+            return Err(format!(
+                "head_dim {head_dim} is odd; rotary embeddings need it even"
+            ));
         }
         let (rope_theta, rope_scaling) = resolve_rope(&raw)?;
         let attention_bias = raw.attention_bias.unwrap_or(false);
@@ -215,11 +226,17 @@ impl LlamaConfig {
         let h = self.hidden_size;
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        let attn = h * q + 2 * h * kv + q * h
+        let attn = h * q
+            + 2 * h * kv
+            + q * h
             + if self.qkv_bias { q + 2 * kv } else { 0 }
             + if self.o_bias { h } else { 0 };
         let mlp = 3 * h * self.intermediate_size
-            + if self.mlp_bias { 2 * self.intermediate_size + h } else { 0 };
+            + if self.mlp_bias {
+                2 * self.intermediate_size + h
+            } else {
+                0
+            };
         let per_layer = attn + mlp + 2 * h;
         let embed = self.vocab_size * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
@@ -291,7 +308,9 @@ fn resolve_rope(raw: &RawConfig) -> std::result::Result<(f64, RopeScaling), Stri
     };
     let scaling = match kind {
         "default" => RopeScaling::Default,
-        "linear" => RopeScaling::Linear { factor: num("factor")? },
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
         "llama3" => RopeScaling::Llama3 {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
@@ -316,7 +335,9 @@ fn resolve_sliding_window(
     let window = match family {
         Family::Llama => None,
         Family::Mistral => raw.sliding_window,
-        Family::Qwen2 => raw.sliding_window.filter(|_| raw.use_sliding_window.unwrap_or(false)),
+        Family::Qwen2 => raw
+            .sliding_window
+            .filter(|_| raw.use_sliding_window.unwrap_or(false)),
     };
     let Some(window) = window else {
         return Ok(vec![None; layers]);
@@ -337,7 +358,9 @@ fn resolve_sliding_window(
         Family::Qwen2 => raw.max_window_layers.unwrap_or(28),
         _ => 0,
     };
-    Ok((0..layers).map(|i| (i >= first_sliding).then_some(window)).collect())
+    Ok((0..layers)
+        .map(|i| (i >= first_sliding).then_some(window))
+        .collect())
 }
 
 /// `bos_token_id` / `eos_token_id` may be a number, a list of numbers or null.
@@ -418,7 +441,10 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let err = LlamaConfig::from_json(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
-        assert!(err.contains("unsupported architecture GPT2LMHeadModel"), "{err}");
+        assert!(
+            err.contains("unsupported architecture GPT2LMHeadModel"),
+            "{err}"
+        );
         let err = LlamaConfig::from_json(r#"{"model_type":"llama","vocab_size":10}"#).unwrap_err();
         assert!(err.contains("hidden_size"), "{err}");
         let err = LlamaConfig::from_json(

@@ -37,11 +37,14 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        if !differentiable {
+        // candle's fused kernel rounds the RMS itself to bf16/f16 before dividing (a
+        // per-row error up to 2^-8); transformers divides in f32. So the fused kernel
+        // serves f32 inference only.
+        if !differentiable && x.dtype() == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let x = x.to_dtype(compute_dtype(dtype))?;
         let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         x.broadcast_div(&rms)?
             .to_dtype(dtype)?
@@ -51,7 +54,11 @@ impl RmsNorm {
 
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
-    let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+    let bias = if bias {
+        Some(vb.get(out_dim, "bias")?)
+    } else {
+        None
+    };
     Ok(Linear::new(weight, bias))
 }
 
@@ -84,7 +91,13 @@ impl Attention {
     }
 
     /// `x`: `[batch, seq, hidden]`; `mask`: `[seq, cached + seq]` of 0 / -inf.
-    fn forward(&self, x: &Tensor, step: &Step, layer: usize, cache: &mut KvCache) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        step: &Step,
+        layer: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
             proj.forward(x)?
@@ -92,8 +105,18 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = rope::apply(&heads(&self.q_proj, self.num_heads)?, &step.cos, &step.sin, step.differentiable)?;
-        let k = rope::apply(&heads(&self.k_proj, self.num_kv_heads)?, &step.cos, &step.sin, step.differentiable)?;
+        let q = rope::apply(
+            &heads(&self.q_proj, self.num_heads)?,
+            &step.cos,
+            &step.sin,
+            step.differentiable,
+        )?;
+        let k = rope::apply(
+            &heads(&self.k_proj, self.num_kv_heads)?,
+            &step.cos,
+            &step.sin,
+            step.differentiable,
+        )?;
         let v = heads(&self.v_proj, self.num_kv_heads)?;
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
@@ -104,7 +127,7 @@ impl Attention {
         let q = q.reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?
-            .to_dtype(DType::F32)?
+            .to_dtype(compute_dtype(q.dtype()))?
             .reshape((b, self.num_kv_heads, rep, t, s))?
             .broadcast_add(step.mask_for(layer))?;
         let probs = if step.differentiable {
@@ -172,10 +195,25 @@ impl Step {
     }
 }
 
+/// Softmax and normalisation run in f32 (f64 for f64 models), as transformers does.
+fn compute_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 /// Causal mask `[t, cached + t]` (0 where attended, -inf elsewhere), optionally limited
 /// to a sliding window: query `i` (absolute `cached + i`) sees key `j` iff
 /// `j <= cached + i` and `cached + i - j < window`.
-fn causal_mask(t: usize, cached: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
+fn causal_mask(
+    t: usize,
+    cached: usize,
+    window: Option<usize>,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
     let s = cached + t;
     let mut data = vec![0f32; t * s];
     for i in 0..t {
@@ -187,7 +225,7 @@ fn causal_mask(t: usize, cached: usize, window: Option<usize>, dev: &Device) -> 
             }
         }
     }
-    Tensor::from_vec(data, (t, s), dev)
+    Tensor::from_vec(data, (t, s), dev)?.to_dtype(dtype)
 }
 
 /// The Llama-family causal language model.
@@ -206,12 +244,18 @@ impl Llama {
     /// Builds the model from Hugging Face tensor names under `vb` (`model.*`, `lm_head`).
     pub fn load(cfg: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
         let m = vb.pp("model");
-        let embed_tokens = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let embed_tokens = m
+            .pp("embed_tokens")
+            .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = m.pp(format!("layers.{i}"));
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(cfg.hidden_size, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
+                    input_layernorm: RmsNorm::load(
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                        l.pp("input_layernorm"),
+                    )?,
                     self_attn: Attention::load(cfg, l.pp("self_attn"))?,
                     post_attention_layernorm: RmsNorm::load(
                         cfg.hidden_size,
@@ -228,7 +272,8 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.clone()
         } else {
-            vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
+            vb.pp("lm_head")
+                .get((cfg.vocab_size, cfg.hidden_size), "weight")?
         };
         let rope = RotaryTables::new(cfg, cfg.max_position_embeddings, vb.dtype(), vb.device())?;
         Ok(Self {
@@ -269,14 +314,22 @@ impl Llama {
         let (b, t) = input_ids.dims2()?;
         let cached = cache.len();
         if cached > 0 && cache.batch_size() != b {
-            candle_core::bail!("cache holds batch {} but input has batch {b}", cache.batch_size());
+            candle_core::bail!(
+                "cache holds batch {} but input has batch {b}",
+                cache.batch_size()
+            );
         }
         let step = self.step(t, cached)?;
-        let mut x = self.embed_tokens.embedding(&input_ids.flatten_all()?)?.reshape((b, t, ()))?;
+        let mut x = self
+            .embed_tokens
+            .embedding(&input_ids.flatten_all()?)?
+            .reshape((b, t, ()))?;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x, self.differentiable)?;
             x = (x + layer.self_attn.forward(&h, &step, i, cache)?)?;
-            let h = layer.post_attention_layernorm.forward(&x, self.differentiable)?;
+            let h = layer
+                .post_attention_layernorm
+                .forward(&x, self.differentiable)?;
             x = (&x + layer.mlp.forward(&h)?)?;
         }
         self.norm.forward(&x, self.differentiable)
@@ -300,6 +353,20 @@ impl Llama {
         self.logits(&rows)
     }
 
+    /// Mean next-token cross-entropy of `input_ids` `[batch, seq]`: position `i`
+    /// predicts token `i + 1`. The training and sharpness objective.
+    pub fn next_token_loss(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if t < 2 {
+            candle_core::bail!("next-token loss needs at least 2 tokens per row, got {t}");
+        }
+        let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
+        let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
+        let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
+        let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
+        candle_nn::loss::cross_entropy(&logits, &targets)
+    }
+
     fn step(&self, t: usize, cached: usize) -> Result<Step> {
         let dev = self.device();
         let (cos, sin) = self.rope.cos_sin(cached, t)?;
@@ -318,7 +385,7 @@ impl Llama {
             .collect();
         let masks = windows
             .iter()
-            .map(|w| causal_mask(t, cached, *w, dev))
+            .map(|w| causal_mask(t, cached, *w, compute_dtype(self.dtype()), dev))
             .collect::<Result<_>>()?;
         Ok(Step {
             cos,

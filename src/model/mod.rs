@@ -2,10 +2,12 @@
 
 mod cache;
 mod config;
+mod init;
 mod llama;
 mod rope;
 
 pub use cache::KvCache;
 pub use config::{Family, LlamaConfig, RopeScaling};
+pub use init::{init_weights, parameter_shapes};
 pub use llama::{select_rows, Llama};
 pub use rope::inverse_frequencies;

@@ -55,16 +55,29 @@ pub struct RotaryTables {
 
 impl RotaryTables {
     /// Tables for positions `0..max_positions`.
-    pub fn new(cfg: &LlamaConfig, max_positions: usize, dtype: DType, dev: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &LlamaConfig,
+        max_positions: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         let inv_freq = inverse_frequencies(cfg);
         let (cos, sin) = tables(&inv_freq, 0, max_positions, dtype, dev)?;
-        Ok(Self { inv_freq, cos, sin, dtype })
+        Ok(Self {
+            inv_freq,
+            cos,
+            sin,
+            dtype,
+        })
     }
 
     /// cos and sin for positions `offset..offset + len`, each `[len, head_dim / 2]`.
     pub fn cos_sin(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
         if offset + len <= self.cos.dim(0)? {
-            Ok((self.cos.narrow(0, offset, len)?, self.sin.narrow(0, offset, len)?))
+            Ok((
+                self.cos.narrow(0, offset, len)?,
+                self.sin.narrow(0, offset, len)?,
+            ))
         } else {
             // Past the precomputed range (a user-raised max length): compute on demand.
             tables(&self.inv_freq, offset, len, self.dtype, self.cos.device())
@@ -100,8 +113,12 @@ fn tables(
 /// pass; candle's fused kernel has none (huggingface/candle#2168).
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
     if differentiable {
-        let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(0)?.unsqueeze(0)?;
-        let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(0)?.unsqueeze(0)?;
+        let cos = Tensor::cat(&[cos, cos], D::Minus1)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
+        let sin = Tensor::cat(&[sin, sin], D::Minus1)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
         let half = x.dim(D::Minus1)? / 2;
         let x1 = x.narrow(D::Minus1, 0, half)?;
         let x2 = x.narrow(D::Minus1, half, half)?;
