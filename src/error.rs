@@ -15,7 +15,7 @@ pub enum Error {
     #[error("{}: {err}", path.display())]
     Io { path: PathBuf, err: std::io::Error },
     /// A tensor operation failed (a bug or an impossible request, not bad input).
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
     /// A request that cannot be served (unsupported option, inconsistent arguments).
     #[error("{0}")]
@@ -40,6 +40,18 @@ impl Error {
             path: path.as_ref().to_path_buf(),
             err,
         }
+    }
+}
+
+/// The message of a candle error on one line, without the backtrace candle attaches
+/// when `RUST_BACKTRACE` is set.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => candle_message(inner),
+        E::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string().replace('\n', " "),
     }
 }
 

@@ -84,7 +84,7 @@ impl Checkpoint {
         let cfg = self.config()?;
         let vb = self.weights()?.var_builder(dtype, device);
         Llama::load(&cfg, vb).map_err(|e| {
-            let msg = e.to_string();
+            let msg = crate::error::candle_message(&e);
             // Errors from our weight backend already name the file.
             if msg.contains(".safetensors") {
                 Error::Invalid(msg)
@@ -163,6 +163,11 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
         } else {
             root.clone()
         };
+        // A directory named directly that has a config but no weights is a broken
+        // checkpoint, not something to skip silently.
+        if root.join(CONFIG_FILE).is_file() && !is_checkpoint_dir(&root) {
+            return Err(missing_weights(&root));
+        }
         let mut walk = walkdir::WalkDir::new(&root).follow_links(true).into_iter();
         while let Some(entry) = walk.next() {
             let entry = entry.map_err(|e| {
@@ -188,6 +193,42 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     Ok(found)
 }
 
+fn missing_weights(dir: &Path) -> Error {
+    Error::bad_file(
+        dir,
+        format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
+    )
+}
+
+/// Checks that the stored tensors are the ones `config.json` implies: every parameter
+/// present with its shape. Extra tensors (a stale tied `lm_head`, rotary buffers) are
+/// allowed, as transformers allows them.
+pub fn validate_shapes(cfg: &LlamaConfig, weights: &WeightFiles) -> Result<()> {
+    let stored = weights.tensors();
+    for (name, shape) in crate::model::parameter_shapes(cfg) {
+        match stored.get(&name) {
+            None => {
+                return Err(Error::Invalid(format!(
+                    "{}: missing tensor {name:?}",
+                    weights.origin().display()
+                )))
+            }
+            Some(t) if t.shape != shape => {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor {name:?} has shape {:?} but config.json implies {shape:?}",
+                    weights
+                        .file_holding(&name)
+                        .unwrap_or(weights.origin())
+                        .display(),
+                    t.shape
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Loads the first checkpoint found under `path` when it holds exactly one.
 pub fn open_single(path: &Path) -> Result<Checkpoint> {
     if is_checkpoint_dir(path) {
@@ -196,10 +237,6 @@ pub fn open_single(path: &Path) -> Result<Checkpoint> {
     let mut found = discover(&[path.to_path_buf()])?;
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 if path.join(CONFIG_FILE).is_file() => Err(Error::bad_file(
-            path,
-            format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
-        )),
         0 => Err(Error::bad_file(
             path,
             "no checkpoint found (config.json + *.safetensors)",

@@ -76,6 +76,8 @@ pub struct StoredTensor {
 pub struct WeightFiles {
     files: Vec<MappedFile>,
     by_name: HashMap<String, usize>,
+    /// The file that names the weights: the index when sharded, else the single file.
+    origin: PathBuf,
 }
 
 impl WeightFiles {
@@ -83,6 +85,12 @@ impl WeightFiles {
     /// present, else `model.safetensors`, else every `*.safetensors` but the optimizer's.
     pub fn open(dir: &Path) -> Result<Self> {
         let paths = weight_paths(dir)?;
+        let index = dir.join(INDEX_FILE);
+        let origin = if index.is_file() {
+            index
+        } else {
+            paths[0].clone()
+        };
         let files = paths
             .iter()
             .map(|p| MappedFile::open(p))
@@ -98,7 +106,21 @@ impl WeightFiles {
                 }
             }
         }
-        Ok(Self { files, by_name })
+        Ok(Self {
+            files,
+            by_name,
+            origin,
+        })
+    }
+
+    /// The index file of sharded weights, else the single weight file.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The file holding tensor `name`.
+    pub fn file_holding(&self, name: &str) -> Option<&Path> {
+        Some(self.files[*self.by_name.get(name)?].path.as_path())
     }
 
     /// The files backing these weights.
@@ -141,11 +163,10 @@ impl WeightFiles {
 
     fn file_of(&self, name: &str) -> Result<&MappedFile> {
         let i = self.by_name.get(name).ok_or_else(|| {
-            let where_ = match self.files.as_slice() {
-                [one] => one.path.display().to_string(),
-                many => format!("any of {} weight files", many.len()),
-            };
-            Error::Invalid(format!("{where_}: missing tensor {name:?}"))
+            Error::Invalid(format!(
+                "{}: missing tensor {name:?}",
+                self.origin.display()
+            ))
         })?;
         Ok(&self.files[*i])
     }
@@ -165,28 +186,32 @@ impl SimpleBackend for WeightFiles {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let file = self.file_of(name).map_err(candle_core::Error::wrap)?;
+        // Plain `Msg` errors: candle's constructors attach a backtrace when
+        // RUST_BACKTRACE is set, which would spill into the one-line error.
+        let file = self.file_of(name).map_err(to_candle)?;
         let info = file.info(name).expect("indexed tensor exists");
         if info.shape != shape.dims() {
-            candle_core::bail!(
+            return Err(candle_core::Error::Msg(format!(
                 "{}: tensor {name:?} has shape {:?} but config.json implies {:?}",
                 file.path.display(),
                 info.shape,
                 shape.dims()
-            );
+            )));
         }
-        self.load(name, dtype, dev)
-            .map_err(candle_core::Error::wrap)
+        self.load(name, dtype, dev).map_err(to_candle)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.load(name, dtype, dev)
-            .map_err(candle_core::Error::wrap)
+        self.load(name, dtype, dev).map_err(to_candle)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
+}
+
+fn to_candle(e: Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
 }
 
 /// The weight files of `dir`, in a stable order.

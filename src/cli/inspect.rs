@@ -35,6 +35,7 @@ struct Row {
 fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
     let cfg = ckpt.config()?;
     let weights = ckpt.weights()?;
+    crate::checkpoint::validate_shapes(&cfg, &weights)?;
     let tensors = weights.tensors();
     Ok(Row {
         path: ckpt.dir.clone(),
@@ -70,7 +71,11 @@ fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
 pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let found = discover(&args.paths)?;
     if found.is_empty() {
-        anyhow::bail!("no checkpoint (config.json + *.safetensors) found under the given paths");
+        let searched: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!(
+            "no checkpoint (config.json + *.safetensors) found under {}",
+            searched.join(", ")
+        );
     }
     let bar = ui.progress(found.len() as u64, "inspecting");
     let mut rows = Vec::new();

@@ -1,0 +1,159 @@
+//! Helpers shared by the CLI integration tests: fixture paths, a sandbox directory with
+//! its own fingerprint cache, and running the real `ckpt` binary inside it.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The tiny transformers-written checkpoints under `tests/fixtures/parity`.
+pub const FIXTURES: [&str; 5] = [
+    "llama_gqa",
+    "llama3_rope",
+    "qwen2_bias",
+    "llama_tied",
+    "mistral_sharded",
+];
+
+/// `tests/fixtures/parity`.
+pub fn parity_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
+}
+
+/// One fixture checkpoint, in place (never modify it: copy it into a [`Sandbox`]).
+pub fn fixture(name: &str) -> PathBuf {
+    parity_dir().join(name)
+}
+
+/// A path as a command-line argument (test paths are UTF-8).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// `tests/fixtures/parity/texts.jsonl`.
+pub fn texts_jsonl() -> PathBuf {
+    parity_dir().join("texts.jsonl")
+}
+
+/// The texts of `texts.jsonl`, parsed here rather than by `ckpt`.
+pub fn parity_texts() -> Vec<String> {
+    std::fs::read_to_string(texts_jsonl())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// `reference.json`.
+pub fn reference() -> Value {
+    serde_json::from_slice(&std::fs::read(parity_dir().join("reference.json")).unwrap()).unwrap()
+}
+
+/// Copies the regular files of `src` into `dst` (created).
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A temporary directory to copy and break fixtures in, with its own `CKPT_CACHE_DIR`
+/// so that no test reads or writes the user's cache.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The sandbox root.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The fingerprint cache directory every `ckpt` run of this sandbox uses.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path().join(".cache")
+    }
+
+    /// Copies fixture `name` to `<sandbox>/<name>` and returns the copy.
+    pub fn copy_fixture(&self, name: &str) -> PathBuf {
+        self.copy_fixture_to(name, name)
+    }
+
+    /// Copies fixture `name` to `<sandbox>/<rel>` and returns the copy.
+    pub fn copy_fixture_to(&self, name: &str, rel: &str) -> PathBuf {
+        let dst = self.path().join(rel);
+        copy_dir(&fixture(name), &dst);
+        dst
+    }
+
+    /// Writes `<sandbox>/<rel>` and returns its path.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// `ckpt ARGS...`, run in the sandbox with a clean environment for `ckpt`'s own
+    /// variables.
+    pub fn ckpt<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::cargo_bin("ckpt").unwrap();
+        cmd.current_dir(self.path())
+            .env("CKPT_CACHE_DIR", self.cache_dir())
+            .env_remove("CKPT_DEVICE")
+            .env_remove("CKPT_LOG")
+            .args(args);
+        cmd
+    }
+
+    /// Runs `ckpt ARGS...` and returns its output, whatever the exit code.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.ckpt(args).output().unwrap()
+    }
+
+    /// Runs `ckpt ARGS...`, asserts success and parses stdout as JSON.
+    pub fn run_json<I, S>(&self, args: I) -> Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ckpt failed ({:?}); stderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
