@@ -3,7 +3,8 @@
 //! `cargo bench --bench score` writes the random model and its token windows to
 //! `target/bench/score/` so `scripts/bench_score_transformers.py` can time
 //! transformers on exactly the same work, and prints one JSON line per dtype.
-//! Set `CKPT_BENCH_WINDOWS` / `CKPT_BENCH_LEN` to change the workload.
+//! Set `CKPT_BENCH_WINDOWS` / `CKPT_BENCH_LEN` / `CKPT_BENCH_BATCH_TOKENS` to change the
+//! workload, `CKPT_BENCH_DTYPE=f32|bf16` to run one dtype.
 
 use candle_core::{DType, Device};
 use ckpt::checkpoint::{write_checkpoint, Checkpoint};
@@ -59,7 +60,11 @@ fn main() -> anyhow::Result<()> {
 
     let ckpt = Checkpoint::open(&model_dir)?;
     let tokens = windows_n * len;
+    let only = std::env::var("CKPT_BENCH_DTYPE").ok();
     for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let model = ckpt.load_model(&Device::Cpu, dtype)?;
         score_windows(&model, &windows[..1], batch_tokens, &|_| {})?; // warm-up
         let mut best = f64::INFINITY;

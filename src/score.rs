@@ -11,7 +11,7 @@
 //! Windows of all texts are sorted by length and batched by a token budget; the
 //! vocabulary projection and log-softmax run only on predicted positions, in chunks.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{select_rows, KvCache, Llama};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor, D};
@@ -133,17 +133,44 @@ pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<
         let logits = model
             .logits(&rows.narrow(0, start, len)?)?
             .to_dtype(DType::F32)?;
-        let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let index = Tensor::from_slice(&targets[start..start + len], (len, 1), rows.device())?;
-        out.extend(
-            logprobs
-                .gather(&index, 1)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
+        let targets = &targets[start..start + len];
+        if logits.device().is_cpu() {
+            out.extend(cpu_target_logprobs(&logits, targets)?);
+        } else {
+            let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let index = Tensor::from_slice(targets, (len, 1), logits.device())?;
+            out.extend(
+                logprobs
+                    .gather(&index, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
         start += len;
     }
     Ok(out)
+}
+
+/// One read of each logits row on CPU (`logit[target] - logsumexp(row)`), where
+/// candle's composite log-softmax would write the `[rows, vocab]` buffer three times.
+fn cpu_target_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let logits = logits.contiguous()?;
+    let vocab = logits.dim(1)?;
+    let (storage, layout) = logits.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        unreachable!("checked by the caller");
+    };
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+    Ok(data
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &target)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
+            row[target as usize] - max - sum.ln() as f32
+        })
+        .collect())
 }
 
 /// How to score.
@@ -227,6 +254,7 @@ pub fn score_texts(
         .iter()
         .map(|t| tokenizer.encode(t))
         .collect::<Result<Vec<_>>>()?;
+    check_vocabulary(model, tokenizer, &encoded)?;
     let windows_of: Vec<Vec<Window>> = encoded
         .iter()
         .map(|tokens| rolling_windows(tokens, tokenizer.prefix_token, max_length))
@@ -252,6 +280,27 @@ pub fn score_texts(
         texts: scores,
         aggregate,
     })
+}
+
+/// Token ids past the model's vocabulary mean the tokenizer belongs to another model.
+fn check_vocabulary(model: &Llama, tokenizer: &TextTokenizer, encoded: &[Vec<u32>]) -> Result<()> {
+    let vocab = model.config().vocab_size;
+    let prefix = std::iter::once(&tokenizer.prefix_token);
+    match encoded
+        .iter()
+        .flatten()
+        .chain(prefix)
+        .find(|&&id| id as usize >= vocab)
+    {
+        Some(bad) => Err(Error::bad_file(
+            tokenizer.path(),
+            format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}: \
+                 tokenizer and checkpoint do not match"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Words as lm-evaluation-harness counts them: `len(re.split(r"\s+", text))`.

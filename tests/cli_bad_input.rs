@@ -307,6 +307,26 @@ fn score_without_tokenizer_json() {
     assert_bad_input(score(&sb, &dir), &["tokenizer.json"], NOT_FOUND);
 }
 
+#[test]
+fn tokenizer_of_another_model() {
+    // A tokenizer with a token past the model's 360-entry vocabulary.
+    let sb = Sandbox::new();
+    let (dir, _) = gqa_copy(&sb);
+    let path = dir.join("tokenizer.json");
+    let mut tok: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 400, "content": "<zq>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": false
+        }));
+    std::fs::write(&path, serde_json::to_vec(&tok).unwrap()).unwrap();
+    let text = sb.write("texts.txt", "some words <zq> more\n");
+    let out = run(&sb, &["score", arg(&dir), "--text", arg(&text)]);
+    assert_bad_input(out, &["tokenizer.json", "outside"], &["vocabulary"]);
+}
+
 // ----- texts -----
 
 #[test]

@@ -18,8 +18,8 @@
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::rope::{self, RotaryTables};
-use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::VarBuilder;
 
 /// RMSNorm with a learned scale, computed in f32 as transformers does.
 #[derive(Debug, Clone)]
@@ -52,6 +52,27 @@ impl RmsNorm {
     }
 }
 
+/// A dense layer `x W^T + b` with HF's `[out, in]` weight layout.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
+    /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        y.reshape((b, t, ()))
+    }
+}
+
 fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
     let bias = if bias {
@@ -59,7 +80,7 @@ fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<L
     } else {
         None
     };
-    Ok(Linear::new(weight, bias))
+    Ok(Linear { weight, bias })
 }
 
 /// Grouped-query self-attention.
@@ -124,9 +145,11 @@ impl Attention {
         // Group the query heads that share a key/value head instead of copying K and V:
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
-        let q = q.reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
+        // Scaling q (t rows) is cheaper than scaling the scores (t x s).
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?
+        let q = (q * scale)?.reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
+        let scores = q
+            .matmul(&k.t()?)?
             .to_dtype(compute_dtype(q.dtype()))?
             .reshape((b, self.num_kv_heads, rep, t, s))?
             .broadcast_add(step.mask_for(layer))?;
