@@ -25,7 +25,9 @@ a fixed random seed.  Nothing is downloaded.
 
 Usage::
 
-    /work/pyref/bin/python scripts/make_parity_fixtures.py [OUT_DIR]
+    python3 -m venv ~/.venvs/ckpt-ref
+    ~/.venvs/ckpt-ref/bin/pip install -r scripts/requirements-reference.txt
+    ~/.venvs/ckpt-ref/bin/python scripts/make_parity_fixtures.py [OUT_DIR]
 
 OUT_DIR defaults to ``tests/fixtures/parity`` under the repository root.
 """
@@ -515,7 +517,7 @@ def write_readme(out: Path, vers: dict, lm_eval_note: str) -> None:
     lines = [
         "# Parity fixtures (generated — do not edit by hand)",
         "",
-        "Produced by `/work/pyref/bin/python scripts/make_parity_fixtures.py` (fixed seeds; re-running reproduces them).",
+        "Produced by `python scripts/make_parity_fixtures.py` in a venv made from `scripts/requirements-reference.txt` (fixed seeds; re-running reproduces them).",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + ".",
         "Five tiny random-weight checkpoints (float32 safetensors) use one byte-level BPE vocabulary trained on synthetic text;",
         "`qwen2_bias/tokenizer.json` wraps the same vocab/merges in Qwen2's NFC + split-regex pipeline, because transformers 5",

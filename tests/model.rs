@@ -35,6 +35,8 @@ struct RefText {
 struct Reference {
     max_length: usize,
     models: HashMap<String, HashMap<String, Vec<RefText>>>,
+    /// Totals from lm-evaluation-harness's own `HFLM.loglikelihood_rolling`.
+    lm_eval: HashMap<String, Vec<f64>>,
 }
 
 fn reference() -> Reference {
@@ -43,6 +45,32 @@ fn reference() -> Reference {
 
 fn texts() -> Vec<String> {
     ckpt::texts::read_texts(&fixtures().join("texts.jsonl")).unwrap()
+}
+
+#[test]
+fn f32_totals_match_lm_evaluation_harness() {
+    let reference = reference();
+    let texts = texts();
+    for name in MODELS {
+        let ckpt = Checkpoint::open(&fixtures().join(name)).unwrap();
+        let cfg = ckpt.config().unwrap();
+        let tokenizer =
+            TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
+        let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
+        let opts = ScoreOptions {
+            max_length: Some(reference.max_length),
+            ..Default::default()
+        };
+        let report = score_texts(&model, &tokenizer, &texts, &opts, &|_| {}).unwrap();
+        for (ours, theirs) in report.texts.iter().zip(&reference.lm_eval[name]) {
+            let per_token = (ours.loglikelihood - theirs).abs() / ours.tokens as f64;
+            assert!(
+                per_token < 1e-4,
+                "{name}: {} vs lm-eval {theirs}",
+                ours.loglikelihood
+            );
+        }
+    }
 }
 
 /// Per-token |ours - reference| over every text of `model` in `dtype`.
@@ -206,6 +234,24 @@ fn differentiable_and_fused_paths_agree() {
     model.set_differentiable(true);
     let composite = model.hidden_states(&x, &mut KvCache::new(2)).unwrap();
     assert!(max_abs_diff(&fused, &composite) < 1e-5);
+}
+
+#[test]
+fn attention_in_query_blocks_equals_attention_at_once() {
+    let cfg = tiny_config(r#","sliding_window":null"#);
+    let weights = init_weights(&cfg, 0.3, 4, DType::F32, &Device::Cpu).unwrap();
+    let x = ids(&[&[1, 2, 3, 4, 5, 6, 7, 8, 9], &[9, 8, 7, 6, 5, 4, 3, 2, 1]]);
+    for differentiable in [false, true] {
+        let mut model = build(&cfg, &weights, DType::F32);
+        model.set_differentiable(differentiable);
+        let whole = model.hidden_states(&x, &mut KvCache::new(2)).unwrap();
+        // 2 rows x 4 heads x 9 keys = 72 floats per query row: blocks of 1 and of 2 rows.
+        for limit in [1, 150] {
+            model.set_max_score_floats(limit);
+            let blocked = model.hidden_states(&x, &mut KvCache::new(2)).unwrap();
+            assert!(max_abs_diff(&whole, &blocked) < 1e-6, "limit {limit}");
+        }
+    }
 }
 
 /// Loss of the model built from `weights` on `x`, in f64.

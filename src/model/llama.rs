@@ -142,18 +142,64 @@ impl Attention {
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
 
+        // Long sequences: attend in blocks of query rows so the [t, s] scores of all
+        // heads stay under `max_score_floats` (an 8k-token window of a 32-head
+        // model would otherwise need 8.6 GB per layer).
+        let rows = (step.max_score_floats / (b * self.num_heads * s).max(1)).max(1);
+        let mask = step.mask_for(layer);
+        let out = if rows >= t {
+            self.attend(&q, &k, &v, mask, step.differentiable)?
+        } else {
+            let blocks = (0..t)
+                .step_by(rows)
+                .map(|i| {
+                    let n = rows.min(t - i);
+                    self.attend(
+                        &q.narrow(2, i, n)?,
+                        &k,
+                        &v,
+                        &mask.narrow(0, i, n)?,
+                        step.differentiable,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&blocks, 2)?
+        };
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, t, self.num_heads * self.head_dim))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+impl Attention {
+    /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
+    /// with `mask` `[t, s]`; returns `[b, heads, t, d]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let s = k.dim(2)?;
         // Group the query heads that share a key/value head instead of copying K and V:
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
         // Scaling q (t rows) is cheaper than scaling the scores (t x s).
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = (q * scale)?.reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
+        let q =
+            (q * scale)?
+                .contiguous()?
+                .reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
         let scores = q
             .matmul(&k.t()?)?
             .to_dtype(compute_dtype(q.dtype()))?
             .reshape((b, self.num_kv_heads, rep, t, s))?
-            .broadcast_add(step.mask_for(layer))?;
-        let probs = if step.differentiable {
+            .broadcast_add(mask)?;
+        let probs = if differentiable {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
@@ -161,14 +207,14 @@ impl Attention {
         let probs = probs
             .to_dtype(v.dtype())?
             .reshape((b, self.num_kv_heads, rep * t, s))?;
-        let out = probs
-            .matmul(&v)?
-            .reshape((b, self.num_heads, t, self.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, t, self.num_heads * self.head_dim))?;
-        self.o_proj.forward(&out)
+        probs
+            .matmul(v)?
+            .reshape((b, self.num_heads, t, self.head_dim))
     }
 }
+
+/// Default bound on the attention scores held at once (f32 elements, all heads): 256 MB.
+const MAX_SCORE_FLOATS: usize = 64 << 20;
 
 /// SwiGLU feed-forward block.
 #[derive(Debug, Clone)]
@@ -210,6 +256,7 @@ struct Step {
     masks: Vec<Tensor>,
     window_of: Vec<usize>,
     differentiable: bool,
+    max_score_floats: usize,
 }
 
 impl Step {
@@ -261,6 +308,7 @@ pub struct Llama {
     rope: RotaryTables,
     cfg: LlamaConfig,
     differentiable: bool,
+    max_score_floats: usize,
 }
 
 impl Llama {
@@ -298,7 +346,10 @@ impl Llama {
             vb.pp("lm_head")
                 .get((cfg.vocab_size, cfg.hidden_size), "weight")?
         };
-        let rope = RotaryTables::new(cfg, cfg.max_position_embeddings, vb.dtype(), vb.device())?;
+        // Tables past 8k positions are computed when a window needs them (Llama 3.1
+        // declares 131k positions; precomputing them all costs 67 MB and a second).
+        let table_len = cfg.max_position_embeddings.min(8192);
+        let rope = RotaryTables::new(cfg, table_len, vb.dtype(), vb.device())?;
         Ok(Self {
             embed_tokens,
             layers,
@@ -307,6 +358,7 @@ impl Llama {
             rope,
             cfg: cfg.clone(),
             differentiable: false,
+            max_score_floats: MAX_SCORE_FLOATS,
         })
     }
 
@@ -329,6 +381,12 @@ impl Llama {
     /// candle's fused kernels, which are faster but pass no gradient.
     pub fn set_differentiable(&mut self, differentiable: bool) {
         self.differentiable = differentiable;
+    }
+
+    /// Bounds the attention scores held at once (elements over all heads and rows);
+    /// longer sequences are attended in blocks of query rows. Results do not change.
+    pub fn set_max_score_floats(&mut self, n: usize) {
+        self.max_score_floats = n.max(1);
     }
 
     /// Final (normed) hidden states `[batch, seq, hidden]` of `input_ids` `[batch, seq]`
@@ -416,6 +474,7 @@ impl Llama {
             masks,
             window_of,
             differentiable: self.differentiable,
+            max_score_floats: self.max_score_floats,
         })
     }
 }
