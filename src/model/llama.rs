@@ -170,9 +170,7 @@ impl Attention {
             .reshape((b, t, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
-}
 
-impl Attention {
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
     /// with `mask` `[t, s]`; returns `[b, heads, t, d]`.
     fn attend(
