@@ -414,39 +414,24 @@ fn nonexistent_text_file() {
 
 // ----- flags -----
 
+/// `ckpt score <llama_gqa copy> --text texts.jsonl FLAG VALUE`.
+fn score_with_flag(sb: &Sandbox, flag: &str, value: &str) -> Output {
+    let (dir, _) = gqa_copy(sb);
+    let text = texts_jsonl();
+    run(sb, &["score", arg(&dir), "--text", arg(&text), flag, value])
+}
+
 #[test]
 fn bad_device() {
     let sb = Sandbox::new();
-    let (dir, _) = gqa_copy(&sb);
-    let out = run(
-        &sb,
-        &[
-            "score",
-            arg(&dir),
-            "--text",
-            arg(&texts_jsonl()),
-            "--device",
-            "tpu",
-        ],
-    );
+    let out = score_with_flag(&sb, "--device", "tpu");
     assert_bad_input(out, &["tpu"], &["invalid device", "unknown device"]);
 }
 
 #[test]
 fn bad_dtype() {
     let sb = Sandbox::new();
-    let (dir, _) = gqa_copy(&sb);
-    let out = run(
-        &sb,
-        &[
-            "score",
-            arg(&dir),
-            "--text",
-            arg(&texts_jsonl()),
-            "--dtype",
-            "int8",
-        ],
-    );
+    let out = score_with_flag(&sb, "--dtype", "int8");
     assert_bad_input(out, &["int8"], &["invalid dtype", "unknown dtype"]);
 }
 

@@ -209,7 +209,11 @@ impl LlamaConfig {
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings: match raw.max_position_embeddings {
+                Some(0) => return Err("max_position_embeddings is 0".into()),
+                Some(n) => n,
+                None => 2048,
+            },
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             qkv_bias,
             o_bias,
