@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod schedule;
 pub mod score;
 pub mod texts;
 pub mod tokenizer;
