@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use ckpt::checkpoint::Checkpoint;
 use ckpt::model::{init_weights, KvCache, Llama, LlamaConfig};
-use ckpt::score::{score_texts, ScoreOptions};
+use ckpt::score::{score_texts, ScoreOptions, ScoreReport};
 use ckpt::tokenizer::TextTokenizer;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -50,18 +50,8 @@ fn texts() -> Vec<String> {
 #[test]
 fn f32_totals_match_lm_evaluation_harness() {
     let reference = reference();
-    let texts = texts();
     for name in MODELS {
-        let ckpt = Checkpoint::open(&fixtures().join(name)).unwrap();
-        let cfg = ckpt.config().unwrap();
-        let tokenizer =
-            TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
-        let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
-        let opts = ScoreOptions {
-            max_length: Some(reference.max_length),
-            ..Default::default()
-        };
-        let report = score_texts(&model, &tokenizer, &texts, &opts, &|_| {}).unwrap();
+        let (_, report) = score_fixture(name, DType::F32, &reference);
         for (ours, theirs) in report.texts.iter().zip(&reference.lm_eval[name]) {
             let per_token = (ours.loglikelihood - theirs).abs() / ours.tokens as f64;
             assert!(
@@ -73,28 +63,32 @@ fn f32_totals_match_lm_evaluation_harness() {
     }
 }
 
-/// Per-token |ours - reference| over every text of `model` in `dtype`.
-fn token_differences(model_name: &str, dtype: DType, reference: &Reference, key: &str) -> Vec<f64> {
-    let ckpt = Checkpoint::open(&fixtures().join(model_name)).unwrap();
+/// Scores the fixture texts with fixture `name` in `dtype`, keeping every token's
+/// log-probability; also returns each text's token ids.
+fn score_fixture(name: &str, dtype: DType, reference: &Reference) -> (Vec<Vec<u32>>, ScoreReport) {
+    let ckpt = Checkpoint::open(&fixtures().join(name)).unwrap();
     let cfg = ckpt.config().unwrap();
     let tokenizer =
         TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
     let model = ckpt.load_model(&Device::Cpu, dtype).unwrap();
     let texts = texts();
-    let refs = &reference.models[model_name][key];
-    for (text, r) in texts.iter().zip(refs) {
-        assert_eq!(
-            tokenizer.encode(text).unwrap(),
-            r.token_ids,
-            "{model_name}: token ids differ"
-        );
-    }
+    let ids = texts.iter().map(|t| tokenizer.encode(t).unwrap()).collect();
     let opts = ScoreOptions {
         max_length: Some(reference.max_length),
         keep_token_logprobs: true,
         ..Default::default()
     };
     let report = score_texts(&model, &tokenizer, &texts, &opts, &|_| {}).unwrap();
+    (ids, report)
+}
+
+/// Per-token |ours - reference| over every text of `model` in `dtype`.
+fn token_differences(model_name: &str, dtype: DType, reference: &Reference, key: &str) -> Vec<f64> {
+    let refs = &reference.models[model_name][key];
+    let (ids, report) = score_fixture(model_name, dtype, reference);
+    for (ours, r) in ids.iter().zip(refs) {
+        assert_eq!(ours, &r.token_ids, "{model_name}: token ids differ");
+    }
     let mut diffs = Vec::new();
     for (ours, r) in report.texts.iter().zip(refs) {
         assert_eq!(ours.tokens, r.num_tokens);

@@ -126,18 +126,11 @@ impl Attention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = rope::apply(
-            &heads(&self.q_proj, self.num_heads)?,
-            &step.cos,
-            &step.sin,
-            step.differentiable,
-        )?;
-        let k = rope::apply(
-            &heads(&self.k_proj, self.num_kv_heads)?,
-            &step.cos,
-            &step.sin,
-            step.differentiable,
-        )?;
+        let rotated = |proj: &Linear, n: usize| -> Result<Tensor> {
+            rope::apply(&heads(proj, n)?, &step.cos, &step.sin, step.differentiable)
+        };
+        let q = rotated(&self.q_proj, self.num_heads)?;
+        let k = rotated(&self.k_proj, self.num_kv_heads)?;
         let v = heads(&self.v_proj, self.num_kv_heads)?;
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
