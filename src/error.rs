@@ -20,6 +20,13 @@ pub enum Error {
     /// A request that cannot be served (unsupported option, inconsistent arguments).
     #[error("{0}")]
     Invalid(String),
+    /// Training diverged: a loss or gradient norm became NaN or infinite.
+    #[error("{what} is {value} at step {step}")]
+    NonFinite {
+        what: &'static str,
+        value: f64,
+        step: u64,
+    },
 }
 
 /// Result alias used across the library.

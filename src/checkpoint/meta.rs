@@ -91,6 +91,10 @@ pub struct CheckpointMeta {
     pub rng_state: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_loss: Option<f64>,
+    /// First global step of this checkpoint's stage (mid-training and branched decays
+    /// continue the parent's step count), so a resumed run knows where its stage began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_start: Option<u64>,
     /// Version of `ckpt` that wrote the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ckpt_version: Option<String>,
@@ -109,6 +113,7 @@ impl CheckpointMeta {
             data_position: None,
             rng_state: None,
             train_loss: None,
+            stage_start: None,
             ckpt_version: Some(crate::VERSION.to_string()),
         }
     }

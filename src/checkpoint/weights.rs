@@ -274,6 +274,21 @@ fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes `tensors` as one safetensors file, atomically (temporary file + rename).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    write_safetensors_with_metadata(path, tensors, HashMap::new())
+}
+
+/// [`write_safetensors`] with `__metadata__` entries (Hugging Face writes
+/// `{"format": "pt"}`; the optimizer state records its step).
+pub fn write_safetensors_with_metadata(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    mut metadata: HashMap<String, String>,
+) -> Result<()> {
+    metadata
+        .entry("format".to_string())
+        .or_insert_with(|| "pt".to_string());
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -284,7 +299,8 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Resu
         .suffix(".safetensors")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    candle_core::safetensors::save(tensors, tmp.path())
+    // Streams tensor by tensor: no second copy of the weights in memory.
+    safetensors::serialize_to_file(sorted, Some(metadata), tmp.path())
         .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -428,6 +428,13 @@ impl Llama {
     /// Mean next-token cross-entropy of `input_ids` `[batch, seq]`: position `i`
     /// predicts token `i + 1`. The training and sharpness objective.
     pub fn next_token_loss(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.next_token_losses(input_ids)?.mean_all()
+    }
+
+    /// Per-token next-token cross-entropy `[batch, seq - 1]` of `input_ids`: entry
+    /// `(b, i)` is `-log p(token i + 1 | tokens <= i)`. Callers weight it (SFT masks
+    /// everything but the assistant's tokens).
+    pub fn next_token_losses(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if t < 2 {
             candle_core::bail!("next-token loss needs at least 2 tokens per row, got {t}");
@@ -435,8 +442,9 @@ impl Llama {
         let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
         let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
         let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
-        let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        candle_nn::loss::cross_entropy(&logits, &targets)
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = input_ids.narrow(1, 1, t - 1)?.reshape((b * (t - 1), 1))?;
+        log_probs.gather(&targets, 1)?.neg()?.reshape((b, t - 1))
     }
 
     fn step(&self, t: usize, cached: usize) -> Result<Step> {

@@ -1,0 +1,445 @@
+//! From a recipe to a [`Trainer`] ready to run: a fresh start, a start from a parent
+//! checkpoint (mid-training, SFT, a branched decay), or a resume.
+//!
+//! Everything that can be wrong with the recipe, the data or the parent is found here,
+//! before the first step runs.
+
+use super::data::{
+    BatchLoader, Corpus, DataPosition, PretrainLoader, SftLoader, TrainTokenizer,
+};
+use super::optimizer::{AdamW, OPTIMIZER_FILE};
+use super::recipe::{InitMode, Recipe, RUN_FILE};
+use super::saving;
+use super::trainer::{Trainer, METRICS_FILE};
+use crate::checkpoint::{Checkpoint, ParentRef, ScheduleInfo, Stage};
+use crate::error::{Error, Result};
+use crate::model::{init_weights, parameter_shapes, LlamaConfig};
+use crate::schedule::ScheduleSpec;
+use candle_core::{DType, Device, Tensor, Var};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where the run starts from.
+struct Start {
+    /// Weights (f32, Hugging Face names) and their config, when not from scratch.
+    weights: Option<(LlamaConfig, HashMap<String, Tensor>)>,
+    /// Optimizer state to restore.
+    optimizer: Option<PathBuf>,
+    /// Data position to continue from.
+    data_position: Option<serde_json::Value>,
+    step: u64,
+    stage_start: u64,
+    tokens_seen: u64,
+    parent: Option<ParentRef>,
+    /// Where the tokenizer comes from when the recipe names none.
+    tokenizer_dir: Option<PathBuf>,
+    /// Continuing this very run: its own tokenizer, whatever the recipe says.
+    resuming: bool,
+}
+
+/// Prepares `recipe`'s run. `resume`: a checkpoint, or a run directory whose latest
+/// checkpoint to continue from. Without it, a run directory that already holds
+/// checkpoints of the same recipe is resumed from its latest one (as torchtitan does);
+/// one that holds another recipe's checkpoints is an error.
+pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
+    let run_dir = recipe.run_dir();
+    let resumed = find_resume_point(recipe, &run_dir, resume)?;
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    crate::atomic_file::write_bytes(&run_dir.join(RUN_FILE), recipe.to_toml().as_bytes())?;
+    let device = crate::device::parse_device(&recipe.job.device)?;
+    let compute_dtype = crate::device::parse_dtype(&recipe.job.dtype)?;
+
+    let start = match &resumed {
+        Some(ckpt) => resume_start(ckpt)?,
+        None => match &recipe.init.parent {
+            Some(parent) => parent_start(recipe, parent)?,
+            None => Start::fresh(),
+        },
+    };
+    let corpus = match recipe.job.stage {
+        Stage::Sft => None,
+        _ => Some(Corpus::open(&recipe.data)?),
+    };
+    let tok = open_tokenizer(recipe, &start, corpus.as_ref(), &run_dir)?;
+    let seq_len = recipe.training.seq_len;
+    let seed = recipe.job.seed;
+    let mut data: Box<dyn BatchLoader> = match corpus {
+        Some(corpus) => Box::new(PretrainLoader::from_corpus(
+            corpus,
+            &tok,
+            seq_len,
+            recipe.data.shuffle,
+            seed,
+        )?),
+        None => Box::new(SftLoader::open(&recipe.data, &tok, seq_len, seed)?),
+    };
+    if let Some(pos) = &start.data_position {
+        let pos: DataPosition = serde_json::from_value(pos.clone())
+            .map_err(|e| Error::Invalid(format!("bad data_position in ckpt.json: {e}")))?;
+        data.seek(&pos)?;
+    }
+
+    let (config, weights) = match start.weights {
+        Some(w) => w,
+        None => fresh_weights(recipe, &tok, &device)?,
+    };
+    check_vocab(&config, &tok)?;
+    let vars = to_vars(&config, weights, &device)?;
+    let mut optimizer = AdamW::new(recipe.optimizer.clone(), vars.clone())?;
+    if let Some(path) = &start.optimizer {
+        optimizer.load(path)?;
+    }
+
+    let schedule = resolve_schedule(recipe, data.as_ref())?;
+    let stage_steps = stage_length(recipe, &schedule, start.stage_start)?;
+    check_branch_point(recipe, &schedule, &start)?;
+    let end_step = start.stage_start + stage_steps;
+    if start.step > end_step {
+        return Err(Error::Invalid(format!(
+            "the checkpoint to resume is at step {} but the run ends at step {end_step}; \
+             raise training.steps",
+            start.step
+        )));
+    }
+    saving::truncate_metrics(&run_dir.join(METRICS_FILE), start.step)?;
+    let schedule_info = schedule_info(&schedule, &start, recipe);
+    Ok(Trainer {
+        run_dir: run_dir.clone(),
+        config,
+        vars,
+        optimizer,
+        data,
+        lr_at: Box::new(move |step| schedule.lr(step)),
+        schedule_info,
+        stage: recipe.job.stage,
+        parent: start.parent,
+        compute_dtype,
+        rows_per_micro_batch: recipe.rows_per_micro_batch(),
+        grad_accum: recipe.training.grad_accum as usize,
+        checkpoint_every: recipe.training.checkpoint_every,
+        tokenizer_dir: run_dir,
+        step: start.step,
+        stage_start: start.stage_start,
+        end_step,
+        tokens_seen: start.tokens_seen,
+        last_saved: resumed.map(|c| c.dir),
+    })
+}
+
+impl Start {
+    fn fresh() -> Self {
+        Start {
+            weights: None,
+            optimizer: None,
+            data_position: None,
+            step: 0,
+            stage_start: 0,
+            tokens_seen: 0,
+            parent: None,
+            tokenizer_dir: None,
+            resuming: false,
+        }
+    }
+}
+
+/// The checkpoint to resume from, if any, after checking it belongs to this recipe.
+fn find_resume_point(
+    recipe: &Recipe,
+    run_dir: &Path,
+    resume: Option<&Path>,
+) -> Result<Option<Checkpoint>> {
+    let found = match resume {
+        Some(path) if crate::checkpoint::is_checkpoint_dir(path) => Some(Checkpoint::open(path)?),
+        Some(path) => Some(saving::latest_checkpoint(path)?.ok_or_else(|| {
+            Error::Invalid(format!("--resume {}: no checkpoint there", path.display()))
+        })?),
+        None => saving::latest_checkpoint(run_dir)?,
+    };
+    let Some(ckpt) = found else {
+        return Ok(None);
+    };
+    let saved = ckpt.dir.parent().map(|d| d.join(RUN_FILE));
+    if let Some(saved) = saved.filter(|p| p.is_file()) {
+        let previous = Recipe::load(&saved, &[])?;
+        let differences = resume_differences(&previous, recipe);
+        if !differences.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} holds a run of another recipe (it differs in {}); choose another \
+                 job.out, or remove that run to start over",
+                ckpt.dir.parent().unwrap_or(run_dir).display(),
+                differences.join(", ")
+            )));
+        }
+    }
+    tracing::info!("resuming from {}", ckpt.dir.display());
+    Ok(Some(ckpt))
+}
+
+/// Keys in which two recipes differ, ignoring what may change between the starts of
+/// one run (how long it goes, how often it saves, where it is written).
+fn resume_differences(a: &Recipe, b: &Recipe) -> Vec<String> {
+    let normalise = |r: &Recipe| {
+        let mut r = r.clone();
+        r.training.steps = None;
+        r.training.checkpoint_every = 1;
+        r.job.out = None;
+        r.job.description = None;
+        toml::Table::try_from(&r).unwrap_or_default()
+    };
+    let (a, b) = (normalise(a), normalise(b));
+    let mut keys = Vec::new();
+    for (table, value) in &a {
+        match (value, b.get(table)) {
+            (toml::Value::Table(x), Some(toml::Value::Table(y))) => {
+                for key in x.keys().chain(y.keys()) {
+                    if x.get(key) != y.get(key) && !keys.contains(&format!("{table}.{key}")) {
+                        keys.push(format!("{table}.{key}"));
+                    }
+                }
+            }
+            (x, y) if Some(x) != y => keys.push(table.clone()),
+            _ => {}
+        }
+    }
+    keys.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+    keys
+}
+
+fn resume_start(ckpt: &Checkpoint) -> Result<Start> {
+    let meta = ckpt.meta.clone().ok_or_else(|| {
+        Error::bad_file(&ckpt.dir, "no ckpt.json: not a checkpoint this trainer can resume")
+    })?;
+    let optimizer = ckpt.dir.join(OPTIMIZER_FILE);
+    if !optimizer.is_file() {
+        return Err(Error::bad_file(
+            &ckpt.dir,
+            format!("no {OPTIMIZER_FILE}: cannot resume exactly"),
+        ));
+    }
+    Ok(Start {
+        weights: Some(load_weights(ckpt)?),
+        optimizer: Some(optimizer),
+        data_position: meta.data_position.clone(),
+        step: meta.step,
+        stage_start: meta.stage_start.unwrap_or(0),
+        tokens_seen: meta.tokens_seen.unwrap_or(0),
+        parent: meta.parent.clone(),
+        tokenizer_dir: Some(ckpt.dir.clone()),
+        resuming: true,
+    })
+}
+
+/// Mid-training, SFT and branched decays start from a parent's weights; a branch also
+/// takes its optimizer state, data position and step count.
+fn parent_start(recipe: &Recipe, parent: &Path) -> Result<Start> {
+    let ckpt = Checkpoint::open(parent)?;
+    let meta = ckpt.meta.clone().unwrap_or_else(|| {
+        crate::checkpoint::CheckpointMeta::new(ckpt.step.unwrap_or(0))
+    });
+    let parent_ref = ParentRef {
+        path: parent.display().to_string(),
+        step: Some(meta.step),
+        fingerprint: Some(ckpt.fingerprint()?),
+    };
+    let mut start = Start {
+        weights: Some(load_weights(&ckpt)?),
+        parent: Some(parent_ref),
+        tokens_seen: meta.tokens_seen.unwrap_or(0),
+        tokenizer_dir: Some(ckpt.dir.clone()),
+        ..Start::fresh()
+    };
+    match (recipe.job.stage, recipe.init.mode) {
+        (_, InitMode::Branch) => {
+            let optimizer = ckpt.dir.join(OPTIMIZER_FILE);
+            if !optimizer.is_file() {
+                return Err(Error::bad_file(
+                    &ckpt.dir,
+                    format!(
+                        "no {OPTIMIZER_FILE}: a branch continues the parent's optimizer; \
+                         use init.mode = \"weights\" to start a fresh one"
+                    ),
+                ));
+            }
+            start.optimizer = Some(optimizer);
+            start.data_position = meta.data_position.clone();
+            start.step = meta.step;
+            start.stage_start = meta.step;
+        }
+        (Stage::Mid, _) => {
+            let t = recipe.schedule.total_steps.unwrap_or(0);
+            if meta.step != t {
+                return Err(Error::Invalid(format!(
+                    "init.parent is at step {} but mid-training continues from \
+                     schedule.total_steps = {t}; they must agree",
+                    meta.step
+                )));
+            }
+            start.step = t;
+            start.stage_start = t;
+        }
+        _ => {}
+    }
+    Ok(start)
+}
+
+fn load_weights(ckpt: &Checkpoint) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+    let config = ckpt.config()?;
+    let files = ckpt.weights()?;
+    crate::checkpoint::validate_shapes(&config, &files)?;
+    let tensors = parameter_shapes(&config)
+        .into_iter()
+        .map(|(name, _)| {
+            let t = files.load(&name, DType::F32, &Device::Cpu)?;
+            Ok((name, t))
+        })
+        .collect::<Result<_>>()?;
+    Ok((config, tensors))
+}
+
+fn open_tokenizer(
+    recipe: &Recipe,
+    start: &Start,
+    corpus: Option<&Corpus>,
+    run_dir: &Path,
+) -> Result<TrainTokenizer> {
+    let template = recipe.data.chat_template.as_deref();
+    let max_len = recipe
+        .model
+        .as_ref()
+        .and_then(|m| m.max_position_embeddings)
+        .unwrap_or(recipe.training.seq_len);
+    let given = recipe.tokenizer.path.is_some() || recipe.tokenizer.train_vocab_size.is_some();
+    match &start.tokenizer_dir {
+        // A resumed run keeps its vocabulary; a derived one its parent's unless told.
+        Some(dir) if start.resuming || !given => {
+            let tok = TrainTokenizer::load(dir, template)?;
+            tok.save(run_dir)?;
+            Ok(tok)
+        }
+        _ => super::data::open_tokenizer(
+            &recipe.tokenizer,
+            template,
+            corpus.and_then(Corpus::documents),
+            run_dir,
+            max_len,
+        ),
+    }
+}
+
+fn fresh_weights(
+    recipe: &Recipe,
+    tok: &TrainTokenizer,
+    device: &Device,
+) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+    let shape = recipe
+        .model
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("model: a run from scratch needs a [model] table".into()))?;
+    let config = shape.to_config(
+        tok.vocab_size(),
+        recipe.training.seq_len,
+        tok.bos.as_ref().map(|t| t.id),
+        Some(tok.eos.id),
+    )?;
+    let weights = init_weights(&config, shape.init_std, recipe.job.seed, DType::F32, device)?;
+    Ok((config, weights))
+}
+
+fn check_vocab(config: &LlamaConfig, tok: &TrainTokenizer) -> Result<()> {
+    if tok.vocab_size() > config.vocab_size {
+        return Err(Error::Invalid(format!(
+            "the tokenizer has {} tokens but the model's vocabulary holds {}",
+            tok.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// The trained variables, f32 on `device`, in the model's parameter order.
+fn to_vars(
+    config: &LlamaConfig,
+    mut weights: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<Vec<(String, Var)>> {
+    parameter_shapes(config)
+        .into_iter()
+        .map(|(name, _)| {
+            let t = weights
+                .remove(&name)
+                .ok_or_else(|| Error::Invalid(format!("no weight {name}")))?;
+            let t = t.to_dtype(DType::F32)?.to_device(device)?;
+            Ok((name, Var::from_tensor(&t)?))
+        })
+        .collect()
+}
+
+/// The recipe's schedule with `total_steps` filled in for SFT (the epochs' length).
+fn resolve_schedule(recipe: &Recipe, data: &dyn BatchLoader) -> Result<ScheduleSpec> {
+    let spec = &recipe.schedule;
+    if spec.total_steps.is_some() {
+        return Ok(spec.clone());
+    }
+    let steps = match recipe.training.steps {
+        Some(steps) => steps,
+        None => {
+            let items = data.position().data.num_items;
+            let per_epoch = items.div_ceil(recipe.rows_per_step() as u64);
+            per_epoch * recipe.training.epochs.unwrap_or(1)
+        }
+    };
+    let spec = spec.with_total_steps(steps);
+    spec.validate().map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Steps this stage runs: `training.steps`, else the schedule's length for the stage.
+fn stage_length(recipe: &Recipe, schedule: &ScheduleSpec, stage_start: u64) -> Result<u64> {
+    if let Some(steps) = recipe.training.steps {
+        return Ok(steps);
+    }
+    let t = schedule.total_steps.unwrap_or(0);
+    Ok(match recipe.job.stage {
+        Stage::Mid => schedule.mid_steps.unwrap_or(0),
+        _ => t.saturating_sub(stage_start),
+    })
+}
+
+/// A decay branched from a stable checkpoint must branch where the LR is still the
+/// peak, or the two runs would not share their stable phase.
+fn check_branch_point(recipe: &Recipe, schedule: &ScheduleSpec, start: &Start) -> Result<()> {
+    if recipe.init.mode != InitMode::Branch || start.optimizer.is_none() {
+        return Ok(());
+    }
+    let at = start.stage_start;
+    let lr = schedule.lr(at);
+    if at < schedule.warmup || (lr - schedule.peak_lr).abs() > 1e-12 * schedule.peak_lr {
+        return Err(Error::Invalid(format!(
+            "init.parent is at step {at}, outside the stable phase of this schedule \
+             (LR there is {lr:e}, peak {:e}); branch from a checkpoint before the decay starts",
+            schedule.peak_lr
+        )));
+    }
+    Ok(())
+}
+
+fn schedule_info(schedule: &ScheduleSpec, start: &Start, recipe: &Recipe) -> ScheduleInfo {
+    let branched = recipe.init.mode == InitMode::Branch;
+    ScheduleInfo {
+        kind: schedule.kind.as_str().to_string(),
+        peak_lr: Some(schedule.peak_lr),
+        warmup: Some(schedule.warmup),
+        total_steps: schedule.total_steps,
+        stable_ratio: schedule.stable_ratio,
+        alpha_pre: Some(schedule.alpha_or_default()),
+        alpha_mid: schedule.alpha_mid,
+        mid_steps: schedule.mid_steps,
+        branched_from_step: branched.then(|| {
+            start
+                .parent
+                .as_ref()
+                .and_then(|p| p.step)
+                .unwrap_or(start.stage_start)
+        }),
+    }
+}
