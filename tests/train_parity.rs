@@ -62,9 +62,18 @@ fn three_steps_match_pytorch() {
         let batches: Vec<Batch> = step.micro_batches.iter().map(batch).collect();
         let (loss, report) =
             optimizer_step(&model, &vars, &mut opt, &batches, step.lr, i as u64 + 1).unwrap();
-        assert!((loss - step.loss).abs() < 1e-5, "step {i}: loss {loss} vs {}", step.loss);
+        assert!(
+            (loss - step.loss).abs() < 1e-5,
+            "step {i}: loss {loss} vs {}",
+            step.loss
+        );
         let rel = (report.grad_norm - step.grad_norm).abs() / step.grad_norm;
-        assert!(rel < 1e-4, "step {i}: grad norm {} vs {}", report.grad_norm, step.grad_norm);
+        assert!(
+            rel < 1e-4,
+            "step {i}: grad norm {} vs {}",
+            report.grad_norm,
+            step.grad_norm
+        );
     }
     let after = WeightFiles::open(&root.join("after")).unwrap();
     let mut worst = (0.0f32, String::new());
@@ -84,5 +93,10 @@ fn three_steps_match_pytorch() {
         }
     }
     // Updates are up to ~2e-2 per step; f32 reduction order differs from PyTorch's.
-    assert!(worst.0 < 2e-5, "largest weight difference {} in {}", worst.0, worst.1);
+    assert!(
+        worst.0 < 2e-5,
+        "largest weight difference {} in {}",
+        worst.0,
+        worst.1
+    );
 }

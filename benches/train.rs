@@ -1,0 +1,94 @@
+//! Training throughput (tokens/s) on CPU: forward, backward and AdamW step of a
+//! ~22M-parameter Llama, f32, batch 8 x 256 tokens.
+//!
+//! `cargo bench --bench train` writes the random model and its batches to
+//! `target/bench/train/` so `scripts/bench_train_pytorch.py` times PyTorch eager on
+//! exactly the same work, and prints one JSON line. `CKPT_BENCH_ROWS`,
+//! `CKPT_BENCH_LEN` and `CKPT_BENCH_STEPS` change the workload.
+
+use candle_core::{DType, Device, Var};
+use ckpt::checkpoint::write_checkpoint;
+use ckpt::model::{init_weights, parameter_shapes, LlamaConfig};
+use ckpt::train::optimizer::{AdamW, OptimizerConfig};
+use ckpt::train::trainer::{build_model, optimizer_step, Batch};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
+    "vocab_size":8192,"hidden_size":512,"intermediate_size":1024,"num_hidden_layers":6,
+    "num_attention_heads":8,"num_key_value_heads":2,"max_position_embeddings":2048,
+    "rms_norm_eps":1e-5,"rope_theta":10000.0,"bos_token_id":0,"eos_token_id":1}"#;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let rows = env_usize("CKPT_BENCH_ROWS", 8);
+    let len = env_usize("CKPT_BENCH_LEN", 256);
+    let steps = env_usize("CKPT_BENCH_STEPS", 5);
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/train");
+
+    let cfg = LlamaConfig::from_json(CONFIG).map_err(anyhow::Error::msg)?;
+    let weights = init_weights(&cfg, 0.02, 0, DType::F32, &Device::Cpu)?;
+    write_checkpoint(&out.join("model"), &cfg, &weights, None)?;
+    let vars: Vec<(String, Var)> = parameter_shapes(&cfg)
+        .into_iter()
+        .map(|(name, _)| Ok((name.clone(), Var::from_tensor(&weights[&name])?)))
+        .collect::<anyhow::Result<_>>()?;
+
+    // One warm-up step, then `steps` timed ones, each on its own random batch.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let batches: Vec<Batch> = (0..=steps)
+        .map(|_| Batch {
+            rows,
+            len: len + 1,
+            tokens: (0..rows * (len + 1))
+                .map(|_| rng.random_range(2..8192))
+                .collect(),
+            loss_mask: None,
+        })
+        .collect();
+    let runs: Vec<&[u32]> = batches.iter().map(|b| b.tokens.as_slice()).collect();
+    std::fs::write(out.join("batches.json"), serde_json::to_vec(&runs)?)?;
+
+    let mut opt = AdamW::new(OptimizerConfig::default(), vars.clone())?;
+    let model = build_model(&cfg, &vars, DType::F32)?;
+    let mut losses = Vec::new();
+    let mut started = Instant::now();
+    for (i, batch) in batches.iter().enumerate() {
+        if i == 1 {
+            started = Instant::now();
+        }
+        let (loss, _) = optimizer_step(
+            &model,
+            &vars,
+            &mut opt,
+            std::slice::from_ref(batch),
+            3e-4,
+            i as u64 + 1,
+        )?;
+        losses.push(loss);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let tokens = steps * rows * len;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "train", "impl": "ckpt", "dtype": "f32",
+            "params": cfg.num_parameters(), "rows": rows, "seq_len": len, "steps": steps,
+            "threads": rayon::current_num_threads(),
+            "seconds_per_step": seconds / steps as f64,
+            "tokens_per_second": tokens as f64 / seconds,
+            "losses": losses,
+        })
+    );
+    Ok(())
+}
