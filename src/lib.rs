@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod plot;
 pub mod schedule;
 pub mod score;
 pub mod texts;

@@ -4,6 +4,7 @@
 
 mod inspect;
 mod output;
+mod schedule;
 mod score;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
+    /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
+    Schedule(schedule::ScheduleArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
+        Command::Schedule(args) => schedule::run(args, &ui),
     };
     match result {
         Ok(code) => code,
