@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod score;
 pub mod texts;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
 
