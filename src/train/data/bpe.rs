@@ -62,11 +62,15 @@ mod tests {
     use super::*;
 
     pub(crate) fn corpus() -> Vec<String> {
-        let words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "fast"];
+        let words = [
+            "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "fast",
+        ];
         (0..200)
             .map(|i| {
                 let n = 5 + i % 7;
-                let doc: Vec<&str> = (0..n).map(|j| words[(i * 7 + j * 3) % words.len()]).collect();
+                let doc: Vec<&str> = (0..n)
+                    .map(|j| words[(i * 7 + j * 3) % words.len()])
+                    .collect();
                 format!("{}.", doc.join(" "))
             })
             .collect()
@@ -87,7 +91,10 @@ mod tests {
         let ids = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
         // A frequent word is one token.
-        assert_eq!(tokenizer.encode("the cat", false).unwrap().get_ids().len(), 2);
+        assert_eq!(
+            tokenizer.encode("the cat", false).unwrap().get_ids().len(),
+            2
+        );
     }
 
     #[test]

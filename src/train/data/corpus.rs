@@ -168,7 +168,10 @@ impl Record {
             Some(_) => format!("column \"{column}\" is not a string"),
             None => format!("no \"{column}\" column{}", self.columns()),
         };
-        Err(Error::bad_file(file, format!("{}: {problem}", self.location)))
+        Err(Error::bad_file(
+            file,
+            format!("{}: {problem}", self.location),
+        ))
     }
 
     fn columns(&self) -> String {
@@ -320,19 +323,27 @@ mod tests {
     use parquet::file::writer::SerializedFileWriter;
 
     /// Writes a Parquet file with columns `id: int64` and `text: string` (optional).
-    pub(crate) fn write_parquet(path: &Path, texts: &[&str], compression: parquet::basic::Compression) {
+    pub(crate) fn write_parquet(
+        path: &Path,
+        texts: &[&str],
+        compression: parquet::basic::Compression,
+    ) {
         let schema = parquet::schema::parser::parse_message_type(
             "message doc { required int64 id; optional binary text (STRING); }",
         )
         .unwrap();
-        let props = WriterProperties::builder().set_compression(compression).build();
+        let props = WriterProperties::builder()
+            .set_compression(compression)
+            .build();
         let file = std::fs::File::create(path).unwrap();
         let mut writer =
             SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
         let mut group = writer.next_row_group().unwrap();
         let ids: Vec<i64> = (0..texts.len() as i64).collect();
         let mut col = group.next_column().unwrap().unwrap();
-        col.typed::<Int64Type>().write_batch(&ids, None, None).unwrap();
+        col.typed::<Int64Type>()
+            .write_batch(&ids, None, None)
+            .unwrap();
         col.close().unwrap();
         let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(*t)).collect();
         let levels = vec![1i16; texts.len()];
@@ -367,11 +378,19 @@ mod tests {
         {
             let path = dir.path().join(format!("{i}.parquet"));
             write_parquet(&path, &texts, c);
-            assert_eq!(read_documents(&[path.clone()], "text", None).unwrap(), texts);
-            assert_eq!(read_documents(&[path], "text", Some(2)).unwrap(), texts[..2]);
+            assert_eq!(
+                read_documents(std::slice::from_ref(&path), "text", None).unwrap(),
+                texts
+            );
+            assert_eq!(
+                read_documents(&[path], "text", Some(2)).unwrap(),
+                texts[..2]
+            );
         }
         let path = dir.path().join("0.parquet");
-        let err = read_documents(&[path], "content", None).unwrap_err().to_string();
+        let err = read_documents(&[path], "content", None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("0.parquet") && err.contains("\"content\"") && err.contains("id, text"),
             "{err}"
@@ -382,23 +401,44 @@ mod tests {
     fn json_formats_and_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let a = write(d, "a.jsonl", b"{\"body\": \"x\"}\n\n{\"body\": \"y\", \"n\": 1}\n");
+        let a = write(
+            d,
+            "a.jsonl",
+            b"{\"body\": \"x\"}\n\n{\"body\": \"y\", \"n\": 1}\n",
+        );
         assert_eq!(read_documents(&[a], "body", None).unwrap(), ["x", "y"]);
         let b = write(d, "b.json", b"[{\"text\": \"p\"}, {\"text\": \"q\"}]");
         let c = write(d, "c.json", b"{\"text\": \"r\"}\n{\"text\": \"s\"}\n");
-        assert_eq!(read_documents(&[b, c], "text", None).unwrap(), ["p", "q", "r", "s"]);
+        assert_eq!(
+            read_documents(&[b, c], "text", None).unwrap(),
+            ["p", "q", "r", "s"]
+        );
 
         let bad = write(d, "bad.jsonl", b"{\"text\": \"ok\"}\n{\"text\": \n");
-        let err = read_documents(&[bad], "text", None).unwrap_err().to_string();
+        let err = read_documents(&[bad], "text", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad.jsonl: line 2: not JSON"), "{err}");
         let missing = write(d, "m.jsonl", b"{\"text\": \"ok\"}\n\n{\"txt\": \"no\"}\n");
-        let err = read_documents(&[missing], "text", None).unwrap_err().to_string();
-        assert!(err.contains("m.jsonl: line 3: no \"text\" column (it has: txt)"), "{err}");
+        let err = read_documents(&[missing], "text", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.jsonl: line 3: no \"text\" column (it has: txt)"),
+            "{err}"
+        );
         let null = write(d, "n.json", b"[{\"text\": null}]");
-        let err = read_documents(&[null], "text", None).unwrap_err().to_string();
-        assert!(err.contains("n.json: record 0: column \"text\" is null"), "{err}");
+        let err = read_documents(&[null], "text", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("n.json: record 0: column \"text\" is null"),
+            "{err}"
+        );
         let latin1 = write(d, "l.jsonl", b"{\"text\": \"a\"}\n{\"text\": \"\xe9\"}\n");
-        let err = read_documents(&[latin1], "text", None).unwrap_err().to_string();
+        let err = read_documents(&[latin1], "text", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("l.jsonl: line 2: not UTF-8"), "{err}");
     }
 
@@ -415,13 +455,19 @@ mod tests {
         let names: Vec<_> = files.iter().map(|f| f.strip_prefix(d).unwrap()).collect();
         assert_eq!(
             names,
-            [Path::new("corpus/a.txt"), Path::new("corpus/b.txt"), Path::new("corpus/sub/c.jsonl")]
+            [
+                Path::new("corpus/a.txt"),
+                Path::new("corpus/b.txt"),
+                Path::new("corpus/sub/c.jsonl")
+            ]
         );
         let docs = read_documents(&files, "text", None).unwrap();
         assert_eq!(docs, ["first", "second\n\nstill second", "third"]);
         assert_eq!(read_documents(&files, "text", Some(2)).unwrap().len(), 2);
 
-        let err = expand_paths(&[d.join("corpus/notes.md")]).unwrap_err().to_string();
+        let err = expand_paths(&[d.join("corpus/notes.md")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("notes.md") && err.contains("parquet"), "{err}");
         let err = expand_paths(&[d.join("nope")]).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
@@ -449,7 +495,10 @@ mod tests {
         let txt = write(d, "t.txt", b"doc");
         let corpus = Corpus::open(&cfg(vec![txt.clone()])).unwrap();
         assert_eq!(corpus.documents().unwrap(), ["doc"]);
-        let err = Corpus::open(&cfg(vec![txt, shard])).err().unwrap().to_string();
+        let err = Corpus::open(&cfg(vec![txt, shard]))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("mix"), "{err}");
     }
 }

@@ -194,8 +194,13 @@ mod tests {
     use crate::train::data::tokenizer::tests::test_tokenizer;
 
     fn loader(n: u32, seq_len: usize, shuffle: bool, seed: u64) -> PretrainLoader {
-        PretrainLoader::new(TokenStream::from_vec((0..n).collect()), seq_len, shuffle, seed)
-            .unwrap()
+        PretrainLoader::new(
+            TokenStream::from_vec((0..n).collect()),
+            seq_len,
+            shuffle,
+            seed,
+        )
+        .unwrap()
     }
 
     /// The sequence index of each row (row tokens are consecutive stream indices).
@@ -283,7 +288,11 @@ mod tests {
         let mut a = loader(100, 9, true, 1);
         a.next_batch(2);
         let pos = a.position();
-        for mut other in [loader(110, 9, true, 1), loader(100, 8, true, 1), loader(100, 9, true, 2)] {
+        for mut other in [
+            loader(110, 9, true, 1),
+            loader(100, 8, true, 1),
+            loader(100, 9, true, 2),
+        ] {
             let err = other.seek(&pos).unwrap_err().to_string();
             assert!(err.contains("cannot resume"), "{err}");
         }

@@ -84,9 +84,15 @@ impl ChatTemplate {
             .build()
             .map_err(template_error)?;
         env.set_syntax(syntax);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template_owned("chat", source.to_owned())
             .map_err(template_error)?;
         Ok(Self {
@@ -167,8 +173,9 @@ pub fn encode_conversation(
 ) -> Result<SftExample> {
     let full = template.render(messages, false)?;
     let spans = template.assistant_spans(messages, &full)?;
-    let (tokens, offsets) = tok.encode_with_offsets(&full)?;
-    let loss_mask = offsets
+    let encoded = tok.encode_with_offsets(&full)?;
+    let loss_mask = encoded
+        .offsets
         .iter()
         .enumerate()
         .map(|(i, (start, _))| {
@@ -180,14 +187,23 @@ pub fn encode_conversation(
             }
         })
         .collect();
-    Ok(SftExample { tokens, loss_mask })
+    Ok(SftExample {
+        tokens: encoded.ids,
+        loss_mask,
+    })
 }
 
-/// The conversations in `files`, at most `max` of them, with their file and location.
-pub fn read_conversations(
-    files: &[PathBuf],
-    max: Option<usize>,
-) -> Result<Vec<(PathBuf, Record, Vec<Message>)>> {
+/// A conversation and where it was read, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub file: PathBuf,
+    /// "line 3", "row 3"...: see [`Record::location`].
+    pub location: String,
+    pub messages: Vec<Message>,
+}
+
+/// The conversations in `files`, at most `max` of them.
+pub fn read_conversations(files: &[PathBuf], max: Option<usize>) -> Result<Vec<Conversation>> {
     let limit = max.unwrap_or(usize::MAX);
     let mut found = Vec::new();
     for file in files {
@@ -195,8 +211,11 @@ pub fn read_conversations(
             break;
         }
         for_each_record(file, None, &mut |record| {
-            let messages = parse_messages(file, &record)?;
-            found.push((file.clone(), record, messages));
+            found.push(Conversation {
+                messages: parse_messages(file, &record)?,
+                file: file.clone(),
+                location: record.location,
+            });
             Ok(if found.len() >= limit {
                 ControlFlow::Break(())
             } else {
@@ -241,9 +260,9 @@ impl SftLoader {
         let template = ChatTemplate::for_tokenizer(tok)?;
         let examples = conversations
             .par_iter()
-            .map(|(file, record, messages)| {
-                encode_conversation(messages, &template, tok)
-                    .map_err(|e| Error::bad_file(file, format!("{}: {e}", record.location)))
+            .map(|c| {
+                encode_conversation(&c.messages, &template, tok)
+                    .map_err(|e| Error::bad_file(&c.file, format!("{}: {e}", c.location)))
             })
             .collect::<Result<Vec<_>>>()?;
         Self::new(examples, seq_len, tok.pad_id(), cfg.shuffle, seed)
@@ -389,4 +408,261 @@ fn content_hash(examples: &[SftExample], pad_id: u32) -> String {
         }
     }
     hasher.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::data::tokenizer::tests::test_tokenizer;
+
+    fn chat(turns: &[(&str, &str)]) -> Vec<Message> {
+        turns
+            .iter()
+            .map(|(role, content)| Message {
+                role: role.to_string(),
+                content: content.to_string(),
+            })
+            .collect()
+    }
+
+    fn two_turns() -> Vec<Message> {
+        chat(&[
+            ("system", "Be brief."),
+            ("user", "Hello world?"),
+            ("assistant", "The quick brown fox."),
+            ("user", "And the dog?"),
+            ("assistant", "Lazy dog!"),
+        ])
+    }
+
+    /// The decoded text of each run of consecutive learned tokens.
+    fn learned_runs(tok: &TrainTokenizer, e: &SftExample) -> Vec<String> {
+        let mut runs = Vec::new();
+        let mut current = Vec::new();
+        for (t, m) in e.tokens.iter().zip(&e.loss_mask) {
+            if *m > 0.0 {
+                current.push(*t);
+            } else if !current.is_empty() {
+                runs.push(tok.decode(&std::mem::take(&mut current)).unwrap());
+            }
+        }
+        if !current.is_empty() {
+            runs.push(tok.decode(&current).unwrap());
+        }
+        runs
+    }
+
+    #[test]
+    fn tulu_template_renders_as_open_instruct_does() {
+        let t = ChatTemplate::new(TULU_CHAT_TEMPLATE, "<s>", "</s>").unwrap();
+        let msgs = two_turns();
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nHello world?\n<|assistant|>\nThe quick brown fox.</s>\n\
+             <|user|>\nAnd the dog?\n<|assistant|>\nLazy dog!</s>"
+        );
+        assert_eq!(
+            t.render(&msgs[..2], true).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nHello world?\n<|assistant|>\n"
+        );
+    }
+
+    #[test]
+    fn masks_cover_exactly_the_assistant_contents_and_their_eos() {
+        let tok = test_tokenizer();
+        let template = ChatTemplate::for_tokenizer(&tok).unwrap();
+        let msgs = two_turns();
+        let e = encode_conversation(&msgs, &template, &tok).unwrap();
+        assert_eq!(e.tokens.len(), e.loss_mask.len());
+        assert_eq!(
+            tok.decode(&e.tokens).unwrap(),
+            template.render(&msgs, false).unwrap()
+        );
+        assert_eq!(
+            learned_runs(&tok, &e),
+            [
+                "The quick brown fox.<|endoftext|>",
+                "Lazy dog!<|endoftext|>"
+            ]
+        );
+        // Role markers are single special tokens and never learned.
+        let user = tok.inner().token_to_id("<|user|>").unwrap();
+        let at = e.tokens.iter().position(|&t| t == user).unwrap();
+        assert_eq!(e.loss_mask[at], 0.0);
+    }
+
+    #[test]
+    fn hugging_face_style_templates_work_and_non_incremental_ones_are_refused() {
+        let tok = test_tokenizer();
+        let zephyr = "{{ bos_token }}{% for message in messages %}\n\
+            {% if message['role'] not in ['system', 'user', 'assistant'] %}\
+            {{ raise_exception('unknown role ' + message['role']) }}{% endif %}\n\
+            {{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' }}\n\
+            {% endfor %}\n\
+            {% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+        let t = ChatTemplate::new(zephyr, "<|endoftext|>", "<|endoftext|>").unwrap();
+        let msgs = chat(&[("user", "Hello?"), ("assistant", "Hello world!")]);
+        // As Jinja2 renders it: `trim_blocks` eats newlines after blocks, not after `}}`.
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|endoftext|><|user|>\nHello?<|endoftext|>\n\n<|assistant|>\nHello world!<|endoftext|>\n\n"
+        );
+        let e = encode_conversation(&msgs, &t, &tok).unwrap();
+        assert_eq!(learned_runs(&tok, &e), ["Hello world!<|endoftext|>"]);
+        let err = t
+            .render(&chat(&[("tool", "x")]), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown role tool"), "{err}");
+
+        let counting = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+        let t = ChatTemplate::new(counting, "", "<|endoftext|>").unwrap();
+        let err = encode_conversation(&msgs, &t, &tok)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix"), "{err}");
+        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+
+    /// Example `i`: `len` tokens all `100 + i`, learned from position 1 on.
+    fn example(i: u32, len: usize) -> SftExample {
+        let mut loss_mask = vec![1.0; len];
+        loss_mask[0] = 0.0;
+        SftExample {
+            tokens: vec![100 + i; len],
+            loss_mask,
+        }
+    }
+
+    fn ids(batch: &Batch) -> Vec<u32> {
+        (0..batch.rows).map(|r| batch.row(r)[0] - 100).collect()
+    }
+
+    #[test]
+    fn rows_are_truncated_and_padded_with_padding_masked() {
+        let mut unlearnable = example(2, 9);
+        unlearnable.loss_mask[..7].fill(0.0); // its assistant tokens lie past the cut
+        let examples = vec![example(0, 3), example(1, 9), unlearnable];
+        let mut l = SftLoader::new(examples, 4, 7, false, 0).unwrap();
+        assert_eq!(l.num_examples(), 2);
+        let b = l.next_batch(2);
+        assert_eq!((b.rows, b.len), (2, 5));
+        assert_eq!(b.row(0), [100, 100, 100, 7, 7]);
+        assert_eq!(b.row_mask(0).unwrap(), [0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(b.row(1), [101; 5]);
+        assert_eq!(b.row_mask(1).unwrap(), [0.0, 1.0, 1.0, 1.0, 1.0]);
+        let none = SftLoader::new(vec![example(0, 1)], 4, 7, false, 0);
+        assert!(none
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no SFT conversation"));
+    }
+
+    fn loader(seed: u64) -> SftLoader {
+        let examples = (0..5).map(|i| example(i, 2 + i as usize)).collect();
+        SftLoader::new(examples, 16, 0, true, seed).unwrap()
+    }
+
+    #[test]
+    fn epochs_end_with_a_short_batch_and_shuffle_per_epoch() {
+        let mut l = loader(3);
+        assert_eq!(l.num_batches_per_epoch(2), 3);
+        let mut epochs = Vec::new();
+        for _ in 0..3 {
+            let batches: Vec<Batch> = (0..3).map(|_| l.next_batch(2)).collect();
+            assert_eq!(
+                batches.iter().map(|b| b.rows).collect::<Vec<_>>(),
+                [2, 2, 1]
+            );
+            let order: Vec<u32> = batches.iter().flat_map(ids).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3, 4]);
+            epochs.push(order);
+        }
+        assert_eq!((l.position().epoch, l.position().cursor), (3, 0));
+        assert!(epochs[0] != epochs[1] || epochs[1] != epochs[2]);
+        let mut again = loader(3);
+        let first: Vec<u32> = (0..3).flat_map(|_| ids(&again.next_batch(2))).collect();
+        assert_eq!(first, epochs[0]);
+    }
+
+    #[test]
+    fn resuming_is_exact_and_other_data_is_refused() {
+        for before in 0..5 {
+            let mut a = loader(9);
+            for _ in 0..before {
+                a.next_batch(2);
+            }
+            let pos: DataPosition =
+                serde_json::from_str(&serde_json::to_string(&a.position()).unwrap()).unwrap();
+            let expected: Vec<Batch> = (0..4).map(|_| a.next_batch(2)).collect();
+            let mut b = loader(9);
+            b.seek(&pos).unwrap();
+            let got: Vec<Batch> = (0..4).map(|_| b.next_batch(2)).collect();
+            assert_eq!(got, expected, "after {before} batches");
+        }
+        let pos = loader(9).position();
+        assert!(loader(10).seek(&pos).is_err());
+        let fewer = (0..4).map(|i| example(i, 2 + i as usize)).collect();
+        let mut fewer = SftLoader::new(fewer, 16, 0, true, 9).unwrap();
+        let err = fewer.seek(&pos).unwrap_err().to_string();
+        assert!(err.contains("cannot resume"), "{err}");
+    }
+
+    #[test]
+    fn open_reads_chat_records_and_names_bad_ones() {
+        let tok = test_tokenizer();
+        let dir = tempfile::tempdir().unwrap();
+        let record = |q: &str, a: &str| {
+            serde_json::json!({"id": q, "messages": [
+                {"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            .to_string()
+        };
+        let good = dir.path().join("chat.jsonl");
+        let lines = [
+            record("Hello?", "Hello world!"),
+            record("Fox?", "Quick brown fox."),
+        ];
+        std::fs::write(&good, lines.join("\n")).unwrap();
+        let cfg = DataConfig {
+            paths: vec![good.clone()],
+            text_column: "text".into(),
+            shuffle: false,
+            token_dtype: None,
+            chat_template: None,
+            max_docs: None,
+        };
+        let mut l = SftLoader::open(&cfg, &tok, 64, 0).unwrap();
+        assert_eq!(l.num_examples(), 2);
+        let b = l.next_batch(2);
+        let text = tok.decode(b.row(1)).unwrap();
+        assert!(text.starts_with("<|user|>\nFox?\n<|assistant|>\nQuick brown fox.<|endoftext|>"));
+        let limited = DataConfig {
+            max_docs: Some(1),
+            ..cfg.clone()
+        };
+        assert_eq!(
+            SftLoader::open(&limited, &tok, 64, 0)
+                .unwrap()
+                .num_examples(),
+            1
+        );
+
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, format!("{}\n{{\"text\": \"plain\"}}\n", lines[0])).unwrap();
+        let cfg = DataConfig {
+            paths: vec![bad],
+            ..cfg
+        };
+        let err = SftLoader::open(&cfg, &tok, 64, 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("bad.jsonl: line 2: not a chat record"),
+            "{err}"
+        );
+    }
 }

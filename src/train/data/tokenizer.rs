@@ -21,6 +21,13 @@ pub struct SpecialToken {
     pub id: u32,
 }
 
+/// Token ids of a text and the byte range `start..end` of the text each one covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// A tokenizer with what training needs beside it.
 pub struct TrainTokenizer {
     inner: tokenizers::Tokenizer,
@@ -173,16 +180,19 @@ impl TrainTokenizer {
     /// Token ids of `text`, without special tokens added (special tokens written in the
     /// text are still recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.encode_with_offsets(text)?.0)
+        Ok(self.encode_with_offsets(text)?.ids)
     }
 
-    /// Token ids of `text` and each token's byte range in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    /// Token ids of `text` with the byte range each token covers in `text`.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Encoded> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| Error::bad_file(&self.source, format!("cannot encode text: {e}")))?;
-        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+        Ok(Encoded {
+            ids: enc.get_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        })
     }
 
     /// The text of `ids`, special tokens included.
@@ -214,9 +224,12 @@ impl TrainTokenizer {
 }
 
 fn special(inner: &tokenizers::Tokenizer, file: &Path, name: &str) -> Result<SpecialToken> {
-    let id = inner
-        .token_to_id(name)
-        .ok_or_else(|| Error::bad_file(file, format!("special token {name:?} is not in the vocabulary")))?;
+    let id = inner.token_to_id(name).ok_or_else(|| {
+        Error::bad_file(
+            file,
+            format!("special token {name:?} is not in the vocabulary"),
+        )
+    })?;
     Ok(SpecialToken {
         text: name.to_string(),
         id,
@@ -289,7 +302,9 @@ pub(crate) mod tests {
     /// A small byte-level BPE trained on a few sentences: fast enough for every test.
     pub(crate) fn test_tokenizer() -> TrainTokenizer {
         let docs: Vec<String> = (0..50)
-            .map(|i| format!("Document {i}: the quick brown fox jumps over the lazy dog. Hello world!"))
+            .map(|i| {
+                format!("Document {i}: the quick brown fox jumps over the lazy dog. Hello world!")
+            })
             .collect();
         let inner = train_bpe(&docs, 320).unwrap();
         TrainTokenizer::from_trained(inner, None, Path::new("test/tokenizer.json")).unwrap()
@@ -305,7 +320,8 @@ pub(crate) mod tests {
         };
         let tok = open_tokenizer(&cfg, None, Some(&docs), run.path(), 2048).unwrap();
         assert_eq!((tok.eos.id, tok.pad_id()), (0, 1));
-        let config: Value = crate::error::read_json(&run.path().join(TOKENIZER_CONFIG_FILE)).unwrap();
+        let config: Value =
+            crate::error::read_json(&run.path().join(TOKENIZER_CONFIG_FILE)).unwrap();
         assert_eq!(config["bos_token"], "<|endoftext|>");
         assert_eq!(config["eos_token"], "<|endoftext|>");
         assert_eq!(config["pad_token"], "<|pad|>");
@@ -316,7 +332,10 @@ pub(crate) mod tests {
         // The saved pair loads back with the same special tokens and vocabulary; a
         // restart reuses it instead of training again (the documents are not needed).
         let again = open_tokenizer(&cfg, Some("{{ messages }}"), None, run.path(), 2048).unwrap();
-        assert_eq!((again.eos.clone(), again.pad.clone()), (tok.eos.clone(), tok.pad.clone()));
+        assert_eq!(
+            (again.eos.clone(), again.pad.clone()),
+            (tok.eos.clone(), tok.pad.clone())
+        );
         assert_eq!(again.vocab_size(), tok.vocab_size());
         assert_eq!(again.chat_template, "{{ messages }}");
         let text = "some text, more text";
@@ -343,14 +362,19 @@ pub(crate) mod tests {
         // Without tokenizer_config.json, EOS is found by its usual name.
         std::fs::remove_file(src.path().join(TOKENIZER_CONFIG_FILE)).unwrap();
         let bare = TrainTokenizer::load(&src.path().join(TOKENIZER_FILE), None).unwrap();
-        assert_eq!((bare.eos.text.as_str(), bare.pad.as_ref()), ("<|endoftext|>", None));
+        assert_eq!(
+            (bare.eos.text.as_str(), bare.pad.as_ref()),
+            ("<|endoftext|>", None)
+        );
         assert_eq!(bare.pad_id(), bare.eos.id);
 
         let both = TokenizerConfig {
             path: Some(src.path().to_path_buf()),
             train_vocab_size: Some(300),
         };
-        let err = open_tokenizer(&both, None, None, run.path(), 64).err().unwrap();
+        let err = open_tokenizer(&both, None, None, run.path(), 64)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("choose one"));
         let train = TokenizerConfig {
             path: None,
@@ -358,7 +382,9 @@ pub(crate) mod tests {
         };
         let err = open_tokenizer(&train, None, None, tempfile::tempdir().unwrap().path(), 64);
         assert!(err.err().unwrap().to_string().contains("token shards"));
-        let err = TrainTokenizer::load(&run.path().join("missing.json"), None).err().unwrap();
+        let err = TrainTokenizer::load(&run.path().join("missing.json"), None)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("missing.json"));
     }
 }

@@ -85,7 +85,10 @@ impl TokenStream {
     /// # Panics
     /// If the range runs past the end of the stream (a caller's bug, never bad data).
     pub fn read(&self, start: u64, out: &mut [u32]) {
-        assert!(start + out.len() as u64 <= self.len, "read past the token stream");
+        assert!(
+            start + out.len() as u64 <= self.len,
+            "read past the token stream"
+        );
         if out.is_empty() {
             return;
         }
@@ -230,7 +233,11 @@ fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
     };
     match dict_value(dict, "fortran_order") {
         Some("False") => {}
-        other => return Err(format!("fortran_order {other:?}: only C order is supported")),
+        other => {
+            return Err(format!(
+                "fortran_order {other:?}: only C order is supported"
+            ))
+        }
     }
     let shape = dict_value(dict, "shape").ok_or("no 'shape' in the .npy header")?;
     let len = parse_1d_shape(shape)?;
@@ -266,9 +273,7 @@ fn parse_1d_shape(shape: &str) -> std::result::Result<u64, String> {
         .collect();
     match dims[..] {
         [n] => n.parse().map_err(|_| format!("bad shape {shape}")),
-        _ => Err(format!(
-            "shape {shape}: token shards must be 1-D arrays"
-        )),
+        _ => Err(format!("shape {shape}: token shards must be 1-D arrays")),
     }
 }
 
@@ -280,8 +285,10 @@ pub fn write_npy_shard(path: &Path, tokens: &[u32], dtype: TokenDtype) -> Result
         TokenDtype::U16 => "<u2",
         TokenDtype::U32 => "<u4",
     };
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}", tokens.len());
+    let mut dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+        tokens.len()
+    );
     // numpy pads the header with spaces and a newline so the data starts 64-byte aligned.
     let unpadded = NPY_MAGIC.len() + 4 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
@@ -370,17 +377,31 @@ mod tests {
         let header = parse_npy_header(&ok).unwrap();
         assert_eq!((header.dtype, header.len), (TokenDtype::U32, 2));
         let cases = [
-            ("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n", "<i8"),
-            ("{'descr': '>u2', 'fortran_order': False, 'shape': (2,), }\n", ">u2"),
-            ("{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3), }\n", "1-D"),
-            ("{'descr': '<u2', 'fortran_order': True, 'shape': (2,), }\n", "C order"),
+            (
+                "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n",
+                "<i8",
+            ),
+            (
+                "{'descr': '>u2', 'fortran_order': False, 'shape': (2,), }\n",
+                ">u2",
+            ),
+            (
+                "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 3), }\n",
+                "1-D",
+            ),
+            (
+                "{'descr': '<u2', 'fortran_order': True, 'shape': (2,), }\n",
+                "C order",
+            ),
             ("{'descr': '<u2', 'fortran_order': False}\n", "shape"),
         ];
         for (dict, expected) in cases {
             let err = parse_npy_header(&npy_with_header(dict, &[])).unwrap_err();
             assert!(err.contains(expected), "{dict}: {err}");
         }
-        assert!(parse_npy_header(b"PK\x03\x04 zip").unwrap_err().contains("magic"));
+        assert!(parse_npy_header(b"PK\x03\x04 zip")
+            .unwrap_err()
+            .contains("magic"));
 
         // Errors from opening name the file; a data section of the wrong size is caught.
         let dir = tempfile::tempdir().unwrap();
@@ -390,8 +411,14 @@ mod tests {
             &[1, 0],
         );
         std::fs::write(&path, truncated).unwrap();
-        let err = TokenStream::open_shards(&[path], None).err().unwrap().to_string();
-        assert!(err.contains("short.npy") && err.contains("truncated"), "{err}");
+        let err = TokenStream::open_shards(&[path], None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("short.npy") && err.contains("truncated"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -411,11 +438,18 @@ mod tests {
 
         let c = dir.path().join("c.bin");
         write_bin_shard(&c, &[100_000, 7], TokenDtype::U32).unwrap();
-        let stream = TokenStream::open_shards(&[c.clone()], Some(TokenDtype::U32)).unwrap();
+        let stream =
+            TokenStream::open_shards(std::slice::from_ref(&c), Some(TokenDtype::U32)).unwrap();
         assert_eq!(all(&stream), [100_000, 7]);
 
-        let err = TokenStream::open_shards(&[c], None).err().unwrap().to_string();
-        assert!(err.contains("c.bin") && err.contains("token_dtype"), "{err}");
+        let err = TokenStream::open_shards(&[c], None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("c.bin") && err.contains("token_dtype"),
+            "{err}"
+        );
         std::fs::write(&a, [1, 2, 3]).unwrap();
         let err = TokenStream::open_shards(&[a], Some(TokenDtype::U16));
         assert!(err.err().unwrap().to_string().contains("3 bytes"));
