@@ -1,7 +1,8 @@
 //! The pre-training loader: documents tokenized and packed into one stream, cut into
 //! fixed-length sequences, visited in a seeded order that changes every epoch.
 //!
-//! Packing: each document's tokens (no special tokens added) followed by EOS, all
+//! Packing: each document's tokens (no special tokens added, special-token text in a
+//! document read as plain text: [`TrainTokenizer::encode_ordinary`]) followed by EOS, all
 //! documents in corpus order; the stream is cut into non-overlapping sequences of
 //! `seq_len + 1` tokens (inputs are the first `seq_len`, targets the last `seq_len`) and
 //! the remainder shorter than a sequence is dropped. A sequence may span documents,
@@ -43,7 +44,7 @@ pub fn pack_documents(docs: &[String], tok: &TrainTokenizer) -> Result<Vec<u32>>
         .map(|chunk| {
             let mut out = Vec::new();
             for doc in chunk.iter().filter(|d| !d.is_empty()) {
-                out.extend(tok.encode(doc)?);
+                out.extend(tok.encode_ordinary(doc)?);
                 out.push(tok.eos.id);
             }
             Ok(out)
@@ -223,6 +224,12 @@ mod tests {
         expected.extend(tok.encode("lazy dog!").unwrap());
         expected.push(tok.eos.id);
         assert_eq!(pack_documents(&docs, &tok).unwrap(), expected);
+
+        // A document quoting the EOS text does not end there.
+        let quoting = ["a<|endoftext|>b".to_string()];
+        let packed = pack_documents(&quoting, &tok).unwrap();
+        assert_eq!(packed.iter().filter(|&&t| t == tok.eos.id).count(), 1);
+        assert_eq!(tok.decode(&packed).unwrap(), "a<|endoftext|>b<|endoftext|>");
 
         // Parallel chunks keep the corpus order.
         let many: Vec<String> = (0..500).map(|i| format!("Document {i}")).collect();

@@ -104,8 +104,7 @@ impl ChatTemplate {
 
     /// The template compiled for `tok`'s special tokens.
     pub fn for_tokenizer(tok: &TrainTokenizer) -> Result<Self> {
-        let bos = tok.bos.as_ref().map_or("", |b| b.text.as_str());
-        Self::new(&tok.chat_template, bos, &tok.eos.text)
+        Self::new(&tok.chat_template, tok.bos_text(), &tok.eos.text)
     }
 
     /// The text of `messages`, followed by the assistant's header when
@@ -252,12 +251,15 @@ pub struct SftLoader {
 }
 
 impl SftLoader {
-    /// Reads the conversations of `cfg` and renders them with `tok`'s chat template
-    /// (which [`super::open_tokenizer`] took from `[data] chat_template`).
+    /// Reads the conversations of `cfg` and renders them with `[data] chat_template`,
+    /// else with `tok`'s template (Tulu's unless [`super::open_tokenizer`] was given one).
     pub fn open(cfg: &DataConfig, tok: &TrainTokenizer, seq_len: usize, seed: u64) -> Result<Self> {
         let files = expand_paths(&cfg.paths)?;
         let conversations = read_conversations(&files, cfg.max_docs)?;
-        let template = ChatTemplate::for_tokenizer(tok)?;
+        let template = match &cfg.chat_template {
+            Some(source) => ChatTemplate::new(source, tok.bos_text(), &tok.eos.text)?,
+            None => ChatTemplate::for_tokenizer(tok)?,
+        };
         let examples = conversations
             .par_iter()
             .map(|c| {

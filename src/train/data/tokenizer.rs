@@ -31,6 +31,8 @@ pub struct Encoded {
 /// A tokenizer with what training needs beside it.
 pub struct TrainTokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner` reading special-token text as plain text, for corpus documents.
+    ordinary: tokenizers::Tokenizer,
     /// The `tokenizer.json` text, saved verbatim so a given tokenizer is copied exactly.
     json: String,
     /// Where it came from, for error messages.
@@ -116,6 +118,7 @@ impl TrainTokenizer {
         let bos = names.bos.map(|n| lookup(&n)).transpose()?;
         let pad = names.pad.map(|n| lookup(&n)).transpose()?;
         let mut tok = Self {
+            ordinary: ordinary(&inner),
             inner,
             json,
             source: file,
@@ -144,6 +147,7 @@ impl TrainTokenizer {
         // Byte-level BPE decodes exactly; transformers' cleanup would drop spaces.
         hf_config.insert("clean_up_tokenization_spaces".into(), false.into());
         let mut tok = Self {
+            ordinary: ordinary(&inner),
             inner,
             json,
             source: source.to_path_buf(),
@@ -185,8 +189,18 @@ impl TrainTokenizer {
 
     /// Token ids of `text` with the byte range each token covers in `text`.
     pub fn encode_with_offsets(&self, text: &str) -> Result<Encoded> {
-        let enc = self
-            .inner
+        self.encode_by(&self.inner, text)
+    }
+
+    /// Token ids of a corpus document: special-token text in it (a web page quoting
+    /// `<|endoftext|>`) is encoded as the plain text it is, so a document can never
+    /// forge a document boundary (tiktoken's `encode_ordinary`).
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_by(&self.ordinary, text)?.ids)
+    }
+
+    fn encode_by(&self, tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Encoded> {
+        let enc = tokenizer
             .encode(text, false)
             .map_err(|e| Error::bad_file(&self.source, format!("cannot encode text: {e}")))?;
         Ok(Encoded {
@@ -207,6 +221,11 @@ impl TrainTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The text of `bos_token` for chat templates: empty when there is no BOS.
+    pub fn bos_text(&self) -> &str {
+        self.bos.as_ref().map_or("", |b| b.text.as_str())
+    }
+
     /// The token SFT pads with: the pad token, else EOS.
     pub fn pad_id(&self) -> u32 {
         self.pad.as_ref().unwrap_or(&self.eos).id
@@ -221,6 +240,12 @@ impl TrainTokenizer {
     pub fn hf_config(&self) -> &Map<String, Value> {
         &self.hf_config
     }
+}
+
+fn ordinary(inner: &tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    let mut ordinary = inner.clone();
+    ordinary.set_encode_special_tokens(true);
+    ordinary
 }
 
 fn special(inner: &tokenizers::Tokenizer, file: &Path, name: &str) -> Result<SpecialToken> {

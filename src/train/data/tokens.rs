@@ -212,10 +212,11 @@ fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
         2 | 3 => (4, 12),
         v => return Err(format!(".npy format version {v} is not supported")),
     };
-    let mut header_len = 0usize;
-    for (i, b) in bytes[8..8 + len_bytes].iter().enumerate() {
-        header_len |= (*b as usize) << (8 * i);
-    }
+    let len_field = bytes.get(8..8 + len_bytes).ok_or("truncated .npy header")?;
+    let header_len = len_field
+        .iter()
+        .rev()
+        .fold(0usize, |acc, &b| (acc << 8) | b as usize);
     let end = start + header_len;
     let dict = bytes
         .get(start..end)
@@ -402,6 +403,8 @@ mod tests {
         assert!(parse_npy_header(b"PK\x03\x04 zip")
             .unwrap_err()
             .contains("magic"));
+        let short_v2 = parse_npy_header(b"\x93NUMPY\x02\x00\x10\x00").unwrap_err();
+        assert!(short_v2.contains("truncated"), "{short_v2}");
 
         // Errors from opening name the file; a data section of the wrong size is caught.
         let dir = tempfile::tempdir().unwrap();
