@@ -43,8 +43,10 @@ pub struct TrainTokenizer {
     pub pad: Option<SpecialToken>,
     /// The Jinja chat template SFT renders conversations with.
     pub chat_template: String,
-    /// `tokenizer_config.json`: the source's settings, updated with the fields above.
-    hf_config: Map<String, Value>,
+    /// The context length `transformers` is told (`model_max_length`), when known.
+    pub model_max_length: Option<usize>,
+    /// The source's `tokenizer_config.json`; saving updates it with the fields above.
+    source_config: Map<String, Value>,
 }
 
 /// The run's tokenizer, saved into `run_dir`:
@@ -88,8 +90,7 @@ pub fn open_tokenizer(
             TrainTokenizer::from_trained(train_bpe(docs, vocab_size)?, chat_template, &saved)?
         }
     };
-    tok.hf_config
-        .insert("model_max_length".into(), model_max_length.into());
+    tok.model_max_length = Some(model_max_length);
     tok.save(run_dir)?;
     Ok(tok)
 }
@@ -108,8 +109,8 @@ impl TrainTokenizer {
         let inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| Error::bad_file(&file, format!("cannot load tokenizer: {e}")))?;
-        let hf_config = read_hf_config(&file.with_file_name(TOKENIZER_CONFIG_FILE))?;
-        let names = SpecialNames::from_config(&hf_config);
+        let source_config = read_hf_config(&file.with_file_name(TOKENIZER_CONFIG_FILE))?;
+        let names = SpecialNames::from_config(&source_config);
         let lookup = |name: &str| special(&inner, &file, name);
         let eos = match names.eos {
             Some(name) => lookup(&name)?,
@@ -117,7 +118,7 @@ impl TrainTokenizer {
         };
         let bos = names.bos.map(|n| lookup(&n)).transpose()?;
         let pad = names.pad.map(|n| lookup(&n)).transpose()?;
-        let mut tok = Self {
+        Ok(Self {
             ordinary: ordinary(&inner),
             inner,
             json,
@@ -125,11 +126,10 @@ impl TrainTokenizer {
             eos,
             bos,
             pad,
-            chat_template: String::new(),
-            hf_config,
-        };
-        tok.set_settings(chat_template);
-        Ok(tok)
+            chat_template: chat_template.unwrap_or(TULU_CHAT_TEMPLATE).to_string(),
+            model_max_length: None,
+            source_config,
+        })
     }
 
     /// A tokenizer made by [`train_bpe`]; `source` names it in error messages.
@@ -143,10 +143,10 @@ impl TrainTokenizer {
             .map_err(|e| Error::Invalid(format!("cannot serialise the tokenizer: {e}")))?;
         let eos = special(&inner, source, END_OF_TEXT)?;
         let pad = special(&inner, source, PAD)?;
-        let mut hf_config = Map::new();
+        let mut source_config = Map::new();
         // Byte-level BPE decodes exactly; transformers' cleanup would drop spaces.
-        hf_config.insert("clean_up_tokenization_spaces".into(), false.into());
-        let mut tok = Self {
+        source_config.insert("clean_up_tokenization_spaces".into(), false.into());
+        Ok(Self {
             ordinary: ordinary(&inner),
             inner,
             json,
@@ -154,31 +154,35 @@ impl TrainTokenizer {
             bos: Some(eos.clone()),
             eos,
             pad: Some(pad),
-            chat_template: String::new(),
-            hf_config,
-        };
-        tok.set_settings(chat_template);
-        Ok(tok)
-    }
-
-    /// Settles the chat template and writes the special tokens into `hf_config`.
-    fn set_settings(&mut self, chat_template: Option<&str>) {
-        self.chat_template = chat_template.unwrap_or(TULU_CHAT_TEMPLATE).to_string();
-        let config = &mut self.hf_config;
-        let text = |t: &Option<SpecialToken>| t.as_ref().map(|t| t.text.clone()).into();
-        config.insert("bos_token".into(), text(&self.bos));
-        config.insert("eos_token".into(), self.eos.text.clone().into());
-        config.insert("pad_token".into(), text(&self.pad));
-        config.insert("chat_template".into(), self.chat_template.clone().into());
-        config
-            .entry("tokenizer_class")
-            .or_insert_with(|| "PreTrainedTokenizerFast".into());
+            chat_template: chat_template.unwrap_or(TULU_CHAT_TEMPLATE).to_string(),
+            model_max_length: None,
+            source_config,
+        })
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         crate::atomic_file::write_bytes(&dir.join(TOKENIZER_FILE), self.json.as_bytes())?;
-        crate::atomic_file::write_json(&dir.join(TOKENIZER_CONFIG_FILE), &self.hf_config)
+        crate::atomic_file::write_json(&dir.join(TOKENIZER_CONFIG_FILE), &self.hf_config())
+    }
+
+    /// The `tokenizer_config.json` that [`save`](Self::save) writes: the source's
+    /// settings (kept for `transformers`), with this tokenizer's special tokens, chat
+    /// template and context length.
+    pub fn hf_config(&self) -> Map<String, Value> {
+        let mut config = self.source_config.clone();
+        let text = |t: &Option<SpecialToken>| t.as_ref().map(|t| t.text.clone()).into();
+        config.insert("bos_token".into(), text(&self.bos));
+        config.insert("eos_token".into(), self.eos.text.clone().into());
+        config.insert("pad_token".into(), text(&self.pad));
+        config.insert("chat_template".into(), self.chat_template.clone().into());
+        if let Some(max) = self.model_max_length {
+            config.insert("model_max_length".into(), max.into());
+        }
+        config
+            .entry("tokenizer_class")
+            .or_insert_with(|| "PreTrainedTokenizerFast".into());
+        config
     }
 
     /// Token ids of `text`, without special tokens added (special tokens written in the
@@ -234,11 +238,6 @@ impl TrainTokenizer {
     /// The `tokenizers` tokenizer itself.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
-    }
-
-    /// The settings written as `tokenizer_config.json`.
-    pub fn hf_config(&self) -> &Map<String, Value> {
-        &self.hf_config
     }
 }
 
