@@ -18,8 +18,8 @@
 //! ends; the turn is cut after its last EOS, so the content and its EOS are learned
 //! and the template's separators are not. The whole conversation is tokenized once and
 //! a token is an assistant token when it starts inside such a span. The template must
-//! render a prefix of the conversation as a prefix of the whole (every common
-//! template does); one that does not is an error rather than a silently wrong mask.
+//! render a prefix of the conversation as a prefix of the whole (Tulu's does; one that
+//! rewrites earlier turns does not); one that does not is an error, never a wrong mask.
 //!
 //! Batches: conversations truncated to `seq_len + 1` tokens, padded to the longest row
 //! of the batch with the pad token (EOS when there is none); padding is masked out. A
