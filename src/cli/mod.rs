@@ -6,6 +6,7 @@ mod inspect;
 mod output;
 mod schedule;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Pre-train, mid-train or fine-tune a model from a recipe; writes checkpoints.
+    Train(train::TrainArgs),
     /// List the checkpoints found under each path.
     Inspect(inspect::InspectArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     let ui = output::Ui { quiet: cli.quiet };
     let result = match &cli.command {
+        Command::Train(args) => train::run(args, &ui),
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),

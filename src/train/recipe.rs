@@ -9,7 +9,8 @@
 //! Relative paths are relative to the working directory, as in torchtitan.
 
 use super::optimizer::OptimizerConfig;
-use super::stubs::{DataConfig, ScheduleSpec, TokenizerConfig};
+use super::data::{DataConfig, TokenizerConfig};
+use crate::schedule::ScheduleSpec;
 use crate::checkpoint::Stage;
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;

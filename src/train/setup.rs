@@ -49,7 +49,7 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
     let device = crate::device::parse_device(&recipe.job.device)?;
     let compute_dtype = crate::device::parse_dtype(&recipe.job.dtype)?;
 
-    let start = match &resumed {
+    let mut start = match &resumed {
         Some(ckpt) => resume_start(ckpt)?,
         None => match &recipe.init.parent {
             Some(parent) => parent_start(recipe, parent)?,
@@ -79,7 +79,7 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
         data.seek(&pos)?;
     }
 
-    let (config, weights) = match start.weights {
+    let (config, weights) = match start.weights.take() {
         Some(w) => w,
         None => fresh_weights(recipe, &tok, &device)?,
     };
@@ -426,12 +426,12 @@ fn check_branch_point(recipe: &Recipe, schedule: &ScheduleSpec, start: &Start) -
 fn schedule_info(schedule: &ScheduleSpec, start: &Start, recipe: &Recipe) -> ScheduleInfo {
     let branched = recipe.init.mode == InitMode::Branch;
     ScheduleInfo {
-        kind: schedule.kind.as_str().to_string(),
+        kind: schedule.kind.name().to_string(),
         peak_lr: Some(schedule.peak_lr),
         warmup: Some(schedule.warmup),
         total_steps: schedule.total_steps,
-        stable_ratio: schedule.stable_ratio,
-        alpha_pre: Some(schedule.alpha_or_default()),
+        stable_ratio: schedule.resolved().stable_ratio,
+        alpha_pre: Some(schedule.alpha_pre()),
         alpha_mid: schedule.alpha_mid,
         mid_steps: schedule.mid_steps,
         branched_from_step: branched.then(|| {

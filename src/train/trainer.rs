@@ -5,6 +5,7 @@
 //! over every target token of the step (SFT: every assistant token), whatever the
 //! micro-batch split, so accumulation does not change the objective.
 
+use super::data::{Batch, BatchLoader};
 use super::optimizer::{AdamW, StepReport};
 use super::saving::{self, CheckpointParts};
 use crate::checkpoint::{CheckpointMeta, ParentRef, ScheduleInfo, Stage};
@@ -20,42 +21,6 @@ use std::time::Instant;
 
 /// File name of the per-run metrics log (one JSON object per step).
 pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// Rows of token ids for one forward pass.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
-    pub rows: usize,
-    /// Tokens per row (sequence length + 1: inputs and shifted targets).
-    pub len: usize,
-    /// `rows * len` token ids, row-major.
-    pub tokens: Vec<u32>,
-    /// Per-token weights, `rows * len`: entry `i` weighs the loss of predicting token
-    /// `i` from the tokens before it (entry 0 of each row is unused). `None`: all 1.
-    pub loss_mask: Option<Vec<f32>>,
-}
-
-impl Batch {
-    /// Number of target tokens that count towards the loss.
-    pub fn target_weight(&self) -> f64 {
-        match &self.loss_mask {
-            None => (self.rows * self.len.saturating_sub(1)) as f64,
-            Some(mask) => mask
-                .chunks(self.len)
-                .map(|row| row.iter().skip(1).map(|&w| w as f64).sum::<f64>())
-                .sum(),
-        }
-    }
-}
-
-/// Where batches come from; the position is saved in every checkpoint.
-pub trait BatchSource {
-    /// The next `rows` sequences.
-    fn next_batch(&mut self, rows: usize) -> Result<Batch>;
-    /// Where the source stands, as JSON for `ckpt.json`.
-    fn position(&self) -> serde_json::Value;
-    /// Goes back to a position saved by [`BatchSource::position`].
-    fn seek(&mut self, position: &serde_json::Value) -> Result<()>;
-}
 
 /// What one step did, as written to `metrics.jsonl` and shown in the progress bar.
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +53,7 @@ pub struct Trainer {
     pub(crate) config: LlamaConfig,
     pub(crate) vars: Vec<(String, Var)>,
     pub(crate) optimizer: AdamW,
-    pub(crate) data: Box<dyn BatchSource>,
+    pub(crate) data: Box<dyn BatchLoader>,
     /// LR of every global step.
     pub(crate) lr_at: Box<dyn Fn(u64) -> f64>,
     pub(crate) schedule_info: ScheduleInfo,
@@ -200,9 +165,9 @@ impl Trainer {
     /// One optimizer step: returns the mean loss, the optimizer's report and the
     /// number of tokens read.
     fn train_step(&mut self) -> Result<(f64, StepReport, u64)> {
-        let batches = (0..self.grad_accum)
+        let batches: Vec<Batch> = (0..self.grad_accum)
             .map(|_| self.data.next_batch(self.rows_per_micro_batch))
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let tokens: u64 = batches.iter().map(|b| (b.rows * b.len) as u64).sum();
         let model = self.compute_model()?;
         let next = self.step + 1;
@@ -226,7 +191,10 @@ impl Trainer {
             schedule: Some(self.schedule_info.clone()),
             lr: Some((self.lr_at)(self.step)),
             parent: self.parent.clone(),
-            data_position: Some(self.data.position()),
+            data_position: Some(
+                serde_json::to_value(self.data.position())
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+            ),
             rng_state: None,
             train_loss,
             stage_start: Some(self.stage_start),
@@ -276,7 +244,7 @@ pub fn optimizer_step(
     lr: f64,
     step: u64,
 ) -> Result<(f64, StepReport)> {
-    let weight: f64 = batches.iter().map(Batch::target_weight).sum();
+    let weight: f64 = batches.iter().map(target_weight).sum();
     let mut total: Option<GradStore> = None;
     let mut loss = 0.0;
     for batch in batches {
@@ -331,4 +299,15 @@ fn add_grads(mut acc: GradStore, mut more: GradStore, vars: &[(String, Var)]) ->
         }
     }
     Ok(acc)
+}
+
+/// Number of target tokens of `batch` that count towards the loss.
+pub fn target_weight(batch: &Batch) -> f64 {
+    match &batch.loss_mask {
+        None => (batch.rows * batch.len.saturating_sub(1)) as f64,
+        Some(mask) => mask
+            .chunks(batch.len)
+            .map(|row| row.iter().skip(1).map(|&w| w as f64).sum::<f64>())
+            .sum(),
+    }
 }

@@ -1,0 +1,46 @@
+//! The trainer's data pipeline: from the recipe's `[data]` and `[tokenizer]` sections to
+//! batches of token ids, with exact resumption.
+//!
+//! ```text
+//! DataConfig --Corpus::open--> documents | token shards --PretrainLoader--> Batch
+//!            --SftLoader::open--> chat records --chat template--> Batch (+ loss mask)
+//! TokenizerConfig --open_tokenizer--> TrainTokenizer (given, or BPE trained on documents)
+//! ```
+//!
+//! The trainer's sequence, pre-training:
+//! ```no_run
+//! # fn main() -> ckpt::Result<()> {
+//! use ckpt::train::data::*;
+//! # let (data, tokenizer): (DataConfig, TokenizerConfig) = todo!();
+//! # let run_dir = std::path::Path::new("run");
+//! let corpus = Corpus::open(&data)?;
+//! let tok = open_tokenizer(&tokenizer, data.chat_template.as_deref(), corpus.documents(),
+//!                          run_dir, 2048)?;
+//! let mut loader = PretrainLoader::from_corpus(corpus, &tok, 2048, data.shuffle, 42)?;
+//! let batch = loader.next_batch(8);            // 8 rows of 2049 tokens
+//! let pos = loader.position();                 // into ckpt.json; later: loader.seek(&pos)
+//! # Ok(()) }
+//! ```
+//! SFT: `open_tokenizer(...)` (usually `path` = the base checkpoint), then
+//! `SftLoader::open(&data, &tok, seq_len, seed)`.
+//!
+//! A run's tokenizer is saved as `tokenizer.json` + `tokenizer_config.json` in the run
+//! directory; the trainer copies it into each checkpoint with [`TrainTokenizer::save`].
+
+pub mod batch;
+pub mod bpe;
+pub mod config;
+pub mod corpus;
+mod order;
+pub mod pretrain;
+pub mod sft;
+pub mod tokenizer;
+pub mod tokens;
+
+pub use batch::{Batch, BatchLoader, DataFingerprint, DataPosition};
+pub use bpe::train_bpe;
+pub use config::{DataConfig, TokenDtype, TokenizerConfig};
+pub use corpus::Corpus;
+pub use pretrain::PretrainLoader;
+pub use sft::{ChatTemplate, Message, SftLoader};
+pub use tokenizer::{open_tokenizer, SpecialToken, TrainTokenizer};

@@ -1,0 +1,670 @@
+//! The SFT loader: chat conversations rendered with a chat template, one per row, with
+//! the loss on the assistant's tokens only.
+//!
+//! Data: JSONL/JSON/Parquet records in the Tulu format,
+//! `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`
+//! (other fields ignored). Rendering: a Hugging Face `chat_template` (Jinja, run by
+//! minijinja with Hugging Face's settings: `trim_blocks`, `lstrip_blocks`, and a
+//! `raise_exception` function) with the variables `messages`, `bos_token`, `eos_token`
+//! and `add_generation_prompt`. The default is Tulu's template:
+//!
+//! ```text
+//! <|system|>\n{content}\n  <|user|>\n{content}\n  <|assistant|>\n{content}{eos}\n
+//! ```
+//!
+//! Masks, as open-instruct's `encode_with_messages_format` finds them: for the
+//! assistant message `i`, the text of `messages[..i]` with the generation prompt ends
+//! where its content starts, and the text of `messages[..=i]` ends where the turn
+//! ends; the turn is cut after its last EOS, so the content and its EOS are learned
+//! and the template's separators are not. The whole conversation is tokenized once and
+//! a token is an assistant token when it starts inside such a span. The template must
+//! render a prefix of the conversation as a prefix of the whole (Tulu's does; one that
+//! rewrites earlier turns does not); one that does not is an error, never a wrong mask.
+//!
+//! Batches: conversations truncated to `seq_len + 1` tokens, padded to the longest row
+//! of the batch with the pad token (EOS when there is none); padding is masked out. A
+//! batch never spans two epochs: the last batch of an epoch may have fewer rows.
+//! Conversations left without any assistant token are dropped when loading.
+
+use super::batch::{check_position, Batch, BatchLoader, DataFingerprint, DataPosition};
+use super::config::DataConfig;
+use super::corpus::{expand_paths, for_each_record, Record};
+use super::order::EpochOrder;
+use super::tokenizer::TrainTokenizer;
+use crate::error::{Error, Result};
+use minijinja::{context, Environment, Value};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::ops::{ControlFlow, Range};
+use std::path::{Path, PathBuf};
+
+/// Tulu's chat template, as open-instruct and the Tulu 3 tokenizers ship it: roles on
+/// their own line, each assistant turn closed by EOS (the last one without the newline).
+pub const TULU_CHAT_TEMPLATE: &str = "{% for message in messages %}\
+{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}\
+{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}\
+{% elif message['role'] == 'assistant' %}\
+{% if not loop.last %}{{ '<|assistant|>\\n' + message['content'] + eos_token + '\\n' }}\
+{% else %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}{% endif %}\
+{% endif %}\
+{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}\
+{% endfor %}";
+
+/// The role whose tokens are learned.
+pub const ASSISTANT: &str = "assistant";
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// A chat record: the `messages` field; anything else in the record is ignored.
+#[derive(Deserialize)]
+struct ChatRecord {
+    messages: Vec<Message>,
+}
+
+/// A compiled chat template with the special tokens it is rendered with.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos` and `eos` are the texts of `bos_token` / `eos_token`.
+    pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        // The settings of transformers' `apply_chat_template` environment.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(template_error)?;
+        env.set_syntax(syntax);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_template_owned("chat", source.to_owned())
+            .map_err(template_error)?;
+        Ok(Self {
+            env,
+            bos: bos.to_owned(),
+            eos: eos.to_owned(),
+        })
+    }
+
+    /// The template compiled for `tok`'s special tokens.
+    pub fn for_tokenizer(tok: &TrainTokenizer) -> Result<Self> {
+        Self::new(&tok.chat_template, tok.bos_text(), &tok.eos.text)
+    }
+
+    /// The text of `messages`, followed by the assistant's header when
+    /// `add_generation_prompt`.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
+            .collect();
+        let template = self.env.get_template("chat").map_err(template_error)?;
+        template
+            .render(context! {
+                messages => messages,
+                bos_token => self.bos.as_str(),
+                eos_token => self.eos.as_str(),
+                add_generation_prompt => add_generation_prompt,
+            })
+            .map_err(template_error)
+    }
+
+    /// The byte spans of `full` (the rendered `messages`) that are learned: each
+    /// assistant content through its EOS.
+    fn assistant_spans(&self, messages: &[Message], full: &str) -> Result<Vec<Range<usize>>> {
+        let mut spans = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            if message.role != ASSISTANT {
+                continue;
+            }
+            let before = self.render(&messages[..i], true)?;
+            let through = self.render(&messages[..=i], false)?;
+            if !through.starts_with(&before) || !full.starts_with(&through) {
+                return Err(Error::Invalid(format!(
+                    "the chat template does not render message {i}'s prefix as a prefix of \
+                     the conversation, so the assistant's tokens cannot be located"
+                )));
+            }
+            let turn = &through[before.len()..];
+            let end = match turn.rfind(&self.eos) {
+                Some(at) if !self.eos.is_empty() => before.len() + at + self.eos.len(),
+                _ => through.len(),
+            };
+            spans.push(before.len()..end);
+        }
+        Ok(spans)
+    }
+}
+
+fn template_error(e: minijinja::Error) -> Error {
+    Error::Invalid(format!("chat template: {e}"))
+}
+
+/// One tokenized conversation and its loss mask (see [`Batch`] for the convention).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftExample {
+    pub tokens: Vec<u32>,
+    pub loss_mask: Vec<f32>,
+}
+
+/// Renders and tokenizes `messages`, marking the assistant's tokens (content + EOS)
+/// with 1. Position 0 is never a target, so its mask is 0.
+pub fn encode_conversation(
+    messages: &[Message],
+    template: &ChatTemplate,
+    tok: &TrainTokenizer,
+) -> Result<SftExample> {
+    let full = template.render(messages, false)?;
+    let spans = template.assistant_spans(messages, &full)?;
+    let encoded = tok.encode_with_offsets(&full)?;
+    let loss_mask = encoded
+        .offsets
+        .iter()
+        .enumerate()
+        .map(|(i, (start, _))| {
+            let learned = i > 0 && spans.iter().any(|s| s.contains(start));
+            if learned {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Ok(SftExample {
+        tokens: encoded.ids,
+        loss_mask,
+    })
+}
+
+/// A conversation and where it was read, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub file: PathBuf,
+    /// "line 3", "row 3"...: see [`Record::location`].
+    pub location: String,
+    pub messages: Vec<Message>,
+}
+
+/// The conversations in `files`, at most `max` of them.
+pub fn read_conversations(files: &[PathBuf], max: Option<usize>) -> Result<Vec<Conversation>> {
+    let limit = max.unwrap_or(usize::MAX);
+    let mut found = Vec::new();
+    for file in files {
+        if found.len() >= limit {
+            break;
+        }
+        for_each_record(file, None, &mut |record| {
+            found.push(Conversation {
+                messages: parse_messages(file, &record)?,
+                file: file.clone(),
+                location: record.location,
+            });
+            Ok(if found.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+    }
+    Ok(found)
+}
+
+fn parse_messages(file: &Path, record: &Record) -> Result<Vec<Message>> {
+    let chat = ChatRecord::deserialize(&record.value).map_err(|e| {
+        Error::bad_file(
+            file,
+            format!(
+                "{}: not a chat record {{\"messages\": [{{\"role\", \"content\"}}]}}: {e}",
+                record.location
+            ),
+        )
+    })?;
+    Ok(chat.messages)
+}
+
+/// Serves batches of conversations, forever: epochs wrap around.
+pub struct SftLoader {
+    examples: Vec<SftExample>,
+    seq_len: usize,
+    pad_id: u32,
+    fingerprint: DataFingerprint,
+    epoch: u64,
+    /// Conversations of this epoch already handed out.
+    cursor: u64,
+    order: EpochOrder,
+}
+
+impl SftLoader {
+    /// Reads the conversations of `cfg` and renders them with `[data] chat_template`,
+    /// else with `tok`'s template (Tulu's unless [`super::open_tokenizer`] was given one).
+    pub fn open(cfg: &DataConfig, tok: &TrainTokenizer, seq_len: usize, seed: u64) -> Result<Self> {
+        let files = expand_paths(&cfg.paths)?;
+        let conversations = read_conversations(&files, cfg.max_docs)?;
+        let template = match &cfg.chat_template {
+            Some(source) => ChatTemplate::new(source, tok.bos_text(), &tok.eos.text)?,
+            None => ChatTemplate::for_tokenizer(tok)?,
+        };
+        let examples = conversations
+            .par_iter()
+            .map(|c| {
+                encode_conversation(&c.messages, &template, tok)
+                    .map_err(|e| Error::bad_file(&c.file, format!("{}: {e}", c.location)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(examples, seq_len, tok.pad_id(), cfg.shuffle, seed)
+    }
+
+    /// A loader over `examples`, truncated to `seq_len + 1` tokens; those left without
+    /// an assistant token are dropped.
+    pub fn new(
+        examples: Vec<SftExample>,
+        seq_len: usize,
+        pad_id: u32,
+        shuffle: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        let total = examples.len();
+        let examples: Vec<SftExample> = examples
+            .into_iter()
+            .map(|e| truncate(e, seq_len + 1))
+            .filter(|e| e.loss_mask.iter().any(|&m| m > 0.0))
+            .collect();
+        if examples.len() < total {
+            tracing::warn!(
+                "{} of {total} conversations have no assistant token within {} tokens; dropped",
+                total - examples.len(),
+                seq_len + 1
+            );
+        }
+        if examples.is_empty() {
+            return Err(Error::Invalid(
+                "no SFT conversation has an assistant token to learn".into(),
+            ));
+        }
+        let n = examples.len() as u64;
+        let fingerprint = DataFingerprint {
+            kind: "sft".into(),
+            seq_len,
+            num_tokens: examples.iter().map(|e| e.tokens.len() as u64).sum(),
+            num_items: n,
+            shuffle,
+            seed,
+            content_hash: content_hash(&examples, pad_id),
+        };
+        Ok(Self {
+            examples,
+            seq_len,
+            pad_id,
+            fingerprint,
+            epoch: 0,
+            cursor: 0,
+            order: EpochOrder::new(n, shuffle, seed, 0),
+        })
+    }
+
+    /// Conversations per epoch.
+    pub fn num_examples(&self) -> u64 {
+        self.examples.len() as u64
+    }
+
+    /// Batches of `rows` in one epoch, the last (shorter) one included.
+    pub fn num_batches_per_epoch(&self, rows: usize) -> u64 {
+        self.num_examples().div_ceil(rows.max(1) as u64)
+    }
+
+    /// Model context length: rows hold at most `seq_len + 1` tokens.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    fn set_position(&mut self, epoch: u64, cursor: u64) {
+        let f = &self.fingerprint;
+        self.order = EpochOrder::new(self.num_examples(), f.shuffle, f.seed, epoch);
+        self.epoch = epoch;
+        self.cursor = cursor;
+    }
+}
+
+impl BatchLoader for SftLoader {
+    /// `rows` conversations, fewer at the end of an epoch; padded to the longest.
+    fn next_batch(&mut self, rows: usize) -> Batch {
+        let take = (rows as u64).min(self.num_examples() - self.cursor);
+        let picked: Vec<&SftExample> = (self.cursor..self.cursor + take)
+            .map(|i| &self.examples[self.order.get(i) as usize])
+            .collect();
+        let batch = pad_rows(&picked, self.pad_id);
+        self.cursor += take;
+        if self.cursor == self.num_examples() {
+            self.set_position(self.epoch + 1, 0);
+        }
+        batch
+    }
+
+    fn position(&self) -> DataPosition {
+        DataPosition {
+            epoch: self.epoch,
+            cursor: self.cursor,
+            data: self.fingerprint.clone(),
+        }
+    }
+
+    fn seek(&mut self, pos: &DataPosition) -> Result<()> {
+        check_position(pos, &self.fingerprint)?;
+        if pos.cursor == self.num_examples() {
+            self.set_position(pos.epoch + 1, 0);
+        } else {
+            self.set_position(pos.epoch, pos.cursor);
+        }
+        Ok(())
+    }
+}
+
+/// `examples` as rows padded with `pad_id` to the longest; padding is masked out.
+fn pad_rows(examples: &[&SftExample], pad_id: u32) -> Batch {
+    let len = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+    let mut tokens = vec![pad_id; examples.len() * len];
+    let mut loss_mask = vec![0.0; examples.len() * len];
+    for (r, example) in examples.iter().enumerate() {
+        let n = example.tokens.len();
+        tokens[r * len..r * len + n].copy_from_slice(&example.tokens);
+        loss_mask[r * len..r * len + n].copy_from_slice(&example.loss_mask);
+    }
+    Batch {
+        rows: examples.len(),
+        len,
+        tokens,
+        loss_mask: Some(loss_mask),
+    }
+}
+
+fn truncate(mut e: SftExample, len: usize) -> SftExample {
+    e.tokens.truncate(len);
+    e.loss_mask.truncate(len);
+    e
+}
+
+fn content_hash(examples: &[SftExample], pad_id: u32) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&pad_id.to_le_bytes());
+    for e in examples {
+        hasher.update(&(e.tokens.len() as u64).to_le_bytes());
+        for (t, m) in e.tokens.iter().zip(&e.loss_mask) {
+            hasher.update(&t.to_le_bytes());
+            hasher.update(&m.to_le_bytes());
+        }
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::data::tokenizer::tests::test_tokenizer;
+
+    fn chat(turns: &[(&str, &str)]) -> Vec<Message> {
+        turns
+            .iter()
+            .map(|(role, content)| Message {
+                role: role.to_string(),
+                content: content.to_string(),
+            })
+            .collect()
+    }
+
+    fn two_turns() -> Vec<Message> {
+        chat(&[
+            ("system", "Be brief."),
+            ("user", "Hello world?"),
+            ("assistant", "The quick brown fox."),
+            ("user", "And the dog?"),
+            ("assistant", "Lazy dog!"),
+        ])
+    }
+
+    /// The decoded text of each run of consecutive learned tokens.
+    fn learned_runs(tok: &TrainTokenizer, e: &SftExample) -> Vec<String> {
+        let mut runs = Vec::new();
+        let mut current = Vec::new();
+        for (t, m) in e.tokens.iter().zip(&e.loss_mask) {
+            if *m > 0.0 {
+                current.push(*t);
+            } else if !current.is_empty() {
+                runs.push(tok.decode(&std::mem::take(&mut current)).unwrap());
+            }
+        }
+        if !current.is_empty() {
+            runs.push(tok.decode(&current).unwrap());
+        }
+        runs
+    }
+
+    #[test]
+    fn tulu_template_renders_as_open_instruct_does() {
+        let t = ChatTemplate::new(TULU_CHAT_TEMPLATE, "<s>", "</s>").unwrap();
+        let msgs = two_turns();
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nHello world?\n<|assistant|>\nThe quick brown fox.</s>\n\
+             <|user|>\nAnd the dog?\n<|assistant|>\nLazy dog!</s>"
+        );
+        assert_eq!(
+            t.render(&msgs[..2], true).unwrap(),
+            "<|system|>\nBe brief.\n<|user|>\nHello world?\n<|assistant|>\n"
+        );
+    }
+
+    #[test]
+    fn masks_cover_exactly_the_assistant_contents_and_their_eos() {
+        let tok = test_tokenizer();
+        let template = ChatTemplate::for_tokenizer(&tok).unwrap();
+        let msgs = two_turns();
+        let e = encode_conversation(&msgs, &template, &tok).unwrap();
+        assert_eq!(e.tokens.len(), e.loss_mask.len());
+        assert_eq!(
+            tok.decode(&e.tokens).unwrap(),
+            template.render(&msgs, false).unwrap()
+        );
+        assert_eq!(
+            learned_runs(&tok, &e),
+            [
+                "The quick brown fox.<|endoftext|>",
+                "Lazy dog!<|endoftext|>"
+            ]
+        );
+        // Role markers are single special tokens and never learned.
+        let user = tok.inner().token_to_id("<|user|>").unwrap();
+        let at = e.tokens.iter().position(|&t| t == user).unwrap();
+        assert_eq!(e.loss_mask[at], 0.0);
+    }
+
+    #[test]
+    fn hugging_face_style_templates_work_and_non_incremental_ones_are_refused() {
+        let tok = test_tokenizer();
+        let zephyr = "{{ bos_token }}{% for message in messages %}\n\
+            {% if message['role'] not in ['system', 'user', 'assistant'] %}\
+            {{ raise_exception('unknown role ' + message['role']) }}{% endif %}\n\
+            {{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' }}\n\
+            {% endfor %}\n\
+            {% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+        let t = ChatTemplate::new(zephyr, "<|endoftext|>", "<|endoftext|>").unwrap();
+        let msgs = chat(&[("user", "Hello?"), ("assistant", "Hello world!")]);
+        // As Jinja2 renders it: `trim_blocks` eats newlines after blocks, not after `}}`.
+        assert_eq!(
+            t.render(&msgs, false).unwrap(),
+            "<|endoftext|><|user|>\nHello?<|endoftext|>\n\n<|assistant|>\nHello world!<|endoftext|>\n\n"
+        );
+        let e = encode_conversation(&msgs, &t, &tok).unwrap();
+        assert_eq!(learned_runs(&tok, &e), ["Hello world!<|endoftext|>"]);
+        let err = t
+            .render(&chat(&[("tool", "x")]), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown role tool"), "{err}");
+
+        let counting = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}";
+        let t = ChatTemplate::new(counting, "", "<|endoftext|>").unwrap();
+        let err = encode_conversation(&msgs, &t, &tok)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix"), "{err}");
+        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+
+    /// Example `i`: `len` tokens all `100 + i`, learned from position 1 on.
+    fn example(i: u32, len: usize) -> SftExample {
+        let mut loss_mask = vec![1.0; len];
+        loss_mask[0] = 0.0;
+        SftExample {
+            tokens: vec![100 + i; len],
+            loss_mask,
+        }
+    }
+
+    fn ids(batch: &Batch) -> Vec<u32> {
+        (0..batch.rows).map(|r| batch.row(r)[0] - 100).collect()
+    }
+
+    #[test]
+    fn rows_are_truncated_and_padded_with_padding_masked() {
+        let mut unlearnable = example(2, 9);
+        unlearnable.loss_mask[..7].fill(0.0); // its assistant tokens lie past the cut
+        let examples = vec![example(0, 3), example(1, 9), unlearnable];
+        let mut l = SftLoader::new(examples, 4, 7, false, 0).unwrap();
+        assert_eq!(l.num_examples(), 2);
+        let b = l.next_batch(2);
+        assert_eq!((b.rows, b.len), (2, 5));
+        assert_eq!(b.row(0), [100, 100, 100, 7, 7]);
+        assert_eq!(b.row_mask(0).unwrap(), [0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(b.row(1), [101; 5]);
+        assert_eq!(b.row_mask(1).unwrap(), [0.0, 1.0, 1.0, 1.0, 1.0]);
+        let none = SftLoader::new(vec![example(0, 1)], 4, 7, false, 0);
+        assert!(none
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no SFT conversation"));
+    }
+
+    fn loader(seed: u64) -> SftLoader {
+        let examples = (0..5).map(|i| example(i, 2 + i as usize)).collect();
+        SftLoader::new(examples, 16, 0, true, seed).unwrap()
+    }
+
+    #[test]
+    fn epochs_end_with_a_short_batch_and_shuffle_per_epoch() {
+        let mut l = loader(3);
+        assert_eq!(l.num_batches_per_epoch(2), 3);
+        let mut epochs = Vec::new();
+        for _ in 0..3 {
+            let batches: Vec<Batch> = (0..3).map(|_| l.next_batch(2)).collect();
+            assert_eq!(
+                batches.iter().map(|b| b.rows).collect::<Vec<_>>(),
+                [2, 2, 1]
+            );
+            let order: Vec<u32> = batches.iter().flat_map(ids).collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3, 4]);
+            epochs.push(order);
+        }
+        assert_eq!((l.position().epoch, l.position().cursor), (3, 0));
+        assert!(epochs[0] != epochs[1] || epochs[1] != epochs[2]);
+        let mut again = loader(3);
+        let first: Vec<u32> = (0..3).flat_map(|_| ids(&again.next_batch(2))).collect();
+        assert_eq!(first, epochs[0]);
+    }
+
+    #[test]
+    fn resuming_is_exact_and_other_data_is_refused() {
+        for before in 0..5 {
+            let mut a = loader(9);
+            for _ in 0..before {
+                a.next_batch(2);
+            }
+            let pos: DataPosition =
+                serde_json::from_str(&serde_json::to_string(&a.position()).unwrap()).unwrap();
+            let expected: Vec<Batch> = (0..4).map(|_| a.next_batch(2)).collect();
+            let mut b = loader(9);
+            b.seek(&pos).unwrap();
+            let got: Vec<Batch> = (0..4).map(|_| b.next_batch(2)).collect();
+            assert_eq!(got, expected, "after {before} batches");
+        }
+        let pos = loader(9).position();
+        assert!(loader(10).seek(&pos).is_err());
+        let fewer = (0..4).map(|i| example(i, 2 + i as usize)).collect();
+        let mut fewer = SftLoader::new(fewer, 16, 0, true, 9).unwrap();
+        let err = fewer.seek(&pos).unwrap_err().to_string();
+        assert!(err.contains("cannot resume"), "{err}");
+    }
+
+    #[test]
+    fn open_reads_chat_records_and_names_bad_ones() {
+        let tok = test_tokenizer();
+        let dir = tempfile::tempdir().unwrap();
+        let record = |q: &str, a: &str| {
+            serde_json::json!({"id": q, "messages": [
+                {"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+            .to_string()
+        };
+        let good = dir.path().join("chat.jsonl");
+        let lines = [
+            record("Hello?", "Hello world!"),
+            record("Fox?", "Quick brown fox."),
+        ];
+        std::fs::write(&good, lines.join("\n")).unwrap();
+        let cfg = DataConfig {
+            paths: vec![good.clone()],
+            text_column: "text".into(),
+            shuffle: false,
+            token_dtype: None,
+            chat_template: None,
+            max_docs: None,
+        };
+        let mut l = SftLoader::open(&cfg, &tok, 64, 0).unwrap();
+        assert_eq!(l.num_examples(), 2);
+        let b = l.next_batch(2);
+        let text = tok.decode(b.row(1)).unwrap();
+        assert!(text.starts_with("<|user|>\nFox?\n<|assistant|>\nQuick brown fox.<|endoftext|>"));
+        let limited = DataConfig {
+            max_docs: Some(1),
+            ..cfg.clone()
+        };
+        assert_eq!(
+            SftLoader::open(&limited, &tok, 64, 0)
+                .unwrap()
+                .num_examples(),
+            1
+        );
+
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, format!("{}\n{{\"text\": \"plain\"}}\n", lines[0])).unwrap();
+        let cfg = DataConfig {
+            paths: vec![bad],
+            ..cfg
+        };
+        let err = SftLoader::open(&cfg, &tok, 64, 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("bad.jsonl: line 2: not a chat record"),
+            "{err}"
+        );
+    }
+}
