@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod schedule;
 pub mod score;
+pub mod synth;
 pub mod texts;
 pub mod tokenizer;
 
