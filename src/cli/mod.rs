@@ -5,6 +5,7 @@
 mod inspect;
 mod output;
 mod score;
+mod synth;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
+    /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -39,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
+        Command::Synth(args) => synth::run(args, &ui),
     };
     match result {
         Ok(code) => code,
