@@ -12,6 +12,7 @@ pub mod model;
 pub mod plot;
 pub mod schedule;
 pub mod score;
+pub mod synth;
 pub mod texts;
 pub mod tokenizer;
 pub mod train;

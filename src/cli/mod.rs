@@ -6,6 +6,7 @@ mod inspect;
 mod output;
 mod schedule;
 mod score;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
     Schedule(schedule::ScheduleArgs),
+    /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
+    Synth(synth::SynthArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
+        Command::Synth(args) => synth::run(args, &ui),
     };
     match result {
         Ok(code) => code,
