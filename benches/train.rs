@@ -9,8 +9,8 @@
 use candle_core::{DType, Device, Var};
 use ckpt::checkpoint::write_checkpoint;
 use ckpt::model::{init_weights, parameter_shapes, LlamaConfig};
-use ckpt::train::optimizer::{AdamW, OptimizerConfig};
 use ckpt::train::data::Batch;
+use ckpt::train::optimizer::{AdamW, OptimizerConfig};
 use ckpt::train::trainer::{build_model, optimizer_step};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;

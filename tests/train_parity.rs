@@ -5,8 +5,8 @@
 use candle_core::{DType, Device, Var};
 use ckpt::checkpoint::{Checkpoint, WeightFiles};
 use ckpt::model::parameter_shapes;
-use ckpt::train::optimizer::{AdamW, OptimizerConfig};
 use ckpt::train::data::Batch;
+use ckpt::train::optimizer::{AdamW, OptimizerConfig};
 use ckpt::train::trainer::{build_model, optimizer_step};
 use serde::Deserialize;
 use std::path::Path;

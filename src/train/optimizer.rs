@@ -26,6 +26,9 @@ use std::sync::Mutex;
 /// File name of the optimizer state inside a checkpoint.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
+/// Name of the scalar tensor holding the number of steps taken.
+const STEP_TENSOR: &str = "step";
+
 /// The recipe's `[optimizer]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -203,7 +206,8 @@ impl AdamW {
     }
 
     /// Writes the moments and step count to `path` (safetensors), atomically. Tensor
-    /// names are `<param>.exp_avg` and `<param>.exp_avg_sq`, as in PyTorch's state.
+    /// names are `<param>.exp_avg` and `<param>.exp_avg_sq`, as in PyTorch's state, and
+    /// `step` (i64 scalar).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = HashMap::new();
         for p in &self.params {
@@ -211,10 +215,15 @@ impl AdamW {
             tensors.insert(format!("{}.exp_avg", p.name), m);
             tensors.insert(format!("{}.exp_avg_sq", p.name), v);
         }
-        let metadata = HashMap::from([
-            ("format".to_string(), "ckpt-adamw".to_string()),
-            ("step".to_string(), self.steps.to_string()),
-        ]);
+        // The step count is a tensor, not metadata: safetensors writes its metadata map
+        // in hash order, and one key keeps the file byte-for-byte reproducible.
+        let steps =
+            i64::try_from(self.steps).map_err(|_| Error::Invalid("step overflow".into()))?;
+        tensors.insert(
+            STEP_TENSOR.to_string(),
+            Tensor::new(steps, &candle_core::Device::Cpu)?,
+        );
+        let metadata = HashMap::from([("format".to_string(), "ckpt-adamw".to_string())]);
         crate::checkpoint::write_safetensors_with_metadata(path, &tensors, metadata)
     }
 
@@ -222,18 +231,15 @@ impl AdamW {
     /// be present with its own shape.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let bytes = crate::error::read_file(path)?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| Error::bad_file(path, format!("not a safetensors file: {e}")))?;
-        let steps = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("step"))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::bad_file(path, "no `step` in the metadata"))?;
         let dev = self.params.first().map(|p| p.var.device().clone());
         let dev = dev.unwrap_or(candle_core::Device::Cpu);
         let mut stored = candle_core::safetensors::load_buffer(&bytes, &dev)
             .map_err(|e| Error::bad_file(path, crate::error::candle_message(&e)))?;
+        let steps = stored
+            .remove(STEP_TENSOR)
+            .and_then(|t| t.to_dtype(DType::I64).ok()?.to_scalar::<i64>().ok())
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or_else(|| Error::bad_file(path, format!("no `{STEP_TENSOR}` scalar")))?;
         for p in &mut self.params {
             let mut take = |suffix: &str| {
                 let key = format!("{}.{suffix}", p.name);

@@ -8,12 +8,12 @@
 //!
 //! Relative paths are relative to the working directory, as in torchtitan.
 
-use super::optimizer::OptimizerConfig;
 use super::data::{DataConfig, TokenizerConfig};
-use crate::schedule::ScheduleSpec;
+use super::optimizer::OptimizerConfig;
 use crate::checkpoint::Stage;
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;
+use crate::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -4,9 +4,7 @@
 //! Everything that can be wrong with the recipe, the data or the parent is found here,
 //! before the first step runs.
 
-use super::data::{
-    BatchLoader, Corpus, DataPosition, PretrainLoader, SftLoader, TrainTokenizer,
-};
+use super::data::{BatchLoader, Corpus, DataPosition, PretrainLoader, SftLoader, TrainTokenizer};
 use super::optimizer::{AdamW, OPTIMIZER_FILE};
 use super::recipe::{InitMode, Recipe, RUN_FILE};
 use super::saving;
@@ -84,6 +82,12 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
         None => fresh_weights(recipe, &tok, &device)?,
     };
     check_vocab(&config, &tok)?;
+    if recipe.training.seq_len > config.max_position_embeddings {
+        return Err(Error::Invalid(format!(
+            "training.seq_len = {} is longer than the model's max_position_embeddings = {}",
+            recipe.training.seq_len, config.max_position_embeddings
+        )));
+    }
     let vars = to_vars(&config, weights, &device)?;
     let mut optimizer = AdamW::new(recipe.optimizer.clone(), vars.clone())?;
     if let Some(path) = &start.optimizer {
@@ -207,7 +211,10 @@ fn resume_differences(a: &Recipe, b: &Recipe) -> Vec<String> {
 
 fn resume_start(ckpt: &Checkpoint) -> Result<Start> {
     let meta = ckpt.meta.clone().ok_or_else(|| {
-        Error::bad_file(&ckpt.dir, "no ckpt.json: not a checkpoint this trainer can resume")
+        Error::bad_file(
+            &ckpt.dir,
+            "no ckpt.json: not a checkpoint this trainer can resume",
+        )
     })?;
     let optimizer = ckpt.dir.join(OPTIMIZER_FILE);
     if !optimizer.is_file() {
@@ -233,9 +240,10 @@ fn resume_start(ckpt: &Checkpoint) -> Result<Start> {
 /// takes its optimizer state, data position and step count.
 fn parent_start(recipe: &Recipe, parent: &Path) -> Result<Start> {
     let ckpt = Checkpoint::open(parent)?;
-    let meta = ckpt.meta.clone().unwrap_or_else(|| {
-        crate::checkpoint::CheckpointMeta::new(ckpt.step.unwrap_or(0))
-    });
+    let meta = ckpt
+        .meta
+        .clone()
+        .unwrap_or_else(|| crate::checkpoint::CheckpointMeta::new(ckpt.step.unwrap_or(0)));
     let parent_ref = ParentRef {
         path: parent.display().to_string(),
         step: Some(meta.step),

@@ -168,7 +168,7 @@ impl Trainer {
         let batches: Vec<Batch> = (0..self.grad_accum)
             .map(|_| self.data.next_batch(self.rows_per_micro_batch))
             .collect();
-        let tokens: u64 = batches.iter().map(|b| (b.rows * b.len) as u64).sum();
+        let tokens: u64 = batches.iter().map(|b| (b.rows * (b.len - 1)) as u64).sum();
         let model = self.compute_model()?;
         let next = self.step + 1;
         let lr = (self.lr_at)(next);
