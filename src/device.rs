@@ -5,16 +5,23 @@ use candle_core::{DType, Device};
 
 /// Parses `cpu`, `cuda` or `cuda:N` into a candle device.
 pub fn parse_device(spec: &str) -> Result<Device> {
+    match device_ordinal(spec)? {
+        None => Ok(Device::Cpu),
+        Some(n) => cuda(n),
+    }
+}
+
+/// Checks the syntax of a device spec without opening the device: `None` for the CPU,
+/// the CUDA ordinal otherwise. Recipes for GPUs validate on machines without one.
+pub fn device_ordinal(spec: &str) -> Result<Option<usize>> {
     let spec = spec.trim().to_ascii_lowercase();
     match spec.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" | "gpu" => cuda(0),
-        s if s.starts_with("cuda:") => {
-            let n = s[5..]
-                .parse()
-                .map_err(|_| Error::Invalid(format!("invalid device {spec:?}: expected cuda:N")))?;
-            cuda(n)
-        }
+        "cpu" => Ok(None),
+        "cuda" | "gpu" => Ok(Some(0)),
+        s if s.starts_with("cuda:") => s[5..]
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Invalid(format!("invalid device {spec:?}: expected cuda:N"))),
         _ => Err(Error::Invalid(format!(
             "invalid device {spec:?}: expected cpu, cuda or cuda:N"
         ))),

@@ -19,7 +19,11 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -31,7 +35,10 @@ fn transformers_reads_the_trained_checkpoint_as_ckpt_does() {
     let tok = TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
     let reference = reference();
     let cases = reference["texts"].as_array().unwrap();
-    let texts: Vec<String> = cases.iter().map(|c| c["text"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
     let opts = ScoreOptions {
         keep_token_logprobs: true,
         ..Default::default()
@@ -43,7 +50,10 @@ fn transformers_reads_the_trained_checkpoint_as_ckpt_does() {
         let got = got.token_logprobs.as_ref().unwrap();
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
-            assert!((*g as f64 - w.as_f64().unwrap()).abs() < 1e-4, "{text}: {g} vs {w}");
+            assert!(
+                (*g as f64 - w.as_f64().unwrap()).abs() < 1e-4,
+                "{text}: {g} vs {w}"
+            );
         }
     }
 }
@@ -64,7 +74,9 @@ fn chats_render_and_tokenize_as_transformers_does() {
     for (messages, want) in chats.iter().zip(reference["chats"].as_array().unwrap()) {
         let rendered = template.render(messages, false).unwrap();
         assert_eq!(rendered, want["rendered"].as_str().unwrap());
-        let prompt = template.render(&messages[..messages.len() - 1], true).unwrap();
+        let prompt = template
+            .render(&messages[..messages.len() - 1], true)
+            .unwrap();
         assert_eq!(prompt, want["generation_prompt"].as_str().unwrap());
         assert_eq!(tok.encode(&rendered).unwrap(), ids(&want["token_ids"]));
     }

@@ -222,7 +222,7 @@ impl Recipe {
         if self.job.name.trim().is_empty() {
             return bad("job.name is empty".into());
         }
-        crate::device::parse_device(&self.job.device)
+        crate::device::device_ordinal(&self.job.device)
             .map_err(|e| Error::Invalid(format!("job.device: {e}")))?;
         crate::device::parse_dtype(&self.job.dtype)
             .map_err(|e| Error::Invalid(format!("job.dtype: {e}")))?;
