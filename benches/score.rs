@@ -30,6 +30,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    ckpt::alloc::keep_freed_memory();
     // `cargo bench` passes `--bench`; ignore arguments.
     let windows_n = env_usize("CKPT_BENCH_WINDOWS", 16);
     let len = env_usize("CKPT_BENCH_LEN", 512);

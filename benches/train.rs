@@ -32,6 +32,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    ckpt::alloc::keep_freed_memory();
     let rows = env_usize("CKPT_BENCH_ROWS", 8);
     let len = env_usize("CKPT_BENCH_LEN", 256);
     let steps = env_usize("CKPT_BENCH_STEPS", 5);
@@ -58,7 +59,8 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let runs: Vec<&[u32]> = batches.iter().map(|b| b.tokens.as_slice()).collect();
-    std::fs::write(out.join("batches.json"), serde_json::to_vec(&runs)?)?;
+    let saved = serde_json::json!({"rows": rows, "len": len + 1, "batches": runs});
+    std::fs::write(out.join("batches.json"), serde_json::to_vec(&saved)?)?;
 
     let mut opt = AdamW::new(OptimizerConfig::default(), vars.clone())?;
     let model = build_model(&cfg, &vars, DType::F32)?;

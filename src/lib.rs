@@ -3,6 +3,7 @@
 //! Data flows one way: checkpoints ([`checkpoint`]) -> model ([`model`]) -> scoring
 //! ([`score`]) -> reports. The binary in `main.rs` is a thin shell over [`cli`].
 
+pub mod alloc;
 pub mod atomic_file;
 pub mod checkpoint;
 pub mod cli;

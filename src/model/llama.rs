@@ -191,7 +191,7 @@ impl Attention {
             .reshape((b, self.num_kv_heads, rep, t, s))?
             .broadcast_add(mask)?;
         let probs = if differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            super::fused::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
@@ -442,9 +442,8 @@ impl Llama {
         let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
         let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
         let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = input_ids.narrow(1, 1, t - 1)?.reshape((b * (t - 1), 1))?;
-        log_probs.gather(&targets, 1)?.neg()?.reshape((b, t - 1))
+        let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
+        super::loss::token_cross_entropy(&logits, &targets)?.reshape((b, t - 1))
     }
 
     fn step(&self, t: usize, cached: usize) -> Result<Step> {

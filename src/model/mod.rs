@@ -2,8 +2,10 @@
 
 mod cache;
 mod config;
+mod fused;
 mod init;
 mod llama;
+pub mod loss;
 mod rope;
 
 pub use cache::KvCache;
