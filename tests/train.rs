@@ -399,3 +399,18 @@ fn ctrl_c_saves_a_checkpoint_and_the_run_resumes() {
     assert!((1..1000).contains(&step));
     assert_eq!(metrics(&sb.path().join("runs/tiny-wso")).len() as u64, step);
 }
+
+#[test]
+fn bf16_compute_keeps_f32_master_weights() {
+    let sb = world();
+    train_ok(&sb, "tiny-wso", &["job.dtype=\"bf16\""]);
+    let run = sb.path().join("runs/tiny-wso");
+    let m = metrics(&run);
+    let (first, last) = (
+        m[0]["loss"].as_f64().unwrap(),
+        m[23]["loss"].as_f64().unwrap(),
+    );
+    assert!(last < first - 1.0, "bf16 loss {first} -> {last}");
+    let listed = sb.run_json(["inspect", arg(&run.join("step-0000024")), "--json"]);
+    assert_eq!(listed[0]["dtype"], "f32", "{listed}");
+}

@@ -41,7 +41,11 @@ pub fn save_checkpoint(run_dir: &Path, parts: &CheckpointParts) -> Result<PathBu
     let staging = run_dir.join(format!(".{name}.partial"));
     remove_dir_if_present(&staging)?;
     std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    write_parts(&staging, parts)?;
+    if let Err(e) = write_parts(&staging, parts) {
+        // The previous checkpoints were never touched; drop the partial one.
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
     replace_dir(&staging, &target)?;
     Ok(target)
 }
@@ -54,6 +58,13 @@ fn write_parts(dir: &Path, parts: &CheckpointParts) -> Result<()> {
         .collect();
     checkpoint::write_checkpoint(dir, parts.config, &tensors, Some(parts.meta))?;
     parts.optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+    let tokenizer = parts.tokenizer_dir.join(TOKENIZER_FILES[0]);
+    if !tokenizer.is_file() {
+        return Err(Error::bad_file(
+            &tokenizer,
+            "missing: every checkpoint carries the run's tokenizer",
+        ));
+    }
     for file in TOKENIZER_FILES {
         let from = parts.tokenizer_dir.join(file);
         if from.is_file() {
@@ -149,6 +160,66 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.lines().last().unwrap().contains("\"step\":3"));
+    }
+
+    /// A tiny model, its optimizer and a tokenizer directory, for saving.
+    fn parts_fixture(dir: &Path) -> (LlamaConfig, Vec<(String, Var)>, AdamW, PathBuf) {
+        let cfg = LlamaConfig::from_json(
+            r#"{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":8,
+            "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+            "num_key_value_heads":1,"max_position_embeddings":8}"#,
+        )
+        .unwrap();
+        let weights = crate::model::init_weights(
+            &cfg,
+            0.02,
+            0,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let vars: Vec<(String, Var)> = weights
+            .iter()
+            .map(|(n, t)| (n.clone(), Var::from_tensor(t).unwrap()))
+            .collect();
+        let opt = AdamW::new(Default::default(), vars.clone()).unwrap();
+        let tok = dir.join("tok");
+        std::fs::create_dir_all(&tok).unwrap();
+        std::fs::write(tok.join("tokenizer.json"), "{}").unwrap();
+        (cfg, vars, opt, tok)
+    }
+
+    #[test]
+    fn a_save_that_fails_half_way_leaves_the_previous_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let (cfg, vars, opt, tok) = parts_fixture(dir.path());
+        let save = |step: u64, tok: &Path| {
+            let meta = CheckpointMeta::new(step);
+            let parts = CheckpointParts {
+                config: &cfg,
+                weights: &vars,
+                optimizer: &opt,
+                meta: &meta,
+                tokenizer_dir: tok,
+            };
+            save_checkpoint(&run, &parts)
+        };
+        let first = save(1, &tok).unwrap();
+        let before = std::fs::read(first.join("model.safetensors")).unwrap();
+        // The model and optimizer files are written, then the tokenizer is missing.
+        let err = save(2, &dir.path().join("gone")).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+        let names: Vec<String> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["step-0000001"]);
+        assert_eq!(
+            std::fs::read(first.join("model.safetensors")).unwrap(),
+            before
+        );
+        assert!(crate::checkpoint::Checkpoint::open(&first).is_ok());
     }
 
     #[test]
