@@ -8,26 +8,17 @@
 
 use candle_core::{DType, Device};
 use ckpt::checkpoint::{write_checkpoint, Checkpoint};
-use ckpt::model::{init_weights, LlamaConfig};
+use ckpt::model::init_weights;
 use ckpt::score::{score_windows, Window};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+use common::{config, env_usize};
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
-    "vocab_size":8192,"hidden_size":512,"intermediate_size":1024,"num_hidden_layers":6,
-    "num_attention_heads":8,"num_key_value_heads":2,"max_position_embeddings":2048,
-    "rms_norm_eps":1e-5,"rope_theta":10000.0,"bos_token_id":0,"eos_token_id":1}"#;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     ckpt::alloc::keep_freed_memory();
@@ -38,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/score");
     let model_dir = out.join("model");
 
-    let cfg = LlamaConfig::from_json(CONFIG).map_err(anyhow::Error::msg)?;
+    let cfg = config()?;
     let weights = init_weights(&cfg, 0.02, 0, DType::F32, &Device::Cpu)?;
     write_checkpoint(&model_dir, &cfg, &weights, None)?;
 
