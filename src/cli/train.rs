@@ -35,12 +35,19 @@ pub fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot start {}", recipe.job.name))?;
     let stop = install_ctrl_c()?;
     let bar = progress_bar(ui, trainer.step(), trainer.end_step(), &recipe.job.name);
+    // Without a terminal (CI logs, nohup) a line per checkpoint interval instead.
+    let log_lines = bar.is_hidden() && !ui.quiet;
+    let (every, end) = (recipe.training.checkpoint_every, trainer.end_step());
     let mut on_step = |m: &StepMetrics| {
-        bar.set_position(m.step);
-        bar.set_message(format!(
+        let status = format!(
             "loss {:.4}  lr {:.2e}  {:.0} tok/s",
             m.loss, m.lr, m.tokens_per_s
-        ));
+        );
+        if log_lines && (m.step % every == 0 || m.step == end) {
+            eprintln!("step {}/{end}  {status}", m.step);
+        }
+        bar.set_position(m.step);
+        bar.set_message(status);
     };
     let outcome = trainer.run(stop, &mut on_step);
     bar.finish_and_clear();
