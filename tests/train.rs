@@ -414,3 +414,27 @@ fn bf16_compute_keeps_f32_master_weights() {
     let listed = sb.run_json(["inspect", arg(&run.join("step-0000024")), "--json"]);
     assert_eq!(listed[0]["dtype"], "f32", "{listed}");
 }
+
+#[test]
+fn resume_from_a_run_directory_alone_uses_its_run_toml() {
+    let sb = world();
+    train_ok(&sb, "tiny-wso", &["training.steps=12"]);
+    // run.toml holds the resolved recipe (steps = 12): the run is complete.
+    let out = sb.run([
+        "train",
+        "--resume",
+        "runs/tiny-wso",
+        "--set",
+        "training.steps=24",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = metrics(&sb.path().join("runs/tiny-wso"));
+    assert_eq!((m[0]["step"].as_u64(), m.len()), (Some(1), 24));
+    let out = sb.run(["train", "--resume", "runs/nothing"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run.toml"), "{err}");
+}
