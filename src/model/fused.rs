@@ -9,6 +9,12 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+mod rms_norm;
+mod swiglu;
+
+pub use rms_norm::{composed as rms_norm_composed, rms_norm};
+pub use swiglu::swiglu;
+
 /// Softmax over the last dimension, differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
@@ -73,7 +79,7 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
-fn contiguous(layout: &Layout) -> Result<(usize, usize)> {
+pub(crate) fn contiguous(layout: &Layout) -> Result<(usize, usize)> {
     layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("fused kernel needs a contiguous tensor".into()))
@@ -91,13 +97,17 @@ pub(crate) trait Float:
     + std::ops::Div<Output = Self>
 {
     const ZERO: Self;
+    const ONE: Self;
     const NEG_INFINITY: Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn from_f64(v: f64) -> Self;
 }
 
 impl Float for f32 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     fn exp(self) -> Self {
         f32::exp(self)
@@ -105,16 +115,29 @@ impl Float for f32 {
     fn ln(self) -> Self {
         f32::ln(self)
     }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
 }
 
 impl Float for f64 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     fn exp(self) -> Self {
         f64::exp(self)
     }
     fn ln(self) -> Self {
         f64::ln(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v
     }
 }
 
@@ -160,7 +183,7 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn max_abs(t: Tensor) -> f64 {
+    pub(super) fn max_abs(t: Tensor) -> f64 {
         t.abs()
             .unwrap()
             .flatten_all()

@@ -18,7 +18,7 @@
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::rope::{self, RotaryTables};
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// RMSNorm with a learned scale, computed in f32 as transformers does.
@@ -43,12 +43,11 @@ impl RmsNorm {
         if !differentiable && x.dtype() == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
-        let dtype = x.dtype();
-        let x = x.to_dtype(compute_dtype(dtype))?;
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
-        x.broadcast_div(&rms)?
-            .to_dtype(dtype)?
-            .broadcast_mul(&self.weight)
+        if differentiable {
+            super::fused::rms_norm(x, &self.weight, self.eps)
+        } else {
+            super::fused::rms_norm_composed(x, &self.weight, self.eps)
+        }
     }
 }
 
@@ -225,9 +224,14 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let product = if differentiable {
+            super::fused::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward(&product)
     }
 }
 
@@ -402,7 +406,7 @@ impl Llama {
             let h = layer
                 .post_attention_layernorm
                 .forward(&x, self.differentiable)?;
-            x = (&x + layer.mlp.forward(&h)?)?;
+            x = (&x + layer.mlp.forward(&h, self.differentiable)?)?;
         }
         self.norm.forward(&x, self.differentiable)
     }
