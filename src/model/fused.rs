@@ -10,9 +10,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 mod rms_norm;
+mod rotary;
 mod swiglu;
 
 pub use rms_norm::{composed as rms_norm_composed, rms_norm};
+pub use rotary::rotate_into_heads;
 pub use swiglu::swiglu;
 
 /// Softmax over the last dimension, differentiable.

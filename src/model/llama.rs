@@ -119,18 +119,23 @@ impl Attention {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?
-                .reshape((b, t, n, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+        let projected = |proj: &Linear, n: usize| -> Result<Tensor> {
+            proj.forward(x)?.reshape((b, t, n, self.head_dim))
         };
+        let heads = |p: Tensor| p.transpose(1, 2)?.contiguous();
         let rotated = |proj: &Linear, n: usize| -> Result<Tensor> {
-            rope::apply(&heads(proj, n)?, &step.cos, &step.sin, step.differentiable)
+            let p = projected(proj, n)?;
+            if step.differentiable {
+                // Split into heads and rotate in one pass, where a fused kernel exists.
+                if let Some(r) = super::fused::rotate_into_heads(&p, &step.cos, &step.sin)? {
+                    return Ok(r);
+                }
+            }
+            rope::apply(&heads(p)?, &step.cos, &step.sin, step.differentiable)
         };
         let q = rotated(&self.q_proj, self.num_heads)?;
         let k = rotated(&self.k_proj, self.num_kv_heads)?;
-        let v = heads(&self.v_proj, self.num_kv_heads)?;
+        let v = heads(projected(&self.v_proj, self.num_kv_heads)?)?;
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
 
