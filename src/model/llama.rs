@@ -183,26 +183,33 @@ impl Attention {
         // Group the query heads that share a key/value head instead of copying K and V:
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
-        // Scaling q (t rows) is cheaper than scaling the scores (t x s).
+        let grouped = (b, self.num_kv_heads, rep * t, self.head_dim);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q =
-            (q * scale)?
-                .contiguous()?
-                .reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .to_dtype(compute_dtype(q.dtype()))?
-            .reshape((b, self.num_kv_heads, rep, t, s))?
-            .broadcast_add(mask)?;
         let probs = if differentiable {
-            super::fused::softmax_last_dim(&scores)?
+            // Scaling and masking happen inside the softmax kernel, which saves passes
+            // over the scores and their gradient.
+            let scores = q
+                .reshape(grouped)?
+                .matmul(&k.t()?)?
+                .to_dtype(compute_dtype(q.dtype()))?;
+            super::fused::masked_softmax(&scores, mask, scale)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            // Scaling q (t rows) is cheaper than scaling the scores (t x s).
+            let q = (q * scale)?.contiguous()?.reshape(grouped)?;
+            let scores = q
+                .matmul(&k.t()?)?
+                .to_dtype(compute_dtype(q.dtype()))?
+                .reshape((b, self.num_kv_heads, rep, t, s))?
+                .broadcast_add(mask)?;
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((
+                b,
+                self.num_kv_heads,
+                rep * t,
+                s,
+            ))?
         };
-        let probs = probs
-            .to_dtype(v.dtype())?
-            .reshape((b, self.num_kv_heads, rep * t, s))?;
         probs
+            .to_dtype(v.dtype())?
             .matmul(v)?
             .reshape((b, self.num_heads, t, self.head_dim))
     }
