@@ -9,11 +9,13 @@
 use candle_core::{Layout, Result};
 
 mod attention;
+mod linear;
 mod rms_norm;
 mod rotary;
 mod swiglu;
 
 pub use attention::masked_softmax;
+pub use linear::linear;
 pub use rms_norm::{composed as rms_norm_composed, rms_norm};
 pub use rotary::rotate_into_heads;
 pub use swiglu::swiglu;

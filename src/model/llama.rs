@@ -61,14 +61,24 @@ struct Linear {
 impl Linear {
     /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
     /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let fused = if differentiable {
+            super::fused::linear(x, &self.weight)?
+        } else {
+            None
         };
-        y.reshape((b, t, ()))
+        let y = match fused {
+            Some(y) => y,
+            None => {
+                let (b, t, d) = x.dims3()?;
+                let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+                y.reshape((b, t, ()))?
+            }
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
     }
 }
 
@@ -120,7 +130,8 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let projected = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?.reshape((b, t, n, self.head_dim))
+            proj.forward(x, step.differentiable)?
+                .reshape((b, t, n, self.head_dim))
         };
         let heads = |p: Tensor| p.transpose(1, 2)?.contiguous();
         let rotated = |proj: &Linear, n: usize| -> Result<Tensor> {
@@ -165,7 +176,7 @@ impl Attention {
         let out = out
             .transpose(1, 2)?
             .reshape((b, t, self.num_heads * self.head_dim))?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward(&out, step.differentiable)
     }
 
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
@@ -237,13 +248,14 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let gate = self.gate_proj.forward(x, differentiable)?;
+        let up = self.up_proj.forward(x, differentiable)?;
         let product = if differentiable {
             super::fused::swiglu(&gate, &up)?
         } else {
             (gate.silu()? * up)?
         };
-        self.down_proj.forward(&product)
+        self.down_proj.forward(&product, differentiable)
     }
 }
 
@@ -426,6 +438,11 @@ impl Llama {
     /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
+        if self.differentiable {
+            if let Some(logits) = super::fused::linear(hidden_rows, &self.lm_head)? {
+                return Ok(logits);
+            }
+        }
         hidden_rows.matmul(&self.lm_head.t()?)
     }
 
