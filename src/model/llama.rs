@@ -474,9 +474,20 @@ impl Llama {
         }
         let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
         let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
-        let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
         let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        super::loss::token_cross_entropy(&logits, &targets)?.reshape((b, t - 1))
+        let fused = if self.differentiable {
+            super::loss::projected_cross_entropy(&rows, &self.lm_head, &targets)?
+        } else {
+            None
+        };
+        let losses = match fused {
+            Some(losses) => losses,
+            None => {
+                let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
+                super::loss::token_cross_entropy(&logits, &targets)?
+            }
+        };
+        losses.reshape((b, t - 1))
     }
 
     fn step(&self, t: usize, cached: usize) -> Result<Step> {
