@@ -9,12 +9,14 @@
 use candle_core::{Layout, Result};
 
 mod attention;
+mod heads;
 mod linear;
 mod rms_norm;
 mod rotary;
 mod swiglu;
 
 pub use attention::masked_softmax;
+pub use heads::{merge_heads, split_heads};
 pub use linear::linear;
 pub use rms_norm::{composed as rms_norm_composed, rms_norm};
 pub use rotary::rotate_into_heads;

@@ -129,24 +129,9 @@ impl Attention {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let projected = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x, step.differentiable)?
-                .reshape((b, t, n, self.head_dim))
-        };
-        let heads = |p: Tensor| p.transpose(1, 2)?.contiguous();
-        let rotated = |proj: &Linear, n: usize| -> Result<Tensor> {
-            let p = projected(proj, n)?;
-            if step.differentiable {
-                // Split into heads and rotate in one pass, where a fused kernel exists.
-                if let Some(r) = super::fused::rotate_into_heads(&p, &step.cos, &step.sin)? {
-                    return Ok(r);
-                }
-            }
-            rope::apply(&heads(p)?, &step.cos, &step.sin, step.differentiable)
-        };
-        let q = rotated(&self.q_proj, self.num_heads)?;
-        let k = rotated(&self.k_proj, self.num_kv_heads)?;
-        let v = heads(projected(&self.v_proj, self.num_kv_heads)?)?;
+        let q = self.heads_of(&self.q_proj, x, self.num_heads, step, true)?;
+        let k = self.heads_of(&self.k_proj, x, self.num_kv_heads, step, true)?;
+        let v = self.heads_of(&self.v_proj, x, self.num_kv_heads, step, false)?;
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
 
@@ -173,10 +158,51 @@ impl Attention {
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&blocks, 2)?
         };
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, self.num_heads * self.head_dim))?;
+        let merged = if step.differentiable {
+            super::fused::merge_heads(&out, b, self.num_heads, self.head_dim)?
+        } else {
+            None
+        };
+        let out = match merged {
+            Some(out) => out,
+            None => out
+                .transpose(1, 2)?
+                .reshape((b, t, self.num_heads * self.head_dim))?,
+        };
         self.o_proj.forward(&out, step.differentiable)
+    }
+
+    /// `proj(x)` as `n` heads `[batch, n, seq, head_dim]`, rotated if `rotate`.
+    fn heads_of(
+        &self,
+        proj: &Linear,
+        x: &Tensor,
+        n: usize,
+        step: &Step,
+        rotate: bool,
+    ) -> Result<Tensor> {
+        let p = proj.forward(x, step.differentiable)?;
+        if step.differentiable {
+            // One pass splits into heads (and rotates), where a fused kernel exists.
+            let fused = if rotate {
+                super::fused::rotate_into_heads(&p, n, &step.cos, &step.sin)?
+            } else {
+                super::fused::split_heads(&p, n)?
+            };
+            if let Some(heads) = fused {
+                return Ok(heads);
+            }
+        }
+        let (b, t, _) = p.dims3()?;
+        let heads = p
+            .reshape((b, t, n, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        if rotate {
+            rope::apply(&heads, &step.cos, &step.sin, step.differentiable)
+        } else {
+            Ok(heads)
+        }
     }
 
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`

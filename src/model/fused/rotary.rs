@@ -10,25 +10,36 @@ use super::{contiguous, Float};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// `x` `[batch, seq, heads, head_dim]` rotated by the angles `cos`, `sin`
+/// `x` `[batch, seq, heads * head_dim]` rotated by the angles `cos`, `sin`
 /// `[seq, head_dim / 2]` (half-split convention of transformers' Llama), returned as
 /// `[batch, heads, seq, head_dim]`. `None` where the fused kernel does not apply (not
 /// CPU, or not f32/f64 throughout): the caller composes.
-pub fn rotate_into_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
+pub fn rotate_into_heads(
+    x: &Tensor,
+    heads: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+) -> Result<Option<Tensor>> {
     let dtype = x.dtype();
     let fused = x.device().is_cpu()
         && matches!(dtype, DType::F32 | DType::F64)
         && cos.dtype() == dtype
-        && sin.dtype() == dtype;
+        && sin.dtype() == dtype
+        && heads > 0
+        && x.dim(2)? % heads == 0;
     if !fused {
         return Ok(None);
     }
     let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
-    x.contiguous()?.apply_op3(&cos, &sin, Rotate).map(Some)
+    x.contiguous()?
+        .apply_op3(&cos, &sin, Rotate { heads })
+        .map(Some)
 }
 
 /// Forward: projection layout in, rotated heads out.
-struct Rotate;
+struct Rotate {
+    heads: usize,
+}
 
 /// Backward: the gradient of the heads in, inverse-rotated into the projection layout.
 struct RotateBack;
@@ -47,7 +58,8 @@ impl CustomOp3 for Rotate {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, t, n, d) = l1.shape().dims4()?;
+        let (b, t, width) = l1.shape().dims3()?;
+        let (n, d) = (self.heads, width / self.heads);
         let out = dispatch(s1, l1, s2, l2, s3, l3, Dims { t, n, d }, false)?;
         Ok((out, Shape::from((b, n, t, d))))
     }
@@ -83,7 +95,7 @@ impl CustomOp3 for RotateBack {
     ) -> Result<(CpuStorage, Shape)> {
         let (b, n, t, d) = l1.shape().dims4()?;
         let out = dispatch(s1, l1, s2, l2, s3, l3, Dims { t, n, d }, true)?;
-        Ok((out, Shape::from((b, t, n, d))))
+        Ok((out, Shape::from((b, t, n * d))))
     }
 }
 
@@ -180,12 +192,13 @@ mod tests {
             let angles = Tensor::randn(0f32, 2.0, (5, 4), &dev).unwrap();
             let cos = angles.cos().unwrap().to_dtype(dtype).unwrap();
             let sin = angles.sin().unwrap().to_dtype(dtype).unwrap();
-            let x = Var::from_tensor(&rand((2, 5, 3, 8))).unwrap();
+            let x = Var::from_tensor(&rand((2, 5, 3, 8)).reshape((2, 5, 24)).unwrap()).unwrap();
             let probe = rand((2, 3, 5, 8));
-            let fused = rotate_into_heads(x.as_tensor(), &cos, &sin)
+            let fused = rotate_into_heads(x.as_tensor(), 3, &cos, &sin)
                 .unwrap()
                 .unwrap();
-            let heads = x.as_tensor().transpose(1, 2).unwrap().contiguous().unwrap();
+            let heads = x.as_tensor().reshape((2, 5, 3, 8)).unwrap();
+            let heads = heads.transpose(1, 2).unwrap().contiguous().unwrap();
             let reference = rope::apply(&heads, &cos, &sin, true).unwrap();
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             assert!(max_abs((&fused - &reference).unwrap()) < tol);
