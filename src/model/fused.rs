@@ -13,13 +13,15 @@ mod heads;
 mod linear;
 mod rms_norm;
 mod rotary;
+mod sdpa;
 mod swiglu;
 
 pub use attention::masked_softmax;
-pub use heads::{merge_heads, split_heads};
+pub use heads::split_heads;
 pub use linear::linear;
 pub use rms_norm::{composed as rms_norm_composed, rms_norm};
 pub use rotary::rotate_into_heads;
+pub use sdpa::attention;
 pub use swiglu::swiglu;
 
 /// The data range of a contiguous layout; the kernels take nothing else.

@@ -141,13 +141,13 @@ impl Attention {
         let rows = (step.max_score_floats / (b * self.num_heads * s).max(1)).max(1);
         let mask = step.mask_for(layer);
         let out = if rows >= t {
-            self.attend(&q, &k, &v, mask, step.differentiable)?
+            self.attend_merged(&q, &k, &v, mask, step.differentiable)?
         } else {
             let blocks = (0..t)
                 .step_by(rows)
                 .map(|i| {
                     let n = rows.min(t - i);
-                    self.attend(
+                    self.attend_merged(
                         &q.narrow(2, i, n)?,
                         &k,
                         &v,
@@ -156,18 +156,7 @@ impl Attention {
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&blocks, 2)?
-        };
-        let merged = if step.differentiable {
-            super::fused::merge_heads(&out, b, self.num_heads, self.head_dim)?
-        } else {
-            None
-        };
-        let out = match merged {
-            Some(out) => out,
-            None => out
-                .transpose(1, 2)?
-                .reshape((b, t, self.num_heads * self.head_dim))?,
+            Tensor::cat(&blocks, 1)?
         };
         self.o_proj.forward(&out, step.differentiable)
     }
@@ -205,6 +194,33 @@ impl Attention {
         }
     }
 
+    /// [`Self::attend`] with the heads merged: `[b, t, heads * d]`.
+    fn attend_merged(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let (heads, d) = (self.num_heads, self.head_dim);
+        if differentiable {
+            // Scores and probabilities stay inside one op, where a fused kernel exists.
+            if let Some(out) = super::fused::attention(q, k, v, mask, self.scale())? {
+                return Ok(out);
+            }
+        }
+        self.attend(q, k, v, mask, differentiable)?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * d))
+    }
+
+    /// `1 / sqrt(head_dim)`.
+    fn scale(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
+    }
+
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
     /// with `mask` `[t, s]`; returns `[b, heads, t, d]`.
     fn attend(
@@ -221,7 +237,7 @@ impl Attention {
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
         let grouped = (b, self.num_kv_heads, rep * t, self.head_dim);
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scale = self.scale();
         let probs = if differentiable {
             // Scaling and masking happen inside the softmax kernel, which saves passes
             // over the scores and their gradient.

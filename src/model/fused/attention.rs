@@ -65,10 +65,10 @@ impl CustomOp2 for MaskedSoftmax {
         let ((a0, a1), (m0, m1)) = (contiguous(l1)?, contiguous(l2)?);
         let out = match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(m)) => {
-                CpuStorage::F32(forward(&x[a0..a1], &m[m0..m1], s, self.scale))
+                CpuStorage::F32(masked_softmax_rows(&x[a0..a1], &m[m0..m1], s, self.scale))
             }
             (CpuStorage::F64(x), CpuStorage::F64(m)) => {
-                CpuStorage::F64(forward(&x[a0..a1], &m[m0..m1], s, self.scale))
+                CpuStorage::F64(masked_softmax_rows(&x[a0..a1], &m[m0..m1], s, self.scale))
             }
             _ => candle_core::bail!("masked softmax: f32 or f64 only, one dtype"),
         };
@@ -89,7 +89,12 @@ impl CustomOp2 for MaskedSoftmax {
 }
 
 /// Row `r` of `scores` takes mask row `r % t`.
-fn forward<T: Float>(scores: &[T], mask: &[T], s: usize, scale: f64) -> Vec<T> {
+pub(super) fn masked_softmax_rows<T: Float>(
+    scores: &[T],
+    mask: &[T],
+    s: usize,
+    scale: f64,
+) -> Vec<T> {
     let t = mask.len() / s;
     let scale = T::from_f64(scale);
     let mut out = vec![T::ZERO; scores.len()];
@@ -116,8 +121,8 @@ fn forward<T: Float>(scores: &[T], mask: &[T], s: usize, scale: f64) -> Vec<T> {
 
 /// `dx = scale * y * (dy - sum(dy * y))` per row, from the softmax output `y` of
 /// `softmax(scale * x + c)`.
-struct SoftmaxGrad {
-    scale: f64,
+pub(super) struct SoftmaxGrad {
+    pub(super) scale: f64,
 }
 
 impl CustomOp2 for SoftmaxGrad {
