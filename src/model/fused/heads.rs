@@ -1,5 +1,5 @@
 //! Splitting a projection into attention heads as a single op, and the reverse copy
-//! that merges heads back (the split's backward; [`super::attention`] merges its output
+//! that merges heads back (the split's backward; [`super::sdpa`] merges its output
 //! with it too).
 //!
 //! Composed, `reshape -> transpose -> contiguous` leaves three views on the graph, and
