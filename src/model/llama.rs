@@ -18,7 +18,7 @@
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::rope::{self, RotaryTables};
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// RMSNorm with a learned scale, computed in f32 as transformers does.
@@ -43,12 +43,11 @@ impl RmsNorm {
         if !differentiable && x.dtype() == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
-        let dtype = x.dtype();
-        let x = x.to_dtype(compute_dtype(dtype))?;
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
-        x.broadcast_div(&rms)?
-            .to_dtype(dtype)?
-            .broadcast_mul(&self.weight)
+        if differentiable {
+            super::fused::rms_norm(x, &self.weight, self.eps)
+        } else {
+            super::fused::rms_norm_composed(x, &self.weight, self.eps)
+        }
     }
 }
 
@@ -62,14 +61,24 @@ struct Linear {
 impl Linear {
     /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
     /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let fused = if differentiable {
+            super::fused::linear(x, &self.weight)?
+        } else {
+            None
         };
-        y.reshape((b, t, ()))
+        let y = match fused {
+            Some(y) => y,
+            None => {
+                let (b, t, d) = x.dims3()?;
+                let y = x.reshape((b * t, d))?.matmul(&self.weight.t()?)?;
+                y.reshape((b, t, ()))?
+            }
+        };
+        match &self.bias {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        }
     }
 }
 
@@ -120,18 +129,9 @@ impl Attention {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            proj.forward(x)?
-                .reshape((b, t, n, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let rotated = |proj: &Linear, n: usize| -> Result<Tensor> {
-            rope::apply(&heads(proj, n)?, &step.cos, &step.sin, step.differentiable)
-        };
-        let q = rotated(&self.q_proj, self.num_heads)?;
-        let k = rotated(&self.k_proj, self.num_kv_heads)?;
-        let v = heads(&self.v_proj, self.num_kv_heads)?;
+        let q = self.heads_of(&self.q_proj, x, self.num_heads, step, true)?;
+        let k = self.heads_of(&self.k_proj, x, self.num_kv_heads, step, true)?;
+        let v = self.heads_of(&self.v_proj, x, self.num_kv_heads, step, false)?;
         let (k, v) = cache.append(layer, k, v)?;
         let s = k.dim(2)?;
 
@@ -141,13 +141,13 @@ impl Attention {
         let rows = (step.max_score_floats / (b * self.num_heads * s).max(1)).max(1);
         let mask = step.mask_for(layer);
         let out = if rows >= t {
-            self.attend(&q, &k, &v, mask, step.differentiable)?
+            self.attend_merged(&q, &k, &v, mask, step.differentiable)?
         } else {
             let blocks = (0..t)
                 .step_by(rows)
                 .map(|i| {
                     let n = rows.min(t - i);
-                    self.attend(
+                    self.attend_merged(
                         &q.narrow(2, i, n)?,
                         &k,
                         &v,
@@ -156,12 +156,69 @@ impl Attention {
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&blocks, 2)?
+            Tensor::cat(&blocks, 1)?
         };
-        let out = out
+        self.o_proj.forward(&out, step.differentiable)
+    }
+
+    /// `proj(x)` as `n` heads `[batch, n, seq, head_dim]`, rotated if `rotate`.
+    fn heads_of(
+        &self,
+        proj: &Linear,
+        x: &Tensor,
+        n: usize,
+        step: &Step,
+        rotate: bool,
+    ) -> Result<Tensor> {
+        let p = proj.forward(x, step.differentiable)?;
+        if step.differentiable {
+            // One pass splits into heads (and rotates), where a fused kernel exists.
+            let fused = if rotate {
+                super::fused::rotate_into_heads(&p, n, &step.cos, &step.sin)?
+            } else {
+                super::fused::split_heads(&p, n)?
+            };
+            if let Some(heads) = fused {
+                return Ok(heads);
+            }
+        }
+        let (b, t, _) = p.dims3()?;
+        let heads = p
+            .reshape((b, t, n, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, t, self.num_heads * self.head_dim))?;
-        self.o_proj.forward(&out)
+            .contiguous()?;
+        if rotate {
+            rope::apply(&heads, &step.cos, &step.sin, step.differentiable)
+        } else {
+            Ok(heads)
+        }
+    }
+
+    /// [`Self::attend`] with the heads merged: `[b, t, heads * d]`.
+    fn attend_merged(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &Tensor,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let (heads, d) = (self.num_heads, self.head_dim);
+        if differentiable {
+            // Scores and probabilities stay inside one op, where a fused kernel exists.
+            if let Some(out) = super::fused::attention(q, k, v, mask, self.scale())? {
+                return Ok(out);
+            }
+        }
+        self.attend(q, k, v, mask, differentiable)?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * d))
+    }
+
+    /// `1 / sqrt(head_dim)`.
+    fn scale(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
     }
 
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
@@ -179,26 +236,33 @@ impl Attention {
         // Group the query heads that share a key/value head instead of copying K and V:
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
-        // Scaling q (t rows) is cheaper than scaling the scores (t x s).
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q =
-            (q * scale)?
-                .contiguous()?
-                .reshape((b, self.num_kv_heads, rep * t, self.head_dim))?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .to_dtype(compute_dtype(q.dtype()))?
-            .reshape((b, self.num_kv_heads, rep, t, s))?
-            .broadcast_add(mask)?;
+        let grouped = (b, self.num_kv_heads, rep * t, self.head_dim);
+        let scale = self.scale();
         let probs = if differentiable {
-            super::fused::softmax_last_dim(&scores)?
+            // Scaling and masking happen inside the softmax kernel, which saves passes
+            // over the scores and their gradient.
+            let scores = q
+                .reshape(grouped)?
+                .matmul(&k.t()?)?
+                .to_dtype(compute_dtype(q.dtype()))?;
+            super::fused::masked_softmax(&scores, mask, scale)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            // Scaling q (t rows) is cheaper than scaling the scores (t x s).
+            let q = (q * scale)?.contiguous()?.reshape(grouped)?;
+            let scores = q
+                .matmul(&k.t()?)?
+                .to_dtype(compute_dtype(q.dtype()))?
+                .reshape((b, self.num_kv_heads, rep, t, s))?
+                .broadcast_add(mask)?;
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((
+                b,
+                self.num_kv_heads,
+                rep * t,
+                s,
+            ))?
         };
-        let probs = probs
-            .to_dtype(v.dtype())?
-            .reshape((b, self.num_kv_heads, rep * t, s))?;
         probs
+            .to_dtype(v.dtype())?
             .matmul(v)?
             .reshape((b, self.num_heads, t, self.head_dim))
     }
@@ -225,9 +289,15 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x, differentiable)?;
+        let up = self.up_proj.forward(x, differentiable)?;
+        let product = if differentiable {
+            super::fused::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward(&product, differentiable)
     }
 }
 
@@ -402,7 +472,7 @@ impl Llama {
             let h = layer
                 .post_attention_layernorm
                 .forward(&x, self.differentiable)?;
-            x = (&x + layer.mlp.forward(&h)?)?;
+            x = (&x + layer.mlp.forward(&h, self.differentiable)?)?;
         }
         self.norm.forward(&x, self.differentiable)
     }
@@ -410,6 +480,11 @@ impl Llama {
     /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
+        if self.differentiable {
+            if let Some(logits) = super::fused::linear(hidden_rows, &self.lm_head)? {
+                return Ok(logits);
+            }
+        }
         hidden_rows.matmul(&self.lm_head.t()?)
     }
 
@@ -441,9 +516,20 @@ impl Llama {
         }
         let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
         let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
-        let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
         let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        super::loss::token_cross_entropy(&logits, &targets)?.reshape((b, t - 1))
+        let fused = if self.differentiable {
+            super::loss::projected_cross_entropy(&rows, &self.lm_head, &targets)?
+        } else {
+            None
+        };
+        let losses = match fused {
+            Some(losses) => losses,
+            None => {
+                let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
+                super::loss::token_cross_entropy(&logits, &targets)?
+            }
+        };
+        losses.reshape((b, t - 1))
     }
 
     fn step(&self, t: usize, cached: usize) -> Result<Step> {

@@ -9,9 +9,10 @@
 //! composed path, which gives the same numbers.
 
 use super::fused::{row_max, Float};
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// `-log softmax(logits)[target]` for each row of `logits` `[rows, vocab]`: `[rows]`.
 /// `targets` holds one u32 id per row.
@@ -20,17 +21,49 @@ pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> 
     if !fused {
         return composed(logits, targets);
     }
-    let ids: Vec<u32> = targets.flatten_all()?.to_vec1()?;
     let (rows, vocab) = logits.dims2()?;
+    let targets = checked_targets(targets, rows, vocab)?;
+    logits.contiguous()?.apply_op1(CrossEntropy { targets })
+}
+
+/// [`token_cross_entropy`] of the logits `rows` `[rows, hidden]` times `weight`
+/// `[vocab, hidden]` transposed, in one op. The logits never become a graph node, so
+/// the backward skips the zeroed accumulator candle gives every node: for a small
+/// model's `tokens x vocab` logits, the largest copy of the step. `None` where the op
+/// does not apply (not CPU, or not f32/f64 throughout): the caller composes.
+pub fn projected_cross_entropy(
+    rows: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+) -> Result<Option<Tensor>> {
+    let dtype = rows.dtype();
+    let fused = rows.device().is_cpu()
+        && matches!(dtype, DType::F32 | DType::F64)
+        && weight.dtype() == dtype;
+    if !fused {
+        return Ok(None);
+    }
+    let (n, _) = rows.dims2()?;
+    let targets = checked_targets(targets, n, weight.dim(0)?)?;
+    let op = ProjectedCrossEntropy {
+        targets,
+        logits: Mutex::new(None),
+    };
+    rows.contiguous()?
+        .apply_op2(&weight.contiguous()?, op)
+        .map(Some)
+}
+
+/// The target ids as a vector, one per row, each inside the vocabulary.
+fn checked_targets(targets: &Tensor, rows: usize, vocab: usize) -> Result<Arc<Vec<u32>>> {
+    let ids: Vec<u32> = targets.flatten_all()?.to_vec1()?;
     if ids.len() != rows {
         candle_core::bail!("{} targets for {rows} rows of logits", ids.len());
     }
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         candle_core::bail!("target id {bad} is outside the vocabulary of {vocab}");
     }
-    logits.contiguous()?.apply_op1(CrossEntropy {
-        targets: Arc::new(ids),
-    })
+    Ok(Arc::new(ids))
 }
 
 /// The same loss from candle's differentiable ops.
@@ -108,6 +141,67 @@ impl CustomOp2 for CrossEntropyGrad {
             _ => candle_core::bail!("cross-entropy grad: f32 or f64 only"),
         };
         Ok((out, l1.shape().clone()))
+    }
+}
+
+/// The projection and the loss; the forward keeps the logits for the backward.
+struct ProjectedCrossEntropy {
+    targets: Arc<Vec<u32>>,
+    logits: Mutex<Option<CpuStorage>>,
+}
+
+impl CustomOp2 for ProjectedCrossEntropy {
+    fn name(&self) -> &'static str {
+        "projected-token-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, hidden) = l1.shape().dims2()?;
+        let (vocab, _) = l2.shape().dims2()?;
+        let lhs = Layout::contiguous_with_offset((rows, hidden), l1.start_offset());
+        let logits = s1.matmul(s2, (1, rows, vocab, hidden), &lhs, &l2.transpose(0, 1)?)?;
+        let out = match &logits {
+            CpuStorage::F32(x) => CpuStorage::F32(forward(x, vocab, &self.targets)),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(x, vocab, &self.targets)),
+            _ => candle_core::bail!("cross-entropy: f32 or f64 logits only"),
+        };
+        *self.logits.lock().expect("not poisoned") = Some(logits);
+        Ok((out, Shape::from(rows)))
+    }
+
+    fn bwd(
+        &self,
+        rows: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Detached: these products are gradients, not part of the graph.
+        let (rows, weight) = (rows.detach(), weight.detach());
+        let (n, vocab) = (rows.dim(0)?, weight.dim(0)?);
+        let kept = self.logits.lock().expect("not poisoned").take();
+        let logits = match kept {
+            Some(CpuStorage::F32(x)) => Tensor::from_vec(x, (n, vocab), rows.device())?,
+            Some(CpuStorage::F64(x)) => Tensor::from_vec(x, (n, vocab), rows.device())?,
+            // A second backward through the same graph: compute them again.
+            _ => rows.matmul(&weight.t()?)?,
+        };
+        let d_logits = logits.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &CrossEntropyGrad {
+                targets: self.targets.clone(),
+            },
+        )?;
+        drop(logits);
+        let d_rows = d_logits.matmul(&weight)?;
+        let d_weight = d_logits.t()?.matmul(&rows)?;
+        Ok((Some(d_rows), Some(d_weight)))
     }
 }
 
@@ -190,6 +284,50 @@ mod tests {
             let d = (grad(fused) - grad(reference)).unwrap().abs().unwrap();
             let d = d.flatten_all().unwrap().max(0).unwrap();
             assert!(d.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn projected_loss_matches_projection_then_loss_in_value_and_gradients() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let rand = |shape: (usize, usize), std: f32| {
+                Tensor::randn(0f32, std, shape, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let rows = Var::from_tensor(&rand((7, 5), 1.0)).unwrap();
+            let weight = Var::from_tensor(&rand((11, 5), 1.0)).unwrap();
+            let targets = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();
+            let weights = rand((7, 1), 1.0).squeeze(1).unwrap();
+            let fused = projected_cross_entropy(rows.as_tensor(), weight.as_tensor(), &targets)
+                .unwrap()
+                .unwrap();
+            let logits = rows
+                .as_tensor()
+                .matmul(&weight.as_tensor().t().unwrap())
+                .unwrap();
+            let reference = composed(&logits, &targets).unwrap();
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let max_abs = |t: Tensor| -> f64 {
+                let t = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                t.to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+            };
+            assert!(max_abs((&fused - &reference).unwrap()) < tol);
+            let grads = |loss: Tensor| {
+                let g = (loss * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let get = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
+                (get(&rows), get(&weight))
+            };
+            let ((fr, fw), (cr, cw)) = (grads(fused), grads(reference));
+            assert!(max_abs((fr - cr).unwrap()) < tol);
+            assert!(max_abs((fw - cw).unwrap()) < tol);
         }
     }
 
