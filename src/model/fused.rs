@@ -94,10 +94,19 @@ pub(crate) fn row_max<T: Float>(row: &[T]) -> T {
 }
 
 #[cfg(test)]
-mod tests {
-    use candle_core::{DType, Tensor};
+pub(crate) mod tests {
+    use candle_core::{DType, Device, Shape, Tensor};
 
-    pub(super) fn max_abs(t: Tensor) -> f64 {
+    /// Normal random values with standard deviation `std`, in `dtype`, on the CPU.
+    pub(crate) fn randn<S: Into<Shape>>(shape: S, std: f32, dtype: DType) -> Tensor {
+        Tensor::randn(0f32, std, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    /// The largest absolute element.
+    pub(crate) fn max_abs(t: Tensor) -> f64 {
         t.abs()
             .unwrap()
             .flatten_all()

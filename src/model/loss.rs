@@ -241,16 +241,14 @@ fn backward<T: Float>(logits: &[T], grad: &[T], vocab: usize, targets: &[u32]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fused::tests::randn;
     use candle_core::{Device, Var};
 
     #[test]
     fn fused_matches_composed_in_value_and_gradient() {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            let x = Tensor::randn(0f32, 3.0, (7, 11), &dev)
-                .unwrap()
-                .to_dtype(dtype)
-                .unwrap();
+            let x = randn((7, 11), 3.0, dtype);
             let targets = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();
             let weights = Tensor::randn(0f32, 1.0, 7, &dev)
                 .unwrap()
@@ -291,12 +289,7 @@ mod tests {
     fn projected_loss_matches_projection_then_loss_in_value_and_gradients() {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            let rand = |shape: (usize, usize), std: f32| {
-                Tensor::randn(0f32, std, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: (usize, usize), std: f32| randn(shape, std, dtype);
             let rows = Var::from_tensor(&rand((7, 5), 1.0)).unwrap();
             let weight = Var::from_tensor(&rand((11, 5), 1.0)).unwrap();
             let targets = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();

@@ -169,7 +169,7 @@ fn softmax_grad_rows<T: Float>(y: &[T], g: &[T], dim: usize, scale: f64) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
     use candle_core::{Device, Var};
 
@@ -188,12 +188,7 @@ mod tests {
                 .to_dtype(dtype)
                 .unwrap();
             // Two batches, two key/value heads, three query heads per group.
-            let rand = || {
-                Tensor::randn(0f32, 2.0, (2, 2, 3 * 4, 6), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = || randn((2, 2, 3 * 4, 6), 2.0, dtype);
             let scores = Var::from_tensor(&rand()).unwrap();
             let probe = rand();
             let fused = masked_softmax(scores.as_tensor(), &mask, 0.125).unwrap();

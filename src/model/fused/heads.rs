@@ -115,20 +115,14 @@ pub(super) fn permute<T: Copy + Send + Sync + Default>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     #[test]
     fn split_matches_the_composition_in_value_and_gradient() {
-        let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            let rand = |shape: (usize, usize, usize, usize)| {
-                Tensor::randn(0f32, 1.0, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: (usize, usize, usize, usize)| randn(shape, 1.0, dtype);
             let x = Var::from_tensor(&rand((2, 5, 3, 4)).reshape((2, 5, 12)).unwrap()).unwrap();
             let probe = rand((2, 3, 5, 4));
             let fused = split_heads(x.as_tensor(), 3).unwrap().unwrap();

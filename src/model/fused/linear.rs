@@ -69,20 +69,14 @@ impl CustomOp2 for Linear {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     #[test]
     fn linear_matches_the_composition_in_value_and_gradients() {
-        let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            let rand = |shape: &[usize]| {
-                Tensor::randn(0f32, 1.0, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: &[usize]| randn(shape, 1.0, dtype);
             let x = Var::from_tensor(&rand(&[2, 5, 7])).unwrap();
             let w = Var::from_tensor(&rand(&[3, 7])).unwrap();
             let probe = rand(&[2, 5, 3]);

@@ -204,21 +204,15 @@ fn backward_row<T: Float>(dx: &mut [T], dw: &mut [T], x: &[T], w: &[T], g: &[T],
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     #[test]
     fn rms_norm_matches_the_composition_in_value_and_gradients() {
-        let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
             // More rows than one backward block, and a ragged last block.
-            let rand = |shape: &[usize], std: f32| {
-                Tensor::randn(0f32, std, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: &[usize], std: f32| randn(shape, std, dtype);
             let x = Var::from_tensor(&rand(&[3, 25, 16], 2.0)).unwrap();
             let w = Var::from_tensor(&(rand(&[16], 0.5) + 1.0).unwrap()).unwrap();
             let probe = rand(&[3, 25, 16], 1.0);

@@ -174,7 +174,7 @@ fn rotate<T: Float>(src: &[T], cos: &[T], sin: &[T], dims: Dims, back: bool) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
     use crate::model::rope;
     use candle_core::{Device, Var};
@@ -183,12 +183,7 @@ mod tests {
     fn rotation_into_heads_matches_the_composition_in_value_and_gradient() {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            let rand = |shape: (usize, usize, usize, usize)| {
-                Tensor::randn(0f32, 1.0, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: (usize, usize, usize, usize)| randn(shape, 1.0, dtype);
             let angles = Tensor::randn(0f32, 2.0, (5, 4), &dev).unwrap();
             let cos = angles.cos().unwrap().to_dtype(dtype).unwrap();
             let sin = angles.sin().unwrap().to_dtype(dtype).unwrap();

@@ -193,7 +193,7 @@ impl Attention {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
     use candle_core::{Device, Var};
 
@@ -226,12 +226,7 @@ mod tests {
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
-            let rand = |shape: (usize, usize, usize, usize)| {
-                Tensor::randn(0f32, 1.0, shape, &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
-            };
+            let rand = |shape: (usize, usize, usize, usize)| randn(shape, 1.0, dtype);
             // Two batches, six query heads in two groups of three.
             let q = Var::from_tensor(&rand((2, 6, t, 4))).unwrap();
             let k = Var::from_tensor(&rand((2, 2, s, 4))).unwrap();

@@ -146,20 +146,16 @@ fn backward<T: Float>(gate: &[T], up: &[T], grad: &[T]) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::max_abs;
+    use super::super::tests::{max_abs, randn};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     #[test]
     fn swiglu_matches_the_composition_in_value_and_gradients() {
-        let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
             let rand = |std: f32| {
                 // More elements than one parallel chunk, and a ragged last chunk.
-                Tensor::randn(0f32, std, (3, 7, 401), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap()
+                randn((3, 7, 401), std, dtype)
             };
             let gate = Var::from_tensor(&rand(4.0)).unwrap();
             let up = Var::from_tensor(&rand(1.0)).unwrap();

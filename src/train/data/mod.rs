@@ -9,9 +9,8 @@
 //!
 //! The trainer's sequence, pre-training:
 //! ```no_run
-//! # fn main() -> ckpt::Result<()> {
 //! use ckpt::train::data::*;
-//! # let (data, tokenizer): (DataConfig, TokenizerConfig) = todo!();
+//! # fn run(data: DataConfig, tokenizer: TokenizerConfig) -> ckpt::Result<()> {
 //! # let run_dir = std::path::Path::new("run");
 //! let corpus = Corpus::open(&data)?;
 //! let tok = open_tokenizer(&tokenizer, data.chat_template.as_deref(), corpus.documents(),
@@ -20,6 +19,7 @@
 //! let batch = loader.next_batch(8);            // 8 rows of 2049 tokens
 //! let pos = loader.position();                 // into ckpt.json; later: loader.seek(&pos)
 //! # Ok(()) }
+//! # fn main() {}
 //! ```
 //! SFT: `open_tokenizer(...)` (usually `path` = the base checkpoint), then
 //! `SftLoader::open(&data, &tok, seq_len, seed)`.
