@@ -24,10 +24,34 @@ pub use rotary::rotate_into_heads;
 pub use sdpa::attention;
 pub use swiglu::swiglu;
 
-/// The data range of a contiguous layout; the kernels take nothing else.
-pub(crate) fn contiguous(layout: &Layout) -> Result<(usize, usize)> {
+/// Runs a kernel on the f32 or f64 data of CPU storages of one dtype, each sliced to
+/// its contiguous layout, and wraps the result in that dtype. Every fused op has the
+/// same dispatch, so it is written once:
+/// `float_kernel!("swiglu", (g = s1, l1), (u = s2, l2) => forward(g, u))`.
+macro_rules! float_kernel {
+    ($name:literal, $(($x:ident = $s:expr, $l:expr)),+ => $body:expr) => {{
+        use candle_core::CpuStorage::{F32, F64};
+        match ($($s,)+) {
+            ($(F32($x),)+) => {
+                $(let $x = &$x[crate::model::fused::range($l)?];)+
+                F32($body)
+            }
+            ($(F64($x),)+) => {
+                $(let $x = &$x[crate::model::fused::range($l)?];)+
+                F64($body)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 only, one dtype", $name),
+        }
+    }};
+}
+pub(crate) use float_kernel;
+
+/// The data range of a contiguous layout, to slice a storage with; the kernels take
+/// nothing else.
+pub(crate) fn range(layout: &Layout) -> Result<std::ops::Range<usize>> {
     layout
         .contiguous_offsets()
+        .map(|(a, b)| a..b)
         .ok_or_else(|| candle_core::Error::Msg("fused kernel needs a contiguous tensor".into()))
 }
 

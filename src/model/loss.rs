@@ -8,7 +8,7 @@
 //! (what PyTorch's fused `cross_entropy` does). Other devices and dtypes take the
 //! composed path, which gives the same numbers.
 
-use super::fused::{row_max, Float};
+use super::fused::{float_kernel, row_max, Float};
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -87,14 +87,10 @@ impl CustomOp1 for CrossEntropy {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = layout.shape().dims2()?;
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("cross-entropy needs contiguous logits".into())
-        })?;
-        let out = match storage {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(&x[start..end], vocab, &self.targets)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(&x[start..end], vocab, &self.targets)),
-            _ => candle_core::bail!("cross-entropy: f32 or f64 logits only"),
-        };
+        let out = float_kernel!(
+            "cross-entropy",
+            (x = storage, layout) => forward(x, vocab, &self.targets)
+        );
         Ok((out, Shape::from(rows)))
     }
 
@@ -127,19 +123,10 @@ impl CustomOp2 for CrossEntropyGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, vocab) = l1.shape().dims2()?;
-        let missing =
-            || candle_core::Error::Msg("cross-entropy grad needs contiguous input".into());
-        let (a0, a1) = l1.contiguous_offsets().ok_or_else(missing)?;
-        let (g0, g1) = l2.contiguous_offsets().ok_or_else(missing)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
-                CpuStorage::F32(backward(&x[a0..a1], &g[g0..g1], vocab, &self.targets))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                CpuStorage::F64(backward(&x[a0..a1], &g[g0..g1], vocab, &self.targets))
-            }
-            _ => candle_core::bail!("cross-entropy grad: f32 or f64 only"),
-        };
+        let out = float_kernel!(
+            "cross-entropy grad",
+            (x = s1, l1), (g = s2, l2) => backward(x, g, vocab, &self.targets)
+        );
         Ok((out, l1.shape().clone()))
     }
 }

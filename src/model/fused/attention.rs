@@ -6,7 +6,7 @@
 //! buffer, two more backward. Here the forward reads the raw `q k^T` scores once and
 //! the backward writes their gradient once.
 
-use super::{contiguous, Float};
+use super::{float_kernel, Float};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -62,16 +62,10 @@ impl CustomOp2 for MaskedSoftmax {
                 l1.shape()
             );
         }
-        let ((a0, a1), (m0, m1)) = (contiguous(l1)?, contiguous(l2)?);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(m)) => {
-                CpuStorage::F32(masked_softmax_rows(&x[a0..a1], &m[m0..m1], s, self.scale))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(m)) => {
-                CpuStorage::F64(masked_softmax_rows(&x[a0..a1], &m[m0..m1], s, self.scale))
-            }
-            _ => candle_core::bail!("masked softmax: f32 or f64 only, one dtype"),
-        };
+        let out = float_kernel!(
+            "masked softmax",
+            (x = s1, l1), (m = s2, l2) => masked_softmax_rows(x, m, s, self.scale)
+        );
         Ok((out, l1.shape().clone()))
     }
 
@@ -138,16 +132,10 @@ impl CustomOp2 for SoftmaxGrad {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dim = l1.shape().dims().last().copied().unwrap_or(1).max(1);
-        let ((a0, a1), (g0, g1)) = (contiguous(l1)?, contiguous(l2)?);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(y), CpuStorage::F32(g)) => {
-                CpuStorage::F32(softmax_grad_rows(&y[a0..a1], &g[g0..g1], dim, self.scale))
-            }
-            (CpuStorage::F64(y), CpuStorage::F64(g)) => {
-                CpuStorage::F64(softmax_grad_rows(&y[a0..a1], &g[g0..g1], dim, self.scale))
-            }
-            _ => candle_core::bail!("softmax grad: f32 or f64 only"),
-        };
+        let out = float_kernel!(
+            "softmax grad",
+            (y = s1, l1), (g = s2, l2) => softmax_grad_rows(y, g, dim, self.scale)
+        );
         Ok((out, l1.shape().clone()))
     }
 }

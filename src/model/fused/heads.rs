@@ -6,7 +6,7 @@
 //! candle's backward gives each its own zeroed accumulator and copy. Here one copy
 //! moves the data each way.
 
-use super::contiguous;
+use super::float_kernel;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -62,12 +62,10 @@ impl CustomOp1 for Permute {
         if layout.shape().elem_count() != b * n * t * d {
             candle_core::bail!("{}: input {:?}", self.name(), layout.shape());
         }
-        let (a0, a1) = contiguous(layout)?;
-        let out = match storage {
-            CpuStorage::F32(x) => CpuStorage::F32(permute(&x[a0..a1], self.dims, self.split)),
-            CpuStorage::F64(x) => CpuStorage::F64(permute(&x[a0..a1], self.dims, self.split)),
-            _ => candle_core::bail!("{}: f32 or f64 only", self.name()),
-        };
+        let out = float_kernel!(
+            "split/merge heads",
+            (x = storage, layout) => permute(x, self.dims, self.split)
+        );
         let shape = if self.split {
             Shape::from((b, n, t, d))
         } else {

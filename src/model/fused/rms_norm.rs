@@ -5,7 +5,7 @@
 //! about six times forward and twice that backward. Here the forward is one pass and
 //! the backward one more, which also sums the weight's gradient over the rows.
 
-use super::{contiguous, Float};
+use super::{float_kernel, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -55,16 +55,10 @@ impl CustomOp2 for RmsNorm {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let hidden = hidden_of(l1, l2)?;
-        let ((a0, a1), (w0, w1)) = (contiguous(l1)?, contiguous(l2)?);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(forward(&x[a0..a1], &w[w0..w1], hidden, self.eps))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(forward(&x[a0..a1], &w[w0..w1], hidden, self.eps))
-            }
-            _ => candle_core::bail!("rms-norm: f32 or f64 only, one dtype"),
-        };
+        let out = float_kernel!(
+            "rms-norm",
+            (x = s1, l1), (w = s2, l2) => forward(x, w, hidden, self.eps)
+        );
         Ok((out, l1.shape().clone()))
     }
 
@@ -110,16 +104,10 @@ impl CustomOp3 for RmsNormGrad {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let hidden = hidden_of(l1, l2)?;
-        let (a, w, g) = (contiguous(l1)?, contiguous(l2)?, contiguous(l3)?);
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(gr)) => CpuStorage::F32(
-                backward(&x[a.0..a.1], &wt[w.0..w.1], &gr[g.0..g.1], hidden, self.eps),
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(wt), CpuStorage::F64(gr)) => CpuStorage::F64(
-                backward(&x[a.0..a.1], &wt[w.0..w.1], &gr[g.0..g.1], hidden, self.eps),
-            ),
-            _ => candle_core::bail!("rms-norm grad: f32 or f64 only, one dtype"),
-        };
+        let out = float_kernel!(
+            "rms-norm grad",
+            (x = s1, l1), (w = s2, l2), (g = s3, l3) => backward(x, w, g, hidden, self.eps)
+        );
         Ok((out, Shape::from(l1.shape().elem_count() + hidden)))
     }
 }

@@ -6,7 +6,7 @@
 //! `[batch, seq, heads, d]` and writes the rotated heads; the backward of a rotation is
 //! the inverse rotation, written back in the projection's layout.
 
-use super::{contiguous, Float};
+use super::{float_kernel, Float};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -121,16 +121,10 @@ fn dispatch(
     if dims.d % 2 != 0 || l2.shape().dims2()? != (dims.t, dims.d / 2) {
         candle_core::bail!("rotary: angles {:?} for input {:?}", l2.shape(), l1.shape());
     }
-    let (a, c, s) = (contiguous(l1)?, contiguous(l2)?, contiguous(l3)?);
-    Ok(match (s1, s2, s3) {
-        (CpuStorage::F32(x), CpuStorage::F32(cos), CpuStorage::F32(sin)) => CpuStorage::F32(
-            rotate(&x[a.0..a.1], &cos[c.0..c.1], &sin[s.0..s.1], dims, back),
-        ),
-        (CpuStorage::F64(x), CpuStorage::F64(cos), CpuStorage::F64(sin)) => CpuStorage::F64(
-            rotate(&x[a.0..a.1], &cos[c.0..c.1], &sin[s.0..s.1], dims, back),
-        ),
-        _ => candle_core::bail!("rotary: f32 or f64 only, one dtype"),
-    })
+    Ok(float_kernel!(
+        "rotary",
+        (x = s1, l1), (cos = s2, l2), (sin = s3, l3) => rotate(x, cos, sin, dims, back)
+    ))
 }
 
 /// Forward (`back == false`): `src` is `[b, t, n, d]`, the result `[b, n, t, d]`,

@@ -4,7 +4,7 @@
 //! `[tokens, intermediate]` activations (the largest of a layer). Fused, the forward
 //! is one pass and the backward one more that writes both gradients.
 
-use super::{contiguous, Float};
+use super::{float_kernel, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -40,16 +40,7 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let ((a0, a1), (b0, b1)) = (contiguous(l1)?, contiguous(l2)?);
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(u)) => {
-                CpuStorage::F32(forward(&g[a0..a1], &u[b0..b1]))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(u)) => {
-                CpuStorage::F64(forward(&g[a0..a1], &u[b0..b1]))
-            }
-            _ => candle_core::bail!("swiglu: f32 or f64 only, one dtype"),
-        };
+        let out = float_kernel!("swiglu", (g = s1, l1), (u = s2, l2) => forward(g, u));
         Ok((out, l1.shape().clone()))
     }
 
@@ -86,16 +77,10 @@ impl CustomOp3 for SwiGluGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b, c) = (contiguous(l1)?, contiguous(l2)?, contiguous(l3)?);
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(g), CpuStorage::F32(u), CpuStorage::F32(d)) => {
-                CpuStorage::F32(backward(&g[a.0..a.1], &u[b.0..b.1], &d[c.0..c.1]))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(u), CpuStorage::F64(d)) => {
-                CpuStorage::F64(backward(&g[a.0..a.1], &u[b.0..b.1], &d[c.0..c.1]))
-            }
-            _ => candle_core::bail!("swiglu grad: f32 or f64 only, one dtype"),
-        };
+        let out = float_kernel!(
+            "swiglu grad",
+            (g = s1, l1), (u = s2, l2), (d = s3, l3) => backward(g, u, d)
+        );
         Ok((out, Shape::from(2 * l1.shape().elem_count())))
     }
 }
