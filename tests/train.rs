@@ -438,3 +438,58 @@ fn resume_from_a_run_directory_alone_uses_its_run_toml() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("run.toml"), "{err}");
 }
+
+#[test]
+fn training_on_pre_tokenized_shards_equals_training_on_text() {
+    let sb = world();
+    train_ok(&sb, "tiny-wso", &["training.steps=6", "job.out=runs/text"]);
+    let out = sb.run([
+        "tokenize",
+        "data/synth/pretrain.jsonl",
+        "--tokenizer",
+        "runs/text",
+        "--out",
+        "shards",
+        "--shard-tokens",
+        "5000",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["summary"]["shards"].as_array().unwrap().len() > 2);
+    // The same run from the shards, with the first run's tokenizer.
+    let text = std::fs::read_to_string(recipe("tiny-wso")).unwrap();
+    let own = text.replace("train_vocab_size = 1024", "path = \"runs/text\"");
+    let own = sb.write("from-shards.toml", own);
+    let mut args: Vec<String> = vec!["train".into(), arg(&own).into()];
+    let sets = SMALL
+        .iter()
+        .filter(|s| !s.starts_with("tokenizer."))
+        .chain(&[
+            "data.paths=[\"shards\"]",
+            "training.steps=6",
+            "job.out=runs/shards",
+        ]);
+    for set in sets {
+        args.extend(["--set".into(), set.to_string()]);
+    }
+    let out = sb.run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (text, shards) = (sb.path().join("runs/text"), sb.path().join("runs/shards"));
+    let losses =
+        |run: &Path| -> Vec<Value> { metrics(run).iter().map(|m| m["loss"].clone()).collect() };
+    assert_eq!(losses(&text), losses(&shards));
+    let weights = |run: &Path| bytes(&run.join("step-0000006/model.safetensors"));
+    assert!(
+        weights(&text) == weights(&shards),
+        "shards trained differently"
+    );
+}

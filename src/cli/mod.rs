@@ -7,6 +7,7 @@ mod output;
 mod schedule;
 mod score;
 mod synth;
+mod tokenize;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
     Schedule(schedule::ScheduleArgs),
+    /// Pre-tokenize a corpus into .npy token shards for training.
+    Tokenize(tokenize::TokenizeArgs),
     /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
     Synth(synth::SynthArgs),
 }
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Score(args) => score::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
+        Command::Tokenize(args) => tokenize::run(args, &ui),
     };
     match result {
         Ok(code) => code,

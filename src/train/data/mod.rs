@@ -34,6 +34,7 @@ pub mod corpus;
 mod order;
 pub mod pretrain;
 pub mod sft;
+pub mod shards;
 pub mod tokenizer;
 pub mod tokens;
 

@@ -1,0 +1,113 @@
+//! Pre-tokenizing a corpus into `.npy` token shards, which `[data] paths` then reads
+//! memory-mapped: a large corpus is tokenized once, not at every start of every run.
+//!
+//! Files are read one at a time and the token stream is cut into shards of a fixed
+//! size as it grows, so memory holds one file's documents and one shard, not the
+//! corpus. The stream is the one the trainer packs from text: each document's tokens,
+//! then EOS.
+
+use super::config::TokenDtype;
+use super::corpus::read_documents;
+use super::pretrain::pack_documents;
+use super::tokenizer::TrainTokenizer;
+use super::tokens::write_npy_shard;
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What a tokenization wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardSummary {
+    pub documents: usize,
+    pub tokens: u64,
+    pub shards: Vec<PathBuf>,
+}
+
+/// The narrowest dtype that holds every id of `tok`.
+pub fn dtype_for(tok: &TrainTokenizer) -> TokenDtype {
+    if tok.vocab_size() <= TokenDtype::U16.max_id() as usize + 1 {
+        TokenDtype::U16
+    } else {
+        TokenDtype::U32
+    }
+}
+
+/// Tokenizes the `column` documents of `files` with `tok` into
+/// `out/shard-NNNNN.npy` files of `shard_tokens` tokens (the last one shorter).
+pub fn tokenize_to_shards(
+    files: &[PathBuf],
+    column: &str,
+    tok: &TrainTokenizer,
+    out: &Path,
+    dtype: TokenDtype,
+    shard_tokens: usize,
+) -> Result<ShardSummary> {
+    if shard_tokens == 0 {
+        return Err(Error::Invalid("shard size must be at least 1 token".into()));
+    }
+    let mut summary = ShardSummary {
+        documents: 0,
+        tokens: 0,
+        shards: Vec::new(),
+    };
+    let mut pending: Vec<u32> = Vec::new();
+    for file in files {
+        let docs = read_documents(std::slice::from_ref(file), column, None)?;
+        summary.documents += docs.len();
+        pending.extend(pack_documents(&docs, tok)?);
+        while pending.len() >= shard_tokens {
+            let rest = pending.split_off(shard_tokens);
+            flush(&mut summary, out, &pending, dtype)?;
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() {
+        flush(&mut summary, out, &pending, dtype)?;
+    }
+    Ok(summary)
+}
+
+fn flush(summary: &mut ShardSummary, out: &Path, tokens: &[u32], dtype: TokenDtype) -> Result<()> {
+    let path = out.join(format!("shard-{:05}.npy", summary.shards.len()));
+    write_npy_shard(&path, tokens, dtype)?;
+    summary.tokens += tokens.len() as u64;
+    summary.shards.push(path);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::data::tokens::TokenStream;
+    use crate::train::data::train_bpe;
+
+    #[test]
+    fn shards_hold_exactly_the_packed_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs: Vec<String> = (0..40)
+            .map(|i| format!("document {i} says the river runs {} miles", i * 3))
+            .collect();
+        let jsonl: String = docs
+            .iter()
+            .map(|d| serde_json::json!({ "text": d }).to_string() + "\n")
+            .collect();
+        let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        let half = jsonl.lines().count() / 2;
+        let lines: Vec<&str> = jsonl.lines().collect();
+        std::fs::write(&a, lines[..half].join("\n")).unwrap();
+        std::fs::write(&b, lines[half..].join("\n")).unwrap();
+        let bpe = train_bpe(&docs, 300).unwrap();
+        let tok = TrainTokenizer::from_trained(bpe, None, &dir.path().join("tok")).unwrap();
+        let out = dir.path().join("shards");
+        let files = vec![a, b];
+        let summary = tokenize_to_shards(&files, "text", &tok, &out, dtype_for(&tok), 100).unwrap();
+        let expected = pack_documents(&docs, &tok).unwrap();
+        assert_eq!(summary.documents, 40);
+        assert_eq!(summary.tokens, expected.len() as u64);
+        assert_eq!(summary.shards.len(), expected.len().div_ceil(100));
+        let stream = TokenStream::open_shards(&summary.shards, None).unwrap();
+        let mut got = vec![0u32; expected.len()];
+        stream.read(0, &mut got);
+        assert_eq!(got, expected);
+    }
+}
