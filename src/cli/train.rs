@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct TrainArgs {
     /// The recipe (TOML). May be left out with --resume RUN_DIR: the run's run.toml.
     recipe: Option<PathBuf>,
-    /// Override a recipe field, e.g. `--set training.steps=200 --set schedule.alpha=0`.
+    /// Override a recipe field, e.g. `--set training.steps=200 --set schedule.alpha=0`;
+    /// `--set table.key=` (empty) removes a field.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Continue from this checkpoint, or from the latest checkpoint of this run directory.

@@ -388,7 +388,8 @@ impl ModelShape {
 }
 
 /// Applies one `table.key=value` override. The value is read as TOML (`3e-4`, `true`,
-/// `"text"`, `[1, 2]`), and as a plain string when it is not valid TOML.
+/// `"text"`, `[1, 2]`), and as a plain string when it is not valid TOML. An empty value
+/// (`table.key=`) removes the key, so the default applies (`'""'` sets an empty string).
 fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
     let bad = |msg: &str| Error::Invalid(format!("--set {item}: {msg}"));
     let (key, raw) = item
@@ -399,7 +400,7 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
     if parts.iter().any(|p| p.is_empty()) {
         return Err(bad("empty key"));
     }
-    let value = parse_value(raw.trim());
+    let raw = raw.trim();
     let (last, tables) = parts.split_last().expect("split yields one part");
     let mut current = table;
     for part in tables {
@@ -410,7 +411,11 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
             .as_table_mut()
             .ok_or_else(|| bad(&format!("`{part}` is not a table")))?;
     }
-    current.insert(last.to_string(), value);
+    if raw.is_empty() {
+        current.remove(*last);
+    } else {
+        current.insert(last.to_string(), parse_value(raw));
+    }
     Ok(())
 }
 
