@@ -49,10 +49,21 @@ pub fn pretrain_document<R: Rng + ?Sized>(
     cycle: &mut EntityCycle,
 ) -> String {
     let roll = rng.random_range(0..100);
+    // A tenth are question-and-answer pages and fact lists, as web text has FAQs: the
+    // mid-training mix and the chats then use formats the base model has seen, so
+    // mid-training sharpens the model rather than teaching it newlines.
+    if roll >= 90 {
+        if let Some(e) = cycle.next(rng) {
+            return match roll {
+                90..95 => question_block(rng, world, e),
+                _ => fact_list(world, e),
+            };
+        }
+    }
     let sentences = match roll {
-        0..35 => cycle.next(rng).map(|e| varied_description(rng, world, e)),
-        35..60 => story(rng, world),
-        60..80 => relation_statements(rng, world),
+        0..32 => cycle.next(rng).map(|e| varied_description(rng, world, e)),
+        32..55 => story(rng, world),
+        55..73 => relation_statements(rng, world),
         _ => None,
     };
     let sentences = sentences.unwrap_or_else(|| problem_text(rng, world));
