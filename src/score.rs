@@ -124,6 +124,23 @@ fn score_batch(model: &Llama, windows: &[Window], batch: &[usize]) -> Result<Vec
 
 /// `log_softmax(logits(row))[target]` for each hidden row, in f32, chunked over rows.
 pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
+    Ok(target_scores(model, rows, targets)?
+        .into_iter()
+        .map(|s| s.logprob)
+        .collect())
+}
+
+/// A target token's log-probability and whether greedy decoding would pick it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenScore {
+    pub logprob: f32,
+    /// The target is the row's argmax (the first one, on ties, as `torch.argmax`).
+    pub greedy: bool,
+}
+
+/// [`TokenScore`] of each hidden row's target, in f32, chunked over rows so that the
+/// `[rows, vocab]` logits stay bounded.
+pub fn target_scores(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     let n = rows.dim(0)?;
     let chunk = (LOGIT_FLOATS_PER_CHUNK / model.config().vocab_size).max(1);
     let mut out = Vec::with_capacity(n);
@@ -135,16 +152,18 @@ pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<
             .to_dtype(DType::F32)?;
         let targets = &targets[start..start + len];
         if logits.device().is_cpu() {
-            out.extend(cpu_target_logprobs(&logits, targets)?);
+            out.extend(cpu_target_scores(&logits, targets)?);
         } else {
             let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let index = Tensor::from_slice(targets, (len, 1), logits.device())?;
-            out.extend(
-                logprobs
-                    .gather(&index, 1)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
+            let lp = logprobs.gather(&index, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            out.extend(lp.iter().zip(argmax.iter().zip(targets)).map(|(&logprob, (&a, &t))| {
+                TokenScore {
+                    logprob,
+                    greedy: a == t,
+                }
+            }));
         }
         start += len;
     }
@@ -153,7 +172,7 @@ pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<
 
 /// One read of each logits row on CPU (`logit[target] - logsumexp(row)`), where
 /// candle's composite log-softmax would write the `[rows, vocab]` buffer three times.
-fn cpu_target_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
+fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     use rayon::prelude::*;
     let logits = logits.contiguous()?;
     let vocab = logits.dim(1)?;
@@ -166,9 +185,17 @@ fn cpu_target_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
         .par_chunks(vocab)
         .zip(targets.par_iter())
         .map(|(row, &target)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (mut arg, mut max) = (0, f32::NEG_INFINITY);
+            for (i, &x) in row.iter().enumerate() {
+                if x > max {
+                    (arg, max) = (i, x);
+                }
+            }
             let sum: f64 = row.iter().map(|&x| (x - max).exp() as f64).sum();
-            row[target as usize] - max - sum.ln() as f32
+            TokenScore {
+                logprob: row[target as usize] - max - sum.ln() as f32,
+                greedy: arg == target as usize,
+            }
         })
         .collect())
 }

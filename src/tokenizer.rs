@@ -17,6 +17,8 @@ pub struct TextTokenizer {
     path: PathBuf,
     /// The token prepended to every text when scoring.
     pub prefix_token: u32,
+    /// End of sequence: generation stops when it is produced.
+    pub eos_token: Option<u32>,
 }
 
 impl TextTokenizer {
@@ -52,10 +54,12 @@ impl TextTokenizer {
                     "no BOS or EOS token known (tokenizer_config.json or config.json must name one)",
                 )
             })?;
+        let eos_token = by_name(&special.eos).or(config_eos);
         Ok(Self {
             inner,
             path,
             prefix_token,
+            eos_token,
         })
     }
 
@@ -72,6 +76,13 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
+            .map_err(|e| Error::bad_file(&self.path, format!("cannot decode: {e}")))
+    }
+
+    /// Text of `ids` without special tokens (how the harness decodes generations).
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
             .map_err(|e| Error::bad_file(&self.path, format!("cannot decode: {e}")))
     }
 

@@ -1,0 +1,307 @@
+//! Runs requests on a model: log-likelihoods on a shared KV cache, greedy generation,
+//! rolling log-likelihoods.
+//!
+//! Tokenisation is lm-evaluation-harness's (`_encode_pair`): trailing whitespace moves
+//! from the context to the continuation, the pair is encoded whole and split at the
+//! context's token count; an empty context is the prefix (BOS) token. Requests with the
+//! same context tokens (a multiple-choice doc's choices) form a group: the context runs
+//! once, its KV cache is copied to one row per choice, and the continuations run on top
+//! as one batch. Groups run in parallel across cores. A group's result depends only on
+//! the group, never on which other requests were scored alongside.
+//!
+//! ```no_run
+//! # use ckpt::eval::engine::{Engine, Response};
+//! # fn f(engine: &Engine, reqs: &[ckpt::eval::prompt::Request]) -> ckpt::Result<()> {
+//! for r in engine.run(reqs, &|_| {})? {
+//!     if let Response::Loglikelihood { logprob, is_greedy } = r { println!("{logprob} {is_greedy}"); }
+//! }
+//! # Ok(()) }
+//! ```
+
+use super::prompt::Request;
+use crate::error::Result;
+use crate::model::{select_rows, KvCache, Llama};
+use crate::score::{rolling_windows, score_windows, target_scores, TokenScore};
+use crate::tokenizer::TextTokenizer;
+use candle_core::{Tensor, D};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The model's answer to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Loglikelihood { logprob: f64, is_greedy: bool },
+    Generation { text: String },
+    Rolling { logprob: f64, tokens: usize },
+}
+
+/// A model, its tokenizer and how to batch.
+pub struct Engine<'a> {
+    pub model: &'a Llama,
+    pub tokenizer: &'a TextTokenizer,
+    /// Model inputs at most (the harness's `max_length`).
+    pub max_length: usize,
+    /// Upper bound on `rows x padded length` of one forward pass.
+    pub batch_tokens: usize,
+}
+
+/// An encoded log-likelihood request.
+struct Pair {
+    index: usize,
+    context: Vec<u32>,
+    continuation: Vec<u32>,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine with the model's context length and a 4096-token batch budget.
+    pub fn new(model: &'a Llama, tokenizer: &'a TextTokenizer) -> Self {
+        Self {
+            model,
+            tokenizer,
+            max_length: model.config().max_position_embeddings,
+            batch_tokens: 4096,
+        }
+    }
+
+    /// Responses to `requests`, in order; `progress` gets the number of requests done
+    /// after each piece of work.
+    pub fn run(&self, requests: &[Request], progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Response>> {
+        let mut out: Vec<Option<Response>> = vec![None; requests.len()];
+        let mut pairs = Vec::new();
+        let mut generations = Vec::new();
+        let mut rolling = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            match r {
+                Request::Loglikelihood { context, continuation } => {
+                    let (context, continuation) = self.encode_pair(context, continuation)?;
+                    pairs.push(Pair {
+                        index: i,
+                        context,
+                        continuation,
+                    });
+                }
+                Request::Generate { .. } => generations.push(i),
+                Request::Rolling { .. } => rolling.push(i),
+            }
+        }
+        for (i, r) in self.loglikelihoods(pairs, progress)? {
+            out[i] = Some(r);
+        }
+        let generated: Vec<(usize, Response)> = generations
+            .par_iter()
+            .map(|&i| {
+                let Request::Generate { context, until, max_gen_toks } = &requests[i] else {
+                    unreachable!("filtered above");
+                };
+                let text = self.generate(context, until, *max_gen_toks)?;
+                progress(1);
+                Ok((i, Response::Generation { text }))
+            })
+            .collect::<Result<_>>()?;
+        for (i, r) in generated {
+            out[i] = Some(r);
+        }
+        for i in rolling {
+            let Request::Rolling { text } = &requests[i] else {
+                unreachable!("filtered above");
+            };
+            out[i] = Some(self.rolling(text)?);
+            progress(1);
+        }
+        Ok(out.into_iter().map(|r| r.expect("every request answered")).collect())
+    }
+
+    /// lm-eval's `_encode_pair`, with an empty context standing for the prefix token.
+    fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        if context.is_empty() {
+            return Ok((vec![self.tokenizer.prefix_token], self.tokenizer.encode(continuation)?));
+        }
+        let trimmed = context.trim_end();
+        let (context, continuation) = if trimmed.len() < context.len() {
+            (trimmed, format!("{}{continuation}", &context[trimmed.len()..]))
+        } else {
+            (context, continuation.to_string())
+        };
+        let whole = self.tokenizer.encode(&format!("{context}{continuation}"))?;
+        let context_enc = self.tokenizer.encode(context)?;
+        let split = context_enc.len().min(whole.len());
+        Ok((context_enc, whole[split..].to_vec()))
+    }
+
+    fn loglikelihoods(&self, pairs: Vec<Pair>, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<(usize, Response)>> {
+        let mut groups: HashMap<Vec<u32>, Vec<Pair>> = HashMap::new();
+        for p in pairs {
+            groups.entry(p.context.clone()).or_default().push(p);
+        }
+        let mut groups: Vec<Vec<Pair>> = groups.into_values().collect();
+        // Longest first: the big groups start early and the cores finish together.
+        groups.sort_by_key(|g| std::cmp::Reverse(g[0].context.len() + g.len()));
+        let results: Vec<Vec<(usize, Response)>> = groups
+            .par_iter()
+            .with_max_len(1)
+            .map(|g| {
+                let r = self.score_group(g)?;
+                progress(g.len());
+                Ok(r)
+            })
+            .collect::<Result<_>>()?;
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// One context, many continuations: the context once, the continuations batched
+    /// on copies of its cache. Requests too long for the model go alone, truncated on
+    /// the left as the harness truncates them.
+    fn score_group(&self, group: &[Pair]) -> Result<Vec<(usize, Response)>> {
+        let context = &group[0].context;
+        let (fits, too_long): (Vec<&Pair>, Vec<&Pair>) = group
+            .iter()
+            .partition(|p| context.len() + p.continuation.len() <= self.max_length + 1);
+        let mut out = Vec::with_capacity(group.len());
+        // An empty continuation (nothing to score) has probability one.
+        let (fits, empty): (Vec<&Pair>, Vec<&Pair>) =
+            fits.into_iter().partition(|p| !p.continuation.is_empty());
+        for p in empty {
+            out.push((p.index, summarise(std::iter::empty())));
+        }
+        for p in too_long {
+            out.push((p.index, self.score_truncated(p)?));
+        }
+        if fits.is_empty() {
+            return Ok(out);
+        }
+        let layers = self.model.config().num_hidden_layers;
+        let mut cache = KvCache::new(layers);
+        let ids = Tensor::new(context.as_slice(), self.model.device())?.unsqueeze(0)?;
+        let hidden = self.model.hidden_states(&ids, &mut cache)?;
+        let last = select_rows(&hidden, &[(0, context.len() - 1)])?;
+        // Rows per continuation batch, bounded by the token budget.
+        let longest = fits.iter().map(|p| p.continuation.len()).max().unwrap_or(1);
+        let rows = (self.batch_tokens / (context.len() + longest).max(1)).max(1);
+        for chunk in fits.chunks(rows) {
+            for (p, r) in chunk.iter().zip(self.score_continuations(&cache, &last, chunk)?) {
+                out.push((p.index, r));
+            }
+        }
+        Ok(out)
+    }
+
+    fn score_continuations(&self, cache: &KvCache, last: &Tensor, chunk: &[&Pair]) -> Result<Vec<Response>> {
+        let width = chunk.iter().map(|p| p.continuation.len() - 1).max().unwrap_or(0);
+        let mut rows = vec![last.clone()];
+        let mut positions = Vec::new();
+        if width > 0 {
+            let mut ids = Vec::with_capacity(chunk.len() * width);
+            for (r, p) in chunk.iter().enumerate() {
+                let inputs = &p.continuation[..p.continuation.len() - 1];
+                ids.extend_from_slice(inputs);
+                ids.resize((r + 1) * width, 0);
+                positions.extend((0..inputs.len()).map(|j| (r, j)));
+            }
+            let ids = Tensor::from_vec(ids, (chunk.len(), width), self.model.device())?;
+            let mut cache = cache.expand_batch(chunk.len())?;
+            let hidden = self.model.hidden_states(&ids, &mut cache)?;
+            if !positions.is_empty() {
+                rows.push(select_rows(&hidden, &positions)?);
+            }
+        }
+        // Row 0 (the context's last position) predicts every continuation's first token.
+        let first_targets: Vec<u32> = chunk.iter().map(|p| p.continuation[0]).collect();
+        let first = self.scores_of(&rows[0].broadcast_as((chunk.len(), rows[0].dim(1)?))?.contiguous()?, &first_targets)?;
+        let rest_targets: Vec<u32> = chunk.iter().flat_map(|p| p.continuation[1..].iter().copied()).collect();
+        let rest = match rows.get(1) {
+            Some(r) => self.scores_of(r, &rest_targets)?,
+            None => vec![],
+        };
+        let mut rest = rest.into_iter();
+        Ok(chunk
+            .iter()
+            .zip(first)
+            .map(|(p, f)| {
+                let tail: Vec<TokenScore> = rest.by_ref().take(p.continuation.len() - 1).collect();
+                summarise(std::iter::once(f).chain(tail))
+            })
+            .collect())
+    }
+
+    fn scores_of(&self, rows: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
+        target_scores(self.model, rows, targets)
+    }
+
+    /// `(context + continuation)[-(max_length + 1):][:-1]`, scored in one pass.
+    fn score_truncated(&self, p: &Pair) -> Result<Response> {
+        let mut all = p.context.clone();
+        all.extend_from_slice(&p.continuation);
+        let start = all.len().saturating_sub(self.max_length + 1);
+        let window = &all[start..all.len() - 1];
+        let n = p.continuation.len().min(window.len());
+        let ids = Tensor::new(window, self.model.device())?.unsqueeze(0)?;
+        let hidden = self.model.hidden_states(&ids, &mut KvCache::new(self.model.config().num_hidden_layers))?;
+        let positions: Vec<(usize, usize)> = (window.len() - n..window.len()).map(|j| (0, j)).collect();
+        let rows = select_rows(&hidden, &positions)?;
+        let targets = &p.continuation[p.continuation.len() - n..];
+        Ok(summarise(self.scores_of(&rows, targets)?.into_iter()))
+    }
+
+    /// Greedy decoding with a KV cache until a stop string, EOS or `max_gen_toks`;
+    /// the text is cut at the first stop string, as the harness cuts it.
+    pub fn generate(&self, context: &str, until: &[String], max_gen_toks: usize) -> Result<String> {
+        let mut ids = self.tokenizer.encode(context)?;
+        let max_context = self.max_length.saturating_sub(max_gen_toks).max(1);
+        if ids.len() > max_context {
+            ids.drain(..ids.len() - max_context);
+        }
+        if ids.is_empty() {
+            ids.push(self.tokenizer.prefix_token);
+        }
+        let mut cache = KvCache::new(self.model.config().num_hidden_layers);
+        let mut generated: Vec<u32> = Vec::new();
+        let mut input = ids;
+        let mut text = String::new();
+        for _ in 0..max_gen_toks {
+            if cache.len() + input.len() > self.max_length {
+                break;
+            }
+            let t = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
+            let hidden = self.model.hidden_states(&t, &mut cache)?;
+            let row = select_rows(&hidden, &[(0, input.len() - 1)])?;
+            let next = self.model.logits(&row)?.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
+            if Some(next) == self.tokenizer.eos_token {
+                break;
+            }
+            generated.push(next);
+            text = self.tokenizer.decode_text(&generated)?;
+            if until.iter().any(|s| !s.is_empty() && text.contains(s.as_str())) {
+                break;
+            }
+            input = vec![next];
+        }
+        for stop in until.iter().filter(|s| !s.is_empty()) {
+            if let Some(at) = text.find(stop.as_str()) {
+                text.truncate(at);
+            }
+        }
+        Ok(text)
+    }
+
+    fn rolling(&self, text: &str) -> Result<Response> {
+        let tokens = self.tokenizer.encode(text)?;
+        let windows = rolling_windows(&tokens, self.tokenizer.prefix_token, self.max_length);
+        let logprobs = score_windows(self.model, &windows, self.batch_tokens, &|_| {})?;
+        let logprob = logprobs.iter().flatten().map(|&x| x as f64).sum();
+        Ok(Response::Rolling {
+            logprob,
+            tokens: tokens.len(),
+        })
+    }
+}
+
+fn summarise(scores: impl Iterator<Item = TokenScore>) -> Response {
+    let (mut logprob, mut is_greedy) = (0.0f64, true);
+    for s in scores {
+        logprob += s.logprob as f64;
+        is_greedy &= s.greedy;
+    }
+    Response::Loglikelihood { logprob, is_greedy }
+}

@@ -1,0 +1,352 @@
+//! Task specs: one TOML file per benchmark, with lm-evaluation-harness's field names.
+//!
+//! A user who knows lm-eval's task YAML reads these as is: `dataset_path`,
+//! `dataset_name`, `test_split`, `doc_to_text` (a Jinja template), `metric_list`,
+//! `generation_kwargs`, `filter_list`... The names DESIGN.md section 6 uses (`dataset`,
+//! `dataset_config`, `metrics`, `generation`, `filters`, `preprocess`) are accepted as
+//! aliases. Where lm-eval runs Python (`!function`), a spec names a built-in instead
+//! (`process_docs = "hellaswag"`), and the few-shot exemplars lm-eval hard-codes in its
+//! YAML come from a file the user supplies (`fewshot_config.source = "file"`).
+//!
+//! ```toml
+//! task = "arc_easy"
+//! dataset_path = "allenai/ai2_arc"
+//! dataset_name = "ARC-Easy"
+//! output_type = "multiple_choice"
+//! test_split = "test"
+//! doc_to_text = "Question: {{question}}\nAnswer:"
+//! doc_to_target = "{{choices.label.index(answerKey)}}"
+//! doc_to_choice = "{{choices.text}}"
+//! metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
+//! ```
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What a task asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputType {
+    /// One log-likelihood per choice; the best choice is the prediction.
+    MultipleChoice,
+    /// Greedy generation until a stop string; answers extracted by filters.
+    GenerateUntil,
+    /// Log-likelihood of whole texts (validation loss, perplexity, bits per byte).
+    LoglikelihoodRolling,
+}
+
+/// How few-shot exemplars are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// lm-eval's default: `random.Random(fewshot_seed).sample`, advanced doc by doc.
+    #[default]
+    #[serde(alias = "default")]
+    Random,
+    /// The first `num_fewshot` docs of the few-shot split, in order.
+    FirstN,
+}
+
+/// Where few-shot exemplars come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FewshotSource {
+    /// The dataset's `fewshot_split` (or training / validation split).
+    #[default]
+    Split,
+    /// A file the user supplies (`--fewshot-dir`): exemplars lm-eval hard-codes in its
+    /// YAML, which this repository does not copy.
+    File,
+}
+
+/// lm-eval's `fewshot_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FewshotConfig {
+    #[serde(default)]
+    pub sampler: SamplerKind,
+    #[serde(default)]
+    pub source: FewshotSource,
+    /// Templates for exemplars when they differ from the evaluated docs' (e.g. the
+    /// exemplar file has a `target` column with a worked answer).
+    pub doc_to_text: Option<String>,
+    pub doc_to_target: Option<String>,
+    /// Columns the exemplar file must have (checked when it is read).
+    #[serde(default)]
+    pub columns: Vec<String>,
+}
+
+/// One entry of `metric_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSpec {
+    pub metric: String,
+    #[serde(default = "default_aggregation")]
+    pub aggregation: String,
+    #[serde(default = "default_true")]
+    pub higher_is_better: bool,
+    /// Metric options (`ignore_case`, `ignore_punctuation`, `regexes_to_ignore`, ...).
+    #[serde(flatten)]
+    pub options: BTreeMap<String, toml::Value>,
+}
+
+fn default_aggregation() -> String {
+    "mean".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// lm-eval's `generation_kwargs` (greedy decoding only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationKwargs {
+    #[serde(default)]
+    pub until: Vec<String>,
+    #[serde(default = "default_max_gen_toks", alias = "max_tokens")]
+    pub max_gen_toks: usize,
+    #[serde(default)]
+    pub do_sample: bool,
+    #[serde(default)]
+    pub temperature: f64,
+}
+
+fn default_max_gen_toks() -> usize {
+    256
+}
+
+/// One named answer-extraction pipeline of `filter_list`; each step is an lm-eval
+/// filter (`function = "regex"`, `regex_pattern`, `group_select`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    pub name: String,
+    pub filter: Vec<toml::Table>,
+}
+
+/// A spec that stands for one task per dataset config (MMLU's 57 subjects): task
+/// `<task>_<config>` for each, grouped under `task`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expand {
+    pub dataset_name: Vec<String>,
+}
+
+/// A task, as read from `tasks/<name>.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub task: String,
+    #[serde(default)]
+    pub tag: Vec<String>,
+    /// Hub dataset id.
+    #[serde(alias = "dataset")]
+    pub dataset_path: String,
+    /// Hub dataset config.
+    #[serde(default, alias = "dataset_config")]
+    pub dataset_name: Option<String>,
+    pub training_split: Option<String>,
+    pub validation_split: Option<String>,
+    pub test_split: Option<String>,
+    pub fewshot_split: Option<String>,
+    #[serde(default)]
+    pub num_fewshot: usize,
+    #[serde(default = "default_fewshot_seed")]
+    pub fewshot_seed: u64,
+    #[serde(default)]
+    pub fewshot_config: FewshotConfig,
+    /// Text before the few-shot exemplars (a template).
+    #[serde(default)]
+    pub description: String,
+    pub doc_to_text: String,
+    pub doc_to_target: String,
+    pub doc_to_choice: Option<String>,
+    #[serde(default = "default_target_delimiter")]
+    pub target_delimiter: String,
+    #[serde(default = "default_fewshot_delimiter")]
+    pub fewshot_delimiter: String,
+    pub output_type: OutputType,
+    #[serde(default, alias = "metrics")]
+    pub metric_list: Vec<MetricSpec>,
+    #[serde(alias = "generation")]
+    pub generation_kwargs: Option<GenerationKwargs>,
+    #[serde(default, alias = "filters")]
+    pub filter_list: Vec<FilterSpec>,
+    /// A named built-in doc transformation (`hellaswag`, `winogrande`, ...).
+    #[serde(alias = "preprocess")]
+    pub process_docs: Option<String>,
+    /// A named built-in scorer replacing the default one (`mc2`, `drop`).
+    pub process_results: Option<String>,
+    pub expand: Option<Expand>,
+    /// Spec version, recorded with every result (lm-eval's `metadata.version`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, toml::Value>,
+}
+
+fn default_fewshot_seed() -> u64 {
+    1234
+}
+
+fn default_target_delimiter() -> String {
+    " ".into()
+}
+
+fn default_fewshot_delimiter() -> String {
+    "\n\n".into()
+}
+
+impl TaskSpec {
+    /// Parses a spec; errors name `origin` (a file path or `builtin:<name>`) and the key.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| Error::bad_file(origin, format!("invalid TOML: {e}")))?;
+        let spec: TaskSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            Error::bad_file(origin, format!("{path}: {}", inner.message()))
+        })?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Reads and parses a spec file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let bad = |msg: String| Err(Error::bad_file(origin, msg));
+        if self.task.is_empty() {
+            return bad("task: empty name".into());
+        }
+        if self.output_type == OutputType::MultipleChoice && self.doc_to_choice.is_none() {
+            return bad("multiple_choice needs doc_to_choice".into());
+        }
+        if self.output_type == OutputType::GenerateUntil && self.generation_kwargs.is_none() {
+            return bad("generate_until needs generation_kwargs (until, max_gen_toks)".into());
+        }
+        if let Some(g) = &self.generation_kwargs {
+            if g.do_sample || g.temperature > 0.0 {
+                return bad("generation_kwargs: only greedy decoding (do_sample = false, temperature = 0)".into());
+            }
+        }
+        if self.eval_split().is_none() {
+            return bad("no split to evaluate: set test_split or validation_split".into());
+        }
+        if self.num_fewshot > 0
+            && self.fewshot_config.source == FewshotSource::Split
+            && self.fewshot_split_name().is_none()
+        {
+            return bad("num_fewshot > 0 but no fewshot_split, training_split or validation_split".into());
+        }
+        Ok(())
+    }
+
+    /// The split scored: `test_split`, else `validation_split` (lm-eval's order).
+    pub fn eval_split(&self) -> Option<&str> {
+        self.test_split
+            .as_deref()
+            .or(self.validation_split.as_deref())
+    }
+
+    /// The split exemplars are drawn from: `fewshot_split`, else training, else
+    /// validation, else test (lm-eval's `fewshot_docs` order).
+    pub fn fewshot_split_name(&self) -> Option<&str> {
+        self.fewshot_split
+            .as_deref()
+            .or(self.training_split.as_deref())
+            .or(self.validation_split.as_deref())
+            .or(self.test_split.as_deref())
+    }
+
+    /// `metadata.version` as a string (`"0"` when absent).
+    pub fn version(&self) -> String {
+        match self.metadata.get("version") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => "0".into(),
+        }
+    }
+
+    /// The concrete tasks this spec stands for: itself, or one per expanded config.
+    pub fn expanded(&self) -> Vec<TaskSpec> {
+        let Some(expand) = &self.expand else {
+            return vec![self.clone()];
+        };
+        expand
+            .dataset_name
+            .iter()
+            .map(|config| {
+                let mut t = self.clone();
+                t.task = format!("{}_{config}", self.task);
+                t.dataset_name = Some(config.clone());
+                t.expand = None;
+                t
+            })
+            .collect()
+    }
+
+    /// Stable hash of everything that shapes prompts and scores: results computed
+    /// under one spec are never mixed with another's.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_string(self).expect("spec serialises");
+        blake3::hash(json.as_bytes()).to_hex()[..16].to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARC: &str = r#"
+task = "arc_easy"
+dataset_path = "allenai/ai2_arc"
+dataset_name = "ARC-Easy"
+output_type = "multiple_choice"
+test_split = "test"
+doc_to_text = "Question: {{question}}\nAnswer:"
+doc_to_target = "{{choices.label.index(answerKey)}}"
+doc_to_choice = "{{choices.text}}"
+metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
+"#;
+
+    #[test]
+    fn parses_with_lm_eval_defaults() {
+        let spec = TaskSpec::parse(ARC, Path::new("arc.toml")).unwrap();
+        assert_eq!(spec.target_delimiter, " ");
+        assert_eq!(spec.fewshot_delimiter, "\n\n");
+        assert_eq!(spec.fewshot_seed, 1234);
+        assert_eq!(spec.eval_split(), Some("test"));
+        assert_eq!(spec.metric_list[1].aggregation, "mean");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = format!("{ARC}\ndoc_to_txt = \"x\"\n");
+        let err = TaskSpec::parse(&text, Path::new("arc.toml")).unwrap_err();
+        assert!(err.to_string().contains("arc.toml"), "{err}");
+        assert!(err.to_string().contains("doc_to_txt"), "{err}");
+    }
+
+    #[test]
+    fn design_aliases_are_accepted() {
+        let text = ARC
+            .replace("dataset_path", "dataset")
+            .replace("dataset_name", "dataset_config");
+        let spec = TaskSpec::parse(&text, Path::new("arc.toml")).unwrap();
+        assert_eq!(spec.dataset_name.as_deref(), Some("ARC-Easy"));
+    }
+
+    #[test]
+    fn expand_names_one_task_per_config() {
+        let text = format!("{ARC}\n[expand]\ndataset_name = [\"a\", \"b\"]\n");
+        let spec = TaskSpec::parse(&text, Path::new("x.toml")).unwrap();
+        let tasks = spec.expanded();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1].task, "arc_easy_b");
+        assert_eq!(tasks[1].dataset_name.as_deref(), Some("b"));
+    }
+}
