@@ -6,6 +6,10 @@
 //! standard errors ([`metrics`]), DROP's F1 ([`drop`]) and the named document
 //! preprocessors ([`preprocess`]).
 
+pub mod drop;
+pub mod filters;
+pub mod metrics;
+pub mod preprocess;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
