@@ -1,15 +1,23 @@
 //! `ckpt eval`: lm-evaluation-harness's benchmarks over whole directories of
 //! checkpoints (DESIGN.md section 6).
 //!
-//! Tasks are data (`tasks/*.toml`, [`spec`]); docs come from files or the Hub
-//! ([`data`], [`hub`]); [`prompt`] turns docs into requests exactly as lm-eval does;
-//! the engine runs requests on a model; metrics score the responses; the store keeps
-//! everything so a rerun scores nothing twice.
+//! Tasks are data (`tasks/*.toml`, [`spec`], [`template`]); docs come from files or the
+//! Hub ([`data`], [`hub`]); [`prompt`] turns docs into requests exactly as lm-eval does,
+//! with Python's random generator and samplers ([`pyrandom`]) and the named document
+//! preprocessors ([`preprocess`]); the [`engine`] runs requests on a model; answers are
+//! extracted ([`filters`], with Python's regex and string semantics: [`pyregex`],
+//! [`pystr`]) and scored ([`metrics`], [`drop`]).
 
 pub mod data;
+pub mod drop;
 pub mod engine;
+pub mod filters;
 pub mod hub;
+pub mod metrics;
+pub mod preprocess;
 pub mod prompt;
 pub mod pyrandom;
+pub mod pyregex;
+pub mod pystr;
 pub mod spec;
 pub mod template;

@@ -8,8 +8,8 @@
 //! (WinoGrande's partial scoring) has one context per choice and a shared
 //! continuation. Shots come from [`Shots`], which reproduces lm-eval's samplers.
 
-use super::pyrandom::PyRandom;
-use super::spec::{FewshotSource, OutputType, SamplerKind, TaskSpec};
+use super::pyrandom::FewshotSampler;
+use super::spec::{FewshotSource, OutputType, TaskSpec};
 use super::template::{Field, Templates};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -62,69 +62,37 @@ pub struct DocRequests {
     pub requests: Vec<Request>,
 }
 
-/// Few-shot exemplar selection, in lm-eval's order of draws.
+/// Few-shot exemplars of a task, drawn in lm-eval's order: one [`FewshotSampler`]
+/// per task, asked once per evaluated doc, in doc order.
 pub struct Shots {
     pool: Vec<Json>,
-    kind: SamplerKind,
-    rng: PyRandom,
-    /// Whether exemplars come from the split being evaluated (the doc itself is
-    /// then left out, as lm-eval does).
-    same_split: bool,
+    sampler: FewshotSampler,
 }
 
 impl Shots {
     /// A sampler over `pool`, seeded with the task's `fewshot_seed`.
     pub fn new(spec: &TaskSpec, pool: Vec<Json>) -> Self {
+        // lm-eval leaves the evaluated doc out when `fewshot_split == test_split` as
+        // written in the config (two unset values count as equal).
         let same_split = spec.fewshot_config.source == FewshotSource::Split
-            && spec.fewshot_split_name() == spec.eval_split();
-        Self {
-            pool,
-            kind: spec.fewshot_config.sampler,
-            rng: PyRandom::new(spec.fewshot_seed),
+            && spec.fewshot_split == spec.test_split;
+        let sampler = FewshotSampler::new(
+            spec.fewshot_seed as i128,
+            pool.len(),
+            spec.fewshot_config.sampler,
             same_split,
-        }
+        );
+        Self { pool, sampler }
     }
 
-    /// `n` exemplars for `doc` (lm-eval's `ContextSampler.sample` / `FirstNSampler`).
+    /// `n` exemplars for `doc` (none drawn when `n` is 0, as in lm-eval).
     pub fn draw(&mut self, n: usize, doc: &Json) -> Result<Vec<Json>> {
         if n == 0 {
             return Ok(vec![]);
         }
-        let eval_doc = self.same_split.then_some(doc);
-        let not_doc = |d: &&Json| eval_doc.is_none_or(|e| *d != e);
-        let picked: Vec<Json> = match self.kind {
-            SamplerKind::FirstN => self.pool.iter().filter(not_doc).take(n).cloned().collect(),
-            SamplerKind::Random => {
-                let k = if eval_doc.is_some() { n + 1 } else { n };
-                let k = k.min(self.pool.len());
-                let drawn = self.rng.sample(self.pool.len(), k);
-                let mut res: Vec<Json> = drawn
-                    .iter()
-                    .map(|&i| &self.pool[i])
-                    .filter(not_doc)
-                    .take(n)
-                    .cloned()
-                    .collect();
-                if res.len() < n {
-                    let rest: Vec<&Json> = self.pool.iter().filter(not_doc).collect();
-                    let k = n.min(rest.len());
-                    res = self
-                        .rng
-                        .sample(rest.len(), k)
-                        .iter()
-                        .map(|&i| rest[i].clone())
-                        .collect();
-                }
-                res
-            }
-        };
-        if picked.len() < n {
-            return Err(Error::Invalid(format!(
-                "{n} few-shot exemplars requested but only {} are available",
-                picked.len()
-            )));
-        }
-        Ok(picked)
+        let pool = &self.pool;
+        let picked = self.sampler.select_with(n, |i| &pool[i] == doc)?;
+        Ok(picked.into_iter().map(|i| pool[i].clone()).collect())
     }
 }
 

@@ -20,6 +20,7 @@
 //! metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
 //! ```
 
+pub use super::pyrandom::SamplerKind;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,18 +36,6 @@ pub enum OutputType {
     GenerateUntil,
     /// Log-likelihood of whole texts (validation loss, perplexity, bits per byte).
     LoglikelihoodRolling,
-}
-
-/// How few-shot exemplars are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SamplerKind {
-    /// lm-eval's default: `random.Random(fewshot_seed).sample`, advanced doc by doc.
-    #[default]
-    #[serde(alias = "default")]
-    Random,
-    /// The first `num_fewshot` docs of the few-shot split, in order.
-    FirstN,
 }
 
 /// Where few-shot exemplars come from.
