@@ -19,5 +19,6 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
+pub mod scoring;
 pub mod spec;
 pub mod template;

@@ -20,6 +20,7 @@
 //! metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
 //! ```
 
+pub use super::filters::FilterPipeline;
 pub use super::pyrandom::SamplerKind;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -106,15 +107,6 @@ fn default_max_gen_toks() -> usize {
     256
 }
 
-/// One named answer-extraction pipeline of `filter_list`; each step is an lm-eval
-/// filter (`function = "regex"`, `regex_pattern`, `group_select`, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterSpec {
-    pub name: String,
-    pub filter: Vec<toml::Table>,
-}
-
 /// A spec that stands for one task per dataset config (MMLU's 57 subjects): task
 /// `<task>_<config>` for each, grouped under `task`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,7 +116,7 @@ pub struct Expand {
 }
 
 /// A task, as read from `tasks/<name>.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub task: String,
@@ -162,7 +154,7 @@ pub struct TaskSpec {
     #[serde(alias = "generation")]
     pub generation_kwargs: Option<GenerationKwargs>,
     #[serde(default, alias = "filters")]
-    pub filter_list: Vec<FilterSpec>,
+    pub filter_list: Vec<FilterPipeline>,
     /// A named built-in doc transformation (`hellaswag`, `winogrande`, ...).
     #[serde(alias = "preprocess")]
     pub process_docs: Option<String>,
