@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod device;
 pub mod error;
+pub mod merge;
 pub mod model;
 pub mod plot;
 pub mod schedule;
