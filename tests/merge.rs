@@ -726,3 +726,43 @@ fn bad_merges_fail_with_one_clear_line() {
     );
     assert!(!out2.exists());
 }
+
+#[test]
+fn sharded_sources_merge_into_one_file_and_identical_ones_into_themselves() {
+    let sb = Sandbox::new();
+    for step in [1, 2, 3] {
+        sb.copy_fixture_to("mistral_sharded", &format!("run/checkpoint-{step}"));
+    }
+    let merged = sb.path().join("merged");
+    let out = sb.run_json([
+        "merge",
+        "run",
+        "--emulate",
+        "1-sqrt",
+        "--out",
+        arg(&merged),
+        "--json",
+    ]);
+    assert!(merged.join("model.safetensors").is_file());
+    assert!(!merged.join("model.safetensors.index.json").exists());
+    // 1-sqrt at x = 1/3, 2/3; no sidecars: the steps come from the names.
+    let c = closed_form("1-sqrt", &[1, 2, 3]);
+    for (row, want) in out["sources"].as_array().unwrap().iter().zip(&c) {
+        assert!((row["coefficient"].as_f64().unwrap() - want).abs() < 1e-12);
+    }
+    // A weighted average of one model with itself is that model, up to one rounding of
+    // the f32 sums; bit for bit when the coefficients are exact in binary.
+    ok(sb.run([
+        "merge",
+        "run",
+        "--weights",
+        "0.25,0.25,0.5",
+        "--out",
+        "exact",
+    ]));
+    let listed = sb.run_json(["inspect", "run/checkpoint-1", "exact", "--json"]);
+    assert_eq!(listed[0]["fingerprint"], listed[1]["fingerprint"]);
+    let meta = read_json(&merged.join("ckpt.json"));
+    assert_eq!(meta["step"], 3);
+    assert_eq!(meta["stage"], Value::Null, "the sources record no stage");
+}

@@ -17,8 +17,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Elements read from each source before its pages are released (64 MiB of f32).
-const BLOCK: usize = 1 << 24;
+/// Elements read from each source before its pages are released (16 MiB of f32).
+const BLOCK: usize = 1 << 22;
 /// Elements per accumulator buffer: small enough to stay in cache.
 const CHUNK: usize = 1 << 14;
 
