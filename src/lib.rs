@@ -10,6 +10,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod merge;
 pub mod model;
 pub mod plot;
 pub mod schedule;

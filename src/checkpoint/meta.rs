@@ -98,6 +98,41 @@ pub struct CheckpointMeta {
     /// Version of `ckpt` that wrote the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ckpt_version: Option<String>,
+    /// Set when `ckpt merge` made this checkpoint by averaging others (WSM): a merged
+    /// checkpoint counts as decayed whatever its sources' schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeInfo>,
+}
+
+/// How a merged checkpoint was made (`ckpt merge`, DESIGN.md section 9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeInfo {
+    /// The emulated decay shape (`uniform`, `linear`, `cosine`, `inv-sqrt`, `1-sqrt`),
+    /// or `explicit` for coefficients given by hand.
+    pub shape: String,
+    /// `--window`: the merge spans the last `window` training steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
+    /// `--last`: the merge takes the last `last` checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<usize>,
+    /// `f32` or `f64`: the precision the weighted sums were accumulated in.
+    pub accumulate: String,
+    /// The merged checkpoints, in step order.
+    pub sources: Vec<MergeSource>,
+}
+
+/// One checkpoint of a merge and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeSource {
+    pub path: String,
+    pub step: u64,
+    pub fingerprint: String,
+    /// Its merge coefficient c_j (the coefficients sum to 1).
+    pub coefficient: f64,
+    /// The emulated LR multiplier w_j = c_j + ... + c_k of the update interval that
+    /// ends at this checkpoint (w_0 = 1).
+    pub multiplier: f64,
 }
 
 impl CheckpointMeta {
@@ -115,6 +150,7 @@ impl CheckpointMeta {
             train_loss: None,
             stage_start: None,
             ckpt_version: Some(crate::VERSION.to_string()),
+            merge: None,
         }
     }
 

@@ -16,7 +16,7 @@ mod meta;
 mod weights;
 
 pub use fingerprint::{cache_dir, fingerprint, hash_weights};
-pub use meta::{CheckpointMeta, ParentRef, ScheduleInfo, Stage, META_FILE};
+pub use meta::{CheckpointMeta, MergeInfo, MergeSource, ParentRef, ScheduleInfo, Stage, META_FILE};
 pub use weights::{
     is_model_safetensors, weight_paths, write_safetensors, write_safetensors_with_metadata,
     StoredTensor, WeightFiles, INDEX_FILE, SINGLE_FILE,

@@ -151,6 +151,37 @@ impl WeightFiles {
         Some(file.bytes(file.info(name)?))
     }
 
+    /// Drops bytes `range` of tensor `name` from this process's resident memory, after
+    /// they have been read: a pass over whole checkpoints (`ckpt merge`) then keeps only
+    /// the part in use resident instead of every page it touched. The bytes stay
+    /// readable; the next access maps them in again from the page cache or the file.
+    pub fn release(&self, name: &str, range: std::ops::Range<usize>) {
+        let Some(file) = self.by_name.get(name).map(|&i| &self.files[i]) else {
+            return;
+        };
+        let Some(info) = file.info(name) else { return };
+        let size = info.data_offsets.1 - info.data_offsets.0;
+        let (start, end) = (range.start.min(size), range.end.min(size));
+        if start >= end {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            let offset = 8 + file.header_len + info.data_offsets.0 + start;
+            // SAFETY: the map is shared and read-only, so MADV_DONTNEED only drops this
+            // process's page-table entries: a later read faults the file's unchanged
+            // pages back in, and slices borrowed from the map stay valid. Failure only
+            // means the pages stay resident.
+            let _ = unsafe {
+                file.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    offset,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Loads one tensor onto `dev` as `dtype`.
     pub fn load(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
         let file = self.file_of(name)?;

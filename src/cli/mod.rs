@@ -3,6 +3,7 @@
 //! exit code 2, from clap).
 
 mod inspect;
+mod merge;
 mod output;
 mod schedule;
 mod score;
@@ -35,6 +36,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
+    /// Merge checkpoints (WSM): a weighted average that emulates an LR decay.
+    Merge(merge::MergeArgs),
     /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
     Schedule(schedule::ScheduleArgs),
     /// Pre-tokenize a corpus into .npy token shards for training.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args, &ui),
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
+        Command::Merge(args) => merge::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
