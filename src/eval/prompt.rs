@@ -67,6 +67,8 @@ pub struct DocRequests {
 pub struct Shots {
     pool: Vec<Json>,
     sampler: FewshotSampler,
+    /// Replaces the spec's `description` (read from an exemplar file).
+    description: Option<String>,
 }
 
 impl Shots {
@@ -82,7 +84,18 @@ impl Shots {
             spec.fewshot_config.sampler,
             same_split,
         );
-        Self { pool, sampler }
+        Self {
+            pool,
+            sampler,
+            description: None,
+        }
+    }
+
+    /// The same shots, with `description` in place of the spec's (BBH's per-subtask
+    /// description, which comes with its exemplars).
+    pub fn with_description(mut self, description: String) -> Self {
+        self.description = Some(description);
+        self
     }
 
     /// `n` exemplars for `doc` (none drawn when `n` is 0, as in lm-eval).
@@ -115,7 +128,10 @@ impl<'a> PromptBuilder<'a> {
             Some(t) => self.templates.choices(t, doc)?,
             None => vec![],
         };
-        let mut prefix = self.templates.render("description", &spec.description, doc)?;
+        let mut prefix = match &shots.description {
+            Some(d) => d.clone(),
+            None => self.templates.render("description", &spec.description, doc)?,
+        };
         for shot in shots.draw(spec.num_fewshot, doc)? {
             prefix.push_str(&self.shot(&shot)?);
         }

@@ -25,7 +25,7 @@ pub use super::pyrandom::SamplerKind;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a task asks of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,17 @@ pub struct FewshotConfig {
     /// Columns the exemplar file must have (checked when it is read).
     #[serde(default)]
     pub columns: Vec<String>,
+    /// The exemplar file's name in the few-shot directory, without `.jsonl` (default:
+    /// the task's name); tasks that share a preamble share a file.
+    pub file: Option<String>,
+    /// Take the task's `description` from this column of the exemplar file's first row
+    /// (BBH's per-subtask instructions, which lm-eval hard-codes with its exemplars).
+    pub description_column: Option<String>,
+    /// The exemplars are a fixed preamble that lm-eval writes into `doc_to_text` with
+    /// `num_fewshot: 0` (TruthfulQA): as lm-eval ignores `--num_fewshot` for such a
+    /// task, a suite or a command-line shot count leaves `num_fewshot` as it is.
+    #[serde(default)]
+    pub preamble: bool,
 }
 
 /// One entry of `metric_list`.
@@ -164,6 +175,10 @@ pub struct TaskSpec {
     /// Spec version, recorded with every result (lm-eval's `metadata.version`).
     #[serde(default)]
     pub metadata: BTreeMap<String, toml::Value>,
+    /// Where the spec was read from (`tasks/arc_easy.toml`, a user file), for errors;
+    /// not part of the spec's hash.
+    #[serde(skip)]
+    pub origin: PathBuf,
 }
 
 fn default_fewshot_seed() -> u64 {
@@ -183,11 +198,12 @@ impl TaskSpec {
     pub fn parse(text: &str, origin: &Path) -> Result<Self> {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| Error::bad_file(origin, format!("invalid TOML: {e}")))?;
-        let spec: TaskSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut spec: TaskSpec = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             Error::bad_file(origin, format!("{path}: {}", inner.message()))
         })?;
+        spec.origin = origin.to_path_buf();
         spec.validate(origin)?;
         Ok(spec)
     }
@@ -223,7 +239,24 @@ impl TaskSpec {
         {
             return bad("num_fewshot > 0 but no fewshot_split, training_split or validation_split".into());
         }
+        let cfg = &self.fewshot_config;
+        if cfg.source == FewshotSource::Split
+            && (cfg.description_column.is_some() || cfg.preamble || cfg.file.is_some())
+        {
+            return bad("fewshot_config: file, description_column and preamble need source = \"file\"".into());
+        }
         Ok(())
+    }
+
+    /// The spec with `n` few-shot examples, as lm-eval's `--num_fewshot` sets them: a
+    /// preamble's count (`fewshot_config.preamble`) is left as it is.
+    pub fn with_num_fewshot(&self, n: usize) -> Result<TaskSpec> {
+        let mut spec = self.clone();
+        if !spec.fewshot_config.preamble {
+            spec.num_fewshot = n;
+        }
+        spec.validate(&self.origin)?;
+        Ok(spec)
     }
 
     /// The split scored: `test_split`, else `validation_split` (lm-eval's order).

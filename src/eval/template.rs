@@ -63,11 +63,17 @@ impl Templates {
         }
     }
 
+    /// Makes `name` visible to every template, below the doc's own columns (which win).
+    /// The task's `dataset_name` is one: MMLU's description names the subject with it.
+    pub fn set_global(&mut self, name: &'static str, value: &str) {
+        self.env.add_global(name, Value::from(value));
+    }
+
     /// `template` rendered against `doc` (lm-eval's `apply_template`).
     pub fn render(&self, field: &str, template: &str, doc: &Json) -> Result<String> {
         self.env
             .render_str(template, Value::from(minijinja::value::Serde(doc)))
-            .map_err(|e| self.error(field, template, &e))
+            .map_err(|e| self.error(field, template, &e, doc))
     }
 
     /// A field as lm-eval's `doc_to_text` / `doc_to_target` reads it: a column name,
@@ -116,16 +122,18 @@ impl Templates {
         let compiled = self
             .env
             .compile_expression(expr)
-            .map_err(|e| self.error(field, template, &e))?;
+            .map_err(|e| self.error(field, template, &e, doc))?;
         compiled
             .eval(Value::from(minijinja::value::Serde(doc)))
-            .map_err(|e| self.error(field, template, &e))
+            .map_err(|e| self.error(field, template, &e, doc))
     }
 
-    fn error(&self, field: &str, template: &str, e: &minijinja::Error) -> Error {
+    fn error(&self, field: &str, template: &str, e: &minijinja::Error, doc: &Json) -> Error {
         let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-        let detail = match e.kind() {
-            ErrorKind::UndefinedError => {
+        let missing = self.missing_columns(template, doc);
+        let detail = match (e.kind(), missing.is_empty()) {
+            (_, false) => format!("{e} (column {} missing from the data)", missing.join(", ")),
+            (ErrorKind::UndefinedError, true) => {
                 format!("{e} (a column the template needs is missing from the data)")
             }
             _ => e.to_string(),
@@ -134,6 +142,22 @@ impl Templates {
             &self.origin,
             format!("{field}{line}: {detail} in template {template:?}"),
         )
+    }
+}
+
+impl Templates {
+    /// The variables `template` reads that are neither columns of `doc` nor globals.
+    fn missing_columns(&self, template: &str, doc: &Json) -> Vec<String> {
+        let Ok(t) = self.env.template_from_str(template) else {
+            return vec![];
+        };
+        let mut names: Vec<String> = t
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| doc.get(v).is_none() && self.env.globals().all(|(g, _)| g != v.as_str()))
+            .collect();
+        names.sort();
+        names.into_iter().map(|n| format!("`{n}`")).collect()
     }
 }
 
@@ -286,7 +310,10 @@ mod tests {
         let err = t().render("doc_to_text", "{{nope}}", &json!({"a": 1})).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("task.toml") && msg.contains("doc_to_text"), "{msg}");
-        assert!(msg.contains("missing"), "{msg}");
+        assert!(msg.contains("column `nope` missing"), "{msg}");
+        let doc = json!({"choices": {"label": ["A"]}});
+        let err = t().field("doc_to_target", "{{choices.label.index(answerKey)}}", &doc, true).unwrap_err();
+        assert!(err.to_string().contains("column `answerKey` missing"), "{err}");
     }
 
     #[test]
