@@ -1,13 +1,18 @@
 //! `ckpt eval`: lm-evaluation-harness's benchmarks over whole directories of
 //! checkpoints (DESIGN.md section 6).
 //!
-//! Tasks are data (`tasks/*.toml`, [`spec`], [`template`]); docs come from files or the
-//! Hub ([`data`], [`hub`]); [`prompt`] turns docs into requests exactly as lm-eval does,
-//! with Python's random generator and samplers ([`pyrandom`]) and the named document
-//! preprocessors ([`preprocess`]); the [`engine`] runs requests on a model; answers are
-//! extracted ([`filters`], with Python's regex and string semantics: [`pyregex`],
-//! [`pystr`]) and scored ([`metrics`], [`drop`]).
+//! Tasks are data (`tasks/*.toml`, [`spec`], [`template`]), built in ([`builtin`]) or
+//! the user's, named by task, group or suite ([`catalog`]); docs come from files or the
+//! Hub ([`data`], [`hub`]), or are made up in each dataset's schema ([`synthetic`]);
+//! [`task`] loads and preprocesses a task's docs and has [`prompt`] turn them into
+//! requests exactly as lm-eval does, with Python's random generator and samplers
+//! ([`pyrandom`]) and the named document preprocessors ([`preprocess`]); the
+//! [`engine`] runs requests on a model; answers are extracted ([`filters`], with
+//! Python's regex and string semantics: [`pyregex`], [`pystr`]) and scored
+//! ([`metrics`], [`drop`]).
 
+pub mod builtin;
+pub mod catalog;
 pub mod data;
 pub mod drop;
 pub mod engine;
@@ -21,4 +26,6 @@ pub mod pyregex;
 pub mod pystr;
 pub mod scoring;
 pub mod spec;
+pub mod synthetic;
+pub mod task;
 pub mod template;
