@@ -1,6 +1,10 @@
-//! `ckpt synth --out DIR`: generate the synthetic world and its corpora.
+//! `ckpt synth --out DIR`: generate the synthetic world and its corpora;
+//! `ckpt synth --eval-tasks DIR`: benchmark data about the same world for every
+//! built-in task, in each dataset's schema (`--data-dir DIR --fewshot-dir DIR/fewshot`).
 
 use super::output::{print_json, table, Ui};
+use crate::eval::catalog::Catalog;
+use crate::eval::synthetic::{write_task_data, SyntheticConfig};
 use crate::synth::{generate, SynthConfig, FILES};
 use clap::Args;
 use serde::Serialize;
@@ -11,8 +15,15 @@ use std::time::Instant;
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Directory to write world.json, pretrain/midtrain/validation/sft .jsonl into.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "eval_tasks")]
+    out: Option<PathBuf>,
+    /// Directory to write synthetic data for every built-in benchmark task into, laid
+    /// out for `--data-dir`, with exemplar files in DIR/fewshot.
+    #[arg(long, value_name = "DIR")]
+    eval_tasks: Option<PathBuf>,
+    /// With --eval-tasks: docs per split.
+    #[arg(long, default_value_t = SyntheticConfig::default().docs)]
+    eval_docs: usize,
     /// Seed of the world and of every corpus drawn from it.
     #[arg(long, default_value_t = SynthConfig::default().seed)]
     seed: u64,
@@ -60,13 +71,19 @@ struct Summary<'a> {
 }
 
 pub fn run(args: &SynthArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.eval_tasks {
+        eval_tasks(args, dir, ui)?;
+    }
+    let Some(out) = &args.out else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let cfg = args.config();
     cfg.validate()?;
     let started = Instant::now();
     let corpus = generate(&cfg);
-    corpus.write(&args.out)?;
+    corpus.write(out)?;
     let summary = Summary {
-        out: &args.out,
+        out,
         files: FILES,
         stats: corpus.stats(),
         config: cfg,
@@ -78,6 +95,32 @@ pub fn run(args: &SynthArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         print_summary(&summary);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Data for every built-in task, about the world of `--seed` / `--entities`.
+fn eval_tasks(args: &SynthArgs, dir: &std::path::Path, ui: &Ui) -> anyhow::Result<()> {
+    let catalog = Catalog::builtin()?;
+    let specs: Vec<_> = catalog.entries().iter().map(|e| e.spec.clone()).collect();
+    let cfg = SyntheticConfig {
+        seed: args.seed,
+        entities: args.entities,
+        docs: args.eval_docs,
+    };
+    let written = write_task_data(dir, &specs, &cfg)?;
+    if args.json {
+        print_json(
+            &serde_json::json!({"eval_tasks": dir, "config": cfg, "files": written.files.len(), "docs": written.docs}),
+        )?;
+    } else if !ui.quiet {
+        let dir = dir.display();
+        println!(
+            "wrote {} docs in {} files for {} tasks to {dir} (--data-dir {dir} --fewshot-dir {dir}/fewshot)",
+            written.docs,
+            written.files.len(),
+            specs.len(),
+        );
+    }
+    Ok(())
 }
 
 fn print_summary(s: &Summary) {
