@@ -8,6 +8,7 @@ mod output;
 mod schedule;
 mod score;
 mod synth;
+mod tasks;
 mod tokenize;
 mod train;
 
@@ -44,6 +45,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
     Synth(synth::SynthArgs),
+    /// List the benchmark tasks and suites, or print a task's prompts (--show).
+    Tasks(tasks::TasksArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
+        Command::Tasks(args) => tasks::run(args, &ui),
     };
     match result {
         Ok(code) => code,

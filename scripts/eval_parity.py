@@ -1,0 +1,326 @@
+#!/usr/bin/env python
+"""Prompt parity between `ckpt tasks --show` and lm-evaluation-harness 0.4.13.
+
+For each kind of task (plain multiple choice, HellaSwag's preprocessing, WinoGrande's
+partial scoring, TruthfulQA mc1/mc2, MMLU 5-shot, GSM8K generation, GSM8K-CoT and BBH
+with user exemplars, DROP, AGIEval), lm-eval builds its requests from its own task
+config (the YAML of the installed lm_eval package) with the data pointed at synthetic
+files made by `ckpt synth --eval-tasks`, and the script compares every request
+(context, continuation, generation arguments) and gold answer with what
+`ckpt tasks --show` prints for the same task, shots and docs, byte for byte.
+
+Two runs:
+- synthetic exemplars (committed): where lm-eval hard-codes exemplars (GSM8K-CoT and
+  BBH `fewshot_config.samples` and description, TruthfulQA's preamble in doc_to_text),
+  the config is given ckpt's synthetic exemplar file instead, in lm-eval's own form.
+  lm-eval's requests are written to tests/fixtures/eval/parity_prompts.json, which
+  tests/eval_tasks.rs compares with `ckpt tasks --show` without Python.
+- lm-eval's exemplars (not committed, `--real-exemplars`): the configs are lm-eval's
+  unchanged, and ckpt reads exemplar files extracted from them; only the verdict is
+  printed.
+
+Run: /work/pyref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt]
+No network: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, data come from local JSONL.
+"""
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import datasets  # noqa: E402
+import lm_eval  # noqa: E402
+from lm_eval.api.task import ConfigurableTask  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+from lm_eval.tasks._yaml_loader import load_yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests/fixtures/eval/parity_prompts.json"
+
+# The synthetic world and data the fixture is made from (the Rust test makes the same).
+SYNTH = {"seed": 7, "entities": 40, "eval_docs": 8}
+# Docs per case in the fixture (the script itself compares all of `--limit`).
+FIXTURE_DOCS = 3
+
+# (task, num_fewshot or None for the task's default): one or more per kind of task.
+CASES = [
+    ("arc_easy", 0),
+    ("arc_challenge", 5),
+    ("boolq", 0),
+    ("hellaswag", 0),
+    ("hellaswag", 5),
+    ("openbookqa", 0),
+    ("piqa", 0),
+    ("winogrande", 0),
+    ("winogrande", 5),
+    ("mmlu_anatomy", 5),
+    ("mmlu_high_school_us_history", 5),
+    ("truthfulqa_mc1", None),
+    ("truthfulqa_mc2", None),
+    ("gsm8k", None),
+    ("gsm8k", 1),
+    ("gsm8k_cot", 8),
+    ("drop", 0),
+    ("drop", 5),
+    ("bbh_cot_fewshot_boolean_expressions", 3),
+    ("bbh_cot_fewshot_snarks", 3),
+    ("agieval_lsat_ar", 0),
+    ("agieval_sat_math", 3),
+]
+
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's HF backend when generation_kwargs has none
+
+
+def run_ckpt(ckpt, args):
+    out = subprocess.run([ckpt, *args], check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def ckpt_show(ckpt, task, shots, limit, data_dir, fewshot_dir):
+    args = ["tasks", "--show", task, "--limit", str(limit), "--data-dir", str(data_dir)]
+    args += ["--fewshot-dir", str(fewshot_dir)]
+    if shots is not None:
+        args += ["--num-fewshot", str(shots)]
+    return [json.loads(line) for line in run_ckpt(ckpt, args).splitlines()]
+
+
+def ckpt_spec(ckpt, task):
+    return json.loads(run_ckpt(ckpt, ["tasks", task, "--json"]))[0]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def lm_eval_config(tm, task, spec, data_dir):
+    """lm-eval's config of `task`, its data pointed at the synthetic files."""
+    cfg = copy.deepcopy(load_yaml(tm.task_index[task].yaml_path, resolve_func=True))
+    for key in ("tag", "group", "task_list"):
+        cfg.pop(key, None)
+    base = Path(data_dir) / spec["dataset"]
+    if spec["config"]:
+        base = base / spec["config"]
+    splits = {
+        cfg.get(k) for k in ("training_split", "validation_split", "test_split", "fewshot_split")
+    } - {None}
+    if task.startswith("agieval_"):
+        # lm-eval 0.4.13 cannot build AGIEval's few-shot examples (a list target fails
+        # `assert isinstance(answer_text, str)`); lm-eval up to 0.4.3's sampler wrote
+        # `str(doc_to_target(doc)[0])`, the first gold index, which ckpt reproduces.
+        cfg["fewshot_config"] = {"doc_to_target": lambda doc: str(doc["gold"][0])}
+    cfg["dataset_path"] = "json"
+    cfg["dataset_name"] = None
+    cfg["dataset_kwargs"] = {"data_files": {s: str(base / f"{s}.jsonl") for s in splits}}
+    return cfg
+
+
+PROMPT_QA = re.compile(r"(\{% set prompt_qa = ')(.*?)('%\})", re.S)
+
+
+def jinja_single_quoted(s):
+    return s.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+
+
+def use_synthetic_exemplars(cfg, rows):
+    """Puts ckpt's exemplar rows where lm-eval's config hard-codes its exemplars."""
+    if "samples" in (cfg.get("fewshot_config") or {}):
+        cfg["fewshot_config"]["samples"] = [
+            {k: v for k, v in r.items() if k != "description"} for r in rows
+        ]
+        if "description" in rows[0]:
+            cfg["description"] = rows[0]["description"]
+    elif isinstance(cfg.get("doc_to_text"), str) and PROMPT_QA.search(cfg["doc_to_text"]):
+        preamble = "\n\n".join(f"Q: {r['question']}\nA: {r['answer']}" for r in rows)
+        cfg["doc_to_text"] = PROMPT_QA.sub(
+            lambda m: m.group(1) + jinja_single_quoted(preamble) + m.group(3), cfg["doc_to_text"]
+        )
+    else:
+        raise SystemExit(f"{cfg['task']}: no hard-coded exemplars found to replace")
+
+
+def real_exemplars(cfg):
+    """lm-eval's hard-coded exemplars as a ckpt exemplar file (rows)."""
+    samples = (cfg.get("fewshot_config") or {}).get("samples")
+    if samples:
+        rows = [dict(s) for s in samples]
+        if cfg.get("description"):
+            rows[0] = {"description": cfg["description"], **rows[0]}
+        return rows
+    m = PROMPT_QA.search(cfg["doc_to_text"])
+    # The YAML's folded string gives the template text; its '\n' are Jinja escapes.
+    preamble = m.group(2).replace("\\n", "\n")
+    rows = []
+    for pair in preamble.split("\n\n"):
+        q, a = pair.split("\nA: ")
+        rows.append({"question": q.removeprefix("Q: "), "answer": a})
+    return rows
+
+
+def request_json(inst):
+    args = inst.arguments
+    if inst.request_type == "loglikelihood":
+        return {"type": "loglikelihood", "context": args[0], "continuation": args[1]}
+    if inst.request_type == "generate_until":
+        kwargs = args[1]
+        return {
+            "type": "generate",
+            "context": args[0],
+            "until": list(kwargs["until"]),
+            "max_gen_toks": kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS),
+        }
+    if inst.request_type == "loglikelihood_rolling":
+        return {"type": "rolling", "text": args[0]}
+    raise ValueError(inst.request_type)
+
+
+def lm_eval_requests(cfg, shots, limit):
+    """What lm-eval asks for each of the first `limit` docs, in ckpt's --show form."""
+    task = ConfigurableTask(config=cfg)
+    if shots is not None:
+        task.set_config(key="num_fewshot", value=shots)
+    elif task.get_config("num_fewshot") is None:
+        task.set_config(key="num_fewshot", value=0)
+    task.set_fewshot_seed(seed=1234)
+    task.build_all_requests(limit=limit, rank=0, world_size=1)
+    by_doc = {}
+    for inst in task.instances:
+        by_doc.setdefault(inst.doc_id, []).append(inst)
+    lines = []
+    for doc_id in sorted(by_doc):
+        insts = sorted(by_doc[doc_id], key=lambda i: i.idx)
+        doc = insts[0].doc
+        requests = [request_json(i) for i in insts]
+        if task.multiple_input:
+            gold = task.doc_to_text(doc)
+        else:
+            gold = task.doc_to_target(doc)
+            if task.OUTPUT_TYPE == "generate_until" and isinstance(gold, int):
+                gold = str(gold)
+        lines.append(
+            {
+                "task": cfg["task"],
+                "doc_id": doc_id,
+                "prompt": requests[0].get("context", requests[0].get("text")),
+                "requests": requests,
+                "gold": gold,
+            }
+        )
+    return lines
+
+
+def first_difference(a, b, path="$"):
+    if type(a) is not type(b):
+        return f"{path}: {a!r} vs {b!r}"
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}.{k}: only in {'ckpt' if k in a else 'lm-eval'}"
+            d = first_difference(a[k], b[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    if a != b:
+        if isinstance(a, str):
+            i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            return f"{path}: differ at char {i}: ckpt {a[i:i + 60]!r} vs lm-eval {b[i:i + 60]!r}"
+        return f"{path}: {a!r} vs {b!r}"
+    return None
+
+
+def compare(ckpt, tm, data_dir, fewshot_dir, limit, real):
+    results = []
+    for task, shots in CASES:
+        spec = ckpt_spec(ckpt, task)
+        cfg = lm_eval_config(tm, task, spec, data_dir)
+        if spec["fewshot_split"] == "file":
+            name = Path(fewshot_dir) / f"{exemplar_stem(task)}.jsonl"
+            if real:
+                write_jsonl(name, real_exemplars(cfg))
+            else:
+                use_synthetic_exemplars(cfg, read_jsonl(name))
+        theirs = lm_eval_requests(cfg, shots, limit)
+        ours = ckpt_show(ckpt, task, shots, limit, data_dir, fewshot_dir)
+        diff = first_difference(ours, theirs)
+        n_req = sum(len(line["requests"]) for line in theirs)
+        label = f"{task} ({'default' if shots is None else shots}-shot)"
+        print(f"{'identical' if diff is None else 'DIFFERENT':9}  {label:48} {len(theirs)} docs, {n_req} requests")
+        if diff:
+            print(f"           {diff}")
+        results.append((task, shots, theirs, diff))
+    return results
+
+
+def exemplar_stem(task):
+    return "truthfulqa" if task.startswith("truthfulqa") else task
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt", default=str(ROOT / "target/debug/ckpt"))
+    ap.add_argument("--limit", type=int, default=SYNTH["eval_docs"], help="docs compared per case")
+    ap.add_argument("--real-exemplars", action="store_true", help="also check with lm-eval's own exemplars")
+    ap.add_argument("--no-fixture", action="store_true", help="do not rewrite the fixture")
+    args = ap.parse_args()
+    datasets.disable_progress_bars()
+    print(f"lm_eval {lm_eval.__version__}, datasets {datasets.__version__}")
+    tm = TaskManager()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        run_ckpt(args.ckpt, [
+            "synth", "--eval-tasks", str(data_dir), "--seed", str(SYNTH["seed"]),
+            "--entities", str(SYNTH["entities"]), "--eval-docs", str(SYNTH["eval_docs"]), "-q",
+        ])
+        print("synthetic exemplars:")
+        results = compare(args.ckpt, tm, data_dir, data_dir / "fewshot", args.limit, real=False)
+        failed = [r for r in results if r[3]]
+        if args.real_exemplars:
+            print("lm-eval's own exemplars (GSM8K-CoT, BBH, TruthfulQA's preamble):")
+            real_dir = Path(tmp) / "real-fewshot"
+            real = [c for c in CASES if ckpt_spec(args.ckpt, c[0])["fewshot_split"] == "file"]
+            saved = CASES[:]
+            CASES[:] = real
+            failed += [r for r in compare(args.ckpt, tm, data_dir, real_dir, args.limit, real=True) if r[3]]
+            CASES[:] = saved
+    if failed:
+        sys.exit(f"{len(failed)} case(s) differ")
+    if not args.no_fixture:
+        fixture = {
+            "about": "lm-evaluation-harness 0.4.13's requests on ckpt's synthetic data "
+            "(scripts/eval_parity.py); tests/eval_tasks.rs checks `ckpt tasks --show` against them",
+            "lm_eval": lm_eval.__version__,
+            "synth": SYNTH,
+            "cases": [
+                {"task": t, "num_fewshot": s, "limit": FIXTURE_DOCS, "lines": lines[:FIXTURE_DOCS]}
+                for t, s, lines, _ in results
+            ],
+        }
+        # One case per line: small, and a diff shows which case changed.
+        cases = ",\n".join(json.dumps(c, ensure_ascii=False) for c in fixture.pop("cases"))
+        head = json.dumps(fixture, ensure_ascii=False)[:-1]
+        FIXTURE.write_text(f'{head}, "cases": [\n{cases}\n]}}\n')
+        print(f"wrote {FIXTURE.relative_to(ROOT)} ({FIXTURE.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
