@@ -15,6 +15,7 @@ pub mod model;
 pub mod plot;
 pub mod schedule;
 pub mod score;
+pub mod store;
 pub mod synth;
 pub mod texts;
 pub mod tokenizer;

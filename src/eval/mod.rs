@@ -19,6 +19,8 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
+pub mod run;
 pub mod scoring;
 pub mod spec;
+pub mod task;
 pub mod template;
