@@ -2,6 +2,7 @@
 //! into library calls. Errors end here: one line on stderr, exit code 1 (usage errors:
 //! exit code 2, from clap).
 
+mod eval;
 mod inspect;
 mod merge;
 mod output;
@@ -34,6 +35,8 @@ enum Command {
     Train(train::TrainArgs),
     /// List the checkpoints found under each path.
     Inspect(inspect::InspectArgs),
+    /// Score every checkpoint under the paths on benchmark tasks (lm-eval compatible).
+    Eval(eval::EvalArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
     /// Merge checkpoints (WSM): a weighted average that emulates an LR decay.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Train(args) => train::run(args, &ui),
         Command::Inspect(args) => inspect::run(args, &ui),
+        Command::Eval(args) => eval::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
         Command::Merge(args) => merge::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),

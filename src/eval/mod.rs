@@ -8,6 +8,7 @@
 //! extracted ([`filters`], with Python's regex and string semantics: [`pyregex`],
 //! [`pystr`]) and scored ([`metrics`], [`drop`]).
 
+pub mod builtin;
 pub mod data;
 pub mod drop;
 pub mod engine;
