@@ -11,6 +11,7 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod plot;
+pub mod release;
 pub mod schedule;
 pub mod score;
 pub mod synth;

@@ -4,6 +4,7 @@
 
 mod inspect;
 mod output;
+mod release;
 mod schedule;
 mod score;
 mod synth;
@@ -41,6 +42,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
     Synth(synth::SynthArgs),
+    /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
+    Release(release::ReleaseArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -55,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
+        Command::Release(args) => release::run(args, &ui),
     };
     match result {
         Ok(code) => code,
