@@ -332,7 +332,7 @@ impl HubClient {
                     wait
                 }
                 Err(e) => {
-                    let err = self.transport_error(what, &e);
+                    let err = self.transport_error(what, e);
                     if last {
                         return Err(err);
                     }
@@ -351,7 +351,7 @@ impl HubClient {
 
     /// Sends `req` once, for requests that must not be repeated blindly.
     fn send_once(&self, what: &str, req: RequestBuilder) -> Result<Response, HubError> {
-        let resp = req.send().map_err(|e| self.transport_error(what, &e))?;
+        let resp = req.send().map_err(|e| self.transport_error(what, e))?;
         tracing::debug!("{what}: HTTP {}", resp.status().as_u16());
         if resp.status().is_success() {
             Ok(resp)
@@ -377,10 +377,12 @@ impl HubClient {
         }
     }
 
-    fn transport_error(&self, what: &str, e: &reqwest::Error) -> HubError {
-        // reqwest's messages name the URL, never headers; scrub anyway.
+    fn transport_error(&self, what: &str, e: reqwest::Error) -> HubError {
+        // `what` says which request; the URL may be a pre-signed storage URL whose
+        // query string is a credential, so it is left out.
+        let e = e.without_url();
         let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
+        let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             message.push_str(": ");
             message.push_str(&s.to_string());
@@ -398,7 +400,7 @@ impl HubClient {
         what: &str,
         resp: Response,
     ) -> Result<T, HubError> {
-        let text = resp.text().map_err(|e| self.transport_error(what, &e))?;
+        let text = resp.text().map_err(|e| self.transport_error(what, e))?;
         serde_json::from_str(&text).map_err(|e| HubError::protocol(what, format!("{e}")))
     }
 

@@ -282,6 +282,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bytes_that_no_longer_hash_to_the_oid_are_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bin");
+        std::fs::write(&path, b"planned").unwrap();
+        let oid = format!("{:x}", Sha256::digest(b"planned"));
+        let object = LocalObject {
+            name: "w.bin".into(),
+            path: path.clone(),
+            oid,
+            size: 7,
+        };
+        let send = |object: &LocalObject| {
+            let hasher = Arc::new(Mutex::new(Sha256::new()));
+            let mut reader = HashingReader {
+                inner: open_slice(&object.path, 0, object.size).unwrap(),
+                hasher: Arc::clone(&hasher),
+                progress: ProgressBar::hidden(),
+            };
+            std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+            check_hash(object, &hasher)
+        };
+        assert!(send(&object).is_ok());
+        std::fs::write(&path, b"changed").unwrap();
+        let err = send(&object).unwrap_err().to_string();
+        assert!(
+            err.contains("w.bin") && err.contains("changed while it was being uploaded"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn parts_are_ordered_by_number_not_by_text() {
         let mut header = std::collections::BTreeMap::new();
         for n in [10, 2, 1, 3, 4, 5, 6, 7, 8, 9] {
