@@ -260,6 +260,32 @@ fn dry_run_writes_exactly_the_planned_files() {
         .unwrap();
     assert!(failed(&again).contains("not empty"));
 
+    // A custom template that keeps the Hub's rules is used as is.
+    let tmpl = sb.write(
+        "card.j2",
+        "---\nlicense: {{ license | yaml }}\nlanguage: en\nlibrary_name: transformers\npipeline_tag: text-generation\n---\n# {{ model_name }} at step {{ training.step }}\n",
+    );
+    let custom = sb.path().join("custom");
+    ok(&sb
+        .ckpt([
+            "release",
+            arg(&ckpt),
+            "--repo",
+            "org/tiny-wso",
+            "--dry-run",
+            arg(&custom),
+            "--card-template",
+            arg(&tmpl),
+            "--license",
+            "mit",
+        ])
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read_to_string(custom.join("README.md")).unwrap(),
+        "---\nlicense: \"mit\"\nlanguage: en\nlibrary_name: transformers\npipeline_tag: text-generation\n---\n# tiny-wso at step 300\n"
+    );
+
     // --include adds checkpoint files, --exclude removes any.
     let other = sb.path().join("other");
     let out = sb
@@ -756,6 +782,16 @@ fn bad_input_fails_with_clear_errors() {
         err.contains("HTTP 403") && err.contains("someone-else"),
         "{err}"
     );
+
+    // 403 on an existing repository the token may not write to (creation's 403 is
+    // forgiven when the repository exists, the write is not).
+    hub.create_repo("someone-else/shared", false);
+    let err = failed(&release(
+        &sb,
+        &hub,
+        &[arg(&ckpt), "--repo", "someone-else/shared"],
+    ));
+    assert!(err.contains("preupload: HTTP 403"), "{err}");
 
     // 404: a pull request against a branch that does not exist.
     let err = failed(&release(
