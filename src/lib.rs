@@ -13,6 +13,7 @@ pub mod eval;
 pub mod merge;
 pub mod model;
 pub mod plot;
+pub mod release;
 pub mod schedule;
 pub mod score;
 pub mod store;

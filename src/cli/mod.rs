@@ -6,6 +6,7 @@ mod eval;
 mod inspect;
 mod merge;
 mod output;
+mod release;
 mod schedule;
 mod score;
 mod synth;
@@ -47,6 +48,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Generate the synthetic world and its corpora (pre-/mid-training, SFT, validation).
     Synth(synth::SynthArgs),
+    /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
+    Release(release::ReleaseArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
+        Command::Release(args) => release::run(args, &ui),
     };
     match result {
         Ok(code) => code,
