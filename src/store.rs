@@ -212,14 +212,21 @@ impl Store {
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Stored responses of `fingerprint` among `hashes` (JSON text by request hash).
-    pub fn responses(&self, fingerprint: &str, hashes: &[String]) -> Result<HashMap<String, String>> {
+    pub fn responses(
+        &self,
+        fingerprint: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, String>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT response FROM responses WHERE fingerprint = ?1 AND request_hash = ?2")
+            .prepare_cached(
+                "SELECT response FROM responses WHERE fingerprint = ?1 AND request_hash = ?2",
+            )
             .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
         for h in hashes {
@@ -277,8 +284,15 @@ impl Store {
                 .prepare_cached("INSERT INTO samples (fingerprint, task, spec_hash, doc_id, prompt, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .map_err(e)?;
             for (doc_id, prompt, score) in samples {
-                stmt.execute(params![fingerprint, task, spec_hash, *doc_id as i64, prompt, score])
-                    .map_err(e)?;
+                stmt.execute(params![
+                    fingerprint,
+                    task,
+                    spec_hash,
+                    *doc_id as i64,
+                    prompt,
+                    score
+                ])
+                .map_err(e)?;
             }
             let mut stmt = tx
                 .prepare_cached(
@@ -351,11 +365,17 @@ impl Store {
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Per-doc scores (`(doc_id, prompt, score JSON)`) of a task for a checkpoint.
-    pub fn samples(&self, fingerprint: &str, task: &str, spec_hash: &str) -> Result<Vec<(usize, String, String)>> {
+    pub fn samples(
+        &self,
+        fingerprint: &str,
+        task: &str,
+        spec_hash: &str,
+    ) -> Result<Vec<(usize, String, String)>> {
         let mut stmt = self
             .conn
             .prepare("SELECT doc_id, prompt, score FROM samples WHERE fingerprint = ?1 AND task = ?2 AND spec_hash = ?3 ORDER BY doc_id")
@@ -365,11 +385,18 @@ impl Store {
                 Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?))
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Records a checkpoint (or a task on it) that could not be scored.
-    pub fn put_failure(&self, path: &str, fingerprint: Option<&str>, task: Option<&str>, message: &str) -> Result<()> {
+    pub fn put_failure(
+        &self,
+        path: &str,
+        fingerprint: Option<&str>,
+        task: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO failures (path, fingerprint, task, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -415,7 +442,8 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
     let message = match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            "the store is locked by another ckpt process (waited 30 s); try again when it finishes".to_string()
+            "the store is locked by another ckpt process (waited 30 s); try again when it finishes"
+                .to_string()
         }
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             format!("not a ckpt store or corrupt: {e}")
@@ -435,7 +463,8 @@ mod tests {
         let path = dir.path().join("s.sqlite");
         {
             let mut s = Store::open(&path).unwrap();
-            s.put_responses("fp", &[("h1".into(), "{\"a\":1}".into())]).unwrap();
+            s.put_responses("fp", &[("h1".into(), "{\"a\":1}".into())])
+                .unwrap();
         }
         let s = Store::open(&path).unwrap();
         let got = s.responses("fp", &["h1".into(), "h2".into()]).unwrap();

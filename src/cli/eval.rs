@@ -57,6 +57,9 @@ pub struct EvalArgs {
     /// Model inputs at most (default: the config's max_position_embeddings).
     #[arg(long)]
     max_length: Option<usize>,
+    /// Requests answered between two commits to the store (smaller: less lost on a kill).
+    #[arg(long, default_value_t = crate::eval::run::REQUESTS_PER_COMMIT, hide = true)]
+    commit_every: usize,
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "f32")]
@@ -73,7 +76,10 @@ pub fn resolve_tasks(names: &[String], tasks_dir: Option<&Path>) -> anyhow::Resu
         let as_path = Path::new(name);
         let spec = if name.ends_with(".toml") {
             TaskSpec::read(as_path)?
-        } else if let Some(file) = tasks_dir.map(|d| d.join(format!("{name}.toml"))).filter(|f| f.is_file()) {
+        } else if let Some(file) = tasks_dir
+            .map(|d| d.join(format!("{name}.toml")))
+            .filter(|f| f.is_file())
+        {
             TaskSpec::read(&file)?
         } else {
             specs.extend(crate::eval::builtin::lookup(name)?);
@@ -121,15 +127,22 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     let tasks: Vec<TaskRequests> = specs
         .iter()
-        .map(|s| build_task(s, &sources, args.limit, args.fewshot_dir.as_deref()).with_context(|| format!("task {}", s.task)))
+        .map(|s| {
+            build_task(s, &sources, args.limit, args.fewshot_dir.as_deref())
+                .with_context(|| format!("task {}", s.task))
+        })
         .collect::<anyhow::Result<_>>()?;
-    let store_path = args.store.clone().unwrap_or_else(|| PathBuf::from(STORE_FILE));
+    let store_path = args
+        .store
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(STORE_FILE));
     let mut store = Store::open(&store_path)?;
     let opts = RunOptions {
         device,
         dtype,
         batch_tokens: args.batch_tokens,
         max_length: args.max_length,
+        commit_every: args.commit_every,
     };
     let bar = Bar(ui.progress(0, "scoring"));
     let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
@@ -148,7 +161,11 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What `ckpt eval` prints: per checkpoint, its metrics on the tasks of this run.
@@ -171,8 +188,15 @@ struct CheckpointReport {
 }
 
 impl Report {
-    fn collect(outcomes: &[CheckpointOutcome], tasks: &[TaskRequests], store: &Store) -> anyhow::Result<Self> {
-        let hashes: Vec<(String, String)> = tasks.iter().map(|t| (t.spec.task.clone(), t.spec.hash())).collect();
+    fn collect(
+        outcomes: &[CheckpointOutcome],
+        tasks: &[TaskRequests],
+        store: &Store,
+    ) -> anyhow::Result<Self> {
+        let hashes: Vec<(String, String)> = tasks
+            .iter()
+            .map(|t| (t.spec.task.clone(), t.spec.hash()))
+            .collect();
         let mut checkpoints = Vec::new();
         for o in outcomes {
             let metrics = if o.row.fingerprint.is_empty() {
@@ -181,7 +205,11 @@ impl Report {
                 store
                     .metrics(Some(&o.row.fingerprint))?
                     .into_iter()
-                    .filter(|m| hashes.iter().any(|(t, h)| &m.task == t && &m.spec_hash == h))
+                    .filter(|m| {
+                        hashes
+                            .iter()
+                            .any(|(t, h)| &m.task == t && &m.spec_hash == h)
+                    })
                     .collect()
             };
             checkpoints.push(CheckpointReport {
@@ -217,7 +245,13 @@ impl Report {
     fn print(&self, store: &Path) {
         let cols = self.columns();
         let mut header = vec!["run".to_string(), "step".into(), "schedule".into()];
-        header.extend(cols.iter().map(|(t, m, f)| if f == "none" { format!("{t} {m}") } else { format!("{t} {m} ({f})") }));
+        header.extend(cols.iter().map(|(t, m, f)| {
+            if f == "none" {
+                format!("{t} {m}")
+            } else {
+                format!("{t} {m} ({f})")
+            }
+        }));
         let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
         let mut t = table(&header_refs);
         for c in &self.checkpoints {
@@ -227,7 +261,12 @@ impl Report {
                 schedule_label(c.schedule.as_deref(), c.alpha),
             ];
             for (task, metric, filter) in &cols {
-                let cell = match (&c.error, c.metrics.iter().find(|m| &m.task == task && &m.metric == metric && &m.filter == filter)) {
+                let cell = match (
+                    &c.error,
+                    c.metrics
+                        .iter()
+                        .find(|m| &m.task == task && &m.metric == metric && &m.filter == filter),
+                ) {
                     (_, Some(m)) => format_metric(m),
                     (Some(_), None) => "failed".into(),
                     (None, None) => String::new(),
@@ -238,7 +277,11 @@ impl Report {
         }
         println!("{t}");
         for c in self.checkpoints.iter().filter(|c| c.error.is_some()) {
-            eprintln!("error: {}: {}", c.path, c.error.as_deref().unwrap_or_default());
+            eprintln!(
+                "error: {}: {}",
+                c.path,
+                c.error.as_deref().unwrap_or_default()
+            );
         }
         let computed: usize = self.checkpoints.iter().map(|c| c.computed_requests).sum();
         println!(
@@ -260,7 +303,10 @@ pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
 }
 
 fn format_metric(m: &MetricRow) -> String {
-    let percent = m.metric.starts_with("acc") || m.metric == "exact_match" || m.metric == "em" || m.metric == "f1";
+    let percent = m.metric.starts_with("acc")
+        || m.metric == "exact_match"
+        || m.metric == "em"
+        || m.metric == "f1";
     match (percent, m.stderr) {
         (true, Some(se)) => format!("{:.1} ± {:.1}", 100.0 * m.value, 100.0 * se),
         (true, None) => format!("{:.1}", 100.0 * m.value),

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 /// The scoring regime recorded with every result.
 pub const REGIME: &str = "lm-eval";
 
-/// Requests sent to the engine between two commits to the store.
-const REQUESTS_PER_COMMIT: usize = 512;
+/// Requests sent to the engine between two commits to the store, by default.
+pub const REQUESTS_PER_COMMIT: usize = 512;
 
 /// How to run the models.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub batch_tokens: usize,
     /// Model inputs at most; `None`: the config's `max_position_embeddings`.
     pub max_length: Option<usize>,
+    /// Requests answered between two commits to the store.
+    pub commit_every: usize,
 }
 
 /// What happened to one checkpoint.
@@ -110,7 +112,10 @@ pub fn evaluate(
             }
         };
         let row = checkpoint_row(ckpt, &fingerprint);
-        let meta = ckpt.meta.as_ref().and_then(|m| serde_json::to_string(m).ok());
+        let meta = ckpt
+            .meta
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok());
         store.put_checkpoint(&row, meta.as_deref())?;
         let result = evaluate_checkpoint(ckpt, &fingerprint, tasks, store, opts, progress);
         let (computed, error) = match result {
@@ -121,7 +126,11 @@ pub fn evaluate(
                 (0, Some(e.to_string()))
             }
         };
-        outcomes.push(CheckpointOutcome { row, computed, error });
+        outcomes.push(CheckpointOutcome {
+            row,
+            computed,
+            error,
+        });
     }
     Ok(outcomes)
 }
@@ -141,7 +150,12 @@ fn evaluate_checkpoint(
 ) -> Result<usize> {
     let pending: Vec<&TaskRequests> = tasks
         .iter()
-        .map(|t| Ok((t, store.has_task_result(fingerprint, &t.spec.task, &t.spec.hash())?)))
+        .map(|t| {
+            Ok((
+                t,
+                store.has_task_result(fingerprint, &t.spec.task, &t.spec.hash())?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .filter(|(_, done)| !done)
@@ -155,7 +169,11 @@ fn evaluate_checkpoint(
     let mut missing = Vec::new();
     let mut queued = std::collections::HashSet::new();
     for task in &pending {
-        let hashes: Vec<String> = task.requests.iter().flat_map(|d| d.requests.iter().map(|r| r.hash())).collect();
+        let hashes: Vec<String> = task
+            .requests
+            .iter()
+            .flat_map(|d| d.requests.iter().map(|r| r.hash()))
+            .collect();
         for (h, json) in store.responses(fingerprint, &hashes)? {
             let r: Response = serde_json::from_str(&json)
                 .map_err(|e| Error::bad_file(store.path(), format!("stored response {h}: {e}")))?;
@@ -199,13 +217,18 @@ fn compute(
         engine.max_length = m;
     }
     let mut out = HashMap::new();
-    for chunk in missing.chunks(REQUESTS_PER_COMMIT) {
+    for chunk in missing.chunks(opts.commit_every.max(1)) {
         let requests: Vec<_> = chunk.iter().map(|(_, r)| r.clone()).collect();
         let responses = engine.run(&requests, &|n| progress.advance(n))?;
         let items: Vec<(String, String)> = chunk
             .iter()
             .zip(&responses)
-            .map(|((h, _), r)| (h.clone(), serde_json::to_string(r).expect("responses serialise")))
+            .map(|((h, _), r)| {
+                (
+                    h.clone(),
+                    serde_json::to_string(r).expect("responses serialise"),
+                )
+            })
             .collect();
         store.put_responses(fingerprint, &items)?;
         out.extend(chunk.iter().map(|(h, _)| h.clone()).zip(responses));
@@ -227,10 +250,19 @@ fn finish_task(
         let rs: Vec<Response> = doc
             .requests
             .iter()
-            .map(|r| responses.get(&r.hash()).cloned().expect("every request answered"))
+            .map(|r| {
+                responses
+                    .get(&r.hash())
+                    .cloned()
+                    .expect("every request answered")
+            })
             .collect();
-        let score = score_doc(spec, raw, doc, &rs)
-            .map_err(|e| Error::bad_file(&task.origin, format!("task {} doc {}: {e}", spec.task, doc.doc_id)))?;
+        let score = score_doc(spec, raw, doc, &rs).map_err(|e| {
+            Error::bad_file(
+                &task.origin,
+                format!("task {} doc {}: {e}", spec.task, doc.doc_id),
+            )
+        })?;
         samples.push((
             doc.doc_id,
             doc.prompt.clone(),

@@ -78,7 +78,11 @@ fn process(spec: &TaskSpec, docs: Vec<Json>, origin: &Path) -> Result<Vec<Json>>
 }
 
 /// Exemplars: the few-shot split, or the user's file for exemplars lm-eval hard-codes.
-fn fewshot_pool(spec: &TaskSpec, sources: &DataSources, fewshot_dir: Option<&Path>) -> Result<Vec<Json>> {
+fn fewshot_pool(
+    spec: &TaskSpec,
+    sources: &DataSources,
+    fewshot_dir: Option<&Path>,
+) -> Result<Vec<Json>> {
     match spec.fewshot_config.source {
         FewshotSource::Split => {
             let split = spec.fewshot_split_name().expect("validated");
@@ -96,12 +100,26 @@ fn fewshot_pool(spec: &TaskSpec, sources: &DataSources, fewshot_dir: Option<&Pat
             };
             let file = dir.join(format!("{}.jsonl", spec.task));
             if !file.is_file() {
-                return Err(Error::bad_file(&file, format!("missing: exemplars of task {} (columns: {columns})", spec.task)));
+                return Err(Error::bad_file(
+                    &file,
+                    format!(
+                        "missing: exemplars of task {} (columns: {columns})",
+                        spec.task
+                    ),
+                ));
             }
             let docs = read_records(&file)?;
             for (i, d) in docs.iter().enumerate() {
-                if let Some(c) = spec.fewshot_config.columns.iter().find(|c| d.get(c.as_str()).is_none()) {
-                    return Err(Error::bad_file(&file, format!("record {i}: no \"{c}\" column")));
+                if let Some(c) = spec
+                    .fewshot_config
+                    .columns
+                    .iter()
+                    .find(|c| d.get(c.as_str()).is_none())
+                {
+                    return Err(Error::bad_file(
+                        &file,
+                        format!("record {i}: no \"{c}\" column"),
+                    ));
                 }
             }
             Ok(docs)
