@@ -268,3 +268,52 @@ fn bad_input_gets_clear_errors() {
         "{stderr}"
     );
 }
+
+/// A WSM merge is an ordinary checkpoint to `ckpt eval` (issue 8's "done when").
+#[test]
+fn a_merged_checkpoint_is_scored_like_any_other() {
+    let sb = Sandbox::new();
+    let run = sb.path().join("wso");
+    let fixture_run =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/merge/run");
+    for step in std::fs::read_dir(&fixture_run).unwrap() {
+        let step = step.unwrap();
+        common::copy_dir(&step.path(), &run.join(step.file_name()));
+    }
+    let merged = sb.path().join("merged/wsm-cosine");
+    let out = sb.run([
+        "merge",
+        arg(&run),
+        "--emulate",
+        "cosine",
+        "--window",
+        "200",
+        "--out",
+        arg(&merged),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task = sb.write("arc.toml", TASK);
+    let data = sb.write("arc.jsonl", arc_docs(6));
+    let report = sb.run_json(eval_args(
+        &sb.path().join("merged"),
+        &task,
+        arg(&data),
+        "s.sqlite",
+    ));
+    let c = &report["checkpoints"][0];
+    assert_eq!(c["schedule"], "wsm", "{c}");
+    let last = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| ckpt::checkpoint::step_from_name(&e.unwrap().file_name().to_string_lossy()))
+        .max();
+    assert_eq!(
+        c["step"].as_u64(),
+        last,
+        "the merge carries the newest source's step"
+    );
+    assert_eq!(metric(&report, 0, "acc")["n"], 6);
+}
