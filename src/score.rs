@@ -156,14 +156,19 @@ pub fn target_scores(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<Ve
         } else {
             let logprobs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let index = Tensor::from_slice(targets, (len, 1), logits.device())?;
-            let lp = logprobs.gather(&index, 1)?.flatten_all()?.to_vec1::<f32>()?;
+            let lp = logprobs
+                .gather(&index, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            out.extend(lp.iter().zip(argmax.iter().zip(targets)).map(|(&logprob, (&a, &t))| {
-                TokenScore {
-                    logprob,
-                    greedy: a == t,
-                }
-            }));
+            out.extend(
+                lp.iter()
+                    .zip(argmax.iter().zip(targets))
+                    .map(|(&logprob, (&a, &t))| TokenScore {
+                        logprob,
+                        greedy: a == t,
+                    }),
+            );
         }
         start += len;
     }

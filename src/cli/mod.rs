@@ -2,9 +2,11 @@
 //! into library calls. Errors end here: one line on stderr, exit code 1 (usage errors:
 //! exit code 2, from clap).
 
+mod eval;
 mod inspect;
 mod merge;
 mod output;
+mod release;
 mod schedule;
 mod score;
 mod synth;
@@ -35,6 +37,8 @@ enum Command {
     Train(train::TrainArgs),
     /// List the checkpoints found under each path.
     Inspect(inspect::InspectArgs),
+    /// Score every checkpoint under the paths on benchmark tasks (lm-eval compatible).
+    Eval(eval::EvalArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
     /// Merge checkpoints (WSM): a weighted average that emulates an LR decay.
@@ -47,6 +51,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// List the benchmark tasks and suites, or print a task's prompts (--show).
     Tasks(tasks::TasksArgs),
+    /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
+    Release(release::ReleaseArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -57,12 +63,14 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Train(args) => train::run(args, &ui),
         Command::Inspect(args) => inspect::run(args, &ui),
+        Command::Eval(args) => eval::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
         Command::Merge(args) => merge::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Tasks(args) => tasks::run(args, &ui),
+        Command::Release(args) => release::run(args, &ui),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 //! assert!(specs.iter().any(|s| s.task == "arc_easy"));
 //! ```
 
+use super::catalog::Catalog;
 use super::spec::TaskSpec;
 use crate::error::Result;
 use std::path::Path;
@@ -99,6 +100,16 @@ pub fn builtin_specs() -> Result<Vec<TaskSpec>> {
         .iter()
         .map(|(file, text)| TaskSpec::parse(text, &Path::new("tasks").join(file)))
         .collect()
+}
+
+/// The built-in tasks `name` stands for (a task or a group); see [`Catalog::resolve`].
+pub fn lookup(name: &str) -> Result<Vec<TaskSpec>> {
+    Catalog::builtin()?.resolve(name)
+}
+
+/// The tasks of a built-in suite, with its shot counts; see [`Catalog::suite`].
+pub fn suite(name: &str) -> Result<Vec<TaskSpec>> {
+    Catalog::builtin()?.suite(name)
 }
 
 #[cfg(test)]

@@ -42,7 +42,9 @@ impl DataSources {
     /// Parses a `--data TASK[:SPLIT]=FILE` argument.
     pub fn add_file_arg(&mut self, arg: &str) -> Result<()> {
         let (key, file) = arg.split_once('=').ok_or_else(|| {
-            Error::Invalid(format!("--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"))
+            Error::Invalid(format!(
+                "--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"
+            ))
         })?;
         let (task, split) = match key.split_once(':') {
             Some((t, s)) => (t.to_string(), Some(s.to_string())),
@@ -70,7 +72,9 @@ impl DataSources {
     }
 
     fn files_for(&self, spec: &TaskSpec, split: &str, eval: bool) -> Result<Vec<PathBuf>> {
-        let by_split = self.files.get(&(spec.task.clone(), Some(split.to_string())));
+        let by_split = self
+            .files
+            .get(&(spec.task.clone(), Some(split.to_string())));
         let by_task = eval
             .then(|| self.files.get(&(spec.task.clone(), None)))
             .flatten();
@@ -181,7 +185,13 @@ doc_to_choice = "{{c}}"
         s.add_file_arg("t=a.jsonl").unwrap();
         s.add_file_arg("t:train=b.jsonl").unwrap();
         assert!(s.add_file_arg("nonsense").is_err());
-        assert_eq!(s.files_for(&spec(), "test", true).unwrap(), vec![PathBuf::from("a.jsonl")]);
-        assert_eq!(s.files_for(&spec(), "train", false).unwrap(), vec![PathBuf::from("b.jsonl")]);
+        assert_eq!(
+            s.files_for(&spec(), "test", true).unwrap(),
+            vec![PathBuf::from("a.jsonl")]
+        );
+        assert_eq!(
+            s.files_for(&spec(), "train", false).unwrap(),
+            vec![PathBuf::from("b.jsonl")]
+        );
     }
 }

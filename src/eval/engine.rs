@@ -67,14 +67,21 @@ impl<'a> Engine<'a> {
 
     /// Responses to `requests`, in order; `progress` gets the number of requests done
     /// after each piece of work.
-    pub fn run(&self, requests: &[Request], progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<Response>> {
+    pub fn run(
+        &self,
+        requests: &[Request],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Response>> {
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
         let mut pairs = Vec::new();
         let mut generations = Vec::new();
         let mut rolling = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             match r {
-                Request::Loglikelihood { context, continuation } => {
+                Request::Loglikelihood {
+                    context,
+                    continuation,
+                } => {
                     let (context, continuation) = self.encode_pair(context, continuation)?;
                     pairs.push(Pair {
                         index: i,
@@ -92,7 +99,12 @@ impl<'a> Engine<'a> {
         let generated: Vec<(usize, Response)> = generations
             .par_iter()
             .map(|&i| {
-                let Request::Generate { context, until, max_gen_toks } = &requests[i] else {
+                let Request::Generate {
+                    context,
+                    until,
+                    max_gen_toks,
+                } = &requests[i]
+                else {
                     unreachable!("filtered above");
                 };
                 let text = self.generate(context, until, *max_gen_toks)?;
@@ -110,17 +122,26 @@ impl<'a> Engine<'a> {
             out[i] = Some(self.rolling(text)?);
             progress(1);
         }
-        Ok(out.into_iter().map(|r| r.expect("every request answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect())
     }
 
     /// lm-eval's `_encode_pair`, with an empty context standing for the prefix token.
     fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         if context.is_empty() {
-            return Ok((vec![self.tokenizer.prefix_token], self.tokenizer.encode(continuation)?));
+            return Ok((
+                vec![self.tokenizer.prefix_token],
+                self.tokenizer.encode(continuation)?,
+            ));
         }
         let trimmed = context.trim_end();
         let (context, continuation) = if trimmed.len() < context.len() {
-            (trimmed, format!("{}{continuation}", &context[trimmed.len()..]))
+            (
+                trimmed,
+                format!("{}{continuation}", &context[trimmed.len()..]),
+            )
         } else {
             (context, continuation.to_string())
         };
@@ -130,7 +151,11 @@ impl<'a> Engine<'a> {
         Ok((context_enc, whole[split..].to_vec()))
     }
 
-    fn loglikelihoods(&self, pairs: Vec<Pair>, progress: &(dyn Fn(usize) + Sync)) -> Result<Vec<(usize, Response)>> {
+    fn loglikelihoods(
+        &self,
+        pairs: Vec<Pair>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<(usize, Response)>> {
         let mut groups: HashMap<Vec<u32>, Vec<Pair>> = HashMap::new();
         for p in pairs {
             groups.entry(p.context.clone()).or_default().push(p);
@@ -180,15 +205,27 @@ impl<'a> Engine<'a> {
         let longest = fits.iter().map(|p| p.continuation.len()).max().unwrap_or(1);
         let rows = (self.batch_tokens / (context.len() + longest).max(1)).max(1);
         for chunk in fits.chunks(rows) {
-            for (p, r) in chunk.iter().zip(self.score_continuations(&cache, &last, chunk)?) {
+            for (p, r) in chunk
+                .iter()
+                .zip(self.score_continuations(&cache, &last, chunk)?)
+            {
                 out.push((p.index, r));
             }
         }
         Ok(out)
     }
 
-    fn score_continuations(&self, cache: &KvCache, last: &Tensor, chunk: &[&Pair]) -> Result<Vec<Response>> {
-        let width = chunk.iter().map(|p| p.continuation.len() - 1).max().unwrap_or(0);
+    fn score_continuations(
+        &self,
+        cache: &KvCache,
+        last: &Tensor,
+        chunk: &[&Pair],
+    ) -> Result<Vec<Response>> {
+        let width = chunk
+            .iter()
+            .map(|p| p.continuation.len() - 1)
+            .max()
+            .unwrap_or(0);
         let mut rows = vec![last.clone()];
         let mut positions = Vec::new();
         if width > 0 {
@@ -208,8 +245,16 @@ impl<'a> Engine<'a> {
         }
         // Row 0 (the context's last position) predicts every continuation's first token.
         let first_targets: Vec<u32> = chunk.iter().map(|p| p.continuation[0]).collect();
-        let first = self.scores_of(&rows[0].broadcast_as((chunk.len(), rows[0].dim(1)?))?.contiguous()?, &first_targets)?;
-        let rest_targets: Vec<u32> = chunk.iter().flat_map(|p| p.continuation[1..].iter().copied()).collect();
+        let first = self.scores_of(
+            &rows[0]
+                .broadcast_as((chunk.len(), rows[0].dim(1)?))?
+                .contiguous()?,
+            &first_targets,
+        )?;
+        let rest_targets: Vec<u32> = chunk
+            .iter()
+            .flat_map(|p| p.continuation[1..].iter().copied())
+            .collect();
         let rest = match rows.get(1) {
             Some(r) => self.scores_of(r, &rest_targets)?,
             None => vec![],
@@ -237,8 +282,12 @@ impl<'a> Engine<'a> {
         let window = &all[start..all.len() - 1];
         let n = p.continuation.len().min(window.len());
         let ids = Tensor::new(window, self.model.device())?.unsqueeze(0)?;
-        let hidden = self.model.hidden_states(&ids, &mut KvCache::new(self.model.config().num_hidden_layers))?;
-        let positions: Vec<(usize, usize)> = (window.len() - n..window.len()).map(|j| (0, j)).collect();
+        let hidden = self.model.hidden_states(
+            &ids,
+            &mut KvCache::new(self.model.config().num_hidden_layers),
+        )?;
+        let positions: Vec<(usize, usize)> =
+            (window.len() - n..window.len()).map(|j| (0, j)).collect();
         let rows = select_rows(&hidden, &positions)?;
         let targets = &p.continuation[p.continuation.len() - n..];
         Ok(summarise(self.scores_of(&rows, targets)?.into_iter()))
@@ -266,13 +315,20 @@ impl<'a> Engine<'a> {
             let t = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
             let hidden = self.model.hidden_states(&t, &mut cache)?;
             let row = select_rows(&hidden, &[(0, input.len() - 1)])?;
-            let next = self.model.logits(&row)?.argmax(D::Minus1)?.to_vec1::<u32>()?[0];
+            let next = self
+                .model
+                .logits(&row)?
+                .argmax(D::Minus1)?
+                .to_vec1::<u32>()?[0];
             if Some(next) == self.tokenizer.eos_token {
                 break;
             }
             generated.push(next);
             text = self.tokenizer.decode_text(&generated)?;
-            if until.iter().any(|s| !s.is_empty() && text.contains(s.as_str())) {
+            if until
+                .iter()
+                .any(|s| !s.is_empty() && text.contains(s.as_str()))
+            {
                 break;
             }
             input = vec![next];
@@ -304,4 +360,115 @@ fn summarise(scores: impl Iterator<Item = TokenScore>) -> Response {
         is_greedy &= s.greedy;
     }
     Response::Loglikelihood { logprob, is_greedy }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use candle_core::{DType, Device};
+    use std::path::Path;
+
+    fn fixture() -> (Llama, TextTokenizer) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/llama_gqa");
+        let ckpt = Checkpoint::open(&dir).unwrap();
+        let cfg = ckpt.config().unwrap();
+        let tok = TextTokenizer::load(&dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
+        (ckpt.load_model(&Device::Cpu, DType::F32).unwrap(), tok)
+    }
+
+    fn ll(context: &str, continuation: &str) -> Request {
+        Request::Loglikelihood {
+            context: context.into(),
+            continuation: continuation.into(),
+        }
+    }
+
+    fn logprob(r: &Response) -> f64 {
+        match r {
+            Response::Loglikelihood { logprob, .. } => *logprob,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The shared-cache path against one plain forward pass per request (the
+    /// truncation path with room to spare), and a group's result alone vs among others.
+    #[test]
+    fn cached_choices_equal_full_forward_and_do_not_depend_on_the_batch() {
+        let (model, tok) = fixture();
+        let engine = Engine::new(&model, &tok);
+        let group = [
+            ll("The cat sat on the", " mat"),
+            ll("The cat sat on the", " warm blue sofa today"),
+            ll("The cat sat on the ", "roof"),
+        ];
+        let cached = engine.run(&group, &|_| {}).unwrap();
+        for (r, got) in group.iter().zip(&cached) {
+            let Request::Loglikelihood {
+                context,
+                continuation,
+            } = r
+            else {
+                unreachable!()
+            };
+            let (c, k) = engine.encode_pair(context, continuation).unwrap();
+            let full = engine
+                .score_truncated(&Pair {
+                    index: 0,
+                    context: c,
+                    continuation: k,
+                })
+                .unwrap();
+            assert!(
+                (logprob(got) - logprob(&full)).abs() < 1e-4,
+                "{got:?} vs {full:?}"
+            );
+        }
+        let mut mixed = vec![
+            ll("Another context entirely", " here"),
+            ll("", " unconditional"),
+        ];
+        mixed.extend(group.iter().cloned());
+        let together = engine.run(&mixed, &|_| {}).unwrap();
+        assert_eq!(
+            &together[2..],
+            &cached[..],
+            "a result depends only on its group"
+        );
+    }
+
+    /// lm-eval's `_encode_pair`: trailing spaces move to the continuation; an empty
+    /// context is the prefix token.
+    #[test]
+    fn encode_pair_moves_trailing_space() {
+        let (model, tok) = fixture();
+        let engine = Engine::new(&model, &tok);
+        let (a, b) = engine.encode_pair("Hello ", "world").unwrap();
+        assert_eq!(a, tok.encode("Hello").unwrap());
+        let whole = tok.encode("Hello world").unwrap();
+        assert_eq!([a.clone(), b].concat(), whole);
+        let (p, _) = engine.encode_pair("", " x").unwrap();
+        assert_eq!(p, vec![tok.prefix_token]);
+    }
+
+    #[test]
+    fn greedy_generation_stops_at_the_stop_string() {
+        let (model, tok) = fixture();
+        let engine = Engine::new(&model, &tok);
+        let free = engine.generate("Once upon a time", &[], 12).unwrap();
+        assert!(!free.is_empty());
+        // Cutting at a string the free generation contains gives its prefix.
+        let stop: String = free
+            .chars()
+            .skip(free.chars().count() / 2)
+            .take(2)
+            .collect();
+        let cut = engine
+            .generate("Once upon a time", std::slice::from_ref(&stop), 12)
+            .unwrap();
+        assert!(
+            free.starts_with(&cut) && !cut.contains(&stop),
+            "{free:?} / {cut:?} / {stop:?}"
+        );
+    }
 }

@@ -99,7 +99,9 @@ fn fetch(dataset: &str, revision: &str, file: &str) -> std::result::Result<PathB
         return Ok(path);
     }
     if offline() {
-        return Err(format!("{file} is not in the cache and HF_HUB_OFFLINE is set"));
+        return Err(format!(
+            "{file} is not in the cache and HF_HUB_OFFLINE is set"
+        ));
     }
     api()?.repo(repo).get(file).map_err(|e| e.to_string())
 }
@@ -126,10 +128,15 @@ pub fn select_split_files(
         vec![format!("{}/", config.unwrap_or("default"))]
     } else {
         match config {
-            Some(c) => vec![format!("{c}/"), format!("{c}/data/"), "data/".into(), String::new()]
-                .into_iter()
-                .take(if c == "default" { 4 } else { 2 })
-                .collect(),
+            Some(c) => vec![
+                format!("{c}/"),
+                format!("{c}/data/"),
+                "data/".into(),
+                String::new(),
+            ]
+            .into_iter()
+            .take(if c == "default" { 4 } else { 2 })
+            .collect(),
             None => vec!["data/".into(), String::new()],
         }
     };
@@ -168,12 +175,22 @@ mod tests {
             select_split_files(&arc, Some("ARC-Easy"), "test", false),
             names(&["ARC-Easy/test-00000-of-00001.parquet"])
         );
-        let plain = names(&["data/validation-00001-of-00002.parquet", "data/validation-00000-of-00002.parquet", "data/train-0.parquet"]);
+        let plain = names(&[
+            "data/validation-00001-of-00002.parquet",
+            "data/validation-00000-of-00002.parquet",
+            "data/train-0.parquet",
+        ]);
         assert_eq!(
             select_split_files(&plain, None, "validation", false),
-            names(&["data/validation-00000-of-00002.parquet", "data/validation-00001-of-00002.parquet"])
+            names(&[
+                "data/validation-00000-of-00002.parquet",
+                "data/validation-00001-of-00002.parquet"
+            ])
         );
-        let converted = names(&["abstract_algebra/test/0000.parquet", "abstract_algebra/dev/0000.parquet"]);
+        let converted = names(&[
+            "abstract_algebra/test/0000.parquet",
+            "abstract_algebra/dev/0000.parquet",
+        ]);
         assert_eq!(
             select_split_files(&converted, Some("abstract_algebra"), "dev", true),
             names(&["abstract_algebra/dev/0000.parquet"])

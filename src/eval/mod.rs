@@ -24,6 +24,7 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
+pub mod run;
 pub mod scoring;
 pub mod spec;
 pub mod synthetic;

@@ -20,7 +20,10 @@ use serde_json::Value as Json;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// log p(continuation | context), and whether greedy decoding would produce it.
-    Loglikelihood { context: String, continuation: String },
+    Loglikelihood {
+        context: String,
+        continuation: String,
+    },
     /// Greedy generation from `context` until a stop string or `max_gen_toks` tokens.
     Generate {
         context: String,
@@ -130,19 +133,26 @@ impl<'a> PromptBuilder<'a> {
         };
         let mut prefix = match &shots.description {
             Some(d) => d.clone(),
-            None => self.templates.render("description", &spec.description, doc)?,
+            None => self
+                .templates
+                .render("description", &spec.description, doc)?,
         };
         for shot in shots.draw(spec.num_fewshot, doc)? {
             prefix.push_str(&self.shot(&shot)?);
         }
-        let text = self.templates.field("doc_to_text", &spec.doc_to_text, doc, has_choices)?;
-        let target = self.templates.field("doc_to_target", &spec.doc_to_target, doc, has_choices)?;
+        let text = self
+            .templates
+            .field("doc_to_text", &spec.doc_to_text, doc, has_choices)?;
+        let target =
+            self.templates
+                .field("doc_to_target", &spec.doc_to_target, doc, has_choices)?;
         let delim = &spec.target_delimiter;
         let (prompt, requests, gold) = match (spec.output_type, &text) {
             (OutputType::MultipleChoice, Field::Index(gold)) => {
                 // Partial scoring: one context per choice, the target is shared.
                 let cont = format!("{delim}{}", target.as_text());
-                let contexts: Vec<String> = choices.iter().map(|c| format!("{prefix}{c}")).collect();
+                let contexts: Vec<String> =
+                    choices.iter().map(|c| format!("{prefix}{c}")).collect();
                 let requests = contexts
                     .iter()
                     .map(|c| Request::Loglikelihood {
@@ -162,7 +172,11 @@ impl<'a> PromptBuilder<'a> {
                         continuation: format!("{delim}{c}"),
                     })
                     .collect();
-                if spec.metric_list.iter().any(|m| m.metric == "acc_mutual_info") {
+                if spec
+                    .metric_list
+                    .iter()
+                    .any(|m| m.metric == "acc_mutual_info")
+                {
                     requests.extend(choices.iter().map(|c| Request::Loglikelihood {
                         context: String::new(),
                         continuation: format!("{delim}{c}"),
@@ -179,7 +193,9 @@ impl<'a> PromptBuilder<'a> {
                     max_gen_toks: g.max_gen_toks,
                 };
                 let gold = match (&target, has_choices) {
-                    (Field::Index(i), true) => Gold::Text(choices.get(*i).cloned().unwrap_or_default()),
+                    (Field::Index(i), true) => {
+                        Gold::Text(choices.get(*i).cloned().unwrap_or_default())
+                    }
                     (Field::List(items), _) => Gold::Texts(items.iter().map(json_text).collect()),
                     (t, _) => Gold::Text(t.as_text()),
                 };
@@ -187,7 +203,11 @@ impl<'a> PromptBuilder<'a> {
             }
             (OutputType::LoglikelihoodRolling, _) => {
                 let text = target.as_text();
-                (text.clone(), vec![Request::Rolling { text: text.clone() }], Gold::Text(text))
+                (
+                    text.clone(),
+                    vec![Request::Rolling { text: text.clone() }],
+                    Gold::Text(text),
+                )
             }
         };
         Ok(DocRequests {
@@ -210,16 +230,28 @@ impl<'a> PromptBuilder<'a> {
             (Some(t), false) => self.templates.choices(t, doc)?,
             _ => vec![],
         };
-        let mut q = self.templates.field("doc_to_text", text_t, doc, has_choices)?;
+        let mut q = self
+            .templates
+            .field("doc_to_text", text_t, doc, has_choices)?;
         if let Field::Index(i) = q {
             // Partial scoring: the exemplar's text is its correct context.
             q = Field::Text(choices.get(i).cloned().unwrap_or_default());
         }
-        let a = self.templates.field("doc_to_target", target_t, doc, has_choices && cfg.doc_to_target.is_none())?;
+        let a = self.templates.field(
+            "doc_to_target",
+            target_t,
+            doc,
+            has_choices && cfg.doc_to_target.is_none(),
+        )?;
         let answer = match &a {
-            Field::Index(i) if !choices.is_empty() => choices.get(*i).cloned().ok_or_else(|| {
-                Error::Invalid(format!("{}: exemplar answer index {i} out of range", spec.task))
-            })?,
+            Field::Index(i) if !choices.is_empty() => {
+                choices.get(*i).cloned().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: exemplar answer index {i} out of range",
+                        spec.task
+                    ))
+                })?
+            }
             Field::List(items) => items.first().map(json_text).unwrap_or_default(),
             other => other.as_text(),
         };
@@ -227,7 +259,10 @@ impl<'a> PromptBuilder<'a> {
         if answer.is_empty() {
             return Ok(q);
         }
-        Ok(format!("{q}{}{answer}{}", spec.target_delimiter, spec.fewshot_delimiter))
+        Ok(format!(
+            "{q}{}{answer}{}",
+            spec.target_delimiter, spec.fewshot_delimiter
+        ))
     }
 }
 
@@ -289,7 +324,9 @@ doc_to_choice = "{{{{c}}}}"
         ];
         let mut shots = Shots::new(&spec, pool);
         let doc = json!({"q": "four", "a": 1, "c": ["p", "r"]});
-        let r = PromptBuilder::new(&spec, &t).build(0, &doc, &mut shots).unwrap();
+        let r = PromptBuilder::new(&spec, &t)
+            .build(0, &doc, &mut shots)
+            .unwrap();
         assert_eq!(r.prompt, "D\n\nQ: one\nA: x\n\nQ: two\nA: y\n\nQ: four\nA:");
         assert_eq!(r.gold, Gold::Index(1));
         assert_eq!(
@@ -311,7 +348,9 @@ doc_to_choice = "{{{{c}}}}"
         let t = Templates::new(Path::new("t.toml"));
         let mut shots = Shots::new(&spec, vec![]);
         let doc = json!({"gold": 1, "contexts": ["A went", "B went"], "rest": "home."});
-        let r = PromptBuilder::new(&spec, &t).build(3, &doc, &mut shots).unwrap();
+        let r = PromptBuilder::new(&spec, &t)
+            .build(3, &doc, &mut shots)
+            .unwrap();
         assert_eq!(r.gold, Gold::Index(1));
         assert_eq!(r.requests.len(), 2);
         assert_eq!(

@@ -48,7 +48,12 @@ pub fn key(metric: &str, filter: &str) -> String {
 }
 
 /// Scores one doc from its responses (in the order of `doc.requests`).
-pub fn score_doc(spec: &TaskSpec, raw_doc: &Json, doc: &DocRequests, responses: &[Response]) -> Result<DocScore> {
+pub fn score_doc(
+    spec: &TaskSpec,
+    raw_doc: &Json,
+    doc: &DocRequests,
+    responses: &[Response],
+) -> Result<DocScore> {
     let metrics = match spec.output_type {
         OutputType::MultipleChoice => multiple_choice(spec, raw_doc, doc, responses)?,
         OutputType::GenerateUntil => generation(spec, raw_doc, doc, responses)?,
@@ -69,7 +74,10 @@ pub fn score_doc(spec: &TaskSpec, raw_doc: &Json, doc: &DocRequests, responses: 
     };
     Ok(DocScore {
         doc_id: doc.doc_id,
-        metrics: metrics.into_iter().map(|((m, f), v)| (key(&m, &f), v)).collect(),
+        metrics: metrics
+            .into_iter()
+            .map(|((m, f), v)| (key(&m, &f), v))
+            .collect(),
         detail,
     })
 }
@@ -79,7 +87,9 @@ fn loglikelihoods(responses: &[Response]) -> Result<(Vec<f64>, Vec<bool>)> {
         .iter()
         .map(|r| match r {
             Response::Loglikelihood { logprob, is_greedy } => Ok((*logprob, *is_greedy)),
-            other => Err(Error::Invalid(format!("expected a log-likelihood, got {other:?}"))),
+            other => Err(Error::Invalid(format!(
+                "expected a log-likelihood, got {other:?}"
+            ))),
         })
         .collect::<Result<Vec<_>>>()
         .map(|v| v.into_iter().unzip())
@@ -93,7 +103,12 @@ fn metric_gold(gold: &Gold) -> MetricGold {
     }
 }
 
-fn multiple_choice(spec: &TaskSpec, raw: &Json, doc: &DocRequests, responses: &[Response]) -> Result<Vec<(MetricKey, f64)>> {
+fn multiple_choice(
+    spec: &TaskSpec,
+    raw: &Json,
+    doc: &DocRequests,
+    responses: &[Response],
+) -> Result<Vec<(MetricKey, f64)>> {
     let (all, greedy) = loglikelihoods(responses)?;
     let n = doc.choices.len();
     let (lls, unconditional) = all.split_at(n.min(all.len()));
@@ -106,7 +121,12 @@ fn multiple_choice(spec: &TaskSpec, raw: &Json, doc: &DocRequests, responses: &[
                 let labels = mc2_labels(raw)?;
                 out.push((none("acc"), metrics::truthfulqa_mc2(lls, &labels)?));
             }
-            other => return Err(Error::Invalid(format!("{}: unknown process_results `{other}` for multiple choice", spec.task))),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: unknown process_results `{other}` for multiple choice",
+                    spec.task
+                )))
+            }
         }
         return Ok(out);
     }
@@ -117,7 +137,12 @@ fn multiple_choice(spec: &TaskSpec, raw: &Json, doc: &DocRequests, responses: &[
             "acc_bytes" => metrics::acc_bytes(lls, &doc.choices, &gold)?,
             "acc_mutual_info" => metrics::acc_mutual_info(lls, unconditional, &gold)?,
             "exact_match" => metrics::choice_exact_match(&greedy[..n.min(greedy.len())], &gold),
-            other => return Err(Error::Invalid(format!("{}: metric `{other}` is not defined for multiple choice", spec.task))),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: metric `{other}` is not defined for multiple choice",
+                    spec.task
+                )))
+            }
         };
         out.push((none(&m.metric), v));
     }
@@ -132,16 +157,26 @@ fn mc2_labels(raw: &Json) -> Result<Vec<i64>> {
         .ok_or_else(|| Error::Invalid("truthfulqa mc2: the doc has no mc2_targets.labels".into()))
 }
 
-fn generation(spec: &TaskSpec, raw: &Json, doc: &DocRequests, responses: &[Response]) -> Result<Vec<(MetricKey, f64)>> {
+fn generation(
+    spec: &TaskSpec,
+    raw: &Json,
+    doc: &DocRequests,
+    responses: &[Response],
+) -> Result<Vec<(MetricKey, f64)>> {
     let texts: Vec<String> = responses
         .iter()
         .map(|r| match r {
             Response::Generation { text } => Ok(text.clone()),
-            other => Err(Error::Invalid(format!("expected a generation, got {other:?}"))),
+            other => Err(Error::Invalid(format!(
+                "expected a generation, got {other:?}"
+            ))),
         })
         .collect::<Result<_>>()?;
     let pipelines: Vec<(String, String)> = if spec.filter_list.is_empty() {
-        vec![(NO_FILTER.to_string(), texts.first().cloned().unwrap_or_default())]
+        vec![(
+            NO_FILTER.to_string(),
+            texts.first().cloned().unwrap_or_default(),
+        )]
     } else {
         spec.filter_list
             .iter()
@@ -166,7 +201,12 @@ fn generation(spec: &TaskSpec, raw: &Json, doc: &DocRequests, responses: &[Respo
         for m in &spec.metric_list {
             let v = match m.metric.as_str() {
                 "exact_match" => exact_match(m)?.score_any(answer, &golds)?,
-                other => return Err(Error::Invalid(format!("{}: metric `{other}` is not defined for generation", spec.task))),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{}: metric `{other}` is not defined for generation",
+                        spec.task
+                    )))
+                }
             };
             out.push(((m.metric.clone(), filter.clone()), v));
         }
@@ -212,7 +252,10 @@ pub fn aggregate(spec: &TaskSpec, docs: &[DocScore]) -> Vec<TaskMetric> {
     keys.iter()
         .map(|k| {
             let (metric, filter) = k.split_once(',').unwrap_or((k, NO_FILTER));
-            let items: Vec<f64> = docs.iter().filter_map(|d| d.metrics.get(k).copied()).collect();
+            let items: Vec<f64> = docs
+                .iter()
+                .filter_map(|d| d.metrics.get(k).copied())
+                .collect();
             let spec_m = spec.metric_list.iter().find(|m| m.metric == metric);
             let agg = match spec_m.map(|m| m.aggregation.as_str()) {
                 Some("median") => Aggregation::Median,
@@ -234,8 +277,17 @@ pub fn aggregate(spec: &TaskSpec, docs: &[DocScore]) -> Vec<TaskMetric> {
 /// Perplexities and bits per byte over all texts, plus the mean loss per token (the
 /// validation loss a training curve shows).
 fn aggregate_rolling(docs: &[DocScore]) -> Vec<TaskMetric> {
-    let sum = |k: &str| -> f64 { docs.iter().map(|d| d.metrics.get(&key(k, NO_FILTER)).copied().unwrap_or(0.0)).sum() };
-    let (ll, tokens, words, bytes) = (sum("loglikelihood"), sum("tokens"), sum("words"), sum("bytes"));
+    let sum = |k: &str| -> f64 {
+        docs.iter()
+            .map(|d| d.metrics.get(&key(k, NO_FILTER)).copied().unwrap_or(0.0))
+            .sum()
+    };
+    let (ll, tokens, words, bytes) = (
+        sum("loglikelihood"),
+        sum("tokens"),
+        sum("words"),
+        sum("bytes"),
+    );
     let metric = |name: &str, value: f64, higher: bool| TaskMetric {
         metric: name.into(),
         filter: NO_FILTER.into(),
@@ -248,6 +300,10 @@ fn aggregate_rolling(docs: &[DocScore]) -> Vec<TaskMetric> {
         metric("loss", -ll / tokens.max(1.0), false),
         metric("word_perplexity", (-ll / words.max(1.0)).exp(), false),
         metric("byte_perplexity", (-ll / bytes.max(1.0)).exp(), false),
-        metric("bits_per_byte", -ll / bytes.max(1.0) / std::f64::consts::LN_2, false),
+        metric(
+            "bits_per_byte",
+            -ll / bytes.max(1.0) / std::f64::consts::LN_2,
+            false,
+        ),
     ]
 }

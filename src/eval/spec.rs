@@ -227,7 +227,10 @@ impl TaskSpec {
         }
         if let Some(g) = &self.generation_kwargs {
             if g.do_sample || g.temperature > 0.0 {
-                return bad("generation_kwargs: only greedy decoding (do_sample = false, temperature = 0)".into());
+                return bad(
+                    "generation_kwargs: only greedy decoding (do_sample = false, temperature = 0)"
+                        .into(),
+                );
             }
         }
         if self.eval_split().is_none() {
@@ -237,13 +240,18 @@ impl TaskSpec {
             && self.fewshot_config.source == FewshotSource::Split
             && self.fewshot_split_name().is_none()
         {
-            return bad("num_fewshot > 0 but no fewshot_split, training_split or validation_split".into());
+            return bad(
+                "num_fewshot > 0 but no fewshot_split, training_split or validation_split".into(),
+            );
         }
         let cfg = &self.fewshot_config;
         if cfg.source == FewshotSource::Split
             && (cfg.description_column.is_some() || cfg.preamble || cfg.file.is_some())
         {
-            return bad("fewshot_config: file, description_column and preamble need source = \"file\"".into());
+            return bad(
+                "fewshot_config: file, description_column and preamble need source = \"file\""
+                    .into(),
+            );
         }
         Ok(())
     }

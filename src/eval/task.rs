@@ -39,6 +39,8 @@ pub struct TaskRequests {
     /// The evaluated docs after `process_docs` (what scoring reads, e.g. DROP's answers).
     pub docs: Vec<Json>,
     pub requests: Vec<DocRequests>,
+    /// Where the evaluated docs came from (named in errors).
+    pub origin: PathBuf,
 }
 
 /// Builds the requests of `spec` on the first `limit` docs of its evaluated split.
@@ -76,6 +78,7 @@ pub fn build_task(
         spec: spec.clone(),
         docs,
         requests,
+        origin: loaded.origin,
     })
 }
 

@@ -78,7 +78,13 @@ impl Templates {
 
     /// A field as lm-eval's `doc_to_text` / `doc_to_target` reads it: a column name,
     /// else the rendered template, digits read as an index when the task has choices.
-    pub fn field(&self, field: &str, template: &str, doc: &Json, has_choices: bool) -> Result<Field> {
+    pub fn field(
+        &self,
+        field: &str,
+        template: &str,
+        doc: &Json,
+        has_choices: bool,
+    ) -> Result<Field> {
         if let Some(v) = doc.get(template) {
             return Ok(json_field(v));
         }
@@ -187,7 +193,12 @@ fn json_field(v: &Json) -> Field {
 }
 
 /// `list.index(x)` (lm-eval's ARC target), then Python's string methods.
-fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, minijinja::Error> {
+fn python_methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> std::result::Result<Value, minijinja::Error> {
     if method == "index" && value.kind() == ValueKind::Seq {
         let [needle] = args else {
             return Err(minijinja::Error::new(
@@ -227,7 +238,11 @@ fn python_formatter(
 }
 
 /// jinja2's `regex_replace` filter as lm-eval registers it.
-fn regex_replace(s: String, pattern: String, replacement: String) -> std::result::Result<String, minijinja::Error> {
+fn regex_replace(
+    s: String,
+    pattern: String,
+    replacement: String,
+) -> std::result::Result<String, minijinja::Error> {
     let re = regex::Regex::new(&pattern)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(re.replace_all(&s, replacement.as_str()).into_owned())
@@ -255,7 +270,11 @@ pub fn python_repr_json(v: &Json) -> String {
 }
 
 fn python_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -288,32 +307,65 @@ mod tests {
     fn arc_target_is_an_index_and_choices_a_list() {
         let doc = json!({"question": "Q?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"});
         let target = t()
-            .field("doc_to_target", "{{choices.label.index(answerKey)}}", &doc, true)
+            .field(
+                "doc_to_target",
+                "{{choices.label.index(answerKey)}}",
+                &doc,
+                true,
+            )
             .unwrap();
         assert_eq!(target, Field::Index(1));
-        assert_eq!(t().choices("{{choices.text}}", &doc).unwrap(), vec!["a", "b"]);
-        let text = t().render("doc_to_text", "Question: {{question}}\nAnswer:", &doc).unwrap();
+        assert_eq!(
+            t().choices("{{choices.text}}", &doc).unwrap(),
+            vec!["a", "b"]
+        );
+        let text = t()
+            .render("doc_to_text", "Question: {{question}}\nAnswer:", &doc)
+            .unwrap();
         assert_eq!(text, "Question: Q?\nAnswer:");
     }
 
     #[test]
     fn python_string_methods_and_columns() {
         let doc = json!({"question": "  padded  ", "label": "2"});
-        let text = t().render("doc_to_text", "{{question.strip()}}|", &doc).unwrap();
+        let text = t()
+            .render("doc_to_text", "{{question.strip()}}|", &doc)
+            .unwrap();
         assert_eq!(text, "padded|");
-        assert_eq!(t().field("doc_to_target", "label", &doc, true).unwrap(), Field::Text("2".into()));
-        assert_eq!(t().field("doc_to_target", "{{label}}", &doc, true).unwrap(), Field::Index(2));
+        assert_eq!(
+            t().field("doc_to_target", "label", &doc, true).unwrap(),
+            Field::Text("2".into())
+        );
+        assert_eq!(
+            t().field("doc_to_target", "{{label}}", &doc, true).unwrap(),
+            Field::Index(2)
+        );
     }
 
     #[test]
     fn missing_column_names_file_and_field() {
-        let err = t().render("doc_to_text", "{{nope}}", &json!({"a": 1})).unwrap_err();
+        let err = t()
+            .render("doc_to_text", "{{nope}}", &json!({"a": 1}))
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("task.toml") && msg.contains("doc_to_text"), "{msg}");
+        assert!(
+            msg.contains("task.toml") && msg.contains("doc_to_text"),
+            "{msg}"
+        );
         assert!(msg.contains("column `nope` missing"), "{msg}");
         let doc = json!({"choices": {"label": ["A"]}});
-        let err = t().field("doc_to_target", "{{choices.label.index(answerKey)}}", &doc, true).unwrap_err();
-        assert!(err.to_string().contains("column `answerKey` missing"), "{err}");
+        let err = t()
+            .field(
+                "doc_to_target",
+                "{{choices.label.index(answerKey)}}",
+                &doc,
+                true,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("column `answerKey` missing"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub fn fixture(name: &str) -> PathBuf {
     parity_dir().join(name)
 }
 
+/// A checkpoint under `tests/fixtures/<dir>`, in place.
+pub fn fixture_in(dir: &str, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(name)
+}
+
 /// A path as a command-line argument (test paths are UTF-8).
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")

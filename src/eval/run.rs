@@ -1,0 +1,294 @@
+//! Every checkpoint times every task, through the store.
+//!
+//! For each checkpoint: its fingerprint keys everything; a task whose metrics are
+//! stored under the same spec hash is done; otherwise the requests without a stored
+//! response run (the model is loaded only then), in batches whose responses are
+//! committed one transaction each, so a killed run resumes where it stopped and a
+//! rerun with new checkpoints scores only the new ones. A checkpoint that fails to
+//! load or score is recorded as a failure and the others go on.
+
+use super::engine::{Engine, Response};
+use super::scoring::{aggregate, score_doc};
+use super::task::TaskRequests;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::store::{now, CheckpointRow, MetricRow, Store};
+use crate::tokenizer::TextTokenizer;
+use candle_core::{DType, Device};
+use std::collections::HashMap;
+
+/// The scoring regime recorded with every result.
+pub const REGIME: &str = "lm-eval";
+
+/// Requests sent to the engine between two commits to the store, by default.
+pub const REQUESTS_PER_COMMIT: usize = 512;
+
+/// How to run the models.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub device: Device,
+    pub dtype: DType,
+    pub batch_tokens: usize,
+    /// Model inputs at most; `None`: the config's `max_position_embeddings`.
+    pub max_length: Option<usize>,
+    /// Requests answered between two commits to the store.
+    pub commit_every: usize,
+}
+
+/// What happened to one checkpoint.
+#[derive(Debug)]
+pub struct CheckpointOutcome {
+    pub row: CheckpointRow,
+    /// Requests the model answered in this run (0: everything came from the store).
+    pub computed: usize,
+    pub error: Option<String>,
+}
+
+/// Progress callbacks (a bar in the CLI, nothing in tests).
+pub trait Progress: Sync {
+    /// A checkpoint starts, with this many requests to compute.
+    fn checkpoint(&self, path: &str, requests: usize);
+    /// `n` requests answered.
+    fn advance(&self, n: usize);
+}
+
+/// No progress output.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn checkpoint(&self, _: &str, _: usize) {}
+    fn advance(&self, _: usize) {}
+}
+
+/// The store's description of a checkpoint.
+pub fn checkpoint_row(ckpt: &Checkpoint, fingerprint: &str) -> CheckpointRow {
+    let run = ckpt
+        .dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let schedule = ckpt.meta.as_ref().and_then(|m| m.schedule.as_ref());
+    let stage = ckpt.stage().map(|s| s.to_string());
+    let alpha = schedule.and_then(|s| {
+        if stage.as_deref() == Some("mid") {
+            s.alpha_mid.or(s.alpha_pre)
+        } else {
+            s.alpha_pre
+        }
+    });
+    CheckpointRow {
+        fingerprint: fingerprint.to_string(),
+        path: ckpt.dir.display().to_string(),
+        run,
+        step: ckpt.step,
+        stage,
+        schedule: schedule.map(|s| s.kind.clone()),
+        alpha,
+    }
+}
+
+/// Scores every checkpoint on every task; failures are recorded, not raised.
+pub fn evaluate(
+    checkpoints: &[Checkpoint],
+    tasks: &[TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<CheckpointOutcome>> {
+    let mut outcomes = Vec::new();
+    for ckpt in checkpoints {
+        let path = ckpt.dir.display().to_string();
+        let fingerprint = match ckpt.fingerprint() {
+            Ok(f) => f,
+            Err(e) => {
+                store.put_failure(&path, None, None, &e.to_string())?;
+                outcomes.push(CheckpointOutcome {
+                    row: checkpoint_row(ckpt, ""),
+                    computed: 0,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let row = checkpoint_row(ckpt, &fingerprint);
+        let meta = ckpt
+            .meta
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok());
+        store.put_checkpoint(&row, meta.as_deref())?;
+        let result = evaluate_checkpoint(ckpt, &fingerprint, tasks, store, opts, progress);
+        let (computed, error) = match result {
+            Ok(n) => (n, None),
+            Err(e) if is_store_error(&e, store) => return Err(e),
+            Err(e) => {
+                store.put_failure(&path, Some(&fingerprint), None, &e.to_string())?;
+                (0, Some(e.to_string()))
+            }
+        };
+        outcomes.push(CheckpointOutcome {
+            row,
+            computed,
+            error,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Store errors end the run (nothing could be saved); model errors end a checkpoint.
+fn is_store_error(e: &Error, store: &Store) -> bool {
+    matches!(e, Error::BadFile { path, .. } if path == store.path())
+}
+
+fn evaluate_checkpoint(
+    ckpt: &Checkpoint,
+    fingerprint: &str,
+    tasks: &[TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<usize> {
+    let pending: Vec<&TaskRequests> = tasks
+        .iter()
+        .map(|t| {
+            Ok((
+                t,
+                store.has_task_result(fingerprint, &t.spec.task, &t.spec.hash())?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, done)| !done)
+        .map(|(t, _)| t)
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    // Responses already stored (a run killed mid-task) are not asked again.
+    let mut stored: HashMap<String, Response> = HashMap::new();
+    let mut missing = Vec::new();
+    let mut queued = std::collections::HashSet::new();
+    for task in &pending {
+        let hashes: Vec<String> = task
+            .requests
+            .iter()
+            .flat_map(|d| d.requests.iter().map(|r| r.hash()))
+            .collect();
+        for (h, json) in store.responses(fingerprint, &hashes)? {
+            let r: Response = serde_json::from_str(&json)
+                .map_err(|e| Error::bad_file(store.path(), format!("stored response {h}: {e}")))?;
+            stored.insert(h, r);
+        }
+        for d in &task.requests {
+            for r in &d.requests {
+                let h = r.hash();
+                if !stored.contains_key(&h) && queued.insert(h.clone()) {
+                    missing.push((h, r.clone()));
+                }
+            }
+        }
+    }
+    progress.checkpoint(&ckpt.dir.display().to_string(), missing.len());
+    if !missing.is_empty() {
+        let computed = compute(ckpt, fingerprint, &missing, store, opts, progress)?;
+        stored.extend(computed);
+    }
+    for task in pending {
+        finish_task(fingerprint, task, &stored, store)?;
+    }
+    Ok(missing.len())
+}
+
+/// Runs `missing` on the checkpoint's model, committing each batch to the store.
+fn compute(
+    ckpt: &Checkpoint,
+    fingerprint: &str,
+    missing: &[(String, super::prompt::Request)],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<HashMap<String, Response>> {
+    let cfg = ckpt.config()?;
+    let tokenizer = TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id)?;
+    let model = ckpt.load_model(&opts.device, opts.dtype)?;
+    let mut engine = Engine::new(&model, &tokenizer);
+    engine.batch_tokens = opts.batch_tokens;
+    if let Some(m) = opts.max_length {
+        engine.max_length = m;
+    }
+    let mut out = HashMap::new();
+    for chunk in missing.chunks(opts.commit_every.max(1)) {
+        let requests: Vec<_> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        let responses = engine.run(&requests, &|n| progress.advance(n))?;
+        let items: Vec<(String, String)> = chunk
+            .iter()
+            .zip(&responses)
+            .map(|((h, _), r)| {
+                (
+                    h.clone(),
+                    serde_json::to_string(r).expect("responses serialise"),
+                )
+            })
+            .collect();
+        store.put_responses(fingerprint, &items)?;
+        out.extend(chunk.iter().map(|(h, _)| h.clone()).zip(responses));
+    }
+    Ok(out)
+}
+
+/// Scores a task's docs from the responses and stores samples and metrics.
+fn finish_task(
+    fingerprint: &str,
+    task: &TaskRequests,
+    responses: &HashMap<String, Response>,
+    store: &mut Store,
+) -> Result<()> {
+    let spec = &task.spec;
+    let mut scores = Vec::with_capacity(task.requests.len());
+    let mut samples = Vec::with_capacity(task.requests.len());
+    for (doc, raw) in task.requests.iter().zip(&task.docs) {
+        let rs: Vec<Response> = doc
+            .requests
+            .iter()
+            .map(|r| {
+                responses
+                    .get(&r.hash())
+                    .cloned()
+                    .expect("every request answered")
+            })
+            .collect();
+        let score = score_doc(spec, raw, doc, &rs).map_err(|e| {
+            Error::bad_file(
+                &task.origin,
+                format!("task {} doc {}: {e}", spec.task, doc.doc_id),
+            )
+        })?;
+        samples.push((
+            doc.doc_id,
+            doc.prompt.clone(),
+            serde_json::to_string(&score).expect("scores serialise"),
+        ));
+        scores.push(score);
+    }
+    let created_at = now();
+    let spec_hash = spec.hash();
+    let metrics: Vec<MetricRow> = aggregate(spec, &scores)
+        .into_iter()
+        .map(|m| MetricRow {
+            fingerprint: fingerprint.to_string(),
+            task: spec.task.clone(),
+            spec_hash: spec_hash.clone(),
+            metric: m.metric,
+            filter: m.filter,
+            value: m.value,
+            stderr: m.stderr,
+            n: m.n,
+            higher_is_better: m.higher_is_better,
+            num_fewshot: spec.num_fewshot,
+            regime: REGIME.to_string(),
+            ckpt_version: crate::VERSION.to_string(),
+            created_at: created_at.clone(),
+        })
+        .collect();
+    store.put_task_result(fingerprint, &spec.task, &spec_hash, &samples, &metrics)
+}

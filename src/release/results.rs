@@ -1,0 +1,177 @@
+//! The measurements a model card reports: benchmark scores (before and after SFT) and
+//! Hessian-trace sharpness against decayed siblings.
+//!
+//! A plain input, filled from the results store or, for now, from a JSON file
+//! (`ckpt release --results FILE`):
+//!
+//! ```json
+//! {
+//!   "evals": [
+//!     {"task": "hellaswag", "dataset_type": "Rowan/hellaswag", "dataset_name": "HellaSwag",
+//!      "split": "validation", "metric": "acc_norm", "value": 0.412, "stderr": 0.005,
+//!      "num_fewshot": 0, "stage": "pre"}
+//!   ],
+//!   "sharpness": [
+//!     {"label": "wso", "schedule": "WSO", "step": 300, "trace": 41.0, "stderr": 2.1, "released": true},
+//!     {"label": "wsd", "schedule": "WSD (α=0.1)", "step": 300, "trace": 97.5, "stderr": 3.0}
+//!   ]
+//! }
+//! ```
+//!
+//! `stage` is `pre` (this checkpoint's own scores: they go into the card's
+//! `model-index`) or `sft` (a model fine-tuned from it: shown in the card's body only).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which model a score belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalStage {
+    /// This checkpoint, as released.
+    Pre,
+    /// A fine-tune of this checkpoint.
+    Sft,
+}
+
+/// One metric of one benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalResult {
+    /// The task's name (`hellaswag`, `arc_challenge`...).
+    pub task: String,
+    /// Hub dataset id (`model-index` `dataset.type`).
+    pub dataset_type: String,
+    /// Human-readable dataset name (`dataset.name`).
+    pub dataset_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_config: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// Metric id (`acc`, `acc_norm`, `exact_match`...).
+    pub metric: String,
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_fewshot: Option<u32>,
+    pub stage: EvalStage,
+}
+
+/// Sharpness of one checkpoint: this one (`released`) or a sibling to compare with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharpnessRow {
+    /// Run or checkpoint label.
+    pub label: String,
+    /// Schedule description (`WSD (α=0.1)`).
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    /// Hessian trace estimate.
+    pub trace: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<f64>,
+    /// True for the checkpoint being released.
+    #[serde(default)]
+    pub released: bool,
+}
+
+/// Everything the card reports beyond the checkpoint itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardResults {
+    #[serde(default)]
+    pub evals: Vec<EvalResult>,
+    #[serde(default)]
+    pub sharpness: Vec<SharpnessRow>,
+}
+
+impl CardResults {
+    /// Reads a results file; errors name the file, the entry and the problem.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = crate::error::read_file(path)?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        let results: Self = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| Error::bad_file(path, format!("{}: {}", e.path(), e.inner())))?;
+        results.validate().map_err(|m| Error::bad_file(path, m))?;
+        Ok(results)
+    }
+
+    /// Every value finite, no empty names, at most one released sharpness row.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, e) in self.evals.iter().enumerate() {
+            let empty = [&e.task, &e.dataset_type, &e.dataset_name, &e.metric]
+                .iter()
+                .any(|s| s.trim().is_empty());
+            if empty {
+                return Err(format!(
+                    "evals[{i}]: task, dataset_type, dataset_name and metric must not be empty"
+                ));
+            }
+            if !e.value.is_finite() || e.stderr.is_some_and(|s| !s.is_finite()) {
+                return Err(format!(
+                    "evals[{i}] ({}): value and stderr must be finite",
+                    e.task
+                ));
+            }
+        }
+        for (i, s) in self.sharpness.iter().enumerate() {
+            if !s.trace.is_finite() || s.stderr.is_some_and(|v| !v.is_finite()) {
+                return Err(format!(
+                    "sharpness[{i}] ({}): trace and stderr must be finite",
+                    s.label
+                ));
+            }
+        }
+        if self.sharpness.iter().filter(|s| s.released).count() > 1 {
+            return Err("sharpness: more than one row is marked released".into());
+        }
+        Ok(())
+    }
+
+    /// Scores of one stage, in the order given.
+    pub fn evals_of(&self, stage: EvalStage) -> Vec<&EvalResult> {
+        self.evals.iter().filter(|e| e.stage == stage).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_documented_format_and_names_bad_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.json");
+        // The example of the module documentation.
+        let doc = include_str!("results.rs")
+            .lines()
+            .skip_while(|l| !l.contains("```json"))
+            .skip(1)
+            .take_while(|l| !l.contains("```"))
+            .map(|l| l.trim_start_matches("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, doc).unwrap();
+        let r = CardResults::read(&path).unwrap();
+        assert_eq!(r.evals_of(EvalStage::Pre).len(), 1);
+        assert!(r.sharpness[0].released && !r.sharpness[1].released);
+
+        std::fs::write(&path, r#"{"evals": [{"task": "x"}]}"#).unwrap();
+        let err = CardResults::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("results.json") && err.contains("evals[0]"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            r#"{"sharpness": [{"label": "a", "schedule": "s", "trace": 1, "released": true},
+            {"label": "b", "schedule": "s", "trace": 2, "released": true}]}"#,
+        )
+        .unwrap();
+        let err = CardResults::read(&path).unwrap_err().to_string();
+        assert!(err.contains("more than one"), "{err}");
+    }
+}

@@ -1,0 +1,490 @@
+//! The results store: one SQLite file (`ckpt.sqlite`) holding everything computed about
+//! checkpoints, so a rerun computes nothing twice and a killed run loses nothing.
+//!
+//! - `checkpoints`: what is known about each checkpoint, by fingerprint (path, run,
+//!   step, stage, schedule, alpha);
+//! - `responses`: the model's answer to each request, keyed by (fingerprint, request
+//!   hash); written in a transaction per batch, so a `kill -9` loses at most the batch
+//!   in flight;
+//! - `samples`: per-doc scores of a task (for per-sample exports and paired tests);
+//! - `metrics`: per-task aggregates with stderr, n, spec hash, `ckpt` version, time;
+//! - `failures`: checkpoints that could not be scored, with the reason.
+//!
+//! The database runs in WAL mode with a busy timeout, so readers (`ckpt report`) and
+//! a writer can share it; a store locked by another writer for longer gives a clear
+//! error instead of a hang.
+
+use crate::error::{Error, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default file name of the store.
+pub const STORE_FILE: &str = "ckpt.sqlite";
+
+/// Schema version: bumped when tables change (older stores are migrated or refused).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS checkpoints (
+    fingerprint TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    run TEXT NOT NULL,
+    step INTEGER,
+    stage TEXT,
+    schedule TEXT,
+    alpha REAL,
+    meta TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS responses (
+    fingerprint TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    response TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, request_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples (
+    fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    doc_id INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    score TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, task, spec_hash, doc_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS metrics (
+    fingerprint TEXT NOT NULL,
+    task TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    value REAL NOT NULL,
+    stderr REAL,
+    n INTEGER NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    num_fewshot INTEGER NOT NULL,
+    regime TEXT NOT NULL,
+    ckpt_version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, task, spec_hash, metric, filter)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    path TEXT NOT NULL,
+    fingerprint TEXT,
+    task TEXT,
+    message TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+";
+
+/// A checkpoint as the store knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointRow {
+    pub fingerprint: String,
+    pub path: String,
+    /// The run: the directory holding the checkpoint directories.
+    pub run: String,
+    pub step: Option<u64>,
+    pub stage: Option<String>,
+    pub schedule: Option<String>,
+    /// Minimum LR factor of the schedule (1 for WSO).
+    pub alpha: Option<f64>,
+}
+
+/// A task metric as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricRow {
+    pub fingerprint: String,
+    pub task: String,
+    pub spec_hash: String,
+    pub metric: String,
+    pub filter: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub n: usize,
+    pub higher_is_better: bool,
+    pub num_fewshot: usize,
+    pub regime: String,
+    pub ckpt_version: String,
+    pub created_at: String,
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| sql_error(path, e))?;
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn init(&self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
+        // `journal_mode` answers with a row; a corrupt file fails here.
+        let _: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(|e| self.err(e))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::bad_file(
+                &self.path,
+                format!("store schema {version} is newer than this ckpt understands ({SCHEMA_VERSION}); upgrade ckpt"),
+            ));
+        }
+        self.conn.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        sql_error(&self.path, e)
+    }
+
+    /// Records (or updates) what is known about a checkpoint.
+    pub fn put_checkpoint(&self, row: &CheckpointRow, meta: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO checkpoints (fingerprint, path, run, step, stage, schedule, alpha, meta, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(fingerprint) DO UPDATE SET path=?2, run=?3, step=?4, stage=?5,
+                    schedule=?6, alpha=?7, meta=?8, updated_at=?9",
+                params![
+                    row.fingerprint,
+                    row.path,
+                    row.run,
+                    row.step.map(|s| s as i64),
+                    row.stage,
+                    row.schedule,
+                    row.alpha,
+                    meta,
+                    now()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every checkpoint known, ordered by run and step.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, path, run, step, stage, schedule, alpha FROM checkpoints ORDER BY run, step, path")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(CheckpointRow {
+                    fingerprint: r.get(0)?,
+                    path: r.get(1)?,
+                    run: r.get(2)?,
+                    step: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                    stage: r.get(4)?,
+                    schedule: r.get(5)?,
+                    alpha: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stored responses of `fingerprint` among `hashes` (JSON text by request hash).
+    pub fn responses(
+        &self,
+        fingerprint: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT response FROM responses WHERE fingerprint = ?1 AND request_hash = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for h in hashes {
+            let found: Option<String> = stmt
+                .query_row(params![fingerprint, h], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(json) = found {
+                out.insert(h.clone(), json);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores responses of one batch atomically.
+    pub fn put_responses(&mut self, fingerprint: &str, items: &[(String, String)]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO responses (fingerprint, request_hash, response) VALUES (?1, ?2, ?3)")
+                .map_err(|e| sql_error(&path, e))?;
+            for (hash, json) in items {
+                stmt.execute(params![fingerprint, hash, json])
+                    .map_err(|e| sql_error(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
+    }
+
+    /// Replaces a task's per-doc scores and metrics for a checkpoint, atomically.
+    pub fn put_task_result(
+        &mut self,
+        fingerprint: &str,
+        task: &str,
+        spec_hash: &str,
+        samples: &[(usize, String, String)],
+        metrics: &[MetricRow],
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let e = |err| sql_error(&path, err);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute(
+            "DELETE FROM samples WHERE fingerprint = ?1 AND task = ?2 AND spec_hash = ?3",
+            params![fingerprint, task, spec_hash],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "DELETE FROM metrics WHERE fingerprint = ?1 AND task = ?2 AND spec_hash = ?3",
+            params![fingerprint, task, spec_hash],
+        )
+        .map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO samples (fingerprint, task, spec_hash, doc_id, prompt, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(e)?;
+            for (doc_id, prompt, score) in samples {
+                stmt.execute(params![
+                    fingerprint,
+                    task,
+                    spec_hash,
+                    *doc_id as i64,
+                    prompt,
+                    score
+                ])
+                .map_err(e)?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO metrics (fingerprint, task, spec_hash, metric, filter, value, stderr, n,
+                        higher_is_better, num_fewshot, regime, ckpt_version, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .map_err(e)?;
+            for m in metrics {
+                stmt.execute(params![
+                    m.fingerprint,
+                    m.task,
+                    m.spec_hash,
+                    m.metric,
+                    m.filter,
+                    m.value,
+                    m.stderr,
+                    m.n as i64,
+                    m.higher_is_better,
+                    m.num_fewshot as i64,
+                    m.regime,
+                    m.ckpt_version,
+                    m.created_at
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Whether a task's metrics for a checkpoint under a spec hash are stored.
+    pub fn has_task_result(&self, fingerprint: &str, task: &str, spec_hash: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM metrics WHERE fingerprint = ?1 AND task = ?2 AND spec_hash = ?3 LIMIT 1",
+                params![fingerprint, task, spec_hash],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// All metrics stored (optionally of one checkpoint).
+    pub fn metrics(&self, fingerprint: Option<&str>) -> Result<Vec<MetricRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT fingerprint, task, spec_hash, metric, filter, value, stderr, n, higher_is_better,
+                        num_fewshot, regime, ckpt_version, created_at
+                 FROM metrics WHERE (?1 IS NULL OR fingerprint = ?1) ORDER BY task, metric, filter",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![fingerprint], |r| {
+                Ok(MetricRow {
+                    fingerprint: r.get(0)?,
+                    task: r.get(1)?,
+                    spec_hash: r.get(2)?,
+                    metric: r.get(3)?,
+                    filter: r.get(4)?,
+                    value: r.get(5)?,
+                    stderr: r.get(6)?,
+                    n: r.get::<_, i64>(7)? as usize,
+                    higher_is_better: r.get(8)?,
+                    num_fewshot: r.get::<_, i64>(9)? as usize,
+                    regime: r.get(10)?,
+                    ckpt_version: r.get(11)?,
+                    created_at: r.get(12)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Per-doc scores (`(doc_id, prompt, score JSON)`) of a task for a checkpoint.
+    pub fn samples(
+        &self,
+        fingerprint: &str,
+        task: &str,
+        spec_hash: &str,
+    ) -> Result<Vec<(usize, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, prompt, score FROM samples WHERE fingerprint = ?1 AND task = ?2 AND spec_hash = ?3 ORDER BY doc_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![fingerprint, task, spec_hash], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a checkpoint (or a task on it) that could not be scored.
+    pub fn put_failure(
+        &self,
+        path: &str,
+        fingerprint: Option<&str>,
+        task: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO failures (path, fingerprint, task, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![path, fingerprint, task, message, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch as an RFC 3339 UTC timestamp.
+pub fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil conversion (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    let message = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            "the store is locked by another ckpt process (waited 30 s); try again when it finishes"
+                .to_string()
+        }
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            format!("not a ckpt store or corrupt: {e}")
+        }
+        _ => format!("store: {e}"),
+    };
+    Error::bad_file(path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_round_trip_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.put_responses("fp", &[("h1".into(), "{\"a\":1}".into())])
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let got = s.responses("fp", &["h1".into(), "h2".into()]).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["h1"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn corrupt_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("s.sqlite") && err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        assert_eq!(now().len(), 20);
+    }
+}

@@ -1,0 +1,319 @@
+//! `ckpt eval` end to end through the binary: a synthetic multiple-choice task in ARC's
+//! schema over two runs, the store's resume (rerun, kill -9), and bad input.
+
+mod common;
+
+use common::{arg, Sandbox};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// A task spec in lm-eval's ARC form, read from a file (built-ins are tested apart).
+const TASK: &str = r#"
+task = "synthetic_arc"
+dataset_path = "synthetic/arc"
+output_type = "multiple_choice"
+test_split = "test"
+doc_to_text = "Question: {{question}}\nAnswer:"
+doc_to_target = "{{choices.label.index(answerKey)}}"
+doc_to_choice = "{{choices.text}}"
+metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
+"#;
+
+const WORDS: [&str; 12] = [
+    "blue", "stone", "river", "lamp", "green", "cloud", "seven", "bird", "glass", "tree", "salt",
+    "moon",
+];
+
+/// `n` docs in the Hub's ARC schema, made of nonsense questions.
+fn arc_docs(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let w = |k: usize| WORDS[(i * 7 + k * 5) % WORDS.len()];
+            let key = ["A", "B", "C", "D"][i % 4];
+            json!({
+                "id": format!("syn-{i}"),
+                "question": format!("Which {} is {} number {i}?", w(0), w(1)),
+                "choices": {"text": [w(2), format!("{} {}", w(3), w(4)), w(5), w(6)], "label": ["A", "B", "C", "D"]},
+                "answerKey": key,
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+/// Two runs: `runs/a/step-1` (a trained tiny model) and `runs/b/step-2` (another).
+fn setup(sb: &Sandbox, docs: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let runs = sb.path().join("runs");
+    common::copy_dir(
+        &common::fixture_in("trained", "tiny-wso"),
+        &runs.join("a/step-1"),
+    );
+    common::copy_dir(&common::fixture("llama_gqa"), &runs.join("b/step-2"));
+    let task = sb.write("arc.toml", TASK);
+    let data = sb.write("arc.jsonl", arc_docs(docs));
+    (runs, task, data)
+}
+
+fn eval_args(runs: &Path, task: &Path, data: &str, store: &str) -> Vec<String> {
+    vec![
+        "eval".into(),
+        arg(runs).into(),
+        "--tasks".into(),
+        arg(task).into(),
+        "--data".into(),
+        format!("synthetic_arc={data}"),
+        "--store".into(),
+        store.into(),
+        "--json".into(),
+    ]
+}
+
+fn metric(report: &Value, ckpt: usize, name: &str) -> Value {
+    report["checkpoints"][ckpt]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+#[test]
+fn scores_every_checkpoint_and_resumes_from_the_store() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 12);
+    let args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    let first = sb.run_json(&args);
+    let cks = first["checkpoints"].as_array().unwrap();
+    assert_eq!(cks.len(), 2, "{first}");
+    assert_eq!(cks[0]["run"], "a");
+    assert_eq!(cks[1]["run"], "b");
+    for (i, c) in cks.iter().enumerate() {
+        // 12 docs x 4 choices, each answered once.
+        assert_eq!(c["computed_requests"], 48, "{c}");
+        let acc = metric(&first, i, "acc");
+        assert_eq!(acc["n"], 12);
+        let p = acc["value"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        // lm-eval's mean_stderr of 0/1 items: sqrt(p (1 - p) / (n - 1)).
+        let se = (p * (1.0 - p) / 11.0).sqrt();
+        assert!(
+            (acc["stderr"].as_f64().unwrap() - se).abs() < 1e-12,
+            "{acc}"
+        );
+    }
+    // A rerun computes nothing and reports the same numbers.
+    let again = sb.run_json(&args);
+    for i in 0..2 {
+        assert_eq!(again["checkpoints"][i]["computed_requests"], 0);
+        assert_eq!(
+            metric(&again, i, "acc_norm")["value"],
+            metric(&first, i, "acc_norm")["value"]
+        );
+    }
+    // A new checkpoint in a run is the only one scored.
+    common::copy_dir(&common::fixture("llama_tied"), &runs.join("b/step-3"));
+    let third = sb.run_json(&args);
+    let computed: Vec<i64> = third["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["computed_requests"].as_i64().unwrap())
+        .collect();
+    assert_eq!(computed, vec![0, 0, 48]);
+}
+
+#[test]
+fn the_table_groups_runs_and_names_the_store() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 4);
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.pop();
+    let out = sb.run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("synthetic_arc acc"), "{stdout}");
+    assert!(stdout.contains("s.sqlite"), "{stdout}");
+}
+
+#[test]
+fn kill_nine_mid_run_loses_nothing_and_scores_nothing_twice() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 150);
+    let reference = sb.run_json(eval_args(&runs, &task, arg(&data), "clean.sqlite"));
+
+    let mut args = eval_args(&runs, &task, arg(&data), "killed.sqlite");
+    args.extend(["--commit-every".into(), "16".into()]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
+        .current_dir(sb.path())
+        .env("CKPT_CACHE_DIR", sb.cache_dir())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = sb.path().join("killed.sqlite");
+    let started = std::time::Instant::now();
+    // Kill as soon as some, but not all, responses are committed.
+    loop {
+        let n = stored_responses(&store);
+        if n > 0 || started.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = stored_responses(&store);
+    assert!(
+        before > 0 && before < 1200,
+        "{before} responses stored before the kill"
+    );
+
+    let resumed = sb.run_json(&args);
+    let computed: i64 = resumed["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["computed_requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        computed as usize + before,
+        1200,
+        "each request answered exactly once"
+    );
+    for i in 0..2 {
+        for m in ["acc", "acc_norm"] {
+            assert_eq!(
+                metric(&resumed, i, m)["value"],
+                metric(&reference, i, m)["value"]
+            );
+        }
+    }
+}
+
+fn stored_responses(store: &std::path::Path) -> usize {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    conn.query_row("SELECT COUNT(*) FROM responses", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_checkpoint_that_fails_is_reported_and_the_others_go_on() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 4);
+    std::fs::write(runs.join("b/step-2/model.safetensors"), b"not safetensors").unwrap();
+    let out = sb.run(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["checkpoints"][0]["error"].is_null());
+    assert_eq!(metric(&report, 0, "acc")["n"], 4);
+    let err = report["checkpoints"][1]["error"].as_str().unwrap();
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+fn stderr_of(sb: &Sandbox, args: &[String]) -> String {
+    let out = sb.run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 4);
+
+    let mut unknown = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    unknown[3] = "no_such_task".into();
+    assert!(stderr_of(&sb, &unknown).contains("no_such_task"));
+
+    // A template naming a column the data lacks: the column and the field are named.
+    let broken = sb.write("broken.toml", TASK.replace("{{question}}", "{{questoin}}"));
+    let stderr = stderr_of(&sb, &eval_args(&runs, &broken, arg(&data), "s.sqlite"));
+    assert!(
+        stderr.contains("doc_to_text") && stderr.contains("questoin"),
+        "{stderr}"
+    );
+
+    let empty = sb.write("empty.jsonl", "");
+    let stderr = stderr_of(&sb, &eval_args(&runs, &task, arg(&empty), "s.sqlite"));
+    assert!(
+        stderr.contains("empty.jsonl") && stderr.contains("no documents"),
+        "{stderr}"
+    );
+
+    let corrupt = sb.write("corrupt.sqlite", vec![42u8; 8192]);
+    let stderr = stderr_of(&sb, &eval_args(&runs, &task, arg(&data), arg(&corrupt)));
+    assert!(stderr.contains("corrupt.sqlite"), "{stderr}");
+
+    let bad_toml = sb.write("bad.toml", TASK.replace("doc_to_choice", "doc_to_choise"));
+    let stderr = stderr_of(&sb, &eval_args(&runs, &bad_toml, arg(&data), "s.sqlite"));
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("doc_to_choise"),
+        "{stderr}"
+    );
+}
+
+/// A WSM merge is an ordinary checkpoint to `ckpt eval` (issue 8's "done when").
+#[test]
+fn a_merged_checkpoint_is_scored_like_any_other() {
+    let sb = Sandbox::new();
+    let run = sb.path().join("wso");
+    let fixture_run =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/merge/run");
+    for step in std::fs::read_dir(&fixture_run).unwrap() {
+        let step = step.unwrap();
+        common::copy_dir(&step.path(), &run.join(step.file_name()));
+    }
+    let merged = sb.path().join("merged/wsm-cosine");
+    let out = sb.run([
+        "merge",
+        arg(&run),
+        "--emulate",
+        "cosine",
+        "--window",
+        "200",
+        "--out",
+        arg(&merged),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task = sb.write("arc.toml", TASK);
+    let data = sb.write("arc.jsonl", arc_docs(6));
+    let report = sb.run_json(eval_args(
+        &sb.path().join("merged"),
+        &task,
+        arg(&data),
+        "s.sqlite",
+    ));
+    let c = &report["checkpoints"][0];
+    assert_eq!(c["schedule"], "wsm", "{c}");
+    let last = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| ckpt::checkpoint::step_from_name(&e.unwrap().file_name().to_string_lossy()))
+        .max();
+    assert_eq!(
+        c["step"].as_u64(),
+        last,
+        "the merge carries the newest source's step"
+    );
+    assert_eq!(metric(&report, 0, "acc")["n"], 6);
+}
