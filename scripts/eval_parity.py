@@ -19,7 +19,14 @@ Two runs:
   unchanged, and ckpt reads exemplar files extracted from them; only the verdict is
   printed.
 
-Run: /work/pyref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt]
+Scores (`--scores`): lm-eval's HF backend (transformers, f32, CPU, batch size 1) and
+`ckpt eval` score the same tiny checkpoints (tests/fixtures/trained/tiny-wso, and the
+random tests/fixtures/parity/llama_gqa for generation; max length 2048 on both sides)
+on the same synthetic docs for each kind of task; the script
+compares every per-choice log-likelihood (within 1e-4), every generation (identical),
+every per-doc metric and every aggregate (identical) and prints the speed of both.
+
+Run: /work/pyref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt] [--scores]
 No network: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, data come from local JSONL.
 """
 
@@ -35,6 +42,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import functools  # noqa: E402
+
+import tqdm  # noqa: E402
+
+# lm-eval's progress bars would drown the report.
+tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)
 
 import datasets  # noqa: E402
 import lm_eval  # noqa: E402
@@ -264,11 +279,176 @@ def compare(ckpt, tm, data_dir, fewshot_dir, limit, real):
         diff = first_difference(ours, theirs)
         n_req = sum(len(line["requests"]) for line in theirs)
         label = f"{task} ({'default' if shots is None else shots}-shot)"
-        print(f"{'identical' if diff is None else 'DIFFERENT':9}  {label:48} {len(theirs)} docs, {n_req} requests")
+        print(f"{'identical' if diff is None else 'DIFFERENT':9}  {label:58} {len(theirs)} docs, {n_req} requests")
         if diff:
             print(f"           {diff}")
         results.append((task, shots, theirs, diff))
     return results
+
+
+# The checkpoints scored: a tiny model trained on the synthetic world (its greedy
+# generations are blank, so generation is also checked on a randomly initialised
+# model, whose 256-token generations are varied).
+TRAINED = ROOT / "tests/fixtures/trained/tiny-wso"
+RANDOM = ROOT / "tests/fixtures/parity/llama_gqa"
+# (task, num_fewshot, checkpoint): each kind of task, scored by both harnesses.
+SCORE_CASES = [
+    ("arc_easy", 0, TRAINED),
+    ("boolq", 0, TRAINED),
+    ("hellaswag", 0, TRAINED),
+    ("piqa", 0, TRAINED),
+    ("winogrande", 0, TRAINED),
+    ("winogrande", 5, TRAINED),
+    ("truthfulqa_mc1", None, TRAINED),
+    ("truthfulqa_mc2", None, TRAINED),
+    ("mmlu_anatomy", 5, TRAINED),
+    ("agieval_lsat_ar", 0, TRAINED),
+    ("gsm8k", 1, TRAINED),
+    ("gsm8k", 1, RANDOM),
+    ("gsm8k_cot", 8, RANDOM),
+    ("drop", 3, RANDOM),
+    # BBH generates up to 1024 tokens: on the random model, greedy decoding drifts into
+    # near-ties after several hundred tokens, where f32 rounding decides (two
+    # transformers setups, lm-eval's generate and a plain generate call, already part
+    # after ~500 characters there), so it is checked on the trained model.
+    ("bbh_cot_fewshot_boolean_expressions", 3, TRAINED),
+]
+MAX_LENGTH = 2048
+LL_TOLERANCE = 1e-4
+
+
+def lm_eval_scores(lm, cfg, shots, limit):
+    """lm-eval's per-doc responses and metrics, and its aggregates, for one task."""
+    from lm_eval.evaluator import evaluate
+
+    task = ConfigurableTask(config=cfg)
+    task.set_config(key="num_fewshot", value=shots if shots is not None else task.get_config("num_fewshot") or 0)
+    task.set_fewshot_seed(seed=1234)
+    out = evaluate(lm=lm, task_dict={"tasks": {cfg["task"]: task}, "groups": {}, "group_map": {}},
+                   limit=limit, log_samples=True, bootstrap_iters=100000)
+    docs = {}
+    for sample in out["samples"][cfg["task"]]:
+        d = docs.setdefault(sample["doc_id"], {"metrics": {}})
+        if task.OUTPUT_TYPE == "multiple_choice":
+            d["lls"] = [r[0][0] for r in sample["resps"]]
+        else:
+            d["generations"] = [r[0] for r in sample["resps"]]
+        for m in sample["metrics"]:
+            d["metrics"][f"{m},{sample['filter']}"] = float(sample[m])
+    results = {k: v for k, v in out["results"][cfg["task"]].items() if "," in k and k != "alias"}
+    return docs, results
+
+
+def ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store):
+    """`ckpt eval`'s per-doc scores (from its store) and aggregates for one task."""
+    import sqlite3
+
+    args = ["eval", str(model), "--tasks", task, "--limit", str(limit), "--data-dir", str(data_dir),
+            "--fewshot-dir", str(fewshot_dir), "--store", str(store), "--max-length", str(MAX_LENGTH),
+            "--dtype", "f32", "--json", "-q"]
+    if shots is not None:
+        args += ["--num-fewshot", str(shots)]
+    report = json.loads(run_ckpt(ckpt, args))
+    (checkpoint,) = report["checkpoints"]
+    results = {}
+    for m in checkpoint["metrics"]:
+        if m["task"] == task:
+            results[f"{m['metric']},{m['filter']}"] = m["value"]
+            results[f"{m['metric']}_stderr,{m['filter']}"] = m["stderr"] if m["stderr"] is not None else "N/A"
+    con = sqlite3.connect(store)
+    rows = con.execute(
+        "SELECT doc_id, score FROM samples WHERE fingerprint = ? AND task = ?",
+        (checkpoint["fingerprint"], task),
+    ).fetchall()
+    con.close()
+    docs = {}
+    for doc_id, score in rows:
+        score = json.loads(score)
+        d = {"metrics": score["metrics"]}
+        d["lls" if isinstance((score["detail"] or [None])[0], float) else "generations"] = score["detail"]
+        docs[doc_id] = d
+    return docs, results
+
+
+def compare_scores(ckpt, tm, data_dir, fewshot_dir, limit, tmp):
+    import time
+
+    from lm_eval.models.huggingface import HFLM
+
+    models = {}
+    failures, worst, timing = 0, 0.0, {"lm-eval": 0.0, "ckpt": 0.0}
+    for task, shots, model in SCORE_CASES:
+        if model not in models:
+            models[model] = HFLM(pretrained=str(model), backend="causal", device="cpu", dtype="float32",
+                                 batch_size=1, max_length=MAX_LENGTH)
+        lm = models[model]
+        spec = ckpt_spec(ckpt, task)
+        cfg = lm_eval_config(tm, task, spec, data_dir)
+        if spec["fewshot_split"] == "file":
+            use_synthetic_exemplars(cfg, read_jsonl(Path(fewshot_dir) / f"{exemplar_stem(task)}.jsonl"))
+        t0 = time.perf_counter()
+        theirs, their_results = lm_eval_scores(lm, cfg, shots, limit)
+        t1 = time.perf_counter()
+        store = Path(tmp) / f"{task}-{shots}-{model.name}.sqlite"
+        ours, our_results = ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store)
+        t2 = time.perf_counter()
+        timing["lm-eval"] += t1 - t0
+        timing["ckpt"] += t2 - t1
+        # TruthfulQA mc2's score is a probability mass, a smooth function of the
+        # log-likelihoods: it agrees as closely as they do, not bit for bit.
+        continuous = task == "truthfulqa_mc2"
+        problems = []
+        if sorted(ours) != sorted(theirs):
+            problems.append(f"docs {sorted(ours)} vs {sorted(theirs)}")
+        task_worst = 0.0
+        for doc_id in sorted(set(ours) & set(theirs)):
+            a, b = ours[doc_id], theirs[doc_id]
+            if "lls" in b:
+                diffs = [abs(x - y) for x, y in zip(a.get("lls", []), b["lls"])]
+                if len(a.get("lls", [])) != len(b["lls"]) or max(diffs) > LL_TOLERANCE:
+                    problems.append(f"doc {doc_id}: log-likelihoods {a.get('lls')} vs {b['lls']}")
+                task_worst = max([task_worst, *diffs])
+            elif a.get("generations") != b["generations"]:
+                problems.append(f"doc {doc_id}: generation {a.get('generations')!r} vs {b['generations']!r}")
+            if not same_metrics(a["metrics"], b["metrics"], continuous):
+                problems.append(f"doc {doc_id}: metrics {a['metrics']} vs {b['metrics']}")
+        for key, value in their_results.items():
+            mine = our_results.get(key)
+            if not same_metrics({key: mine}, {key: value}, continuous, aggregate=True):
+                problems.append(f"{key}: ckpt {mine!r} vs lm-eval {value!r}")
+        worst = max(worst, task_worst)
+        label = f"{task} ({'default' if shots is None else shots}-shot, {model.name})"
+        main = {k: v for k, v in their_results.items() if "_stderr" not in k}
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in main.items())
+        agreement = "generations equal" if "generations" in theirs.get(0, {}) else f"max |dll| {task_worst:.1e}"
+        print(f"{'identical' if not problems else 'DIFFERENT':9}  {label:58} {agreement:18} {shown}")
+        first = theirs.get(0, {})
+        if "generations" in first:
+            print(f"           doc 0 generates {first['generations'][0][:60]!r}")
+        for p in problems[:5]:
+            print(f"           {p}")
+        failures += bool(problems)
+    print(f"max |log-likelihood difference| {worst:.2e}; wall time: lm-eval {timing['lm-eval']:.0f} s, "
+          f"ckpt eval {timing['ckpt']:.0f} s (whatever build --ckpt names; not a benchmark)")
+    return failures
+
+
+def same_metrics(ours, theirs, continuous, aggregate=False):
+    """Identical values; for a continuous score, within the log-likelihood tolerance
+    (an aggregate's mean and stderr too). Means of identical 0/1 items agree to the
+    last bit but for summation order, hence 1e-12 for aggregates."""
+    if set(ours) != set(theirs):
+        return False
+    for k, b in theirs.items():
+        a = ours[k]
+        if a == b:
+            continue
+        if not (isinstance(a, float) and isinstance(b, float)):
+            return False
+        tolerance = LL_TOLERANCE if continuous else (1e-12 if aggregate else 0.0)
+        if abs(a - b) > tolerance:
+            return False
+    return True
 
 
 def exemplar_stem(task):
@@ -281,6 +461,7 @@ def main():
     ap.add_argument("--limit", type=int, default=SYNTH["eval_docs"], help="docs compared per case")
     ap.add_argument("--real-exemplars", action="store_true", help="also check with lm-eval's own exemplars")
     ap.add_argument("--no-fixture", action="store_true", help="do not rewrite the fixture")
+    ap.add_argument("--scores", action="store_true", help="also compare log-likelihoods and metrics")
     args = ap.parse_args()
     datasets.disable_progress_bars()
     print(f"lm_eval {lm_eval.__version__}, datasets {datasets.__version__}")
@@ -302,6 +483,10 @@ def main():
             CASES[:] = real
             failed += [r for r in compare(args.ckpt, tm, data_dir, real_dir, args.limit, real=True) if r[3]]
             CASES[:] = saved
+        if args.scores:
+            print(f"scores (f32, CPU, max length {MAX_LENGTH}), lm-eval's HF backend vs ckpt eval:")
+            if compare_scores(args.ckpt, tm, data_dir, data_dir / "fewshot", args.limit, tmp):
+                failed.append("scores")
     if failed:
         sys.exit(f"{len(failed)} case(s) differ")
     if not args.no_fixture:
