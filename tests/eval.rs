@@ -317,3 +317,29 @@ fn a_merged_checkpoint_is_scored_like_any_other() {
     );
     assert_eq!(metric(&report, 0, "acc")["n"], 6);
 }
+
+/// The paper's relative table: each run's final checkpoint against the best decayed one,
+/// with the paired test on the same items.
+#[test]
+fn relative_table_compares_with_the_best_decayed_run() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 12);
+    std::fs::write(
+        runs.join("b/step-2/ckpt.json"),
+        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
+    )
+    .unwrap();
+    let report = sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    let rel = &report["relative"];
+    assert_eq!(rel["baselines"][0], "b", "{rel}");
+    let row_a = &rel["rows"][0];
+    assert_eq!(row_a[0], "a");
+    let acc = |i| metric(&report, i, "acc")["value"].as_f64().unwrap();
+    let delta = row_a[2][0]["delta"].as_f64().unwrap();
+    assert!((delta - (acc(0) - acc(1))).abs() < 1e-12);
+    assert_eq!(row_a[2][0]["test"]["n"], 12);
+    assert_eq!(row_a[2][0]["test"]["method"], "mcnemar");
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.extend(["--baseline".into(), "nope".into()]);
+    assert!(stderr_of(&sb, &args).contains("nope"));
+}

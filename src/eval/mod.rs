@@ -9,6 +9,7 @@
 //! [`pystr`]) and scored ([`metrics`], [`drop`]).
 
 pub mod builtin;
+pub mod compare;
 pub mod data;
 pub mod drop;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
+pub mod relative;
 pub mod run;
 pub mod scoring;
 pub mod spec;
