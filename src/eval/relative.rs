@@ -44,13 +44,17 @@ pub fn is_decayed(schedule: Option<&str>, alpha: Option<f64>) -> bool {
     }
 }
 
+/// Per-doc values `(doc_id, value)` of a task's headline metric for a checkpoint
+/// fingerprint.
+pub type ItemSource<'a> = &'a dyn Fn(&str, &str) -> Result<Vec<(usize, f64)>>;
+
 /// Builds the table; `items(fingerprint, task)` gives the per-doc values of the task's
 /// headline metric as `(doc_id, value)`. `None` when there is no baseline to compare to.
 pub fn relative_table(
     finals: &[RunFinal],
     tasks: &[String],
     baseline: Option<&str>,
-    items: &dyn Fn(&str, &str) -> Result<Vec<(usize, f64)>>,
+    items: ItemSource,
 ) -> Result<Option<RelativeTable>> {
     let baselines: Vec<Option<&RunFinal>> = tasks
         .iter()
