@@ -343,3 +343,53 @@ fn relative_table_compares_with_the_best_decayed_run() {
     args.extend(["--baseline".into(), "nope".into()]);
     assert!(stderr_of(&sb, &args).contains("nope"));
 }
+
+/// Exports: lm-eval's results layout, per-sample lines, a CSV.
+#[test]
+fn exports_results_samples_and_csv() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 5);
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.extend(["--output".into(), "out".into()]);
+    let report = sb.run_json(&args);
+    let out = sb.path().join("out");
+    let step = report["checkpoints"][0]["step"].as_u64().unwrap();
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("results_a_{step}.json"))).unwrap(),
+    )
+    .unwrap();
+    let acc = metric(&report, 0, "acc");
+    assert_eq!(
+        results["results"]["synthetic_arc"]["acc,none"],
+        acc["value"]
+    );
+    assert_eq!(
+        results["results"]["synthetic_arc"]["acc_stderr,none"],
+        acc["stderr"]
+    );
+    assert_eq!(results["n-shot"]["synthetic_arc"], 0);
+    let samples =
+        std::fs::read_to_string(out.join(format!("samples_synthetic_arc_a_{step}.jsonl"))).unwrap();
+    let lines: Vec<Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[0]["responses"].as_array().unwrap().len(),
+        4,
+        "one log-likelihood per choice"
+    );
+    let mean: f64 = lines
+        .iter()
+        .map(|l| l["metrics"]["acc,none"].as_f64().unwrap())
+        .sum::<f64>()
+        / 5.0;
+    assert!((mean - acc["value"].as_f64().unwrap()).abs() < 1e-12);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 * 2,
+        "header + 2 checkpoints x 2 metrics"
+    );
+}

@@ -65,6 +65,9 @@ pub struct EvalArgs {
     device: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Write lm-eval-style results JSON per checkpoint, per-sample JSONL and a CSV here.
+    #[arg(long)]
+    output: Option<PathBuf>,
     /// The run the relative table compares against (default: the best decayed run).
     #[arg(long)]
     baseline: Option<String>,
@@ -153,6 +156,11 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     bar.0.finish_and_clear();
     let mut report = Report::collect(&outcomes, &tasks, &store)?;
     report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
+    if let Some(dir) = &args.output {
+        let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
+        let files = crate::eval::export::export_all(dir, &store, &rows, &tasks)?;
+        tracing::info!("wrote {} files to {}", files.len(), dir.display());
+    }
     if args.json {
         print_json(&report)?;
     } else {

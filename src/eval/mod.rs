@@ -13,6 +13,7 @@ pub mod compare;
 pub mod data;
 pub mod drop;
 pub mod engine;
+pub mod export;
 pub mod filters;
 pub mod hub;
 pub mod metrics;
