@@ -70,6 +70,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     created_at TEXT NOT NULL,
     PRIMARY KEY (fingerprint, task, spec_hash, metric, filter)
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    task TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    dataset_path TEXT NOT NULL,
+    dataset_name TEXT,
+    split TEXT,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (task, spec_hash)
+);
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT NOT NULL,
     fingerprint TEXT,
@@ -109,6 +118,16 @@ pub struct MetricRow {
     pub regime: String,
     pub ckpt_version: String,
     pub created_at: String,
+}
+
+/// Where a task's data comes from (for model cards' `model-index`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskInfo {
+    pub task: String,
+    pub spec_hash: String,
+    pub dataset_path: String,
+    pub dataset_name: Option<String>,
+    pub split: Option<String>,
 }
 
 /// An open store.
@@ -321,6 +340,38 @@ impl Store {
             }
         }
         tx.commit().map_err(e)
+    }
+
+    /// Records a task spec (once per spec hash).
+    pub fn put_task_info(&self, info: &TaskInfo, spec_json: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The spec record of `(task, spec_hash)`, if stored.
+    pub fn task_info(&self, task: &str, spec_hash: &str) -> Result<Option<TaskInfo>> {
+        self.conn
+            .query_row(
+                "SELECT task, spec_hash, dataset_path, dataset_name, split FROM tasks WHERE task = ?1 AND spec_hash = ?2",
+                params![task, spec_hash],
+                |r| {
+                    Ok(TaskInfo {
+                        task: r.get(0)?,
+                        spec_hash: r.get(1)?,
+                        dataset_path: r.get(2)?,
+                        dataset_name: r.get(3)?,
+                        split: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Whether a task's metrics for a checkpoint under a spec hash are stored.

@@ -393,3 +393,39 @@ fn exports_results_samples_and_csv() {
         "header + 2 checkpoints x 2 metrics"
     );
 }
+
+/// `ckpt release` reads this checkpoint's scores from the store into the card's
+/// `model-index`.
+#[test]
+fn release_cards_take_their_results_from_the_store() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 6);
+    let report = sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    let acc = metric(&report, 0, "acc")["value"].as_f64().unwrap();
+    let ckpt_dir = runs.join("a/step-1");
+    let out = sb.run([
+        "release",
+        arg(&ckpt_dir),
+        "--repo",
+        "org/tiny-wso",
+        "--dry-run",
+        "preview",
+        "--store",
+        "s.sqlite",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card = std::fs::read_to_string(sb.path().join("preview/README.md")).unwrap();
+    assert!(card.contains("model-index"), "{card}");
+    assert!(
+        card.contains("synthetic/arc") && card.contains("synthetic_arc"),
+        "{card}"
+    );
+    assert!(
+        card.contains(&format!("{acc}")) || card.contains(&format!("{:.4}", acc)),
+        "{card}"
+    );
+}
