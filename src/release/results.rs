@@ -137,6 +137,36 @@ impl CardResults {
     }
 }
 
+/// This checkpoint's evaluation results from the results store (`ckpt eval`): every
+/// stored metric of its fingerprint, with the task's dataset for `model-index`.
+pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<CardResults> {
+    let mut evals = Vec::new();
+    for m in store.metrics(Some(fingerprint))? {
+        let Some(info) = store.task_info(&m.task, &m.spec_hash)? else {
+            continue;
+        };
+        evals.push(EvalResult {
+            task: m.task.clone(),
+            dataset_type: info.dataset_path.clone(),
+            dataset_name: info
+                .dataset_name
+                .clone()
+                .unwrap_or_else(|| info.dataset_path.clone()),
+            dataset_config: info.dataset_name,
+            split: info.split,
+            metric: m.metric,
+            value: m.value,
+            stderr: m.stderr,
+            num_fewshot: Some(m.num_fewshot as u32),
+            stage: EvalStage::Pre,
+        });
+    }
+    Ok(CardResults {
+        evals,
+        sharpness: vec![],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,34 +204,4 @@ mod tests {
         let err = CardResults::read(&path).unwrap_err().to_string();
         assert!(err.contains("more than one"), "{err}");
     }
-}
-
-/// This checkpoint's evaluation results from the results store (`ckpt eval`): every
-/// stored metric of its fingerprint, with the task's dataset for `model-index`.
-pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<CardResults> {
-    let mut evals = Vec::new();
-    for m in store.metrics(Some(fingerprint))? {
-        let Some(info) = store.task_info(&m.task, &m.spec_hash)? else {
-            continue;
-        };
-        evals.push(EvalResult {
-            task: m.task.clone(),
-            dataset_type: info.dataset_path.clone(),
-            dataset_name: info
-                .dataset_name
-                .clone()
-                .unwrap_or_else(|| info.dataset_path.clone()),
-            dataset_config: info.dataset_name,
-            split: info.split,
-            metric: m.metric,
-            value: m.value,
-            stderr: m.stderr,
-            num_fewshot: Some(m.num_fewshot as u32),
-            stage: EvalStage::Pre,
-        });
-    }
-    Ok(CardResults {
-        evals,
-        sharpness: vec![],
-    })
 }
