@@ -13,6 +13,7 @@ pub mod model;
 pub mod plot;
 pub mod schedule;
 pub mod score;
+pub mod sharpness;
 pub mod synth;
 pub mod texts;
 pub mod tokenizer;

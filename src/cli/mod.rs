@@ -6,6 +6,7 @@ mod inspect;
 mod output;
 mod schedule;
 mod score;
+mod sharpness;
 mod synth;
 mod tokenize;
 mod train;
@@ -35,6 +36,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
+    /// Hessian-trace sharpness (Hutchinson) of every checkpoint found, with plots.
+    Sharpness(sharpness::SharpnessArgs),
     /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
     Schedule(schedule::ScheduleArgs),
     /// Pre-tokenize a corpus into .npy token shards for training.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args, &ui),
         Command::Inspect(args) => inspect::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
+        Command::Sharpness(args) => sharpness::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
