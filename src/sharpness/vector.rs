@@ -75,16 +75,15 @@ pub fn rademacher(
         .collect()
 }
 
-/// `sum_i <a_i, b_i>`, accumulated in f64 whatever the tensors' dtype: finite
-/// differences subtract two such sums, so their rounding must stay far below the
-/// difference.
+/// `sum_i <a_i, b_i>`, summed in f64 whatever the tensors' dtype: finite differences
+/// subtract two such sums, so their rounding must stay far below the difference. The
+/// products are taken in the tensors' dtype (exact against a +-1 probe).
 pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     check_aligned(a, b)?;
     let mut total = 0.0;
     for (x, y) in a.iter().zip(b) {
-        let x = x.to_dtype(DType::F64)?;
-        let y = y.to_dtype(DType::F64)?;
-        total += (x * y)?.sum_all()?.to_scalar::<f64>()?;
+        let product = (x * y.to_dtype(x.dtype())?)?.to_dtype(DType::F64)?;
+        total += product.sum_all()?.to_scalar::<f64>()?;
     }
     Ok(total)
 }
