@@ -20,7 +20,7 @@ pub const DEFAULT_OUT: &str = "sharpness.jsonl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MethodArg {
-    /// Central differences of gradients (fast; about 1e-4 relative per probe in f32).
+    /// Central differences of gradients (fast; 1e-4 to 5e-4 relative per probe in f32).
     Fd,
     /// Double backward (exact; several times slower and hungrier: a reference).
     Exact,
