@@ -51,6 +51,12 @@ fn main() -> anyhow::Result<()> {
     tokenizer
         .save(model_dir.join("tokenizer.json"), false)
         .map_err(anyhow::Error::msg)?;
+    // BOS/EOS by name, so transformers' tokenizer (lm-eval's prefix token) knows them.
+    let eot = ckpt::train::data::bpe::END_OF_TEXT;
+    std::fs::write(
+        model_dir.join("tokenizer_config.json"),
+        serde_json::json!({"bos_token": eot, "eos_token": eot, "tokenizer_class": "PreTrainedTokenizerFast"}).to_string(),
+    )?;
 
     let mut requests = Vec::new();
     for _ in 0..docs {
