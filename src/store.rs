@@ -79,6 +79,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     spec TEXT NOT NULL,
     PRIMARY KEY (task, spec_hash)
 );
+CREATE TABLE IF NOT EXISTS sharpness (
+    fingerprint TEXT NOT NULL,
+    config_key TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    step INTEGER,
+    estimate REAL NOT NULL,
+    stderr REAL,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, config_key, checkpoint)
+);
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT NOT NULL,
     fingerprint TEXT,
@@ -371,6 +382,38 @@ impl Store {
                 },
             )
             .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a sharpness measurement (`result` is its JSON record).
+    pub fn put_sharpness(
+        &self,
+        fingerprint: &str,
+        config_key: &str,
+        checkpoint: &str,
+        step: Option<u64>,
+        estimate: f64,
+        stderr: Option<f64>,
+        result: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO sharpness (fingerprint, config_key, checkpoint, step, estimate, stderr, result, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![fingerprint, config_key, checkpoint, step.map(|s| s as i64), estimate, stderr, result, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every sharpness record (JSON), oldest first.
+    pub fn sharpness_results(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT result FROM sharpness ORDER BY created_at, checkpoint")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err(e))
     }
 

@@ -403,6 +403,26 @@ fn release_cards_take_their_results_from_the_store() {
     let report = sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
     let acc = metric(&report, 0, "acc")["value"].as_f64().unwrap();
     let ckpt_dir = runs.join("a/step-1");
+    std::fs::copy(
+        common::fixture_in("trained", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let sharp = sb.run_json([
+        "sharpness",
+        arg(&ckpt_dir),
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "32",
+        "--max-batches",
+        "1",
+        "--samples",
+        "2",
+        "--store",
+        "s.sqlite",
+        "--json",
+    ]);
     let out = sb.run([
         "release",
         arg(&ckpt_dir),

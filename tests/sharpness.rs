@@ -675,3 +675,53 @@ fn bad_input_gives_one_clear_line_and_finished_results_stay() {
         .unwrap()
         .ends_with("runs/a/step-30"));
 }
+
+/// With `--store`, results land in the results store and a run with another output file
+/// finds them there instead of measuring again.
+#[test]
+fn results_go_to_the_store_and_are_not_measured_twice() {
+    let sb = Sandbox::new();
+    common::copy_dir(
+        &common::fixture_in("trained", "tiny-wso"),
+        &sb.path().join("runs/wso/step-1"),
+    );
+    std::fs::copy(
+        common::fixture_in("trained", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let args = |out: &str| {
+        vec![
+            "sharpness",
+            "runs",
+            "--data",
+            "texts.jsonl",
+            "--seq-len",
+            "32",
+            "--max-batches",
+            "1",
+            "--samples",
+            "3",
+            "--store",
+            "s.sqlite",
+            "--out",
+            out,
+            "--json",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let first = sb.run_json(args("a.jsonl"));
+    let second = sb.run_json(args("b.jsonl"));
+    assert_eq!(first[0]["estimate"], second[0]["estimate"]);
+    assert_eq!(
+        first[0]["seconds"], second[0]["seconds"],
+        "taken from the store, not re-measured"
+    );
+    let conn = rusqlite::Connection::open(sb.path().join("s.sqlite")).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sharpness", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -31,6 +31,10 @@ pub struct SharpnessArgs {
     /// Checkpoint directories, or directories to search for checkpoints.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// The results store: finished measurements found there are not repeated, and new
+    /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
+    #[arg(long)]
+    store: Option<PathBuf>,
     /// Held-out texts: .txt (one per non-empty line), .jsonl / .json (field "text").
     #[arg(long)]
     data: PathBuf,
@@ -112,6 +116,13 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_out(&args.paths[0]));
     let mut results = ResultsFile::open(&out)?;
+    let store = match &args.store {
+        Some(p) => Some(crate::store::Store::open(p)?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        results.adopt(ResultsFile::from_store(store)?);
+    }
 
     let mut bar: Option<ProgressBar> = None;
     let outcomes = measure_all(
@@ -149,6 +160,9 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     );
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if let Some(store) = &store {
+        results.save_to_store(store)?;
     }
 
     let mut shown: Vec<(&SharpnessResult, bool)> = Vec::new();

@@ -138,6 +138,51 @@ impl ResultsFile {
         same.find(|r| r.checkpoint == checkpoint).or(latest)
     }
 
+    /// Takes in results measured elsewhere (the results store), so they are not
+    /// measured again; the file is rewritten only when a new result is appended.
+    pub fn adopt(&mut self, known: Vec<SharpnessResult>) {
+        for r in known {
+            let seen = self.results.iter().any(|x| {
+                x.fingerprint == r.fingerprint
+                    && x.config_key == r.config_key
+                    && x.checkpoint == r.checkpoint
+            });
+            if !seen {
+                self.results.push(r);
+            }
+        }
+    }
+
+    /// Copies every result into the results store.
+    pub fn save_to_store(&self, store: &crate::store::Store) -> Result<()> {
+        for r in &self.results {
+            let json = serde_json::to_string(r)
+                .map_err(|e| Error::Invalid(format!("cannot serialise a result: {e}")))?;
+            store.put_sharpness(
+                &r.fingerprint,
+                &r.config_key,
+                &r.checkpoint.display().to_string(),
+                r.step,
+                r.estimate,
+                r.stderr,
+                &json,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Results recorded in the store.
+    pub fn from_store(store: &crate::store::Store) -> Result<Vec<SharpnessResult>> {
+        store
+            .sharpness_results()?
+            .iter()
+            .map(|j| {
+                serde_json::from_str(j)
+                    .map_err(|e| Error::bad_file(store.path(), format!("sharpness record: {e}")))
+            })
+            .collect()
+    }
+
     /// Adds `result` and rewrites the file atomically; the progress sidecar goes.
     pub fn append(&mut self, result: SharpnessResult) -> Result<()> {
         self.results.push(result);
