@@ -141,6 +141,17 @@ pub struct TaskInfo {
     pub split: Option<String>,
 }
 
+/// A sharpness measurement as stored (`result`: its full JSON record).
+pub struct SharpnessRecord<'a> {
+    pub fingerprint: &'a str,
+    pub config_key: &'a str,
+    pub checkpoint: &'a str,
+    pub step: Option<u64>,
+    pub estimate: f64,
+    pub stderr: Option<f64>,
+    pub result: &'a str,
+}
+
 /// An open store.
 pub struct Store {
     conn: Connection,
@@ -385,17 +396,17 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Stores a sharpness measurement (`result` is its JSON record).
-    pub fn put_sharpness(
-        &self,
-        fingerprint: &str,
-        config_key: &str,
-        checkpoint: &str,
-        step: Option<u64>,
-        estimate: f64,
-        stderr: Option<f64>,
-        result: &str,
-    ) -> Result<()> {
+    /// Stores a sharpness measurement.
+    pub fn put_sharpness(&self, r: &SharpnessRecord) -> Result<()> {
+        let SharpnessRecord {
+            fingerprint,
+            config_key,
+            checkpoint,
+            step,
+            estimate,
+            stderr,
+            result,
+        } = r;
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO sharpness (fingerprint, config_key, checkpoint, step, estimate, stderr, result, created_at)

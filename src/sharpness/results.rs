@@ -158,15 +158,15 @@ impl ResultsFile {
         for r in &self.results {
             let json = serde_json::to_string(r)
                 .map_err(|e| Error::Invalid(format!("cannot serialise a result: {e}")))?;
-            store.put_sharpness(
-                &r.fingerprint,
-                &r.config_key,
-                &r.checkpoint.display().to_string(),
-                r.step,
-                r.estimate,
-                r.stderr,
-                &json,
-            )?;
+            store.put_sharpness(&crate::store::SharpnessRecord {
+                fingerprint: &r.fingerprint,
+                config_key: &r.config_key,
+                checkpoint: &r.checkpoint.display().to_string(),
+                step: r.step,
+                estimate: r.estimate,
+                stderr: r.stderr,
+                result: &json,
+            })?;
         }
         Ok(())
     }
