@@ -448,4 +448,9 @@ fn release_cards_take_their_results_from_the_store() {
         card.contains(&format!("{acc}")) || card.contains(&format!("{:.4}", acc)),
         "{card}"
     );
+    assert!(
+        card.contains("(this model)"),
+        "the store's sharpness is in the card: {card}"
+    );
+    assert!(sharp[0]["estimate"].is_number());
 }
