@@ -1,7 +1,9 @@
 """Reference p-values for ckpt's paired significance tests (src/eval/compare.rs).
 
 Exact McNemar (two-sided binomial test on the discordant pairs, scipy.stats.binomtest)
-for 0/1 items, paired t-test (scipy.stats.ttest_rel) otherwise. Synthetic items only.
+for 0/1 items, paired t-test (scipy.stats.ttest_rel) otherwise; Pearson's r with its
+two-sided p-value (scipy.stats.pearsonr) for sharpness against SFT score. Synthetic
+items only.
 
     /work/pyref/bin/python scripts/make_paired_fixture.py > tests/fixtures/eval/paired.json
 """
@@ -24,4 +26,10 @@ for n, shift in [(30, 0.1), (120, 0.02), (10, 0.5)]:
     b = [x + shift + rng.gauss(0, 0.5) for x in a]
     p = stats.ttest_rel(a, b).pvalue
     cases.append({"a": a, "b": b, "method": "paired_t", "p_value": float(p)})
-print(json.dumps({"scipy": __import__("scipy").__version__, "cases": cases}))
+pearson = []
+for n, slope in [(6, -0.8), (20, 0.3), (12, 0.0)]:
+    x = [rng.gauss(0, 1) for _ in range(n)]
+    y = [slope * a + rng.gauss(0, 0.5) for a in x]
+    r, p = stats.pearsonr(x, y)
+    pearson.append({"x": x, "y": y, "r": float(r), "p_value": float(p)})
+print(json.dumps({"scipy": __import__("scipy").__version__, "cases": cases, "pearson": pearson}))

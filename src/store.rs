@@ -257,6 +257,28 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every checkpoint's fingerprint and `ckpt.json` (`null` when it had none).
+    pub fn checkpoint_metas(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, meta FROM checkpoints")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (fp, meta) = row.map_err(|e| self.err(e))?;
+            let meta = meta
+                .and_then(|m| serde_json::from_str(&m).ok())
+                .unwrap_or_default();
+            out.push((fp, meta));
+        }
+        Ok(out)
+    }
+
     /// Stored responses of `fingerprint` among `hashes` (JSON text by request hash).
     pub fn responses(
         &self,

@@ -454,3 +454,109 @@ fn release_cards_take_their_results_from_the_store() {
     );
     assert!(sharp[0]["estimate"].is_number());
 }
+
+/// The paper's Figure 4 from the store: sharpness of pre-training checkpoints against
+/// their fine-tunes' score, with Pearson's r (checked against the formula here).
+#[test]
+fn sharpness_against_sft_scores_with_pearson_r() {
+    let sb = Sandbox::new();
+    std::fs::copy(
+        common::fixture_in("trained", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let task = sb.write("arc.toml", TASK);
+    let data = sb.write("arc.jsonl", arc_docs(8));
+    let parents = ["llama_gqa", "llama_tied", "qwen2_bias"];
+    let children = ["llama3_rope", "mistral_sharded", "llama_gqa"];
+    let mut sharp = Vec::new();
+    for (i, name) in parents.iter().enumerate() {
+        let dir = sb.path().join(format!("pre/run{i}/step-10"));
+        common::copy_dir(&common::fixture(name), &dir);
+        let r = sb.run_json([
+            "sharpness",
+            arg(&dir),
+            "--data",
+            "texts.jsonl",
+            "--seq-len",
+            "16",
+            "--max-batches",
+            "1",
+            "--samples",
+            "2",
+            "--store",
+            "s.sqlite",
+            "--json",
+        ]);
+        sharp.push((
+            r[0]["fingerprint"].as_str().unwrap().to_string(),
+            r[0]["estimate"].as_f64().unwrap(),
+        ));
+    }
+    let mut scores = Vec::new();
+    for (i, name) in children.iter().enumerate() {
+        let dir = sb.path().join(format!("sft/run{i}/step-5"));
+        common::copy_dir(&common::fixture(name), &dir);
+        if i == 2 {
+            // Same weights as parent 0 would share its fingerprint: perturb one byte.
+            let f = dir.join("model.safetensors");
+            let mut bytes = std::fs::read(&f).unwrap();
+            let n = bytes.len();
+            bytes[n - 1] ^= 1;
+            std::fs::write(&f, bytes).unwrap();
+        }
+        let meta =
+            json!({"step": 5, "stage": "sft", "parent": {"path": "x", "fingerprint": sharp[i].0}});
+        std::fs::write(dir.join("ckpt.json"), meta.to_string()).unwrap();
+        let report = sb.run_json(eval_args(&dir, &task, arg(&data), "s.sqlite"));
+        scores.push(metric(&report, 0, "acc")["value"].as_f64().unwrap());
+    }
+    let out = sb.run([
+        "sharpness",
+        "pre",
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "16",
+        "--max-batches",
+        "1",
+        "--samples",
+        "2",
+        "--store",
+        "s.sqlite",
+        "--sft-plot",
+        "fig4.svg",
+        "--sft-task",
+        "synthetic_arc:acc",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let svg = std::fs::read_to_string(sb.path().join("fig4.svg")).unwrap();
+    assert!(
+        svg.contains("Pearson r") || stderr.contains("too few"),
+        "{stderr}"
+    );
+    let xs: Vec<f64> = sharp.iter().map(|s| s.1).collect();
+    let (mx, my) = (
+        xs.iter().sum::<f64>() / 3.0,
+        scores.iter().sum::<f64>() / 3.0,
+    );
+    let cov: f64 = xs
+        .iter()
+        .zip(&scores)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum();
+    let vx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let vy: f64 = scores.iter().map(|y| (y - my).powi(2)).sum();
+    if vy > 0.0 {
+        let r = cov / (vx * vy).sqrt();
+        assert!(
+            stderr.contains(&format!("Pearson r = {r:.3}")),
+            "r = {r:.3}: {stderr}"
+        );
+    }
+}

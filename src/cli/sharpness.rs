@@ -35,6 +35,13 @@ pub struct SharpnessArgs {
     /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
     #[arg(long)]
     store: Option<PathBuf>,
+    /// With --store: plot sharpness against the fine-tunes' score (the paper's Figure 4,
+    /// with Pearson's r and p) into this PNG/SVG; --sft-task names the score.
+    #[arg(long, requires_all = ["store", "sft_task"])]
+    sft_plot: Option<PathBuf>,
+    /// The SFT score for --sft-plot: TASK or TASK:METRIC (default metric acc).
+    #[arg(long)]
+    sft_task: Option<String>,
     /// Held-out texts: .txt (one per non-empty line), .jsonl / .json (field "text").
     #[arg(long)]
     data: PathBuf,
@@ -163,6 +170,23 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     if let Some(store) = &store {
         results.save_to_store(store)?;
+        if let (Some(path), Some(spec)) = (&args.sft_plot, &args.sft_task) {
+            let (task, metric) = spec.split_once(':').unwrap_or((spec.as_str(), "acc"));
+            let corr = crate::sharpness::sft::sft_correlation(store, task, metric)?;
+            crate::sharpness::sft::plot(path, &corr)?;
+            match (corr.pearson_r, corr.p_value) {
+                (Some(r), Some(p)) => eprintln!(
+                    "sharpness vs SFT {task} {metric}: Pearson r = {r:.3} (p = {p:.3}, {} checkpoints); plot in {}",
+                    corr.points.len(),
+                    path.display()
+                ),
+                _ => eprintln!(
+                    "sharpness vs SFT {task} {metric}: {} checkpoints, too few for a correlation; plot in {}",
+                    corr.points.len(),
+                    path.display()
+                ),
+            }
+        }
     }
 
     let mut shown: Vec<(&SharpnessResult, bool)> = Vec::new();

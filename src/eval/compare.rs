@@ -84,6 +84,37 @@ fn paired_t(a: &[f64], b: &[f64]) -> f64 {
     2.0 * (1.0 - dist.cdf(t.abs()))
 }
 
+/// Pearson's correlation of `xs` and `ys` and its two-sided p-value (t test with
+/// n - 2 degrees of freedom, as `scipy.stats.pearsonr`); `None` with fewer than three
+/// points or a constant variable.
+pub fn pearson(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
+    let n = xs.len().min(ys.len());
+    if n < 3 {
+        return None;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
+    let (mx, my) = (mean(&xs[..n]), mean(&ys[..n]));
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in xs.iter().zip(ys).take(n) {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx).powi(2);
+        syy += (y - my).powi(2);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    let r = (sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0);
+    let df = n as f64 - 2.0;
+    let p = if r.abs() == 1.0 {
+        0.0
+    } else {
+        let t = r * (df / (1.0 - r * r)).sqrt();
+        let dist = StudentsT::new(0.0, 1.0, df).expect("valid t distribution");
+        2.0 * (1.0 - dist.cdf(t.abs()))
+    };
+    Some((r, p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +147,30 @@ mod tests {
                 got.p_value
             );
         }
+    }
+
+    #[test]
+    fn pearson_matches_scipy() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/eval/paired.json"
+        );
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for case in fixture["pearson"].as_array().unwrap() {
+            let v = |k: &str| -> Vec<f64> {
+                case[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            };
+            let (r, p) = pearson(&v("x"), &v("y")).unwrap();
+            assert!((r - case["r"].as_f64().unwrap()).abs() < 1e-12);
+            let want = case["p_value"].as_f64().unwrap();
+            assert!((p - want).abs() < 1e-9 * want.max(1e-3), "{p} vs {want}");
+        }
+        assert!(pearson(&[1.0, 2.0], &[3.0, 4.0]).is_none());
     }
 
     #[test]

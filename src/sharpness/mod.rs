@@ -22,6 +22,7 @@ pub mod measure;
 pub mod objective;
 pub mod power;
 pub mod results;
+pub mod sft;
 pub mod vector;
 
 pub use data::{DataOptions, TokenBatches};
