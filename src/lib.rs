@@ -16,6 +16,7 @@ pub mod plot;
 pub mod release;
 pub mod schedule;
 pub mod score;
+pub mod sharpness;
 pub mod store;
 pub mod synth;
 pub mod texts;

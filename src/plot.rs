@@ -23,6 +23,10 @@ use std::sync::OnceLock;
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// Draw a marker at each point (a scatter, or a curve whose points matter).
+    pub markers: bool,
+    /// Join the points with a line.
+    pub line: bool,
 }
 
 impl Series {
@@ -31,7 +35,24 @@ impl Series {
         Self {
             label: label.into(),
             points,
+            markers: false,
+            line: true,
         }
+    }
+
+    /// Points without a line (a scatter plot).
+    pub fn scatter(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            markers: true,
+            line: false,
+            ..Self::new(label, points)
+        }
+    }
+
+    /// A curve with a marker at each point (visible even with a single point).
+    pub fn with_markers(mut self) -> Self {
+        self.markers = true;
+        self
     }
 }
 
@@ -218,12 +239,23 @@ where
     for (i, series) in chart.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let pts: Vec<(f64, f64)> = series.points.iter().copied().filter(finite).collect();
-        ctx.draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(e)?
-            .label(series.label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
+        if series.markers {
+            let dots = pts.iter().map(|&p| Circle::new(p, 4, color.filled()));
+            let drawn = ctx.draw_series(dots).map_err(e)?;
+            if !series.line {
+                drawn
+                    .label(series.label.as_str())
+                    .legend(move |(x, y)| Circle::new((x + 12, y), 4, color.filled()));
+            }
+        }
+        if series.line {
+            ctx.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(e)?
+                .label(series.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+                });
+        }
     }
     let dash = BLACK.mix(0.55).stroke_width(1);
     for line in chart.vlines.iter().filter(|v| v.x.is_finite()) {

@@ -70,6 +70,26 @@ CREATE TABLE IF NOT EXISTS metrics (
     created_at TEXT NOT NULL,
     PRIMARY KEY (fingerprint, task, spec_hash, metric, filter)
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    task TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    dataset_path TEXT NOT NULL,
+    dataset_name TEXT,
+    split TEXT,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (task, spec_hash)
+);
+CREATE TABLE IF NOT EXISTS sharpness (
+    fingerprint TEXT NOT NULL,
+    config_key TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    step INTEGER,
+    estimate REAL NOT NULL,
+    stderr REAL,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, config_key, checkpoint)
+);
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT NOT NULL,
     fingerprint TEXT,
@@ -109,6 +129,27 @@ pub struct MetricRow {
     pub regime: String,
     pub ckpt_version: String,
     pub created_at: String,
+}
+
+/// Where a task's data comes from (for model cards' `model-index`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskInfo {
+    pub task: String,
+    pub spec_hash: String,
+    pub dataset_path: String,
+    pub dataset_name: Option<String>,
+    pub split: Option<String>,
+}
+
+/// A sharpness measurement as stored (`result`: its full JSON record).
+pub struct SharpnessRecord<'a> {
+    pub fingerprint: &'a str,
+    pub config_key: &'a str,
+    pub checkpoint: &'a str,
+    pub step: Option<u64>,
+    pub estimate: f64,
+    pub stderr: Option<f64>,
+    pub result: &'a str,
 }
 
 /// An open store.
@@ -216,6 +257,28 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every checkpoint's fingerprint and `ckpt.json` (`null` when it had none).
+    pub fn checkpoint_metas(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, meta FROM checkpoints")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (fp, meta) = row.map_err(|e| self.err(e))?;
+            let meta = meta
+                .and_then(|m| serde_json::from_str(&m).ok())
+                .unwrap_or_default();
+            out.push((fp, meta));
+        }
+        Ok(out)
+    }
+
     /// Stored responses of `fingerprint` among `hashes` (JSON text by request hash).
     pub fn responses(
         &self,
@@ -321,6 +384,70 @@ impl Store {
             }
         }
         tx.commit().map_err(e)
+    }
+
+    /// Records a task spec (once per spec hash).
+    pub fn put_task_info(&self, info: &TaskInfo, spec_json: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The spec record of `(task, spec_hash)`, if stored.
+    pub fn task_info(&self, task: &str, spec_hash: &str) -> Result<Option<TaskInfo>> {
+        self.conn
+            .query_row(
+                "SELECT task, spec_hash, dataset_path, dataset_name, split FROM tasks WHERE task = ?1 AND spec_hash = ?2",
+                params![task, spec_hash],
+                |r| {
+                    Ok(TaskInfo {
+                        task: r.get(0)?,
+                        spec_hash: r.get(1)?,
+                        dataset_path: r.get(2)?,
+                        dataset_name: r.get(3)?,
+                        split: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a sharpness measurement.
+    pub fn put_sharpness(&self, r: &SharpnessRecord) -> Result<()> {
+        let SharpnessRecord {
+            fingerprint,
+            config_key,
+            checkpoint,
+            step,
+            estimate,
+            stderr,
+            result,
+        } = r;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO sharpness (fingerprint, config_key, checkpoint, step, estimate, stderr, result, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![fingerprint, config_key, checkpoint, step.map(|s| s as i64), estimate, stderr, result, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every sharpness record (JSON), oldest first.
+    pub fn sharpness_results(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT result FROM sharpness ORDER BY created_at, checkpoint")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Whether a task's metrics for a checkpoint under a spec hash are stored.

@@ -317,3 +317,246 @@ fn a_merged_checkpoint_is_scored_like_any_other() {
     );
     assert_eq!(metric(&report, 0, "acc")["n"], 6);
 }
+
+/// The paper's relative table: each run's final checkpoint against the best decayed one,
+/// with the paired test on the same items.
+#[test]
+fn relative_table_compares_with_the_best_decayed_run() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 12);
+    std::fs::write(
+        runs.join("b/step-2/ckpt.json"),
+        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
+    )
+    .unwrap();
+    let report = sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    let rel = &report["relative"];
+    assert_eq!(rel["baselines"][0], "b", "{rel}");
+    let row_a = &rel["rows"][0];
+    assert_eq!(row_a[0], "a");
+    let acc = |i| metric(&report, i, "acc")["value"].as_f64().unwrap();
+    let delta = row_a[2][0]["delta"].as_f64().unwrap();
+    assert!((delta - (acc(0) - acc(1))).abs() < 1e-12);
+    assert_eq!(row_a[2][0]["test"]["n"], 12);
+    assert_eq!(row_a[2][0]["test"]["method"], "mcnemar");
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.extend(["--baseline".into(), "nope".into()]);
+    assert!(stderr_of(&sb, &args).contains("nope"));
+}
+
+/// Exports: lm-eval's results layout, per-sample lines, a CSV.
+#[test]
+fn exports_results_samples_and_csv() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 5);
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.extend(["--output".into(), "out".into()]);
+    let report = sb.run_json(&args);
+    let out = sb.path().join("out");
+    let step = report["checkpoints"][0]["step"].as_u64().unwrap();
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("results_a_{step}.json"))).unwrap(),
+    )
+    .unwrap();
+    let acc = metric(&report, 0, "acc");
+    assert_eq!(
+        results["results"]["synthetic_arc"]["acc,none"],
+        acc["value"]
+    );
+    assert_eq!(
+        results["results"]["synthetic_arc"]["acc_stderr,none"],
+        acc["stderr"]
+    );
+    assert_eq!(results["n-shot"]["synthetic_arc"], 0);
+    let samples =
+        std::fs::read_to_string(out.join(format!("samples_synthetic_arc_a_{step}.jsonl"))).unwrap();
+    let lines: Vec<Value> = samples
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[0]["responses"].as_array().unwrap().len(),
+        4,
+        "one log-likelihood per choice"
+    );
+    let mean: f64 = lines
+        .iter()
+        .map(|l| l["metrics"]["acc,none"].as_f64().unwrap())
+        .sum::<f64>()
+        / 5.0;
+    assert!((mean - acc["value"].as_f64().unwrap()).abs() < 1e-12);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 * 2,
+        "header + 2 checkpoints x 2 metrics"
+    );
+}
+
+/// `ckpt release` reads this checkpoint's scores from the store into the card's
+/// `model-index`.
+#[test]
+fn release_cards_take_their_results_from_the_store() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 6);
+    let report = sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    let acc = metric(&report, 0, "acc")["value"].as_f64().unwrap();
+    let ckpt_dir = runs.join("a/step-1");
+    std::fs::copy(
+        common::fixture_in("trained", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let sharp = sb.run_json([
+        "sharpness",
+        arg(&ckpt_dir),
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "32",
+        "--max-batches",
+        "1",
+        "--samples",
+        "2",
+        "--store",
+        "s.sqlite",
+        "--json",
+    ]);
+    let out = sb.run([
+        "release",
+        arg(&ckpt_dir),
+        "--repo",
+        "org/tiny-wso",
+        "--dry-run",
+        "preview",
+        "--store",
+        "s.sqlite",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card = std::fs::read_to_string(sb.path().join("preview/README.md")).unwrap();
+    assert!(card.contains("model-index"), "{card}");
+    assert!(
+        card.contains("synthetic/arc") && card.contains("synthetic_arc"),
+        "{card}"
+    );
+    assert!(
+        card.contains(&format!("{acc}")) || card.contains(&format!("{:.4}", acc)),
+        "{card}"
+    );
+    assert!(
+        card.contains("(this model)"),
+        "the store's sharpness is in the card: {card}"
+    );
+    assert!(sharp[0]["estimate"].is_number());
+}
+
+/// The paper's Figure 4 from the store: sharpness of pre-training checkpoints against
+/// their fine-tunes' score, with Pearson's r (checked against the formula here).
+#[test]
+fn sharpness_against_sft_scores_with_pearson_r() {
+    let sb = Sandbox::new();
+    std::fs::copy(
+        common::fixture_in("trained", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let task = sb.write("arc.toml", TASK);
+    let data = sb.write("arc.jsonl", arc_docs(8));
+    let parents = ["llama_gqa", "llama_tied", "qwen2_bias"];
+    let children = ["llama3_rope", "mistral_sharded", "llama_gqa"];
+    let mut sharp = Vec::new();
+    for (i, name) in parents.iter().enumerate() {
+        let dir = sb.path().join(format!("pre/run{i}/step-10"));
+        common::copy_dir(&common::fixture(name), &dir);
+        let r = sb.run_json([
+            "sharpness",
+            arg(&dir),
+            "--data",
+            "texts.jsonl",
+            "--seq-len",
+            "16",
+            "--max-batches",
+            "1",
+            "--samples",
+            "2",
+            "--store",
+            "s.sqlite",
+            "--json",
+        ]);
+        sharp.push((
+            r[0]["fingerprint"].as_str().unwrap().to_string(),
+            r[0]["estimate"].as_f64().unwrap(),
+        ));
+    }
+    let mut scores = Vec::new();
+    for (i, name) in children.iter().enumerate() {
+        let dir = sb.path().join(format!("sft/run{i}/step-5"));
+        common::copy_dir(&common::fixture(name), &dir);
+        if i == 2 {
+            // Same weights as parent 0 would share its fingerprint: perturb one byte.
+            let f = dir.join("model.safetensors");
+            let mut bytes = std::fs::read(&f).unwrap();
+            let n = bytes.len();
+            bytes[n - 1] ^= 1;
+            std::fs::write(&f, bytes).unwrap();
+        }
+        let meta =
+            json!({"step": 5, "stage": "sft", "parent": {"path": "x", "fingerprint": sharp[i].0}});
+        std::fs::write(dir.join("ckpt.json"), meta.to_string()).unwrap();
+        let report = sb.run_json(eval_args(&dir, &task, arg(&data), "s.sqlite"));
+        scores.push(metric(&report, 0, "acc")["value"].as_f64().unwrap());
+    }
+    let out = sb.run([
+        "sharpness",
+        "pre",
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "16",
+        "--max-batches",
+        "1",
+        "--samples",
+        "2",
+        "--store",
+        "s.sqlite",
+        "--sft-plot",
+        "fig4.svg",
+        "--sft-task",
+        "synthetic_arc:acc",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let svg = std::fs::read_to_string(sb.path().join("fig4.svg")).unwrap();
+    assert!(
+        svg.contains("Pearson r") || stderr.contains("too few"),
+        "{stderr}"
+    );
+    let xs: Vec<f64> = sharp.iter().map(|s| s.1).collect();
+    let (mx, my) = (
+        xs.iter().sum::<f64>() / 3.0,
+        scores.iter().sum::<f64>() / 3.0,
+    );
+    let cov: f64 = xs
+        .iter()
+        .zip(&scores)
+        .map(|(x, y)| (x - mx) * (y - my))
+        .sum();
+    let vx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let vy: f64 = scores.iter().map(|y| (y - my).powi(2)).sum();
+    if vy > 0.0 {
+        let r = cov / (vx * vy).sqrt();
+        assert!(
+            stderr.contains(&format!("Pearson r = {r:.3}")),
+            "r = {r:.3}: {stderr}"
+        );
+    }
+}

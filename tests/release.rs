@@ -685,7 +685,7 @@ fn decayed_and_unknown_schedules_are_refused_unless_allowed() {
     // A merged checkpoint (ckpt merge) counts as decayed.
     std::fs::write(
         ckpt.join("ckpt.json"),
-        r#"{"step": 300, "schedule": {"kind": "wso"}, "merge": {"emulate": "cosine"}}"#,
+        r#"{"step": 300, "schedule": {"kind": "wso"}, "merge": {"shape": "cosine", "accumulate": "f32", "sources": []}}"#,
     )
     .unwrap();
     let err = failed(

@@ -4,6 +4,7 @@
 use super::output::{print_json, table, Ui};
 use crate::checkpoint::discover;
 use crate::eval::data::DataSources;
+use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
 use crate::eval::run::{evaluate, CheckpointOutcome, Progress, RunOptions};
 use crate::eval::spec::TaskSpec;
 use crate::eval::task::{build_task, TaskRequests};
@@ -64,6 +65,12 @@ pub struct EvalArgs {
     device: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Write lm-eval-style results JSON per checkpoint, per-sample JSONL and a CSV here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// The run the relative table compares against (default: the best decayed run).
+    #[arg(long)]
+    baseline: Option<String>,
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
@@ -151,7 +158,13 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let bar = Bar(ui.progress(0, "scoring"));
     let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
     bar.0.finish_and_clear();
-    let report = Report::collect(&outcomes, &tasks, &store)?;
+    let mut report = Report::collect(&outcomes, &tasks, &store)?;
+    report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
+    if let Some(dir) = &args.output {
+        let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
+        let files = crate::eval::export::export_all(dir, &store, &rows, &tasks)?;
+        tracing::info!("wrote {} files to {}", files.len(), dir.display());
+    }
     if args.json {
         print_json(&report)?;
     } else {
@@ -176,6 +189,8 @@ fn join_paths(paths: &[PathBuf]) -> String {
 #[derive(Serialize)]
 struct Report {
     checkpoints: Vec<CheckpointReport>,
+    /// Each run's final checkpoint against the best decayed run.
+    relative: Option<RelativeTable>,
 }
 
 #[derive(Serialize)]
@@ -230,7 +245,85 @@ impl Report {
         }
         // Grouped by run, ordered by step.
         checkpoints.sort_by(|a, b| (&a.run, a.step, &a.path).cmp(&(&b.run, b.step, &b.path)));
-        Ok(Self { checkpoints })
+        Ok(Self {
+            checkpoints,
+            relative: None,
+        })
+    }
+
+    /// The last scored checkpoint of each run, with its headline values.
+    fn finals(&self) -> Vec<RunFinal> {
+        let cols = self.columns();
+        let mut finals: Vec<RunFinal> = Vec::new();
+        for c in self.checkpoints.iter().filter(|c| c.error.is_none()) {
+            let values = cols
+                .iter()
+                .filter_map(|(t, m, f)| {
+                    let row = c
+                        .metrics
+                        .iter()
+                        .find(|r| &r.task == t && &r.metric == m && &r.filter == f)?;
+                    Some((t.clone(), (row.value, row.higher_is_better)))
+                })
+                .collect();
+            let fin = RunFinal {
+                run: c.run.clone(),
+                label: schedule_label(c.schedule.as_deref(), c.alpha),
+                fingerprint: c.fingerprint.clone(),
+                decayed: is_decayed(c.schedule.as_deref(), c.alpha),
+                values,
+            };
+            // Checkpoints are sorted by run then step: the last one of a run wins.
+            match finals.last_mut() {
+                Some(last) if last.run == fin.run => *last = fin,
+                _ => finals.push(fin),
+            }
+        }
+        finals
+    }
+
+    fn relative_table(
+        &self,
+        tasks: &[TaskRequests],
+        store: &Store,
+        baseline: Option<&str>,
+    ) -> anyhow::Result<Option<RelativeTable>> {
+        let cols = self.columns();
+        let names: Vec<String> = cols.iter().map(|(t, _, _)| t.clone()).collect();
+        let items = |fp: &str, task: &str| -> crate::Result<Vec<(usize, f64)>> {
+            let Some((_, metric, filter)) = cols.iter().find(|(t, _, _)| t == task) else {
+                return Ok(vec![]);
+            };
+            let hash = tasks
+                .iter()
+                .find(|t| t.spec.task == task)
+                .map(|t| t.spec.hash())
+                .unwrap_or_default();
+            let key = crate::eval::scoring::key(metric, filter);
+            Ok(store
+                .samples(fp, task, &hash)?
+                .into_iter()
+                .filter_map(|(doc, _, score)| {
+                    let v: serde_json::Value = serde_json::from_str(&score).ok()?;
+                    Some((doc, v["metrics"][&key].as_f64()?))
+                })
+                .collect())
+        };
+        if let Some(b) = baseline {
+            if !self.checkpoints.iter().any(|c| c.run == b) {
+                anyhow::bail!(
+                    "--baseline {b}: no such run (runs: {})",
+                    self.runs().join(", ")
+                );
+            }
+        }
+        Ok(relative_table(&self.finals(), &names, baseline, &items)?)
+    }
+
+    fn runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = self.checkpoints.iter().map(|c| c.run.clone()).collect();
+        runs.dedup();
+        runs
     }
 
     /// Columns: each task's headline metric (the first of its metric list).
@@ -287,6 +380,9 @@ impl Report {
                 c.error.as_deref().unwrap_or_default()
             );
         }
+        if let Some(rel) = &self.relative {
+            print_relative(rel, &self.columns());
+        }
         let computed: usize = self.checkpoints.iter().map(|c| c.computed_requests).sum();
         println!(
             "{} checkpoints, {} tasks; {computed} requests computed, the rest from {}",
@@ -295,6 +391,33 @@ impl Report {
             store.display()
         );
     }
+}
+
+/// Deltas from the baseline in points, with the paired test's p-value.
+fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
+    let mut header = vec!["run".to_string(), "schedule".into()];
+    header.extend(rel.tasks.iter().zip(&rel.baselines).map(|(t, b)| match b {
+        Some(b) => format!("{t} Δ vs {b}"),
+        None => format!("{t} Δ"),
+    }));
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = table(&header_refs);
+    for (run, label, cells) in &rel.rows {
+        let mut row = vec![run.clone(), label.clone()];
+        row.extend(cells.iter().zip(cols).map(|(c, (_, metric, _))| {
+            let scale = if is_percent(metric) { 100.0 } else { 1.0 };
+            match c {
+                Some(c) => match &c.test {
+                    Some(test) => format!("{:+.2} (p={:.2})", scale * c.delta, test.p_value),
+                    None => format!("{:+.2}", scale * c.delta),
+                },
+                None => String::new(),
+            }
+        }));
+        t.add_row(row);
+    }
+    println!("Relative to the best decayed schedule (accuracies in points; paired test on the same items):");
+    println!("{t}");
 }
 
 /// `wso`, `wsd α=0.1`, ...
@@ -306,12 +429,13 @@ pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
     }
 }
 
+/// Metrics shown in points (x100).
+fn is_percent(metric: &str) -> bool {
+    metric.starts_with("acc") || matches!(metric, "exact_match" | "em" | "f1")
+}
+
 fn format_metric(m: &MetricRow) -> String {
-    let percent = m.metric.starts_with("acc")
-        || m.metric == "exact_match"
-        || m.metric == "em"
-        || m.metric == "f1";
-    match (percent, m.stderr) {
+    match (is_percent(&m.metric), m.stderr) {
         (true, Some(se)) => format!("{:.1} ± {:.1}", 100.0 * m.value, 100.0 * se),
         (true, None) => format!("{:.1}", 100.0 * m.value),
         (false, _) => format!("{:.4}", m.value),

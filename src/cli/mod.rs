@@ -9,6 +9,7 @@ mod output;
 mod release;
 mod schedule;
 mod score;
+mod sharpness;
 mod synth;
 mod tasks;
 mod tokenize;
@@ -43,6 +44,8 @@ enum Command {
     Score(score::ScoreArgs),
     /// Merge checkpoints (WSM): a weighted average that emulates an LR decay.
     Merge(merge::MergeArgs),
+    /// Hessian-trace sharpness (Hutchinson) of every checkpoint found, with plots.
+    Sharpness(sharpness::SharpnessArgs),
     /// Print (CSV/JSON) or plot the learning-rate curve of recipes or flags.
     Schedule(schedule::ScheduleArgs),
     /// Pre-tokenize a corpus into .npy token shards for training.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args, &ui),
         Command::Score(args) => score::run(args, &ui),
         Command::Merge(args) => merge::run(args, &ui),
+        Command::Sharpness(args) => sharpness::run(args, &ui),
         Command::Schedule(args) => schedule::run(args, &ui),
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),

@@ -59,8 +59,12 @@ pub struct ReleaseArgs {
     #[arg(long)]
     allow_unknown_schedule: bool,
     /// Evaluation and sharpness results for the card (JSON; see the README).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "store")]
     results: Option<PathBuf>,
+    /// Read this checkpoint's evaluation results from the results store (`ckpt eval`);
+    /// default: ckpt.sqlite in the current directory when it exists.
+    #[arg(long, value_name = "FILE")]
+    store: Option<PathBuf>,
     /// A minijinja template replacing the built-in model card (release/model_card.md.j2).
     #[arg(long, value_name = "FILE")]
     card_template: Option<PathBuf>,
@@ -231,8 +235,24 @@ fn card_options(args: &ReleaseArgs) -> anyhow::Result<CardOptions> {
         base_model: args.base_model.clone(),
         tags: args.tags.clone(),
         template,
-        results: release::read_results(args.results.as_deref())?,
+        results: card_results(args)?,
     })
+}
+
+/// `--results FILE`, else the store's results for this checkpoint, else none.
+fn card_results(args: &ReleaseArgs) -> anyhow::Result<release::results::CardResults> {
+    if args.results.is_some() {
+        return Ok(release::read_results(args.results.as_deref())?);
+    }
+    let default = PathBuf::from(crate::store::STORE_FILE);
+    let path = match &args.store {
+        Some(p) => p.clone(),
+        None if default.is_file() => default,
+        None => return Ok(release::read_results(None)?),
+    };
+    let store = crate::store::Store::open(&path)?;
+    let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
+    Ok(release::results::from_store(&store, &ckpt.fingerprint()?)?)
 }
 
 fn default_message(p: &Prepared, repo_id: &str) -> String {

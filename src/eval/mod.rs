@@ -13,9 +13,11 @@
 
 pub mod builtin;
 pub mod catalog;
+pub mod compare;
 pub mod data;
 pub mod drop;
 pub mod engine;
+pub mod export;
 pub mod filters;
 pub mod hub;
 pub mod metrics;
@@ -24,6 +26,7 @@ pub mod prompt;
 pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
+pub mod relative;
 pub mod run;
 pub mod scoring;
 pub mod spec;

@@ -12,7 +12,7 @@ use super::scoring::{aggregate, score_doc};
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::store::{now, CheckpointRow, MetricRow, Store};
+use crate::store::{now, CheckpointRow, MetricRow, Store, TaskInfo};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Device};
 use std::collections::HashMap;
@@ -290,5 +290,16 @@ fn finish_task(
             created_at: created_at.clone(),
         })
         .collect();
+    let info = TaskInfo {
+        task: spec.task.clone(),
+        spec_hash: spec_hash.clone(),
+        dataset_path: spec.dataset_path.clone(),
+        dataset_name: spec.dataset_name.clone(),
+        split: spec.eval_split().map(String::from),
+    };
+    store.put_task_info(
+        &info,
+        &serde_json::to_string(spec).expect("specs serialise"),
+    )?;
     store.put_task_result(fingerprint, &spec.task, &spec_hash, &samples, &metrics)
 }

@@ -3,7 +3,9 @@
 //! Unlike candle-transformers' `llama`, this one returns logits at any positions asked
 //! for (never `[batch, seq, vocab]` when a few rows are needed), keeps a [`KvCache`]
 //! that can be shared by several continuations, and trains: with
-//! [`Llama::set_differentiable`] every op on the path has a backward pass.
+//! [`Llama::set_differentiable`] every op on the path has a backward pass, and with
+//! [`Llama::set_twice_differentiable`] every op is a composite of candle's own ops, whose
+//! backward can itself be differentiated (exact Hessian-vector products).
 //!
 //! ```no_run
 //! # use ckpt::model::{Llama, KvCache};
@@ -18,8 +20,26 @@
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::rope::{self, RotaryTables};
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::VarBuilder;
+
+/// Which kernels a forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// candle's fused kernels: fastest, no gradient.
+    Inference,
+    /// Our fused kernels with a backward pass (training).
+    Trainable,
+    /// candle's elementary ops only: the backward is itself differentiable when candle
+    /// keeps the gradient graph (`CANDLE_GRAD_DO_NOT_DETACH`).
+    Composite,
+}
+
+impl Kernels {
+    fn differentiable(self) -> bool {
+        self != Kernels::Inference
+    }
+}
 
 /// RMSNorm with a learned scale, computed in f32 as transformers does.
 #[derive(Debug, Clone)]
@@ -36,14 +56,14 @@ impl RmsNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
         // candle's fused kernel rounds the RMS itself to bf16/f16 before dividing (a
         // per-row error up to 2^-8); transformers divides in f32. So the fused kernel
         // serves f32 inference only.
-        if !differentiable && x.dtype() == DType::F32 {
+        if kernels == Kernels::Inference && x.dtype() == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
-        if differentiable {
+        if kernels == Kernels::Trainable {
             super::fused::rms_norm(x, &self.weight, self.eps)
         } else {
             super::fused::rms_norm_composed(x, &self.weight, self.eps)
@@ -61,8 +81,8 @@ struct Linear {
 impl Linear {
     /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
     /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
-    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        let fused = if differentiable {
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let fused = if kernels == Kernels::Trainable {
             super::fused::linear(x, &self.weight)?
         } else {
             None
@@ -141,7 +161,7 @@ impl Attention {
         let rows = (step.max_score_floats / (b * self.num_heads * s).max(1)).max(1);
         let mask = step.mask_for(layer);
         let out = if rows >= t {
-            self.attend_merged(&q, &k, &v, mask, step.differentiable)?
+            self.attend_merged(&q, &k, &v, mask, step.kernels)?
         } else {
             let blocks = (0..t)
                 .step_by(rows)
@@ -152,13 +172,13 @@ impl Attention {
                         &k,
                         &v,
                         &mask.narrow(0, i, n)?,
-                        step.differentiable,
+                        step.kernels,
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
             Tensor::cat(&blocks, 1)?
         };
-        self.o_proj.forward(&out, step.differentiable)
+        self.o_proj.forward(&out, step.kernels)
     }
 
     /// `proj(x)` as `n` heads `[batch, n, seq, head_dim]`, rotated if `rotate`.
@@ -170,8 +190,8 @@ impl Attention {
         step: &Step,
         rotate: bool,
     ) -> Result<Tensor> {
-        let p = proj.forward(x, step.differentiable)?;
-        if step.differentiable {
+        let p = proj.forward(x, step.kernels)?;
+        if step.kernels == Kernels::Trainable {
             // One pass splits into heads (and rotates), where a fused kernel exists.
             let fused = if rotate {
                 super::fused::rotate_into_heads(&p, n, &step.cos, &step.sin)?
@@ -188,7 +208,7 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?;
         if rotate {
-            rope::apply(&heads, &step.cos, &step.sin, step.differentiable)
+            rope::apply(&heads, &step.cos, &step.sin, step.kernels.differentiable())
         } else {
             Ok(heads)
         }
@@ -201,17 +221,17 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         mask: &Tensor,
-        differentiable: bool,
+        kernels: Kernels,
     ) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let (heads, d) = (self.num_heads, self.head_dim);
-        if differentiable {
+        if kernels == Kernels::Trainable {
             // Scores and probabilities stay inside one op, where a fused kernel exists.
             if let Some(out) = super::fused::attention(q, k, v, mask, self.scale())? {
                 return Ok(out);
             }
         }
-        self.attend(q, k, v, mask, differentiable)?
+        self.attend(q, k, v, mask, kernels)?
             .transpose(1, 2)?
             .reshape((b, t, heads * d))
     }
@@ -229,7 +249,7 @@ impl Attention {
         k: &Tensor,
         v: &Tensor,
         mask: &Tensor,
-        differentiable: bool,
+        kernels: Kernels,
     ) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let s = k.dim(2)?;
@@ -238,7 +258,7 @@ impl Attention {
         let rep = self.num_heads / self.num_kv_heads;
         let grouped = (b, self.num_kv_heads, rep * t, self.head_dim);
         let scale = self.scale();
-        let probs = if differentiable {
+        let probs = if kernels == Kernels::Trainable {
             // Scaling and masking happen inside the softmax kernel, which saves passes
             // over the scores and their gradient.
             let scores = q
@@ -254,12 +274,12 @@ impl Attention {
                 .to_dtype(compute_dtype(q.dtype()))?
                 .reshape((b, self.num_kv_heads, rep, t, s))?
                 .broadcast_add(mask)?;
-            candle_nn::ops::softmax_last_dim(&scores)?.reshape((
-                b,
-                self.num_kv_heads,
-                rep * t,
-                s,
-            ))?
+            let probs = if kernels == Kernels::Composite {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores)?
+            };
+            probs.reshape((b, self.num_kv_heads, rep * t, s))?
         };
         probs
             .to_dtype(v.dtype())?
@@ -289,15 +309,15 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x, differentiable)?;
-        let up = self.up_proj.forward(x, differentiable)?;
-        let product = if differentiable {
+    fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x, kernels)?;
+        let up = self.up_proj.forward(x, kernels)?;
+        let product = if kernels == Kernels::Trainable {
             super::fused::swiglu(&gate, &up)?
         } else {
             (gate.silu()? * up)?
         };
-        self.down_proj.forward(&product, differentiable)
+        self.down_proj.forward(&product, kernels)
     }
 }
 
@@ -316,7 +336,7 @@ struct Step {
     /// One mask per distinct sliding window (`masks[window_of[layer]]`).
     masks: Vec<Tensor>,
     window_of: Vec<usize>,
-    differentiable: bool,
+    kernels: Kernels,
     max_score_floats: usize,
 }
 
@@ -368,7 +388,7 @@ pub struct Llama {
     lm_head: Tensor,
     rope: RotaryTables,
     cfg: LlamaConfig,
-    differentiable: bool,
+    kernels: Kernels,
     max_score_floats: usize,
 }
 
@@ -418,7 +438,7 @@ impl Llama {
             lm_head,
             rope,
             cfg: cfg.clone(),
-            differentiable: false,
+            kernels: Kernels::Inference,
             max_score_floats: MAX_SCORE_FLOATS,
         })
     }
@@ -441,7 +461,23 @@ impl Llama {
     /// `true`: only ops with a backward pass (training, sharpness); `false` (default):
     /// candle's fused kernels, which are faster but pass no gradient.
     pub fn set_differentiable(&mut self, differentiable: bool) {
-        self.differentiable = differentiable;
+        self.kernels = if differentiable {
+            Kernels::Trainable
+        } else {
+            Kernels::Inference
+        };
+    }
+
+    /// `true`: candle's elementary ops only (no fused kernel), so the backward pass can
+    /// itself be differentiated: exact Hessian-vector products by double backward, when
+    /// candle keeps the gradient graph. Several times slower than
+    /// [`Self::set_differentiable`]; `false` goes back to inference kernels.
+    pub fn set_twice_differentiable(&mut self, twice: bool) {
+        self.kernels = if twice {
+            Kernels::Composite
+        } else {
+            Kernels::Inference
+        };
     }
 
     /// Bounds the attention scores held at once (elements over all heads and rows);
@@ -467,20 +503,18 @@ impl Llama {
             .embedding(&input_ids.flatten_all()?)?
             .reshape((b, t, ()))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(&x, self.differentiable)?;
+            let h = layer.input_layernorm.forward(&x, self.kernels)?;
             x = (x + layer.self_attn.forward(&h, &step, i, cache)?)?;
-            let h = layer
-                .post_attention_layernorm
-                .forward(&x, self.differentiable)?;
-            x = (&x + layer.mlp.forward(&h, self.differentiable)?)?;
+            let h = layer.post_attention_layernorm.forward(&x, self.kernels)?;
+            x = (&x + layer.mlp.forward(&h, self.kernels)?)?;
         }
-        self.norm.forward(&x, self.differentiable)
+        self.norm.forward(&x, self.kernels)
     }
 
     /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
-        if self.differentiable {
+        if self.kernels == Kernels::Trainable {
             if let Some(logits) = super::fused::linear(hidden_rows, &self.lm_head)? {
                 return Ok(logits);
             }
@@ -517,7 +551,7 @@ impl Llama {
         let hidden = self.hidden_states(input_ids, &mut KvCache::new(self.layers.len()))?;
         let rows = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), ()))?;
         let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
-        let fused = if self.differentiable {
+        let fused = if self.kernels == Kernels::Trainable {
             super::loss::projected_cross_entropy(&rows, &self.lm_head, &targets)?
         } else {
             None
@@ -526,7 +560,11 @@ impl Llama {
             Some(losses) => losses,
             None => {
                 let logits = self.logits(&rows)?.to_dtype(compute_dtype(self.dtype()))?;
-                super::loss::token_cross_entropy(&logits, &targets)?
+                if self.kernels == Kernels::Composite {
+                    super::loss::composed_cross_entropy(&logits, &targets)?
+                } else {
+                    super::loss::token_cross_entropy(&logits, &targets)?
+                }
             }
         };
         losses.reshape((b, t - 1))
@@ -557,7 +595,7 @@ impl Llama {
             sin,
             masks,
             window_of,
-            differentiable: self.differentiable,
+            kernels: self.kernels,
             max_score_floats: self.max_score_floats,
         })
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let fused = logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64);
     if !fused {
-        return composed(logits, targets);
+        return composed_cross_entropy(logits, targets);
     }
     let (rows, vocab) = logits.dims2()?;
     let targets = checked_targets(targets, rows, vocab)?;
@@ -66,8 +66,9 @@ fn checked_targets(targets: &Tensor, rows: usize, vocab: usize) -> Result<Arc<Ve
     Ok(Arc::new(ids))
 }
 
-/// The same loss from candle's differentiable ops.
-fn composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+/// The same loss from candle's elementary ops, whose backward is itself differentiable
+/// (the fused kernel's backward is not).
+pub fn composed_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let rows = logits.dim(0)?;
     log_probs
@@ -243,7 +244,7 @@ mod tests {
                 .unwrap();
             let var = Var::from_tensor(&x).unwrap();
             let fused = token_cross_entropy(var.as_tensor(), &targets).unwrap();
-            let reference = composed(var.as_tensor(), &targets).unwrap();
+            let reference = composed_cross_entropy(var.as_tensor(), &targets).unwrap();
             let diff = (&fused - &reference)
                 .unwrap()
                 .abs()
@@ -288,7 +289,7 @@ mod tests {
                 .as_tensor()
                 .matmul(&weight.as_tensor().t().unwrap())
                 .unwrap();
-            let reference = composed(&logits, &targets).unwrap();
+            let reference = composed_cross_entropy(&logits, &targets).unwrap();
             let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
             let max_abs = |t: Tensor| -> f64 {
                 let t = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();

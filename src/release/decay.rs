@@ -43,7 +43,8 @@ pub fn assess(meta: Option<&CheckpointMeta>, raw: Option<&serde_json::Value>) ->
         return Verdict::Decayed(format!(
             "a merged checkpoint (ckpt merge{}): averaging checkpoints emulates LR decay",
             merge
-                .get("emulate")
+                .get("shape")
+                .or_else(|| merge.get("emulate"))
                 .and_then(|e| e.as_str())
                 .map(|e| format!(", emulating {e} decay"))
                 .unwrap_or_default()
@@ -206,7 +207,7 @@ mod tests {
     #[test]
     fn merged_checkpoints_are_decayed_and_silence_is_unknown() {
         let m = meta("wso", |_| {});
-        let raw = serde_json::json!({"step": 300, "merge": {"emulate": "cosine"}});
+        let raw = serde_json::json!({"step": 300, "merge": {"shape": "cosine", "accumulate": "f32", "sources": []}});
         assert!(
             matches!(assess(Some(&m), Some(&raw)), Verdict::Decayed(w) if w.contains("cosine"))
         );

@@ -137,6 +137,89 @@ impl CardResults {
     }
 }
 
+/// This checkpoint's evaluation results from the results store (`ckpt eval`): every
+/// stored metric of its fingerprint, with the task's dataset for `model-index`.
+pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<CardResults> {
+    let mut evals = Vec::new();
+    for m in store.metrics(Some(fingerprint))? {
+        let Some(info) = store.task_info(&m.task, &m.spec_hash)? else {
+            continue;
+        };
+        evals.push(EvalResult {
+            task: m.task.clone(),
+            dataset_type: info.dataset_path.clone(),
+            dataset_name: info
+                .dataset_name
+                .clone()
+                .unwrap_or_else(|| info.dataset_path.clone()),
+            dataset_config: info.dataset_name,
+            split: info.split,
+            metric: m.metric,
+            value: m.value,
+            stderr: m.stderr,
+            num_fewshot: Some(m.num_fewshot as u32),
+            stage: EvalStage::Pre,
+        });
+    }
+    Ok(CardResults {
+        evals,
+        sharpness: sharpness_from_store(store, fingerprint)?,
+    })
+}
+
+/// Sharpness of this checkpoint and of the checkpoints measured at its step (its
+/// decayed siblings), from `ckpt sharpness --store`.
+fn sharpness_from_store(
+    store: &crate::store::Store,
+    fingerprint: &str,
+) -> Result<Vec<SharpnessRow>> {
+    let records: Vec<serde_json::Value> = store
+        .sharpness_results()?
+        .iter()
+        .filter_map(|j| serde_json::from_str(j).ok())
+        .collect();
+    let Some(own) = records
+        .iter()
+        .rev()
+        .find(|r| r["fingerprint"] == fingerprint)
+    else {
+        return Ok(vec![]);
+    };
+    let (step, key) = (own["step"].as_u64(), own["config_key"].clone());
+    let mut rows: Vec<SharpnessRow> = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r["step"].as_u64() == step && r["config_key"] == key)
+    {
+        let path = std::path::PathBuf::from(r["checkpoint"].as_str().unwrap_or_default());
+        let label = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = r["schedule"]["kind"].as_str().unwrap_or("?").to_uppercase();
+        let schedule = match r["schedule"]["alpha_pre"].as_f64() {
+            Some(a) if a < 1.0 => format!("{kind} (α={a})"),
+            _ => kind,
+        };
+        if rows
+            .iter()
+            .any(|x| x.label == label && x.schedule == schedule)
+        {
+            continue;
+        }
+        rows.push(SharpnessRow {
+            label,
+            schedule,
+            step,
+            trace: r["estimate"].as_f64().unwrap_or(f64::NAN),
+            stderr: r["stderr"].as_f64(),
+            released: r["fingerprint"] == fingerprint,
+        });
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -331,6 +331,29 @@ impl HubServer {
         let counter = st.repos.len() as u64 + 1_000_000;
         st.repos.insert(repo.into(), new_repo(private, counter));
     }
+
+    /// Commits `files` (path, bytes) to `main` of `repo` directly (no upload protocol),
+    /// creating the repo if needed: fixtures for download tests.
+    pub fn put_files(&self, repo: &str, files: &[(&str, Vec<u8>)]) {
+        let mut st = self.state.lock().unwrap();
+        let counter = st.repos.len() as u64 + 2_000_000;
+        let r = st
+            .repos
+            .entry(repo.into())
+            .or_insert_with(|| new_repo(false, counter));
+        let parent = r.refs["main"].clone();
+        let mut commit = r.commits[&parent].clone();
+        commit.parent = Some(parent);
+        commit.message = "fixture".into();
+        for (path, bytes) in files {
+            commit
+                .files
+                .insert(path.to_string(), Blob::Regular(bytes.clone()));
+        }
+        let sha = commit_id(&commit, counter);
+        r.commits.insert(sha.clone(), commit);
+        r.refs.insert("main".into(), sha);
+    }
 }
 
 impl Drop for HubServer {
@@ -565,6 +588,19 @@ fn write_response(stream: &mut TcpStream, resp: Response, head_only: bool) -> st
     stream.flush()
 }
 
+/// Dataset repos share the model namespace in this stand-in: `/api/datasets/...` is
+/// served as `/api/models/...`, and `/datasets/{repo}/resolve/...` as
+/// `/{repo}/resolve/...` (what `ckpt eval --hub` downloads task data through).
+fn unalias_dataset(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("/api/datasets/") {
+        return format!("/api/models/{rest}");
+    }
+    match path.strip_prefix("/datasets/") {
+        Some(rest) => format!("/{rest}"),
+        None => path.to_string(),
+    }
+}
+
 /// Which route a request is for, with the part number and oid when it has them.
 fn route_of(method: &str, path: &str) -> (&'static str, Option<u32>, Option<String>) {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -597,9 +633,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let mut reader = BufReader::with_capacity(1 << 16, stream.try_clone().unwrap());
     let mut stream = stream;
-    let Some(req) = read_head(&mut reader) else {
+    let Some(mut req) = read_head(&mut reader) else {
         return;
     };
+    req.path = unalias_dataset(&req.path);
     let (route, part, oid) = route_of(&req.method, &req.path);
     let token = shared.state.lock().unwrap().opts.token.clone();
     let authorized = req.header("authorization") == Some(&format!("Bearer {token}"));

@@ -1,0 +1,380 @@
+//! `ckpt sharpness PATH... --data FILE`: Hessian-trace sharpness of every checkpoint
+//! found, a table, a JSONL results file (resumable) and the paper's Figure 3.
+
+use super::output::{print_json, table, Ui};
+use crate::checkpoint::{discover, is_checkpoint_dir, Checkpoint};
+use crate::sharpness::figure::sharpness_chart;
+use crate::sharpness::{
+    measure_all, Event, Method, Outcome, ResultsFile, SharpnessOptions, SharpnessResult,
+    TraceOptions,
+};
+use anyhow::{bail, Context};
+use candle_core::DType;
+use clap::{Args, ValueEnum};
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// File name of the results file when `--out` is not given.
+pub const DEFAULT_OUT: &str = "sharpness.jsonl";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// Central differences of gradients (fast; 1e-4 to 5e-4 relative per probe in f32).
+    Fd,
+    /// Double backward (exact; several times slower and hungrier: a reference).
+    Exact,
+}
+
+#[derive(Debug, Args)]
+pub struct SharpnessArgs {
+    /// Checkpoint directories, or directories to search for checkpoints.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// The results store: finished measurements found there are not repeated, and new
+    /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// With --store: plot sharpness against the fine-tunes' score (the paper's Figure 4,
+    /// with Pearson's r and p) into this PNG/SVG; --sft-task names the score.
+    #[arg(long, requires_all = ["store", "sft_task"])]
+    sft_plot: Option<PathBuf>,
+    /// The SFT score for --sft-plot: TASK or TASK:METRIC (default metric acc).
+    #[arg(long)]
+    sft_task: Option<String>,
+    /// Held-out texts: .txt (one per non-empty line), .jsonl / .json (field "text").
+    #[arg(long)]
+    data: PathBuf,
+    /// Tokens per row [default: 1024, or the model's max_position_embeddings if less].
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Hutchinson probes (Rademacher vectors) per checkpoint.
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
+    /// Batches at most; every probe runs over all of them (the data's Hessian).
+    #[arg(long, default_value_t = 4096)]
+    max_batches: usize,
+    /// Texts read at most, from the start of the file.
+    #[arg(long, default_value_t = 16192)]
+    max_texts: usize,
+    /// Seed of the probes (probe i is the same whatever ran before it).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How Hessian-vector products are computed.
+    #[arg(long, value_enum, default_value = "fd")]
+    method: MethodArg,
+    /// Finite-difference step per entry of a probe.
+    #[arg(long, default_value_t = 3e-5)]
+    eps: f64,
+    /// f32 or f64.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Stop early once stderr / |estimate| falls below this.
+    #[arg(long)]
+    rel_tol: Option<f64>,
+    /// Probes drawn before --rel-tol is looked at.
+    #[arg(long, default_value_t = 10)]
+    min_probes: usize,
+    /// Also estimate the top Hessian eigenvalue by power iteration.
+    #[arg(long)]
+    top_eigen: bool,
+    /// Power-iteration products at most.
+    #[arg(long, default_value_t = 20)]
+    eigen_iters: usize,
+    /// Relative change of the eigenvalue that ends power iteration.
+    #[arg(long, default_value_t = 1e-3)]
+    eigen_tol: f64,
+    /// Results file (JSONL; finished checkpoints are skipped on a rerun)
+    /// [default: sharpness.jsonl in the first PATH, or beside it if it is a checkpoint].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Plot sharpness against step, one line per run (.png or .svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write the token batches measured on (.npy: u32 [batches, rows, seq]; else JSON).
+    #[arg(long)]
+    save_batches: Option<PathBuf>,
+    /// Tokenizer file to use instead of each checkpoint's tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let opts = options(args)?;
+    let checkpoints = discover(&args.paths)?;
+    if checkpoints.is_empty() {
+        bail!(
+            "no checkpoint (config.json + *.safetensors) under {}",
+            join_paths(&args.paths)
+        );
+    }
+    let texts = crate::texts::read_texts(&args.data)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.paths[0]));
+    let mut results = ResultsFile::open(&out)?;
+    let store = match &args.store {
+        Some(p) => Some(crate::store::Store::open(p)?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        results.adopt(ResultsFile::from_store(store)?);
+    }
+
+    let mut bar: Option<ProgressBar> = None;
+    let outcomes = measure_all(
+        &checkpoints,
+        &texts,
+        &opts,
+        &mut results,
+        &mut |event| match event {
+            Event::Start {
+                checkpoint,
+                index,
+                total,
+                probes,
+                resumed,
+            } => {
+                let b = ui.progress(probes as u64, &progress_label(checkpoint, index, total));
+                b.set_position(resumed as u64);
+                if resumed > 0 {
+                    tracing::info!(
+                        "{}: resuming after {resumed} probes",
+                        checkpoint.dir.display()
+                    );
+                }
+                bar = Some(b);
+            }
+            Event::Probe { estimate } => {
+                if let Some(b) = &bar {
+                    b.set_position(estimate.len() as u64);
+                }
+            }
+            Event::SavedBatches(path) => {
+                tracing::info!("token batches written to {}", path.display());
+            }
+        },
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(store) = &store {
+        results.save_to_store(store)?;
+        if let (Some(path), Some(spec)) = (&args.sft_plot, &args.sft_task) {
+            let (task, metric) = spec.split_once(':').unwrap_or((spec.as_str(), "acc"));
+            let corr = crate::sharpness::sft::sft_correlation(store, task, metric)?;
+            crate::sharpness::sft::plot(path, &corr)?;
+            match (corr.pearson_r, corr.p_value) {
+                (Some(r), Some(p)) => eprintln!(
+                    "sharpness vs SFT {task} {metric}: Pearson r = {r:.3} (p = {p:.3}, {} checkpoints); plot in {}",
+                    corr.points.len(),
+                    path.display()
+                ),
+                _ => eprintln!(
+                    "sharpness vs SFT {task} {metric}: {} checkpoints, too few for a correlation; plot in {}",
+                    corr.points.len(),
+                    path.display()
+                ),
+            }
+        }
+    }
+
+    let mut shown: Vec<(&SharpnessResult, bool)> = Vec::new();
+    let mut failed = 0;
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Measured(r) => shown.push((r, false)),
+            Outcome::Skipped(r) => shown.push((r, true)),
+            Outcome::Failed { checkpoint, error } => {
+                failed += 1;
+                // Errors from the checkpoint's own files already name it.
+                let msg = error.to_string();
+                if msg.contains(&checkpoint.display().to_string()) {
+                    eprintln!("error: {msg}");
+                } else {
+                    eprintln!("error: {}: {msg}", checkpoint.display());
+                }
+            }
+        }
+    }
+    if args.json {
+        let all: Vec<&SharpnessResult> = shown.iter().map(|(r, _)| *r).collect();
+        print_json(&all)?;
+    } else if !shown.is_empty() {
+        print_table(&shown);
+        println!("results: {}", out.display());
+    }
+    if let Some(path) = &args.plot {
+        let done: Vec<SharpnessResult> = shown.iter().map(|(r, _)| (*r).clone()).collect();
+        if done.iter().any(|r| r.step.is_some()) {
+            crate::plot::line_chart(path, &sharpness_chart(&done))
+                .with_context(|| format!("plotting {}", path.display()))?;
+        } else {
+            eprintln!(
+                "warning: no result with a step to plot; {} not written",
+                path.display()
+            );
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The library's options from the flags, checked.
+fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
+    if args.samples == 0 || args.batch_size == 0 || args.max_batches == 0 || args.max_texts == 0 {
+        bail!("--samples, --batch-size, --max-batches and --max-texts must be positive");
+    }
+    if !args.data.is_file() {
+        bail!("{}: no such file (--data)", args.data.display());
+    }
+    let dtype = match args.dtype.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => DType::F32,
+        "f64" | "float64" => DType::F64,
+        other => bail!("--dtype {other:?}: sharpness runs in f32 or f64"),
+    };
+    let method = match args.method {
+        MethodArg::Fd => {
+            if !(args.eps.is_finite() && args.eps > 0.0) {
+                bail!("--eps must be positive, got {}", args.eps);
+            }
+            Method::FiniteDifference { eps: args.eps }
+        }
+        MethodArg::Exact => Method::Exact,
+    };
+    Ok(SharpnessOptions {
+        data: args.data.clone(),
+        seq_len: args.seq_len,
+        batch_size: args.batch_size,
+        max_batches: Some(args.max_batches),
+        max_texts: Some(args.max_texts),
+        trace: TraceOptions {
+            probes: args.samples,
+            seed: args.seed,
+            rel_tol: args.rel_tol,
+            min_probes: args.min_probes,
+        },
+        method,
+        dtype,
+        device: crate::device::parse_device(&args.device)?,
+        top_eigen_iters: args.top_eigen.then_some(args.eigen_iters),
+        top_eigen_tol: args.eigen_tol,
+        tokenizer: args.tokenizer.clone(),
+        save_batches: args.save_batches.clone(),
+    })
+}
+
+/// `sharpness.jsonl` in `first` when it is a directory of checkpoints, beside the
+/// checkpoint when it is one (or a file in one).
+fn default_out(first: &Path) -> PathBuf {
+    let dir = if first.is_file() {
+        first.parent().unwrap_or(Path::new("."))
+    } else {
+        first
+    };
+    if is_checkpoint_dir(dir) {
+        dir.parent().unwrap_or(Path::new(".")).join(DEFAULT_OUT)
+    } else {
+        dir.join(DEFAULT_OUT)
+    }
+}
+
+fn progress_label(ckpt: &Checkpoint, index: usize, total: usize) -> String {
+    let name = ckpt
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("[{}/{total}] {name} probes", index + 1)
+}
+
+/// `path` relative to the working directory when it lies below it.
+fn shown_path(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_table(rows: &[(&SharpnessResult, bool)]) {
+    let top = rows.iter().any(|(r, _)| r.top_eigenvalue.is_some());
+    let mut header = vec![
+        "checkpoint",
+        "step",
+        "schedule",
+        "Tr(H)",
+        "stderr",
+        "probes",
+        "batches",
+        "seconds",
+    ];
+    if top {
+        header.push("top eigenvalue");
+    }
+    let mut t = table(&header);
+    for (r, skipped) in rows {
+        let mut row = vec![
+            shown_path(&r.checkpoint).display().to_string(),
+            r.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.schedule
+                .as_ref()
+                .map(|s| s.kind.clone())
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.4}", r.estimate),
+            r.stderr
+                .map(|s| format!("{s:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            r.probes.to_string(),
+            r.batches.to_string(),
+            if *skipped {
+                "done before".into()
+            } else {
+                format!("{:.1}", r.seconds)
+            },
+        ];
+        if top {
+            row.push(
+                r.top_eigenvalue
+                    .as_ref()
+                    .map(|e| format!("{:.4}", e.value))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        t.add_row(row);
+    }
+    println!("{t}");
+    if let Some((r, _)) = rows.first() {
+        println!(
+            "data {} ({} tokens of {} x {} per batch, hash {}), {} probes, {} ({})",
+            r.config.data,
+            r.target_tokens,
+            r.config.batch_size,
+            r.config.seq_len,
+            &r.config.data_hash[..12],
+            r.config.samples,
+            r.config.method,
+            r.config.dtype
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The token batches sharpness is measured on: texts packed into rows of `seq_len`
+//! tokens, `batch_size` rows per batch.
+//!
+//! Texts are tokenized without special tokens and joined with a separator (EOS) after
+//! each, as the trainer packs pre-training documents, then cut into rows; texts shorter
+//! than a row are packed with their neighbours, and the tail that fills no whole batch
+//! is left out. The batches can be saved (`--save-batches`: JSON or `.npy`) so another
+//! tool recomputes the number on exactly the same tokens.
+
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+use std::path::Path;
+
+/// How texts become batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataOptions {
+    /// Tokens per row (the model's input length).
+    pub seq_len: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Batches at most.
+    pub max_batches: Option<usize>,
+    /// Texts read at most (from the start of the file).
+    pub max_texts: Option<usize>,
+}
+
+/// Token batches and how they were made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenBatches {
+    pub seq_len: usize,
+    pub batch_size: usize,
+    /// Row-major ids of each batch, `batch_size * seq_len` each.
+    pub batches: Vec<Vec<u32>>,
+    /// Texts read.
+    pub texts: usize,
+    /// Texts shorter than a row (packed with others).
+    pub short_texts: usize,
+    /// Tokens read (separators included) that fill no whole batch.
+    pub unused_tokens: usize,
+}
+
+impl TokenBatches {
+    /// Packs the token ids of texts (in order) joined by `separator`. `source` names
+    /// the data in errors.
+    pub fn pack(
+        texts: impl IntoIterator<Item = Result<Vec<u32>>>,
+        separator: u32,
+        opts: &DataOptions,
+        source: &Path,
+    ) -> Result<Self> {
+        if opts.seq_len < 2 || opts.batch_size == 0 {
+            return Err(Error::Invalid(format!(
+                "sequence length {} and batch size {} must be at least 2 and 1",
+                opts.seq_len, opts.batch_size
+            )));
+        }
+        let per_batch = opts.seq_len * opts.batch_size;
+        let max_batches = opts.max_batches.unwrap_or(usize::MAX);
+        let mut out = Self {
+            seq_len: opts.seq_len,
+            batch_size: opts.batch_size,
+            batches: Vec::new(),
+            texts: 0,
+            short_texts: 0,
+            unused_tokens: 0,
+        };
+        let mut stream: Vec<u32> = Vec::new();
+        for ids in texts.into_iter().take(opts.max_texts.unwrap_or(usize::MAX)) {
+            if out.batches.len() >= max_batches {
+                break;
+            }
+            let ids = ids?;
+            out.texts += 1;
+            if ids.len() < opts.seq_len {
+                out.short_texts += 1;
+            }
+            stream.extend(ids);
+            stream.push(separator);
+            while stream.len() >= per_batch && out.batches.len() < max_batches {
+                let rest = stream.split_off(per_batch);
+                out.batches.push(std::mem::replace(&mut stream, rest));
+            }
+        }
+        out.unused_tokens = stream.len();
+        if out.batches.is_empty() {
+            return Err(Error::bad_file(
+                source,
+                format!(
+                    "{} texts give {} tokens (with separators), fewer than one batch of \
+                     {} x {} = {per_batch}; lower --seq-len or --batch-size",
+                    out.texts,
+                    stream.len(),
+                    opts.batch_size,
+                    opts.seq_len
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Number of target tokens over all batches (each row predicts `seq_len - 1`).
+    pub fn target_tokens(&self) -> usize {
+        self.batches.len() * self.batch_size * (self.seq_len - 1)
+    }
+
+    /// Content hash (BLAKE3, hex) of the shape and every id: two runs on the same hash
+    /// measured the same tokens.
+    pub fn hash(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(&(self.seq_len as u64).to_le_bytes());
+        h.update(&(self.batch_size as u64).to_le_bytes());
+        for batch in &self.batches {
+            for id in batch {
+                h.update(&id.to_le_bytes());
+            }
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Writes the ids atomically: `.npy` as u32 `[batches, batch_size, seq_len]`, any
+    /// other name as JSON `{seq_len, batch_size, data_hash, batches: [[[id]]]}`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let is_npy = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        if is_npy {
+            let flat: Vec<u32> = self.batches.concat();
+            let shape = (self.batches.len(), self.batch_size, self.seq_len);
+            let tensor = Tensor::from_vec(flat, shape, &Device::Cpu)?;
+            let tmp = crate::atomic_file::temp_beside(path, ".npy")?;
+            tensor
+                .write_npy(tmp.path())
+                .map_err(|e| Error::bad_file(path, format!("cannot write: {e}")))?;
+            tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+            return Ok(());
+        }
+        let rows: Vec<Vec<&[u32]>> = self
+            .batches
+            .iter()
+            .map(|b| b.chunks(self.seq_len).collect())
+            .collect();
+        let value = serde_json::json!({
+            "seq_len": self.seq_len,
+            "batch_size": self.batch_size,
+            "data_hash": self.hash(),
+            "batches": rows,
+        });
+        crate::atomic_file::write_bytes(path, value.to_string().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(seq_len: usize, batch_size: usize) -> DataOptions {
+        DataOptions {
+            seq_len,
+            batch_size,
+            max_batches: None,
+            max_texts: None,
+        }
+    }
+
+    fn texts(v: &[&[u32]]) -> Vec<Result<Vec<u32>>> {
+        v.iter().map(|t| Ok(t.to_vec())).collect()
+    }
+
+    #[test]
+    fn packs_texts_with_separators_into_whole_batches() {
+        let src = Path::new("t.txt");
+        let got = TokenBatches::pack(
+            texts(&[&[1, 2, 3], &[4], &[5, 6, 7, 8, 9]]),
+            0,
+            &opts(3, 2),
+            src,
+        )
+        .unwrap();
+        // Stream 1 2 3 0 4 0 5 6 7 8 9 0 (12 tokens): two batches of 2 x 3.
+        assert_eq!(
+            got.batches,
+            [vec![1, 2, 3, 0, 4, 0], vec![5, 6, 7, 8, 9, 0]]
+        );
+        assert_eq!((got.texts, got.short_texts, got.unused_tokens), (3, 1, 0));
+        assert_eq!(got.target_tokens(), 2 * 2 * 2);
+
+        let capped = DataOptions {
+            max_batches: Some(1),
+            ..opts(3, 2)
+        };
+        let one = TokenBatches::pack(texts(&[&[1, 2, 3], &[4], &[5, 6]]), 0, &capped, src).unwrap();
+        assert_eq!(one.batches.len(), 1);
+        assert_eq!(one.texts, 2, "stops reading once the batches are full");
+        let few_texts = DataOptions {
+            max_texts: Some(1),
+            ..opts(2, 1)
+        };
+        let got = TokenBatches::pack(texts(&[&[1, 2, 3], &[4]]), 0, &few_texts, src).unwrap();
+        assert_eq!((got.batches.len(), got.texts, got.unused_tokens), (2, 1, 0));
+        assert_ne!(got.hash(), one.hash());
+    }
+
+    #[test]
+    fn too_little_data_names_the_file() {
+        let err = TokenBatches::pack(texts(&[&[1, 2]]), 0, &opts(8, 1), Path::new("v.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("v.jsonl") && err.contains("fewer than one batch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn saves_json_and_npy() {
+        let dir = tempfile::tempdir().unwrap();
+        let b =
+            TokenBatches::pack(texts(&[&[1, 2, 3, 4, 5]]), 9, &opts(3, 1), Path::new("x")).unwrap();
+        let json = dir.path().join("b.json");
+        b.save(&json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(v["batches"], serde_json::json!([[[1, 2, 3]], [[4, 5, 9]]]));
+        assert_eq!(v["data_hash"], b.hash());
+        let npy = dir.path().join("b.npy");
+        b.save(&npy).unwrap();
+        let t = Tensor::read_npy(&npy).unwrap();
+        assert_eq!(t.dims(), [2, 1, 3]);
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+            [1, 2, 3, 4, 5, 9]
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! Sharpness of checkpoints, one after the other: data, parameters, Hutchinson's
+//! estimate (and optionally the top eigenvalue), one result each, skipping those the
+//! results file already holds and resuming an interrupted one at its last probe.
+
+use super::data::{DataOptions, TokenBatches};
+use super::hutchinson::{hutchinson_trace, TraceEstimate, TraceOptions};
+use super::hvp::{Hessian, Method};
+use super::objective::LlamaObjective;
+use super::power::top_eigenvalue;
+use super::results::{Progress, ResultsFile, SharpnessConfig, SharpnessResult};
+use super::vector;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::LlamaConfig;
+use crate::tokenizer::TextTokenizer;
+use candle_core::{DType, Device};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The paper's sequence length (Table 23), capped by the model's positions.
+pub const DEFAULT_SEQ_LEN: usize = 1024;
+
+/// Everything a measurement needs besides the checkpoint.
+#[derive(Debug, Clone)]
+pub struct SharpnessOptions {
+    /// The text file (plain text, JSONL or JSON with a `text` field).
+    pub data: PathBuf,
+    /// Tokens per row; `None`: [`DEFAULT_SEQ_LEN`] or the model's maximum if smaller.
+    pub seq_len: Option<usize>,
+    pub batch_size: usize,
+    pub max_batches: Option<usize>,
+    pub max_texts: Option<usize>,
+    pub trace: TraceOptions,
+    pub method: Method,
+    /// F32 or F64.
+    pub dtype: DType,
+    pub device: Device,
+    /// Power-iteration products at most; `None`: no top eigenvalue.
+    pub top_eigen_iters: Option<usize>,
+    pub top_eigen_tol: f64,
+    /// A tokenizer file to use instead of each checkpoint's.
+    pub tokenizer: Option<PathBuf>,
+    /// Where to write the token batches (JSON or `.npy`).
+    pub save_batches: Option<PathBuf>,
+}
+
+/// What happened to one checkpoint.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Measured now.
+    Measured(SharpnessResult),
+    /// Already in the results file (for this checkpoint, or for the same weights
+    /// elsewhere: then recorded again under this checkpoint's path).
+    Skipped(SharpnessResult),
+    /// Failed; the others went on.
+    Failed { checkpoint: PathBuf, error: Error },
+}
+
+/// Progress reports, for the command line.
+pub enum Event<'a> {
+    /// Starting checkpoint `index` (0-based) of `total`; `resumed` probes were done.
+    Start {
+        checkpoint: &'a Checkpoint,
+        index: usize,
+        total: usize,
+        probes: usize,
+        resumed: usize,
+    },
+    /// A probe finished.
+    Probe { estimate: &'a TraceEstimate },
+    /// The token batches were written to this file.
+    SavedBatches(&'a Path),
+}
+
+/// Measures every checkpoint on the texts, recording into `results`. A checkpoint that
+/// fails is reported in its [`Outcome`] and the others go on.
+pub fn measure_all(
+    checkpoints: &[Checkpoint],
+    texts: &[String],
+    opts: &SharpnessOptions,
+    results: &mut ResultsFile,
+    on_event: &mut dyn FnMut(Event),
+) -> Vec<Outcome> {
+    let mut data = DataCache::default();
+    checkpoints
+        .iter()
+        .enumerate()
+        .map(|(index, ckpt)| {
+            let ctx = Context {
+                index,
+                total: checkpoints.len(),
+            };
+            match measure_one(ckpt, texts, opts, results, &mut data, &ctx, on_event) {
+                Ok(outcome) => outcome,
+                Err(error) => Outcome::Failed {
+                    checkpoint: ckpt.dir.clone(),
+                    error,
+                },
+            }
+        })
+        .collect()
+}
+
+struct Context {
+    index: usize,
+    total: usize,
+}
+
+/// Token batches by tokenizer content and shape, so that the checkpoints of a run
+/// tokenize the texts once; and the data hashes already saved.
+#[derive(Default)]
+struct DataCache {
+    batches: HashMap<String, TokenBatches>,
+    saved: Vec<String>,
+}
+
+fn measure_one(
+    ckpt: &Checkpoint,
+    texts: &[String],
+    opts: &SharpnessOptions,
+    results: &mut ResultsFile,
+    cache: &mut DataCache,
+    ctx: &Context,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome> {
+    let cfg = ckpt.config()?;
+    let seq_len = resolve_seq_len(ckpt, &cfg, opts.seq_len)?;
+    let data_opts = DataOptions {
+        seq_len,
+        batch_size: opts.batch_size,
+        max_batches: opts.max_batches,
+        max_texts: opts.max_texts,
+    };
+    let batches = token_batches(ckpt, &cfg, texts, opts, &data_opts, cache)?;
+    let data_hash = batches.hash();
+    if let Some(path) = &opts.save_batches {
+        if !cache.saved.contains(&data_hash) {
+            let path = numbered(path, cache.saved.len());
+            batches.save(&path)?;
+            cache.saved.push(data_hash.clone());
+            on_event(Event::SavedBatches(&path));
+        }
+    }
+    let config = sharpness_config(opts, &batches, data_hash);
+    let key = config.key();
+    let fingerprint = ckpt.fingerprint()?;
+    let dir = std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone());
+    if let Some(done) = results.find(&dir, &fingerprint, &key) {
+        if done.checkpoint == dir {
+            return Ok(Outcome::Skipped(done.clone()));
+        }
+        // The same weights elsewhere (a WSD run's stable phase is its WSO twin's): the
+        // number holds; it is recorded under this checkpoint too.
+        let copy = SharpnessResult {
+            checkpoint: dir,
+            step: ckpt.step,
+            stage: ckpt.stage().map(|s| s.to_string()),
+            schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
+            ..done.clone()
+        };
+        results.append(copy.clone())?;
+        return Ok(Outcome::Skipped(copy));
+    }
+
+    let started = Instant::now();
+    let objective = LlamaObjective::new(
+        &cfg,
+        &batches.batches,
+        batches.batch_size,
+        batches.seq_len,
+        opts.dtype,
+        &opts.device,
+    )?;
+    let theta = objective.load_parameters(ckpt)?;
+    let parameters = vector::len(&theta);
+    let hessian = Hessian::new(&objective, theta, opts.method);
+    let resumed = results.progress(&fingerprint, &key)?;
+    on_event(Event::Start {
+        checkpoint: ckpt,
+        index: ctx.index,
+        total: ctx.total,
+        probes: opts.trace.probes,
+        resumed: resumed.len().min(opts.trace.probes),
+    });
+    let estimate = hutchinson_trace(
+        &hessian,
+        objective.shapes(),
+        &opts.trace,
+        &resumed,
+        &mut |_, est| {
+            results.save_progress(&Progress {
+                fingerprint: fingerprint.clone(),
+                config_key: key.clone(),
+                samples: est.samples.clone(),
+            })?;
+            on_event(Event::Probe { estimate: est });
+            Ok(())
+        },
+    )
+    .map_err(|e| in_checkpoint(ckpt, e))?;
+    let top = match opts.top_eigen_iters {
+        Some(iters) => Some(
+            top_eigenvalue(
+                &hessian,
+                objective.shapes(),
+                opts.trace.seed,
+                iters,
+                opts.top_eigen_tol,
+            )
+            .map_err(|e| in_checkpoint(ckpt, e))?,
+        ),
+        None => None,
+    };
+    let stderr = estimate.stderr();
+    let result = SharpnessResult {
+        checkpoint: dir,
+        fingerprint,
+        step: ckpt.step,
+        stage: ckpt.stage().map(|s| s.to_string()),
+        schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
+        config,
+        config_key: key,
+        estimate: estimate.mean(),
+        stderr: stderr.is_finite().then_some(stderr),
+        probes: estimate.len(),
+        batches: batches.batches.len(),
+        target_tokens: batches.target_tokens(),
+        parameters,
+        running: estimate.running_means(),
+        samples: estimate.samples,
+        top_eigenvalue: top,
+        seconds: started.elapsed().as_secs_f64(),
+        ckpt_version: crate::VERSION.into(),
+    };
+    results.append(result.clone())?;
+    Ok(Outcome::Measured(result))
+}
+
+/// The configuration recorded with (and keying) a result.
+fn sharpness_config(
+    opts: &SharpnessOptions,
+    batches: &TokenBatches,
+    data_hash: String,
+) -> SharpnessConfig {
+    let eps = match opts.method {
+        Method::FiniteDifference { eps } => eps,
+        Method::Exact => 0.0,
+    };
+    SharpnessConfig {
+        data: opts.data.display().to_string(),
+        data_hash,
+        seq_len: batches.seq_len,
+        batch_size: batches.batch_size,
+        batches: batches.batches.len(),
+        max_batches: opts.max_batches,
+        max_texts: opts.max_texts,
+        samples: opts.trace.probes,
+        seed: opts.trace.seed,
+        method: opts.method.name().into(),
+        eps,
+        dtype: format!("{:?}", opts.dtype).to_lowercase(),
+        rel_tol: opts.trace.rel_tol,
+        min_probes: opts.trace.min_probes,
+        top_eigen_iters: opts.top_eigen_iters,
+        top_eigen_tol: opts.top_eigen_tol,
+    }
+}
+
+/// The row length: as asked (at most the model's positions), else the default capped.
+fn resolve_seq_len(ckpt: &Checkpoint, cfg: &LlamaConfig, asked: Option<usize>) -> Result<usize> {
+    let max = cfg.max_position_embeddings;
+    match asked {
+        Some(n) if n > max => Err(Error::bad_file(
+            ckpt.dir.join(crate::checkpoint::CONFIG_FILE),
+            format!("--seq-len {n} is more than the model's max_position_embeddings ({max})"),
+        )),
+        Some(n) if n < 2 => Err(Error::Invalid(format!(
+            "--seq-len must be at least 2, got {n}"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(DEFAULT_SEQ_LEN.min(max)),
+    }
+}
+
+/// The checkpoint's tokenizer applied to the texts, packed; cached by tokenizer.
+fn token_batches(
+    ckpt: &Checkpoint,
+    cfg: &LlamaConfig,
+    texts: &[String],
+    opts: &SharpnessOptions,
+    data_opts: &DataOptions,
+    cache: &mut DataCache,
+) -> Result<TokenBatches> {
+    let tokenizer = TextTokenizer::load(
+        &ckpt.dir,
+        opts.tokenizer.as_deref(),
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+    )?;
+    let separator = cfg.eos_token_id.unwrap_or(tokenizer.prefix_token);
+    let bytes = crate::error::read_file(tokenizer.path())?;
+    let key = format!(
+        "{} {separator} {data_opts:?}",
+        blake3::hash(&bytes).to_hex()
+    );
+    if let Some(b) = cache.batches.get(&key) {
+        return Ok(b.clone());
+    }
+    let vocab = cfg.vocab_size;
+    let ids = texts.iter().map(|t| {
+        let ids = tokenizer.encode(t)?;
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(bad) => Err(Error::bad_file(
+                tokenizer.path(),
+                format!("token id {bad} is outside the model's vocabulary of {vocab}"),
+            )),
+            None => Ok(ids),
+        }
+    });
+    let batches = TokenBatches::pack(ids, separator, data_opts, &opts.data)?;
+    cache.batches.insert(key, batches.clone());
+    Ok(batches)
+}
+
+/// `path` for the first data set saved, `stem.N.ext` for the N-th other one (a
+/// checkpoint with another tokenizer).
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{n}"),
+    };
+    path.with_file_name(name)
+}
+
+fn in_checkpoint(ckpt: &Checkpoint, e: Error) -> Error {
+    Error::Invalid(format!("{}: {e}", ckpt.dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_paths_keep_the_extension() {
+        assert_eq!(numbered(Path::new("a/b.npy"), 0), Path::new("a/b.npy"));
+        assert_eq!(numbered(Path::new("a/b.npy"), 2), Path::new("a/b.2.npy"));
+        assert_eq!(numbered(Path::new("b"), 1), Path::new("b.1"));
+    }
+}
