@@ -27,6 +27,7 @@ compares every per-choice log-likelihood (within 1e-4), every generation (identi
 every per-doc metric and every aggregate (identical) and prints the speed of both.
 
 Run: /work/pyref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt] [--scores]
+     [--real-exemplars] [--all] (every built-in task; the fixture is then left alone)
 No network: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, data come from local JSONL.
 """
 
@@ -451,6 +452,23 @@ def same_metrics(ours, theirs, continuous, aggregate=False):
     return True
 
 
+def all_cases(ckpt):
+    """Every built-in task with an lm-eval counterpart, at its own shot count and at
+    each count a suite gives it."""
+    cases, default = [], {}
+    for row in json.loads(run_ckpt(ckpt, ["tasks", "--json"])):
+        if row["dataset"] != "local":  # validation_loss: lm-eval has no such task
+            cases.append((row["task"], None))
+            default[row["task"]] = row["num_fewshot"]
+    for suite in ("pt", "mt", "sft"):
+        for row in json.loads(run_ckpt(ckpt, ["tasks", "--suite", suite, "--json"])):
+            case = (row["task"], row["num_fewshot"])
+            # A suite count equal to the default (TruthfulQA's preamble) is the default case.
+            if row["task"] in default and row["num_fewshot"] != default[row["task"]] and case not in cases:
+                cases.append(case)
+    return cases
+
+
 def exemplar_stem(task):
     return "truthfulqa" if task.startswith("truthfulqa") else task
 
@@ -462,10 +480,14 @@ def main():
     ap.add_argument("--real-exemplars", action="store_true", help="also check with lm-eval's own exemplars")
     ap.add_argument("--no-fixture", action="store_true", help="do not rewrite the fixture")
     ap.add_argument("--scores", action="store_true", help="also compare log-likelihoods and metrics")
+    ap.add_argument("--all", action="store_true",
+                    help="compare the prompts of every built-in task (at its default and its suites' shot counts)")
     args = ap.parse_args()
     datasets.disable_progress_bars()
     print(f"lm_eval {lm_eval.__version__}, datasets {datasets.__version__}")
     tm = TaskManager()
+    if args.all:
+        CASES[:] = all_cases(args.ckpt)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         run_ckpt(args.ckpt, [
@@ -489,7 +511,7 @@ def main():
                 failed.append("scores")
     if failed:
         sys.exit(f"{len(failed)} case(s) differ")
-    if not args.no_fixture:
+    if not args.no_fixture and not args.all:
         fixture = {
             "about": "lm-evaluation-harness 0.4.13's requests on ckpt's synthetic data "
             "(scripts/eval_parity.py); tests/eval_tasks.rs checks `ckpt tasks --show` against them",
