@@ -560,3 +560,62 @@ fn sharpness_against_sft_scores_with_pearson_r() {
         );
     }
 }
+
+/// The issue's "done when": the paper's `pt` suite over a directory of runs, on
+/// synthetic data in each benchmark's Hub schema, with the relative table.
+#[test]
+fn the_pt_suite_over_several_runs_prints_both_tables() {
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs");
+    common::copy_dir(
+        &common::fixture_in("trained", "tiny-wso"),
+        &runs.join("wso/step-1"),
+    );
+    common::copy_dir(&common::fixture("llama_gqa"), &runs.join("wsd/step-2"));
+    std::fs::write(
+        runs.join("wsd/step-2/ckpt.json"),
+        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
+    )
+    .unwrap();
+    let out = sb.run(["synth", "--eval-tasks", "evaldata", "--eval-docs", "12"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = [
+        "eval",
+        "runs",
+        "--suite",
+        "pt",
+        "--data-dir",
+        "evaldata",
+        "--limit",
+        "6",
+    ];
+    let out = sb.run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for task in [
+        "arc_easy",
+        "arc_challenge",
+        "boolq",
+        "hellaswag",
+        "openbookqa",
+        "piqa",
+        "winogrande",
+        "validation_loss",
+    ] {
+        assert!(stdout.contains(task), "{task} missing: {stdout}");
+    }
+    assert!(
+        stdout.contains("Relative to the best decayed schedule") && stdout.contains("Δ vs wsd"),
+        "{stdout}"
+    );
+    let again = sb.run(args);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 requests computed"));
+}

@@ -3,6 +3,7 @@
 
 use super::output::{print_json, table, Ui};
 use crate::checkpoint::discover;
+use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
 use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
 use crate::eval::run::{evaluate, CheckpointOutcome, Progress, RunOptions};
@@ -76,23 +77,16 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// Tasks named on the command line, as specs (a group stands for its tasks).
-pub fn resolve_tasks(names: &[String], tasks_dir: Option<&Path>) -> anyhow::Result<Vec<TaskSpec>> {
+/// Tasks named on the command line, as specs: a `.toml` path is read as is; any other
+/// name is a task, group or tag of the catalog (built-ins, overridden by `--tasks-dir`).
+pub fn resolve_tasks(names: &[String], catalog: &Catalog) -> anyhow::Result<Vec<TaskSpec>> {
     let mut specs = Vec::new();
     for name in names {
-        let as_path = Path::new(name);
-        let spec = if name.ends_with(".toml") {
-            TaskSpec::read(as_path)?
-        } else if let Some(file) = tasks_dir
-            .map(|d| d.join(format!("{name}.toml")))
-            .filter(|f| f.is_file())
-        {
-            TaskSpec::read(&file)?
+        if name.ends_with(".toml") {
+            specs.extend(TaskSpec::read(Path::new(name))?.expanded());
         } else {
-            specs.extend(crate::eval::builtin::lookup(name)?);
-            continue;
-        };
-        specs.extend(spec.expanded());
+            specs.extend(catalog.resolve(name)?);
+        }
     }
     Ok(specs)
 }
@@ -113,9 +107,13 @@ impl Progress for Bar {
 pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
+    let catalog = match &args.tasks_dir {
+        Some(dir) => Catalog::with_user_dirs(&[dir])?,
+        None => Catalog::builtin()?,
+    };
     let mut specs = match &args.suite {
-        Some(s) => crate::eval::builtin::suite(s)?,
-        None => resolve_tasks(&args.tasks, args.tasks_dir.as_deref())?,
+        Some(s) => catalog.suite(s)?,
+        None => resolve_tasks(&args.tasks, &catalog)?,
     };
     if let Some(n) = args.num_fewshot {
         // As lm-eval's --num_fewshot: a preamble (TruthfulQA's) keeps its count.
