@@ -619,3 +619,57 @@ fn the_pt_suite_over_several_runs_prints_both_tables() {
     let again = sb.run(args);
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 requests computed"));
 }
+
+/// MMLU's 57 subjects are one column: lm-eval's size-weighted group mean.
+#[test]
+fn groups_are_one_size_weighted_column() {
+    let sb = Sandbox::new();
+    common::copy_dir(
+        &common::fixture("llama_gqa"),
+        &sb.path().join("runs/a/step-1"),
+    );
+    let out = sb.run(["synth", "--eval-tasks", "evaldata", "--eval-docs", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args = [
+        "eval",
+        "runs",
+        "--tasks",
+        "mmlu",
+        "--data-dir",
+        "evaldata",
+        "--limit",
+        "3",
+        "--num-fewshot",
+        "0",
+    ];
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let report = sb.run_json(&json_args);
+    let metrics = report["checkpoints"][0]["metrics"].as_array().unwrap();
+    let subjects: Vec<&Value> = metrics
+        .iter()
+        .filter(|m| m["task"].as_str().unwrap().starts_with("mmlu_") && m["metric"] == "acc")
+        .collect();
+    assert_eq!(subjects.len(), 57);
+    let group = metrics
+        .iter()
+        .find(|m| m["task"] == "mmlu" && m["metric"] == "acc")
+        .expect("group row");
+    let n: f64 = subjects.iter().map(|m| m["n"].as_f64().unwrap()).sum();
+    let mean: f64 = subjects
+        .iter()
+        .map(|m| m["n"].as_f64().unwrap() * m["value"].as_f64().unwrap())
+        .sum::<f64>()
+        / n;
+    assert!((group["value"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert_eq!(group["n"].as_f64().unwrap(), n);
+    let table = String::from_utf8_lossy(&sb.run(args).stdout).into_owned();
+    assert!(
+        table.contains("mmlu acc") && !table.contains("mmlu_anatomy"),
+        "{table}"
+    );
+}

@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::ProgressBar;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -157,6 +158,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
     bar.0.finish_and_clear();
     let mut report = Report::collect(&outcomes, &tasks, &store)?;
+    report.add_groups(&group_of(&catalog, &tasks));
     report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
     if let Some(dir) = &args.output {
         let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
@@ -187,6 +189,9 @@ fn join_paths(paths: &[PathBuf]) -> String {
 #[derive(Serialize)]
 struct Report {
     checkpoints: Vec<CheckpointReport>,
+    /// Subtask -> group (MMLU's subjects, BBH's tasks): shown as one size-weighted column.
+    #[serde(skip)]
+    groups: BTreeMap<String, String>,
     /// Each run's final checkpoint against the best decayed run.
     relative: Option<RelativeTable>,
 }
@@ -245,8 +250,29 @@ impl Report {
         checkpoints.sort_by(|a, b| (&a.run, a.step, &a.path).cmp(&(&b.run, b.step, &b.path)));
         Ok(Self {
             checkpoints,
+            groups: BTreeMap::new(),
             relative: None,
         })
+    }
+
+    /// Adds each group's size-weighted mean (lm-eval's group score) with the pooled
+    /// standard error, for groups with at least two subtasks scored.
+    fn add_groups(&mut self, groups: &BTreeMap<String, String>) {
+        self.groups = groups.clone();
+        for c in &mut self.checkpoints {
+            let mut by_key: BTreeMap<(String, String, String), Vec<MetricRow>> = BTreeMap::new();
+            for m in &c.metrics {
+                if let Some(g) = groups.get(&m.task) {
+                    by_key
+                        .entry((g.clone(), m.metric.clone(), m.filter.clone()))
+                        .or_default()
+                        .push(m.clone());
+                }
+            }
+            for ((group, _, _), members) in by_key.into_iter().filter(|(_, v)| v.len() >= 2) {
+                c.metrics.push(group_row(&group, &members));
+            }
+        }
     }
 
     /// The last scored checkpoint of each run, with its headline values.
@@ -324,12 +350,20 @@ impl Report {
         runs
     }
 
-    /// Columns: each task's headline metric (the first of its metric list).
+    /// Columns: each task's headline metric (the first of its metric list); a group's
+    /// subtasks are one column.
     fn columns(&self) -> Vec<(String, String, String)> {
         let mut cols: Vec<(String, String, String)> = Vec::new();
+        let grouped = |task: &str| {
+            self.groups.get(task).is_some_and(|g| {
+                self.checkpoints
+                    .iter()
+                    .any(|c| c.metrics.iter().any(|m| &m.task == g))
+            })
+        };
         for c in &self.checkpoints {
             for m in &c.metrics {
-                if !cols.iter().any(|(t, _, _)| t == &m.task) {
+                if !grouped(&m.task) && !cols.iter().any(|(t, _, _)| t == &m.task) {
                     cols.push((m.task.clone(), m.metric.clone(), m.filter.clone()));
                 }
             }
@@ -388,6 +422,35 @@ impl Report {
             cols.len(),
             store.display()
         );
+    }
+}
+
+/// Subtask -> group of the tasks in this run (from the catalog's expansions).
+fn group_of(catalog: &Catalog, tasks: &[TaskRequests]) -> BTreeMap<String, String> {
+    catalog
+        .entries()
+        .iter()
+        .filter(|e| tasks.iter().any(|t| t.spec.task == e.spec.task))
+        .filter_map(|e| Some((e.spec.task.clone(), e.group.clone()?)))
+        .collect()
+}
+
+/// lm-eval's group score: the size-weighted mean, with the pooled standard error.
+fn group_row(group: &str, members: &[MetricRow]) -> MetricRow {
+    let sizes: Vec<usize> = members.iter().map(|m| m.n).collect();
+    let values: Vec<f64> = members.iter().map(|m| m.value).collect();
+    let stderr = members
+        .iter()
+        .map(|m| m.stderr)
+        .collect::<Option<Vec<f64>>>()
+        .map(|se| crate::eval::metrics::pooled_sample_stderr(&se, &sizes));
+    MetricRow {
+        task: group.to_string(),
+        spec_hash: String::new(),
+        value: crate::eval::metrics::aggregate_subtask_metrics(&values, &sizes, true),
+        stderr,
+        n: sizes.iter().sum(),
+        ..members[0].clone()
     }
 }
 
