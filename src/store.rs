@@ -175,7 +175,7 @@ impl Store {
 
     fn init(&self) -> Result<()> {
         self.conn
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(busy_timeout())
             .map_err(|e| self.err(e))?;
         // `journal_mode` answers with a row; a corrupt file fails here.
         let _: String = self
@@ -532,6 +532,15 @@ impl Store {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// How long a writer waits for another one (`CKPT_STORE_TIMEOUT_SECS`, default 30 s).
+fn busy_timeout() -> Duration {
+    let secs = std::env::var("CKPT_STORE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
 }
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC timestamp.

@@ -673,3 +673,25 @@ fn groups_are_one_size_weighted_column() {
         "{table}"
     );
 }
+
+/// A store another process holds locked: a clear error after the wait, no hang.
+#[test]
+fn a_locked_store_is_a_clear_error() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 2);
+    sb.run_json(eval_args(&runs, &task, arg(&data), "s.sqlite"));
+    let holder = rusqlite::Connection::open(sb.path().join("s.sqlite")).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::write(sb.path().join("arc.jsonl"), arc_docs(3)).unwrap();
+    let out = sb
+        .ckpt(eval_args(&runs, &task, arg(&data), "s.sqlite"))
+        .env("CKPT_STORE_TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("s.sqlite") && stderr.contains("locked"),
+        "{stderr}"
+    );
+}
