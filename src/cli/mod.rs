@@ -4,11 +4,13 @@
 
 mod eval;
 mod inspect;
+mod judge;
 mod merge;
 mod output;
 mod release;
 mod schedule;
 mod score;
+mod serve;
 mod synth;
 mod tokenize;
 mod train;
@@ -50,6 +52,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
+    /// Serve a checkpoint through an OpenAI-compatible HTTP API (models, chat, completions).
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -67,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
+        Command::Serve(args) => serve::run(args, &ui),
     };
     match result {
         Ok(code) => code,
