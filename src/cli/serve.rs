@@ -53,6 +53,6 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     println!("serving {name} at {}", server.url());
     std::io::stdout().flush()?;
-    server.run(&served, args.workers);
+    server.run(std::sync::Arc::new(served), args.workers)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -188,7 +188,12 @@ impl JudgeClient {
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(body) = bodies.get(i) else { break };
-                    if tx.send((i, self.chat(body))).is_err() {
+                    let answer = self.chat(body);
+                    if answer.is_err() {
+                        // Out of retries: no new call starts, whatever the others do.
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    if tx.send((i, answer)).is_err() {
                         break;
                     }
                 });

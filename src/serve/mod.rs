@@ -2,17 +2,18 @@
 //! judge, the reference or the subject of any tool that speaks that API
 //! (the endpoints are in [`api`]).
 //!
-//! The server is tiny_http's blocking HTTP/1.1 server on loopback by default;
-//! `workers` threads take requests off its queue and run them on the shared model
-//! (generation itself is multi-threaded by the tensor kernels, so one worker is
-//! usually the fastest).
+//! The server is hyper's HTTP/1.1 server (keep-alive, `Expect: 100-continue`,
+//! chunked bodies) on loopback by default; each connection has its own task, and
+//! requests take one of `workers` permits to run on the shared model in a blocking
+//! thread (generation is multi-threaded by the tensor kernels already, so one worker
+//! is usually the fastest; the others wait their turn, never their connection).
 //!
 //! ```no_run
 //! # use ckpt::serve::{Served, ServeConfig, Server};
 //! # fn f(served: Served) -> ckpt::Result<()> {
 //! let server = Server::bind(&ServeConfig::default())?;
 //! println!("listening on {}", server.url());
-//! server.run(&served, 1);
+//! server.run(std::sync::Arc::new(served), 1)?;
 //! # Ok(()) }
 //! ```
 
@@ -24,8 +25,16 @@ use crate::judge::chat::ChatPrompt;
 use crate::model::Llama;
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Device};
-use std::io::Read;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// The checkpoint being served.
 pub struct Served {
@@ -72,11 +81,11 @@ impl Default for ServeConfig {
 }
 
 /// Largest request body read (a judge prompt is a few kilobytes).
-const MAX_BODY: u64 = 16 * 1024 * 1024;
+const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A bound server.
 pub struct Server {
-    http: tiny_http::Server,
+    listener: std::net::TcpListener,
     addr: SocketAddr,
 }
 
@@ -84,13 +93,12 @@ impl Server {
     /// Binds `host:port`.
     pub fn bind(cfg: &ServeConfig) -> Result<Self> {
         let what = format!("{}:{}", cfg.host, cfg.port);
-        let http = tiny_http::Server::http(what.as_str())
+        let listener = std::net::TcpListener::bind(what.as_str())
             .map_err(|e| Error::Invalid(format!("cannot listen on {what}: {e}")))?;
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| Error::Invalid(format!("{what} is not an IP address")))?;
-        Ok(Self { http, addr })
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+        Ok(Self { listener, addr })
     }
 
     /// The address bound (the actual port when 0 was asked for).
@@ -103,43 +111,91 @@ impl Server {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Answers requests until the process ends.
-    pub fn run(&self, served: &Served, workers: usize) {
-        std::thread::scope(|scope| {
-            for _ in 0..workers.max(1) {
-                scope.spawn(|| {
-                    for request in self.http.incoming_requests() {
-                        respond(served, request);
-                    }
-                });
+    /// Answers requests until the process ends: every connection is served by its own
+    /// task, and at most `workers` requests run on the model at once.
+    pub fn run(self, served: Arc<Served>, workers: usize) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start the server: {e}")))?;
+        let permits = Arc::new(Semaphore::new(workers.max(1)));
+        let addr = self.addr;
+        runtime.block_on(async move {
+            self.listener
+                .set_nonblocking(true)
+                .and_then(|_| tokio::net::TcpListener::from_std(self.listener))
+                .map_err(|e| Error::Invalid(format!("{addr}: {e}")))
+                .map(|listener| accept_forever(listener, served, permits))?
+                .await;
+            Ok(())
+        })
+    }
+}
+
+async fn accept_forever(
+    listener: tokio::net::TcpListener,
+    served: Arc<Served>,
+    permits: Arc<Semaphore>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little, keep serving.
+                tracing::warn!("accepting a connection: {e}");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let (served, permits) = (served.clone(), permits.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(req, served.clone(), permits.clone()));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
             }
         });
     }
 }
 
-fn respond(served: &Served, mut request: tiny_http::Request) {
+async fn respond(
+    req: Request<Incoming>,
+    served: Arc<Served>,
+    permits: Arc<Semaphore>,
+) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_uppercase();
-    let path = request.url().to_string();
-    let mut body = Vec::new();
-    let read = request.as_reader().take(MAX_BODY).read_to_end(&mut body);
-    let (status, reply) = match read {
-        Ok(_) => api::handle(served, &method, &path, &body),
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let (status, reply) = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Err(e) => (
             400,
             serde_json::json!({"error": {"message": format!("cannot read the request: {e}"), "type": "invalid_request_error"}}),
         ),
+        Ok(body) => {
+            let body = body.to_bytes();
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let (m, p) = (method.clone(), path.clone());
+            tokio::task::spawn_blocking(move || api::handle(&served, &m, &p, &body))
+                .await
+                .unwrap_or_else(|e| {
+                    (500, serde_json::json!({"error": {"message": format!("internal error: {e}"), "type": "server_error"}}))
+                })
+        }
     };
     tracing::info!(
         "{method} {path} {status} in {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..])
-        .expect("a valid header");
-    let response = tiny_http::Response::from_string(reply.to_string())
-        .with_status_code(status)
-        .with_header(header);
-    if let Err(e) = request.respond(response) {
-        tracing::debug!("{method} {path}: the client left before the answer: {e}");
-    }
+    let response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(reply.to_string())))
+        .expect("a valid response");
+    Ok(response)
 }
