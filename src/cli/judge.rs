@@ -164,7 +164,9 @@ fn reference(
     instructions: &[crate::judge::instructions::Instruction],
 ) -> anyhow::Result<Reference> {
     match arg {
-        Some(p) if p.is_dir() || is_checkpoint_dir(p) => Ok(Reference::Checkpoint(open_single(p)?)),
+        Some(p) if p.is_dir() || is_checkpoint_dir(p) => {
+            Ok(Reference::Checkpoint(Box::new(open_single(p)?)))
+        }
         Some(file) => {
             let records = read_records(file)?;
             let outputs = outputs_for(instructions, &records, file)?;

@@ -392,13 +392,13 @@ impl<'a> Engine<'a> {
                 text.truncate(at);
             }
         }
-        // Tokens that only spell (part of) the stop string go with it.
-        while text.len() < full && !tokens.is_empty() {
-            let kept = self.tokenizer.decode_text(&ids[..tokens.len() - 1])?;
-            if kept.len() < text.len() {
-                break;
+        // Tokens that spell (part of) the stop string go with it.
+        if text.len() < full {
+            let mut n = tokens.len();
+            while n > 0 && self.tokenizer.decode_text(&ids[..n])?.len() > text.len() {
+                n -= 1;
             }
-            tokens.pop();
+            tokens.truncate(n);
         }
         Ok(Generation {
             text,
@@ -542,6 +542,43 @@ mod tests {
         assert_eq!(p, vec![tok.prefix_token]);
     }
 
+    /// Log-probabilities of generated tokens (KV cache, one token at a time) equal a
+    /// full forward pass over prompt + generation, and the top list is sorted with
+    /// the greedy token first.
+    #[test]
+    fn generation_log_probabilities_match_a_full_forward() {
+        let (model, tok) = fixture();
+        let engine = Engine::new(&model, &tok);
+        let prompt = tok.encode("Once upon a time").unwrap();
+        let plain = engine.generate_ids(prompt.clone(), &[], 8, None).unwrap();
+        let scored = engine
+            .generate_ids(prompt.clone(), &[], 8, Some(4))
+            .unwrap();
+        let ids: Vec<u32> = scored.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            plain.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "same greedy path"
+        );
+        assert_eq!(scored.text, plain.text);
+        assert!(!ids.is_empty());
+        let all = [prompt.clone(), ids.clone()].concat();
+        let window = crate::score::Window {
+            input: all[..all.len() - 1].to_vec(),
+            targets: all[1..].to_vec(),
+        };
+        let full = crate::score::score_windows(&model, &[window], 4096, &|_| {}).unwrap();
+        let tail = &full[0][prompt.len() - 1..];
+        for (t, want) in scored.tokens.iter().zip(tail) {
+            assert_eq!(t.top.len(), 4);
+            assert_eq!(t.top[0].0, t.id);
+            assert!(t.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            let lp = t.logprob.unwrap();
+            assert_eq!(lp, t.top[0].1);
+            assert!((lp - want).abs() < 1e-4, "{lp} vs {want}");
+        }
+    }
+
     #[test]
     fn greedy_generation_stops_at_the_stop_string() {
         let (model, tok) = fixture();
@@ -561,5 +598,22 @@ mod tests {
             free.starts_with(&cut) && !cut.contains(&stop),
             "{free:?} / {cut:?} / {stop:?}"
         );
+        // The tokens kept spell (a prefix of) the cut text, never the stop string.
+        let g = engine
+            .generate_ids(
+                tok.encode("Once upon a time").unwrap(),
+                std::slice::from_ref(&stop),
+                12,
+                None,
+            )
+            .unwrap();
+        let ids: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
+        let kept = tok.decode_text(&ids).unwrap();
+        assert_eq!(g.text, cut);
+        assert!(
+            cut.starts_with(&kept) && !kept.contains(&stop),
+            "{kept:?} / {cut:?}"
+        );
+        assert_eq!(g.finish, Finish::Stop);
     }
 }

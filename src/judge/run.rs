@@ -57,7 +57,7 @@ pub enum Reference {
         outputs: Vec<String>,
     },
     /// Another checkpoint, which answers the instructions like the others.
-    Checkpoint(Checkpoint),
+    Checkpoint(Box<Checkpoint>),
 }
 
 /// The pairwise evaluation to run.
@@ -138,9 +138,14 @@ pub fn judge_checkpoints(
     let mut answered = Vec::new();
     for ckpt in checkpoints {
         match answer_checkpoint(ckpt, task, store, opts, progress) {
-            Ok(a) => answered.push(a),
-            Err((_, e)) if is_store_error(&e, store) => return Err(e),
-            Err((row, e)) => {
+            (row, Ok((outputs, generated))) => answered.push(Answered {
+                generator: generator_name(&row),
+                row,
+                outputs,
+                generated,
+            }),
+            (_, Err(e)) if is_store_error(&e, store) => return Err(e),
+            (row, Err(e)) => {
                 let fingerprint = Some(row.fingerprint.as_str()).filter(|f| !f.is_empty());
                 store.put_failure(&row.path, fingerprint, Some(TASK), &e.to_string())?;
                 outcomes.push(JudgeOutcome {
@@ -189,34 +194,27 @@ pub fn generator_name(row: &CheckpointRow) -> String {
     }
 }
 
+/// The checkpoint's row in the store and its answers (or why there are none).
 fn answer_checkpoint(
     ckpt: &Checkpoint,
     task: &PairwiseTask,
     store: &mut Store,
     opts: &RunOptions,
     progress: &dyn Progress,
-) -> std::result::Result<Answered, (CheckpointRow, Error)> {
-    let fingerprint = ckpt
-        .fingerprint()
-        .map_err(|e| (checkpoint_row(ckpt, ""), e))?;
+) -> (CheckpointRow, Result<(Vec<String>, usize)>) {
+    let fingerprint = match ckpt.fingerprint() {
+        Ok(f) => f,
+        Err(e) => return (checkpoint_row(ckpt, ""), Err(e)),
+    };
     let row = checkpoint_row(ckpt, &fingerprint);
     let meta = ckpt
         .meta
         .as_ref()
         .and_then(|m| serde_json::to_string(m).ok());
-    let run = (|| {
-        store.put_checkpoint(&row, meta.as_deref())?;
-        generate(ckpt, &fingerprint, task, store, opts, progress)
-    })();
-    match run {
-        Ok((outputs, generated)) => Ok(Answered {
-            generator: generator_name(&row),
-            row,
-            outputs,
-            generated,
-        }),
-        Err(e) => Err((row, e)),
-    }
+    let answers = store
+        .put_checkpoint(&row, meta.as_deref())
+        .and_then(|_| generate(ckpt, &fingerprint, task, store, opts, progress));
+    (row, answers)
 }
 
 /// The checkpoint's answers to every instruction (trimmed), through the store.
