@@ -485,6 +485,59 @@ fn judge_calls_run_concurrently() {
     assert!((2..=3).contains(&max), "{max} calls in flight");
 }
 
+/// `--instructions ORG/NAME` reads the Hub dataset's `alpaca_eval.json` through the
+/// Hugging Face cache (offline here); without `--reference`, the set's own `output`
+/// fields are the reference, under their `generator` name.
+#[test]
+fn instructions_from_the_hub_cache_with_their_own_reference() {
+    let sb = Sandbox::new();
+    let (runs, _, _) = setup(&sb);
+    let repo = sb
+        .path()
+        .join("hf-home/hub/datasets--synthetic-org--instructions");
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), sha).unwrap();
+    let set: Vec<Value> = INSTRUCTIONS
+        .iter()
+        .map(|(i, o)| json!({"instruction": i, "output": o, "generator": "gold", "dataset": "syn"}))
+        .collect();
+    let file = repo.join("snapshots").join(sha).join("alpaca_eval.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, serde_json::to_string(&set).unwrap()).unwrap();
+    let judge = JudgeServer::start();
+    let out = sb
+        .ckpt([
+            "eval",
+            arg(&runs.join("a")),
+            "--tasks",
+            "alpaca_eval",
+            "--judge-url",
+            &judge.url,
+            "--instructions",
+            "synthetic-org/instructions",
+            "--max-new-tokens",
+            "4",
+            "--limit",
+            "4",
+            "--store",
+            "s.sqlite",
+            "--json",
+        ])
+        .env("HF_HOME", sb.path().join("hf-home"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["alpaca_eval"]["reference"], "gold");
+    let c = &judged(&report)[0];
+    assert_eq!(c["metrics"]["n_total"], 4, "--limit keeps the first 4");
+    let anns = read_json(&export_dir(&sb, c).join("annotations.json"));
+    assert_eq!(anns[3]["output_1"], INSTRUCTIONS[3].1);
+    assert_eq!(judge.call_count(), 4);
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let sb = Sandbox::new();

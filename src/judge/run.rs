@@ -36,6 +36,10 @@ pub const TASK: &str = "alpaca_eval";
 /// The regime recorded with the results.
 pub const REGIME: &str = "alpaca_eval";
 
+/// Answers generated between two commits to the store at most: a generation takes
+/// seconds, so a killed run should lose few (still enough to keep the cores busy).
+const GENERATIONS_PER_COMMIT: usize = 16;
+
 /// The judge and how it is asked.
 pub struct JudgeSettings {
     /// The judge's model name on the server (part of the answers' key in the store).
@@ -116,24 +120,7 @@ pub fn judge_checkpoints(
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<JudgeRun> {
-    let (reference, ref_outputs) = match &task.reference {
-        Reference::Outputs { generator, outputs } => (generator.clone(), outputs.clone()),
-        Reference::Checkpoint(ckpt) => {
-            let fingerprint = ckpt.fingerprint()?;
-            let row = checkpoint_row(ckpt, &fingerprint);
-            store.put_checkpoint(&row, None)?;
-            let (outputs, _) = generate(ckpt, &fingerprint, task, store, opts, progress)
-                .map_err(|e| Error::Invalid(format!("reference {}: {e}", ckpt.dir.display())))?;
-            (generator_name(&row), outputs)
-        }
-    };
-    if ref_outputs.len() != task.instructions.len() {
-        return Err(Error::Invalid(format!(
-            "the reference has {} outputs for {} instructions",
-            ref_outputs.len(),
-            task.instructions.len()
-        )));
-    }
+    let (reference, ref_outputs) = reference_outputs(task, store, opts, progress)?;
     let mut outcomes = Vec::new();
     let mut answered = Vec::new();
     for ckpt in checkpoints {
@@ -179,6 +166,34 @@ pub fn judge_checkpoints(
         judge_calls,
         cached_answers: questions.unique.len() - judge_calls,
     })
+}
+
+/// The reference's generator name and its answer to every instruction.
+fn reference_outputs(
+    task: &PairwiseTask,
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<(String, Vec<String>)> {
+    let (name, outputs) = match &task.reference {
+        Reference::Outputs { generator, outputs } => (generator.clone(), outputs.clone()),
+        Reference::Checkpoint(ckpt) => {
+            let fingerprint = ckpt.fingerprint()?;
+            let row = checkpoint_row(ckpt, &fingerprint);
+            store.put_checkpoint(&row, None)?;
+            let (outputs, _) = generate(ckpt, &fingerprint, task, store, opts, progress)
+                .map_err(|e| Error::Invalid(format!("reference {}: {e}", ckpt.dir.display())))?;
+            (generator_name(&row), outputs)
+        }
+    };
+    if outputs.len() != task.instructions.len() {
+        return Err(Error::Invalid(format!(
+            "the reference has {} outputs for {} instructions",
+            outputs.len(),
+            task.instructions.len()
+        )));
+    }
+    Ok((name, outputs))
 }
 
 /// `run/checkpoint`, the checkpoint's generator name.
@@ -238,8 +253,12 @@ fn generate(
             })
         })
         .collect::<Result<_>>()?;
+    let opts = RunOptions {
+        commit_every: opts.commit_every.clamp(1, GENERATIONS_PER_COMMIT),
+        ..opts.clone()
+    };
     let (responses, computed) =
-        answer_requests(ckpt, fingerprint, &requests, store, opts, progress)?;
+        answer_requests(ckpt, fingerprint, &requests, store, &opts, progress)?;
     let outputs = responses
         .into_iter()
         .map(|r| match r {
