@@ -8,7 +8,9 @@
 //!   in flight;
 //! - `samples`: per-doc scores of a task (for per-sample exports and paired tests);
 //! - `metrics`: per-task aggregates with stderr, n, spec hash, `ckpt` version, time;
-//! - `failures`: checkpoints that could not be scored, with the reason.
+//! - `failures`: checkpoints that could not be scored, with the reason;
+//! - `judge_answers`: a judge's answer to each pairwise question, keyed by (judge
+//!   model, prompt hash), committed one by one so a killed run never asks twice.
 //!
 //! The database runs in WAL mode with a busy timeout, so readers (`ckpt report`) and
 //! a writer can share it; a store locked by another writer for longer gives a clear
@@ -97,6 +99,13 @@ CREATE TABLE IF NOT EXISTS failures (
     message TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS judge_answers (
+    judge_model TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (judge_model, prompt_hash)
+) WITHOUT ROWID;
 ";
 
 /// A checkpoint as the store knows it.
@@ -516,6 +525,48 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Stored judge answers of `judge_model` among `hashes` (JSON text by prompt hash).
+    pub fn judge_answers(
+        &self,
+        judge_model: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT answer FROM judge_answers WHERE judge_model = ?1 AND prompt_hash = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for h in hashes {
+            let found: Option<String> = stmt
+                .query_row(params![judge_model, h], |r| r.get(0))
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(json) = found {
+                out.insert(h.clone(), json);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores one judge answer (committed at once: a killed run keeps it).
+    pub fn put_judge_answer(
+        &self,
+        judge_model: &str,
+        prompt_hash: &str,
+        answer: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO judge_answers (judge_model, prompt_hash, answer, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![judge_model, prompt_hash, answer, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Records a checkpoint (or a task on it) that could not be scored.
     pub fn put_failure(
         &self,
@@ -606,6 +657,19 @@ mod tests {
         let got = s.responses("fp", &["h1".into(), "h2".into()]).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got["h1"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn judge_answers_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        s.put_judge_answer("judge", "p1", "{}").unwrap();
+        s.put_judge_answer("other", "p2", "[]").unwrap();
+        let got = s
+            .judge_answers("judge", &["p1".into(), "p2".into()])
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["p1"], "{}");
     }
 
     #[test]

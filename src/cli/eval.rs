@@ -1,5 +1,6 @@
 //! `ckpt eval PATH... --tasks LIST | --suite NAME`: every checkpoint found under the
-//! paths, scored on every task, through the store.
+//! paths, scored on every task, through the store. The task `alpaca_eval` is
+//! pairwise judging (`super::judge`), with its own flags and table.
 
 use super::output::{print_json, table, Ui};
 use crate::checkpoint::discover;
@@ -23,7 +24,8 @@ pub struct EvalArgs {
     /// Checkpoints, or directories searched for checkpoints (runs, run collections).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Tasks: built-in names, group names (mmlu), or paths to task TOML files.
+    /// Tasks: built-in names, group names (mmlu), paths to task TOML files, or
+    /// alpaca_eval (pairwise judging, see below).
     #[arg(long, value_delimiter = ',', required_unless_present = "suite")]
     tasks: Vec<String>,
     /// A suite of the paper: pt, mt or sft.
@@ -76,6 +78,8 @@ pub struct EvalArgs {
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    judge: super::judge::JudgeArgs,
 }
 
 /// Tasks named on the command line, as specs: a `.toml` path is read as is; any other
@@ -108,13 +112,23 @@ impl Progress for Bar {
 pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
+    let judged = args.tasks.iter().any(|t| t == super::judge::TASK);
+    if judged {
+        args.judge.check()?;
+    }
+    let names: Vec<String> = args
+        .tasks
+        .iter()
+        .filter(|t| *t != super::judge::TASK)
+        .cloned()
+        .collect();
     let catalog = match &args.tasks_dir {
         Some(dir) => Catalog::with_user_dirs(&[dir])?,
         None => Catalog::builtin()?,
     };
     let mut specs = match &args.suite {
         Some(s) => catalog.suite(s)?,
-        None => resolve_tasks(&args.tasks, &catalog)?,
+        None => resolve_tasks(&names, &catalog)?,
     };
     if let Some(n) = args.num_fewshot {
         // As lm-eval's --num_fewshot: a preamble (TruthfulQA's) keeps its count.
@@ -155,25 +169,56 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         commit_every: args.commit_every,
     };
     let bar = Bar(ui.progress(0, "scoring"));
-    let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
+    let mut ok = true;
+    let report = if tasks.is_empty() {
+        None
+    } else {
+        let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
+        ok &= outcomes.iter().all(|o| o.error.is_none());
+        let mut report = Report::collect(&outcomes, &tasks, &store)?;
+        report.add_groups(&group_of(&catalog, &tasks));
+        report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
+        if let Some(dir) = &args.output {
+            let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
+            let files = crate::eval::export::export_all(dir, &store, &rows, &tasks)?;
+            tracing::info!("wrote {} files to {}", files.len(), dir.display());
+        }
+        Some(report)
+    };
+    let judge_report = if judged {
+        let r = super::judge::run(
+            &args.judge,
+            args.limit,
+            &checkpoints,
+            &mut store,
+            &opts,
+            &bar,
+        )?;
+        ok &= r.all_ok();
+        Some(r)
+    } else {
+        None
+    };
     bar.0.finish_and_clear();
-    let mut report = Report::collect(&outcomes, &tasks, &store)?;
-    report.add_groups(&group_of(&catalog, &tasks));
-    report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
-    if let Some(dir) = &args.output {
-        let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
-        let files = crate::eval::export::export_all(dir, &store, &rows, &tasks)?;
-        tracing::info!("wrote {} files to {}", files.len(), dir.display());
+    match (args.json, report, judge_report) {
+        (true, Some(r), None) => print_json(&r)?,
+        (true, r, j) => print_json(&serde_json::json!({
+            "checkpoints": r.map(|r| r.checkpoints).unwrap_or_default(),
+            super::judge::TASK: j,
+        }))?,
+        (false, r, j) => {
+            if let Some(r) = r {
+                r.print(&store_path);
+            }
+            if let Some(j) = j {
+                j.print(false)?;
+            }
+        }
     }
-    if args.json {
-        print_json(&report)?;
-    } else {
-        report.print(&store_path);
-    }
-    Ok(if outcomes.iter().any(|o| o.error.is_some()) {
-        ExitCode::FAILURE
-    } else {
+    Ok(if ok {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -4,11 +4,13 @@
 
 mod eval;
 mod inspect;
+mod judge;
 mod merge;
 mod output;
 mod release;
 mod schedule;
 mod score;
+mod serve;
 mod sharpness;
 mod synth;
 mod tasks;
@@ -56,6 +58,8 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
+    /// Serve a checkpoint through an OpenAI-compatible HTTP API (models, chat, completions).
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line; the binary's `main` is this.
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Tasks(args) => tasks::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
+        Command::Serve(args) => serve::run(args, &ui),
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::model::{select_rows, KvCache, Llama};
 use crate::score::{rolling_windows, score_windows, target_scores, TokenScore};
 use crate::tokenizer::TextTokenizer;
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -35,6 +35,35 @@ pub enum Response {
     Loglikelihood { logprob: f64, is_greedy: bool },
     Generation { text: String },
     Rolling { logprob: f64, tokens: usize },
+}
+
+/// A greedy continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The decoded text, cut at the first stop string.
+    pub text: String,
+    /// The tokens of `text` (EOS and tokens past a stop string left out).
+    pub tokens: Vec<GeneratedToken>,
+    pub finish: Finish,
+}
+
+/// One generated token; log-probabilities only when they were asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedToken {
+    pub id: u32,
+    /// `log p(id | everything before)`.
+    pub logprob: Option<f32>,
+    /// The most likely tokens at this position, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// EOS or a stop string.
+    Stop,
+    /// The token limit or the end of the model's context.
+    Length,
 }
 
 /// A model, its tokenizer and how to batch.
@@ -294,51 +323,88 @@ impl<'a> Engine<'a> {
     }
 
     /// Greedy decoding with a KV cache until a stop string, EOS or `max_gen_toks`;
-    /// the text is cut at the first stop string, as the harness cuts it.
+    /// the text is cut at the first stop string, as the harness cuts it. A context too
+    /// long for `max_length - max_gen_toks` loses its first tokens.
     pub fn generate(&self, context: &str, until: &[String], max_gen_toks: usize) -> Result<String> {
         let mut ids = self.tokenizer.encode(context)?;
         let max_context = self.max_length.saturating_sub(max_gen_toks).max(1);
         if ids.len() > max_context {
             ids.drain(..ids.len() - max_context);
         }
-        if ids.is_empty() {
-            ids.push(self.tokenizer.prefix_token);
+        Ok(self.generate_ids(ids, until, max_gen_toks, None)?.text)
+    }
+
+    /// Greedy decoding from token ids (an empty prompt starts from the prefix token),
+    /// until EOS, a stop string, `max_new` tokens or the end of the model's context.
+    /// With `top_logprobs: Some(k)`, each token comes with its log-probability and the
+    /// `k` most likely tokens at its position.
+    pub fn generate_ids(
+        &self,
+        mut prompt: Vec<u32>,
+        until: &[String],
+        max_new: usize,
+        top_logprobs: Option<usize>,
+    ) -> Result<Generation> {
+        if prompt.is_empty() {
+            prompt.push(self.tokenizer.prefix_token);
         }
         let mut cache = KvCache::new(self.model.config().num_hidden_layers);
-        let mut generated: Vec<u32> = Vec::new();
-        let mut input = ids;
+        let mut tokens: Vec<GeneratedToken> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        let mut input = prompt;
         let mut text = String::new();
-        for _ in 0..max_gen_toks {
+        let mut finish = Finish::Length;
+        for _ in 0..max_new {
             if cache.len() + input.len() > self.max_length {
                 break;
             }
             let t = Tensor::new(input.as_slice(), self.model.device())?.unsqueeze(0)?;
             let hidden = self.model.hidden_states(&t, &mut cache)?;
             let row = select_rows(&hidden, &[(0, input.len() - 1)])?;
-            let next = self
-                .model
-                .logits(&row)?
-                .argmax(D::Minus1)?
-                .to_vec1::<u32>()?[0];
-            if Some(next) == self.tokenizer.eos_token {
+            let logits = self.model.logits(&row)?;
+            let token = match top_logprobs {
+                None => GeneratedToken {
+                    id: logits.argmax(D::Minus1)?.to_vec1::<u32>()?[0],
+                    logprob: None,
+                    top: vec![],
+                },
+                Some(k) => scored_token(&logits, k)?,
+            };
+            if Some(token.id) == self.tokenizer.eos_token {
+                finish = Finish::Stop;
                 break;
             }
-            generated.push(next);
-            text = self.tokenizer.decode_text(&generated)?;
+            ids.push(token.id);
+            tokens.push(token);
+            text = self.tokenizer.decode_text(&ids)?;
             if until
                 .iter()
                 .any(|s| !s.is_empty() && text.contains(s.as_str()))
             {
+                finish = Finish::Stop;
                 break;
             }
-            input = vec![next];
+            input = vec![*ids.last().expect("just pushed")];
         }
+        let full = text.len();
         for stop in until.iter().filter(|s| !s.is_empty()) {
             if let Some(at) = text.find(stop.as_str()) {
                 text.truncate(at);
             }
         }
-        Ok(text)
+        // Tokens that spell (part of) the stop string go with it.
+        if text.len() < full {
+            let mut n = tokens.len();
+            while n > 0 && self.tokenizer.decode_text(&ids[..n])?.len() > text.len() {
+                n -= 1;
+            }
+            tokens.truncate(n);
+        }
+        Ok(Generation {
+            text,
+            tokens,
+            finish,
+        })
     }
 
     fn rolling(&self, text: &str) -> Result<Response> {
@@ -351,6 +417,31 @@ impl<'a> Engine<'a> {
             tokens: tokens.len(),
         })
     }
+}
+
+/// The greedy token of a `[1, vocab]` logits row with its log-probability and the `k`
+/// most likely tokens (ties: the lower id first, as the argmax picks it).
+fn scored_token(logits: &Tensor, k: usize) -> Result<GeneratedToken> {
+    let row: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max as f64
+        + row
+            .iter()
+            .map(|&x| ((x - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
+    let mut order: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.clamp(1, row.len());
+    let by_logit = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    order.select_nth_unstable_by(k - 1, by_logit);
+    order.truncate(k);
+    order.sort_by(by_logit);
+    let lp = |id: u32| (row[id as usize] as f64 - log_z) as f32;
+    Ok(GeneratedToken {
+        id: order[0],
+        logprob: Some(lp(order[0])),
+        top: order.iter().map(|&id| (id, lp(id))).collect(),
+    })
 }
 
 fn summarise(scores: impl Iterator<Item = TokenScore>) -> Response {
@@ -451,6 +542,43 @@ mod tests {
         assert_eq!(p, vec![tok.prefix_token]);
     }
 
+    /// Log-probabilities of generated tokens (KV cache, one token at a time) equal a
+    /// full forward pass over prompt + generation, and the top list is sorted with
+    /// the greedy token first.
+    #[test]
+    fn generation_log_probabilities_match_a_full_forward() {
+        let (model, tok) = fixture();
+        let engine = Engine::new(&model, &tok);
+        let prompt = tok.encode("Once upon a time").unwrap();
+        let plain = engine.generate_ids(prompt.clone(), &[], 8, None).unwrap();
+        let scored = engine
+            .generate_ids(prompt.clone(), &[], 8, Some(4))
+            .unwrap();
+        let ids: Vec<u32> = scored.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            plain.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "same greedy path"
+        );
+        assert_eq!(scored.text, plain.text);
+        assert!(!ids.is_empty());
+        let all = [prompt.clone(), ids.clone()].concat();
+        let window = crate::score::Window {
+            input: all[..all.len() - 1].to_vec(),
+            targets: all[1..].to_vec(),
+        };
+        let full = crate::score::score_windows(&model, &[window], 4096, &|_| {}).unwrap();
+        let tail = &full[0][prompt.len() - 1..];
+        for (t, want) in scored.tokens.iter().zip(tail) {
+            assert_eq!(t.top.len(), 4);
+            assert_eq!(t.top[0].0, t.id);
+            assert!(t.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            let lp = t.logprob.unwrap();
+            assert_eq!(lp, t.top[0].1);
+            assert!((lp - want).abs() < 1e-4, "{lp} vs {want}");
+        }
+    }
+
     #[test]
     fn greedy_generation_stops_at_the_stop_string() {
         let (model, tok) = fixture();
@@ -470,5 +598,22 @@ mod tests {
             free.starts_with(&cut) && !cut.contains(&stop),
             "{free:?} / {cut:?} / {stop:?}"
         );
+        // The tokens kept spell (a prefix of) the cut text, never the stop string.
+        let g = engine
+            .generate_ids(
+                tok.encode("Once upon a time").unwrap(),
+                std::slice::from_ref(&stop),
+                12,
+                None,
+            )
+            .unwrap();
+        let ids: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
+        let kept = tok.decode_text(&ids).unwrap();
+        assert_eq!(g.text, cut);
+        assert!(
+            cut.starts_with(&kept) && !kept.contains(&stop),
+            "{kept:?} / {cut:?}"
+        );
+        assert_eq!(g.finish, Finish::Stop);
     }
 }

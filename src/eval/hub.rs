@@ -37,6 +37,11 @@ pub fn split_files(dataset: &str, config: Option<&str>, split: &str) -> Result<V
     )))
 }
 
+/// Local path of one file of a Hub dataset (main revision), from the cache or downloaded.
+pub fn dataset_file(dataset: &str, file: &str) -> Result<PathBuf> {
+    fetch(dataset, "main", file).map_err(|e| hub_error(&format!("{file} of {dataset}"), e))
+}
+
 fn hub_error(what: &str, e: String) -> Error {
     Error::Invalid(format!("downloading {what} from the Hub: {e}"))
 }

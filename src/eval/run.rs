@@ -199,6 +199,42 @@ fn evaluate_checkpoint(
     Ok(missing.len())
 }
 
+/// Answers to `requests` from `ckpt`, in order: those stored under `fingerprint` come
+/// from the store, the others are computed (the model is loaded only then) and
+/// committed batch by batch. Also returns how many were computed.
+pub fn answer_requests(
+    ckpt: &Checkpoint,
+    fingerprint: &str,
+    requests: &[super::prompt::Request],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<Response>, usize)> {
+    let hashes: Vec<String> = requests.iter().map(|r| r.hash()).collect();
+    let mut known: HashMap<String, Response> = HashMap::new();
+    for (h, json) in store.responses(fingerprint, &hashes)? {
+        let r: Response = serde_json::from_str(&json)
+            .map_err(|e| Error::bad_file(store.path(), format!("stored response {h}: {e}")))?;
+        known.insert(h, r);
+    }
+    let mut queued = std::collections::HashSet::new();
+    let missing: Vec<(String, super::prompt::Request)> = hashes
+        .iter()
+        .zip(requests)
+        .filter(|(h, _)| !known.contains_key(*h) && queued.insert((*h).clone()))
+        .map(|(h, r)| (h.clone(), r.clone()))
+        .collect();
+    progress.checkpoint(&ckpt.dir.display().to_string(), missing.len());
+    if !missing.is_empty() {
+        known.extend(compute(ckpt, fingerprint, &missing, store, opts, progress)?);
+    }
+    let answers = hashes
+        .iter()
+        .map(|h| known.get(h).cloned().expect("every request answered"))
+        .collect();
+    Ok((answers, missing.len()))
+}
+
 /// Runs `missing` on the checkpoint's model, committing each batch to the store.
 fn compute(
     ckpt: &Checkpoint,

@@ -1,0 +1,18 @@
+//! AlpacaEval-style pairwise judging through an OpenAI-compatible endpoint
+//! (DESIGN.md section 7).
+//!
+//! The instruction set ([`instructions`]) is answered by each checkpoint with its chat
+//! template ([`chat`]); a judge model behind any OpenAI-compatible server ([`client`])
+//! is asked which of two answers is better ([`prompt`]), the preference is read from
+//! its log-probabilities ([`preference`]), and AlpacaEval's metrics, length-controlled
+//! win rate included, are computed as alpaca_eval computes them ([`metrics`]) and
+//! exported in its formats ([`export`]). [`run`] ties it together through the store.
+
+pub mod chat;
+pub mod client;
+pub mod export;
+pub mod instructions;
+pub mod metrics;
+pub mod preference;
+pub mod prompt;
+pub mod run;
