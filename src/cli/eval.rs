@@ -112,7 +112,9 @@ impl Progress for Bar {
 pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
-    let judged = args.tasks.iter().any(|t| t == super::judge::TASK);
+    // The paper's `sft` suite starts with AlpacaEval-style judging, when a judge is given.
+    let judged = args.tasks.iter().any(|t| t == super::judge::TASK)
+        || (args.suite.as_deref() == Some("sft") && args.judge.has_url());
     if judged {
         args.judge.check()?;
     }

@@ -82,6 +82,11 @@ pub struct JudgeArgs {
 
 impl JudgeArgs {
     /// Refuses judging without a judge before any work starts.
+    /// Whether a judge was given (the `sft` suite then includes the pairwise judging).
+    pub fn has_url(&self) -> bool {
+        self.judge_url.is_some()
+    }
+
     pub fn check(&self) -> anyhow::Result<()> {
         if self.judge_url.is_none() {
             bail!("--tasks {TASK} needs --judge-url URL (an OpenAI-compatible server)");
