@@ -197,6 +197,31 @@ fn kill_nine_mid_run_loses_nothing_and_scores_nothing_twice() {
     }
 }
 
+/// `ckpt sharpness PATH` with the tiny settings of these tests, into store `s.sqlite`.
+fn tiny_sharpness(path: &str, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "sharpness",
+        path,
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "16",
+    ]
+    .iter()
+    .chain(&[
+        "--max-batches",
+        "1",
+        "--samples",
+        "2",
+        "--store",
+        "s.sqlite",
+    ])
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
 fn stored_responses(store: &std::path::Path) -> usize {
     let Ok(conn) =
         rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -408,21 +433,7 @@ fn release_cards_take_their_results_from_the_store() {
         sb.path().join("texts.jsonl"),
     )
     .unwrap();
-    let sharp = sb.run_json([
-        "sharpness",
-        arg(&ckpt_dir),
-        "--data",
-        "texts.jsonl",
-        "--seq-len",
-        "32",
-        "--max-batches",
-        "1",
-        "--samples",
-        "2",
-        "--store",
-        "s.sqlite",
-        "--json",
-    ]);
+    let sharp = sb.run_json(tiny_sharpness(arg(&ckpt_dir), &["--json"]));
     let out = sb.run([
         "release",
         arg(&ckpt_dir),
@@ -473,21 +484,7 @@ fn sharpness_against_sft_scores_with_pearson_r() {
     for (i, name) in parents.iter().enumerate() {
         let dir = sb.path().join(format!("pre/run{i}/step-10"));
         common::copy_dir(&common::fixture(name), &dir);
-        let r = sb.run_json([
-            "sharpness",
-            arg(&dir),
-            "--data",
-            "texts.jsonl",
-            "--seq-len",
-            "16",
-            "--max-batches",
-            "1",
-            "--samples",
-            "2",
-            "--store",
-            "s.sqlite",
-            "--json",
-        ]);
+        let r = sb.run_json(tiny_sharpness(arg(&dir), &["--json"]));
         sharp.push((
             r[0]["fingerprint"].as_str().unwrap().to_string(),
             r[0]["estimate"].as_f64().unwrap(),
@@ -511,24 +508,10 @@ fn sharpness_against_sft_scores_with_pearson_r() {
         let report = sb.run_json(eval_args(&dir, &task, arg(&data), "s.sqlite"));
         scores.push(metric(&report, 0, "acc")["value"].as_f64().unwrap());
     }
-    let out = sb.run([
-        "sharpness",
+    let out = sb.run(tiny_sharpness(
         "pre",
-        "--data",
-        "texts.jsonl",
-        "--seq-len",
-        "16",
-        "--max-batches",
-        "1",
-        "--samples",
-        "2",
-        "--store",
-        "s.sqlite",
-        "--sft-plot",
-        "fig4.svg",
-        "--sft-task",
-        "synthetic_arc:acc",
-    ]);
+        &["--sft-plot", "fig4.svg", "--sft-task", "synthetic_arc:acc"],
+    ));
     assert!(
         out.status.success(),
         "{}",

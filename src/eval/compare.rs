@@ -120,55 +120,47 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    #[test]
-    fn p_values_match_scipy() {
+    /// `tests/fixtures/eval/paired.json` (scipy's values; scripts/make_paired_fixture.py).
+    fn fixture() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/eval/paired.json"
         );
-        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        for case in fixture["cases"].as_array().unwrap() {
-            let v = |k: &str| -> Vec<f64> {
-                case[k]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            };
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn floats(case: &Value, key: &str) -> Vec<f64> {
+        case[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    }
+
+    fn assert_p(got: f64, want: f64) {
+        assert!(
+            (got - want).abs() < 1e-9 * want.max(1e-3),
+            "{got} vs {want}"
+        );
+    }
+
+    #[test]
+    fn p_values_match_scipy() {
+        for case in fixture()["cases"].as_array().unwrap() {
             // scipy's test compares a with b; the order does not change a two-sided p.
-            let got = paired_test(&v("a"), &v("b")).unwrap();
-            let want = case["p_value"].as_f64().unwrap();
-            let method = serde_json::to_value(got.method).unwrap();
-            assert_eq!(method, case["method"]);
-            assert!(
-                (got.p_value - want).abs() < 1e-9 * want.max(1e-3),
-                "{} vs {want}",
-                got.p_value
-            );
+            let got = paired_test(&floats(case, "a"), &floats(case, "b")).unwrap();
+            assert_eq!(serde_json::to_value(got.method).unwrap(), case["method"]);
+            assert_p(got.p_value, case["p_value"].as_f64().unwrap());
         }
     }
 
     #[test]
     fn pearson_matches_scipy() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/eval/paired.json"
-        );
-        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        for case in fixture["pearson"].as_array().unwrap() {
-            let v = |k: &str| -> Vec<f64> {
-                case[k]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            };
-            let (r, p) = pearson(&v("x"), &v("y")).unwrap();
+        for case in fixture()["pearson"].as_array().unwrap() {
+            let (r, p) = pearson(&floats(case, "x"), &floats(case, "y")).unwrap();
             assert!((r - case["r"].as_f64().unwrap()).abs() < 1e-12);
-            let want = case["p_value"].as_f64().unwrap();
-            assert!((p - want).abs() < 1e-9 * want.max(1e-3), "{p} vs {want}");
+            assert_p(p, case["p_value"].as_f64().unwrap());
         }
         assert!(pearson(&[1.0, 2.0], &[3.0, 4.0]).is_none());
     }
