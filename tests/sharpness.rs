@@ -382,21 +382,7 @@ fn failed(out: &std::process::Output) -> String {
 /// A synthetic world and two tiny runs, WSO and WSD, trained by `ckpt train`.
 fn trained_runs() -> Sandbox {
     let sb = Sandbox::new();
-    ok(&sb.run([
-        "synth",
-        "--out",
-        "data/synth",
-        "--entities",
-        "20",
-        "--pretrain-docs",
-        "400",
-        "--midtrain-docs",
-        "100",
-        "--sft-chats",
-        "120",
-        "--validation-docs",
-        "10",
-    ]));
+    sb.small_world();
     for recipe in ["tiny-wso", "tiny-wsd"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("trainer/{recipe}.toml"));
         let mut args = vec!["train".to_string(), arg(&path).to_string()];

@@ -32,26 +32,7 @@ const SMALL: [&str; 9] = [
 /// A sandbox with a small synthetic world under `data/synth`.
 fn world() -> Sandbox {
     let sb = Sandbox::new();
-    let out = sb.run([
-        "synth",
-        "--out",
-        "data/synth",
-        "--entities",
-        "20",
-        "--pretrain-docs",
-        "400",
-        "--midtrain-docs",
-        "100",
-        "--sft-chats",
-        "120",
-        "--validation-docs",
-        "10",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sb.small_world();
     sb
 }
 

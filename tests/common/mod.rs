@@ -111,6 +111,30 @@ impl Sandbox {
         dst
     }
 
+    /// Generates the small synthetic world the training tests use under `data/synth`.
+    pub fn small_world(&self) {
+        let out = self.run([
+            "synth",
+            "--out",
+            "data/synth",
+            "--entities",
+            "20",
+            "--pretrain-docs",
+            "400",
+            "--midtrain-docs",
+            "100",
+            "--sft-chats",
+            "120",
+            "--validation-docs",
+            "10",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Writes `<sandbox>/<rel>` and returns its path.
     pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path().join(rel);
