@@ -27,6 +27,9 @@ pub enum Error {
         value: f64,
         step: u64,
     },
+    /// Ctrl-C stopped a long job; what it finished is saved and a rerun resumes.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Result alias used across the library.

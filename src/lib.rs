@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod atomic_file;
 pub mod checkpoint;
 pub mod cli;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod eval;

@@ -2,6 +2,7 @@
 //! into library calls. Errors end here: one line on stderr, exit code 1 (usage errors:
 //! exit code 2, from clap).
 
+mod demo;
 mod eval;
 mod inspect;
 mod judge;
@@ -58,6 +59,8 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
+    /// The whole pipeline in miniature, offline, on a CPU: train, evaluate, judge, report.
+    Demo(demo::DemoArgs),
     /// Serve a checkpoint through an OpenAI-compatible HTTP API (models, chat, completions).
     Serve(serve::ServeArgs),
 }
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Tasks(args) => tasks::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
         Command::Serve(args) => serve::run(args, &ui),
+        Command::Demo(args) => demo::run(args, &ui),
     };
     match result {
         Ok(code) => code,

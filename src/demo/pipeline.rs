@@ -1,0 +1,344 @@
+//! The demo's stages in order. Each is an ordinary `ckpt` command (or a few run at
+//! once), so what the demo shows can be repeated by hand from the demo folder; each
+//! resumes on its own (training from its checkpoints, evaluation and sharpness from the
+//! store), and the ledger skips the finished ones.
+
+use super::commands::{catch_ctrl_c, Commands, Invocation};
+use super::ledger::{Ledger, Start};
+use super::plan::{Plan, Size};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The demo folder's store (relative to the folder).
+pub const STORE: &str = "ckpt.sqlite";
+/// The instruction set the SFT models are judged on (written by `ckpt synth`).
+pub const INSTRUCTIONS: &str = "data/instructions.json";
+
+/// What `ckpt demo` was asked.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub dir: PathBuf,
+    pub size: Size,
+    pub force: bool,
+    /// Commands at once where a stage allows (the training runs).
+    pub jobs: usize,
+    /// The `ckpt` executable the stages run.
+    pub exe: PathBuf,
+}
+
+/// Told about each stage as it runs.
+pub trait Progress {
+    fn stage(&self, index: usize, total: usize, title: &str, done_earlier: bool);
+    fn command(&self, inv: &Invocation, log: &Path);
+    fn finished(&self, seconds: f64);
+}
+
+/// Where the results went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub resumed: bool,
+    pub seconds: f64,
+}
+
+/// The stages: ledger name and what it does.
+const STAGES: &[(&str, &str)] = &[
+    (
+        "world",
+        "synthetic world, benchmark-shaped tasks and instructions",
+    ),
+    ("tokenizer", "byte-level BPE tokenizer"),
+    (
+        "pretrain",
+        "pre-training: WSO, cosine and linear from scratch",
+    ),
+    ("decay", "WSD decays branched from WSO's stable phase"),
+    ("merge", "WSM: WSO's last checkpoints merged"),
+    (
+        "eval-pt",
+        "pre-training evaluation (pt suite, validation loss)",
+    ),
+    (
+        "sharpness",
+        "sharpness (Hessian trace) of the pre-training checkpoints",
+    ),
+    ("sft", "SFT learning-rate sweep of each final checkpoint"),
+    ("judge", "pairwise judging of every SFT model on loopback"),
+    (
+        "eval-sft",
+        "post-SFT evaluation (sft suite) of the best LR per run",
+    ),
+    ("report", "report: tables and plots"),
+    ("release", "release of the WSO model (dry run)"),
+];
+
+pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> Result<Outcome> {
+    let started = Instant::now();
+    let (mut ledger, start) = Ledger::open(&cfg.dir, cfg.size, cfg.force)?;
+    let plan = Plan::new(cfg.size);
+    let needed = match start {
+        Start::Fresh => plan.disk_bytes,
+        Start::Resume => plan.disk_bytes / 10,
+    };
+    super::check_free_space(&cfg.dir, needed)?;
+    catch_ctrl_c()?;
+    let demo = Demo {
+        plan,
+        commands: Commands {
+            exe: cfg.exe.clone(),
+            dir: cfg.dir.clone(),
+            jobs: cfg.jobs,
+        },
+        progress,
+    };
+    for (i, (name, title)) in STAGES.iter().enumerate() {
+        let done = ledger.is_done(name);
+        progress.stage(i + 1, STAGES.len(), title, done);
+        if done {
+            continue;
+        }
+        let t = Instant::now();
+        demo.stage(name)?;
+        let seconds = t.elapsed().as_secs_f64();
+        ledger.finish(name, seconds)?;
+        progress.finished(seconds);
+    }
+    Ok(Outcome {
+        dir: cfg.dir.clone(),
+        resumed: start == Start::Resume,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+struct Demo<'a> {
+    plan: Plan,
+    commands: Commands,
+    progress: &'a dyn Progress,
+}
+
+impl Demo<'_> {
+    fn stage(&self, name: &str) -> Result<()> {
+        match name {
+            "world" => self.world(),
+            "tokenizer" => self.tokenizer(),
+            "pretrain" => self.pretrain(false),
+            "decay" => self.pretrain(true),
+            "merge" => self.merge(),
+            "eval-pt" => self.eval_pt(),
+            "sharpness" => self.sharpness(),
+            "sft" => self.sft(),
+            "judge" => self.judge(),
+            "eval-sft" => self.eval_sft(),
+            "report" => self.report(),
+            "release" => self.release(),
+            other => Err(Error::Invalid(format!("unknown demo stage {other}"))),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.commands.dir.join(rel)
+    }
+
+    fn run(&self, invocations: &[Invocation]) -> Result<()> {
+        for inv in invocations {
+            self.progress
+                .command(inv, &self.commands.log_path(&inv.label));
+        }
+        self.commands.run_all(invocations)
+    }
+
+    fn world(&self) -> Result<()> {
+        let p = &self.plan;
+        let n = |x: usize| x.to_string();
+        self.run(&[Invocation::new(
+            "synth",
+            &[
+                "synth",
+                "--out",
+                "data",
+                "--eval-tasks",
+                "data/eval",
+                "--seed",
+                &p.seed.to_string(),
+                "--entities",
+                &n(p.entities),
+                "--pretrain-docs",
+                &n(p.pretrain_docs),
+                "--sft-chats",
+                &n(p.sft_chats),
+                "--validation-docs",
+                &n(p.validation_docs),
+                "--eval-docs",
+                &n(p.eval_docs),
+                // "--instructions", &n(p.instructions),  TODO(oracle)
+            ],
+        )])
+    }
+
+    fn tokenizer(&self) -> Result<()> {
+        let p = &self.plan;
+        let max_len = p.seq_len.max(256);
+        super::train_tokenizer(
+            &self.path("data/pretrain.jsonl"),
+            p.vocab_size,
+            &self.path("tokenizer"),
+            max_len,
+        )
+    }
+
+    /// The runs from scratch (`branched == false`) or the decays branched from WSO.
+    fn pretrain(&self, branched: bool) -> Result<()> {
+        let mut invocations = Vec::new();
+        for run in self.plan.pretrain_runs() {
+            if run.branch_from.is_some() != branched {
+                continue;
+            }
+            let recipe = format!("recipes/{}.toml", run.name);
+            write_recipe(&self.path(&recipe), &self.plan.pretrain_recipe(&run))?;
+            invocations.push(Invocation::new(
+                format!("train-{}", run.name),
+                &["train", &recipe],
+            ));
+        }
+        self.run(&invocations)
+    }
+
+    fn merge(&self) -> Result<()> {
+        let p = &self.plan;
+        let out = format!("runs/wso-wsm/step-{:07}", p.steps);
+        self.run(&[Invocation::new(
+            "merge",
+            &[
+                "merge",
+                "runs/wso",
+                "--emulate",
+                "cosine",
+                "--window",
+                &p.decay_steps().to_string(),
+                "--out",
+                &out,
+                "--force",
+                "--plot",
+                "runs/wso-wsm/weights.png",
+            ],
+        )])
+    }
+
+    /// Every pre-training checkpoint (metrics against step) and the merge.
+    fn pretrain_dirs(&self) -> Vec<String> {
+        let mut dirs: Vec<String> = self
+            .plan
+            .pretrain_runs()
+            .iter()
+            .map(|r| format!("runs/{}", r.name))
+            .collect();
+        dirs.push("runs/wso-wsm".into());
+        dirs
+    }
+
+    fn eval_pt(&self) -> Result<()> {
+        let mut args: Vec<String> = vec!["eval".into()];
+        args.extend(self.pretrain_dirs());
+        args.extend(
+            ["--suite", "pt", "--data-dir", "data/eval", "--store", STORE].map(String::from),
+        );
+        self.run(&[Invocation {
+            label: "eval-pt".into(),
+            args,
+        }])
+    }
+
+    fn sharpness(&self) -> Result<()> {
+        let p = &self.plan;
+        let mut args: Vec<String> = vec!["sharpness".into()];
+        args.extend(self.pretrain_dirs());
+        args.extend(
+            [
+                "--data",
+                "data/validation.jsonl",
+                "--seq-len",
+                &p.seq_len.to_string(),
+                "--samples",
+                &p.probes.to_string(),
+                "--max-batches",
+                &p.sharpness_batches.to_string(),
+                "--out",
+                "sharpness.jsonl",
+                "--store",
+                STORE,
+            ]
+            .map(String::from),
+        );
+        self.run(&[Invocation {
+            label: "sharpness".into(),
+            args,
+        }])
+    }
+
+    fn sft(&self) -> Result<()> {
+        let mut invocations = Vec::new();
+        for run in self.plan.pretrain_runs() {
+            for &lr in &self.plan.sft_lrs {
+                let name = Plan::sft_run(&run.name, lr);
+                let recipe = format!("recipes/{name}.toml");
+                write_recipe(&self.path(&recipe), &self.plan.sft_recipe(&run.name, lr))?;
+                invocations.push(Invocation::new(
+                    format!("train-{name}"),
+                    &["train", &recipe],
+                ));
+            }
+        }
+        self.run(&invocations)
+    }
+
+    fn sft_dirs(&self) -> Vec<String> {
+        let mut dirs = Vec::new();
+        for run in self.plan.pretrain_runs() {
+            for &lr in &self.plan.sft_lrs {
+                dirs.push(format!("runs/{}", Plan::sft_run(&run.name, lr)));
+            }
+        }
+        dirs
+    }
+
+    fn judge(&self) -> Result<()> {
+        Err(Error::Invalid("judge stage not wired yet".into()))
+    }
+
+    fn eval_sft(&self) -> Result<()> {
+        Err(Error::Invalid("eval-sft stage not wired yet".into()))
+    }
+
+    fn report(&self) -> Result<()> {
+        self.run(&[Invocation::new(
+            "report",
+            &["report", STORE, "--out", "report"],
+        )])
+    }
+
+    fn release(&self) -> Result<()> {
+        let p = &self.plan;
+        let repo = format!("ckpt-demo/wso-{}", p.size.name());
+        self.run(&[Invocation::new(
+            "release",
+            &[
+                "release",
+                &p.final_checkpoint("wso"),
+                "--repo",
+                &repo,
+                "--dry-run",
+                "release",
+                "--store",
+                STORE,
+            ],
+        )])
+    }
+}
+
+fn write_recipe(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::atomic_file::write_bytes(path, text.as_bytes())
+}
