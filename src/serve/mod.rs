@@ -1,6 +1,6 @@
 //! `ckpt serve`: one checkpoint behind an OpenAI-compatible HTTP API, so it can be the
 //! judge, the reference or the subject of any tool that speaks that API
-//! (the endpoints are in [`api`]). What answers
+//! (the endpoints are in [`api`]); or the ground-truth judge ([`oracle`]). What answers
 //! is a [`Handler`]; the server is the same.
 //!
 //! The server is hyper's HTTP/1.1 server (keep-alive, `Expect: 100-continue`,
@@ -22,7 +22,7 @@
 //! [`RunningServer`] is shut down or dropped (the demo's in-process judge).
 
 pub mod api;
-
+pub mod oracle;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
