@@ -46,6 +46,7 @@ use tokio::sync::{oneshot, Semaphore};
 /// What answers the requests: a function from (method, path, body) to a status and a
 /// JSON body, run on a blocking thread.
 pub trait Handler: Send + Sync + 'static {
+    /// The answer to one request: HTTP status and JSON body.
     fn handle(&self, method: &str, path: &str, body: &[u8]) -> api::Reply;
 }
 
