@@ -1,9 +1,12 @@
-//! `ckpt serve CKPT [--port P]`: one checkpoint behind an OpenAI-compatible API.
+//! `ckpt serve CKPT [--port P]`: one checkpoint behind an OpenAI-compatible API;
+//! `ckpt serve --oracle instructions.json`: the ground-truth judge behind the same API.
 
 use super::output::Ui;
 use crate::checkpoint::open_single;
 use crate::eval::run::checkpoint_row;
+use crate::judge::oracle::{Oracle, DEFAULT_K};
 use crate::judge::run::generator_name;
+use crate::serve::oracle::{OracleJudge, DEFAULT_NAME};
 use crate::serve::{ServeConfig, Served, Server};
 use clap::Args;
 use std::io::Write;
@@ -13,14 +16,24 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The checkpoint directory.
-    ckpt: PathBuf,
+    #[arg(required_unless_present = "oracle", conflicts_with = "oracle")]
+    ckpt: Option<PathBuf>,
+    /// Serve the ground-truth judge of this instruction set instead of a checkpoint (an
+    /// AlpacaEval-layout file whose `output`s are the true answers, e.g. the
+    /// instructions.json of `ckpt synth`): it answers the pairwise prompts of
+    /// `ckpt eval --tasks alpaca_eval`, preferring the answer closer to the truth.
+    #[arg(long, value_name = "FILE")]
+    oracle: Option<PathBuf>,
+    /// With --oracle: the slope k of p = sigmoid(k (F1_A - F1_B)).
+    #[arg(long, default_value_t = DEFAULT_K, requires = "oracle")]
+    oracle_k: f64,
     /// Address to listen on (loopback by default: the API has no authentication).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Port (0: any free port; the address is printed).
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// The model id clients name [default: RUN/CHECKPOINT].
+    /// The model id clients name [default: RUN/CHECKPOINT, or ground-truth-oracle].
     #[arg(long)]
     model_name: Option<String>,
     /// Requests served at once.
@@ -33,14 +46,6 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
-    let device = crate::device::parse_device(&args.device)?;
-    let dtype = crate::device::parse_dtype(&args.dtype)?;
-    let ckpt = open_single(&args.ckpt)?;
-    let name = match &args.model_name {
-        Some(n) => n.clone(),
-        None => generator_name(&checkpoint_row(&ckpt, "")),
-    };
-    let served = Served::load(&ckpt, &name, &device, dtype)?;
     let server = Server::bind(&ServeConfig {
         host: args.host.clone(),
         port: args.port,
@@ -51,8 +56,42 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
             server.addr()
         );
     }
+    match (&args.oracle, &args.ckpt) {
+        (Some(file), _) => {
+            let oracle = Oracle::read(file, args.oracle_k)?;
+            let name = args.model_name.as_deref().unwrap_or(DEFAULT_NAME);
+            tracing::info!(
+                "the ground truth of {} instructions from {}",
+                oracle.len(),
+                file.display()
+            );
+            announce(name, &server)?;
+            let judge = OracleJudge {
+                oracle,
+                name: name.to_string(),
+            };
+            server.run(std::sync::Arc::new(judge), args.workers)?;
+        }
+        (None, Some(dir)) => {
+            let device = crate::device::parse_device(&args.device)?;
+            let dtype = crate::device::parse_dtype(&args.dtype)?;
+            let ckpt = open_single(dir)?;
+            let name = match &args.model_name {
+                Some(n) => n.clone(),
+                None => generator_name(&checkpoint_row(&ckpt, "")),
+            };
+            let served = Served::load(&ckpt, &name, &device, dtype)?;
+            announce(&name, &server)?;
+            server.run(std::sync::Arc::new(served), args.workers)?;
+        }
+        (None, None) => unreachable!("clap requires one of them"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line clients (and tests) read the URL from.
+fn announce(name: &str, server: &Server) -> anyhow::Result<()> {
     println!("serving {name} at {}", server.url());
     std::io::stdout().flush()?;
-    server.run(std::sync::Arc::new(served), args.workers)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
-    /// Directory to write world.json, pretrain/midtrain/validation/sft .jsonl into.
+    /// Directory to write world.json, pretrain/midtrain/validation/sft .jsonl and
+    /// instructions.json into.
     #[arg(long, required_unless_present = "eval_tasks")]
     out: Option<PathBuf>,
     /// Directory to write synthetic data for every built-in benchmark task into, laid
@@ -42,6 +43,10 @@ pub struct SynthArgs {
     /// Held-out validation texts.
     #[arg(long, default_value_t = SynthConfig::default().validation_docs)]
     validation_docs: usize,
+    /// Held-out instructions with ground-truth answers (instructions.json, AlpacaEval's
+    /// layout) for `ckpt eval --tasks alpaca_eval` and `ckpt serve --oracle`.
+    #[arg(long, default_value_t = SynthConfig::default().instructions)]
+    instructions: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -56,6 +61,7 @@ impl SynthArgs {
             midtrain_docs: self.midtrain_docs,
             sft_chats: self.sft_chats,
             validation_docs: self.validation_docs,
+            instructions: self.instructions,
         }
     }
 }
@@ -63,7 +69,7 @@ impl SynthArgs {
 #[derive(Serialize)]
 struct Summary<'a> {
     out: &'a PathBuf,
-    files: [&'static str; 5],
+    files: [&'static str; 6],
     config: SynthConfig,
     seconds: f64,
     #[serde(flatten)]

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_HUB_FILE: &str = "alpaca_eval.json";
 
 /// One record of the instruction set (or of a model's outputs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instruction {
     pub instruction: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

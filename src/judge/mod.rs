@@ -7,12 +7,15 @@
 //! its log-probabilities ([`preference`]), and AlpacaEval's metrics, length-controlled
 //! win rate included, are computed as alpaca_eval computes them ([`metrics`]) and
 //! exported in its formats ([`export`]). [`run`] ties it together through the store.
+//! [`oracle`] is a judge that knows each instruction's true answer (the synthetic
+//! world's), for the demo and the tests.
 
 pub mod chat;
 pub mod client;
 pub mod export;
 pub mod instructions;
 pub mod metrics;
+pub mod oracle;
 pub mod preference;
 pub mod prompt;
 pub mod run;

@@ -71,13 +71,25 @@ impl JudgeTemplate {
     /// The user message asking the judge to compare `output_a` (shown first, as `A`)
     /// with `output_b` (as `B`).
     pub fn render(&self, instruction: &str, output_a: &str, output_b: &str) -> Result<String> {
+        self.render_as(instruction, output_a, output_b, IDENTIFIERS)
+    }
+
+    /// [`Self::render`] under other identifiers (a judge that reads prompts back
+    /// renders them with markers, see `super::oracle`).
+    pub fn render_as(
+        &self,
+        instruction: &str,
+        output_a: &str,
+        output_b: &str,
+        ids: [&str; 2],
+    ) -> Result<String> {
         let t = self.env.get_template("judge").expect("added in new");
         t.render(context! {
             instruction => instruction,
             output_a => output_a,
             output_b => output_b,
-            id_a => IDENTIFIERS[0],
-            id_b => IDENTIFIERS[1],
+            id_a => ids[0],
+            id_b => ids[1],
         })
         .map_err(|e| Error::bad_file(&self.origin, format!("judge template: {e}")))
     }

@@ -35,7 +35,7 @@ pub fn handle(served: &Served, method: &str, path: &str, body: &[u8]) -> Reply {
         .unwrap_or_default()
         .trim_end_matches('/');
     match (method, path) {
-        ("GET", "/v1/models" | "/models") => (200, models(served)),
+        ("GET", "/v1/models" | "/models") => (200, models(&served.name)),
         ("POST", "/v1/chat/completions" | "/chat/completions") => parse(body)
             .and_then(|r| chat(served, r))
             .unwrap_or_else(|e| e),
@@ -52,25 +52,32 @@ pub fn handle(served: &Served, method: &str, path: &str, body: &[u8]) -> Reply {
     }
 }
 
-fn error(status: u16, kind: &str, message: &str) -> Reply {
+/// An error in OpenAI's shape.
+pub(super) fn error(status: u16, kind: &str, message: &str) -> Reply {
     (
         status,
         json!({"error": {"message": message, "type": kind, "param": null, "code": null}}),
     )
 }
 
-fn bad_request(message: &str) -> Reply {
+pub(super) fn bad_request(message: &str) -> Reply {
     error(400, "invalid_request_error", message)
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
     serde_json::from_slice(body).map_err(|e| bad_request(&format!("invalid request body: {e}")))
 }
 
-fn models(served: &Served) -> Value {
+/// The `GET /v1/models` list of the one model `name`.
+pub(super) fn models(name: &str) -> Value {
     json!({"object": "list", "data": [
-        {"id": served.name, "object": "model", "created": 0, "owned_by": "ckpt"}
+        {"id": name, "object": "model", "created": 0, "owned_by": "ckpt"}
     ]})
+}
+
+/// A fresh response id: `PREFIX-N`.
+pub(super) fn next_id(prefix: &str) -> String {
+    format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One string or several.
@@ -98,11 +105,29 @@ enum Content {
     Parts(Vec<Value>),
 }
 
+/// One message of a chat request.
 #[derive(Deserialize)]
-struct ChatMessage {
+pub(super) struct ChatMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+}
+
+impl ChatMessage {
+    /// The message with its text parts joined.
+    pub(super) fn into_message(self) -> Message {
+        Message {
+            role: self.role,
+            content: match self.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect(),
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,21 +159,19 @@ struct CompletionRequest {
     n: Option<usize>,
 }
 
-/// Checks shared by both endpoints.
-fn check_common(
-    served: &Served,
+/// Checks shared by the endpoints: the model is the one served (`name`), one answer,
+/// no streaming.
+pub(super) fn check_common(
+    name: &str,
     model: &Option<String>,
     stream: bool,
     n: Option<usize>,
 ) -> Result<(), Reply> {
-    if let Some(m) = model.as_deref().filter(|m| *m != served.name) {
+    if let Some(m) = model.as_deref().filter(|m| *m != name) {
         return Err(error(
             404,
             "not_found_error",
-            &format!(
-                "the model `{m}` does not exist; this server serves `{}`",
-                served.name
-            ),
+            &format!("the model `{m}` does not exist; this server serves `{name}`"),
         ));
     }
     if stream {
@@ -161,24 +184,14 @@ fn check_common(
 }
 
 fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
-    check_common(served, &req.model, req.stream, req.n)?;
+    check_common(&served.name, &req.model, req.stream, req.n)?;
     if req.messages.is_empty() {
         return Err(bad_request("messages must not be empty"));
     }
     let messages: Vec<Message> = req
         .messages
         .into_iter()
-        .map(|m| Message {
-            role: m.role,
-            content: match m.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t,
-                Some(Content::Parts(parts)) => parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect(),
-            },
-        })
+        .map(ChatMessage::into_message)
         .collect();
     let prompt = served
         .chat
@@ -210,7 +223,7 @@ fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
     Ok((
         200,
         json!({
-            "id": format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            "id": next_id("chatcmpl"),
             "object": "chat.completion",
             "created": unix_time(),
             "model": served.name,
@@ -226,7 +239,7 @@ fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
 }
 
 fn completion(served: &Served, req: CompletionRequest) -> Result<Reply, Reply> {
-    check_common(served, &req.model, req.stream, req.n)?;
+    check_common(&served.name, &req.model, req.stream, req.n)?;
     if req.echo {
         return Err(bad_request("echo is not supported by ckpt serve"));
     }
@@ -265,7 +278,7 @@ fn completion(served: &Served, req: CompletionRequest) -> Result<Reply, Reply> {
     Ok((
         200,
         json!({
-            "id": format!("cmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            "id": next_id("cmpl"),
             "object": "text_completion",
             "created": unix_time(),
             "model": served.name,
@@ -320,11 +333,11 @@ fn finish_reason(f: Finish) -> &'static str {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
+pub(super) fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-fn unix_time() -> u64 {
+pub(super) fn unix_time() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

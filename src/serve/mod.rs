@@ -1,6 +1,7 @@
 //! `ckpt serve`: one checkpoint behind an OpenAI-compatible HTTP API, so it can be the
 //! judge, the reference or the subject of any tool that speaks that API
-//! (the endpoints are in [`api`]).
+//! (the endpoints are in [`api`]); or the ground-truth judge ([`oracle`]). What answers
+//! is a [`Handler`]; the server is the same.
 //!
 //! The server is hyper's HTTP/1.1 server (keep-alive, `Expect: 100-continue`,
 //! chunked bodies) on loopback by default; each connection has its own task, and
@@ -16,8 +17,12 @@
 //! server.run(std::sync::Arc::new(served), 1)?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`Server::spawn`] serves from a background thread instead, until the returned
+//! [`RunningServer`] is shut down or dropped (the demo's in-process judge).
 
 pub mod api;
+pub mod oracle;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -32,9 +37,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
+
+/// What answers the requests: a function from (method, path, body) to a status and a
+/// JSON body, run on a blocking thread.
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to one request: HTTP status and JSON body.
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> api::Reply;
+}
 
 /// The checkpoint being served.
 pub struct Served {
@@ -60,6 +74,12 @@ impl Served {
     /// The text of one token (special tokens spelled out).
     pub fn token_text(&self, id: u32) -> String {
         self.tokenizer.decode(&[id]).unwrap_or_default()
+    }
+}
+
+impl Handler for Served {
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> api::Reply {
+        api::handle(self, method, path, body)
     }
 }
 
@@ -112,30 +132,110 @@ impl Server {
     }
 
     /// Answers requests until the process ends: every connection is served by its own
-    /// task, and at most `workers` requests run on the model at once.
-    pub fn run(self, served: Arc<Served>, workers: usize) -> Result<()> {
+    /// task, and at most `workers` requests run on the handler at once.
+    pub fn run<H: Handler>(self, handler: Arc<H>, workers: usize) -> Result<()> {
+        self.serve(handler, workers, std::future::pending())
+    }
+
+    /// Answers requests from a background thread until the returned server is shut
+    /// down or dropped.
+    pub fn spawn<H: Handler>(self, handler: Arc<H>, workers: usize) -> Result<RunningServer> {
+        let (addr, url) = (self.addr, self.url());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let until = async move {
+            // A dropped sender stops the server too.
+            let _ = stopped.await;
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ckpt-serve-{}", addr.port()))
+            .spawn(move || self.serve(handler, workers, until))
+            .map_err(|e| Error::Invalid(format!("cannot start the server thread: {e}")))?;
+        Ok(RunningServer {
+            addr,
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves until `until` completes, then closes the listener and every connection.
+    fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        workers: usize,
+        until: impl Future<Output = ()>,
+    ) -> Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start the server: {e}")))?;
         let permits = Arc::new(Semaphore::new(workers.max(1)));
-        let addr = self.addr;
-        runtime.block_on(async move {
-            self.listener
+        let (addr, listener) = (self.addr, self.listener);
+        let served = runtime.block_on(async move {
+            let listener = listener
                 .set_nonblocking(true)
-                .and_then(|_| tokio::net::TcpListener::from_std(self.listener))
-                .map_err(|e| Error::Invalid(format!("{addr}: {e}")))
-                .map(|listener| accept_forever(listener, served, permits))?
-                .await;
+                .and_then(|_| tokio::net::TcpListener::from_std(listener))
+                .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
+            let accepting = tokio::spawn(accept_forever(listener, handler, permits));
+            until.await;
+            accepting.abort();
             Ok(())
-        })
+        });
+        // Connections still open end with the runtime; a request being answered gets
+        // a moment to finish.
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        served
     }
 }
 
-async fn accept_forever(
+/// A server answering from a background thread ([`Server::spawn`]); dropping it
+/// shuts it down.
+pub struct RunningServer {
+    addr: SocketAddr,
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl RunningServer {
+    /// The base URL clients use: `http://HOST:PORT/v1`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The address bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes the connections and waits for the thread.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| Error::Invalid(format!("the server at {} panicked", self.url)))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+async fn accept_forever<H: Handler>(
     listener: tokio::net::TcpListener,
-    served: Arc<Served>,
+    handler: Arc<H>,
     permits: Arc<Semaphore>,
 ) {
     loop {
@@ -148,9 +248,9 @@ async fn accept_forever(
                 continue;
             }
         };
-        let (served, permits) = (served.clone(), permits.clone());
+        let (handler, permits) = (handler.clone(), permits.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, served.clone(), permits.clone()));
+            let service = service_fn(move |req| respond(req, handler.clone(), permits.clone()));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -161,9 +261,9 @@ async fn accept_forever(
     }
 }
 
-async fn respond(
+async fn respond<H: Handler>(
     req: Request<Incoming>,
-    served: Arc<Served>,
+    handler: Arc<H>,
     permits: Arc<Semaphore>,
 ) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
     let started = std::time::Instant::now();
@@ -181,7 +281,7 @@ async fn respond(
                 .await
                 .expect("the semaphore is never closed");
             let (m, p) = (method.clone(), path.clone());
-            tokio::task::spawn_blocking(move || api::handle(&served, &m, &p, &body))
+            tokio::task::spawn_blocking(move || handler.handle(&m, &p, &body))
                 .await
                 .unwrap_or_else(|e| {
                     (500, serde_json::json!({"error": {"message": format!("internal error: {e}"), "type": "server_error"}}))

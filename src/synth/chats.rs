@@ -64,7 +64,11 @@ pub fn chat<R: Rng + ?Sized>(rng: &mut R, world: &World, cycle: &mut EntityCycle
 }
 
 /// One (user, assistant) exchange about `focus`, or arithmetic.
-fn turn<R: Rng + ?Sized>(rng: &mut R, world: &World, focus: Option<usize>) -> (String, String) {
+pub(crate) fn turn<R: Rng + ?Sized>(
+    rng: &mut R,
+    world: &World,
+    focus: Option<usize>,
+) -> (String, String) {
     let Some(e) = focus else {
         return arithmetic(rng, world);
     };

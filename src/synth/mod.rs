@@ -1,6 +1,7 @@
 //! A synthetic world generated from a seed, and the corpora the demo and the tests
 //! train on: a pre-training corpus, a cleaner mid-training mix, SFT chats in the Tulu
-//! format and held-out validation texts, all stating the same facts.
+//! format and held-out validation texts, all stating the same facts; and a held-out
+//! instruction set with ground-truth answers for pairwise judging ([`instructions`]).
 //!
 //! The vocabulary is small and closed (invented names built from syllables, fixed
 //! attribute values, small numbers) and the templates are regular, so a model of a few
@@ -26,6 +27,7 @@
 pub mod arithmetic;
 pub mod chats;
 pub mod documents;
+pub mod instructions;
 pub mod stories;
 pub mod text;
 pub mod world;
@@ -34,6 +36,7 @@ pub use chats::{Chat, Message};
 pub use world::{Entity, Fact, Kind, World};
 
 use crate::error::{Error, Result};
+use crate::judge::instructions::Instruction;
 use documents::EntityCycle;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -52,6 +55,8 @@ pub struct SynthConfig {
     pub midtrain_docs: usize,
     pub sft_chats: usize,
     pub validation_docs: usize,
+    /// Held-out instructions for pairwise judging ([`instructions::held_out`]).
+    pub instructions: usize,
 }
 
 impl Default for SynthConfig {
@@ -64,6 +69,7 @@ impl Default for SynthConfig {
             midtrain_docs: 800,
             sft_chats: 600,
             validation_docs: 200,
+            instructions: 64,
         }
     }
 }
@@ -92,6 +98,9 @@ pub struct Corpus {
     /// document or to another validation text (so fewer than asked only in a world too
     /// small to have that many distinct documents).
     pub validation: Vec<String>,
+    /// Held out from the SFT chats, with their ground-truth answers
+    /// ([`instructions::held_out`]).
+    pub instructions: Vec<Instruction>,
 }
 
 /// Generates the world and every part of the corpus from `cfg`.
@@ -113,17 +122,19 @@ pub fn generate(cfg: &SynthConfig) -> Corpus {
 
     let mut rng = stream(cfg.seed, "sft");
     let mut cycle = EntityCycle::new(n);
-    let sft = (0..cfg.sft_chats)
+    let sft: Vec<Chat> = (0..cfg.sft_chats)
         .map(|_| chats::chat(&mut rng, &world, &mut cycle))
         .collect();
 
     let validation = validation(cfg, &world, &pretrain);
+    let instructions = instructions::held_out(&world, &sft, cfg.seed, cfg.instructions);
     Corpus {
         world,
         pretrain,
         midtrain,
         sft,
         validation,
+        instructions,
     }
 }
 
@@ -150,7 +161,7 @@ fn validation(cfg: &SynthConfig, world: &World, pretrain: &[String]) -> Vec<Stri
 
 /// A random stream for one part of the corpus, independent of the other parts and of
 /// the world's (which draws from the plain seed).
-fn stream(seed: u64, part: &str) -> StdRng {
+pub(crate) fn stream(seed: u64, part: &str) -> StdRng {
     StdRng::seed_from_u64(stream_seed(seed, part))
 }
 
@@ -182,18 +193,20 @@ struct WorldFile<'a> {
 }
 
 /// The files [`Corpus::write`] creates.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
     "world.json",
     "pretrain.jsonl",
     "midtrain.jsonl",
     "sft.jsonl",
     "validation.jsonl",
+    instructions::FILE,
 ];
 
 impl Corpus {
     /// Writes `world.json`, `pretrain.jsonl`, `midtrain.jsonl`, `validation.jsonl` (one
-    /// `{"text": ...}` per line) and `sft.jsonl` (one Tulu chat per line) into `dir`,
-    /// each atomically.
+    /// `{"text": ...}` per line), `sft.jsonl` (one Tulu chat per line) and
+    /// `instructions.json` (AlpacaEval's layout: a JSON list of `{"instruction",
+    /// "output", "generator", "dataset"}`) into `dir`, each atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let world = WorldFile {
             world: &self.world,
@@ -203,7 +216,8 @@ impl Corpus {
         write_texts(&dir.join("pretrain.jsonl"), &self.pretrain)?;
         write_texts(&dir.join("midtrain.jsonl"), &self.midtrain)?;
         write_texts(&dir.join("validation.jsonl"), &self.validation)?;
-        write_jsonl(&dir.join("sft.jsonl"), &self.sft)
+        write_jsonl(&dir.join("sft.jsonl"), &self.sft)?;
+        crate::atomic_file::write_json(&dir.join(instructions::FILE), &self.instructions)
     }
 
     /// Counts for a summary.
@@ -214,6 +228,12 @@ impl Corpus {
             .flat_map(|c| &c.messages)
             .map(|m| m.content.as_str())
             .collect();
+        let instruction_text: Vec<&str> = self
+            .instructions
+            .iter()
+            .flat_map(|i| std::iter::once(&i.instruction).chain(&i.output))
+            .map(String::as_str)
+            .collect();
         let parts = [
             ("pretrain", self.pretrain.len(), as_strs(&self.pretrain)),
             ("midtrain", self.midtrain.len(), as_strs(&self.midtrain)),
@@ -223,6 +243,7 @@ impl Corpus {
                 self.validation.len(),
                 as_strs(&self.validation),
             ),
+            ("instructions", self.instructions.len(), instruction_text),
         ];
         let all_words: BTreeSet<&str> = parts
             .iter()
@@ -254,7 +275,7 @@ pub struct CorpusStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartStats {
     pub name: String,
-    /// Documents, or chats for `sft`.
+    /// Documents, chats for `sft`, instructions for `instructions`.
     pub items: usize,
     pub characters: usize,
     /// Distinct whitespace-separated words.

@@ -12,6 +12,7 @@ fn small() -> SynthConfig {
         midtrain_docs: 150,
         sft_chats: 120,
         validation_docs: 60,
+        instructions: 20,
     }
 }
 
@@ -92,6 +93,7 @@ fn sizes_are_honoured() {
             midtrain_docs: 0,
             sft_chats: 2,
             validation_docs: 1,
+            instructions: 3,
             seed: 1,
         },
     ] {
@@ -101,6 +103,7 @@ fn sizes_are_honoured() {
         assert_eq!(c.midtrain.len(), cfg.midtrain_docs);
         assert_eq!(c.sft.len(), cfg.sft_chats);
         assert_eq!(c.validation.len(), cfg.validation_docs);
+        assert_eq!(c.instructions.len(), cfg.instructions);
         assert!(c
             .pretrain
             .iter()
@@ -301,9 +304,11 @@ fn degenerate_worlds_still_generate() {
             midtrain_docs: 5,
             sft_chats: 5,
             validation_docs: 5,
+            instructions: 5,
             seed: 0,
         });
         assert_eq!(c.pretrain.len(), 20);
         assert_eq!(c.sft.len(), 5);
+        assert_eq!(c.instructions.len(), 5);
     }
 }
