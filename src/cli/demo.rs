@@ -93,6 +93,12 @@ impl Progress for Printer {
         }
     }
 
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            println!("        ({text})");
+        }
+    }
+
     fn finished(&self, seconds: f64) {
         if !self.quiet {
             println!("        {seconds:.1} s");

@@ -7,6 +7,8 @@ use super::commands::{catch_ctrl_c, Commands, Invocation};
 use super::ledger::{Ledger, Start};
 use super::plan::{Plan, Size};
 use crate::error::{Error, Result};
+use crate::judge::oracle::{Oracle, DEFAULT_K};
+use crate::serve::oracle::{start_oracle, DEFAULT_NAME};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,6 +33,8 @@ pub struct DemoConfig {
 pub trait Progress {
     fn stage(&self, index: usize, total: usize, title: &str, done_earlier: bool);
     fn command(&self, inv: &Invocation, log: &Path);
+    /// Something a stage does in-process, as the command that would do it by hand.
+    fn note(&self, text: &str);
     fn finished(&self, seconds: f64);
 }
 
@@ -171,13 +175,18 @@ impl Demo<'_> {
                 &n(p.validation_docs),
                 "--eval-docs",
                 &n(p.eval_docs),
-                // "--instructions", &n(p.instructions),  TODO(oracle)
+                "--instructions",
+                &n(p.instructions),
             ],
         )])
     }
 
     fn tokenizer(&self) -> Result<()> {
         let p = &self.plan;
+        self.progress.note(&format!(
+            "in-process: {} tokens trained on data/pretrain.jsonl -> tokenizer/tokenizer.json",
+            p.vocab_size
+        ));
         let max_len = p.seq_len.max(256);
         super::train_tokenizer(
             &self.path("data/pretrain.jsonl"),
@@ -302,8 +311,39 @@ impl Demo<'_> {
         dirs
     }
 
+    /// Every SFT model answers the held-out instructions; a judge that knows their
+    /// ground truth, served on loopback behind the OpenAI schema, compares each answer
+    /// with the reference (the truth itself, so 50% is the ceiling).
     fn judge(&self) -> Result<()> {
-        Err(Error::Invalid("judge stage not wired yet".into()))
+        let oracle = Oracle::read(&self.path(INSTRUCTIONS), DEFAULT_K)?;
+        let server = start_oracle(oracle, DEFAULT_NAME)?;
+        self.progress.note(&format!(
+            "in-process at {}, as `ckpt serve --oracle {INSTRUCTIONS}` would serve it",
+            server.url()
+        ));
+        let mut args: Vec<String> = vec!["eval".into()];
+        args.extend(self.sft_dirs());
+        args.extend(
+            [
+                "--tasks",
+                "alpaca_eval",
+                "--judge-url",
+                server.url(),
+                "--instructions",
+                INSTRUCTIONS,
+                "--max-new-tokens",
+                &self.plan.max_new_tokens.to_string(),
+                "--store",
+                STORE,
+            ]
+            .map(String::from),
+        );
+        let result = self.run(&[Invocation {
+            label: "judge".into(),
+            args,
+        }]);
+        server.shutdown()?;
+        result
     }
 
     fn eval_sft(&self) -> Result<()> {

@@ -123,7 +123,7 @@ impl Plan {
                 kv_heads: 2,
                 steps: 300,
                 warmup: 20,
-                peak_lr: 3e-3,
+                peak_lr: 1e-2,
                 batch_tokens: 2048,
                 seq_len: 128,
                 checkpoint_every: 75,
