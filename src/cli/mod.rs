@@ -8,6 +8,7 @@ mod judge;
 mod merge;
 mod output;
 mod release;
+mod report;
 mod schedule;
 mod score;
 mod serve;
@@ -56,6 +57,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// List the benchmark tasks and suites, or print a task's prompts (--show).
     Tasks(tasks::TasksArgs),
+    /// Tables, findings and plots (markdown, HTML, CSV, JSON, PNG) from the results store.
+    Report(report::ReportArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
     /// Serve a checkpoint through an OpenAI-compatible HTTP API (models, chat, completions).
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Tasks(args) => tasks::run(args, &ui),
+        Command::Report(args) => report::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
         Command::Serve(args) => serve::run(args, &ui),
     };
