@@ -632,6 +632,28 @@ fn the_sft_lr_is_picked_by_the_judged_score_else_the_suite_mean() {
     ));
 }
 
+/// Runs are directories: two of one name holding different stages stay apart.
+#[test]
+fn same_named_run_directories_of_different_stages_are_told_apart() {
+    let (mut w, fps) = pretraining_world();
+    let fp = w.ckpt(sft("wso", &fps["wso"], 1e-3));
+    w.judged(&fp, &[0.5; 10], Some(0.5));
+    let report = build(&w.store, &ReportOptions::default()).unwrap();
+    let names: Vec<&str> = report.runs.iter().map(|r| r.name.as_str()).collect();
+    assert!(
+        names.contains(&"wso (pre)") && names.contains(&"wso (sft)"),
+        "{names:?}"
+    );
+    assert_eq!(report.sft_picks.len(), 1);
+    assert_eq!(
+        (
+            report.sft_picks[0].base_run.as_str(),
+            report.sft_picks[0].run.as_str()
+        ),
+        ("wso (pre)", "wso (sft)")
+    );
+}
+
 #[test]
 fn sharpness_against_sft_score_has_pearsons_r() {
     let (w, fps) = sft_world(false);

@@ -54,13 +54,30 @@ pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
     }
 }
 
-/// Every run of the store, by name (merges by their directory's name).
+/// Every run of the store, by name (merges by their directory's name). Directories of
+/// the same name holding different stages (`pre/wso`, `sft/wso`) are told apart by
+/// their stage: `wso (sft)`.
 pub fn runs(view: &StoreView) -> Vec<Run> {
-    let mut grouped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut grouped: BTreeMap<(String, &str), Vec<usize>> = BTreeMap::new();
     for (i, c) in view.checkpoints.iter().enumerate() {
-        grouped.entry(entry_name(c)).or_default().push(i);
+        grouped
+            .entry((entry_name(c), c.stage()))
+            .or_default()
+            .push(i);
     }
-    grouped
+    let stages = |name: &str| grouped.keys().filter(|(n, _)| n == name).count();
+    let named: Vec<(String, Vec<usize>)> = grouped
+        .iter()
+        .map(|((name, stage), idx)| {
+            let name = if stages(name) > 1 {
+                format!("{name} ({stage})")
+            } else {
+                name.clone()
+            };
+            (name, idx.clone())
+        })
+        .collect();
+    named
         .into_iter()
         .map(|(name, mut idx)| {
             idx.sort_by_key(|&i| (view.checkpoints[i].row.step, i));
