@@ -1167,7 +1167,22 @@ fn the_binary_reports_trained_evaluated_measured_and_judged_runs() {
     assert_eq!(pick["run"], want, "{pick}");
     assert_eq!(pick["criterion"]["kind"], "judged");
 
-    // Run directories moved away: the curves come from the checkpoints' sidecars.
+    // Training loss from each run's log; with the run directories moved away, from the
+    // checkpoints' sidecars.
+    let caption = |report: &Value| {
+        report["sections"][0]["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == "training_loss.png")
+            .map(|f| f["caption"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let c = caption(&report);
+    assert!(
+        c.contains("metrics.jsonl: tiny-wsd-branch, tiny-wso") && !c.contains("ckpt.json"),
+        "{c}"
+    );
     std::fs::rename(sb.path().join("runs"), sb.path().join("moved")).unwrap();
     let out = sb.run([
         "report",
@@ -1181,6 +1196,14 @@ fn the_binary_reports_trained_evaluated_measured_and_judged_runs() {
     ok(&out);
     assert!(sb.path().join("again/training_loss.png").is_file());
     assert!(!sb.path().join("again/report.html").exists());
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(sb.path().join("again/report.json")).unwrap())
+            .unwrap();
+    let c = caption(&again);
+    assert!(
+        c.contains("ckpt.json (no run log found): tiny-wsd-branch, tiny-wso"),
+        "{c}"
+    );
 }
 
 fn failed(out: &std::process::Output, code: i32) -> String {

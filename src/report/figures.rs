@@ -84,6 +84,7 @@ pub fn training_loss(inp: &Inputs) -> Option<Figure> {
     let mut chart = LineChart::new("Training loss", "step", "training loss");
     chart.legend = Legend::UpperRight;
     let mut averaged = 1;
+    let (mut logged, mut sidecars) = (Vec::new(), Vec::new());
     for run in inp
         .runs
         .iter()
@@ -94,17 +95,31 @@ pub fn training_loss(inp: &Inputs) -> Option<Figure> {
         };
         averaged = averaged.max(c.bucket);
         let series = Series::new(legend(run), c.points);
-        chart.series.push(if c.from_log {
-            series
+        if c.from_log {
+            logged.push(run.name.as_str());
+            chart.series.push(series);
         } else {
-            series.with_markers()
-        });
+            sidecars.push(run.name.as_str());
+            chart.series.push(series.with_markers());
+        }
     }
-    let caption = if averaged > 1 {
-        format!("Training loss (each point: the mean of up to {averaged} steps)")
-    } else {
-        "Training loss (from each run's metrics.jsonl, else its checkpoints' ckpt.json)".into()
-    };
+    let mut sources = Vec::new();
+    if !logged.is_empty() {
+        sources.push(format!(
+            "every step from metrics.jsonl: {}",
+            logged.join(", ")
+        ));
+    }
+    if !sidecars.is_empty() {
+        sources.push(format!(
+            "each checkpoint's ckpt.json (no run log found): {}",
+            sidecars.join(", ")
+        ));
+    }
+    let mut caption = format!("Training loss ({})", sources.join("; "));
+    if averaged > 1 {
+        caption.push_str(&format!("; each point the mean of up to {averaged} steps"));
+    }
     Figure::chart("training_loss.png", caption, chart)
 }
 
