@@ -16,6 +16,7 @@ pub mod merge;
 pub mod model;
 pub mod plot;
 pub mod release;
+pub mod report;
 pub mod schedule;
 pub mod score;
 pub mod serve;

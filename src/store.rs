@@ -427,6 +427,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Every task spec recorded: `(task, spec hash, spec JSON)`.
+    pub fn task_specs(&self) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT task, spec_hash, spec FROM tasks ORDER BY task, spec_hash")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// Stores a sharpness measurement.
     pub fn put_sharpness(&self, r: &SharpnessRecord) -> Result<()> {
         let SharpnessRecord {

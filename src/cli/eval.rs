@@ -6,6 +6,7 @@ use super::output::{print_json, table, Ui};
 use crate::checkpoint::discover;
 use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
+use crate::eval::headline::{format_metric, group_rows, headlines, is_percent, MetricOrder};
 use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
 use crate::eval::run::{evaluate, CheckpointOutcome, Progress, RunOptions};
 use crate::eval::spec::TaskSpec;
@@ -18,6 +19,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+pub use crate::report::schedule_label;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -239,6 +242,9 @@ struct Report {
     /// Subtask -> group (MMLU's subjects, BBH's tasks): shown as one size-weighted column.
     #[serde(skip)]
     groups: BTreeMap<String, String>,
+    /// Task -> the order of its spec's metrics (the first stored is its headline).
+    #[serde(skip)]
+    orders: BTreeMap<String, MetricOrder>,
     /// Each run's final checkpoint against the best decayed run.
     relative: Option<RelativeTable>,
 }
@@ -298,6 +304,10 @@ impl Report {
         Ok(Self {
             checkpoints,
             groups: BTreeMap::new(),
+            orders: tasks
+                .iter()
+                .map(|t| (t.spec.task.clone(), MetricOrder::of_spec(&t.spec)))
+                .collect(),
             relative: None,
         })
     }
@@ -307,18 +317,8 @@ impl Report {
     fn add_groups(&mut self, groups: &BTreeMap<String, String>) {
         self.groups = groups.clone();
         for c in &mut self.checkpoints {
-            let mut by_key: BTreeMap<(String, String, String), Vec<MetricRow>> = BTreeMap::new();
-            for m in &c.metrics {
-                if let Some(g) = groups.get(&m.task) {
-                    by_key
-                        .entry((g.clone(), m.metric.clone(), m.filter.clone()))
-                        .or_default()
-                        .push(m.clone());
-                }
-            }
-            for ((group, _, _), members) in by_key.into_iter().filter(|(_, v)| v.len() >= 2) {
-                c.metrics.push(group_row(&group, &members));
-            }
+            let rows = group_rows(&c.metrics, groups);
+            c.metrics.extend(rows);
         }
     }
 
@@ -397,25 +397,18 @@ impl Report {
         runs
     }
 
-    /// Columns: each task's headline metric (the first of its metric list); a group's
+    /// Columns: each task's headline metric (`crate::eval::headline`); a group's
     /// subtasks are one column.
     fn columns(&self) -> Vec<(String, String, String)> {
-        let mut cols: Vec<(String, String, String)> = Vec::new();
-        let grouped = |task: &str| {
-            self.groups.get(task).is_some_and(|g| {
-                self.checkpoints
-                    .iter()
-                    .any(|c| c.metrics.iter().any(|m| &m.task == g))
-            })
-        };
-        for c in &self.checkpoints {
-            for m in &c.metrics {
-                if !grouped(&m.task) && !cols.iter().any(|(t, _, _)| t == &m.task) {
-                    cols.push((m.task.clone(), m.metric.clone(), m.filter.clone()));
-                }
-            }
-        }
-        cols
+        let rows: Vec<MetricRow> = self
+            .checkpoints
+            .iter()
+            .flat_map(|c| c.metrics.iter().cloned())
+            .collect();
+        headlines(&rows, &self.orders, &self.groups)
+            .into_iter()
+            .map(|h| (h.task, h.metric, h.filter))
+            .collect()
     }
 
     fn print(&self, store: &Path) {
@@ -482,25 +475,6 @@ fn group_of(catalog: &Catalog, tasks: &[TaskRequests]) -> BTreeMap<String, Strin
         .collect()
 }
 
-/// lm-eval's group score: the size-weighted mean, with the pooled standard error.
-fn group_row(group: &str, members: &[MetricRow]) -> MetricRow {
-    let sizes: Vec<usize> = members.iter().map(|m| m.n).collect();
-    let values: Vec<f64> = members.iter().map(|m| m.value).collect();
-    let stderr = members
-        .iter()
-        .map(|m| m.stderr)
-        .collect::<Option<Vec<f64>>>()
-        .map(|se| crate::eval::metrics::pooled_sample_stderr(&se, &sizes));
-    MetricRow {
-        task: group.to_string(),
-        spec_hash: String::new(),
-        value: crate::eval::metrics::aggregate_subtask_metrics(&values, &sizes, true),
-        stderr,
-        n: sizes.iter().sum(),
-        ..members[0].clone()
-    }
-}
-
 /// Deltas from the baseline in points, with the paired test's p-value.
 fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
     let mut header = vec!["run".to_string(), "schedule".into()];
@@ -526,26 +500,4 @@ fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
     }
     println!("Relative to the best decayed schedule (accuracies in points; paired test on the same items):");
     println!("{t}");
-}
-
-/// `wso`, `wsd α=0.1`, ...
-pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
-    match (kind, alpha) {
-        (Some(k), Some(a)) if k != "wso" && k != "constant" => format!("{k} α={a}"),
-        (Some(k), _) => k.to_string(),
-        (None, _) => "?".into(),
-    }
-}
-
-/// Metrics shown in points (x100).
-fn is_percent(metric: &str) -> bool {
-    metric.starts_with("acc") || matches!(metric, "exact_match" | "em" | "f1")
-}
-
-fn format_metric(m: &MetricRow) -> String {
-    match (is_percent(&m.metric), m.stderr) {
-        (true, Some(se)) => format!("{:.1} ± {:.1}", 100.0 * m.value, 100.0 * se),
-        (true, None) => format!("{:.1}", 100.0 * m.value),
-        (false, _) => format!("{:.4}", m.value),
-    }
 }

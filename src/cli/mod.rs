@@ -9,6 +9,7 @@ mod judge;
 mod merge;
 mod output;
 mod release;
+mod report;
 mod schedule;
 mod score;
 mod serve;
@@ -57,6 +58,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// List the benchmark tasks and suites, or print a task's prompts (--show).
     Tasks(tasks::TasksArgs),
+    /// Tables, findings and plots (markdown, HTML, CSV, JSON, PNG) from the results store.
+    Report(report::ReportArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
     /// The whole pipeline in miniature, offline, on a CPU: train, evaluate, judge, report.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args, &ui),
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Tasks(args) => tasks::run(args, &ui),
+        Command::Report(args) => report::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
         Command::Serve(args) => serve::run(args, &ui),
         Command::Demo(args) => demo::run(args, &ui),

@@ -19,6 +19,7 @@ pub mod drop;
 pub mod engine;
 pub mod export;
 pub mod filters;
+pub mod headline;
 pub mod hub;
 pub mod metrics;
 pub mod preprocess;
