@@ -47,12 +47,7 @@ pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     match pipeline::run(&cfg, &printer) {
         Ok(outcome) => {
             if !ui.quiet {
-                println!(
-                    "\ndemo finished in {:.0} s{}: {}",
-                    outcome.seconds,
-                    if outcome.resumed { " (resumed)" } else { "" },
-                    outcome.dir.display()
-                );
+                print_summary(&outcome);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -104,4 +99,25 @@ impl Progress for Printer {
             println!("        {seconds:.1} s");
         }
     }
+}
+
+/// What the demo showed, measured, and where to look.
+fn print_summary(outcome: &pipeline::Outcome) {
+    println!("\nWhat this run shows:");
+    for f in &outcome.findings {
+        let verdict = match f.holds {
+            Some(true) => "as in the paper",
+            Some(false) => "NOT as in the paper",
+            None => "not measured",
+        };
+        println!("- {} ({verdict})\n  {}", f.question, f.text);
+    }
+    let dir = outcome.dir.display();
+    println!(
+        "\nReport: {dir}/report/report.html (tables and plots), {dir}/report/report.md\n\
+         Release (dry run) of the WSO model: {dir}/release/\n\
+         Demo finished in {:.0} s{}.",
+        outcome.seconds,
+        if outcome.resumed { " (resumed)" } else { "" },
+    );
 }

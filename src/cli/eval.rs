@@ -56,6 +56,9 @@ pub struct EvalArgs {
     /// Override every task's number of few-shot exemplars.
     #[arg(long)]
     num_fewshot: Option<usize>,
+    /// Cap every generative task's new tokens (lm-eval's `--gen_kwargs max_gen_toks=N`).
+    #[arg(long, value_name = "N")]
+    max_gen_toks: Option<usize>,
     /// The results store (default: ckpt.sqlite in the current directory).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -141,6 +144,9 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| s.with_num_fewshot(n))
             .collect::<Result<_, _>>()?;
+    }
+    if let Some(n) = args.max_gen_toks {
+        specs = specs.iter().map(|s| s.with_max_gen_toks(n)).collect();
     }
     let mut sources = DataSources {
         data_dir: args.data_dir.clone(),

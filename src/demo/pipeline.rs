@@ -8,6 +8,7 @@ use super::ledger::{Ledger, Start};
 use super::plan::{Plan, Size};
 use crate::error::{Error, Result};
 use crate::judge::oracle::{Oracle, DEFAULT_K};
+use crate::report::{self, Finding, ReportOptions};
 use crate::serve::oracle::{start_oracle, DEFAULT_NAME};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -44,6 +45,8 @@ pub struct Outcome {
     pub dir: PathBuf,
     pub resumed: bool,
     pub seconds: f64,
+    /// The report's findings: what the demo shows, measured.
+    pub findings: Vec<Finding>,
 }
 
 /// The stages: ledger name and what it does.
@@ -108,10 +111,13 @@ pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> Result<Outcome> {
         ledger.finish(name, seconds)?;
         progress.finished(seconds);
     }
+    let store = report::open_store(&cfg.dir.join(STORE))?;
+    let findings = report::build(&store, &ReportOptions::default())?.findings;
     Ok(Outcome {
         dir: cfg.dir.clone(),
         resumed: start == Start::Resume,
         seconds: started.elapsed().as_secs_f64(),
+        findings,
     })
 }
 
@@ -346,8 +352,59 @@ impl Demo<'_> {
         result
     }
 
+    /// The paper's post-SFT evaluation, on each run's SFT model at the learning rate
+    /// the judge liked best (the report's pick rule).
     fn eval_sft(&self) -> Result<()> {
-        Err(Error::Invalid("eval-sft stage not wired yet".into()))
+        let store = report::open_store(&self.path(STORE))?;
+        let picks = report::sft_picks(&store, &ReportOptions::default())?;
+        drop(store);
+        if picks.is_empty() {
+            return Err(Error::Invalid(
+                "no SFT model was judged: nothing to pick the learning rates from".into(),
+            ));
+        }
+        for pick in &picks {
+            self.progress.note(&format!(
+                "{}: best SFT run {} ({} {:.1})",
+                pick.base_run,
+                pick.run,
+                pick.criterion.label(),
+                100.0 * pick.score
+            ));
+        }
+        let mut args: Vec<String> = vec!["eval".into()];
+        args.extend(picks.iter().map(|p| self.relative_path(Path::new(&p.path))));
+        args.extend(
+            [
+                "--suite",
+                "sft",
+                "--limit",
+                &self.plan.sft_limit.to_string(),
+                "--max-gen-toks",
+                &self.plan.max_gen_toks.to_string(),
+                "--data-dir",
+                "data/eval",
+                "--fewshot-dir",
+                "data/eval/fewshot",
+                "--store",
+                STORE,
+            ]
+            .map(String::from),
+        );
+        self.run(&[Invocation {
+            label: "eval-sft".into(),
+            args,
+        }])
+    }
+
+    /// A path the store recorded, relative to the demo folder where it lies inside.
+    fn relative_path(&self, path: &Path) -> String {
+        let dir = self.commands.dir.canonicalize().unwrap_or(self.commands.dir.clone());
+        let abs = path.canonicalize().unwrap_or(path.to_path_buf());
+        abs.strip_prefix(&dir)
+            .unwrap_or(&abs)
+            .display()
+            .to_string()
     }
 
     fn report(&self) -> Result<()> {

@@ -66,6 +66,9 @@ pub struct Plan {
     pub sft_batch_tokens: u64,
     // Evaluation: docs per task of the sft suite, tokens per judged answer.
     pub sft_limit: usize,
+    /// New tokens per answer of the sft suite's generative tasks (BBH's chains of
+    /// thought run to 256 otherwise, the model's whole context).
+    pub max_gen_toks: usize,
     pub max_new_tokens: usize,
     // Sharpness.
     pub probes: usize,
@@ -101,6 +104,7 @@ impl Plan {
                 sft_lrs: vec![1e-3, 3e-3],
                 sft_batch_tokens: 1024,
                 sft_limit: 10,
+                max_gen_toks: 32,
                 max_new_tokens: 32,
                 probes: 8,
                 sharpness_batches: 2,
@@ -130,6 +134,7 @@ impl Plan {
                 sft_lrs: vec![3e-4, 1e-3, 3e-3],
                 sft_batch_tokens: 2048,
                 sft_limit: 20,
+                max_gen_toks: 48,
                 max_new_tokens: 48,
                 probes: 12,
                 sharpness_batches: 4,

@@ -267,6 +267,16 @@ impl TaskSpec {
         Ok(spec)
     }
 
+    /// The spec with generation capped at `n` new tokens, as lm-eval's
+    /// `--gen_kwargs max_gen_toks=N` sets it (a task asking for fewer keeps its own).
+    pub fn with_max_gen_toks(&self, n: usize) -> TaskSpec {
+        let mut spec = self.clone();
+        if let Some(g) = &mut spec.generation_kwargs {
+            g.max_gen_toks = g.max_gen_toks.min(n.max(1));
+        }
+        spec
+    }
+
     /// The split scored: `test_split`, else `validation_split` (lm-eval's order).
     pub fn eval_split(&self) -> Option<&str> {
         self.test_split
@@ -343,6 +353,20 @@ metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
         assert_eq!(spec.fewshot_seed, 1234);
         assert_eq!(spec.eval_split(), Some("test"));
         assert_eq!(spec.metric_list[1].aggregation, "mean");
+    }
+
+    #[test]
+    fn max_gen_toks_caps_generation_only_downwards() {
+        let gen = ARC.replace("multiple_choice", "generate_until").replace(
+            "metric_list",
+            "generation_kwargs = { until = [\"\\n\"], max_gen_toks = 100 }\nmetric_list",
+        );
+        let spec = TaskSpec::parse(&gen, Path::new("g.toml")).unwrap();
+        let toks = |s: &TaskSpec| s.generation_kwargs.as_ref().unwrap().max_gen_toks;
+        assert_eq!(toks(&spec.with_max_gen_toks(16)), 16);
+        assert_eq!(toks(&spec.with_max_gen_toks(500)), 100);
+        let mc = TaskSpec::parse(ARC, Path::new("arc.toml")).unwrap();
+        assert_eq!(mc.with_max_gen_toks(16), mc);
     }
 
     #[test]
