@@ -399,12 +399,13 @@ impl Demo<'_> {
 
     /// A path the store recorded, relative to the demo folder where it lies inside.
     fn relative_path(&self, path: &Path) -> String {
-        let dir = self.commands.dir.canonicalize().unwrap_or(self.commands.dir.clone());
+        let dir = self
+            .commands
+            .dir
+            .canonicalize()
+            .unwrap_or(self.commands.dir.clone());
         let abs = path.canonicalize().unwrap_or(path.to_path_buf());
-        abs.strip_prefix(&dir)
-            .unwrap_or(&abs)
-            .display()
-            .to_string()
+        abs.strip_prefix(&dir).unwrap_or(&abs).display().to_string()
     }
 
     fn report(&self) -> Result<()> {

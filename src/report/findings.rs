@@ -10,7 +10,7 @@
 use super::inputs::Inputs;
 use super::runs::Run;
 use super::sft::{Criterion, SftPick};
-use super::sharpness::{by_run, last_common, ratio};
+use super::sharpness::{by_run, last_common, ratio, Measured};
 use super::table::{marker, p_value, show, Style};
 use crate::error::Result;
 use crate::eval::compare::{paired_test, PairedTest};
@@ -170,14 +170,21 @@ fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
     let Some(wso_steps) = measured.get(&wso.name) else {
         return missing(ID, Q, format!("the WSO run {} has no sharpness", wso.name));
     };
+    // The verdict is about LR decay; a WSM merge is shown beside it, not counted.
     let mut ratios = Vec::new();
+    let mut merges = Vec::new();
     for run in inp.pre_runs().filter(|r| r.decayed) {
         let Some(steps) = measured.get(&run.name) else {
             continue;
         };
         if let Some((d, w)) = last_common(steps, wso_steps) {
             let (r, se) = ratio(d, w);
-            ratios.push((run, d, w, r, se));
+            let into = if run.is_merge() {
+                &mut merges
+            } else {
+                &mut ratios
+            };
+            into.push((run, d, w, r, se));
         }
     }
     if ratios.is_empty() {
@@ -191,8 +198,50 @@ fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
         );
     }
     let holds = ratios.iter().all(|(_, _, _, r, _)| *r > 1.0);
-    let parts: Vec<String> = ratios
+    let flatter: Vec<&str> = ratios
         .iter()
+        .filter(|(_, _, _, r, _)| *r <= 1.0)
+        .map(|(run, ..)| run.name.as_str())
+        .collect();
+    let verdict = if holds {
+        "Yes: WSO is flatter than every decayed run measured".to_string()
+    } else {
+        format!("No: WSO is not flatter than {}", flatter.join(", "))
+    };
+    let merged = if merges.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " WSM merges (not LR decay, not in the verdict): {}.",
+            describe_ratios(&merges).join("; ")
+        )
+    };
+    Finding {
+        id: ID.into(),
+        question: Q.into(),
+        holds: Some(holds),
+        text: format!(
+            "{verdict}; decayed / WSO ({}) sharpness on {} at the last common step: {}.{merged}",
+            wso.name,
+            cfg.data,
+            describe_ratios(&ratios).join("; ")
+        ),
+        details: json!({
+            "wso_run": wso.name,
+            "config": cfg,
+            "ratios": ratios.iter().chain(&merges).map(|(run, d, w, r, se)| json!({
+                "run": run.name, "step": d.step, "decayed": d, "wso": w, "ratio": r, "stderr": se,
+                "merge": run.is_merge(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// A decayed run against WSO at their last common step: (run, decayed, WSO, ratio, SE).
+type RatioRow<'a> = (&'a Run, Measured, Measured, f64, Option<f64>);
+
+fn describe_ratios(rows: &[RatioRow]) -> Vec<String> {
+    rows.iter()
         .map(|(run, d, w, r, se)| {
             let se = se.map(|s| format!(" ± {}", show(s, Style::Significant)));
             format!(
@@ -206,35 +255,7 @@ fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
                 show(w.estimate, Style::Significant),
             )
         })
-        .collect();
-    let flatter: Vec<&str> = ratios
-        .iter()
-        .filter(|(_, _, _, r, _)| *r <= 1.0)
-        .map(|(run, ..)| run.name.as_str())
-        .collect();
-    let verdict = if holds {
-        "Yes: WSO is flatter than every decayed run measured".to_string()
-    } else {
-        format!("No: WSO is not flatter than {}", flatter.join(", "))
-    };
-    Finding {
-        id: ID.into(),
-        question: Q.into(),
-        holds: Some(holds),
-        text: format!(
-            "{verdict}; decayed / WSO ({}) sharpness on {} at the last common step: {}.",
-            wso.name,
-            cfg.data,
-            parts.join("; ")
-        ),
-        details: json!({
-            "wso_run": wso.name,
-            "config": cfg,
-            "ratios": ratios.iter().map(|(run, d, w, r, se)| json!({
-                "run": run.name, "step": d.step, "decayed": d, "wso": w, "ratio": r, "stderr": se,
-            })).collect::<Vec<_>>(),
-        }),
-    }
+        .collect()
 }
 
 fn sft_comparison(inp: &Inputs, wso: Option<&Run>) -> Result<Finding> {
