@@ -103,7 +103,7 @@ impl Plan {
                 checkpoint_every: 60,
                 sft_lrs: vec![1e-3, 3e-3],
                 sft_batch_tokens: 1024,
-                sft_limit: 10,
+                sft_limit: 5,
                 max_gen_toks: 32,
                 max_new_tokens: 32,
                 probes: 8,
@@ -209,13 +209,12 @@ impl Plan {
         if let Some(alpha) = run.alpha {
             let _ = writeln!(t, "alpha = {alpha}");
         }
-        training(
-            &mut t,
-            self.batch_tokens,
-            self.seq_len,
-            self.checkpoint_every,
-            None,
-        );
+        // A branch saves three checkpoints during its decay, so its curves have a shape.
+        let every = match run.branch_from {
+            Some(_) => self.decay_steps() / 3,
+            None => self.checkpoint_every,
+        };
+        training(&mut t, self.batch_tokens, self.seq_len, every, None);
         if let Some(step) = run.branch_from {
             let _ = write!(
                 t,
@@ -304,6 +303,7 @@ mod tests {
             let plan = Plan::new(size);
             let start = plan.steps - plan.decay_steps();
             assert_eq!(start % plan.checkpoint_every, 0, "{size:?}");
+            assert_eq!(plan.decay_steps() % 3, 0, "{size:?}");
             assert_eq!(plan.steps % plan.checkpoint_every, 0, "{size:?}");
         }
     }

@@ -7,6 +7,7 @@ use super::curves::curve;
 use super::inputs::Inputs;
 use super::runs::Run;
 use super::sft::Criterion;
+use super::source::Ckpt;
 use super::tables::column_name;
 use crate::eval::compare::pearson;
 use crate::eval::headline::is_percent;
@@ -14,6 +15,7 @@ use crate::plot::{Legend, LineChart, Series};
 use crate::release::lr_curve::spec_from_info;
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::sft::{SftCorrelation, SftPoint};
+use crate::sharpness::SharpnessResult;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -142,13 +144,11 @@ pub fn metrics_by_step(inp: &Inputs) -> Vec<Figure> {
             Legend::UpperRight
         };
         for run in inp.pre_runs() {
-            let points: Vec<(f64, f64)> = run
-                .checkpoints
-                .iter()
-                .filter_map(|&k| {
-                    let c = &inp.view.checkpoints[k];
-                    Some((c.row.step? as f64, scale * c.value(h)?.value))
-                })
+            let origin = branch_origin(inp, run);
+            let points: Vec<(f64, f64)> = origin
+                .into_iter()
+                .chain(run.checkpoints.iter().map(|&k| &inp.view.checkpoints[k]))
+                .filter_map(|c| Some((c.row.step? as f64, scale * c.value(h)?.value)))
                 .collect();
             if points.is_empty() {
                 continue;
@@ -170,6 +170,47 @@ pub fn metrics_by_step(inp: &Inputs) -> Vec<Figure> {
     out
 }
 
+/// The checkpoint a branched run (a WSD decay) started from, so that its curve leaves
+/// its parent's at the branch step as in the paper's figures.
+fn branch_origin<'a>(inp: &'a Inputs, run: &Run) -> Option<&'a Ckpt> {
+    let first = &inp.view.checkpoints[*run.checkpoints.first()?];
+    let parent = first.meta.as_ref()?.parent.as_ref()?;
+    let fingerprint = parent.fingerprint.as_deref()?;
+    inp.view
+        .checkpoints
+        .iter()
+        .find(|c| c.row.fingerprint == fingerprint && c.stage() == "pre")
+}
+
+/// The parent's measurement at the branch step, drawn as the first point of each
+/// branched run (the chart groups results by the checkpoint's directory).
+fn branch_origins_sharpness(inp: &Inputs, results: &[SharpnessResult]) -> Vec<SharpnessResult> {
+    let mut out = Vec::new();
+    for run in inp.pre_runs() {
+        let (Some(origin), Some(first)) = (
+            branch_origin(inp, run),
+            results.iter().find(|r| {
+                run.checkpoints
+                    .iter()
+                    .any(|&k| inp.view.checkpoints[k].row.fingerprint == r.fingerprint)
+            }),
+        ) else {
+            continue;
+        };
+        let Some(at_branch) = results
+            .iter()
+            .find(|r| r.fingerprint == origin.row.fingerprint)
+        else {
+            continue;
+        };
+        let mut point = at_branch.clone();
+        point.checkpoint = first.checkpoint.with_file_name("branch-origin");
+        point.schedule = first.schedule.clone();
+        out.push(point);
+    }
+    out
+}
+
 /// A task name as a file name part.
 fn file_stem(task: &str) -> String {
     task.chars()
@@ -186,13 +227,14 @@ fn file_stem(task: &str) -> String {
 /// Sharpness against step (the paper's Figure 3), under the findings' configuration.
 pub fn sharpness(inp: &Inputs) -> Option<Figure> {
     let cfg = inp.primary_sharpness()?;
-    let results: Vec<_> = inp
+    let mut results: Vec<_> = inp
         .view
         .sharpness
         .iter()
         .filter(|r| r.config_key == cfg.key && r.stage.as_deref().unwrap_or("pre") == "pre")
         .cloned()
         .collect();
+    results.extend(branch_origins_sharpness(inp, &results));
     let chart = sharpness_chart(&results);
     Figure::chart(
         "sharpness.png",

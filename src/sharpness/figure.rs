@@ -24,7 +24,12 @@ pub fn sharpness_chart(results: &[SharpnessResult]) -> LineChart {
     let mut chart = LineChart::new("Sharpness during training", "step", "Tr(H) (Hutchinson)");
     for (label, mut points) in runs {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        chart.series.push(Series::new(label, points));
+        // A lone measurement (a merge) is a marker; a line of one point draws nothing.
+        chart.series.push(if points.len() == 1 {
+            Series::scatter(label, points)
+        } else {
+            Series::new(label, points)
+        });
     }
     chart.vlines = decays
         .into_iter()
