@@ -7,9 +7,12 @@ use crate::demo::Size;
 use crate::error::Error;
 use anyhow::Context;
 use clap::Args;
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::RefCell;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -43,8 +46,13 @@ pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         jobs,
         exe,
     };
-    let printer = Printer { quiet: ui.quiet };
-    match pipeline::run(&cfg, &printer) {
+    let printer = Printer {
+        quiet: ui.quiet,
+        spinner: RefCell::new(None),
+    };
+    let result = pipeline::run(&cfg, &printer);
+    printer.stop_spinner();
+    match result {
         Ok(outcome) => {
             if !ui.quiet {
                 print_summary(&outcome);
@@ -59,9 +67,39 @@ pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints one line per stage and the commands it runs.
+/// Prints one line per stage and the commands it runs; on a terminal, a spinner with
+/// the elapsed time while a stage runs.
 struct Printer {
     quiet: bool,
+    spinner: RefCell<Option<ProgressBar>>,
+}
+
+impl Printer {
+    fn start_spinner(&self) {
+        if self.quiet || !std::io::stdout().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("        {spinner} {elapsed}").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        *self.spinner.borrow_mut() = Some(bar);
+    }
+
+    fn stop_spinner(&self) {
+        if let Some(bar) = self.spinner.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Prints a line above the spinner (or plainly without one).
+    fn line(&self, text: &str) {
+        match &*self.spinner.borrow() {
+            Some(bar) => bar.println(text),
+            None => println!("{text}"),
+        }
+    }
 }
 
 impl Progress for Printer {
@@ -69,13 +107,11 @@ impl Progress for Printer {
         if self.quiet {
             return;
         }
-        let state = if done_earlier {
-            "  (done earlier)\n"
-        } else {
-            "\n"
-        };
-        print!("[{index:>2}/{total}] {title}{state}");
-        let _ = std::io::stdout().flush();
+        let state = if done_earlier { "  (done earlier)" } else { "" };
+        println!("[{index:>2}/{total}] {title}{state}");
+        if !done_earlier {
+            self.start_spinner();
+        }
     }
 
     fn command(&self, inv: &Invocation, log: &Path) {
@@ -84,17 +120,18 @@ impl Progress for Printer {
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default();
-            println!("        $ {}    > logs/{name}", inv.display());
+            self.line(&format!("        $ {}    > logs/{name}", inv.display()));
         }
     }
 
     fn note(&self, text: &str) {
         if !self.quiet {
-            println!("        ({text})");
+            self.line(&format!("        ({text})"));
         }
     }
 
     fn finished(&self, seconds: f64) {
+        self.stop_spinner();
         if !self.quiet {
             println!("        {seconds:.1} s");
         }
