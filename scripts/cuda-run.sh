@@ -6,34 +6,40 @@
 #   run.sh --check                 show where each CUDA library is found, then nvidia-smi
 #
 # The binary needs, at load time: libcuda.so.1 (the driver's), libcudart.so.13 and
-# libcurand.so.10 (in lib/ beside it; curand is unpacked from lib/libcurand.so.10.xz on
-# first use), libcublas.so.13 and libcublasLt.so.13 (not bundled: 600 MB; taken from
+# libcurand.so.10 (in lib/ beside it; ckpt and curand are xz-compressed in the bundle,
+# to fit the 64 MiB that the GPU machines are sent, and unpacked on first use), libcublas.so.13 and libcublasLt.so.13 (not bundled: 600 MB; taken from
 # PyTorch's nvidia-* wheels, found through the `python3` on PATH or $PYTHON).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
-LIB="$HERE/lib"
-UNPACKED="$LIB"
+# Where ckpt.xz and lib/*.xz are unpacked: beside them, or $TMPDIR if the bundle is read-only.
+ROOT="$HERE"
+[[ -w "$HERE" && -w "$HERE/lib" ]] || ROOT="${TMPDIR:-/tmp}/ckpt-cuda-$(id -u)"
 
 die() { echo "ckpt-cuda: error: $*" >&2; exit 1; }
 
-# Decompresses lib/*.xz once, beside them, or into $TMPDIR when the bundle is read-only.
+# xz-compressed files are unpacked once (again when the bundle is newer).
 unpack() {
-    local z out
-    [[ -w "$LIB" ]] || UNPACKED="${TMPDIR:-/tmp}/ckpt-cuda-lib-$(id -u)"
-    mkdir -p "$UNPACKED"
-    for z in "$LIB"/*.xz; do
-        [[ -e "$z" ]] || continue
-        out="$UNPACKED/$(basename "$z" .xz)"
-        [[ -s "$out" ]] && continue
-        if command -v xz >/dev/null; then
-            xz -dc "$z" >"$out.part"
-        else
-            "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$z" "$out.part"
-        fi || die "cannot unpack $z"
-        mv "$out.part" "$out"
+    local z="$1" out="$2"
+    [[ -s "$out" && "$out" -nt "$z" ]] && return 0
+    mkdir -p "$(dirname "$out")"
+    if command -v xz >/dev/null; then
+        xz -dc "$z" >"$out.part"
+    else
+        "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$z" "$out.part"
+    fi || die "cannot unpack $z into $out"
+    chmod +x "$out.part"
+    mv "$out.part" "$out"
+}
+
+unpack_all() {
+    local z
+    [[ -e "$HERE/ckpt.xz" ]] && unpack "$HERE/ckpt.xz" "$ROOT/ckpt"
+    for z in "$HERE"/lib/*.xz; do
+        [[ -e "$z" ]] && unpack "$z" "$ROOT/lib/$(basename "$z" .xz)"
     done
+    [[ -x "$ROOT/ckpt" ]] || die "no ckpt binary in $ROOT (nor ckpt.xz in $HERE)"
 }
 
 # PyTorch's CUDA libraries: site-packages/nvidia/*/lib (cu13/lib holds cuBLAS) and torch/lib.
@@ -52,13 +58,13 @@ print(":".join(d for d in dirs if os.path.isdir(d)))
 EOF
 }
 
-unpack
+unpack_all
 TORCH_LIBS="$(torch_lib_dirs)"
 # Ours first (the toolkit the kernels were built with), then PyTorch's, then the caller's.
-export LD_LIBRARY_PATH="$LIB:$UNPACKED${TORCH_LIBS:+:$TORCH_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$HERE/lib:$ROOT/lib${TORCH_LIBS:+:$TORCH_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if command -v ldd >/dev/null; then
-    missing="$(ldd "$HERE/ckpt" | awk '/not found/ {print $1}' | tr '\n' ' ')"
+    missing="$(ldd "$ROOT/ckpt" | awk '/not found/ {print $1}' | tr '\n' ' ')"
     if [[ -n "$missing" ]]; then
         hint=""
         [[ "$missing" == *libcuda.so.1* ]] && hint+=" libcuda.so.1 comes with the NVIDIA driver: this machine has none (no GPU?); use a CPU build of ckpt here."
@@ -68,8 +74,8 @@ if command -v ldd >/dev/null; then
 fi
 
 if [[ "${1:-}" == "--check" ]]; then
-    ldd "$HERE/ckpt" | grep -E 'cuda|cublas|curand|nvrtc'
+    ldd "$ROOT/ckpt" | grep -E 'cuda|cublas|curand|nvrtc'
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv
-    exec "$HERE/ckpt" --version
+    exec "$ROOT/ckpt" --version
 fi
-exec "$HERE/ckpt" "$@"
+exec "$ROOT/ckpt" "$@"

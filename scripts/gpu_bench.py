@@ -20,9 +20,10 @@ import sys
 
 
 def safetensors_shapes(ckpt):
-    """Name -> shape of every tensor in CKPT/*.safetensors, from the headers alone."""
+    """Name -> shape of the weights in CKPT/model*.safetensors (not optimizer state), from
+    the headers alone."""
     shapes = {}
-    for path in sorted(pathlib.Path(ckpt).glob("*.safetensors")):
+    for path in sorted(pathlib.Path(ckpt).glob("model*.safetensors")):
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n))

@@ -18,7 +18,9 @@
 #              then PyTorch's train step on the same checkpoint and shape
 #   1b         a ~1B Llama (2048 x 16 layers) at seq 2048 in bf16, as 125m
 # Environment: BUNDLE (dist/ckpt-cuda), WORK (bench-out/gpu-work), OUT, PYTHON (python3),
-# PEAK_TFLOPS (dense bf16 peak for MFU; default from nvidia-smi's name: H100/H200 SXM 989).
+# PEAK_TFLOPS (dense bf16 peak for MFU; default from nvidia-smi's name: H100/H200 SXM 989),
+# TINY_STEPS (300, the recipe's), TORCH_DEVICE (cuda; cpu with a stand-in BUNDLE whose
+# run.sh maps cuda to cpu is how the harness itself was tried on a machine without a GPU).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +29,8 @@ BUNDLE="${BUNDLE:-dist/ckpt-cuda}"
 WORK="${WORK:-bench-out/gpu-work}"
 OUT="${OUT:-bench-out/gpu-results}"
 PY="${PYTHON:-python3}"
+TINY_STEPS="${TINY_STEPS:-300}"
+TORCH_DEVICE="${TORCH_DEVICE:-cuda}"
 CKPT="$BUNDLE/run.sh"
 RESULTS="$OUT/results.jsonl"
 mkdir -p "$WORK" "$OUT"
@@ -87,8 +91,8 @@ train() {
 
 stage_tiny() {
     synth || return
-    train tiny-bf16 trainer/tiny-wsd.toml --set job.dtype=bf16
-    train tiny-f32 trainer/tiny-wsd.toml --set job.dtype=f32
+    train tiny-bf16 trainer/tiny-wsd.toml --set job.dtype=bf16 --set "training.steps=$TINY_STEPS"
+    train tiny-f32 trainer/tiny-wsd.toml --set job.dtype=f32 --set "training.steps=$TINY_STEPS"
     for d in bf16 f32; do
         [[ -f "$WORK/runs/tiny-$d/metrics.jsonl" ]] || continue
         step "mfu-tiny-$d" "$PY" scripts/gpu_bench.py mfu "$WORK/runs/tiny-$d/metrics.jsonl" \
@@ -135,7 +139,7 @@ pytorch_on() {
     local name="$1" ck="$2" rows="$3" len="$4"; shift 4
     local dir="$WORK/pytorch-$name"
     step "inputs-$name" "$PY" scripts/gpu_bench.py inputs "$ck" "$dir" --rows "$rows" --len "$len" || return
-    step "torch-train-$name" "$PY" scripts/bench_train_pytorch.py --dir "$dir" --device cuda \
+    step "torch-train-$name" "$PY" scripts/bench_train_pytorch.py --dir "$dir" --device "$TORCH_DEVICE" \
         --dtype bf16 --attn sdpa eager "$@" && record "torch-train-$name"
 }
 
@@ -143,9 +147,9 @@ stage_pytorch() {
     local ck; ck="$(tiny_ckpt)" || { FAILED=1; return; }
     pytorch_on tiny "$ck" 32 128 || return
     local dir="$WORK/pytorch-tiny"
-    step torch-score-tiny "$PY" scripts/bench_score_transformers.py --dir "$dir" --device cuda \
+    step torch-score-tiny "$PY" scripts/bench_score_transformers.py --dir "$dir" --device "$TORCH_DEVICE" \
         && record torch-score-tiny
-    step torch-hvp-tiny "$PY" scripts/bench_hvp_pytorch.py --dir "$dir" --device cuda \
+    step torch-hvp-tiny "$PY" scripts/bench_hvp_pytorch.py --dir "$dir" --device "$TORCH_DEVICE" \
         && record torch-hvp-tiny
 }
 
