@@ -16,9 +16,9 @@
 #    so the binary binds to the real driver at run time.
 # 3. `cargo build --release --features cuda` with CUDA_COMPUTE_CAP (no nvidia-smi here to
 #    ask) and CUDARC_CUDA_VERSION (no guessing from `nvcc --version`), RUNPATH $ORIGIN/lib.
-# 4. dist/ckpt-cuda/ (<= 64 MiB): the binary and the CUDA libraries that PyTorch's install
-#    lacks (libcudart, libcurand), xz-compressed, and run.sh, which points the loader at the
-#    driver and at PyTorch's bundled cuBLAS/NVRTC before running ckpt.
+# 4. dist/ckpt-cuda/ (<= 64 MiB): the binary and libcurand (which PyTorch's install lacks)
+#    xz-compressed, libcudart, and run.sh, which unpacks them and points the loader at the
+#    driver and at PyTorch's cuBLAS before running ckpt.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,12 +50,13 @@ while [[ $# -gt 0 ]]; do
         --target-dir) TARGET_DIR="${2:?--target-dir needs a directory}"; shift 2 ;;
         --dist) DIST="${2:?--dist needs a directory}"; shift 2 ;;
         --compute-cap) COMPUTE_CAP="${2:?--compute-cap needs a number like 90}"; shift 2 ;;
-        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
-TOOLKIT="$(mkdir -p "$TOOLKIT" && cd "$TOOLKIT" && pwd)"
+TOOLKIT="$(realpath -m "$TOOLKIT")"
 case "$TOOLKIT/" in "$REPO"/*) die "--toolkit $TOOLKIT is inside the repository; pick a directory outside it" ;; esac
+mkdir -p "$TOOLKIT"
 [[ "$COMPUTE_CAP" =~ ^[0-9]+a?$ ]] || die "--compute-cap $COMPUTE_CAP: expected a number like 90"
 for tool in cargo gcc g++ "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool not found on PATH"
@@ -156,7 +157,7 @@ bundle() {
 ckpt $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) built with --features cuda (CUDA 13.0, sm_$COMPUTE_CAP PTX).
 On the GPU machine: dist/ckpt-cuda/run.sh <ckpt arguments>, e.g. run.sh train ... --device cuda
 run.sh finds the driver's libcuda.so.1 and PyTorch's libcublas/libcublasLt/libnvrtc (.so.13),
-unpacks lib/libcurand.so.10.xz once, and runs ./ckpt. \`run.sh --check\` lists what it found.
+unpacks ckpt.xz and lib/libcurand.so.10.xz once, and runs ckpt. \`run.sh --check\` lists what it found.
 EOF
     local mib=$(( $(du -sb "$DIST" | cut -f1) / 1048576 ))
     say "bundle: $mib MiB in $DIST"
