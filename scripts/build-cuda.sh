@@ -154,7 +154,7 @@ bundle() {
     cp "$REPO/scripts/cuda-run.sh" "$DIST/run.sh"
     chmod +x "$DIST/run.sh"
     cat >"$DIST/README.txt" <<EOF
-ckpt $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) built with --features cuda (CUDA 13.0, PTX for sm_${COMPUTE_CAP}a).
+ckpt $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) built with --features cuda (CUDA 13.0, PTX for sm_${COMPUTE_CAP%a}a).
 On the GPU machine: dist/ckpt-cuda/run.sh <ckpt arguments>, e.g. run.sh train ... --device cuda
 run.sh finds the driver's libcuda.so.1 and PyTorch's libcublas/libcublasLt (.so.13),
 unpacks ckpt.xz and lib/libcurand.so.10.xz once, and runs ckpt. \`run.sh --check\` lists what it found.
