@@ -48,19 +48,21 @@ def main():
     parser.add_argument("--dir", type=pathlib.Path, default=root)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     saved = json.loads((args.dir / "batch.json").read_text())
     rows, width, exact_rows = saved["rows"], saved["len"], saved["exact_rows"]
-    ids = torch.tensor(saved["ids"]).view(rows, width)
+    ids = torch.tensor(saved["ids"], device=args.device).view(rows, width)
     model = AutoModelForCausalLM.from_pretrained(
-        args.dir / "model", dtype=torch.float32, attn_implementation="eager").eval()
-    z = {n: b.float() * 2 - 1 for n, b in load_file(args.dir / "probe.safetensors").items()}
+        args.dir / "model", dtype=torch.float32, attn_implementation="eager").to(args.device).eval()
+    z = {n: b.float().to(args.device) * 2 - 1
+         for n, b in load_file(args.dir / "probe.safetensors").items()}
     zhz, seconds = timed(model, ids, z, args.reps)
     part_zhz, part_seconds = timed(model, ids[:exact_rows], z, args.reps)
     print(json.dumps({
         "bench": "hvp", "impl": "pytorch-eager-double-backward", "dtype": "f32",
-        "torch": torch.__version__, "threads": args.threads,
+        "torch": torch.__version__, "threads": args.threads, "device": args.device,
         "params": sum(p.numel() for p in model.parameters()),
         "rows": rows, "seq_len": width, "reps": args.reps,
         "seconds": seconds, "zhz": zhz,

@@ -18,11 +18,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 
-def score(model, windows, batch_rows):
+def score(model, windows, batch_rows, device="cpu"):
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(windows), batch_rows):
-            run = torch.tensor(windows[start:start + batch_rows])
+            run = torch.tensor(windows[start:start + batch_rows], device=device)
             logits = model(run[:, :-1]).logits.float()
             logprobs = torch.log_softmax(logits, dim=-1)
             targets = run[:, 1:].unsqueeze(-1)
@@ -36,6 +36,7 @@ def main():
     parser.add_argument("--dir", type=pathlib.Path, default=root)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     windows = json.loads((args.dir / "windows.json").read_text())
@@ -46,17 +47,17 @@ def main():
         for attn in ["eager", "sdpa"]:
             model = AutoModelForCausalLM.from_pretrained(
                 args.dir / "model", dtype=dtype, attn_implementation=attn
-            ).eval()
-            score(model, windows[:1], 1)  # warm-up
+            ).to(args.device).eval()
+            score(model, windows[:1], 1, args.device)  # warm-up
             best = float("inf")
             for _ in range(3):
                 started = time.perf_counter()
-                checksum = score(model, windows, batch_rows)
+                checksum = score(model, windows, batch_rows, args.device)  # .item() syncs
                 best = min(best, time.perf_counter() - started)
             print(json.dumps({
                 "bench": "score", "impl": f"transformers-{attn}", "dtype": dtype_name,
                 "torch": torch.__version__, "threads": args.threads,
-                "tokens": tokens, "window": length, "seconds": best,
+                "device": args.device, "tokens": tokens, "window": length, "seconds": best,
                 "tokens_per_second": tokens / best, "sum_logprob": checksum,
             }))
 

@@ -24,15 +24,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=pathlib.Path, default=root)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                        help="bf16: autocast over f32 master weights, as ckpt's trainer")
+    parser.add_argument("--attn", nargs="+", default=["eager", "sdpa"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     saved = json.loads((args.dir / "batches.json").read_text())
     rows, width, batches = saved["rows"], saved["len"], saved["batches"]
     steps = len(batches) - 1
-    for attn in ["eager", "sdpa"]:
+    for attn in args.attn:
         model = AutoModelForCausalLM.from_pretrained(
             args.dir / "model", dtype=torch.float32, attn_implementation=attn
-        ).train()
+        ).to(args.device).train()
         decay = [p for n, p in model.named_parameters() if "norm" not in n]
         no_decay = [p for n, p in model.named_parameters() if "norm" in n]
         opt = torch.optim.AdamW(
@@ -43,21 +47,23 @@ def main():
         for i, flat in enumerate(batches):
             if i == 1:
                 started = time.perf_counter()
-            run = torch.tensor(flat).view(rows, width)
-            logits = model(run[:, :-1]).logits
+            run = torch.tensor(flat, device=args.device).view(rows, width)
+            with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16,
+                                enabled=args.dtype == "bf16"):
+                logits = model(run[:, :-1]).logits
             loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), run[:, 1:].reshape(-1)
+                logits.float().reshape(-1, logits.shape[-1]), run[:, 1:].reshape(-1)
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss.item())  # .item() synchronizes a GPU each step
         seconds = time.perf_counter() - started
         tokens = steps * rows * (width - 1)
         print(json.dumps({
-            "bench": "train", "impl": f"pytorch-{attn}", "dtype": "f32",
-            "torch": torch.__version__, "threads": args.threads,
+            "bench": "train", "impl": f"pytorch-{attn}", "dtype": args.dtype,
+            "torch": torch.__version__, "threads": args.threads, "device": args.device,
             "rows": rows, "seq_len": width - 1, "steps": steps,
             "seconds_per_step": seconds / steps, "tokens_per_second": tokens / seconds,
             "losses": losses,

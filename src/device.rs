@@ -34,8 +34,22 @@ fn cuda(ordinal: usize) -> Result<Device> {
             "this ckpt was built without CUDA; rebuild with `--features cuda`".into(),
         ));
     }
-    Device::new_cuda(ordinal)
-        .map_err(|e| Error::Invalid(format!("cannot open CUDA device {ordinal}: {e}")))
+    Device::new_cuda(ordinal).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot open CUDA device {ordinal}: {} (`nvidia-smi` lists the GPUs \
+             that the driver sees)",
+            without_backtrace(&e)
+        ))
+    })
+}
+
+/// candle's error message without the backtrace it attaches when `RUST_BACKTRACE` is set,
+/// so that the error stays one line.
+fn without_backtrace(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(inner),
+        e => e.to_string(),
+    }
 }
 
 /// Parses `f32`, `bf16` or `f16` (and their long names).
@@ -62,5 +76,11 @@ mod tests {
         assert_eq!(parse_dtype("bfloat16").unwrap(), DType::BF16);
         assert_eq!(parse_dtype("F16").unwrap(), DType::F16);
         assert!(parse_dtype("int8").is_err());
+    }
+
+    #[test]
+    fn device_errors_leave_out_backtraces() {
+        let e = candle_core::Error::Msg("no driver".into()).bt();
+        assert_eq!(without_backtrace(&e), "no driver");
     }
 }
