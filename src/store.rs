@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const STORE_FILE: &str = "ckpt.sqlite";
 
 /// Schema version: bumped when tables change (older stores are migrated or refused).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     dataset_name TEXT,
     split TEXT,
     spec TEXT NOT NULL,
+    data_origin TEXT,
     PRIMARY KEY (task, spec_hash)
 );
 CREATE TABLE IF NOT EXISTS sharpness (
@@ -148,6 +149,9 @@ pub struct TaskInfo {
     pub dataset_path: String,
     pub dataset_name: Option<String>,
     pub split: Option<String>,
+    /// Where the scored docs were read: `hub`, or the local file (`--data`,
+    /// `--data-dir`); `None` in stores written before ckpt recorded it.
+    pub data_origin: Option<String>,
 }
 
 /// A sharpness measurement as stored (`result`: its full JSON record).
@@ -205,9 +209,29 @@ impl Store {
             ));
         }
         self.conn.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
+        self.migrate()?;
         self.conn
             .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))
             .map_err(|e| self.err(e))
+    }
+
+    /// Brings a store written by an older ckpt to this schema (version 2 added
+    /// `tasks.data_origin`).
+    fn migrate(&self) -> Result<()> {
+        let has_origin: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'data_origin'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !has_origin {
+            self.conn
+                .execute_batch("ALTER TABLE tasks ADD COLUMN data_origin TEXT")
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// The file this store lives in.
@@ -399,9 +423,10 @@ impl Store {
     pub fn put_task_info(&self, info: &TaskInfo, spec_json: &str) -> Result<()> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json],
+                "INSERT INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec, data_origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (task, spec_hash) DO UPDATE SET data_origin = excluded.data_origin",
+                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json, info.data_origin],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -411,7 +436,7 @@ impl Store {
     pub fn task_info(&self, task: &str, spec_hash: &str) -> Result<Option<TaskInfo>> {
         self.conn
             .query_row(
-                "SELECT task, spec_hash, dataset_path, dataset_name, split FROM tasks WHERE task = ?1 AND spec_hash = ?2",
+                "SELECT task, spec_hash, dataset_path, dataset_name, split, data_origin FROM tasks WHERE task = ?1 AND spec_hash = ?2",
                 params![task, spec_hash],
                 |r| {
                     Ok(TaskInfo {
@@ -420,6 +445,7 @@ impl Store {
                         dataset_path: r.get(2)?,
                         dataset_name: r.get(3)?,
                         split: r.get(4)?,
+                        data_origin: r.get(5)?,
                     })
                 },
             )
@@ -656,6 +682,36 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_store_gains_the_data_origin_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE tasks (task TEXT NOT NULL, spec_hash TEXT NOT NULL,
+                 dataset_path TEXT NOT NULL, dataset_name TEXT, split TEXT,
+                 spec TEXT NOT NULL, PRIMARY KEY (task, spec_hash));
+                 INSERT INTO tasks VALUES ('arc', 'h', 'allenai/ai2_arc', NULL, 'test', '{}');
+                 PRAGMA user_version=1;",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.task_info("arc", "h").unwrap().unwrap();
+        assert_eq!(old.data_origin, None);
+        let info = TaskInfo {
+            data_origin: Some("hub".into()),
+            ..old
+        };
+        s.put_task_info(&info, "{}").unwrap();
+        assert_eq!(s.task_info("arc", "h").unwrap().unwrap(), info);
+        drop(s);
+        // Reopening a migrated store does not migrate twice.
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.task_info("arc", "h").unwrap().unwrap(), info);
+    }
 
     #[test]
     fn responses_round_trip_and_reopen() {

@@ -455,6 +455,11 @@ fn release_cards_take_their_results_from_the_store() {
         card.contains("synthetic/arc") && card.contains("synthetic_arc"),
         "{card}"
     );
+    // The docs were a local file: the card does not pass them off as the Hub dataset.
+    assert!(
+        card.contains("(local files, not the Hub dataset)"),
+        "{card}"
+    );
     assert!(
         card.contains(&format!("{acc}")) || card.contains(&format!("{:.4}", acc)),
         "{card}"

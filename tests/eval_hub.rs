@@ -119,6 +119,15 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
         server.ok_count("resolve") >= 1,
         "the Parquet file was downloaded"
     );
+    // The store remembers that these scores are on the Hub dataset (model cards say so).
+    let store = ckpt::store::Store::open(&sb.path().join("a.sqlite")).unwrap();
+    let metric = &store.metrics(None).unwrap()[0];
+    let info = store
+        .task_info(&metric.task, &metric.spec_hash)
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.data_origin.as_deref(), Some("hub"));
+    drop(store);
 
     // Offline, with the server gone: the same docs from the cache.
     drop(server);

@@ -205,6 +205,7 @@ impl World {
             dataset_path: "synthetic".into(),
             dataset_name: None,
             split: Some("test".into()),
+            data_origin: None,
         };
         self.store.put_task_info(&info, &spec.to_string()).unwrap();
     }

@@ -36,6 +36,8 @@ pub struct DataSources {
 pub struct Docs {
     pub docs: Vec<Json>,
     pub origin: PathBuf,
+    /// Downloaded from (or found in the cache of) the Hub, not a local file.
+    pub from_hub: bool,
 }
 
 impl DataSources {
@@ -56,7 +58,7 @@ impl DataSources {
 
     /// The docs of `split` of `spec` (`eval` says whether it is the evaluated split).
     pub fn load(&self, spec: &TaskSpec, split: &str, eval: bool) -> Result<Docs> {
-        let files = self.files_for(spec, split, eval)?;
+        let (files, from_hub) = self.files_for(spec, split, eval)?;
         let mut docs = Vec::new();
         for file in &files {
             docs.extend(read_records(file)?);
@@ -68,10 +70,15 @@ impl DataSources {
                 format!("split {split:?} of task {} has no documents", spec.task),
             ));
         }
-        Ok(Docs { docs, origin })
+        Ok(Docs {
+            docs,
+            origin,
+            from_hub,
+        })
     }
 
-    fn files_for(&self, spec: &TaskSpec, split: &str, eval: bool) -> Result<Vec<PathBuf>> {
+    /// The files of a split, and whether they are the Hub's.
+    fn files_for(&self, spec: &TaskSpec, split: &str, eval: bool) -> Result<(Vec<PathBuf>, bool)> {
         let by_split = self
             .files
             .get(&(spec.task.clone(), Some(split.to_string())));
@@ -79,19 +86,17 @@ impl DataSources {
             .then(|| self.files.get(&(spec.task.clone(), None)))
             .flatten();
         if let Some(file) = by_split.or(by_task) {
-            return Ok(vec![file.clone()]);
+            return Ok((vec![file.clone()], false));
         }
         if let Some(dir) = &self.data_dir {
             if let Some(file) = find_in_dir(dir, spec, split) {
-                return Ok(vec![file]);
+                return Ok((vec![file], false));
             }
         }
         if self.hub {
-            return super::hub::split_files(
-                &spec.dataset_path,
-                spec.dataset_name.as_deref(),
-                split,
-            );
+            let files =
+                super::hub::split_files(&spec.dataset_path, spec.dataset_name.as_deref(), split)?;
+            return Ok((files, true));
         }
         let mut where_ = format!("no file for split {split:?} of task {}", spec.task);
         if let Some(dir) = &self.data_dir {
@@ -187,11 +192,11 @@ doc_to_choice = "{{c}}"
         assert!(s.add_file_arg("nonsense").is_err());
         assert_eq!(
             s.files_for(&spec(), "test", true).unwrap(),
-            vec![PathBuf::from("a.jsonl")]
+            (vec![PathBuf::from("a.jsonl")], false)
         );
         assert_eq!(
             s.files_for(&spec(), "train", false).unwrap(),
-            vec![PathBuf::from("b.jsonl")]
+            (vec![PathBuf::from("b.jsonl")], false)
         );
     }
 }

@@ -332,6 +332,11 @@ fn finish_task(
         dataset_path: spec.dataset_path.clone(),
         dataset_name: spec.dataset_name.clone(),
         split: spec.eval_split().map(String::from),
+        data_origin: Some(if task.from_hub {
+            "hub".to_string()
+        } else {
+            task.origin.display().to_string()
+        }),
     };
     store.put_task_info(
         &info,

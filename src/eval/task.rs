@@ -41,6 +41,8 @@ pub struct TaskRequests {
     pub requests: Vec<DocRequests>,
     /// Where the evaluated docs came from (named in errors).
     pub origin: PathBuf,
+    /// Whether they are the Hub dataset's (else local files, which a model card says).
+    pub from_hub: bool,
 }
 
 /// Builds the requests of `spec` on the first `limit` docs of its evaluated split.
@@ -79,6 +81,7 @@ pub fn build_task(
         docs,
         requests,
         origin: loaded.origin,
+        from_hub: loaded.from_hub,
     })
 }
 

@@ -145,13 +145,21 @@ pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<Card
         let Some(info) = store.task_info(&m.task, &m.spec_hash)? else {
             continue;
         };
+        let name = info
+            .dataset_name
+            .clone()
+            .unwrap_or_else(|| info.dataset_path.clone());
+        // Scores on local files (synthetic docs, a private copy) are not the Hub
+        // dataset's: the card says so rather than claim them.
+        let local = info.data_origin.as_deref().is_some_and(|o| o != "hub");
         evals.push(EvalResult {
             task: m.task.clone(),
             dataset_type: info.dataset_path.clone(),
-            dataset_name: info
-                .dataset_name
-                .clone()
-                .unwrap_or_else(|| info.dataset_path.clone()),
+            dataset_name: if local {
+                format!("{name} (local files, not the Hub dataset)")
+            } else {
+                name
+            },
             dataset_config: info.dataset_name,
             split: info.split,
             metric: m.metric,
