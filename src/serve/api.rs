@@ -27,14 +27,17 @@ pub type Reply = (u16, Value);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Routes one request.
-pub fn handle(served: &Served, method: &str, path: &str, body: &[u8]) -> Reply {
-    let path = path
-        .split('?')
+/// A request path without its query and trailing slash, as the routes are written.
+pub(super) fn route(path: &str) -> &str {
+    path.split('?')
         .next()
         .unwrap_or_default()
-        .trim_end_matches('/');
-    match (method, path) {
+        .trim_end_matches('/')
+}
+
+/// Routes one request.
+pub fn handle(served: &Served, method: &str, path: &str, body: &[u8]) -> Reply {
+    match (method, route(path)) {
         ("GET", "/v1/models" | "/models") => (200, models(&served.name)),
         ("POST", "/v1/chat/completions" | "/chat/completions") => parse(body)
             .and_then(|r| chat(served, r))

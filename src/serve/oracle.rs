@@ -39,12 +39,7 @@ pub struct OracleJudge {
 
 impl Handler for OracleJudge {
     fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
-        let path = path
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        match (method, path) {
+        match (method, api::route(path)) {
             ("GET", "/v1/models" | "/models") => (200, models(&self.name)),
             ("POST", "/v1/chat/completions" | "/chat/completions") => api::parse(body)
                 .and_then(|r| self.chat(r))
