@@ -942,18 +942,7 @@ fn every_format_carries_the_same_tables_and_the_html_stands_alone() {
 // ---------------------------------------------------------------------------------
 // Through the binary
 
-/// Overrides that shrink a tiny recipe to test size (as tests/train.rs).
-const SMALL: [&str; 9] = [
-    "model.hidden_size=32",
-    "model.intermediate_size=86",
-    "model.num_hidden_layers=2",
-    "tokenizer.train_vocab_size=320",
-    "training.seq_len=32",
-    "training.batch_tokens=512",
-    "schedule.warmup=4",
-    "schedule.total_steps=24",
-    "training.checkpoint_every=12",
-];
+use common::SMALL_RECIPE as SMALL;
 
 fn recipe(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("trainer/{name}.toml"))

@@ -344,19 +344,7 @@ fn probes_are_rademacher_and_the_fixture_is_small() {
 // ---------------------------------------------------------------------------------
 // `ckpt sharpness` end to end
 
-/// Overrides that shrink a tiny recipe to test size (as tests/train.rs does): a
-/// ~60k-parameter model, 24 steps of 16 x 32 tokens, checkpoints at 12 and 24.
-const SMALL: [&str; 9] = [
-    "model.hidden_size=32",
-    "model.intermediate_size=86",
-    "model.num_hidden_layers=2",
-    "tokenizer.train_vocab_size=320",
-    "training.seq_len=32",
-    "training.batch_tokens=512",
-    "schedule.warmup=4",
-    "schedule.total_steps=24",
-    "training.checkpoint_every=12",
-];
+use common::SMALL_RECIPE as SMALL;
 
 fn ok(out: &std::process::Output) -> String {
     assert!(

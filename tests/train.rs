@@ -15,19 +15,7 @@ fn recipe(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
-/// Overrides that shrink a tiny recipe to test size: a ~60k-parameter model, 24
-/// steps of 16 x 32 tokens.
-const SMALL: [&str; 9] = [
-    "model.hidden_size=32",
-    "model.intermediate_size=86",
-    "model.num_hidden_layers=2",
-    "tokenizer.train_vocab_size=320",
-    "training.seq_len=32",
-    "training.batch_tokens=512",
-    "schedule.warmup=4",
-    "schedule.total_steps=24",
-    "training.checkpoint_every=12",
-];
+use common::SMALL_RECIPE as SMALL;
 
 /// A sandbox with a small synthetic world under `data/synth`.
 fn world() -> Sandbox {

@@ -17,6 +17,20 @@ pub const FIXTURES: [&str; 5] = [
     "mistral_sharded",
 ];
 
+/// `ckpt train --set` overrides that shrink a tiny recipe to test size: a ~60k-parameter
+/// model, 24 steps of 16 x 32 tokens, checkpoints at 12 and 24.
+pub const SMALL_RECIPE: [&str; 9] = [
+    "model.hidden_size=32",
+    "model.intermediate_size=86",
+    "model.num_hidden_layers=2",
+    "tokenizer.train_vocab_size=320",
+    "training.seq_len=32",
+    "training.batch_tokens=512",
+    "schedule.warmup=4",
+    "schedule.total_steps=24",
+    "training.checkpoint_every=12",
+];
+
 /// `tests/fixtures/parity`.
 pub fn parity_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
