@@ -26,8 +26,17 @@ on the same synthetic docs for each kind of task; the script
 compares every per-choice log-likelihood (within 1e-4), every generation (identical),
 every per-doc metric and every aggregate (identical) and prints the speed of both.
 
-Run: /work/pyref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt] [--scores]
+Tokenizer kinds (`--tokenizer-kinds`, or `--checkpoints DIR...`): only the score
+comparison, on the four tiny checkpoints of tests/fixtures/tokenizers (one per way a
+tokenizer adds BOS/EOS), for ARC (0- and 5-shot), WinoGrande (0/5), GSM8K (0/1, with
+`--max-gen-toks`, default 16) and lm-eval's wikitext (loglikelihood_rolling, on ckpt's
+validation texts, against ckpt's validation_loss), both sides at `--max-length` (default
+64, the fixtures' max_position_embeddings) and the same `--add-bos-token` /
+`--prefix-token-id`; writes tests/fixtures/tokenizers/metrics_parity.txt.
+
+Run: ~/.venvs/ckpt-ref/bin/python scripts/eval_parity.py [--ckpt target/debug/ckpt] [--scores]
      [--real-exemplars] [--all] (every built-in task; the fixture is then left alone)
+     [--tokenizer-kinds [--add-bos-token auto|true|false] [--prefix-token-id ID]]
 No network: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set, data come from local JSONL.
 """
 
@@ -318,6 +327,42 @@ MAX_LENGTH = 2048
 LL_TOLERANCE = 1e-4
 
 
+# Tokenizer kinds (`--tokenizer-kinds`, or any `--checkpoints`): the tiny random Llamas
+# of tests/fixtures/tokenizers, one per way a tokenizer adds (or not) BOS/EOS, scored on
+# one case per kind of task at their own context length (64), so contexts are also
+# truncated on the left. `wikitext` is lm-eval's wikitext task (its YAML, detokenizer
+# and process_results) on ckpt's validation texts, against ckpt's `validation_loss`.
+TOKENIZER_KINDS = ["llama3_bytelevel_bos", "llama2_metaspace_bos", "gpt2_no_bos", "bos_eos_both"]
+KIND_CASES = [
+    ("arc_easy", 0),  # plain multiple choice
+    ("arc_challenge", 5),  # multiple choice, contexts longer than max_length
+    ("winogrande", 0),  # partial scoring: one context per option, a shared continuation
+    ("winogrande", 5),
+    ("gsm8k", 0),  # generate_until
+    ("gsm8k", 1),  # generate_until, contexts truncated to max_length - max_gen_toks
+    ("wikitext", None),  # loglikelihood_rolling (ckpt: validation_loss)
+]
+KIND_MAX_LENGTH = 64
+KIND_MAX_GEN_TOKS = 16
+# lm-eval task -> ckpt task where the names differ.
+CKPT_TASK = {"wikitext": "validation_loss"}
+
+
+def wikitext_config(tm, data_dir, tmp):
+    """lm-eval's wikitext config on ckpt's validation texts (its `page` column); the
+    detokenizer must leave them unchanged, or the two sides would score other texts."""
+    cfg = copy.deepcopy(load_yaml(tm.task_index["wikitext"].yaml_path, resolve_func=True))
+    rows = [{"page": r["text"]} for r in read_jsonl(Path(data_dir) / "local/validation.jsonl")]
+    for r in rows:
+        if cfg["doc_to_target"](r) != r["page"]:
+            raise SystemExit(f"wikitext's detokenizer changes {r['page'][:60]!r}")
+    path = Path(tmp) / "wikitext/pages.jsonl"
+    write_jsonl(path, rows)
+    splits = [cfg[k] for k in ("training_split", "validation_split", "test_split") if cfg.get(k)]
+    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {s: str(path) for s in splits}})
+    return cfg
+
+
 def lm_eval_scores(lm, cfg, shots, limit):
     """lm-eval's per-doc responses and metrics, and its aggregates, for one task."""
     from lm_eval.evaluator import evaluate
@@ -332,6 +377,14 @@ def lm_eval_scores(lm, cfg, shots, limit):
         d = docs.setdefault(sample["doc_id"], {"metrics": {}})
         if task.OUTPUT_TYPE == "multiple_choice":
             d["lls"] = [r[0][0] for r in sample["resps"]]
+        elif task.OUTPUT_TYPE == "loglikelihood_rolling":
+            # Per doc lm-eval keeps (loglikelihood, words) and (loglikelihood, bytes);
+            # ckpt keeps loglikelihood, tokens, words, bytes (its aggregates' inputs).
+            d["lls"] = [r[0] for r in sample["resps"]]
+            d["metrics"]["loglikelihood,none"] = sample["word_perplexity"][0]
+            d["metrics"]["words,none"] = float(sample["word_perplexity"][1])
+            d["metrics"]["bytes,none"] = float(sample["byte_perplexity"][1])
+            continue
         else:
             d["generations"] = [r[0] for r in sample["resps"]]
         for m in sample["metrics"]:
@@ -340,17 +393,19 @@ def lm_eval_scores(lm, cfg, shots, limit):
     return docs, results
 
 
-def ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store):
+def ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store, max_length=None, extra=()):
     """`ckpt eval`'s per-doc scores (from its store) and aggregates for one task."""
     import sqlite3
 
     args = ["eval", str(model), "--tasks", task, "--limit", str(limit), "--data-dir", str(data_dir),
-            "--fewshot-dir", str(fewshot_dir), "--store", str(store), "--max-length", str(MAX_LENGTH),
-            "--dtype", "f32", "--json", "-q"]
+            "--fewshot-dir", str(fewshot_dir), "--store", str(store), "--max-length", str(max_length or MAX_LENGTH),
+            "--dtype", "f32", "--json", "-q", *extra]
     if shots is not None:
         args += ["--num-fewshot", str(shots)]
     report = json.loads(run_ckpt(ckpt, args))
     (checkpoint,) = report["checkpoints"]
+    if checkpoint.get("error"):
+        raise SystemExit(f"ckpt eval {model} {task}: {checkpoint['error']}")
     results = {}
     for m in checkpoint["metrics"]:
         if m["task"] == task:
@@ -366,14 +421,86 @@ def ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store):
     for doc_id, score in rows:
         score = json.loads(score)
         d = {"metrics": score["metrics"]}
-        d["lls" if isinstance((score["detail"] or [None])[0], float) else "generations"] = score["detail"]
+        if score["detail"] is None:  # rolling: the log-likelihood is a metric
+            d["lls"] = [score["metrics"]["loglikelihood,none"]]
+            d["metrics"] = {k: v for k, v in score["metrics"].items() if k != "tokens,none"}
+        else:
+            d["lls" if isinstance((score["detail"] or [None])[0], float) else "generations"] = score["detail"]
         docs[doc_id] = d
     return docs, results
 
 
-def compare_scores(ckpt, tm, data_dir, fewshot_dir, limit, tmp):
+def score_case(ckpt, tm, lm, model, task, shots, limit, data_dir, fewshot_dir, tmp, max_length=None,
+               max_gen_toks=None, extra=()):
+    """Scores one case with both harnesses and compares; returns what the summary needs."""
     import time
 
+    ckpt_task = CKPT_TASK.get(task, task)
+    if task == "wikitext":
+        cfg = wikitext_config(tm, data_dir, tmp)
+    else:
+        spec = ckpt_spec(ckpt, task)
+        cfg = lm_eval_config(tm, task, spec, data_dir)
+        if spec["fewshot_split"] == "file":
+            use_synthetic_exemplars(cfg, read_jsonl(Path(fewshot_dir) / f"{exemplar_stem(task)}.jsonl"))
+    if max_gen_toks is not None and cfg.get("output_type") == "generate_until":
+        # lm-eval's `--gen_kwargs max_gen_toks=N`; ckpt's `--max-gen-toks N`.
+        cfg["generation_kwargs"] = {**(cfg.get("generation_kwargs") or {}), "max_gen_toks": max_gen_toks}
+        extra = [*extra, "--max-gen-toks", str(max_gen_toks)]
+    t0 = time.perf_counter()
+    theirs, their_results = lm_eval_scores(lm, cfg, shots, limit)
+    t1 = time.perf_counter()
+    store = Path(tmp) / f"{task}-{shots}-{model.name}.sqlite"
+    ours, our_results = ckpt_scores(ckpt, model, ckpt_task, shots, limit, data_dir, fewshot_dir, store,
+                                    max_length, extra)
+    t2 = time.perf_counter()
+    rolling = cfg.get("output_type") == "loglikelihood_rolling"
+    # TruthfulQA mc2's score is a probability mass, a smooth function of the
+    # log-likelihoods: it agrees as closely as they do, not bit for bit; so do a rolling
+    # task's log-likelihood per doc and its perplexities (relative, they are exp(...)).
+    continuous = "relative" if rolling else task == "truthfulqa_mc2"
+    problems, task_worst, n_requests, bit_identical = [], 0.0, 0, True
+    if sorted(ours) != sorted(theirs):
+        problems.append(f"docs {sorted(ours)} vs {sorted(theirs)}")
+    for doc_id in sorted(set(ours) & set(theirs)):
+        a, b = ours[doc_id], theirs[doc_id]
+        if "lls" in b:
+            n_requests += len(b["lls"])
+            diffs = [abs(x - y) for x, y in zip(a.get("lls", []), b["lls"])]
+            if len(a.get("lls", [])) != len(b["lls"]) or max(diffs) > LL_TOLERANCE:
+                problems.append(f"doc {doc_id}: log-likelihoods {a.get('lls')} vs {b['lls']}")
+            task_worst = max([task_worst, *diffs])
+        else:
+            n_requests += len(b["generations"])
+            if a.get("generations") != b["generations"]:
+                problems.append(f"doc {doc_id}: generation {a.get('generations')!r} vs {b['generations']!r}")
+        if not same_metrics(a["metrics"], b["metrics"], continuous):
+            problems.append(f"doc {doc_id}: metrics {a['metrics']} vs {b['metrics']}")
+        bit_identical &= a["metrics"] == b["metrics"]
+    for key, value in their_results.items():
+        mine = our_results.get(key)
+        if not same_metrics({key: mine}, {key: value}, continuous, aggregate=True):
+            problems.append(f"{key}: ckpt {mine!r} vs lm-eval {value!r}")
+        bit_identical &= mine == value
+    return {"task": task, "shots": shots, "problems": problems, "worst": task_worst, "requests": n_requests,
+            "lm-eval": t1 - t0, "ckpt": t2 - t1, "theirs": theirs, "results": their_results,
+            "bit_identical": bit_identical, "rolling": rolling}
+
+
+def print_case(r, name):
+    label = f"{r['task']} ({'default' if r['shots'] is None else r['shots']}-shot, {name})"
+    main = {k: v for k, v in r["results"].items() if "_stderr" not in k}
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in main.items())
+    first = r["theirs"].get(0, {})
+    agreement = "generations equal" if "generations" in first else f"max |dll| {r['worst']:.1e}"
+    print(f"{'identical' if not r['problems'] else 'DIFFERENT':9}  {label:58} {agreement:18} {shown}")
+    if "generations" in first:
+        print(f"           doc 0 generates {first['generations'][0][:60]!r}")
+    for p in r["problems"][:5]:
+        print(f"           {p}")
+
+
+def compare_scores(ckpt, tm, data_dir, fewshot_dir, limit, tmp):
     from lm_eval.models.huggingface import HFLM
 
     models = {}
@@ -382,62 +509,99 @@ def compare_scores(ckpt, tm, data_dir, fewshot_dir, limit, tmp):
         if model not in models:
             models[model] = HFLM(pretrained=str(model), backend="causal", device="cpu", dtype="float32",
                                  batch_size=1, max_length=MAX_LENGTH)
-        lm = models[model]
-        spec = ckpt_spec(ckpt, task)
-        cfg = lm_eval_config(tm, task, spec, data_dir)
-        if spec["fewshot_split"] == "file":
-            use_synthetic_exemplars(cfg, read_jsonl(Path(fewshot_dir) / f"{exemplar_stem(task)}.jsonl"))
-        t0 = time.perf_counter()
-        theirs, their_results = lm_eval_scores(lm, cfg, shots, limit)
-        t1 = time.perf_counter()
-        store = Path(tmp) / f"{task}-{shots}-{model.name}.sqlite"
-        ours, our_results = ckpt_scores(ckpt, model, task, shots, limit, data_dir, fewshot_dir, store)
-        t2 = time.perf_counter()
-        timing["lm-eval"] += t1 - t0
-        timing["ckpt"] += t2 - t1
-        # TruthfulQA mc2's score is a probability mass, a smooth function of the
-        # log-likelihoods: it agrees as closely as they do, not bit for bit.
-        continuous = task == "truthfulqa_mc2"
-        problems = []
-        if sorted(ours) != sorted(theirs):
-            problems.append(f"docs {sorted(ours)} vs {sorted(theirs)}")
-        task_worst = 0.0
-        for doc_id in sorted(set(ours) & set(theirs)):
-            a, b = ours[doc_id], theirs[doc_id]
-            if "lls" in b:
-                diffs = [abs(x - y) for x, y in zip(a.get("lls", []), b["lls"])]
-                if len(a.get("lls", [])) != len(b["lls"]) or max(diffs) > LL_TOLERANCE:
-                    problems.append(f"doc {doc_id}: log-likelihoods {a.get('lls')} vs {b['lls']}")
-                task_worst = max([task_worst, *diffs])
-            elif a.get("generations") != b["generations"]:
-                problems.append(f"doc {doc_id}: generation {a.get('generations')!r} vs {b['generations']!r}")
-            if not same_metrics(a["metrics"], b["metrics"], continuous):
-                problems.append(f"doc {doc_id}: metrics {a['metrics']} vs {b['metrics']}")
-        for key, value in their_results.items():
-            mine = our_results.get(key)
-            if not same_metrics({key: mine}, {key: value}, continuous, aggregate=True):
-                problems.append(f"{key}: ckpt {mine!r} vs lm-eval {value!r}")
-        worst = max(worst, task_worst)
-        label = f"{task} ({'default' if shots is None else shots}-shot, {model.name})"
-        main = {k: v for k, v in their_results.items() if "_stderr" not in k}
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in main.items())
-        agreement = "generations equal" if "generations" in theirs.get(0, {}) else f"max |dll| {task_worst:.1e}"
-        print(f"{'identical' if not problems else 'DIFFERENT':9}  {label:58} {agreement:18} {shown}")
-        first = theirs.get(0, {})
-        if "generations" in first:
-            print(f"           doc 0 generates {first['generations'][0][:60]!r}")
-        for p in problems[:5]:
-            print(f"           {p}")
-        failures += bool(problems)
+        r = score_case(ckpt, tm, models[model], model, task, shots, limit, data_dir, fewshot_dir, tmp)
+        timing["lm-eval"] += r["lm-eval"]
+        timing["ckpt"] += r["ckpt"]
+        worst = max(worst, r["worst"])
+        print_case(r, model.name)
+        failures += bool(r["problems"])
     print(f"max |log-likelihood difference| {worst:.2e}; wall time: lm-eval {timing['lm-eval']:.0f} s, "
           f"ckpt eval {timing['ckpt']:.0f} s (whatever build --ckpt names; not a benchmark)")
     return failures
 
 
+def compare_checkpoints(ckpt, tm, data_dir, fewshot_dir, limit, tmp, checkpoints, max_length, max_gen_toks,
+                        add_bos_token, prefix_token_id):
+    """KIND_CASES on each checkpoint, both sides at the same max_length / max_gen_toks /
+    add_bos_token / prefix_token_id; returns (failures, per-checkpoint summaries)."""
+    from lm_eval.models.huggingface import HFLM
+
+    bos = {"auto": None, "true": True, "false": False}[add_bos_token]
+    extra = ["--add-bos-token", add_bos_token]
+    if prefix_token_id is not None:
+        extra += ["--prefix-token-id", str(prefix_token_id)]
+    failures, summaries = 0, []
+    for model in checkpoints:
+        model = Path(model).resolve()
+        lm = HFLM(pretrained=str(model), backend="causal", device="cpu", dtype="float32", batch_size=1,
+                  max_length=max_length, add_bos_token=bos,
+                  prefix_token_id=prefix_token_id)
+        rows = []
+        for task, shots in KIND_CASES:
+            r = score_case(ckpt, tm, lm, model, task, shots, limit, data_dir, fewshot_dir, tmp, max_length,
+                           max_gen_toks, extra)
+            print_case(r, model.name)
+            failures += bool(r["problems"])
+            rows.append(r)
+        summaries.append({"checkpoint": model, "cases": rows})
+        del lm
+    return failures, summaries
+
+
+def kinds_summary(summaries, args, path):
+    """A short text summary of a --checkpoints run (tests/fixtures/tokenizers/metrics_parity.txt)."""
+    import platform
+
+    import tokenizers
+    import torch
+    import transformers
+
+    def short(p):
+        p = Path(p)
+        return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+    lines = [
+        "# ckpt eval vs lm-eval's HF backend, per tokenizer kind (scripts/eval_parity.py --tokenizer-kinds)",
+        f"# lm_eval {lm_eval.__version__}, transformers {transformers.__version__}, tokenizers "
+        f"{tokenizers.__version__}, torch {torch.__version__}, datasets {datasets.__version__}, "
+        f"python {platform.python_version()}; ckpt {short(args.ckpt)}",
+        f"# f32, CPU, batch size 1, max_length {args.max_length}, max_gen_toks {args.max_gen_toks}, "
+        f"add_bos_token {args.add_bos_token}, prefix_token_id {args.prefix_token_id}, {args.limit} docs per case, "
+        f"synthetic data (ckpt synth --eval-tasks, seed {SYNTH['seed']}, entities {SYNTH['entities']})",
+        f"# compared: every per-request log-likelihood (|d| <= {LL_TOLERANCE:g}), every generation (identical),",
+        "# every per-doc metric and aggregate (identical; rolling: loglikelihood within the tolerance, words and",
+        f"# bytes identical, perplexities / bits_per_byte within {LL_TOLERANCE:g} relative). wikitext = lm-eval's",
+        "# wikitext task on ckpt's validation texts vs ckpt's validation_loss. Times: wall seconds, not a benchmark.",
+        "",
+    ]
+    tasks = ", ".join(f"{t}" + ("" if s is None else f"/{s}") for t, s in KIND_CASES)
+    lines.append(f"tasks (task/shots): {tasks}")
+    lines.append("")
+    lines.append(f"{'checkpoint':36} {'requests':>8} {'max|dll|':>9}  {'metrics equal':22} {'lm-eval s':>9} {'ckpt s':>7}")
+    for s in summaries:
+        rows = s["cases"]
+        worst = max(r["worst"] for r in rows)
+        n = sum(r["requests"] for r in rows)
+        ok = not any(r["problems"] for r in rows)
+        exact = all(r["bit_identical"] for r in rows if not r["rolling"])
+        rolling_exact = all(r["bit_identical"] for r in rows if r["rolling"])
+        equal = ("yes" if exact else "within tol") if ok else "NO"
+        equal += "" if rolling_exact or not ok else " (rolling: tol)"
+        t_lm = sum(r["lm-eval"] for r in rows)
+        t_ck = sum(r["ckpt"] for r in rows)
+        lines.append(f"{short(s['checkpoint']):36} {n:8d} {worst:9.1e}  {equal:22} {t_lm:9.1f} {t_ck:7.1f}")
+        for r in rows:
+            if r["problems"]:
+                lines.append(f"  DIFFERENT {r['task']}/{r['shots']}: {r['problems'][0][:300]}")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {short(path)} ({path.stat().st_size} bytes)")
+
+
 def same_metrics(ours, theirs, continuous, aggregate=False):
     """Identical values; for a continuous score, within the log-likelihood tolerance
-    (an aggregate's mean and stderr too). Means of identical 0/1 items agree to the
-    last bit but for summation order, hence 1e-12 for aggregates."""
+    (an aggregate's mean and stderr too; "relative": relative to the value). Means of
+    identical 0/1 items agree to the last bit but for summation order, hence 1e-12 for
+    aggregates."""
     if set(ours) != set(theirs):
         return False
     for k, b in theirs.items():
@@ -447,6 +611,8 @@ def same_metrics(ours, theirs, continuous, aggregate=False):
         if not (isinstance(a, float) and isinstance(b, float)):
             return False
         tolerance = LL_TOLERANCE if continuous else (1e-12 if aggregate else 0.0)
+        if continuous == "relative":
+            tolerance *= max(1.0, abs(b))
         if abs(a - b) > tolerance:
             return False
     return True
@@ -482,10 +648,43 @@ def main():
     ap.add_argument("--scores", action="store_true", help="also compare log-likelihoods and metrics")
     ap.add_argument("--all", action="store_true",
                     help="compare the prompts of every built-in task (at its default and its suites' shot counts)")
+    ap.add_argument("--checkpoints", nargs="+", metavar="DIR",
+                    help="only compare scores, on these checkpoints, for one case per kind of task "
+                         "(multiple choice, WinoGrande, generate_until, rolling) at --max-length")
+    ap.add_argument("--tokenizer-kinds", action="store_true",
+                    help="--checkpoints on the four tokenizer-kind fixtures (tests/fixtures/tokenizers); "
+                         "writes tests/fixtures/tokenizers/metrics_parity.txt unless --no-fixture")
+    ap.add_argument("--max-length", type=int, default=KIND_MAX_LENGTH, help="with --checkpoints (both sides)")
+    ap.add_argument("--max-gen-toks", type=int, default=KIND_MAX_GEN_TOKS, help="with --checkpoints (both sides)")
+    ap.add_argument("--add-bos-token", choices=["auto", "true", "false"], default="auto",
+                    help="with --checkpoints: lm-eval's add_bos_token (auto: unset) and ckpt's flag")
+    ap.add_argument("--prefix-token-id", type=int, help="with --checkpoints (both sides)")
+    ap.add_argument("--summary", type=Path, help="with --checkpoints: write the summary here")
     args = ap.parse_args()
     datasets.disable_progress_bars()
     print(f"lm_eval {lm_eval.__version__}, datasets {datasets.__version__}")
     tm = TaskManager()
+    if args.tokenizer_kinds:
+        args.checkpoints = [str(ROOT / "tests/fixtures/tokenizers" / k) for k in TOKENIZER_KINDS]
+        if args.summary is None and not args.no_fixture:
+            args.summary = ROOT / "tests/fixtures/tokenizers/metrics_parity.txt"
+    if args.checkpoints:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp) / "data"
+            run_ckpt(args.ckpt, [
+                "synth", "--eval-tasks", str(data_dir), "--seed", str(SYNTH["seed"]),
+                "--entities", str(SYNTH["entities"]), "--eval-docs", str(SYNTH["eval_docs"]), "-q",
+            ])
+            print(f"scores (f32, CPU, max length {args.max_length}, max_gen_toks {args.max_gen_toks}, "
+                  f"add_bos_token {args.add_bos_token}), lm-eval's HF backend vs ckpt eval:")
+            failures, summaries = compare_checkpoints(
+                args.ckpt, tm, data_dir, data_dir / "fewshot", args.limit, tmp, args.checkpoints,
+                args.max_length, args.max_gen_toks, args.add_bos_token, args.prefix_token_id)
+        if args.summary:
+            kinds_summary(summaries, args, args.summary)
+        if failures:
+            sys.exit(f"{failures} case(s) differ")
+        return
     if args.all:
         CASES[:] = all_cases(args.ckpt)
     with tempfile.TemporaryDirectory() as tmp:

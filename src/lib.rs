@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod atomic_file;
+pub mod chat;
 pub mod checkpoint;
 pub mod cli;
 pub mod demo;

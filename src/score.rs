@@ -284,7 +284,7 @@ pub fn score_texts(
         .unwrap_or(model.config().max_position_embeddings);
     let encoded = texts
         .iter()
-        .map(|t| tokenizer.encode(t))
+        .map(|t| tokenizer.encode_lm(t))
         .collect::<Result<Vec<_>>>()?;
     check_vocabulary(model, tokenizer, &encoded)?;
     let windows_of: Vec<Vec<Window>> = encoded

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const STORE_FILE: &str = "ckpt.sqlite";
 
 /// Schema version: bumped when tables change (older stores are migrated or refused).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     split TEXT,
     spec TEXT NOT NULL,
     data_origin TEXT,
+    tokenization TEXT,
     PRIMARY KEY (task, spec_hash)
 );
 CREATE TABLE IF NOT EXISTS sharpness (
@@ -152,7 +153,15 @@ pub struct TaskInfo {
     /// Where the scored docs were read: `hub`, or the local file (`--data`,
     /// `--data-dir`); `None` in stores written before ckpt recorded it.
     pub data_origin: Option<String>,
+    /// The tokenization policy the results were computed under
+    /// ([`crate::tokenizer::EncodePolicy::key`]); [`LEGACY_TOKENIZATION`] for results
+    /// of stores written before ckpt followed lm-eval's special tokens.
+    pub tokenization: Option<String>,
 }
+
+/// What a store migrated from schema 2 or older records as its results' tokenization:
+/// texts were encoded without special tokens, whatever the tokenizer adds.
+pub const LEGACY_TOKENIZATION: &str = "ckpt <= 0.1: no special tokens (not lm-eval's)";
 
 /// A sharpness measurement as stored (`result`: its full JSON record).
 pub struct SharpnessRecord<'a> {
@@ -216,8 +225,29 @@ impl Store {
     }
 
     /// Brings a store written by an older ckpt to this schema (version 2 added
-    /// `tasks.data_origin`).
+    /// `tasks.data_origin`; version 3 `tasks.tokenization`, which marks every older
+    /// result as computed without special tokens: those results stay, under keys that
+    /// the current policy never looks up, so they are never reused for it).
     fn migrate(&self) -> Result<()> {
+        let has_tokenization: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'tokenization'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if !has_tokenization {
+            self.conn
+                .execute("ALTER TABLE tasks ADD COLUMN tokenization TEXT", [])
+                .and_then(|_| {
+                    self.conn.execute(
+                        "UPDATE tasks SET tokenization = ?1",
+                        params![LEGACY_TOKENIZATION],
+                    )
+                })
+                .map_err(|e| self.err(e))?;
+        }
         let has_origin: bool = self
             .conn
             .query_row(
@@ -423,10 +453,11 @@ impl Store {
     pub fn put_task_info(&self, info: &TaskInfo, spec_json: &str) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec, data_origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (task, spec_hash) DO UPDATE SET data_origin = excluded.data_origin",
-                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json, info.data_origin],
+                "INSERT INTO tasks (task, spec_hash, dataset_path, dataset_name, split, spec, data_origin, tokenization)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (task, spec_hash) DO UPDATE SET data_origin = excluded.data_origin,
+                    tokenization = excluded.tokenization",
+                params![info.task, info.spec_hash, info.dataset_path, info.dataset_name, info.split, spec_json, info.data_origin, info.tokenization],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -436,7 +467,7 @@ impl Store {
     pub fn task_info(&self, task: &str, spec_hash: &str) -> Result<Option<TaskInfo>> {
         self.conn
             .query_row(
-                "SELECT task, spec_hash, dataset_path, dataset_name, split, data_origin FROM tasks WHERE task = ?1 AND spec_hash = ?2",
+                "SELECT task, spec_hash, dataset_path, dataset_name, split, data_origin, tokenization FROM tasks WHERE task = ?1 AND spec_hash = ?2",
                 params![task, spec_hash],
                 |r| {
                     Ok(TaskInfo {
@@ -446,6 +477,7 @@ impl Store {
                         dataset_name: r.get(3)?,
                         split: r.get(4)?,
                         data_origin: r.get(5)?,
+                        tokenization: r.get(6)?,
                     })
                 },
             )
@@ -701,6 +733,8 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let old = s.task_info("arc", "h").unwrap().unwrap();
         assert_eq!(old.data_origin, None);
+        // Results of before lm-eval's special tokens are marked as such.
+        assert_eq!(old.tokenization.as_deref(), Some(LEGACY_TOKENIZATION));
         let info = TaskInfo {
             data_origin: Some("hub".into()),
             ..old

@@ -206,6 +206,7 @@ impl World {
             dataset_name: None,
             split: Some("test".into()),
             data_origin: None,
+            tokenization: None,
         };
         self.store.put_task_info(&info, &spec.to_string()).unwrap();
     }

@@ -462,3 +462,173 @@ fn training_on_pre_tokenized_shards_equals_training_on_text() {
         "shards trained differently"
     );
 }
+
+/// A ChatML template written for these tests (the layout Qwen and SmolLM ship).
+const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// A copy of the trained tiny base with its own ChatML template, in its
+/// `tokenizer_config.json` or (as transformers 5 saves it) in `chat_template.jinja`.
+fn chatml_base(sb: &Sandbox, in_file: bool) -> PathBuf {
+    let base = sb.path().join(if in_file {
+        "bases/jinja"
+    } else {
+        "bases/config"
+    });
+    common::copy_dir(&common::fixture_in("trained", "tiny-wso"), &base);
+    let cfg_path = base.join("tokenizer_config.json");
+    let mut cfg: Value = serde_json::from_slice(&bytes(&cfg_path)).unwrap();
+    if in_file {
+        cfg.as_object_mut().unwrap().remove("chat_template");
+        std::fs::write(base.join("chat_template.jinja"), CHATML).unwrap();
+    } else {
+        cfg["chat_template"] = CHATML.into();
+    }
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    base
+}
+
+/// `tiny-sft` from `parent` into `runs/<out>`; the last checkpoint.
+fn sft_from(sb: &Sandbox, parent: &Path, out: &str, sets: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        format!("init.parent={}", arg(parent)),
+        format!("job.out=runs/{out}"),
+        "training.seq_len=64".into(),
+        "training.batch_tokens=512".into(),
+        "schedule.warmup=1".into(),
+    ];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    train(sb, "tiny-sft", &refs)
+}
+
+fn last_checkpoint(run: &Path) -> PathBuf {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    steps.sort();
+    steps.pop().expect("a checkpoint")
+}
+
+#[test]
+fn sft_keeps_the_parents_own_chat_template_and_serve_uses_it() {
+    use ckpt::chat::ChatPrompt;
+    let sb = world();
+    for in_file in [false, true] {
+        let base = chatml_base(&sb, in_file);
+        let out = if in_file { "sft-jinja" } else { "sft-config" };
+        let o = sft_from(&sb, &base, out, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ft = last_checkpoint(&sb.path().join("runs").join(out));
+        // The template is carried unchanged, where the parent kept it.
+        let cfg: Value = serde_json::from_slice(&bytes(&ft.join("tokenizer_config.json"))).unwrap();
+        if in_file {
+            assert_eq!(bytes(&ft.join("chat_template.jinja")), CHATML.as_bytes());
+            assert!(cfg.get("chat_template").is_none(), "{cfg}");
+        } else {
+            assert_eq!(cfg["chat_template"], CHATML);
+            assert!(!ft.join("chat_template.jinja").exists());
+        }
+        let recorded = meta(&ft)["chat_template"].as_str().unwrap().to_string();
+        assert!(recorded.starts_with("own ("), "{recorded}");
+        // The fine-tune renders what the parent renders: ChatML, not Tulu.
+        let turn = ChatPrompt::for_checkpoint(&ft)
+            .unwrap()
+            .user_turn("Hi?")
+            .unwrap();
+        assert_eq!(
+            turn,
+            ChatPrompt::for_checkpoint(&base)
+                .unwrap()
+                .user_turn("Hi?")
+                .unwrap()
+        );
+        assert_eq!(
+            turn,
+            "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    // `ckpt serve` on the fine-tune prompts with that template.
+    let ft = last_checkpoint(&sb.path().join("runs/sft-jinja"));
+    let ckpt = ckpt::checkpoint::Checkpoint::open(&ft).unwrap();
+    let served = ckpt::serve::Served::load(
+        &ckpt,
+        "ft",
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+        Default::default(),
+    )
+    .unwrap();
+    let body = serde_json::json!({
+        "model": "ft",
+        "messages": [{"role": "user", "content": "Hi?"}],
+        "max_tokens": 1
+    });
+    use ckpt::serve::Handler;
+    let (status, reply) =
+        served.handle("POST", "/v1/chat/completions", body.to_string().as_bytes());
+    assert_eq!(status, 200, "{reply}");
+    let chatml_tokens = served
+        .tokenizer
+        .encode("<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap()
+        .len();
+    assert_eq!(reply["usage"]["prompt_tokens"], chatml_tokens);
+}
+
+#[test]
+fn sft_template_overrides_and_bad_templates() {
+    let sb = world();
+    let base = chatml_base(&sb, true);
+    // data.chat_template = "tulu" replaces the parent's own, file included.
+    let o = sft_from(&sb, &base, "sft-tulu", &["data.chat_template=\"tulu\""]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ft = last_checkpoint(&sb.path().join("runs/sft-tulu"));
+    let cfg: Value = serde_json::from_slice(&bytes(&ft.join("tokenizer_config.json"))).unwrap();
+    assert_eq!(cfg["chat_template"], ckpt::chat::TULU_CHAT_TEMPLATE);
+    assert!(!ft.join("chat_template.jinja").exists());
+    assert_eq!(meta(&ft)["chat_template"], "tulu");
+
+    // A template that renders none of the assistant's text: the file and line are named.
+    let drop = sb.write(
+        "templates/drop.jinja",
+        "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}\n{% endif %}{% endfor %}",
+    );
+    let o = sft_from(
+        &sb,
+        &base,
+        "sft-drop",
+        &[&format!("data.chat_template=\"{}\"", arg(&drop))],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("sft.jsonl") && err.contains("line 1") && err.contains("no assistant text"),
+        "{err}"
+    );
+    // A template that raises: its message and the data file.
+    let raise = sb.write(
+        "templates/raise.jinja",
+        "{{ raise_exception('only user turns, please') }}",
+    );
+    let o = sft_from(
+        &sb,
+        &base,
+        "sft-raise",
+        &[&format!("data.chat_template=\"{}\"", arg(&raise))],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("only user turns, please") && err.contains("raise.jinja"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

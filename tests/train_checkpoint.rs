@@ -3,10 +3,12 @@
 //! log-probabilities, the same chat rendering.
 
 use candle_core::{DType, Device};
+use ckpt::chat::{Message, TemplateChoice};
 use ckpt::checkpoint::Checkpoint;
 use ckpt::score::{score_texts, ScoreOptions};
 use ckpt::tokenizer::TextTokenizer;
-use ckpt::train::data::{ChatTemplate, Message, TrainTokenizer};
+use ckpt::train::data::sft::template_for;
+use ckpt::train::data::TrainTokenizer;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -60,8 +62,8 @@ fn transformers_reads_the_trained_checkpoint_as_ckpt_does() {
 
 #[test]
 fn chats_render_and_tokenize_as_transformers_does() {
-    let tok = TrainTokenizer::load(&root().join("tiny-wso"), None).unwrap();
-    let template = ChatTemplate::for_tokenizer(&tok).unwrap();
+    let tok = TrainTokenizer::load(&root().join("tiny-wso"), &TemplateChoice::Own).unwrap();
+    let template = template_for(&tok).unwrap();
     let chats: Vec<Vec<Message>> = std::fs::read_to_string(root().join("chats.jsonl"))
         .unwrap()
         .lines()

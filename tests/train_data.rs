@@ -1,6 +1,7 @@
 //! The data pipeline as the trainer drives it: recipe sections in, batches out, the
 //! position saved and restored.
 
+use ckpt::chat::TemplateChoice;
 use ckpt::train::data::tokens::write_npy_shard;
 use ckpt::train::data::*;
 use std::path::Path;
@@ -34,7 +35,14 @@ fn pretraining_from_text_and_from_shards_yields_the_same_batches() {
 
     let corpus = Corpus::open(&data).unwrap();
     assert_eq!(corpus.documents().unwrap().len(), 300);
-    let tok = open_tokenizer(&tokenizer, None, corpus.documents(), &run, 32).unwrap();
+    let tok = open_tokenizer(
+        &tokenizer,
+        &TemplateChoice::Own,
+        corpus.documents(),
+        &run,
+        32,
+    )
+    .unwrap();
     assert!(run.join("tokenizer.json").is_file() && run.join("tokenizer_config.json").is_file());
     let packed = pretrain::pack_documents(corpus.documents().unwrap(), &tok).unwrap();
     let mut from_text = PretrainLoader::from_corpus(corpus, &tok, 32, true, 5).unwrap();
@@ -88,7 +96,14 @@ fn sft_from_chat_records_with_the_run_tokenizer() {
         train_vocab_size: Some(400),
     };
     let base = dir.path().join("base");
-    open_tokenizer(&trained, None, corpus.documents(), &base, 64).unwrap();
+    open_tokenizer(
+        &trained,
+        &TemplateChoice::Own,
+        corpus.documents(),
+        &base,
+        64,
+    )
+    .unwrap();
 
     let chats: Vec<String> = (0..7)
         .map(|i| {
@@ -105,7 +120,14 @@ fn sft_from_chat_records_with_the_run_tokenizer() {
         path: Some(base),
         train_vocab_size: None,
     };
-    let tok = open_tokenizer(&given, None, None, &dir.path().join("sft-run"), 64).unwrap();
+    let tok = open_tokenizer(
+        &given,
+        &TemplateChoice::Own,
+        None,
+        &dir.path().join("sft-run"),
+        64,
+    )
+    .unwrap();
     let mut loader = SftLoader::open(&data, &tok, 63, 1).unwrap();
     assert_eq!(loader.num_batches_per_epoch(3), 3);
     let batch = loader.next_batch(3);

@@ -102,6 +102,10 @@ pub struct CheckpointMeta {
     /// checkpoint counts as decayed whatever its sources' schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergeInfo>,
+    /// SFT: the chat template the conversations were rendered with (`own (FILE)` for
+    /// the parent's own, carried unchanged; `tulu`, `chatml` or a file otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
 }
 
 /// How a merged checkpoint was made (`ckpt merge`, DESIGN.md section 9).
@@ -139,6 +143,7 @@ impl CheckpointMeta {
     /// A sidecar for `step` with nothing else known yet.
     pub fn new(step: u64) -> Self {
         Self {
+            chat_template: None,
             step,
             tokens_seen: None,
             stage: None,

@@ -8,10 +8,11 @@ use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
 use crate::eval::headline::{format_metric, group_rows, headlines, is_percent, MetricOrder};
 use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
-use crate::eval::run::{evaluate, CheckpointOutcome, Progress, RunOptions};
+use crate::eval::run::{evaluate, results_hash, CheckpointOutcome, Progress, RunOptions};
 use crate::eval::spec::TaskSpec;
 use crate::eval::task::{build_task, TaskRequests};
 use crate::store::{MetricRow, Store, STORE_FILE};
+use crate::tokenizer::{AddBos, EncodePolicy};
 use anyhow::Context;
 use clap::Args;
 use indicatif::ProgressBar;
@@ -71,6 +72,8 @@ pub struct EvalArgs {
     /// Requests answered between two commits to the store (smaller: less lost on a kill).
     #[arg(long, default_value_t = crate::eval::run::REQUESTS_PER_COMMIT, hide = true)]
     commit_every: usize,
+    #[command(flatten)]
+    tokenization: TokenizationArgs,
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "f32")]
@@ -86,6 +89,29 @@ pub struct EvalArgs {
     json: bool,
     #[command(flatten)]
     judge: super::judge::JudgeArgs,
+}
+
+/// lm-eval's tokenization arguments (`--model_args add_bos_token=...,prefix_token_id=...`).
+#[derive(Debug, Args, Clone)]
+pub struct TokenizationArgs {
+    /// Add BOS to every context as lm-eval's add_bos_token does: auto (the tokenizer's
+    /// defaults, as with lm-eval's add_bos_token unset), true or false.
+    #[arg(long, value_name = "auto|true|false", default_value = "auto")]
+    pub add_bos_token: AddBos,
+    /// The token an empty context is conditioned on (lm-eval's prefix_token_id;
+    /// default: BOS, else EOS).
+    #[arg(long, value_name = "ID")]
+    pub prefix_token_id: Option<u32>,
+}
+
+impl TokenizationArgs {
+    /// The policy these flags ask for.
+    pub fn policy(&self) -> EncodePolicy {
+        EncodePolicy {
+            add_bos_token: self.add_bos_token,
+            prefix_token_id: self.prefix_token_id,
+        }
+    }
 }
 
 /// Tasks named on the command line, as specs: a `.toml` path is read as is; any other
@@ -173,6 +199,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(STORE_FILE));
     let mut store = Store::open(&store_path)?;
     let opts = RunOptions {
+        policy: args.tokenization.policy(),
         device,
         dtype,
         batch_tokens: args.batch_tokens,
@@ -186,12 +213,13 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     } else {
         let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
         ok &= outcomes.iter().all(|o| o.error.is_none());
-        let mut report = Report::collect(&outcomes, &tasks, &store)?;
+        let mut report = Report::collect(&outcomes, &tasks, &store, &opts.policy)?;
         report.add_groups(&group_of(&catalog, &tasks));
-        report.relative = report.relative_table(&tasks, &store, args.baseline.as_deref())?;
+        report.relative =
+            report.relative_table(&tasks, &store, &opts.policy, args.baseline.as_deref())?;
         if let Some(dir) = &args.output {
             let rows: Vec<_> = outcomes.iter().map(|o| o.row.clone()).collect();
-            let files = crate::eval::export::export_all(dir, &store, &rows, &tasks)?;
+            let files = crate::eval::export::export_all(dir, &store, &rows, &tasks, &opts.policy)?;
             tracing::info!("wrote {} files to {}", files.len(), dir.display());
         }
         Some(report)
@@ -273,10 +301,11 @@ impl Report {
         outcomes: &[CheckpointOutcome],
         tasks: &[TaskRequests],
         store: &Store,
+        policy: &EncodePolicy,
     ) -> anyhow::Result<Self> {
         let hashes: Vec<(String, String)> = tasks
             .iter()
-            .map(|t| (t.spec.task.clone(), t.spec.hash()))
+            .map(|t| (t.spec.task.clone(), results_hash(policy, &t.spec)))
             .collect();
         let mut checkpoints = Vec::new();
         for o in outcomes {
@@ -363,6 +392,7 @@ impl Report {
         &self,
         tasks: &[TaskRequests],
         store: &Store,
+        policy: &EncodePolicy,
         baseline: Option<&str>,
     ) -> anyhow::Result<Option<RelativeTable>> {
         let cols = self.columns();
@@ -374,7 +404,7 @@ impl Report {
             let hash = tasks
                 .iter()
                 .find(|t| t.spec.task == task)
-                .map(|t| t.spec.hash())
+                .map(|t| results_hash(policy, &t.spec))
                 .unwrap_or_default();
             let key = crate::eval::scoring::key(metric, filter);
             Ok(store

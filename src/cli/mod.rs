@@ -43,7 +43,7 @@ enum Command {
     /// List the checkpoints found under each path.
     Inspect(inspect::InspectArgs),
     /// Score every checkpoint under the paths on benchmark tasks (lm-eval compatible).
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Log-likelihood, perplexity and bits per byte of texts under a checkpoint.
     Score(score::ScoreArgs),
     /// Merge checkpoints (WSM): a weighted average that emulates an LR decay.

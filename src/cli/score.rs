@@ -32,6 +32,8 @@ pub struct ScoreArgs {
     /// Upper bound on batch rows x padded length per forward pass.
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
+    #[command(flatten)]
+    tokenization: super::eval::TokenizationArgs,
     /// cpu, cuda or cuda:N.
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
@@ -60,11 +62,12 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
     let texts = crate::texts::read_texts(&args.text)?;
     let cfg = ckpt.config()?;
-    let tokenizer = TextTokenizer::load(
+    let tokenizer = TextTokenizer::load_with(
         &ckpt.dir,
         args.tokenizer.as_deref(),
         cfg.bos_token_id,
         cfg.eos_token_id,
+        args.tokenization.policy(),
     )?;
     let model = ckpt.load_model(&device, dtype)?;
     let fingerprint = ckpt.fingerprint()?;

@@ -39,6 +39,8 @@ pub struct ServeArgs {
     /// Requests served at once.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    tokenization: super::eval::TokenizationArgs,
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "f32")]
@@ -80,7 +82,7 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
                 Some(n) => n.clone(),
                 None => generator_name(&checkpoint_row(&ckpt, "")),
             };
-            let served = Served::load(&ckpt, &name, &device, dtype)?;
+            let served = Served::load(&ckpt, &name, &device, dtype, args.tokenization.policy())?;
             announce(&name, &server)?;
             server.run(std::sync::Arc::new(served), args.workers)?;
         }

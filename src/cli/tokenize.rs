@@ -43,7 +43,7 @@ enum Dtype {
 
 pub fn run(args: &TokenizeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let tok = TrainTokenizer::load(&args.tokenizer, None)?;
+    let tok = TrainTokenizer::load(&args.tokenizer, &crate::chat::TemplateChoice::Own)?;
     let dtype = match args.dtype {
         Some(Dtype::U16) => TokenDtype::U16,
         Some(Dtype::U32) => TokenDtype::U32,

@@ -29,7 +29,13 @@ pub fn train_tokenizer(
         train_vocab_size: Some(vocab_size),
     };
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    open_tokenizer(&cfg, None, Some(&docs), out_dir, max_len)?;
+    open_tokenizer(
+        &cfg,
+        &crate::chat::TemplateChoice::Own,
+        Some(&docs),
+        out_dir,
+        max_len,
+    )?;
     Ok(())
 }
 

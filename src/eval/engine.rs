@@ -1,9 +1,12 @@
 //! Runs requests on a model: log-likelihoods on a shared KV cache, greedy generation,
 //! rolling log-likelihoods.
 //!
-//! Tokenisation is lm-evaluation-harness's (`_encode_pair`): trailing whitespace moves
-//! from the context to the continuation, the pair is encoded whole and split at the
-//! context's token count; an empty context is the prefix (BOS) token. Requests with the
+//! Tokenisation is lm-evaluation-harness 0.4.13's (see [`crate::tokenizer::policy`]):
+//! `_encode_pair` moves trailing whitespace from the context to the continuation,
+//! encodes the pair whole and the context alone, each with the tokenizer's special
+//! tokens (BOS on Llama-style tokenizers), and splits the pair at the context's token
+//! count; an empty context is the prefix token, unless the continuation itself starts
+//! with it. Requests with the
 //! same context tokens (a multiple-choice doc's choices) form a group: the context runs
 //! once, its KV cache is copied to one row per choice, and the continuations run on top
 //! as one batch. Groups run in parallel across cores. A group's result depends only on
@@ -157,13 +160,18 @@ impl<'a> Engine<'a> {
             .collect())
     }
 
-    /// lm-eval's `_encode_pair`, with an empty context standing for the prefix token.
-    fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    /// lm-eval's `loglikelihood` tokenization: `_encode_pair`, or for an empty context
+    /// the continuation without special tokens after the prefix token (its own first
+    /// token when that already is the prefix token).
+    pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         if context.is_empty() {
-            return Ok((
-                vec![self.tokenizer.prefix_token],
-                self.tokenizer.encode(continuation)?,
-            ));
+            let mut tokens = self.tokenizer.encode(continuation)?;
+            let prefix = self.tokenizer.prefix_token;
+            if tokens.first() == Some(&prefix) {
+                let rest = tokens.split_off(1);
+                return Ok((tokens, rest));
+            }
+            return Ok((vec![prefix], tokens));
         }
         let trimmed = context.trim_end();
         let (context, continuation) = if trimmed.len() < context.len() {
@@ -174,8 +182,10 @@ impl<'a> Engine<'a> {
         } else {
             (context, continuation.to_string())
         };
-        let whole = self.tokenizer.encode(&format!("{context}{continuation}"))?;
-        let context_enc = self.tokenizer.encode(context)?;
+        let whole = self
+            .tokenizer
+            .encode_lm(&format!("{context}{continuation}"))?;
+        let context_enc = self.tokenizer.encode_lm(context)?;
         let split = context_enc.len().min(whole.len());
         Ok((context_enc, whole[split..].to_vec()))
     }
@@ -326,7 +336,7 @@ impl<'a> Engine<'a> {
     /// the text is cut at the first stop string, as the harness cuts it. A context too
     /// long for `max_length - max_gen_toks` loses its first tokens.
     pub fn generate(&self, context: &str, until: &[String], max_gen_toks: usize) -> Result<String> {
-        let mut ids = self.tokenizer.encode(context)?;
+        let mut ids = self.tokenizer.encode_prompt(context)?;
         let max_context = self.max_length.saturating_sub(max_gen_toks).max(1);
         if ids.len() > max_context {
             ids.drain(..ids.len() - max_context);
@@ -370,7 +380,7 @@ impl<'a> Engine<'a> {
                 },
                 Some(k) => scored_token(&logits, k)?,
             };
-            if Some(token.id) == self.tokenizer.eos_token {
+            if self.tokenizer.stop_tokens.contains(&token.id) {
                 finish = Finish::Stop;
                 break;
             }
@@ -408,7 +418,7 @@ impl<'a> Engine<'a> {
     }
 
     fn rolling(&self, text: &str) -> Result<Response> {
-        let tokens = self.tokenizer.encode(text)?;
+        let tokens = self.tokenizer.encode_lm(text)?;
         let windows = rolling_windows(&tokens, self.tokenizer.prefix_token, self.max_length);
         let logprobs = score_windows(self.model, &windows, self.batch_tokens, &|_| {})?;
         let logprob = logprobs.iter().flatten().map(|&x| x as f64).sum();

@@ -8,10 +8,12 @@
 //!
 //! Every file is written atomically.
 
+use super::run::results_hash;
 use super::task::TaskRequests;
 use crate::atomic_file::write_bytes as write_atomic;
 use crate::error::{Error, Result};
 use crate::store::{CheckpointRow, MetricRow, Store};
+use crate::tokenizer::EncodePolicy;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ pub fn export_all(
     store: &Store,
     checkpoints: &[CheckpointRow],
     tasks: &[TaskRequests],
+    policy: &EncodePolicy,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
@@ -34,7 +37,7 @@ pub fn export_all(
             .filter(|m| {
                 tasks
                     .iter()
-                    .any(|t| t.spec.task == m.task && t.spec.hash() == m.spec_hash)
+                    .any(|t| t.spec.task == m.task && results_hash(policy, &t.spec) == m.spec_hash)
             })
             .collect();
         let stem = format!(
@@ -47,7 +50,8 @@ pub fn export_all(
         write_atomic(&results, &body)?;
         written.push(results);
         for t in tasks {
-            let samples = store.samples(&c.fingerprint, &t.spec.task, &t.spec.hash())?;
+            let samples =
+                store.samples(&c.fingerprint, &t.spec.task, &results_hash(policy, &t.spec))?;
             if samples.is_empty() {
                 continue;
             }

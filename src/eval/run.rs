@@ -8,12 +8,14 @@
 //! load or score is recorded as a failure and the others go on.
 
 use super::engine::{Engine, Response};
+use super::prompt::Request;
 use super::scoring::{aggregate, score_doc};
+use super::spec::TaskSpec;
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::store::{now, CheckpointRow, MetricRow, Store, TaskInfo};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
 use std::collections::HashMap;
 
@@ -26,6 +28,8 @@ pub const REQUESTS_PER_COMMIT: usize = 512;
 /// How to run the models.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// How texts become token ids (lm-eval's `add_bos_token`, `prefix_token_id`).
+    pub policy: EncodePolicy,
     pub device: Device,
     pub dtype: DType,
     pub batch_tokens: usize,
@@ -33,6 +37,21 @@ pub struct RunOptions {
     pub max_length: Option<usize>,
     /// Requests answered between two commits to the store.
     pub commit_every: usize,
+}
+
+/// The store's key of a request's response: the request and the tokenization policy
+/// it was encoded under, so a response is never reused under another policy.
+pub fn request_key(policy: &EncodePolicy, request: &Request) -> String {
+    keyed_hash(&policy.key(), &request.hash())
+}
+
+/// The store's key of a task's samples and metrics: its spec and the policy.
+pub fn results_hash(policy: &EncodePolicy, spec: &TaskSpec) -> String {
+    keyed_hash(&policy.key(), &spec.hash())
+}
+
+fn keyed_hash(policy: &str, hash: &str) -> String {
+    blake3::hash(format!("{policy}\n{hash}").as_bytes()).to_hex()[..32].to_string()
 }
 
 /// What happened to one checkpoint.
@@ -153,7 +172,11 @@ fn evaluate_checkpoint(
         .map(|t| {
             Ok((
                 t,
-                store.has_task_result(fingerprint, &t.spec.task, &t.spec.hash())?,
+                store.has_task_result(
+                    fingerprint,
+                    &t.spec.task,
+                    &results_hash(&opts.policy, &t.spec),
+                )?,
             ))
         })
         .collect::<Result<Vec<_>>>()?
@@ -172,7 +195,7 @@ fn evaluate_checkpoint(
         let hashes: Vec<String> = task
             .requests
             .iter()
-            .flat_map(|d| d.requests.iter().map(|r| r.hash()))
+            .flat_map(|d| d.requests.iter().map(|r| request_key(&opts.policy, r)))
             .collect();
         for (h, json) in store.responses(fingerprint, &hashes)? {
             let r: Response = serde_json::from_str(&json)
@@ -181,7 +204,7 @@ fn evaluate_checkpoint(
         }
         for d in &task.requests {
             for r in &d.requests {
-                let h = r.hash();
+                let h = request_key(&opts.policy, r);
                 if !stored.contains_key(&h) && queued.insert(h.clone()) {
                     missing.push((h, r.clone()));
                 }
@@ -194,7 +217,7 @@ fn evaluate_checkpoint(
         stored.extend(computed);
     }
     for task in pending {
-        finish_task(fingerprint, task, &stored, store)?;
+        finish_task(fingerprint, task, &stored, store, &opts.policy)?;
     }
     Ok(missing.len())
 }
@@ -210,7 +233,10 @@ pub fn answer_requests(
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<(Vec<Response>, usize)> {
-    let hashes: Vec<String> = requests.iter().map(|r| r.hash()).collect();
+    let hashes: Vec<String> = requests
+        .iter()
+        .map(|r| request_key(&opts.policy, r))
+        .collect();
     let mut known: HashMap<String, Response> = HashMap::new();
     for (h, json) in store.responses(fingerprint, &hashes)? {
         let r: Response = serde_json::from_str(&json)
@@ -245,7 +271,13 @@ fn compute(
     progress: &dyn Progress,
 ) -> Result<HashMap<String, Response>> {
     let cfg = ckpt.config()?;
-    let tokenizer = TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id)?;
+    let tokenizer = TextTokenizer::load_with(
+        &ckpt.dir,
+        None,
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+        opts.policy,
+    )?;
     let model = ckpt.load_model(&opts.device, opts.dtype)?;
     let mut engine = Engine::new(&model, &tokenizer);
     engine.batch_tokens = opts.batch_tokens;
@@ -278,6 +310,7 @@ fn finish_task(
     task: &TaskRequests,
     responses: &HashMap<String, Response>,
     store: &mut Store,
+    policy: &EncodePolicy,
 ) -> Result<()> {
     let spec = &task.spec;
     let mut scores = Vec::with_capacity(task.requests.len());
@@ -288,7 +321,7 @@ fn finish_task(
             .iter()
             .map(|r| {
                 responses
-                    .get(&r.hash())
+                    .get(&request_key(policy, r))
                     .cloned()
                     .expect("every request answered")
             })
@@ -307,7 +340,7 @@ fn finish_task(
         scores.push(score);
     }
     let created_at = now();
-    let spec_hash = spec.hash();
+    let spec_hash = results_hash(policy, spec);
     let metrics: Vec<MetricRow> = aggregate(spec, &scores)
         .into_iter()
         .map(|m| MetricRow {
@@ -327,6 +360,7 @@ fn finish_task(
         })
         .collect();
     let info = TaskInfo {
+        tokenization: Some(policy.key()),
         task: spec.task.clone(),
         spec_hash: spec_hash.clone(),
         dataset_path: spec.dataset_path.clone(),

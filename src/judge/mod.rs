@@ -10,7 +10,6 @@
 //! [`oracle`] is a judge that knows each instruction's true answer (the synthetic
 //! world's), for the demo and the tests.
 
-pub mod chat;
 pub mod client;
 pub mod export;
 pub mod instructions;

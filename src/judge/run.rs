@@ -14,13 +14,13 @@
 //!    metrics, per-instruction samples and metrics in the store (task `alpaca_eval`),
 //!    and `model_outputs.json` / `annotations.json` / `metrics.json` per checkpoint.
 
-use super::chat::ChatPrompt;
 use super::client::JudgeClient;
 use super::export::{model_outputs, write_checkpoint_exports, Annotation};
 use super::instructions::{content_hash, Instruction};
 use super::metrics::{win_rates, Judged, WinRates};
 use super::preference::read_verdict;
 use super::prompt::{JudgeTemplate, Shown, IDENTIFIERS};
+use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::eval::engine::Response;
@@ -149,7 +149,7 @@ pub fn judge_checkpoints(
     }
     let questions = Questions::build(&answered, task, settings, &ref_outputs)?;
     let (judge_calls, answers) = questions.ask(settings, client, store, progress)?;
-    let spec_hash = spec_hash(task, settings, &reference, &ref_outputs);
+    let spec_hash = spec_hash(task, settings, &reference, &ref_outputs, &opts.policy);
     let against = Against {
         task,
         settings,
@@ -378,8 +378,10 @@ fn spec_hash(
     settings: &JudgeSettings,
     reference: &str,
     ref_outputs: &[String],
+    policy: &crate::tokenizer::EncodePolicy,
 ) -> String {
     let spec = json!({
+        "tokenization": policy.key(),
         "instructions": content_hash(&task.instructions),
         "reference": reference,
         "reference_outputs": blake3::hash(serde_json::to_string(ref_outputs).expect("strings").as_bytes()).to_hex().to_string(),

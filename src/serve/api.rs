@@ -16,8 +16,8 @@
 //! `{"error": {"message", "type", "param", "code"}}`.
 
 use super::Served;
+use crate::chat::Message;
 use crate::eval::engine::{Engine, Finish, Generation};
-use crate::train::data::sft::Message;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -307,7 +307,7 @@ fn run(
     let engine = Engine::new(&served.model, &served.tokenizer);
     let ids = served
         .tokenizer
-        .encode(prompt)
+        .encode_prompt(prompt)
         .map_err(|e| bad_request(&e.to_string()))?;
     let prompt_tokens = ids.len().max(1);
     if prompt_tokens >= engine.max_length {

@@ -24,11 +24,11 @@
 pub mod api;
 pub mod oracle;
 
+use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::judge::chat::ChatPrompt;
 use crate::model::Llama;
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -60,12 +60,20 @@ pub struct Served {
 }
 
 impl Served {
-    /// Loads the checkpoint, its tokenizer and its chat template.
-    pub fn load(ckpt: &Checkpoint, name: &str, device: &Device, dtype: DType) -> Result<Self> {
+    /// Loads the checkpoint, its tokenizer (under `policy`) and its chat template.
+    pub fn load(
+        ckpt: &Checkpoint,
+        name: &str,
+        device: &Device,
+        dtype: DType,
+        policy: EncodePolicy,
+    ) -> Result<Self> {
         let cfg = ckpt.config()?;
+        let tokenizer =
+            TextTokenizer::load_with(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id, policy)?;
         Ok(Self {
-            tokenizer: TextTokenizer::load(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id)?,
-            chat: ChatPrompt::for_checkpoint(&ckpt.dir)?,
+            chat: ChatPrompt::from_files(&tokenizer.files)?,
+            tokenizer,
             model: ckpt.load_model(device, dtype)?,
             name: name.to_string(),
         })

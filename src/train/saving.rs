@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Files copied from the tokenizer directory into every checkpoint, when present.
-pub const TOKENIZER_FILES: [&str; 3] = [
+pub const TOKENIZER_FILES: [&str; 4] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "chat_template.jinja",
 ];
 
 /// Directory name of the checkpoint at `step`: zero-padded so names sort by step.

@@ -9,6 +9,7 @@ use super::optimizer::{AdamW, OPTIMIZER_FILE};
 use super::recipe::{InitMode, Recipe, RUN_FILE};
 use super::saving;
 use super::trainer::{Trainer, METRICS_FILE};
+use crate::chat::TemplateChoice;
 use crate::checkpoint::{Checkpoint, ParentRef, ScheduleInfo, Stage};
 use crate::error::{Error, Result};
 use crate::model::{init_weights, parameter_shapes, LlamaConfig};
@@ -122,6 +123,7 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
         grad_accum: recipe.training.grad_accum as usize,
         checkpoint_every: recipe.training.checkpoint_every,
         tokenizer_dir: run_dir,
+        chat_template: (recipe.job.stage == Stage::Sft).then(|| tok.template_description()),
         step: start.step,
         stage_start: start.stage_start,
         end_step,
@@ -310,7 +312,11 @@ fn open_tokenizer(
     corpus: Option<&Corpus>,
     run_dir: &Path,
 ) -> Result<TrainTokenizer> {
-    let template = recipe.data.chat_template.as_deref();
+    let template = match recipe.data.chat_template.as_deref() {
+        Some(value) => TemplateChoice::parse(value)?,
+        None => TemplateChoice::Own,
+    };
+    let template = &template;
     let max_len = recipe
         .model
         .as_ref()

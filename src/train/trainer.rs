@@ -64,6 +64,8 @@ pub struct Trainer {
     pub(crate) grad_accum: usize,
     pub(crate) checkpoint_every: u64,
     pub(crate) tokenizer_dir: PathBuf,
+    /// SFT: the chat template rendered with, recorded in `ckpt.json`.
+    pub(crate) chat_template: Option<String>,
     /// Global step reached (steps of earlier stages included for mid/branch runs).
     pub(crate) step: u64,
     /// First global step of this stage.
@@ -198,6 +200,7 @@ impl Trainer {
             rng_state: None,
             train_loss,
             stage_start: Some(self.stage_start),
+            chat_template: self.chat_template.clone(),
             ..CheckpointMeta::new(self.step)
         };
         let dir = saving::save_checkpoint(

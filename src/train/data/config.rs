@@ -6,7 +6,8 @@
 //! text_column = "text"         # JSONL/JSON/Parquet column holding a document
 //! shuffle = true               # sequence order shuffled per epoch by the run's seed
 //! # token_dtype = "u16"        # needed for raw .bin token shards
-//! # chat_template = "..."      # SFT: Jinja chat template (default: Tulu's)
+//! # chat_template = "tulu"     # SFT: "tulu", "chatml", a .jinja file or inline Jinja
+//!                              # (default: the parent's own template; Tulu's if none)
 //! # max_docs = 1000            # read at most this many documents / conversations
 //!
 //! [tokenizer]
@@ -32,7 +33,8 @@ pub struct DataConfig {
     /// Element type of raw `.bin` token shards (`.npy` files say their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_dtype: Option<TokenDtype>,
-    /// SFT: the Jinja chat template; Tulu's ([`super::sft::TULU_CHAT_TEMPLATE`]) when unset.
+    /// SFT: `tulu`, `chatml`, a Jinja file or inline Jinja ([`crate::chat::TemplateChoice`]);
+    /// when unset, the parent's own template (Tulu's for a base that has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chat_template: Option<String>,
     /// Read at most this many documents (or conversations), in file order.

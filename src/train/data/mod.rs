@@ -13,8 +13,8 @@
 //! # fn run(data: DataConfig, tokenizer: TokenizerConfig) -> ckpt::Result<()> {
 //! # let run_dir = std::path::Path::new("run");
 //! let corpus = Corpus::open(&data)?;
-//! let tok = open_tokenizer(&tokenizer, data.chat_template.as_deref(), corpus.documents(),
-//!                          run_dir, 2048)?;
+//! let template = ckpt::chat::TemplateChoice::Own; // or parse data.chat_template
+//! let tok = open_tokenizer(&tokenizer, &template, corpus.documents(), run_dir, 2048)?;
 //! let mut loader = PretrainLoader::from_corpus(corpus, &tok, 2048, data.shuffle, 42)?;
 //! let batch = loader.next_batch(8);            // 8 rows of 2049 tokens
 //! let pos = loader.position();                 // into ckpt.json; later: loader.seek(&pos)
@@ -24,8 +24,10 @@
 //! SFT: `open_tokenizer(...)` (usually `path` = the base checkpoint), then
 //! `SftLoader::open(&data, &tok, seq_len, seed)`.
 //!
-//! A run's tokenizer is saved as `tokenizer.json` + `tokenizer_config.json` in the run
-//! directory; the trainer copies it into each checkpoint with [`TrainTokenizer::save`].
+//! A run's tokenizer is saved as `tokenizer.json` + `tokenizer_config.json` (and the
+//! parent's `chat_template.jinja`, when it had one) in the run directory; the trainer
+//! copies them into each checkpoint. SFT renders with the parent's own chat template
+//! unless `data.chat_template` chooses `tulu`, `chatml` or a file.
 
 pub mod batch;
 pub mod bpe;
@@ -43,5 +45,5 @@ pub use bpe::train_bpe;
 pub use config::{DataConfig, TokenDtype, TokenizerConfig};
 pub use corpus::Corpus;
 pub use pretrain::PretrainLoader;
-pub use sft::{ChatTemplate, Message, SftLoader};
+pub use sft::{Message, SftLoader};
 pub use tokenizer::{open_tokenizer, SpecialToken, TrainTokenizer};

@@ -3,23 +3,21 @@
 //!
 //! Data: JSONL/JSON/Parquet records in the Tulu format,
 //! `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`
-//! (other fields ignored). Rendering: a Hugging Face `chat_template` (Jinja, run by
-//! minijinja with Hugging Face's settings: `trim_blocks`, `lstrip_blocks`, and a
-//! `raise_exception` function) with the variables `messages`, `bos_token`, `eos_token`
-//! and `add_generation_prompt`. The default is Tulu's template:
+//! (other fields ignored). Rendering: the run's chat template ([`crate::chat`]: the
+//! parent's own, else `data.chat_template`, else Tulu's) as transformers renders it;
+//! the text is tokenized without special tokens added, as `apply_chat_template` does.
 //!
-//! ```text
-//! <|system|>\n{content}\n  <|user|>\n{content}\n  <|assistant|>\n{content}{eos}\n
-//! ```
-//!
-//! Masks, as open-instruct's `encode_with_messages_format` finds them: for the
+//! Masks: a template with `{% generation %}` blocks marks the assistant text itself,
+//! as transformers' `return_assistant_tokens_mask` reads it. Otherwise each assistant
+//! turn is found as open-instruct's `encode_with_messages_format` finds it: for the
 //! assistant message `i`, the text of `messages[..i]` with the generation prompt ends
 //! where its content starts, and the text of `messages[..=i]` ends where the turn
 //! ends; the turn is cut after its last EOS, so the content and its EOS are learned
-//! and the template's separators are not. The whole conversation is tokenized once and
-//! a token is an assistant token when it starts inside such a span. The template must
-//! render a prefix of the conversation as a prefix of the whole (Tulu's does; one that
-//! rewrites earlier turns does not); one that does not is an error, never a wrong mask.
+//! and the template's separators are not. A token is learned when it overlaps such a
+//! span (transformers' rule). The template must render a prefix of the conversation as
+//! a prefix of the whole (one that rewrites earlier turns needs generation blocks);
+//! one that does not, or that renders none of the assistant's text, is an error naming
+//! the file and line, never a wrong mask.
 //!
 //! Batches: conversations truncated to `seq_len + 1` tokens, padded to the longest row
 //! of the batch with the pad token (EOS when there is none); padding is masked out. A
@@ -31,34 +29,14 @@ use super::config::DataConfig;
 use super::corpus::{expand_paths, for_each_record, Record};
 use super::order::EpochOrder;
 use super::tokenizer::TrainTokenizer;
+use crate::chat::{assistant_mask, ChatTemplate, Rendered, ASSISTANT};
 use crate::error::{Error, Result};
-use minijinja::{context, Environment, Value};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 
-/// Tulu's chat template, as open-instruct and the Tulu 3 tokenizers ship it: roles on
-/// their own line, each assistant turn closed by EOS (the last one without the newline).
-pub const TULU_CHAT_TEMPLATE: &str = "{% for message in messages %}\
-{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '\\n' }}\
-{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '\\n' }}\
-{% elif message['role'] == 'assistant' %}\
-{% if not loop.last %}{{ '<|assistant|>\\n' + message['content'] + eos_token + '\\n' }}\
-{% else %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}{% endif %}\
-{% endif %}\
-{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}\
-{% endfor %}";
-
-/// The role whose tokens are learned.
-pub const ASSISTANT: &str = "assistant";
-
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
+pub use crate::chat::{Message, TULU_CHAT_TEMPLATE};
 
 /// A chat record: the `messages` field; anything else in the record is ignored.
 #[derive(Deserialize)]
@@ -66,94 +44,44 @@ struct ChatRecord {
     messages: Vec<Message>,
 }
 
-/// A compiled chat template with the special tokens it is rendered with.
-pub struct ChatTemplate {
-    env: Environment<'static>,
-    bos: String,
-    eos: String,
-}
-
-impl ChatTemplate {
-    /// Compiles `source`; `bos` and `eos` are the texts of `bos_token` / `eos_token`.
-    pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self> {
-        let mut env = Environment::new();
-        // The settings of transformers' `apply_chat_template` environment.
-        let syntax = minijinja::syntax::SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-            .map_err(template_error)?;
-        env.set_syntax(syntax);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template_owned("chat", source.to_owned())
-            .map_err(template_error)?;
-        Ok(Self {
-            env,
-            bos: bos.to_owned(),
-            eos: eos.to_owned(),
-        })
+/// The byte spans of `full` (the rendered `messages`) that are learned. A template
+/// with `{% generation %}` blocks marks them itself, as transformers'
+/// `return_assistant_tokens_mask` reads them. Otherwise each assistant turn is found
+/// incrementally: the text of `messages[..i]` with the generation prompt ends where
+/// its content starts, and the text of `messages[..=i]` ends where the turn ends; the
+/// turn is cut after its last EOS.
+fn assistant_spans(
+    template: &ChatTemplate,
+    eos: &str,
+    messages: &[Message],
+    rendered: &Rendered,
+) -> Result<Vec<Range<usize>>> {
+    if template.has_generation_blocks {
+        return Ok(rendered.generation_spans.clone());
     }
-
-    /// The template compiled for `tok`'s special tokens.
-    pub fn for_tokenizer(tok: &TrainTokenizer) -> Result<Self> {
-        Self::new(&tok.chat_template, tok.bos_text(), &tok.eos.text)
-    }
-
-    /// The text of `messages`, followed by the assistant's header when
-    /// `add_generation_prompt`.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| context! { role => m.role.as_str(), content => m.content.as_str() })
-            .collect();
-        let template = self.env.get_template("chat").map_err(template_error)?;
-        template
-            .render(context! {
-                messages => messages,
-                bos_token => self.bos.as_str(),
-                eos_token => self.eos.as_str(),
-                add_generation_prompt => add_generation_prompt,
-            })
-            .map_err(template_error)
-    }
-
-    /// The byte spans of `full` (the rendered `messages`) that are learned: each
-    /// assistant content through its EOS.
-    fn assistant_spans(&self, messages: &[Message], full: &str) -> Result<Vec<Range<usize>>> {
-        let mut spans = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
-            if message.role != ASSISTANT {
-                continue;
-            }
-            let before = self.render(&messages[..i], true)?;
-            let through = self.render(&messages[..=i], false)?;
-            if !through.starts_with(&before) || !full.starts_with(&through) {
-                return Err(Error::Invalid(format!(
-                    "the chat template does not render message {i}'s prefix as a prefix of \
-                     the conversation, so the assistant's tokens cannot be located"
-                )));
-            }
-            let turn = &through[before.len()..];
-            let end = match turn.rfind(&self.eos) {
-                Some(at) if !self.eos.is_empty() => before.len() + at + self.eos.len(),
-                _ => through.len(),
-            };
-            spans.push(before.len()..end);
+    let full = &rendered.text;
+    let mut spans = Vec::new();
+    for (i, message) in messages.iter().enumerate() {
+        if message.role != ASSISTANT {
+            continue;
         }
-        Ok(spans)
+        let before = template.render(&messages[..i], true)?;
+        let through = template.render(&messages[..=i], false)?;
+        if !through.starts_with(&before) || !full.starts_with(&through) {
+            return Err(Error::Invalid(format!(
+                "the chat template does not render message {i}'s prefix as a prefix of \
+                 the conversation, so the assistant's tokens cannot be located (give it \
+                 {{% generation %}} blocks, or choose another with data.chat_template)"
+            )));
+        }
+        let turn = &through[before.len()..];
+        let end = match turn.rfind(eos) {
+            Some(at) if !eos.is_empty() => before.len() + at + eos.len(),
+            _ => through.len(),
+        };
+        spans.push(before.len()..end);
     }
-}
-
-fn template_error(e: minijinja::Error) -> Error {
-    Error::Invalid(format!("chat template: {e}"))
+    Ok(spans)
 }
 
 /// One tokenized conversation and its loss mask (see [`Batch`] for the convention).
@@ -163,29 +91,32 @@ pub struct SftExample {
     pub loss_mask: Vec<f32>,
 }
 
-/// Renders and tokenizes `messages`, marking the assistant's tokens (content + EOS)
-/// with 1. Position 0 is never a target, so its mask is 0.
+/// Renders and tokenizes `messages` (no special tokens added: the template spells
+/// them, as `apply_chat_template` tokenizes), marking the assistant's tokens with 1: a
+/// token is learned when it overlaps an assistant span. Position 0 is never a target,
+/// so its mask is 0. A conversation with assistant text that the template renders
+/// nothing of to learn is an error.
 pub fn encode_conversation(
     messages: &[Message],
     template: &ChatTemplate,
     tok: &TrainTokenizer,
 ) -> Result<SftExample> {
-    let full = template.render(messages, false)?;
-    let spans = template.assistant_spans(messages, &full)?;
-    let encoded = tok.encode_with_offsets(&full)?;
-    let loss_mask = encoded
-        .offsets
-        .iter()
+    let rendered = template.render_spans(messages, false)?;
+    let spans = assistant_spans(template, &tok.eos.text, messages, &rendered)?;
+    let encoded = tok.encode_with_offsets(&rendered.text)?;
+    let loss_mask: Vec<f32> = assistant_mask(&encoded.offsets, &spans)
+        .into_iter()
         .enumerate()
-        .map(|(i, (start, _))| {
-            let learned = i > 0 && spans.iter().any(|s| s.contains(start));
-            if learned {
-                1.0
-            } else {
-                0.0
-            }
-        })
+        .map(|(i, learned)| if learned && i > 0 { 1.0 } else { 0.0 })
         .collect();
+    let has_assistant_text = messages
+        .iter()
+        .any(|m| m.role == ASSISTANT && !m.content.is_empty());
+    if has_assistant_text && !loss_mask.iter().any(|&m| m > 0.0) {
+        return Err(Error::Invalid(
+            "the chat template renders no assistant text to learn from this conversation".into(),
+        ));
+    }
     Ok(SftExample {
         tokens: encoded.ids,
         loss_mask,
@@ -238,6 +169,11 @@ fn parse_messages(file: &Path, record: &Record) -> Result<Vec<Message>> {
     Ok(chat.messages)
 }
 
+/// `tok`'s chat template compiled with its special tokens.
+pub fn template_for(tok: &TrainTokenizer) -> Result<ChatTemplate> {
+    ChatTemplate::with_variables(&tok.chat_template.text, tok.template_variables())
+}
+
 /// Serves batches of conversations, forever: epochs wrap around.
 pub struct SftLoader {
     examples: Vec<SftExample>,
@@ -251,20 +187,22 @@ pub struct SftLoader {
 }
 
 impl SftLoader {
-    /// Reads the conversations of `cfg` and renders them with `[data] chat_template`,
-    /// else with `tok`'s template (Tulu's unless [`super::open_tokenizer`] was given one).
+    /// Reads the conversations of `cfg` and renders them with `tok`'s template (the
+    /// one `data.chat_template` chose: the parent's own, else Tulu's).
     pub fn open(cfg: &DataConfig, tok: &TrainTokenizer, seq_len: usize, seed: u64) -> Result<Self> {
         let files = expand_paths(&cfg.paths)?;
         let conversations = read_conversations(&files, cfg.max_docs)?;
-        let template = match &cfg.chat_template {
-            Some(source) => ChatTemplate::new(source, tok.bos_text(), &tok.eos.text)?,
-            None => ChatTemplate::for_tokenizer(tok)?,
-        };
+        let origin = &tok.chat_template.origin;
+        let template = template_for(tok).map_err(|e| Error::bad_file(origin, e.to_string()))?;
         let examples = conversations
             .par_iter()
             .map(|c| {
-                encode_conversation(&c.messages, &template, tok)
-                    .map_err(|e| Error::bad_file(&c.file, format!("{}: {e}", c.location)))
+                encode_conversation(&c.messages, &template, tok).map_err(|e| {
+                    Error::bad_file(
+                        &c.file,
+                        format!("{}: {e} (template: {})", c.location, origin.display()),
+                    )
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Self::new(examples, seq_len, tok.pad_id(), cfg.shuffle, seed)
@@ -472,7 +410,7 @@ mod tests {
     #[test]
     fn masks_cover_exactly_the_assistant_contents_and_their_eos() {
         let tok = test_tokenizer();
-        let template = ChatTemplate::for_tokenizer(&tok).unwrap();
+        let template = template_for(&tok).unwrap();
         let msgs = two_turns();
         let e = encode_conversation(&msgs, &template, &tok).unwrap();
         assert_eq!(e.tokens.len(), e.loss_mask.len());

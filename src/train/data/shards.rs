@@ -97,7 +97,12 @@ mod tests {
         std::fs::write(&a, lines[..half].join("\n")).unwrap();
         std::fs::write(&b, lines[half..].join("\n")).unwrap();
         let bpe = train_bpe(&docs, 300).unwrap();
-        let tok = TrainTokenizer::from_trained(bpe, None, &dir.path().join("tok")).unwrap();
+        let tok = TrainTokenizer::from_trained(
+            bpe,
+            &crate::chat::TemplateChoice::Own,
+            &dir.path().join("tok"),
+        )
+        .unwrap();
         let out = dir.path().join("shards");
         let files = vec![a, b];
         let summary = tokenize_to_shards(&files, "text", &tok, &out, dtype_for(&tok), 100).unwrap();

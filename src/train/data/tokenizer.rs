@@ -5,14 +5,14 @@
 
 use super::bpe::{train_bpe, END_OF_TEXT, PAD};
 use super::config::TokenizerConfig;
-use super::sft::TULU_CHAT_TEMPLATE;
+use crate::chat::TemplateChoice;
 use crate::error::{Error, Result};
-use crate::tokenizer::TOKENIZER_FILE;
+use crate::tokenizer::files::CHAT_TEMPLATE_FILE;
+use crate::tokenizer::{TemplateSource, TokenizerFiles, TOKENIZER_FILE};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// File name of the Hugging Face tokenizer settings beside `tokenizer.json`.
-pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub use crate::tokenizer::files::TOKENIZER_CONFIG_FILE;
 
 /// A special token: its text and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,13 @@ pub struct TrainTokenizer {
     pub bos: Option<SpecialToken>,
     pub pad: Option<SpecialToken>,
     /// The Jinja chat template SFT renders conversations with.
-    pub chat_template: String,
+    pub chat_template: TemplateSource,
+    /// How it was chosen (`data.chat_template`); the parent's own is carried as is.
+    pub template_choice: TemplateChoice,
+    /// The source's own template, if it has one.
+    own_template: Option<TemplateSource>,
+    /// The text of `unk_token`, for templates that use it.
+    unk: Option<String>,
     /// The context length `transformers` is told (`model_max_length`), when known.
     pub model_max_length: Option<usize>,
     /// The source's `tokenizer_config.json`; saving updates it with the fields above.
@@ -55,11 +61,12 @@ pub struct TrainTokenizer {
 ///   `run_dir` already holds the tokenizer an earlier start of this run trained (a
 ///   resumed run keeps its vocabulary).
 ///
-/// `chat_template` (the recipe's) replaces the tokenizer's own; Tulu's when `None`.
-/// `model_max_length` is the context length written for `transformers`.
+/// `chat_template` (the recipe's) chooses the template; [`TemplateChoice::Own`] keeps
+/// the tokenizer's own (Tulu's when it has none). `model_max_length` is the context
+/// length written for `transformers`.
 pub fn open_tokenizer(
     cfg: &TokenizerConfig,
-    chat_template: Option<&str>,
+    chat_template: &TemplateChoice,
     training_docs: Option<&[String]>,
     run_dir: &Path,
     model_max_length: usize,
@@ -97,27 +104,28 @@ pub fn open_tokenizer(
 
 impl TrainTokenizer {
     /// The tokenizer in `path` (a `tokenizer.json`, or a directory holding one). Special
-    /// tokens come from the `tokenizer_config.json` beside it; failing that, EOS comes
-    /// from a `config.json` beside it or from the usual names (`<|endoftext|>`, `</s>`...).
-    pub fn load(path: &Path, chat_template: Option<&str>) -> Result<Self> {
+    /// tokens come from the settings beside it ([`TokenizerFiles`]); failing that, EOS
+    /// comes from a `config.json` beside it or from the usual names (`<|endoftext|>`,
+    /// `</s>`...).
+    pub fn load(path: &Path, chat_template: &TemplateChoice) -> Result<Self> {
         let file = if path.is_dir() {
             path.join(TOKENIZER_FILE)
         } else {
             path.to_path_buf()
         };
         let json = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
-        let inner: tokenizers::Tokenizer = json
+        let mut inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| Error::bad_file(&file, format!("cannot load tokenizer: {e}")))?;
-        let source_config = read_hf_config(&file.with_file_name(TOKENIZER_CONFIG_FILE))?;
-        let names = SpecialNames::from_config(&source_config);
+        let files = TokenizerFiles::read(file.parent().unwrap_or(Path::new(".")))?;
+        crate::tokenizer::compat::as_transformers_loads(&mut inner, &files, &file)?;
         let lookup = |name: &str| special(&inner, &file, name);
-        let eos = match names.eos {
-            Some(name) => lookup(&name)?,
+        let eos = match &files.eos {
+            Some(name) => lookup(name)?,
             None => fallback_eos(&inner, &file)?,
         };
-        let bos = names.bos.map(|n| lookup(&n)).transpose()?;
-        let pad = names.pad.map(|n| lookup(&n)).transpose()?;
+        let bos = files.bos.as_deref().map(lookup).transpose()?;
+        let pad = files.pad.as_deref().map(lookup).transpose()?;
         Ok(Self {
             ordinary: ordinary(&inner),
             inner,
@@ -126,16 +134,19 @@ impl TrainTokenizer {
             eos,
             bos,
             pad,
-            chat_template: chat_template.unwrap_or(TULU_CHAT_TEMPLATE).to_string(),
+            chat_template: chat_template.source(files.chat_template.as_ref())?,
+            template_choice: chat_template.clone(),
+            own_template: files.chat_template,
+            unk: files.unk,
             model_max_length: None,
-            source_config,
+            source_config: files.config,
         })
     }
 
     /// A tokenizer made by [`train_bpe`]; `source` names it in error messages.
     pub fn from_trained(
         inner: tokenizers::Tokenizer,
-        chat_template: Option<&str>,
+        chat_template: &TemplateChoice,
         source: &Path,
     ) -> Result<Self> {
         let json = inner
@@ -154,16 +165,63 @@ impl TrainTokenizer {
             bos: Some(eos.clone()),
             eos,
             pad: Some(pad),
-            chat_template: chat_template.unwrap_or(TULU_CHAT_TEMPLATE).to_string(),
+            chat_template: chat_template.source(None)?,
+            template_choice: chat_template.clone(),
+            own_template: None,
+            unk: None,
             model_max_length: None,
             source_config,
         })
     }
 
-    /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`, atomically.
+    /// Writes `tokenizer.json`, `tokenizer_config.json` and, when the parent's own
+    /// template came from one, `chat_template.jinja` into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         crate::atomic_file::write_bytes(&dir.join(TOKENIZER_FILE), self.json.as_bytes())?;
-        crate::atomic_file::write_json(&dir.join(TOKENIZER_CONFIG_FILE), &self.hf_config())
+        crate::atomic_file::write_json(&dir.join(TOKENIZER_CONFIG_FILE), &self.hf_config())?;
+        let template_file = dir.join(CHAT_TEMPLATE_FILE);
+        match self.carried_template() {
+            Some(t) if t.origin.ends_with(CHAT_TEMPLATE_FILE) => {
+                crate::atomic_file::write_bytes(&template_file, t.text.as_bytes())
+            }
+            // The file would take priority over the config's template.
+            _ if template_file.is_file() => {
+                std::fs::remove_file(&template_file).map_err(|e| Error::io(&template_file, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The parent's own template when it is kept unchanged.
+    fn carried_template(&self) -> Option<&TemplateSource> {
+        match self.template_choice {
+            TemplateChoice::Own => self.own_template.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What `ckpt.json` records about the template: the choice and its origin.
+    pub fn template_description(&self) -> String {
+        let origin = self.chat_template.origin.display();
+        match &self.template_choice {
+            TemplateChoice::Own if self.own_template.is_some() => format!("own ({origin})"),
+            _ => origin.to_string(),
+        }
+    }
+
+    /// The special-token variables chat templates are rendered with.
+    pub fn template_variables(&self) -> Vec<(String, String)> {
+        let mut vars = vec![("eos_token".to_string(), self.eos.text.clone())];
+        if let Some(b) = &self.bos {
+            vars.push(("bos_token".into(), b.text.clone()));
+        }
+        if let Some(p) = &self.pad {
+            vars.push(("pad_token".into(), p.text.clone()));
+        }
+        if let Some(u) = &self.unk {
+            vars.push(("unk_token".into(), u.clone()));
+        }
+        vars
     }
 
     /// The `tokenizer_config.json` that [`save`](Self::save) writes: the source's
@@ -175,7 +233,14 @@ impl TrainTokenizer {
         config.insert("bos_token".into(), text(&self.bos));
         config.insert("eos_token".into(), self.eos.text.clone().into());
         config.insert("pad_token".into(), text(&self.pad));
-        config.insert("chat_template".into(), self.chat_template.clone().into());
+        // The parent's own template stays as it was written (a string, a list of named
+        // templates, or a chat_template.jinja beside the config).
+        if self.carried_template().is_none() {
+            config.insert(
+                "chat_template".into(),
+                self.chat_template.text.clone().into(),
+            );
+        }
         if let Some(max) = self.model_max_length {
             config.insert("model_max_length".into(), max.into());
         }
@@ -260,39 +325,6 @@ fn special(inner: &tokenizers::Tokenizer, file: &Path, name: &str) -> Result<Spe
     })
 }
 
-/// The settings in `path`, or none when there is no such file.
-fn read_hf_config(path: &Path) -> Result<Map<String, Value>> {
-    if !path.is_file() {
-        return Ok(Map::new());
-    }
-    match crate::error::read_json::<Value>(path)? {
-        Value::Object(map) => Ok(map),
-        _ => Err(Error::bad_file(path, "expected a JSON object")),
-    }
-}
-
-/// Special token names in `tokenizer_config.json`: strings or `{"content": ...}`.
-struct SpecialNames {
-    bos: Option<String>,
-    eos: Option<String>,
-    pad: Option<String>,
-}
-
-impl SpecialNames {
-    fn from_config(config: &Map<String, Value>) -> Self {
-        let name = |key: &str| match config.get(key) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(String::from),
-            _ => None,
-        };
-        Self {
-            bos: name("bos_token"),
-            eos: name("eos_token"),
-            pad: name("pad_token"),
-        }
-    }
-}
-
 /// EOS without a `tokenizer_config.json`: `eos_token_id` of a `config.json` beside the
 /// tokenizer (a checkpoint), else the first of the usual EOS names in the vocabulary.
 fn fallback_eos(inner: &tokenizers::Tokenizer, file: &Path) -> Result<SpecialToken> {
@@ -331,7 +363,12 @@ pub(crate) mod tests {
             })
             .collect();
         let inner = train_bpe(&docs, 320).unwrap();
-        TrainTokenizer::from_trained(inner, None, Path::new("test/tokenizer.json")).unwrap()
+        TrainTokenizer::from_trained(
+            inner,
+            &TemplateChoice::Own,
+            Path::new("test/tokenizer.json"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -342,26 +379,28 @@ pub(crate) mod tests {
             path: None,
             train_vocab_size: Some(280),
         };
-        let tok = open_tokenizer(&cfg, None, Some(&docs), run.path(), 2048).unwrap();
+        let tok =
+            open_tokenizer(&cfg, &TemplateChoice::Own, Some(&docs), run.path(), 2048).unwrap();
         assert_eq!((tok.eos.id, tok.pad_id()), (0, 1));
         let config: Value =
             crate::error::read_json(&run.path().join(TOKENIZER_CONFIG_FILE)).unwrap();
         assert_eq!(config["bos_token"], "<|endoftext|>");
         assert_eq!(config["eos_token"], "<|endoftext|>");
         assert_eq!(config["pad_token"], "<|pad|>");
-        assert_eq!(config["chat_template"], TULU_CHAT_TEMPLATE);
+        assert_eq!(config["chat_template"], crate::chat::TULU_CHAT_TEMPLATE);
         assert_eq!(config["model_max_length"], 2048);
         assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
 
         // The saved pair loads back with the same special tokens and vocabulary; a
         // restart reuses it instead of training again (the documents are not needed).
-        let again = open_tokenizer(&cfg, Some("{{ messages }}"), None, run.path(), 2048).unwrap();
+        let inline = TemplateChoice::Inline("{{ messages }}".into());
+        let again = open_tokenizer(&cfg, &inline, None, run.path(), 2048).unwrap();
         assert_eq!(
             (again.eos.clone(), again.pad.clone()),
             (tok.eos.clone(), tok.pad.clone())
         );
         assert_eq!(again.vocab_size(), tok.vocab_size());
-        assert_eq!(again.chat_template, "{{ messages }}");
+        assert_eq!(again.chat_template.text, "{{ messages }}");
         let text = "some text, more text";
         assert_eq!(again.encode(text).unwrap(), tok.encode(text).unwrap());
     }
@@ -376,7 +415,7 @@ pub(crate) mod tests {
             path: Some(src.path().to_path_buf()),
             train_vocab_size: None,
         };
-        let loaded = open_tokenizer(&cfg, None, None, run.path(), 64).unwrap();
+        let loaded = open_tokenizer(&cfg, &TemplateChoice::Own, None, run.path(), 64).unwrap();
         assert_eq!(loaded.eos, tok.eos);
         assert_eq!(
             std::fs::read(run.path().join(TOKENIZER_FILE)).unwrap(),
@@ -385,7 +424,8 @@ pub(crate) mod tests {
 
         // Without tokenizer_config.json, EOS is found by its usual name.
         std::fs::remove_file(src.path().join(TOKENIZER_CONFIG_FILE)).unwrap();
-        let bare = TrainTokenizer::load(&src.path().join(TOKENIZER_FILE), None).unwrap();
+        let bare =
+            TrainTokenizer::load(&src.path().join(TOKENIZER_FILE), &TemplateChoice::Own).unwrap();
         assert_eq!(
             (bare.eos.text.as_str(), bare.pad.as_ref()),
             ("<|endoftext|>", None)
@@ -396,7 +436,7 @@ pub(crate) mod tests {
             path: Some(src.path().to_path_buf()),
             train_vocab_size: Some(300),
         };
-        let err = open_tokenizer(&both, None, None, run.path(), 64)
+        let err = open_tokenizer(&both, &TemplateChoice::Own, None, run.path(), 64)
             .err()
             .unwrap();
         assert!(err.to_string().contains("choose one"));
@@ -404,9 +444,15 @@ pub(crate) mod tests {
             path: None,
             train_vocab_size: Some(300),
         };
-        let err = open_tokenizer(&train, None, None, tempfile::tempdir().unwrap().path(), 64);
+        let err = open_tokenizer(
+            &train,
+            &TemplateChoice::Own,
+            None,
+            tempfile::tempdir().unwrap().path(),
+            64,
+        );
         assert!(err.err().unwrap().to_string().contains("token shards"));
-        let err = TrainTokenizer::load(&run.path().join("missing.json"), None)
+        let err = TrainTokenizer::load(&run.path().join("missing.json"), &TemplateChoice::Own)
             .err()
             .unwrap();
         assert!(err.to_string().contains("missing.json"));
