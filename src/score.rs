@@ -230,7 +230,8 @@ impl Default for ScoreOptions {
 /// The score of one text.
 #[derive(Debug, Clone, Serialize)]
 pub struct TextScore {
-    /// Tokens scored (the text's tokens; BOS is context, not scored).
+    /// Tokens scored: the text's tokens, with the BOS (or EOS) the tokenizer adds, as
+    /// lm-eval scores them (the prefix token before them is context, not scored).
     pub tokens: usize,
     /// UTF-8 bytes of the text.
     pub bytes: usize,

@@ -449,3 +449,112 @@ fn missing_required_text_flag_is_a_usage_error() {
     );
     assert_clean(&stderr);
 }
+
+/// A tokenizer-kind fixture of `tests/fixtures/tokenizers`, in place (read only).
+fn tokenizer_kind(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tokenizers")
+        .join(kind)
+}
+
+#[test]
+fn add_bos_token_flags_are_checked_and_contradictions_warned() {
+    let sb = Sandbox::new();
+    let text = sb.write("t.txt", "The cat sat on the mat.\n");
+    let llama3 = tokenizer_kind("llama3_bytelevel_bos");
+    // Not a value of the flag: clap's usage error.
+    let out = run(
+        &sb,
+        &[
+            "score",
+            arg(&llama3),
+            "--text",
+            arg(&text),
+            "--add-bos-token",
+            "maybe",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--add-bos-token"));
+    // A prefix token outside the vocabulary.
+    let out = run(
+        &sb,
+        &[
+            "score",
+            arg(&llama3),
+            "--text",
+            arg(&text),
+            "--prefix-token-id",
+            "99999",
+        ],
+    );
+    assert_bad_input(out, &["--prefix-token-id", "99999"], &["outside"]);
+    // Turning BOS off on a tokenizer that adds it works, with a warning saying so.
+    let out = run(
+        &sb,
+        &[
+            "score",
+            arg(&llama3),
+            "--text",
+            arg(&text),
+            "--add-bos-token",
+            "false",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("adds special tokens by default") && stderr.contains("without them"),
+        "{stderr}"
+    );
+    // Asking for BOS on a tokenizer without one says that nothing is added.
+    let gpt2 = tokenizer_kind("gpt2_no_bos");
+    let dir = sb.path().join("nobos");
+    common::copy_dir(&gpt2, &dir);
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        edit_json(&dir.join(file), |c| {
+            c.remove("bos_token");
+        });
+    }
+    let out = run(
+        &sb,
+        &[
+            "score",
+            arg(&dir),
+            "--text",
+            arg(&text),
+            "--add-bos-token",
+            "true",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no BOS token: nothing is added"),
+        "{stderr}"
+    );
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Map<String, Value>)) {
+    let mut v: Map<String, Value> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_chat_template_that_does_not_compile_is_named() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("ckpt");
+    common::copy_dir(&tokenizer_kind("gpt2_no_bos"), &dir);
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{% for m in messages %}{{ m.content }}",
+    )
+    .unwrap();
+    let out = run(&sb, &["serve", arg(&dir), "--port", "0"]);
+    assert_bad_input(
+        out,
+        &["chat_template.jinja"],
+        &["chat template", "syntax", "endfor"],
+    );
+}

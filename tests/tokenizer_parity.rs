@@ -213,3 +213,40 @@ fn what_each_tokenizer_kind_adds() {
         assert_eq!(texts, added, "{kind}");
     }
 }
+
+#[test]
+fn ckpt_score_totals_match_lm_eval_rolling() {
+    // `ckpt score` (the library behind it) on the rolling texts, default policy.
+    let r = reference();
+    for (kind, info) in r["kinds"].as_object().unwrap() {
+        let run = &info["runs"][0];
+        assert!(run["add_bos_token"].is_null() && run["prefix_token_id"].is_null());
+        let dir = fixtures().join(kind);
+        let ckpt = Checkpoint::open(&dir).unwrap();
+        let cfg = ckpt.config().unwrap();
+        let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
+        let tok = TextTokenizer::load(&dir, None, cfg.bos_token_id, cfg.eos_token_id).unwrap();
+        let items = run["rolling"].as_array().unwrap();
+        let texts: Vec<String> = items
+            .iter()
+            .map(|it| it["text"].as_str().unwrap().to_string())
+            .collect();
+        let opts = ckpt::score::ScoreOptions {
+            max_length: Some(r["max_length"].as_u64().unwrap() as usize),
+            ..Default::default()
+        };
+        let report = ckpt::score::score_texts(&model, &tok, &texts, &opts, &|_| {}).unwrap();
+        for (it, got) in items.iter().zip(&report.texts) {
+            let want = it["logprob"].as_f64().unwrap();
+            assert!(
+                (got.loglikelihood - want).abs() < 1e-4,
+                "{kind}: {got:?} vs {want}"
+            );
+            assert_eq!(
+                got.tokens,
+                it["token_ids"].as_array().unwrap().len(),
+                "{kind}"
+            );
+        }
+    }
+}

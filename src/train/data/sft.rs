@@ -204,6 +204,9 @@ impl SftLoader {
                     )
                 })
             })
+            .collect::<Vec<Result<SftExample>>>()
+            .into_iter()
+            // The first bad conversation in file order, whatever thread met it first.
             .collect::<Result<Vec<_>>>()?;
         Self::new(examples, seq_len, tok.pad_id(), cfg.shuffle, seed)
     }
