@@ -4,64 +4,12 @@
 
 mod common;
 
+use common::bad_input::{assert_bad_input, assert_clean, run};
 use common::{arg, texts_jsonl, Sandbox};
 use serde_json::{Map, Value};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-
-/// Runs `ckpt ARGS...` as a user with `RUST_BACKTRACE=1` in their shell would: the error
-/// must stay one clean line even then.
-fn run(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.ckpt(args).env("RUST_BACKTRACE", "1").output().unwrap()
-}
-
-/// Asserts the product rule for a failed run and returns the error line: exit code 1,
-/// stderr exactly one line starting with `error:`, no panic or backtrace, every string
-/// of `must` in it and at least one of `any_of` (case-insensitive).
-#[track_caller]
-fn assert_bad_input(out: Output, must: &[&str], any_of: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{stderr}");
-    assert_clean(&stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "stderr must be one line, got {}:\n{stderr}",
-        lines.len()
-    );
-    let line = lines[0];
-    assert!(
-        line.starts_with("error: "),
-        "must start with `error: `: {line}"
-    );
-    let lower = line.to_lowercase();
-    for m in must {
-        assert!(
-            lower.contains(&m.to_lowercase()),
-            "error must mention {m:?}: {line}"
-        );
-    }
-    assert!(
-        any_of.iter().any(|p| lower.contains(&p.to_lowercase())),
-        "error must say one of {any_of:?}: {line}"
-    );
-    line.to_string()
-}
-
-/// No panic, and no backtrace frames folded into the message.
-#[track_caller]
-fn assert_clean(stderr: &str) {
-    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "panic note:\n{stderr}");
-    assert!(
-        !stderr.contains(".rs:") && !stderr.contains("stack backtrace"),
-        "backtrace in the error ({} bytes):\n{}",
-        stderr.len(),
-        stderr.chars().take(600).collect::<String>()
-    );
-}
 
 // ----- ways to break a checkpoint copy -----
 
