@@ -92,6 +92,20 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// Copies `src` into `dst`, subdirectories included.
+pub fn copy_dir_all(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir_all(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
 /// A temporary directory to copy and break fixtures in, with its own `CKPT_CACHE_DIR`
 /// so that no test reads or writes the user's cache.
 pub struct Sandbox {
