@@ -52,13 +52,13 @@ pub struct EvalArgs {
     #[arg(long)]
     fewshot_dir: Option<PathBuf>,
     /// Score only the first N docs of each task.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::at_least_one)]
     limit: Option<usize>,
     /// Override every task's number of few-shot exemplars.
     #[arg(long)]
     num_fewshot: Option<usize>,
     /// Cap every generative task's new tokens (lm-eval's `--gen_kwargs max_gen_toks=N`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one)]
     max_gen_toks: Option<usize>,
     /// The results store (default: ckpt.sqlite in the current directory).
     #[arg(long)]
@@ -173,6 +173,14 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.max_gen_toks {
         specs = specs.iter().map(|s| s.with_max_gen_toks(n)).collect();
+    }
+    for (flag, dir) in [
+        ("--data-dir", &args.data_dir),
+        ("--fewshot-dir", &args.fewshot_dir),
+    ] {
+        if let Some(dir) = dir {
+            crate::eval::data::check_dir(flag, dir)?;
+        }
     }
     let mut sources = DataSources {
         data_dir: args.data_dir.clone(),

@@ -18,6 +18,7 @@ mod synth;
 mod tasks;
 mod tokenize;
 mod train;
+mod values;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

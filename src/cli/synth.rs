@@ -23,7 +23,8 @@ pub struct SynthArgs {
     #[arg(long, value_name = "DIR")]
     eval_tasks: Option<PathBuf>,
     /// With --eval-tasks: docs per split.
-    #[arg(long, default_value_t = SyntheticConfig::default().docs)]
+    #[arg(long, default_value_t = SyntheticConfig::default().docs, requires = "eval_tasks",
+          value_parser = super::values::at_least_one)]
     eval_docs: usize,
     /// Seed of the world and of every corpus drawn from it.
     #[arg(long, default_value_t = SynthConfig::default().seed)]

@@ -54,6 +54,12 @@ pub struct DataArgs {
 impl DataArgs {
     /// The data sources these flags describe.
     pub fn sources(&self) -> anyhow::Result<DataSources> {
+        if let Some(dir) = &self.data_dir {
+            crate::eval::data::check_dir("--data-dir", dir)?;
+        }
+        if let Some(dir) = &self.fewshot_dir {
+            crate::eval::data::check_dir("--fewshot-dir", dir)?;
+        }
         let mut sources = DataSources {
             data_dir: self.data_dir.clone(),
             hub: self.hub,
@@ -79,7 +85,7 @@ pub struct TasksArgs {
     #[arg(long, value_name = "TASK")]
     show: Option<String>,
     /// With --show: only the first N docs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one)]
     limit: Option<usize>,
     /// Few-shot examples per prompt, instead of the task's (or the suite's) count.
     #[arg(long, value_name = "N")]
@@ -112,6 +118,15 @@ struct TaskRow<'a> {
 }
 
 pub fn run(args: &TasksArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    args.data.sources()?;
+    let data_given = !args.data.data.is_empty()
+        || args.data.data_dir.is_some()
+        || args.data.fewshot_dir.is_some();
+    if args.show.is_none() && (data_given || args.limit.is_some()) {
+        anyhow::bail!(
+            "--data, --data-dir, --fewshot-dir and --limit are only read with --show TASK"
+        );
+    }
     let catalog = args.specs.catalog()?;
     let mut specs = match (&args.suite, &args.show, args.names.is_empty()) {
         (Some(suite), _, _) => catalog.suite(suite)?,

@@ -52,7 +52,23 @@ impl DataSources {
             Some((t, s)) => (t.to_string(), Some(s.to_string())),
             None => (key.to_string(), None),
         };
-        self.files.insert((task, split), PathBuf::from(file));
+        if task.is_empty() || split.as_deref() == Some("") {
+            return Err(Error::Invalid(format!(
+                "--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"
+            )));
+        }
+        let path = PathBuf::from(file);
+        if !path.is_file() {
+            let what = if path.is_dir() {
+                "is a directory"
+            } else {
+                "no such file"
+            };
+            return Err(Error::Invalid(format!(
+                "--data {arg}: {file}: {what}, not a data file"
+            )));
+        }
+        self.files.insert((task, split), path);
         Ok(())
     }
 
@@ -142,6 +158,19 @@ pub fn read_records(file: &Path) -> Result<Vec<Json>> {
         Ok(ControlFlow::Continue(()))
     })?;
     Ok(docs)
+}
+
+/// A directory flag's value must be an existing directory (`flag` names it in the error).
+pub fn check_dir(flag: &str, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let what = if path.exists() {
+        "is not a directory"
+    } else {
+        "no such directory"
+    };
+    Err(Error::Invalid(format!("{flag} {}: {what}", path.display())))
 }
 
 #[cfg(test)]

@@ -63,7 +63,33 @@ impl<'a> Inputs<'a> {
             sharpness_configs,
         };
         inputs.check_baseline()?;
+        inputs.check_judge_task()?;
         Ok(inputs)
+    }
+
+    /// A `--judge-task` other than the default must be a task with results.
+    fn check_judge_task(&self) -> Result<()> {
+        let task = &self.opts.judge_task;
+        let mut known: Vec<&str> = self
+            .view
+            .checkpoints
+            .iter()
+            .flat_map(|c| c.metrics.iter().map(|m| m.task.as_str()))
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        if task == crate::judge::run::TASK || known.contains(&task.as_str()) {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "--judge-task {task:?}: no results of that task in {} (tasks: {})",
+            self.view.path.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )))
     }
 
     /// An unknown `--baseline` is an error listing the runs it could be.

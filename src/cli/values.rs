@@ -1,0 +1,23 @@
+//! Value parsers for flags whose range clap's own parsers do not express: each one
+//! rejects the value at parse time with clap's usage error (exit 2), naming the flag.
+
+/// A count of at least 1 (`--limit 0` would do nothing, silently).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number of at least 1)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").unwrap_err().contains("at least 1"));
+        assert!(at_least_one("-1").is_err() && at_least_one("").is_err());
+    }
+}
