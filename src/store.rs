@@ -229,38 +229,33 @@ impl Store {
     /// result as computed without special tokens: those results stay, under keys that
     /// the current policy never looks up, so they are never reused for it).
     fn migrate(&self) -> Result<()> {
-        let has_tokenization: bool = self
+        self.add_column("tasks", "data_origin", None)?;
+        self.add_column("tasks", "tokenization", Some(LEGACY_TOKENIZATION))
+    }
+
+    /// Adds `table.column` (TEXT) when an older store lacks it, filling the rows that
+    /// store already has with `old_rows`.
+    fn add_column(&self, table: &str, column: &str, old_rows: Option<&str>) -> Result<()> {
+        let present: bool = self
             .conn
             .query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'tokenization'",
-                [],
+                "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                params![table, column],
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
-        if !has_tokenization {
-            self.conn
-                .execute("ALTER TABLE tasks ADD COLUMN tokenization TEXT", [])
-                .and_then(|_| {
-                    self.conn.execute(
-                        "UPDATE tasks SET tokenization = ?1",
-                        params![LEGACY_TOKENIZATION],
-                    )
-                })
-                .map_err(|e| self.err(e))?;
+        if present {
+            return Ok(());
         }
-        let has_origin: bool = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) > 0 FROM pragma_table_info('tasks') WHERE name = 'data_origin'",
-                [],
-                |r| r.get(0),
-            )
+        self.conn
+            .execute(&format!("ALTER TABLE {table} ADD COLUMN {column} TEXT"), [])
+            .and_then(|_| match old_rows {
+                Some(value) => self
+                    .conn
+                    .execute(&format!("UPDATE {table} SET {column} = ?1"), params![value]),
+                None => Ok(0),
+            })
             .map_err(|e| self.err(e))?;
-        if !has_origin {
-            self.conn
-                .execute_batch("ALTER TABLE tasks ADD COLUMN data_origin TEXT")
-                .map_err(|e| self.err(e))?;
-        }
         Ok(())
     }
 
