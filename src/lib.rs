@@ -13,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod judge;
+pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod plot;

@@ -171,6 +171,12 @@ pub enum SpecError {
     /// Two keys that say the same thing in different ways.
     #[error("schedule.{0} and schedule.{1} are both set; give one of them")]
     Conflict(&'static str, &'static str),
+    /// `total_steps + mid_steps` past the largest step count there is.
+    #[error(
+        "schedule.total_steps + schedule.mid_steps = {total} + {mid} overflows: together they must be at most {}",
+        u64::MAX
+    )]
+    TooManySteps { total: u64, mid: u64 },
     /// A step count larger than the room the schedule has for it.
     #[error("schedule.{key} = {value} is larger than {limit}")]
     TooLarge {
@@ -190,6 +196,7 @@ impl SpecError {
             | SpecError::Missing { key, .. }
             | SpecError::TooLarge { key, .. }
             | SpecError::Conflict(key, _) => key,
+            SpecError::TooManySteps { .. } => "mid_steps",
             SpecError::BadMult(_) => "mult",
             SpecError::WsoAlpha(_) => "alpha",
         }
@@ -338,6 +345,12 @@ impl ScheduleSpec {
                 if !(m.is_finite() && m >= 1.0) {
                     return Err(SpecError::BadMult(m));
                 }
+            }
+        }
+        // The curve ends at T + M: a sum that wraps would end it early, silently.
+        if let (Some(total), Some(mid)) = (self.total_steps, self.mid_steps) {
+            if total.checked_add(mid).is_none() {
+                return Err(SpecError::TooManySteps { total, mid });
             }
         }
         match (self.mid_steps, self.alpha_mid) {

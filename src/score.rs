@@ -306,6 +306,19 @@ pub fn score_texts(
             text_score(text, token_logprobs, opts.keep_token_logprobs)
         })
         .collect();
+    // A broken model (weights that overflow in this dtype) must not print "NaN" as a
+    // perplexity: name the first text it cannot score.
+    if let Some((i, s)) = scores
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !s.loglikelihood.is_finite())
+    {
+        return Err(Error::Invalid(format!(
+            "text {}: the model computes a log-likelihood of {}",
+            i + 1,
+            s.loglikelihood
+        )));
+    }
     let aggregate = aggregate(&scores);
     Ok(ScoreReport {
         max_length,

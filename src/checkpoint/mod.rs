@@ -18,8 +18,8 @@ mod weights;
 pub use fingerprint::{cache_dir, fingerprint, hash_weights};
 pub use meta::{CheckpointMeta, MergeInfo, MergeSource, ParentRef, ScheduleInfo, Stage, META_FILE};
 pub use weights::{
-    is_model_safetensors, weight_paths, write_safetensors, write_safetensors_with_metadata,
-    StoredTensor, WeightFiles, INDEX_FILE, SINGLE_FILE,
+    is_model_safetensors, non_finite, weight_paths, write_safetensors,
+    write_safetensors_with_metadata, StoredTensor, WeightFiles, INDEX_FILE, SINGLE_FILE,
 };
 
 use crate::error::{Error, Result};
@@ -82,6 +82,7 @@ impl Checkpoint {
     /// Loads the model onto `device` in `dtype`.
     pub fn load_model(&self, device: &Device, dtype: DType) -> Result<Llama> {
         let cfg = self.config()?;
+        self.check_memory(&cfg, dtype.size_in_bytes() as u64, device)?;
         let vb = self.weights()?.var_builder(dtype, device);
         Llama::load(&cfg, vb).map_err(|e| {
             let msg = crate::error::candle_message(&e);
@@ -92,6 +93,28 @@ impl Checkpoint {
                 Error::bad_file(&self.dir, format!("cannot build the model: {msg}"))
             }
         })
+    }
+
+    /// Refuses a model whose parameters, `bytes_per_parameter` each, need more memory
+    /// than this machine has available, before anything is allocated. Only on the CPU:
+    /// a GPU's own allocator fails at once, with its own message.
+    pub fn check_memory(
+        &self,
+        cfg: &LlamaConfig,
+        bytes_per_parameter: u64,
+        device: &Device,
+    ) -> Result<()> {
+        if !device.is_cpu() {
+            return Ok(());
+        }
+        let parameters = cfg.num_parameters() as u64;
+        crate::memory::check_fits(
+            &format!(
+                "{}: a model of {parameters} parameters",
+                self.dir.join(CONFIG_FILE).display()
+            ),
+            parameters.saturating_mul(bytes_per_parameter),
+        )
     }
 
     /// The stage recorded in the sidecar, if any.

@@ -182,11 +182,21 @@ impl WeightFiles {
         }
     }
 
-    /// Loads one tensor onto `dev` as `dtype`.
+    /// Loads one tensor onto `dev` as `dtype`. A NaN or an infinity in it is an error:
+    /// a model with one computes NaN for everything, which would pass for a result.
     pub fn load(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor> {
         let file = self.file_of(name)?;
-        let tensor = file
-            .view(name)?
+        let view = file.view(name)?;
+        if let Some(bad) = non_finite(view.dtype(), view.data()).filter(|&n| n > 0) {
+            return Err(Error::bad_file(
+                &file.path,
+                format!(
+                    "tensor {name:?} holds {bad} non-finite values (NaN or infinity) out of {}",
+                    view.shape().iter().product::<usize>()
+                ),
+            ));
+        }
+        let tensor = view
             .load(dev)
             .map_err(|e| Error::bad_file(&file.path, format!("tensor {name:?}: {e}")))?;
         Ok(tensor.to_dtype(dtype)?)
@@ -243,6 +253,33 @@ impl SimpleBackend for WeightFiles {
 
 fn to_candle(e: Error) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
+}
+
+/// Counts the non-finite values (NaN, infinities) of a tensor's little-endian bytes;
+/// `None` for integer dtypes. One pass over the bytes, far cheaper than the load.
+pub fn non_finite(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<usize> {
+    use safetensors::Dtype;
+    let count = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+            .count(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .filter(|b| !f64::from_le_bytes(b[..8].try_into().expect("8 bytes")).is_finite())
+            .count(),
+        // Exponent bits all ones: inf or NaN.
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80)
+            .count(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00)
+            .count(),
+        _ => return None,
+    };
+    Some(count)
 }
 
 /// The weight files of `dir`, in a stable order.

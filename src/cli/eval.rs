@@ -141,9 +141,22 @@ impl Progress for Bar {
     }
 }
 
+/// The window sizes, checked before any work: a zero would only fail (or trip an
+/// assertion) deep inside scoring, after the tasks are built and the store opened.
+fn check_sizes(args: &EvalArgs) -> anyhow::Result<()> {
+    if args.batch_tokens == 0 {
+        anyhow::bail!("--batch-tokens must be at least 1 (got 0)");
+    }
+    if args.max_length == Some(0) {
+        anyhow::bail!("--max-length must be at least 1 (got 0)");
+    }
+    Ok(())
+}
+
 pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
+    check_sizes(args)?;
     // The paper's `sft` suite starts with AlpacaEval-style judging, when a judge is given.
     let judged = args.tasks.iter().any(|t| t == super::judge::TASK)
         || (args.suite.as_deref() == Some("sft") && args.judge.has_url());

@@ -27,7 +27,7 @@ pub use crate::judge::run::TASK;
 pub struct JudgeArgs {
     /// Base URL of the judge, an OpenAI-compatible server (vLLM, llama.cpp, TGI, OpenAI,
     /// `ckpt serve`), with or without /v1.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_judge_url)]
     judge_url: Option<String>,
     /// The judge's model name [default: the one model the server lists].
     #[arg(long)]
@@ -63,7 +63,7 @@ pub struct JudgeArgs {
     #[arg(long, default_value_t = 0)]
     judge_seed: u64,
     /// Seconds one judge call may take.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, default_value_t = 120.0, value_parser = parse_timeout)]
     judge_timeout: f64,
     /// Retries of a failed judge call (backoff doubling from 1 s, honouring Retry-After).
     #[arg(long, default_value_t = 6)]
@@ -78,6 +78,27 @@ pub struct JudgeArgs {
     /// Directory of the AlpacaEval exports [default: alpaca_eval/ beside the store].
     #[arg(long, value_name = "DIR")]
     judge_out: Option<PathBuf>,
+}
+
+/// `--judge-url`: checked when the command line is parsed, so that a typo is a usage
+/// error at once rather than six retries of something that is not a network failure.
+fn parse_judge_url(s: &str) -> Result<String, String> {
+    crate::judge::client::check_base_url(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// `--judge-timeout`: a positive, finite number of seconds (0 would time out every
+/// call, through every retry).
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && Duration::try_from_secs_f64(secs).is_ok()) {
+        return Err(format!(
+            "{s} is not a positive, finite number of seconds (e.g. 120)"
+        ));
+    }
+    Ok(secs)
 }
 
 impl JudgeArgs {

@@ -2,7 +2,7 @@
 //! curve of each schedule as CSV or JSON, and optionally as a plot.
 
 use crate::plot::{line_chart, LineChart, Series, VLine};
-use crate::schedule::{Kind, ScheduleSpec};
+use crate::schedule::{Kind, ScheduleSpec, SpecError};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -113,6 +113,9 @@ impl SpecFlags {
         };
         spec.validate().map_err(|e| {
             let flag = match e.key() {
+                _ if matches!(e, SpecError::TooManySteps { .. }) => {
+                    return anyhow::anyhow!("{e} (flags --steps and --mid-steps)");
+                }
                 "total_steps" => "steps".to_string(),
                 key => key.replace('_', "-"),
             };
@@ -132,7 +135,25 @@ struct Curve {
 struct JsonCurve<'a> {
     label: &'a str,
     spec: ScheduleSpec,
-    points: Vec<Point>,
+    points: Points<'a>,
+}
+
+/// The sampled points of one curve, serialized as they are computed: a curve of 10^12
+/// steps streams like the CSV does instead of being held in memory.
+struct Points<'a> {
+    spec: &'a ScheduleSpec,
+    every: u64,
+}
+
+impl Serialize for Points<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            sampled_steps(self.spec.end_step(), self.every).map(|step| Point {
+                step,
+                lr: self.spec.lr(step),
+            }),
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -266,12 +287,10 @@ fn write_json(w: &mut dyn Write, curves: &[Curve], every: u64) -> std::io::Resul
         .map(|c| JsonCurve {
             label: &c.label,
             spec: c.spec.resolved(),
-            points: sampled_steps(c.spec.end_step(), every)
-                .map(|step| Point {
-                    step,
-                    lr: c.spec.lr(step),
-                })
-                .collect(),
+            points: Points {
+                spec: &c.spec,
+                every,
+            },
         })
         .collect();
     serde_json::to_writer_pretty(&mut *w, &out)?;

@@ -56,8 +56,11 @@ struct Output<'a> {
 pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
-    if args.batch_tokens == 0 || args.max_length == Some(0) {
-        anyhow::bail!("--batch-tokens and --max-length must be positive");
+    if args.batch_tokens == 0 {
+        anyhow::bail!("--batch-tokens must be at least 1 (got 0)");
+    }
+    if args.max_length == Some(0) {
+        anyhow::bail!("--max-length must be at least 1 (got 0)");
     }
     let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
     let texts = crate::texts::read_texts(&args.text)?;

@@ -288,6 +288,7 @@ fn compute(
     for chunk in missing.chunks(opts.commit_every.max(1)) {
         let requests: Vec<_> = chunk.iter().map(|(_, r)| r.clone()).collect();
         let responses = engine.run(&requests, &|n| progress.advance(n))?;
+        check_finite(ckpt, &requests, &responses)?;
         let items: Vec<(String, String)> = chunk
             .iter()
             .zip(&responses)
@@ -302,6 +303,43 @@ fn compute(
         out.extend(chunk.iter().map(|(h, _)| h.clone()).zip(responses));
     }
     Ok(out)
+}
+
+/// A NaN or infinite log-likelihood means a broken model (weights that overflow in
+/// this dtype, say): it ends this checkpoint, naming the request, before it is stored
+/// and averaged into a metric that would look like a result.
+fn check_finite(
+    ckpt: &Checkpoint,
+    requests: &[super::prompt::Request],
+    responses: &[Response],
+) -> Result<()> {
+    for (request, response) in requests.iter().zip(responses) {
+        let logprob = match response {
+            Response::Loglikelihood { logprob, .. } | Response::Rolling { logprob, .. } => *logprob,
+            Response::Generation { .. } => continue,
+        };
+        if !logprob.is_finite() {
+            let text = match request {
+                super::prompt::Request::Loglikelihood {
+                    context,
+                    continuation,
+                } => {
+                    format!("{context}{continuation}")
+                }
+                super::prompt::Request::Generate { context, .. } => context.clone(),
+                super::prompt::Request::Rolling { text } => text.clone(),
+            };
+            let shown: String = text.chars().take(60).collect();
+            return Err(Error::bad_file(
+                &ckpt.dir,
+                format!(
+                    "the model computes a log-likelihood of {logprob} for the request {shown:?}{}",
+                    if shown.len() < text.len() { "..." } else { "" }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Scores a task's docs from the responses and stores samples and metrics.

@@ -97,15 +97,32 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
+/// Checks a judge's base URL: http(s), a host, and nothing a URL parser rejects. A bad
+/// URL must fail here, once, not as a "network error" that is retried.
+pub fn check_base_url(base_url: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::Invalid(format!(
+            "judge URL {base_url:?}: {why}; expected http://HOST[:PORT][/v1] or https://..."
+        ))
+    };
+    let trimmed = base_url.trim_end_matches('/');
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+        return Err(bad("not an http:// or https:// URL"));
+    }
+    let url = reqwest::Url::parse(trimmed).map_err(|e| bad(&e.to_string()))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a base URL takes no query or fragment"));
+    }
+    Ok(())
+}
+
 impl JudgeClient {
     pub fn new(cfg: ClientConfig) -> Result<Self> {
+        check_base_url(&cfg.base_url)?;
         let trimmed = cfg.base_url.trim_end_matches('/');
-        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
-            return Err(Error::Invalid(format!(
-                "judge URL {:?}: expected http://HOST[:PORT][/v1] or https://...",
-                cfg.base_url
-            )));
-        }
         let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string();
         let http = Client::builder()
             .timeout(cfg.timeout)

@@ -178,6 +178,7 @@ impl LlamaConfig {
         }
         let head_dim =
             match raw.head_dim {
+                Some(0) => return Err("head_dim is 0; it must be a positive even number".into()),
                 Some(d) => d,
                 None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
                 None => return Err(
@@ -196,8 +197,7 @@ impl LlamaConfig {
             Family::Qwen2 => (true, false),
             _ => (attention_bias, attention_bias),
         };
-        let sliding_window = resolve_sliding_window(&raw, family, num_hidden_layers)?;
-        Ok(LlamaConfig {
+        let mut cfg = LlamaConfig {
             family,
             vocab_size: need(raw.vocab_size, "vocab_size")?,
             hidden_size,
@@ -218,33 +218,129 @@ impl LlamaConfig {
             qkv_bias,
             o_bias,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
-            sliding_window,
+            sliding_window: Vec::new(),
             bos_token_id: first_token_id(raw.bos_token_id.as_ref()),
             eos_token_id: first_token_id(raw.eos_token_id.as_ref()),
-            saved_dtype: raw.dtype.or(raw.torch_dtype),
-        })
+            saved_dtype: raw.dtype.clone().or(raw.torch_dtype.clone()),
+        };
+        cfg.check_domain()?;
+        // Sizes first: the per-layer table below is as long as the model is deep.
+        cfg.check_sizes()?;
+        cfg.sliding_window = resolve_sliding_window(&raw, family, num_hidden_layers)?;
+        Ok(cfg)
+    }
+
+    /// The real-valued settings must lie where the model's formulas are defined: a
+    /// NaN or negative epsilon, or a theta of 0, would give NaN logits, not an error.
+    fn check_domain(&self) -> std::result::Result<(), String> {
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        positive("rope_theta", self.rope_theta)?;
+        match self.rope_scaling {
+            RopeScaling::Default => {}
+            RopeScaling::Linear { factor } => positive("rope_scaling.factor", factor)?,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive("rope_scaling.factor", factor)?;
+                positive("rope_scaling.low_freq_factor", low_freq_factor)?;
+                positive("rope_scaling.high_freq_factor", high_freq_factor)?;
+                positive(
+                    "rope_scaling.original_max_position_embeddings",
+                    original_max_position_embeddings,
+                )?;
+                // The smoothing between the two bands divides by their difference.
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "rope_scaling.high_freq_factor = {high_freq_factor} must be larger than \
+                         low_freq_factor = {low_freq_factor}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sizes must describe a model some machine could hold: a parameter count that
+    /// fits in 64 bits and at most [`MAX_PARAMETERS`], at most [`MAX_LAYERS`] layers.
+    /// Whether *this* machine can hold it is checked when the weights are allocated
+    /// ([`crate::memory`]).
+    fn check_sizes(&self) -> std::result::Result<(), String> {
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(format!(
+                "num_hidden_layers = {} is more than {MAX_LAYERS}",
+                self.num_hidden_layers
+            ));
+        }
+        match self.checked_num_parameters() {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            n => Err(format!(
+                "the sizes (vocab_size {}, hidden_size {}, intermediate_size {}, \
+                 num_hidden_layers {}, num_attention_heads {} x head_dim {}) make {} parameters; \
+                 at most {MAX_PARAMETERS} are supported (2 bytes each fill a 64-bit address space)",
+                self.vocab_size,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_hidden_layers,
+                self.num_attention_heads,
+                self.head_dim,
+                n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+            )),
+        }
     }
 
     /// Number of parameters (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
-        let h = self.hidden_size;
-        let q = self.num_attention_heads * self.head_dim;
-        let kv = self.num_key_value_heads * self.head_dim;
-        let attn = h * q
-            + 2 * h * kv
-            + q * h
-            + if self.qkv_bias { q + 2 * kv } else { 0 }
-            + if self.o_bias { h } else { 0 };
-        let mlp = 3 * h * self.intermediate_size
-            + if self.mlp_bias {
-                2 * self.intermediate_size + h
-            } else {
-                0
-            };
-        let per_layer = attn + mlp + 2 * h;
-        let embed = self.vocab_size * h;
+        // A resolved config's count fits (`check_sizes`); saturate for hand-built ones.
+        self.checked_num_parameters()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters, or `None` when it does not fit in 64 bits.
+    pub fn checked_num_parameters(&self) -> Option<u64> {
+        let n = |v: usize| u64::try_from(v).ok();
+        let (h, inter, heads, kv_heads, d) = (
+            n(self.hidden_size)?,
+            n(self.intermediate_size)?,
+            n(self.num_attention_heads)?,
+            n(self.num_key_value_heads)?,
+            n(self.head_dim)?,
+        );
+        let q = heads.checked_mul(d)?;
+        let kv = kv_heads.checked_mul(d)?;
+        let qkv_bias = if self.qkv_bias {
+            q.checked_add(kv.checked_mul(2)?)?
+        } else {
+            0
+        };
+        let o_bias = if self.o_bias { h } else { 0 };
+        let mlp_bias = if self.mlp_bias {
+            inter.checked_mul(2)?.checked_add(h)?
+        } else {
+            0
+        };
+        let per_layer = [
+            h.checked_mul(q)?,                  // q_proj
+            h.checked_mul(kv)?.checked_mul(2)?, // k_proj, v_proj
+            q.checked_mul(h)?,                  // o_proj
+            qkv_bias,
+            o_bias,
+            h.checked_mul(inter)?.checked_mul(3)?, // gate, up, down
+            mlp_bias,
+            h.checked_mul(2)?, // the two norms
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)?;
+        let embed = n(self.vocab_size)?.checked_mul(h)?;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.num_hidden_layers * per_layer + h
+        n(self.num_hidden_layers)?
+            .checked_mul(per_layer)?
+            .checked_add(embed)?
+            .checked_add(head)?
+            .checked_add(h)
     }
 
     /// Writes the config in the transformers 4.x dialect (which 5.x also reads).
@@ -278,6 +374,23 @@ impl LlamaConfig {
             v["mlp_bias"] = self.mlp_bias.into();
         }
         v
+    }
+}
+
+/// The most layers a config may declare (the deepest published models have a few
+/// hundred).
+pub const MAX_LAYERS: usize = 1 << 20;
+
+/// The most parameters a config may declare: 2^47, whose bf16 weights (256 TiB) fill
+/// the 48-bit address space of today's 64-bit CPUs.
+pub const MAX_PARAMETERS: u64 = 1 << 47;
+
+/// A setting that must be a positive, finite number.
+fn positive(key: &str, value: f64) -> std::result::Result<(), String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value} must be a positive, finite number"))
     }
 }
 

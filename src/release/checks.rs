@@ -4,11 +4,12 @@
 //! Each failure names the file and the problem: a release of a checkpoint that
 //! `transformers` cannot load, or that holds a NaN, is worse than no release.
 
-use crate::checkpoint::{validate_shapes, Checkpoint, WeightFiles, CONFIG_FILE};
+use crate::checkpoint::{non_finite, validate_shapes, Checkpoint, WeightFiles, CONFIG_FILE};
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;
 use crate::tokenizer::{TextTokenizer, TOKENIZER_FILE};
 use candle_core::{DType, Device, Tensor};
+#[cfg(test)]
 use safetensors::Dtype;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -48,31 +49,6 @@ pub fn check(ckpt: &Checkpoint) -> Result<CheckReport> {
         tokenizer_vocab: tokenizer.vocab_size(),
         probe_loss,
     })
-}
-
-/// Counts the non-finite values of a tensor's little-endian bytes.
-fn non_finite(dtype: Dtype, bytes: &[u8]) -> Option<usize> {
-    let count = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .filter(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-            .count(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .filter(|b| !f64::from_le_bytes(b[..8].try_into().expect("8 bytes")).is_finite())
-            .count(),
-        // Exponent bits all ones: inf or NaN.
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80)
-            .count(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00)
-            .count(),
-        _ => return None,
-    };
-    Some(count)
 }
 
 /// Fails on the first tensor holding a NaN or an infinity; returns the number of

@@ -74,6 +74,10 @@ impl Default for SynthConfig {
     }
 }
 
+/// The most entities a world may have: each is a few hundred bytes with its facts, and
+/// the demo's worlds have tens.
+pub const MAX_ENTITIES: usize = 1_000_000;
+
 impl SynthConfig {
     /// Rejects configs that cannot make a world worth training on.
     pub fn validate(&self) -> Result<()> {
@@ -81,6 +85,12 @@ impl SynthConfig {
             return Err(Error::Invalid(
                 "a synthetic world needs at least one entity".into(),
             ));
+        }
+        if self.entities > MAX_ENTITIES {
+            return Err(Error::Invalid(format!(
+                "entities = {} is more than {MAX_ENTITIES}: the whole world is built in memory",
+                self.entities
+            )));
         }
         Ok(())
     }

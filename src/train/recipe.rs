@@ -219,9 +219,7 @@ impl Recipe {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Invalid(msg));
         let t = &self.training;
-        if self.job.name.trim().is_empty() {
-            return bad("job.name is empty".into());
-        }
+        check_job_name(&self.job.name)?;
         crate::device::device_ordinal(&self.job.device)
             .map_err(|e| Error::Invalid(format!("job.device: {e}")))?;
         crate::device::parse_dtype(&self.job.dtype)
@@ -336,6 +334,23 @@ impl ModelShape {
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        if let Some(d) = self.head_dim {
+            if d == 0 || d % 2 != 0 {
+                return bad(format!(
+                    "head_dim = {d} must be a positive even number (rotary embeddings rotate pairs)"
+                ));
+            }
+        }
+        // NaN would reach config.json as null, which reads back as the default: the
+        // saved model would not be the one the recipe describes.
+        for (key, value) in [
+            ("rope_theta", self.rope_theta),
+            ("rms_norm_eps", self.rms_norm_eps),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return bad(format!("{key} = {value} must be a positive, finite number"));
+            }
+        }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
             return bad(format!(
                 "num_attention_heads = {} is not a multiple of num_key_value_heads = {}",
@@ -384,6 +399,23 @@ impl ModelShape {
             "torch_dtype": "float32",
         });
         LlamaConfig::from_json(&json.to_string()).map_err(|e| Error::Invalid(format!("model: {e}")))
+    }
+}
+
+/// `job.name` names the folder under `runs/`: one plain path component, so that the
+/// run stays inside it (`job.out` is the way to write elsewhere).
+fn check_job_name(name: &str) -> Result<()> {
+    use std::path::Component;
+    if name.trim().is_empty() {
+        return Err(Error::Invalid("job.name is empty".into()));
+    }
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if !name.contains(['/', '\\']) => Ok(()),
+        _ => Err(Error::Invalid(format!(
+            "job.name = {name:?} must be a plain folder name (no /, \\, . or ..): \
+             the run goes to runs/<name>; set job.out to write elsewhere"
+        ))),
     }
 }
 

@@ -42,11 +42,10 @@ struct Start {
 /// one that holds another recipe's checkpoints is an error.
 pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
     let run_dir = recipe.run_dir();
-    let resumed = find_resume_point(recipe, &run_dir, resume)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    crate::atomic_file::write_bytes(&run_dir.join(RUN_FILE), recipe.to_toml().as_bytes())?;
     let device = crate::device::parse_device(&recipe.job.device)?;
     let compute_dtype = crate::device::parse_dtype(&recipe.job.dtype)?;
+    check_shape_fits(recipe, &device)?;
+    let resumed = find_resume_point(recipe, &run_dir, resume)?;
 
     let mut start = match &resumed {
         Some(ckpt) => resume_start(ckpt)?,
@@ -59,6 +58,8 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
         Stage::Sft => None,
         _ => Some(Corpus::open(&recipe.data)?),
     };
+    // The tokenizer is saved into the run directory; the data has been opened.
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let tok = open_tokenizer(recipe, &start, corpus.as_ref(), &run_dir)?;
     let seq_len = recipe.training.seq_len;
     let seed = recipe.job.seed;
@@ -83,6 +84,8 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
         None => fresh_weights(recipe, &tok, &device)?,
     };
     check_vocab(&config, &tok)?;
+    check_trainable(&config, &device)?;
+    check_batch_fits(recipe, &config, &device)?;
     if recipe.training.seq_len > config.max_position_embeddings {
         return Err(Error::Invalid(format!(
             "training.seq_len = {} is longer than the model's max_position_embeddings = {}",
@@ -98,6 +101,7 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
     let schedule = resolve_schedule(recipe, data.as_ref())?;
     let stage_steps = stage_length(recipe, &schedule, start.stage_start)?;
     check_branch_point(recipe, &schedule, &start)?;
+    check_schedule_covers(recipe, &schedule, start.stage_start, stage_steps)?;
     let end_step = start.stage_start + stage_steps;
     if start.step > end_step {
         return Err(Error::Invalid(format!(
@@ -106,6 +110,9 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
             start.step
         )));
     }
+    // Recorded only now that the data, the parent, the model and the schedule have
+    // passed their checks: a run.toml stands for a run that can start.
+    crate::atomic_file::write_bytes(&run_dir.join(RUN_FILE), recipe.to_toml().as_bytes())?;
     saving::truncate_metrics(&run_dir.join(METRICS_FILE), start.step)?;
     let schedule_info = schedule_info(&schedule, &start, recipe);
     Ok(Trainer {
@@ -294,6 +301,8 @@ fn parent_start(recipe: &Recipe, parent: &Path) -> Result<Start> {
 
 fn load_weights(ckpt: &Checkpoint) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
     let config = ckpt.config()?;
+    // Read as f32 onto the CPU.
+    ckpt.check_memory(&config, 4, &Device::Cpu)?;
     let files = ckpt.weights()?;
     crate::checkpoint::validate_shapes(&config, &files)?;
     let tensors = parameter_shapes(&config)
@@ -355,8 +364,90 @@ fn fresh_weights(
         tok.bos.as_ref().map(|t| t.id),
         Some(tok.eos.id),
     )?;
+    check_trainable(&config, device)?;
     let weights = init_weights(&config, shape.init_std, recipe.job.seed, DType::F32, device)?;
     Ok((config, weights))
+}
+
+/// Bytes one trained parameter holds: the f32 weight, its gradient and AdamW's two
+/// moments.
+const TRAIN_BYTES_PER_PARAMETER: u64 = 16;
+
+/// A fresh model's shape, checked before the tokenizer is trained: its size without the
+/// embeddings (the vocabulary is not known yet) must fit in memory.
+fn check_shape_fits(recipe: &Recipe, device: &Device) -> Result<()> {
+    let Some(shape) = &recipe.model else {
+        return Ok(());
+    };
+    let vocab = shape.vocab_size.unwrap_or(1);
+    let config = shape.to_config(vocab, recipe.training.seq_len, None, None)?;
+    check_trainable(&config, device)
+}
+
+/// Refuses to train a model whose weights, gradients and optimizer state need more
+/// memory than the machine has, before allocating any (on a GPU its allocator fails
+/// at once by itself).
+fn check_trainable(config: &LlamaConfig, device: &Device) -> Result<()> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let parameters = config.num_parameters() as u64;
+    crate::memory::check_fits(
+        &format!(
+            "model: training {parameters} parameters (weights, gradients and AdamW state, \
+             {TRAIN_BYTES_PER_PARAMETER} bytes each)"
+        ),
+        parameters.saturating_mul(TRAIN_BYTES_PER_PARAMETER),
+    )
+}
+
+/// A micro-batch's token rows are allocated on the CPU, and on the CPU its logits too
+/// (an f32 row of the vocabulary per token): the least a step needs beyond the
+/// parameters. Refused with the number when that is more than the machine has.
+fn check_batch_fits(recipe: &Recipe, config: &LlamaConfig, device: &Device) -> Result<()> {
+    let t = &recipe.training;
+    let tokens = (recipe.rows_per_micro_batch() as u64).saturating_mul(t.seq_len as u64 + 1);
+    let per_token = if device.is_cpu() {
+        4u64.saturating_mul(config.vocab_size as u64 + 1)
+    } else {
+        4
+    };
+    crate::memory::check_fits(
+        &format!(
+            "training.batch_tokens = {} (micro-batches of {tokens} tokens with \
+             training.grad_accum = {})",
+            t.batch_tokens, t.grad_accum
+        ),
+        tokens.saturating_mul(per_token),
+    )
+}
+
+/// Past its end a schedule holds its last LR; when that LR is 0 (a cosine or linear
+/// decay to 0), steps past the end would run without training anything.
+fn check_schedule_covers(
+    recipe: &Recipe,
+    schedule: &ScheduleSpec,
+    stage_start: u64,
+    stage_steps: u64,
+) -> Result<()> {
+    let Some(steps) = recipe.training.steps else {
+        return Ok(());
+    };
+    let end = schedule.end_step();
+    let last = stage_start.saturating_add(stage_steps);
+    if last <= end || schedule.lr(end) > 0.0 {
+        return Ok(());
+    }
+    let length = match schedule.mid_steps {
+        Some(_) => format!("schedule.total_steps + schedule.mid_steps = {end}"),
+        None => format!("schedule.total_steps = {end}"),
+    };
+    Err(Error::Invalid(format!(
+        "training.steps = {steps} runs to step {last}, past the end of the schedule \
+         ({length}) where the LR is 0: the last {} steps would not train; lower \
+         training.steps or lengthen the schedule",
+        last - end
+    )))
 }
 
 fn check_vocab(config: &LlamaConfig, tok: &TrainTokenizer) -> Result<()> {

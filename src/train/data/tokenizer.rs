@@ -94,12 +94,28 @@ pub fn open_tokenizer(
                     "train_vocab_size needs text documents in [data] (token shards are already tokenized)".into(),
                 )
             })?;
-            TrainTokenizer::from_trained(train_bpe(docs, vocab_size)?, chat_template, &saved)?
+            let trained = train_bpe(docs, vocab_size)?;
+            warn_if_short(&trained, vocab_size);
+            TrainTokenizer::from_trained(trained, chat_template, &saved)?
         }
     };
     tok.model_max_length = Some(model_max_length);
     tok.save(run_dir)?;
     Ok(tok)
+}
+
+/// A warning, not an error, when the data allows fewer tokens than asked: the BPE stops
+/// when no pair is left to merge, and a recipe whose data grows should not start failing
+/// or need its vocabulary retuned. The model takes its vocabulary from the tokenizer,
+/// so nothing is wrong with the run; the line says what the recipe's number became.
+fn warn_if_short(trained: &tokenizers::Tokenizer, asked: usize) {
+    let got = trained.get_vocab_size(true);
+    if got < asked {
+        tracing::warn!(
+            "tokenizer.train_vocab_size = {asked}, but the data allows only {got} tokens \
+             (no pair left to merge); the vocabulary has {got}"
+        );
+    }
 }
 
 impl TrainTokenizer {
