@@ -180,9 +180,21 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How long a command waits for another process's lock on the store by default
+/// (`--store-timeout`).
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 impl Store {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, waiting up to
+    /// [`DEFAULT_LOCK_WAIT`] for another process's lock.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_waiting(path, DEFAULT_LOCK_WAIT)
+    }
+
+    /// Opens the store at `path`. When another process holds it locked, says so (and
+    /// which process, where the system tells) and waits up to `wait` before failing
+    /// with the path; later writes wait as long.
+    pub fn open_waiting(path: &Path, wait: Duration) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -191,14 +203,42 @@ impl Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.init()?;
+        store.set_wait(Duration::ZERO)?;
+        match store.init() {
+            Err(e) if is_locked(&e) => {
+                tracing::warn!(
+                    "{} is locked by {}; waiting up to {} s (--store-timeout)",
+                    path.display(),
+                    lock_holders(path),
+                    wait.as_secs()
+                );
+                store.set_wait(wait)?;
+                store.init().map_err(|e| {
+                    if is_locked(&e) {
+                        Error::bad_file(
+                            path,
+                            format!(
+                                "locked by {} for {} s; try again when it has finished, or raise --store-timeout",
+                                lock_holders(path),
+                                wait.as_secs()
+                            ),
+                        )
+                    } else {
+                        e
+                    }
+                })?;
+            }
+            other => other?,
+        }
+        store.set_wait(wait)?;
         Ok(store)
     }
 
+    fn set_wait(&self, wait: Duration) -> Result<()> {
+        self.conn.busy_timeout(wait).map_err(|e| self.err(e))
+    }
+
     fn init(&self) -> Result<()> {
-        self.conn
-            .busy_timeout(busy_timeout())
-            .map_err(|e| self.err(e))?;
         // `journal_mode` answers with a row; a corrupt file fails here.
         let _: String = self
             .conn
@@ -651,14 +691,55 @@ impl Store {
     }
 }
 
-/// How long a writer waits for another one (`CKPT_STORE_TIMEOUT_SECS`, default 30 s).
-fn busy_timeout() -> Duration {
-    let secs = std::env::var("CKPT_STORE_TIMEOUT_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    Duration::from_secs(secs)
+/// Whether `e` is [`sql_error`]'s "locked" error.
+fn is_locked(e: &Error) -> bool {
+    matches!(e, Error::BadFile { message, .. } if message.starts_with(LOCKED))
 }
+
+/// The processes that have the store (or its WAL) open, as `pid N (command)`, read
+/// from `/proc`; "another process" where the system does not tell.
+fn lock_holders(path: &Path) -> String {
+    let Ok(target) = path.canonicalize() else {
+        return "another process".into();
+    };
+    let names: Vec<PathBuf> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", target.display())))
+        .collect();
+    let me = std::process::id().to_string();
+    let mut holders = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid == me || !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let fds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if fds
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|l| names.contains(&l))
+        {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let words: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .take(3)
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            holders.push(format!("pid {pid} ({})", words.join(" ")));
+        }
+    }
+    if holders.is_empty() {
+        "another process".into()
+    } else {
+        holders.join(", ")
+    }
+}
+
+/// The start of the error for a store another process holds locked.
+const LOCKED: &str = "locked by another process";
 
 /// Seconds since the Unix epoch as an RFC 3339 UTC timestamp.
 pub fn now() -> String {
@@ -695,8 +776,7 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
     let message = match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            "the store is locked by another ckpt process (waited 30 s); try again when it finishes"
-                .to_string()
+            format!("{LOCKED}; try again when it has finished, or raise --store-timeout")
         }
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             format!("not a ckpt store or corrupt: {e}")

@@ -671,15 +671,29 @@ fn a_locked_store_is_a_clear_error() {
     let holder = rusqlite::Connection::open(sb.path().join("s.sqlite")).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
     std::fs::write(sb.path().join("arc.jsonl"), arc_docs(3)).unwrap();
-    let out = sb
-        .ckpt(eval_args(&runs, &task, arg(&data), "s.sqlite"))
-        .env("CKPT_STORE_TIMEOUT_SECS", "1")
-        .output()
-        .unwrap();
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.extend(["--store-timeout".to_string(), "1".to_string()]);
+    let started = std::time::Instant::now();
+    let out = sb.ckpt(args).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed().as_secs_f64() < 10.0);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // First what is happening, then the error naming the store.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
     assert!(
-        stderr.contains("s.sqlite") && stderr.contains("locked"),
+        lines[0].contains("is locked by") && lines[0].contains("waiting up to 1 s"),
+        "{stderr}"
+    );
+    // This test process holds the lock: the store names it.
+    assert!(
+        lines[0].contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("error:")
+            && lines[1].contains("s.sqlite")
+            && lines[1].contains("locked by"),
         "{stderr}"
     );
 }

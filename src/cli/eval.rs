@@ -63,6 +63,8 @@ pub struct EvalArgs {
     /// The results store (default: ckpt.sqlite in the current directory).
     #[arg(long)]
     store: Option<PathBuf>,
+    #[command(flatten)]
+    store_timeout: super::values::StoreTimeout,
     /// Upper bound on rows x tokens of one forward pass.
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
@@ -218,7 +220,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| PathBuf::from(STORE_FILE));
-    let mut store = Store::open(&store_path)?;
+    let mut store = Store::open_waiting(&store_path, args.store_timeout.duration())?;
     let opts = RunOptions {
         policy: args.tokenization.policy(),
         device,

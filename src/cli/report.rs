@@ -30,6 +30,8 @@ pub struct ReportArgs {
     /// The judged task whose score picks each base model's SFT learning rate.
     #[arg(long, default_value = crate::judge::run::TASK)]
     judge_task: String,
+    #[command(flatten)]
+    store_timeout: super::values::StoreTimeout,
     /// Print report.json on stdout instead of the markdown tables.
     #[arg(long)]
     json: bool,
@@ -40,7 +42,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store, args.store_timeout.duration())?;
     let opts = ReportOptions {
         baseline: args.baseline.clone(),
         judge_task: args.judge_task.clone(),

@@ -35,6 +35,8 @@ pub struct SharpnessArgs {
     /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
     #[arg(long)]
     store: Option<PathBuf>,
+    #[command(flatten)]
+    store_timeout: super::values::StoreTimeout,
     /// With --store: plot sharpness against the fine-tunes' score (the paper's Figure 4,
     /// with Pearson's r and p) into this PNG/SVG; --sft-task names the score.
     #[arg(long, requires_all = ["store", "sft_task"])]
@@ -124,7 +126,10 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| default_out(&args.paths[0]));
     let mut results = ResultsFile::open(&out)?;
     let store = match &args.store {
-        Some(p) => Some(crate::store::Store::open(p)?),
+        Some(p) => Some(crate::store::Store::open_waiting(
+            p,
+            args.store_timeout.duration(),
+        )?),
         None => None,
     };
     if let Some(store) = &store {

@@ -10,6 +10,20 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--store-timeout SECS`: how long to wait for another process's lock on the store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreTimeout {
+    /// Seconds to wait while another process holds the results store locked.
+    #[arg(long = "store-timeout", value_name = "SECS", default_value_t = 60, value_parser = at_least_one)]
+    secs: usize,
+}
+
+impl StoreTimeout {
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.secs as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,7 @@ pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> Result<Outcome> {
         ledger.finish(name, seconds)?;
         progress.finished(seconds);
     }
-    let store = report::open_store(&cfg.dir.join(STORE))?;
+    let store = report::open_store(&cfg.dir.join(STORE), crate::store::DEFAULT_LOCK_WAIT)?;
     let findings = report::build(&store, &ReportOptions::default())?.findings;
     Ok(Outcome {
         dir: cfg.dir.clone(),
@@ -355,7 +355,7 @@ impl Demo<'_> {
     /// The paper's post-SFT evaluation, on each run's SFT model at the learning rate
     /// the judge liked best (the report's pick rule).
     fn eval_sft(&self) -> Result<()> {
-        let store = report::open_store(&self.path(STORE))?;
+        let store = report::open_store(&self.path(STORE), crate::store::DEFAULT_LOCK_WAIT)?;
         let picks = report::sft_picks(&store, &ReportOptions::default())?;
         drop(store);
         if picks.is_empty() {

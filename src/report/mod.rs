@@ -10,7 +10,7 @@
 //! ```no_run
 //! use ckpt::report::{build, write, Format, ReportOptions};
 //! use ckpt::store::Store;
-//! let store = ckpt::report::open_store(std::path::Path::new("ckpt.sqlite")).unwrap();
+//! let store = ckpt::report::open_store(std::path::Path::new("ckpt.sqlite"), ckpt::store::DEFAULT_LOCK_WAIT).unwrap();
 //! let report = build(&store, &ReportOptions::default()).unwrap();
 //! let files = write(&report, std::path::Path::new("report"), &Format::ALL).unwrap();
 //! println!("{}", ckpt::report::markdown(&report, false));
@@ -134,8 +134,9 @@ impl Report {
 }
 
 /// Opens an existing store: `path` is the file, or a directory holding `ckpt.sqlite`.
-/// A missing file is an error (opening would create an empty one).
-pub fn open_store(path: &Path) -> Result<Store> {
+/// A missing file is an error (opening would create an empty one). Another process's
+/// lock is waited for up to `wait`.
+pub fn open_store(path: &Path, wait: std::time::Duration) -> Result<Store> {
     let file = if path.is_dir() {
         path.join(STORE_FILE)
     } else {
@@ -147,7 +148,7 @@ pub fn open_store(path: &Path) -> Result<Store> {
             "no results store here (ckpt eval --store FILE writes one)",
         ));
     }
-    Store::open(&file)
+    Store::open_waiting(&file, wait)
 }
 
 /// The SFT LR picked for each pre-training base run ([`PICK_RULE`]), by base run name.
