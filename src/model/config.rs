@@ -197,9 +197,10 @@ impl LlamaConfig {
             Family::Qwen2 => (true, false),
             _ => (attention_bias, attention_bias),
         };
+        let vocab_size = need(raw.vocab_size, "vocab_size")?;
         let mut cfg = LlamaConfig {
             family,
-            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            vocab_size,
             hidden_size,
             intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
             num_hidden_layers,
@@ -219,8 +220,8 @@ impl LlamaConfig {
             o_bias,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             sliding_window: Vec::new(),
-            bos_token_id: first_token_id(raw.bos_token_id.as_ref()),
-            eos_token_id: first_token_id(raw.eos_token_id.as_ref()),
+            bos_token_id: first_token_id("bos_token_id", raw.bos_token_id.as_ref(), vocab_size)?,
+            eos_token_id: first_token_id("eos_token_id", raw.eos_token_id.as_ref(), vocab_size)?,
             saved_dtype: raw.dtype.clone().or(raw.torch_dtype.clone()),
         };
         cfg.check_domain()?;
@@ -398,11 +399,14 @@ fn positive(key: &str, value: f64) -> std::result::Result<(), String> {
 fn resolve_rope(raw: &RawConfig) -> std::result::Result<(f64, RopeScaling), String> {
     // 5.x keeps theta inside rope_parameters; 4.x at the top level.
     let params = raw.rope_parameters.as_ref().filter(|v| v.is_object());
-    let theta = params
-        .and_then(|p| p.get("rope_theta"))
-        .and_then(Value::as_f64)
-        .or(raw.rope_theta)
-        .unwrap_or(10_000.0);
+    let nested = match params.and_then(|p| p.get("rope_theta")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| format!("rope_parameters.rope_theta {v} is not a number"))?,
+        ),
+    };
+    let theta = nested.or(raw.rope_theta).unwrap_or(10_000.0);
     let scaling = params.or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
     let Some(scaling) = scaling else {
         return Ok((theta, RopeScaling::Default));
@@ -480,12 +484,29 @@ fn resolve_sliding_window(
         .collect())
 }
 
-/// `bos_token_id` / `eos_token_id` may be a number, a list of numbers or null.
-fn first_token_id(v: Option<&Value>) -> Option<u32> {
-    match v? {
-        Value::Number(n) => n.as_u64().map(|n| n as u32),
-        Value::Array(items) => items.first().and_then(Value::as_u64).map(|n| n as u32),
-        _ => None,
+/// `bos_token_id` / `eos_token_id` may be a token id, a list of them (the first is
+/// used) or null; anything else, or an id outside the vocabulary, is an error.
+fn first_token_id(
+    key: &str,
+    v: Option<&Value>,
+    vocab_size: usize,
+) -> std::result::Result<Option<u32>, String> {
+    let id = |x: &Value| {
+        x.as_u64()
+            .filter(|&n| (n as usize) < vocab_size)
+            .map(|n| n as u32)
+            .ok_or_else(|| format!("{key} {x} is not a token id of the vocabulary of {vocab_size}"))
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => {
+            let ids = items
+                .iter()
+                .map(id)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(ids.first().copied())
+        }
+        Some(x) => id(x).map(Some),
     }
 }
 
@@ -570,5 +591,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("yarn"), "{err}");
+    }
+
+    #[test]
+    fn token_ids_must_be_tokens_of_the_vocabulary() {
+        let with = |ids: &str| {
+            LlamaConfig::from_json(&format!(
+                r#"{{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+                "num_hidden_layers":1,"num_attention_heads":2,{ids}}}"#
+            ))
+        };
+        let ok = with(r#""bos_token_id": 0, "eos_token_id": [9, 3]"#).unwrap();
+        assert_eq!((ok.bos_token_id, ok.eos_token_id), (Some(0), Some(9)));
+        assert_eq!(with(r#""bos_token_id": null"#).unwrap().bos_token_id, None);
+        for bad in [
+            r#""bos_token_id": -1"#,
+            r#""bos_token_id": 10"#,
+            r#""eos_token_id": "x""#,
+            r#""eos_token_id": [1, 1e19]"#,
+        ] {
+            let err = with(bad).unwrap_err();
+            assert!(
+                err.contains("is not a token id of the vocabulary of 10"),
+                "{bad}: {err}"
+            );
+        }
+        let err = with(r#""rope_parameters": {"rope_theta": "x"}"#).unwrap_err();
+        assert!(err.contains("rope_parameters.rope_theta"), "{err}");
     }
 }
