@@ -161,7 +161,7 @@ impl<'a> PromptBuilder<'a> {
                     })
                     .collect();
                 let prompt = contexts.first().cloned().unwrap_or_default();
-                check_gold(spec, &Gold::Index(*gold), &text, &choices)?;
+                check_gold(&Gold::Index(*gold), &text, &choices)?;
                 (prompt, requests, Gold::Index(*gold))
             }
             (OutputType::MultipleChoice, _) => {
@@ -184,7 +184,7 @@ impl<'a> PromptBuilder<'a> {
                     }));
                 }
                 let gold = choice_gold(&target, &choices);
-                check_gold(spec, &gold, &target, &choices)?;
+                check_gold(&gold, &target, &choices)?;
                 (context, requests, gold)
             }
             (OutputType::GenerateUntil, _) => {
@@ -197,7 +197,7 @@ impl<'a> PromptBuilder<'a> {
                 };
                 let gold = match (&target, has_choices) {
                     (Field::Index(i), true) => {
-                        check_gold(spec, &Gold::Index(*i), &target, &choices)?;
+                        check_gold(&Gold::Index(*i), &target, &choices)?;
                         Gold::Text(choices[*i].clone())
                     }
                     (Field::List(items), _) => Gold::Texts(items.iter().map(json_text).collect()),
@@ -209,10 +209,9 @@ impl<'a> PromptBuilder<'a> {
                 let text = target.as_text();
                 if text.trim().is_empty() {
                     // Nothing to score: it would read as perplexity 1, a perfect model.
-                    return Err(Error::Invalid(format!(
-                        "task {}: empty text (doc_to_target); nothing to score",
-                        spec.task
-                    )));
+                    return Err(Error::Invalid(
+                        "empty text (doc_to_target); nothing to score".into(),
+                    ));
                 }
                 (
                     text.clone(),
@@ -287,7 +286,7 @@ fn json_text(v: &Json) -> String {
 /// Refuses a gold answer that is none of the doc's choices: it would score 0 on every
 /// model without a word (lm-eval's silent `-100`), hiding a wrong `doc_to_target` or
 /// answer key.
-fn check_gold(spec: &TaskSpec, gold: &Gold, target: &Field, choices: &[String]) -> Result<()> {
+fn check_gold(gold: &Gold, target: &Field, choices: &[String]) -> Result<()> {
     let n = choices.len();
     let fits = match gold {
         Gold::Index(i) => *i < n,
@@ -302,10 +301,10 @@ fn check_gold(spec: &TaskSpec, gold: &Gold, target: &Field, choices: &[String]) 
         Field::List(items) => serde_json::Value::Array(items.clone()).to_string(),
         Field::Text(t) => format!("{t:?}"),
     };
+    // The task is named by the caller (`build_task`'s callers add it).
     Err(Error::Invalid(format!(
-        "task {}: gold answer {value} (doc_to_target) is not one of the {n} choices \
-         (an index 0..{n} or a choice's text)",
-        spec.task,
+        "gold answer {value} (doc_to_target) is not one of the {n} choices \
+         (an index 0..{n} or a choice's text)"
     )))
 }
 
