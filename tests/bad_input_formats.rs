@@ -365,7 +365,17 @@ fn a_gold_answer_outside_the_choices_is_refused() {
         );
         assert!(line.contains("doc_to_target"), "{line}");
     }
-    // An answer key past the choices (lm-eval's `index()` fails the same way in Python).
+    // An answer key that is not a label: `index()` fails, as it does in Python, and the
+    // error names the document.
+    let sb = Sandbox::new();
+    let doc = r#"{"question": "Q?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "E"}
+"#;
+    assert_bad_input(
+        eval_spec(&sb, |s| s.to_string(), Some(doc)),
+        &["arc.toml", "doc_to_target", "document 0", "arc.jsonl"],
+        &["not in list"],
+    );
+    // An answer key past the choices.
     let sb = Sandbox::new();
     let doc = r#"{"question": "Q?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "B"}
 {"question": "R?", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "E"}
