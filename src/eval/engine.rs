@@ -30,6 +30,7 @@ use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The model's answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,8 @@ pub struct Engine<'a> {
     pub max_length: usize,
     /// Upper bound on `rows x padded length` of one forward pass.
     pub batch_tokens: usize,
+    /// Whether truncated contexts were warned about (once per engine, not per batch).
+    warned_truncation: AtomicBool,
 }
 
 /// An encoded log-likelihood request.
@@ -94,6 +97,7 @@ impl<'a> Engine<'a> {
             tokenizer,
             max_length: model.config().max_position_embeddings,
             batch_tokens: 4096,
+            warned_truncation: AtomicBool::new(false),
         }
     }
 
@@ -185,7 +189,7 @@ impl<'a> Engine<'a> {
             .iter()
             .filter(|p| p.context.len() + p.continuation.len() > self.max_length + 1)
             .count();
-        if cut > 0 {
+        if cut > 0 && !self.warned_truncation.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "max length {}: {cut} of {} requests lose the start of their context",
                 self.max_length,
