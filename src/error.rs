@@ -84,3 +84,16 @@ pub fn parent_dir(path: &Path) -> &Path {
         _ => Path::new("."),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("notes.txt")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("runs/notes.txt")), Path::new("runs"));
+        assert_eq!(parent_dir(Path::new("/notes.txt")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("/")), Path::new("."));
+    }
+}

@@ -506,6 +506,15 @@ fn release(sb: &Sandbox, more: &[&str]) -> Output {
 }
 
 #[test]
+fn release_names_the_repo_flag() {
+    let sb = Sandbox::new();
+    let dir = sb.copy_fixture("llama_gqa");
+    #[rustfmt::skip]
+    let out = run(&sb, &["release", arg(&dir), "--repo", "../x", "--dry-run", "preview", "--allow-unknown-schedule"]);
+    assert_bad_input(out, &["--repo", "../x"], &["invalid repository id"]);
+}
+
+#[test]
 fn release_metadata_is_checked_like_the_hub() {
     let sb = Sandbox::new();
     let cases: [(&[&str], &str, &str); 6] = [

@@ -108,7 +108,7 @@ struct Output<'a> {
 }
 
 pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let repo = RepoId::parse(&args.repo)?;
+    let repo = RepoId::parse(&args.repo).context("--repo")?;
     let mut cfg = ReleaseConfig {
         checkpoint: args.checkpoint.clone(),
         repo_id: repo.full("").trim_start_matches('/').to_string(),
