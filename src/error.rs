@@ -75,3 +75,25 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read_file(path)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))
 }
+
+/// The directory holding `path`: `.` for a bare file name, whose `parent()` is the empty
+/// path that every file call rejects (with an error naming no file).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("notes.txt")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("runs/notes.txt")), Path::new("runs"));
+        assert_eq!(parent_dir(Path::new("/notes.txt")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("/")), Path::new("."));
+    }
+}

@@ -39,6 +39,11 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>> {
 
 fn text_field(path: &Path, record: &Value, where_: &str) -> Result<String> {
     match record.get("text") {
+        // An empty text has no tokens: it would score perplexity 1, a perfect model.
+        Some(Value::String(s)) if s.trim().is_empty() => Err(Error::bad_file(
+            path,
+            format!("{where_}: \"text\" is empty (nothing to score)"),
+        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Error::bad_file(
             path,

@@ -180,9 +180,8 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
         if !root.exists() {
             return Err(Error::bad_file(root, "no such file or directory"));
         }
-        // A file inside a checkpoint (config.json, model.safetensors) means its directory.
         let root = if root.is_file() {
-            root.parent().unwrap_or(Path::new(".")).to_path_buf()
+            checkpoint_of_file(root)?
         } else {
             root.clone()
         };
@@ -214,6 +213,21 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
     found.sort_by(|a, b| (a.dir.parent(), a.step, &a.dir).cmp(&(b.dir.parent(), b.step, &b.dir)));
     found.dedup_by(|a, b| a.dir == b.dir);
     Ok(found)
+}
+
+/// The checkpoint directory a file named on the command line stands for: a file inside
+/// a checkpoint (config.json, model.safetensors) means its directory. Any other file is
+/// an error, not a reason to walk its parent, which may hold unrelated checkpoints.
+fn checkpoint_of_file(file: &Path) -> Result<PathBuf> {
+    let dir = crate::error::parent_dir(file).to_path_buf();
+    if dir.join(CONFIG_FILE).is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::bad_file(
+            file,
+            "is a file, not a checkpoint directory (config.json + *.safetensors) or a directory of them",
+        ))
+    }
 }
 
 fn missing_weights(dir: &Path) -> Error {

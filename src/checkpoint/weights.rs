@@ -320,7 +320,7 @@ struct ShardIndex {
 
 fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
     let parsed: ShardIndex = crate::error::read_json(index)?;
-    let dir = index.parent().unwrap_or(Path::new("."));
+    let dir = crate::error::parent_dir(index);
     let mut shards: Vec<&String> = parsed.weight_map.values().collect();
     shards.sort();
     shards.dedup();

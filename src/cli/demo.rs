@@ -1,6 +1,6 @@
 //! `ckpt demo [--out DIR] [--size tiny|small]`: the whole pipeline in miniature.
 
-use super::output::Ui;
+use super::output::{outln, Ui};
 use crate::demo::commands::Invocation;
 use crate::demo::pipeline::{self, DemoConfig, Progress};
 use crate::demo::Size;
@@ -97,7 +97,7 @@ impl Printer {
     fn line(&self, text: &str) {
         match &*self.spinner.borrow() {
             Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            None => outln!("{text}"),
         }
     }
 }
@@ -108,7 +108,7 @@ impl Progress for Printer {
             return;
         }
         let state = if done_earlier { "  (done earlier)" } else { "" };
-        println!("[{index:>2}/{total}] {title}{state}");
+        outln!("[{index:>2}/{total}] {title}{state}");
         if !done_earlier {
             self.start_spinner();
         }
@@ -133,24 +133,24 @@ impl Progress for Printer {
     fn finished(&self, seconds: f64) {
         self.stop_spinner();
         if !self.quiet {
-            println!("        {seconds:.1} s");
+            outln!("        {seconds:.1} s");
         }
     }
 }
 
 /// What the demo showed, measured, and where to look.
 fn print_summary(outcome: &pipeline::Outcome) {
-    println!("\nWhat this run shows:");
+    outln!("\nWhat this run shows:");
     for f in &outcome.findings {
         let verdict = match f.holds {
             Some(true) => "as in the paper",
             Some(false) => "NOT as in the paper",
             None => "not measured",
         };
-        println!("- {} ({verdict})\n  {}", f.question, f.text);
+        outln!("- {} ({verdict})\n  {}", f.question, f.text);
     }
     let dir = outcome.dir.display();
-    println!(
+    outln!(
         "\nReport: {dir}/report/report.html (tables and plots), {dir}/report/report.md\n\
          Release (dry run) of the WSO model: {dir}/release/\n\
          Demo finished in {:.0} s{}.",

@@ -2,7 +2,7 @@
 //! paths, scored on every task, through the store. The task `alpaca_eval` is
 //! pairwise judging (`super::judge`), with its own flags and table.
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::checkpoint::discover;
 use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
@@ -503,7 +503,7 @@ impl Report {
             }
             t.add_row(row);
         }
-        println!("{t}");
+        outln!("{t}");
         for c in self.checkpoints.iter().filter(|c| c.error.is_some()) {
             eprintln!(
                 "error: {}: {}",
@@ -515,7 +515,7 @@ impl Report {
             print_relative(rel, &self.columns());
         }
         let computed: usize = self.checkpoints.iter().map(|c| c.computed_requests).sum();
-        println!(
+        outln!(
             "{} checkpoints, {} tasks; {computed} requests computed, the rest from {}",
             self.checkpoints.len(),
             cols.len(),
@@ -557,6 +557,6 @@ fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
         }));
         t.add_row(row);
     }
-    println!("Relative to the best decayed schedule (accuracies in points; paired test on the same items):");
-    println!("{t}");
+    outln!("Relative to the best decayed schedule (accuracies in points; paired test on the same items):");
+    outln!("{t}");
 }

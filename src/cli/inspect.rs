@@ -1,6 +1,6 @@
 //! `ckpt inspect PATH...`: one row per checkpoint found.
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::checkpoint::{discover, Checkpoint, StoredTensor};
 use clap::Args;
 use serde::Serialize;
@@ -116,7 +116,7 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
                 r.fingerprint[..12].to_string(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE

@@ -2,7 +2,7 @@
 //! [`PairwiseTask`] and [`JudgeSettings`], and the table of win rates.
 
 use super::eval::schedule_label;
-use super::output::{print_json, table};
+use super::output::{outln, print_json, table};
 use crate::checkpoint::{is_checkpoint_dir, open_single, Checkpoint};
 use crate::eval::run::{Progress, RunOptions};
 use crate::judge::client::{ApiKey, ClientConfig, JudgeClient};
@@ -158,13 +158,10 @@ pub fn run(
         top_logprobs: args.judge_top_logprobs,
         concurrency: args.concurrency.max(1),
     };
-    let export_dir = args.judge_out.clone().unwrap_or_else(|| {
-        store
-            .path()
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("alpaca_eval")
-    });
+    let export_dir = args
+        .judge_out
+        .clone()
+        .unwrap_or_else(|| crate::error::parent_dir(store.path()).join("alpaca_eval"));
     let task = PairwiseTask {
         instructions,
         reference,
@@ -334,7 +331,7 @@ impl JudgeReport {
             }
             t.add_row(row);
         }
-        println!("{t}");
+        outln!("{t}");
         for c in &self.checkpoints {
             if let Some(e) = &c.error {
                 eprintln!("error: {}: {e}", c.path);
@@ -345,7 +342,7 @@ impl JudgeReport {
                 );
             }
         }
-        println!(
+        outln!(
             "alpaca_eval: judge {} vs reference {}; {} judge calls, {} answers from the store; AlpacaEval files in {}",
             self.judge,
             self.reference,

@@ -1,7 +1,7 @@
 //! `ckpt merge CKPT... --emulate SHAPE|--weights C,... [--window STEPS|--last K] --out DIR`:
 //! WSM checkpoint merging; prints the coefficients and the LR decay they emulate.
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::merge::{plan, Accumulate, DecayShape, MergeOptions, MergePlan, Selection, Weighting};
 use crate::plot::{line_chart, LineChart, Series};
 use anyhow::Context;
@@ -188,9 +188,9 @@ fn print_table(out: &Output) {
             format!("{:.6}", r.multiplier),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     let (first, last) = (out.sources[0].step, out.sources[out.sources.len() - 1].step);
-    println!(
+    outln!(
         "{} checkpoints of {} found (steps {first}..={last}), {}: the emulated LR decays to \
          {:.4} of the constant LR",
         out.sources.len(),
@@ -202,13 +202,13 @@ fn print_table(out: &Output) {
         out.final_multiplier
     );
     match (&out.out, &out.fingerprint) {
-        (Some(dir), Some(fp)) => println!(
+        (Some(dir), Some(fp)) => outln!(
             "wrote {} ({}) in {:.1}s",
             dir.display(),
             &fp[..12],
             out.seconds.unwrap_or(0.0)
         ),
-        _ => println!("nothing written (no --out)"),
+        _ => outln!("nothing written (no --out)"),
     }
 }
 

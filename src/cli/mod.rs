@@ -4,6 +4,7 @@
 
 mod demo;
 mod eval;
+mod flags;
 mod inspect;
 mod judge;
 mod merge;

@@ -1,8 +1,49 @@
 //! Everything the CLI prints goes through here: tables, JSON, progress bars, errors.
+//!
+//! Lines for stdout go through [`outln!`] / [`out!`], never `println!`: `println!`
+//! panics when stdout is closed (`ckpt tasks | head`), and a closed stdout must end the
+//! program quietly instead, as it does for every Unix tool.
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// `println!` for the CLI: a closed stdout ends the program quietly (see [`stdout_failed`]).
+macro_rules! outln {
+    () => {
+        $crate::cli::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+/// `print!` for the CLI: a closed stdout ends the program quietly (see [`stdout_failed`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!($($arg)*))
+    };
+}
+pub(crate) use {out, outln};
+
+/// Writes to stdout and flushes, so that a closed stdout is noticed here, at once.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        stdout_failed(e)
+    }
+}
+
+/// Ends the program after a failed write to stdout. A closed pipe (EPIPE: the reader,
+/// `head` or a pager, has seen enough) is not an error: exit code 0 and nothing on
+/// stderr, as ripgrep and `ckpt schedule` do. Anything else (a full disk) is one error
+/// line and exit code 1.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(1)
+}
 
 /// Output settings shared by the commands.
 pub struct Ui {
@@ -36,7 +77,7 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

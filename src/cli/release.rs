@@ -1,9 +1,10 @@
 //! `ckpt release CKPT --repo ORG/NAME [--dry-run DIR]`: checks a checkpoint, renders its
 //! model card and publishes both to the Hugging Face Hub (or writes them to DIR).
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::release::auth::{self, TokenSource};
 use crate::release::hub::{HubClient, RetryPolicy};
+use crate::release::metadata;
 use crate::release::plan::{Filters, Plan};
 use crate::release::repo_id::RepoId;
 use crate::release::upload::{self, Outcome, UploadOptions, UploadReport};
@@ -25,7 +26,7 @@ pub struct ReleaseArgs {
     #[arg(long, value_name = "ORG/NAME")]
     repo: String,
     /// Branch to commit to; created from the default branch when missing.
-    #[arg(long, default_value = "main")]
+    #[arg(long, default_value = "main", value_parser = metadata::parse_revision)]
     revision: String,
     /// Create the repository private (an existing repository keeps its visibility).
     #[arg(long)]
@@ -69,16 +70,17 @@ pub struct ReleaseArgs {
     #[arg(long, value_name = "FILE")]
     card_template: Option<PathBuf>,
     /// License id for the card's metadata (a Hub license id, or "other").
-    #[arg(long, default_value = "apache-2.0")]
+    #[arg(long, default_value = "apache-2.0", value_parser = metadata::parse_license)]
     license: String,
     /// Language of the model (ISO 639-1); repeatable.
-    #[arg(long = "language", value_name = "LANG", default_values_t = ["en".to_string()])]
+    #[arg(long = "language", value_name = "LANG", default_values_t = ["en".to_string()],
+          value_parser = metadata::parse_language)]
     languages: Vec<String>,
     /// Hub id of a training dataset for the card; repeatable.
-    #[arg(long = "dataset", value_name = "ID")]
+    #[arg(long = "dataset", value_name = "ID", value_parser = metadata::parse_hub_id)]
     datasets: Vec<String>,
     /// Hub id of the model this one was trained from.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = metadata::parse_hub_id)]
     base_model: Option<String>,
     /// Extra tag for the card; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
@@ -106,7 +108,7 @@ struct Output<'a> {
 }
 
 pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let repo = RepoId::parse(&args.repo)?;
+    let repo = RepoId::parse(&args.repo).context("--repo")?;
     let mut cfg = ReleaseConfig {
         checkpoint: args.checkpoint.clone(),
         repo_id: repo.full("").trim_start_matches('/').to_string(),
@@ -140,7 +142,7 @@ pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         if args.json {
             print_json(&output(&prepared, &repo_id, args, None))?;
         } else if !ui.quiet {
-            println!(
+            outln!(
                 "dry run: wrote {} files ({}) to {}; nothing was uploaded",
                 prepared.plan.files.len(),
                 release::card::human_bytes(prepared.plan.total_size()),
@@ -302,8 +304,8 @@ fn print_plan(p: &Prepared) {
             .to_string(),
         ]);
     }
-    println!("{t}");
-    println!(
+    outln!("{t}");
+    outln!(
         "{} files, {} ({}: {})",
         p.plan.files.len(),
         release::card::human_bytes(p.plan.total_size()),
@@ -322,23 +324,24 @@ fn print_plan(p: &Prepared) {
 
 fn print_report(r: &UploadReport) {
     if !r.already_on_hub.is_empty() {
-        println!(
+        outln!(
             "already on the Hub (not sent again): {}",
             r.already_on_hub.join(", ")
         );
     }
     if !r.unchanged.is_empty() {
-        println!("unchanged: {}", r.unchanged.join(", "));
+        outln!("unchanged: {}", r.unchanged.join(", "));
     }
     let url = r.commit_url.as_deref().unwrap_or("");
     match r.outcome {
-        Outcome::UpToDate => println!(
+        Outcome::UpToDate => outln!(
             "{}@{} already holds these files: nothing to commit ({url})",
-            r.repo, r.revision
+            r.repo,
+            r.revision
         ),
         Outcome::Committed | Outcome::CommittedAnswerLost => match &r.pull_request_url {
-            Some(pr) => println!("opened a pull request on {}: {pr}", r.repo),
-            None => println!("released {}@{}: {url}", r.repo, r.revision),
+            Some(pr) => outln!("opened a pull request on {}: {pr}", r.repo),
+            None => outln!("released {}@{}: {url}", r.repo, r.revision),
         },
     }
 }

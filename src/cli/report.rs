@@ -1,7 +1,7 @@
 //! `ckpt report [STORE] [--baseline RUN] [--format F]... [--out DIR]`: the paper's
 //! tables, findings and plots from the results store (`crate::report`).
 
-use super::output::Ui;
+use super::output::{out, Ui};
 use crate::report::{build, open_store, write, Format, ReportOptions};
 use crate::store::STORE_FILE;
 use clap::Args;
@@ -61,7 +61,7 @@ pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if args.json {
         super::output::print_json(&report)?;
     } else {
-        print!("{}", crate::report::markdown(&report, false));
+        out!("{}", crate::report::markdown(&report, false));
     }
     if !ui.quiet {
         eprintln!("wrote {} files to {}", files.len(), out.display());

@@ -1,6 +1,6 @@
 //! `ckpt score CKPT --text FILE`: rolling log-likelihood of texts.
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::score::{score_texts, ScoreOptions, ScoreReport};
 use crate::tokenizer::TextTokenizer;
 use anyhow::Context;
@@ -113,9 +113,9 @@ fn print_tables(out: &Output) {
             format!("{:.3}", s.perplexity),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     let a = &out.report.aggregate;
-    println!(
+    outln!(
         "{} texts, {} tokens: loglikelihood {:.4}, mean loss {:.4}, perplexity {:.3}, \
          word perplexity {:.3}, byte perplexity {:.4}, bits per byte {:.4}",
         a.texts,
@@ -127,7 +127,7 @@ fn print_tables(out: &Output) {
         a.byte_perplexity,
         a.bits_per_byte
     );
-    println!(
+    outln!(
         "{} ({}), max length {}, {:.1}s, {:.0} tokens/s",
         out.checkpoint.display(),
         &out.fingerprint[..12],

@@ -1,7 +1,7 @@
 //! `ckpt serve CKPT [--port P]`: one checkpoint behind an OpenAI-compatible API;
 //! `ckpt serve --oracle instructions.json`: the ground-truth judge behind the same API.
 
-use super::output::Ui;
+use super::output::{outln, Ui};
 use crate::checkpoint::open_single;
 use crate::eval::run::checkpoint_row;
 use crate::judge::oracle::{Oracle, DEFAULT_K};
@@ -9,7 +9,6 @@ use crate::judge::run::generator_name;
 use crate::serve::oracle::{OracleJudge, DEFAULT_NAME};
 use crate::serve::{ServeConfig, Served, Server};
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -93,7 +92,6 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
 
 /// The line clients (and tests) read the URL from.
 fn announce(name: &str, server: &Server) -> anyhow::Result<()> {
-    println!("serving {name} at {}", server.url());
-    std::io::stdout().flush()?;
+    outln!("serving {name} at {}", server.url()); // flushed: clients wait for it
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `ckpt sharpness PATH... --data FILE`: Hessian-trace sharpness of every checkpoint
 //! found, a table, a JSONL results file (resumable) and the paper's Figure 3.
 
-use super::output::{print_json, table, Ui};
+use super::flags::f64_above;
+use super::output::{outln, print_json, table, Ui};
 use crate::checkpoint::{discover, is_checkpoint_dir, Checkpoint};
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::{
@@ -68,14 +69,15 @@ pub struct SharpnessArgs {
     /// How Hessian-vector products are computed.
     #[arg(long, value_enum, default_value = "fd")]
     method: MethodArg,
-    /// Finite-difference step per entry of a probe.
+    /// Finite-difference step per entry of a probe: in [1e-6, 0.1] in f32, [1e-12, 0.1]
+    /// in f64 (a smaller step is lost in the weights' rounding: the trace reads 0).
     #[arg(long, default_value_t = 3e-5)]
     eps: f64,
     /// f32 or f64.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Stop early once stderr / |estimate| falls below this.
-    #[arg(long)]
+    /// Stop early once stderr / |estimate| falls below this, in (0, 1].
+    #[arg(long, value_parser = f64_above(0.0, 1.0))]
     rel_tol: Option<f64>,
     /// Probes drawn before --rel-tol is looked at.
     #[arg(long, default_value_t = 10)]
@@ -83,11 +85,11 @@ pub struct SharpnessArgs {
     /// Also estimate the top Hessian eigenvalue by power iteration.
     #[arg(long)]
     top_eigen: bool,
-    /// Power-iteration products at most.
-    #[arg(long, default_value_t = 20)]
-    eigen_iters: usize,
-    /// Relative change of the eigenvalue that ends power iteration.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Power-iteration products at most (at least 1: none gives no eigenvalue).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    eigen_iters: u32,
+    /// Relative change of the eigenvalue that ends power iteration, in (0, 1].
+    #[arg(long, default_value_t = 1e-3, value_parser = f64_above(0.0, 1.0))]
     eigen_tol: f64,
     /// Results file (JSONL; finished checkpoints are skipped on a rerun)
     /// [default: sharpness.jsonl in the first PATH, or beside it if it is a checkpoint].
@@ -217,7 +219,7 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         print_json(&all)?;
     } else if !shown.is_empty() {
         print_table(&shown);
-        println!("results: {}", out.display());
+        outln!("results: {}", out.display());
     }
     if let Some(path) = &args.plot {
         let done: Vec<SharpnessResult> = shown.iter().map(|(r, _)| (*r).clone()).collect();
@@ -252,12 +254,9 @@ fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
         other => bail!("--dtype {other:?}: sharpness runs in f32 or f64"),
     };
     let method = match args.method {
-        MethodArg::Fd => {
-            if !(args.eps.is_finite() && args.eps > 0.0) {
-                bail!("--eps must be positive, got {}", args.eps);
-            }
-            Method::FiniteDifference { eps: args.eps }
-        }
+        MethodArg::Fd => Method::FiniteDifference {
+            eps: checked_eps(args.eps, dtype)?,
+        },
         MethodArg::Exact => Method::Exact,
     };
     Ok(SharpnessOptions {
@@ -275,23 +274,37 @@ fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
         method,
         dtype,
         device: crate::device::parse_device(&args.device)?,
-        top_eigen_iters: args.top_eigen.then_some(args.eigen_iters),
+        top_eigen_iters: args.top_eigen.then_some(args.eigen_iters as usize),
         top_eigen_tol: args.eigen_tol,
         tokenizer: args.tokenizer.clone(),
         save_batches: args.save_batches.clone(),
     })
 }
 
+/// `--eps`, checked against the dtype: a step below a few units in the last place of
+/// the weights perturbs nothing, and the finite difference reads Tr(H) = 0 +- 0.
+fn checked_eps(eps: f64, dtype: DType) -> anyhow::Result<f64> {
+    let (min, name) = match dtype {
+        DType::F64 => (1e-12, "f64"),
+        _ => (1e-6, "f32"),
+    };
+    const MAX: f64 = 0.1;
+    if !(eps.is_finite() && (min..=MAX).contains(&eps)) {
+        bail!("--eps must be in [{min:e}, {MAX}] in {name}, got {eps:e}");
+    }
+    Ok(eps)
+}
+
 /// `sharpness.jsonl` in `first` when it is a directory of checkpoints, beside the
 /// checkpoint when it is one (or a file in one).
 fn default_out(first: &Path) -> PathBuf {
     let dir = if first.is_file() {
-        first.parent().unwrap_or(Path::new("."))
+        crate::error::parent_dir(first)
     } else {
         first
     };
     if is_checkpoint_dir(dir) {
-        dir.parent().unwrap_or(Path::new(".")).join(DEFAULT_OUT)
+        crate::error::parent_dir(dir).join(DEFAULT_OUT)
     } else {
         dir.join(DEFAULT_OUT)
     }
@@ -368,9 +381,9 @@ fn print_table(rows: &[(&SharpnessResult, bool)]) {
         }
         t.add_row(row);
     }
-    println!("{t}");
+    outln!("{t}");
     if let Some((r, _)) = rows.first() {
-        println!(
+        outln!(
             "data {} ({} tokens of {} x {} per batch, hash {}), {} probes, {} ({})",
             r.config.data,
             r.target_tokens,

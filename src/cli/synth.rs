@@ -2,7 +2,7 @@
 //! `ckpt synth --eval-tasks DIR`: benchmark data about the same world for every
 //! built-in task, in each dataset's schema (`--data-dir DIR --fewshot-dir DIR/fewshot`).
 
-use super::output::{print_json, table, Ui};
+use super::output::{outln, print_json, table, Ui};
 use crate::eval::catalog::Catalog;
 use crate::eval::synthetic::{write_task_data, SyntheticConfig};
 use crate::synth::{generate, SynthConfig, FILES};
@@ -120,7 +120,7 @@ fn eval_tasks(args: &SynthArgs, dir: &std::path::Path, ui: &Ui) -> anyhow::Resul
         )?;
     } else if !ui.quiet {
         let dir = dir.display();
-        println!(
+        outln!(
             "wrote {} docs in {} files for {} tasks to {dir} (--data-dir {dir} --fewshot-dir {dir}/fewshot)",
             written.docs,
             written.files.len(),
@@ -140,12 +140,15 @@ fn print_summary(s: &Summary) {
             p.distinct_words.to_string(),
         ]);
     }
-    println!("{t}");
-    println!(
+    outln!("{t}");
+    outln!(
         "world: {} entities, {} facts (seed {}); {} distinct words in all",
-        s.stats.entities, s.stats.facts, s.config.seed, s.stats.distinct_words
+        s.stats.entities,
+        s.stats.facts,
+        s.config.seed,
+        s.stats.distinct_words
     );
-    println!(
+    outln!(
         "wrote {} to {} in {:.2}s",
         s.files.join(", "),
         s.out.display(),

@@ -1,7 +1,7 @@
 //! `ckpt tasks`: list the benchmark tasks (built-in and `--tasks-dir`), a suite's, or
 //! print one task's rendered prompts and requests as JSONL (`--show`).
 
-use super::output::{print_json, table, Ui};
+use super::output::{self, outln, print_json, table, Ui};
 use crate::eval::catalog::{Catalog, TaskEntry};
 use crate::eval::data::DataSources;
 use crate::eval::spec::{OutputType, TaskSpec};
@@ -234,8 +234,8 @@ fn print_table(rows: &[TaskRow]) {
             r.metrics.join(" "),
         ]);
     }
-    println!("{t}");
-    println!("{} tasks", rows.len());
+    outln!("{t}");
+    outln!("{} tasks", rows.len());
 }
 
 /// One line of `--show`.
@@ -263,10 +263,15 @@ fn show(specs: &[TaskSpec], args: &TasksArgs) -> anyhow::Result<ExitCode> {
                 requests: &r.requests,
                 gold: &r.gold,
             };
-            serde_json::to_writer(&mut out, &line)?;
-            out.write_all(b"\n")?;
+            write_line(&mut out, &line).unwrap_or_else(|e| output::stdout_failed(e));
         }
     }
-    out.flush()?;
+    out.flush().unwrap_or_else(|e| output::stdout_failed(e));
     Ok(ExitCode::SUCCESS)
+}
+
+/// One JSON line of `--show`.
+fn write_line(out: &mut impl Write, line: &Shown) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    out.write_all(b"\n")
 }

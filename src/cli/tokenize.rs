@@ -1,7 +1,7 @@
 //! `ckpt tokenize INPUT... --tokenizer DIR --out DIR`: pre-tokenize a corpus into
 //! `.npy` token shards for `[data] paths`.
 
-use super::output::{print_json, Ui};
+use super::output::{outln, print_json, Ui};
 use crate::train::data::corpus::expand_paths;
 use crate::train::data::shards::{dtype_for, tokenize_to_shards};
 use crate::train::data::{TokenDtype, TrainTokenizer};
@@ -62,7 +62,7 @@ pub fn run(args: &TokenizeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if args.json {
         print_json(&serde_json::json!({ "summary": summary, "seconds": seconds }))?;
     } else if !ui.quiet {
-        println!(
+        outln!(
             "{} documents, {} tokens in {} shard(s) under {} ({:.1}s)",
             summary.documents,
             summary.tokens,

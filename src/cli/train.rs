@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -79,7 +79,7 @@ fn recipe_path(args: &TrainArgs) -> anyhow::Result<PathBuf> {
         bail!("give a recipe, or --resume RUN_DIR to continue a run");
     };
     let run_dir = if crate::checkpoint::is_checkpoint_dir(resume) {
-        resume.parent().unwrap_or(Path::new(".")).to_path_buf()
+        crate::error::parent_dir(resume).to_path_buf()
     } else {
         resume.clone()
     };

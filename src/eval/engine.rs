@@ -22,7 +22,7 @@
 //! ```
 
 use super::prompt::Request;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{select_rows, KvCache, Llama};
 use crate::score::{rolling_windows, score_windows, target_scores, TokenScore};
 use crate::tokenizer::TextTokenizer;
@@ -30,6 +30,7 @@ use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The model's answer to one [`Request`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,8 @@ pub struct Engine<'a> {
     pub max_length: usize,
     /// Upper bound on `rows x padded length` of one forward pass.
     pub batch_tokens: usize,
+    /// Whether truncated contexts were warned about (once per engine, not per batch).
+    warned_truncation: AtomicBool,
 }
 
 /// An encoded log-likelihood request.
@@ -94,6 +97,7 @@ impl<'a> Engine<'a> {
             tokenizer,
             max_length: model.config().max_position_embeddings,
             batch_tokens: 4096,
+            warned_truncation: AtomicBool::new(false),
         }
     }
 
@@ -125,6 +129,7 @@ impl<'a> Engine<'a> {
                 Request::Rolling { .. } => rolling.push(i),
             }
         }
+        self.check_pairs_fit(&pairs, requests)?;
         for (i, r) in self.loglikelihoods(pairs, progress)? {
             out[i] = Some(r);
         }
@@ -158,6 +163,40 @@ impl<'a> Engine<'a> {
             .into_iter()
             .map(|r| r.expect("every request answered"))
             .collect())
+    }
+
+    /// Refuses a `max_length` too short to hold an answer: the harness would score only
+    /// the answer's last tokens, and every choice of a task would then be compared on a
+    /// different, arbitrary piece (the `--max-length 1` that scored accuracy 0). Contexts
+    /// cut on the left, as the harness cuts them, are only warned about.
+    fn check_pairs_fit(&self, pairs: &[Pair], requests: &[Request]) -> Result<()> {
+        if let Some(p) = pairs
+            .iter()
+            .find(|p| p.continuation.len() > self.max_length)
+        {
+            let Request::Loglikelihood { continuation, .. } = &requests[p.index] else {
+                unreachable!("pairs come from loglikelihood requests");
+            };
+            return Err(Error::Invalid(format!(
+                "max length (--max-length) {} is shorter than the answer {continuation:?} \
+                 ({} tokens): use at least {} tokens",
+                self.max_length,
+                p.continuation.len(),
+                p.continuation.len(),
+            )));
+        }
+        let cut = pairs
+            .iter()
+            .filter(|p| p.context.len() + p.continuation.len() > self.max_length + 1)
+            .count();
+        if cut > 0 && !self.warned_truncation.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "max length {}: {cut} of {} requests lose the start of their context",
+                self.max_length,
+                pairs.len()
+            );
+        }
+        Ok(())
     }
 
     /// lm-eval's `loglikelihood` tokenization: `_encode_pair`, or for an empty context

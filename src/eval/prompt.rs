@@ -161,6 +161,7 @@ impl<'a> PromptBuilder<'a> {
                     })
                     .collect();
                 let prompt = contexts.first().cloned().unwrap_or_default();
+                check_gold(&Gold::Index(*gold), &text, &choices)?;
                 (prompt, requests, Gold::Index(*gold))
             }
             (OutputType::MultipleChoice, _) => {
@@ -182,7 +183,9 @@ impl<'a> PromptBuilder<'a> {
                         continuation: format!("{delim}{c}"),
                     }));
                 }
-                (context, requests, choice_gold(&target, &choices))
+                let gold = choice_gold(&target, &choices);
+                check_gold(&gold, &target, &choices)?;
+                (context, requests, gold)
             }
             (OutputType::GenerateUntil, _) => {
                 let context = format!("{prefix}{}", text.as_text());
@@ -194,7 +197,8 @@ impl<'a> PromptBuilder<'a> {
                 };
                 let gold = match (&target, has_choices) {
                     (Field::Index(i), true) => {
-                        Gold::Text(choices.get(*i).cloned().unwrap_or_default())
+                        check_gold(&Gold::Index(*i), &target, &choices)?;
+                        Gold::Text(choices[*i].clone())
                     }
                     (Field::List(items), _) => Gold::Texts(items.iter().map(json_text).collect()),
                     (t, _) => Gold::Text(t.as_text()),
@@ -203,6 +207,12 @@ impl<'a> PromptBuilder<'a> {
             }
             (OutputType::LoglikelihoodRolling, _) => {
                 let text = target.as_text();
+                if text.trim().is_empty() {
+                    // Nothing to score: it would read as perplexity 1, a perfect model.
+                    return Err(Error::Invalid(
+                        "empty text (doc_to_target); nothing to score".into(),
+                    ));
+                }
                 (
                     text.clone(),
                     vec![Request::Rolling { text: text.clone() }],
@@ -271,6 +281,31 @@ fn json_text(v: &Json) -> String {
         Json::String(s) => s.clone(),
         other => super::template::python_repr_json(other),
     }
+}
+
+/// Refuses a gold answer that is none of the doc's choices: it would score 0 on every
+/// model without a word (lm-eval's silent `-100`), hiding a wrong `doc_to_target` or
+/// answer key.
+fn check_gold(gold: &Gold, target: &Field, choices: &[String]) -> Result<()> {
+    let n = choices.len();
+    let fits = match gold {
+        Gold::Index(i) => *i < n,
+        Gold::Indices(is) => !is.is_empty() && is.iter().all(|i| *i < n),
+        Gold::Text(_) | Gold::Texts(_) => false,
+    };
+    if fits {
+        return Ok(());
+    }
+    let value = match target {
+        Field::Index(i) => i.to_string(),
+        Field::List(items) => serde_json::Value::Array(items.clone()).to_string(),
+        Field::Text(t) => format!("{t:?}"),
+    };
+    // The task is named by the caller (`build_task`'s callers add it).
+    Err(Error::Invalid(format!(
+        "gold answer {value} (doc_to_target) is not one of the {n} choices \
+         (an index 0..{n} or a choice's text)"
+    )))
 }
 
 /// The gold choice(s) of a multiple-choice doc: an index, several, or a choice's text.

@@ -79,6 +79,34 @@ pub struct FewshotConfig {
     pub preamble: bool,
 }
 
+/// The aggregations of per-document metrics that scoring applies (`scoring::aggregate`).
+pub const AGGREGATIONS: [&str; 3] = ["mean", "median", "nanmean"];
+
+/// Whether the spec's text sets `metric_list` (or its alias `metrics`), even to `[]`.
+fn names_metrics(text: &str) -> bool {
+    text.parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("metric_list") || t.contains_key("metrics"))
+}
+
+/// lm-eval's metrics for a task that names none (`DEFAULT_METRIC_REGISTRY`); rolling
+/// tasks report their fixed perplexities whatever the list says.
+fn default_metrics(output_type: OutputType) -> Vec<MetricSpec> {
+    let names: &[&str] = match output_type {
+        OutputType::MultipleChoice => &["acc", "acc_norm"],
+        OutputType::GenerateUntil => &["exact_match"],
+        OutputType::LoglikelihoodRolling => &[],
+    };
+    names
+        .iter()
+        .map(|m| MetricSpec {
+            metric: m.to_string(),
+            aggregation: default_aggregation(),
+            higher_is_better: true,
+            options: BTreeMap::new(),
+        })
+        .collect()
+}
+
 /// One entry of `metric_list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSpec {
@@ -204,6 +232,9 @@ impl TaskSpec {
             Error::bad_file(origin, format!("{path}: {}", inner.message()))
         })?;
         spec.origin = origin.to_path_buf();
+        if spec.metric_list.is_empty() && !names_metrics(text) {
+            spec.metric_list = default_metrics(spec.output_type);
+        }
         spec.validate(origin)?;
         Ok(spec)
     }
@@ -233,6 +264,8 @@ impl TaskSpec {
                 );
             }
         }
+        self.validate_metrics()
+            .map_err(|msg| Error::bad_file(origin, msg))?;
         if self.eval_split().is_none() {
             return bad("no split to evaluate: set test_split or validation_split".into());
         }
@@ -252,6 +285,34 @@ impl TaskSpec {
                 "fewshot_config: file, description_column and preamble need source = \"file\""
                     .into(),
             );
+        }
+        Ok(())
+    }
+
+    /// `metric_list`: not empty (a task with no metric reports nothing and vanished
+    /// from the results), and aggregations the scoring knows (an unknown one was read
+    /// as the mean). Loglikelihood-rolling tasks report their fixed metrics, so any
+    /// list, even none, is fine for them.
+    fn validate_metrics(&self) -> std::result::Result<(), String> {
+        if self.output_type == OutputType::LoglikelihoodRolling {
+            return Ok(());
+        }
+        if self.metric_list.is_empty() {
+            return Err(format!(
+                "task {}: metric_list is empty or missing",
+                self.task
+            ));
+        }
+        for m in &self.metric_list {
+            if !AGGREGATIONS.contains(&m.aggregation.as_str()) {
+                return Err(format!(
+                    "task {}: metric_list: {}: unknown aggregation {:?} (one of {})",
+                    self.task,
+                    m.metric,
+                    m.aggregation,
+                    AGGREGATIONS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -367,6 +428,29 @@ metric_list = [{ metric = "acc" }, { metric = "acc_norm" }]
         assert_eq!(toks(&spec.with_max_gen_toks(500)), 100);
         let mc = TaskSpec::parse(ARC, Path::new("arc.toml")).unwrap();
         assert!(mc.with_max_gen_toks(16).generation_kwargs.is_none());
+    }
+
+    #[test]
+    fn metric_lists_are_checked_and_default_as_in_lm_eval() {
+        let list = "metric_list = [{ metric = \"acc\" }, { metric = \"acc_norm\" }]";
+        let parse =
+            |metrics: &str| TaskSpec::parse(&ARC.replace(list, metrics), Path::new("a.toml"));
+        let names = |s: TaskSpec| {
+            s.metric_list
+                .into_iter()
+                .map(|m| m.metric)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(parse("").unwrap()), ["acc", "acc_norm"]);
+        let err = parse("metric_list = []").unwrap_err().to_string();
+        assert!(
+            err.contains("a.toml") && err.contains("metric_list is empty"),
+            "{err}"
+        );
+        let err = parse("metric_list = [{ metric = \"acc\", aggregation = \"max\" }]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown aggregation \"max\""), "{err}");
     }
 
     #[test]

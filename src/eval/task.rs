@@ -227,6 +227,12 @@ fn exemplar_file(
 fn at_doc(e: Error, origin: &Path, i: usize) -> Error {
     match e {
         Error::Invalid(msg) => Error::bad_file(origin, format!("document {i}: {msg}")),
+        // A template of the spec failed on this doc (`index()` of an answer key that is
+        // not a label): the spec's file leads, the doc is named after it.
+        Error::BadFile { path, message } if path != origin => Error::bad_file(
+            &path,
+            format!("{message} (on document {i} of {})", origin.display()),
+        ),
         other => other,
     }
 }

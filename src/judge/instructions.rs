@@ -107,6 +107,14 @@ pub fn read_records(path: &Path) -> Result<Vec<Instruction>> {
 }
 
 fn parse_record(value: &Value) -> std::result::Result<Instruction, String> {
+    // serde fills a struct from a JSON array too, by position: `["a", "b"]` would be an
+    // instruction "a" with output "b". A record is an object.
+    if !value.is_object() {
+        return Err(format!(
+            "not an AlpacaEval record {{\"instruction\", \"output\", ...}}: a JSON {}, not an object",
+            json_type(value)
+        ));
+    }
     let record: Instruction = Instruction::deserialize(value).map_err(|e| {
         format!("not an AlpacaEval record {{\"instruction\", \"output\", \"generator\", \"dataset\"}}: {e}")
     })?;
@@ -114,6 +122,18 @@ fn parse_record(value: &Value) -> std::result::Result<Instruction, String> {
         return Err("empty instruction".into());
     }
     Ok(record)
+}
+
+/// The JSON type of `value`, as an error message names it.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 /// Outputs of a model for `instructions`, matched by instruction text (as AlpacaEval
@@ -280,6 +300,12 @@ mod tests {
         std::fs::write(&bad, "{\"instruction\": \"a\"}\n{\"prompt\": \"b\"}\n").unwrap();
         let err = read_records(&bad).unwrap_err().to_string();
         assert!(err.contains("bad.jsonl") && err.contains("line 2"), "{err}");
+        std::fs::write(&bad, "{\"instruction\": \"a\"}\n[\"b\", \"c\"]\n").unwrap();
+        let err = read_records(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.jsonl") && err.contains("line 2") && err.contains("array"),
+            "{err}"
+        );
         std::fs::write(&bad, "{\"instruction\": \"  \"}\n").unwrap();
         let err = read_records(&bad).unwrap_err().to_string();
         assert!(err.contains("empty instruction"), "{err}");

@@ -99,7 +99,11 @@ fn find(inputs: &[PathBuf]) -> Result<(Vec<Checkpoint>, Vec<PathBuf>)> {
 }
 
 fn canonical(path: &Path) -> Option<PathBuf> {
-    let path = if path.is_file() { path.parent()? } else { path };
+    let path = if path.is_file() {
+        crate::error::parent_dir(path)
+    } else {
+        path
+    };
     std::fs::canonicalize(path).ok()
 }
 

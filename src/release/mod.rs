@@ -17,6 +17,7 @@ pub mod decay;
 pub mod hub;
 pub mod lfs;
 pub mod lr_curve;
+pub mod metadata;
 pub mod plan;
 pub mod repo_id;
 pub mod results;

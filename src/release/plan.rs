@@ -189,6 +189,19 @@ pub fn select(
             "nothing to release: --exclude removed every file".into(),
         ));
     }
+    // A release without (all) its weights is no model: transformers cannot load it.
+    if let Some(shard) = shards.iter().find(|w| exclude.is_match(w.as_str())) {
+        let glob = filters
+            .exclude
+            .iter()
+            .find(|g| {
+                glob_set(std::slice::from_ref(g)).is_ok_and(|set| set.is_match(shard.as_str()))
+            })
+            .map_or("", String::as_str);
+        return Err(Error::Invalid(format!(
+            "--exclude {glob:?} removes the weights ({shard}): a release needs them"
+        )));
+    }
     Ok(chosen)
 }
 
@@ -419,11 +432,25 @@ mod tests {
 
         let filters = Filters {
             include: vec!["ckpt.json".into()],
-            exclude: vec!["*.safetensors".into(), "README.md".into()],
+            exclude: vec!["README.md".into()],
         };
         assert_eq!(
             names(select(d, &generated, &filters).unwrap()),
-            ["ckpt.json", "config.json", "tokenizer.json"]
+            [
+                "ckpt.json",
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json"
+            ]
+        );
+        let no_weights = Filters {
+            include: vec![],
+            exclude: vec!["*.safetensors".into()],
+        };
+        let err = select(d, &generated, &no_weights).unwrap_err().to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("*.safetensors"),
+            "{err}"
         );
 
         let all_out = Filters {

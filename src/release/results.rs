@@ -78,6 +78,16 @@ pub struct SharpnessRow {
     pub released: bool,
 }
 
+/// Whether `metric` is a fraction of items (accuracy, exact match, F1, win rate), which
+/// the card reports in [0, 1].
+fn is_fraction(metric: &str) -> bool {
+    let m = metric.split(',').next().unwrap_or(metric);
+    m.starts_with("acc")
+        || m.starts_with("exact_match")
+        || m.ends_with("win_rate")
+        || matches!(m, "em" | "f1" | "mc1" | "mc2" | "brier_score")
+}
+
 /// Everything the card reports beyond the checkpoint itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +124,19 @@ impl CardResults {
                 return Err(format!(
                     "evals[{i}] ({}): value and stderr must be finite",
                     e.task
+                ));
+            }
+            if is_fraction(&e.metric) && !(0.0..=1.0).contains(&e.value) {
+                return Err(format!(
+                    "evals[{i}] ({}): {} is {}, out of [0, 1] (a fraction, not a percentage)",
+                    e.task, e.metric, e.value
+                ));
+            }
+            if e.stderr.is_some_and(|s| s < 0.0) {
+                return Err(format!(
+                    "evals[{i}] ({}): stderr {} is negative",
+                    e.task,
+                    e.stderr.unwrap_or_default()
                 ));
             }
         }

@@ -186,11 +186,39 @@ pub(super) fn check_common(
     Ok(())
 }
 
+/// The roles a chat template renders. Any other (`tool`, a typo, an empty one) would be
+/// dropped by the template without a word and the model answer another conversation.
+const ROLES: [&str; 3] = ["system", "user", "assistant"];
+
+/// Refuses a message whose role the chat template does not render, naming it.
+pub(super) fn check_roles(messages: &[ChatMessage]) -> Result<(), Reply> {
+    match messages
+        .iter()
+        .position(|m| !ROLES.contains(&m.role.as_str()))
+    {
+        None => Ok(()),
+        Some(i) => Err((
+            400,
+            json!({"error": {
+                "message": format!(
+                    "messages[{i}].role: {:?} is not a supported role (one of {})",
+                    messages[i].role,
+                    ROLES.join(", ")
+                ),
+                "type": "invalid_request_error",
+                "param": format!("messages[{i}].role"),
+                "code": null,
+            }}),
+        )),
+    }
+}
+
 fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
     check_common(&served.name, &req.model, req.stream, req.n)?;
     if req.messages.is_empty() {
         return Err(bad_request("messages must not be empty"));
     }
+    check_roles(&req.messages)?;
     let messages: Vec<Message> = req
         .messages
         .into_iter()
@@ -305,6 +333,15 @@ fn run(
     top_logprobs: Option<usize>,
 ) -> Result<(Generation, usize), Reply> {
     let engine = Engine::new(&served.model, &served.tokenizer);
+    if prompt.len() > served.max_prompt_bytes {
+        return Err(bad_request(&format!(
+            "this model's maximum context length is {} tokens; the prompt has {} bytes, \
+             more than any {} tokens can hold",
+            engine.max_length,
+            prompt.len(),
+            engine.max_length
+        )));
+    }
     let ids = served
         .tokenizer
         .encode_prompt(prompt)

@@ -57,6 +57,10 @@ pub struct Served {
     pub chat: ChatPrompt,
     /// The model id clients name (`GET /v1/models` lists it).
     pub name: String,
+    /// Prompt bytes beyond which no prompt fits the context, whatever it says
+    /// (`max_length` tokens of the longest vocabulary entry): checked before tokenizing,
+    /// so that a huge body is refused at once.
+    pub max_prompt_bytes: usize,
 }
 
 impl Served {
@@ -71,11 +75,13 @@ impl Served {
         let cfg = ckpt.config()?;
         let tokenizer =
             TextTokenizer::load_with(&ckpt.dir, None, cfg.bos_token_id, cfg.eos_token_id, policy)?;
+        let max_prompt_bytes = cfg.max_position_embeddings * tokenizer.max_token_bytes();
         Ok(Self {
             chat: ChatPrompt::from_files(&tokenizer.files)?,
             tokenizer,
             model: ckpt.load_model(device, dtype)?,
             name: name.to_string(),
+            max_prompt_bytes,
         })
     }
 

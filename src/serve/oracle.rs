@@ -78,6 +78,7 @@ struct JudgeRequest {
 impl OracleJudge {
     fn chat(&self, req: JudgeRequest) -> std::result::Result<Reply, Reply> {
         check_common(&self.name, &req.model, req.stream, req.n)?;
+        api::check_roles(&req.messages)?;
         let prompt = req
             .messages
             .into_iter()

@@ -82,7 +82,7 @@ impl TextTokenizer {
         }
         let mut inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::bad_file(&path, format!("cannot load tokenizer: {e}")))?;
-        let files = TokenizerFiles::read(path.parent().unwrap_or(Path::new(".")))?;
+        let files = TokenizerFiles::read(crate::error::parent_dir(&path))?;
         compat::as_transformers_loads(&mut inner, &files, &path)?;
         let by_name = |name: &Option<String>| name.as_deref().and_then(|t| inner.token_to_id(t));
         let bos = by_name(&files.bos);
@@ -235,6 +235,20 @@ impl TextTokenizer {
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The most text bytes one token can stand for: the longest vocabulary entry's
+    /// UTF-8 length, an upper bound whatever the encoding (a byte-level `Ġ` is two bytes
+    /// for one, a byte-fallback `<0x41>` six for one). `text.len() / this` tokens at
+    /// least: what tells a prompt too long for the context before tokenizing it.
+    pub fn max_token_bytes(&self) -> usize {
+        self.inner
+            .get_vocab(true)
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// The file the tokenizer was read from.

@@ -51,9 +51,11 @@ pub fn tokenize_to_shards(
         shards: Vec::new(),
     };
     let mut pending: Vec<u32> = Vec::new();
+    let mut any_text = false;
     for file in files {
         let docs = read_documents(std::slice::from_ref(file), column, None)?;
         summary.documents += docs.len();
+        any_text |= docs.iter().any(|d| !d.trim().is_empty());
         pending.extend(pack_documents(&docs, tok)?);
         while pending.len() >= shard_tokens {
             let rest = pending.split_off(shard_tokens);
@@ -61,10 +63,27 @@ pub fn tokenize_to_shards(
             pending = rest;
         }
     }
+    if !any_text {
+        // Nothing was written: an empty corpus is a mistake (a wrong file or column),
+        // not 0 shards to train on.
+        return Err(no_documents(files, column));
+    }
     if !pending.is_empty() {
         flush(&mut summary, out, &pending, dtype)?;
     }
     Ok(summary)
+}
+
+fn no_documents(files: &[PathBuf], column: &str) -> Error {
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let names = if names.is_empty() {
+        "the input".to_string()
+    } else {
+        names.join(", ")
+    };
+    Error::Invalid(format!(
+        "{names}: no documents to tokenize (no non-empty {column:?} field or line)"
+    ))
 }
 
 fn flush(summary: &mut ShardSummary, out: &Path, tokens: &[u32], dtype: TokenDtype) -> Result<()> {

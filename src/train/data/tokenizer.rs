@@ -133,7 +133,7 @@ impl TrainTokenizer {
         let mut inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| Error::bad_file(&file, format!("cannot load tokenizer: {e}")))?;
-        let files = TokenizerFiles::read(file.parent().unwrap_or(Path::new(".")))?;
+        let files = TokenizerFiles::read(crate::error::parent_dir(&file))?;
         crate::tokenizer::compat::as_transformers_loads(&mut inner, &files, &file)?;
         let lookup = |name: &str| special(&inner, &file, name);
         let eos = match &files.eos {
