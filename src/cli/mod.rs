@@ -4,7 +4,6 @@
 
 mod demo;
 mod eval;
-mod flags;
 mod inspect;
 mod judge;
 mod merge;

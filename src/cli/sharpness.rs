@@ -1,8 +1,8 @@
 //! `ckpt sharpness PATH... --data FILE`: Hessian-trace sharpness of every checkpoint
 //! found, a table, a JSONL results file (resumable) and the paper's Figure 3.
 
-use super::flags::f64_above;
 use super::output::{outln, print_json, table, Ui};
+use super::values::f64_above;
 use crate::checkpoint::{discover, is_checkpoint_dir, Checkpoint};
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::{
