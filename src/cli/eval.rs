@@ -164,6 +164,11 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         || (args.suite.as_deref() == Some("sft") && args.judge.has_url());
     if judged {
         args.judge.check()?;
+    } else if args.judge.has_url() {
+        anyhow::bail!(
+            "--judge-url (and the judging flags) are only used with --tasks {} or --suite sft",
+            super::judge::TASK
+        );
     }
     let names: Vec<String> = args
         .tasks

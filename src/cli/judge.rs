@@ -30,53 +30,59 @@ pub struct JudgeArgs {
     #[arg(long, value_name = "URL", value_parser = parse_judge_url)]
     judge_url: Option<String>,
     /// The judge's model name [default: the one model the server lists].
-    #[arg(long)]
+    #[arg(long, requires = "judge_url")]
     judge_model: Option<String>,
     /// Environment variable holding the judge's API key (none sent when unset).
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "VAR")]
+    #[arg(
+        long,
+        default_value = "OPENAI_API_KEY",
+        value_name = "VAR",
+        requires = "judge_url"
+    )]
     judge_key_env: String,
     /// What the checkpoints are compared with: a checkpoint (it answers the instructions
     /// too) or a model_outputs.json-style file [default: the instructions' `output`].
-    #[arg(long, value_name = "CKPT|FILE")]
+    #[arg(long, value_name = "CKPT|FILE", requires = "judge_url")]
     reference: Option<PathBuf>,
     /// Instruction set in AlpacaEval's layout: a JSON/JSONL file, or a Hub dataset
     /// ORG/NAME[:FILE].
     #[arg(
         long,
         default_value = "tatsu-lab/alpaca_eval",
-        value_name = "FILE|HUB_ID"
+        value_name = "FILE|HUB_ID",
+        requires = "judge_url"
     )]
     instructions: String,
     /// Tokens each checkpoint may generate per answer.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, requires = "judge_url", value_parser = super::values::at_least_one)]
     max_new_tokens: usize,
     /// Judge calls in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, requires = "judge_url", value_parser = super::values::usize_in(1, 1024))]
     concurrency: usize,
     /// Jinja template of the judge's question [default: tasks/judge_pairwise.j2].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "judge_url")]
     judge_template: Option<PathBuf>,
     /// top_logprobs asked of the judge (the preference is read from them).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, requires = "judge_url", value_parser = super::values::usize_in(0, 20))]
     judge_top_logprobs: usize,
     /// Seed of the order in which each instruction's two answers are shown.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "judge_url")]
     judge_seed: u64,
     /// Seconds one judge call may take.
-    #[arg(long, default_value_t = 120.0, value_parser = parse_timeout)]
+    #[arg(long, default_value_t = 120.0, value_parser = parse_timeout, requires = "judge_url")]
     judge_timeout: f64,
     /// Retries of a failed judge call (backoff doubling from 1 s, honouring Retry-After).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, requires = "judge_url")]
     judge_retries: u32,
     /// First backoff in milliseconds (tests shorten it).
     #[arg(long, default_value_t = 1000, hide = true)]
     judge_backoff_ms: u64,
     /// Instruction difficulties (CSV, one per instruction): the LC win rate uses
     /// AlpacaEval's length_controlled_noreg GLM instead of length_controlled_minimal.
-    #[arg(long, value_name = "CSV")]
+    #[arg(long, value_name = "CSV", requires = "judge_url")]
     difficulty: Option<PathBuf>,
     /// Directory of the AlpacaEval exports [default: alpaca_eval/ beside the store].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", requires = "judge_url")]
     judge_out: Option<PathBuf>,
 }
 

@@ -40,10 +40,10 @@ pub struct SharpnessArgs {
     store_timeout: super::values::StoreTimeout,
     /// With --store: plot sharpness against the fine-tunes' score (the paper's Figure 4,
     /// with Pearson's r and p) into this PNG/SVG; --sft-task names the score.
-    #[arg(long, requires_all = ["store", "sft_task"])]
+    #[arg(long, requires_all = ["store", "sft_task"], value_parser = super::values::plot_path)]
     sft_plot: Option<PathBuf>,
     /// The SFT score for --sft-plot: TASK or TASK:METRIC (default metric acc).
-    #[arg(long)]
+    #[arg(long, requires = "sft_plot")]
     sft_task: Option<String>,
     /// Held-out texts: .txt (one per non-empty line), .jsonl / .json (field "text").
     #[arg(long)]
@@ -79,8 +79,8 @@ pub struct SharpnessArgs {
     /// Stop early once stderr / |estimate| falls below this, in (0, 1].
     #[arg(long, value_parser = f64_above(0.0, 1.0))]
     rel_tol: Option<f64>,
-    /// Probes drawn before --rel-tol is looked at.
-    #[arg(long, default_value_t = 10)]
+    /// Probes drawn before --rel-tol is looked at (a standard error needs two).
+    #[arg(long, default_value_t = 10, value_parser = super::values::usize_in(2, 1_000_000))]
     min_probes: usize,
     /// Also estimate the top Hessian eigenvalue by power iteration.
     #[arg(long)]
@@ -96,7 +96,7 @@ pub struct SharpnessArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Plot sharpness against step, one line per run (.png or .svg).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::plot_path)]
     plot: Option<PathBuf>,
     /// Write the token batches measured on (.npy: u32 [batches, rows, seq]; else JSON).
     #[arg(long)]

@@ -11,6 +11,27 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A count in `lo..=hi`.
+pub fn usize_in(
+    lo: usize,
+    hi: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number from {lo} to {hi}, got {s:?}"
+        )),
+    }
+}
+
+/// A plot file: its extension says the format, so it is checked before any work.
+pub fn plot_path(s: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(s);
+    crate::plot::ImageFormat::from_path(&path)
+        .map_err(|_| "the file name must end in .png or .svg".to_string())?;
+    Ok(path)
+}
+
 /// `--store-timeout SECS`: how long to wait for another process's lock on the store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreTimeout {
@@ -47,6 +68,15 @@ pub fn f64_above(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_and_plot_files() {
+        let p = usize_in(0, 20);
+        assert_eq!(p("20"), Ok(20));
+        assert!(p("21").unwrap_err().contains("from 0 to 20"));
+        assert!(plot_path("a.PNG").is_ok() && plot_path("b.svg").is_ok());
+        assert!(plot_path("0").unwrap_err().contains(".png or .svg"));
+    }
 
     #[test]
     fn counts() {

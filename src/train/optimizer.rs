@@ -84,6 +84,16 @@ impl OptimizerConfig {
                 return bad(key, format!("= {value} must be finite and >= 0"));
             }
         }
+        // Decoupled decay multiplies the weights by 1 - lr x weight_decay each step.
+        if self.weight_decay > 1.0 {
+            return bad(
+                "weight_decay",
+                format!(
+                    "= {} is above 1 (AdamW's usual range is 0 to 0.1)",
+                    self.weight_decay
+                ),
+            );
+        }
         Ok(())
     }
 

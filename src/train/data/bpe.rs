@@ -19,6 +19,9 @@ pub const PAD: &str = "<|pad|>";
 /// role markers of the Tulu chat template, so a role marker is one token.
 pub const SPECIAL_TOKENS: [&str; 5] = [END_OF_TEXT, PAD, "<|system|>", "<|user|>", "<|assistant|>"];
 
+/// The largest vocabulary a tokenizer is trained to: 4x the largest in use (Gemma's).
+pub const MAX_TRAINED_VOCAB: usize = 1 << 20;
+
 /// Trains a byte-level BPE with `vocab_size` tokens (special tokens and the 256 byte
 /// symbols included) on `docs`. Fewer tokens result when the documents allow no more
 /// merges.
@@ -27,6 +30,12 @@ pub fn train_bpe(docs: &[String], vocab_size: usize) -> Result<Tokenizer> {
     if vocab_size < minimum {
         return Err(Error::Invalid(format!(
             "train_vocab_size {vocab_size} is below the {minimum} tokens every byte-level BPE has"
+        )));
+    }
+    // The trainer reserves room for the whole vocabulary up front.
+    if vocab_size > MAX_TRAINED_VOCAB {
+        return Err(Error::Invalid(format!(
+            "train_vocab_size {vocab_size} is above {MAX_TRAINED_VOCAB} (the largest tokenizers in use have about 260,000 tokens)"
         )));
     }
     if docs.iter().all(|d| d.is_empty()) {
