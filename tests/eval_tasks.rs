@@ -141,6 +141,15 @@ fn unknown_names_and_missing_inputs_are_explained() {
     let out = sb.run(["tasks", "--show", "arc_easy", "--data-dir", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
+        stderr(&out).contains("--data-dir nowhere: no such directory"),
+        "{}",
+        stderr(&out)
+    );
+    // A data directory without the task's files names where they would be.
+    std::fs::create_dir_all(sb.path().join("empty")).unwrap();
+    let out = sb.run(["tasks", "--show", "arc_easy", "--data-dir", "empty"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
         stderr(&out).contains("allenai/ai2_arc/ARC-Easy/test"),
         "{}",
         stderr(&out)

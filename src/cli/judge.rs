@@ -63,7 +63,7 @@ pub struct JudgeArgs {
     #[arg(long, value_name = "FILE", requires = "judge_url")]
     judge_template: Option<PathBuf>,
     /// top_logprobs asked of the judge (the preference is read from them).
-    #[arg(long, default_value_t = 20, requires = "judge_url", value_parser = super::values::usize_in(0, 20))]
+    #[arg(long, default_value_t = 20, requires = "judge_url")]
     judge_top_logprobs: usize,
     /// Seed of the order in which each instruction's two answers are shown.
     #[arg(long, default_value_t = 0, requires = "judge_url")]

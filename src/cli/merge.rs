@@ -44,7 +44,7 @@ pub struct MergeArgs {
     #[arg(long, value_enum, default_value = "f32")]
     accumulate: AccumulateArg,
     /// Draw the emulated LR multiplier against step into FILE.png or FILE.svg.
-    #[arg(long, value_name = "FILE", value_parser = super::values::plot_path)]
+    #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -32,7 +32,7 @@ pub struct ScheduleArgs {
     out: Option<PathBuf>,
     /// Draw the curves into FILE.png or FILE.svg. The data is then printed only if
     /// --format or --out asks for it.
-    #[arg(long, value_name = "FILE", value_parser = super::values::plot_path)]
+    #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
     /// Title of the plot.
     #[arg(long, default_value = "Learning-rate schedule")]

@@ -40,7 +40,7 @@ pub struct SharpnessArgs {
     store_timeout: super::values::StoreTimeout,
     /// With --store: plot sharpness against the fine-tunes' score (the paper's Figure 4,
     /// with Pearson's r and p) into this PNG/SVG; --sft-task names the score.
-    #[arg(long, requires_all = ["store", "sft_task"], value_parser = super::values::plot_path)]
+    #[arg(long, requires_all = ["store", "sft_task"])]
     sft_plot: Option<PathBuf>,
     /// The SFT score for --sft-plot: TASK or TASK:METRIC (default metric acc).
     #[arg(long, requires = "sft_plot")]
@@ -96,7 +96,7 @@ pub struct SharpnessArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Plot sharpness against step, one line per run (.png or .svg).
-    #[arg(long, value_parser = super::values::plot_path)]
+    #[arg(long)]
     plot: Option<PathBuf>,
     /// Write the token batches measured on (.npy: u32 [batches, rows, seq]; else JSON).
     #[arg(long)]
@@ -113,6 +113,10 @@ pub struct SharpnessArgs {
 }
 
 pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    // A plot is drawn at the end: its format is checked before hours of measuring.
+    for plot in [&args.plot, &args.sft_plot].into_iter().flatten() {
+        crate::plot::ImageFormat::from_path(plot)?;
+    }
     let opts = options(args)?;
     let checkpoints = discover(&args.paths)?;
     if checkpoints.is_empty() {

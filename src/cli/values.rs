@@ -24,14 +24,6 @@ pub fn usize_in(
     }
 }
 
-/// A plot file: its extension says the format, so it is checked before any work.
-pub fn plot_path(s: &str) -> Result<std::path::PathBuf, String> {
-    let path = std::path::PathBuf::from(s);
-    crate::plot::ImageFormat::from_path(&path)
-        .map_err(|_| "the file name must end in .png or .svg".to_string())?;
-    Ok(path)
-}
-
 /// `--store-timeout SECS`: how long to wait for another process's lock on the store.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreTimeout {
@@ -70,12 +62,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_and_plot_files() {
+    fn ranges() {
         let p = usize_in(0, 20);
         assert_eq!(p("20"), Ok(20));
         assert!(p("21").unwrap_err().contains("from 0 to 20"));
-        assert!(plot_path("a.PNG").is_ok() && plot_path("b.svg").is_ok());
-        assert!(plot_path("0").unwrap_err().contains(".png or .svg"));
     }
 
     #[test]

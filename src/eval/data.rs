@@ -215,17 +215,33 @@ doc_to_choice = "{{c}}"
 
     #[test]
     fn file_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        std::fs::write(&a, "{}\n").unwrap();
+        std::fs::write(&b, "{}\n").unwrap();
         let mut s = DataSources::default();
-        s.add_file_arg("t=a.jsonl").unwrap();
-        s.add_file_arg("t:train=b.jsonl").unwrap();
+        s.add_file_arg(&format!("t={}", a.display())).unwrap();
+        s.add_file_arg(&format!("t:train={}", b.display())).unwrap();
         assert!(s.add_file_arg("nonsense").is_err());
+        // A file that is not there, or a directory, is named at once.
+        let err = s.add_file_arg("t=missing.jsonl").unwrap_err().to_string();
+        assert!(
+            err.contains("missing.jsonl") && err.contains("no such file"),
+            "{err}"
+        );
+        let err = s
+            .add_file_arg(&format!("t={}", dir.path().display()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(s.add_file_arg(&format!(":x={}", a.display())).is_err());
         assert_eq!(
             s.files_for(&spec(), "test", true).unwrap(),
-            (vec![PathBuf::from("a.jsonl")], false)
+            (vec![a.clone()], false)
         );
         assert_eq!(
             s.files_for(&spec(), "train", false).unwrap(),
-            (vec![PathBuf::from("b.jsonl")], false)
+            (vec![b], false)
         );
     }
 }
