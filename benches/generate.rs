@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, D};
 use ckpt::checkpoint::{write_checkpoint, Checkpoint};
 use ckpt::eval::engine::Engine;
 use ckpt::judge::client::{ClientConfig, JudgeClient};
-use ckpt::model::{init_weights, select_rows, KvCache, Llama};
+use ckpt::model::{init_weights, select_rows, KvCache, Model};
 use ckpt::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ fn word_tokenizer(dir: &Path, vocab: usize) -> anyhow::Result<TextTokenizer> {
 }
 
 /// Greedy decoding that recomputes the whole sequence for every token.
-fn greedy_without_cache(model: &Llama, prompt: &[u32], n: usize) -> anyhow::Result<Vec<u32>> {
+fn greedy_without_cache(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<Vec<u32>> {
     let mut ids = prompt.to_vec();
     for _ in 0..n {
         let t = Tensor::new(ids.as_slice(), model.device())?.unsqueeze(0)?;

@@ -16,7 +16,7 @@
 use candle_core::{Device, Tensor};
 use ckpt::checkpoint::{write_checkpoint, CheckpointMeta, Stage};
 use ckpt::merge::{plan, DecayShape, MergeOptions, Selection, Weighting};
-use ckpt::model::{parameter_shapes, LlamaConfig};
+use ckpt::model::{parameter_shapes, ModelConfig};
 use half::bf16;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CHILD: &str = "CKPT_BENCH_MERGE_DIR";
 
 /// The benchmark model: 110M parameters, or the paper's 1B shape.
-fn config(model: &str) -> anyhow::Result<LlamaConfig> {
+fn config(model: &str) -> anyhow::Result<ModelConfig> {
     let (vocab, hidden, ffn, layers, heads, kv) = match model {
         "1b" => (128256, 2048, 8192, 16, 32, 8),
         _ => (32000, 768, 2048, 12, 12, 4),
@@ -47,7 +47,7 @@ fn config(model: &str) -> anyhow::Result<LlamaConfig> {
         "max_position_embeddings":2048,"tie_word_embeddings":true,"torch_dtype":"bfloat16",
         "bos_token_id":0,"eos_token_id":1}}"#
     );
-    LlamaConfig::from_json(&json).map_err(anyhow::Error::msg)
+    ModelConfig::from_json(&json).map_err(anyhow::Error::msg)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -12,7 +12,7 @@
 //! vocabulary projection and log-softmax run only on predicted positions, in chunks.
 
 use crate::error::{Error, Result};
-use crate::model::{select_rows, KvCache, Llama};
+use crate::model::{select_rows, KvCache, Model};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
@@ -61,7 +61,7 @@ const LOGIT_FLOATS_PER_CHUNK: usize = 32 << 20;
 /// `batch_tokens` bounds `rows x padded length` of one forward pass; `on_window` is
 /// called with the number of windows finished after each batch (for progress bars).
 pub fn score_windows(
-    model: &Llama,
+    model: &Model,
     windows: &[Window],
     batch_tokens: usize,
     on_window: &dyn Fn(usize),
@@ -87,7 +87,7 @@ pub fn score_windows(
 
 /// Scores windows `batch` (indices into `windows`) in one right-padded forward pass.
 /// Right padding never changes a real position's result: attention is causal.
-fn score_batch(model: &Llama, windows: &[Window], batch: &[usize]) -> Result<Vec<Vec<f32>>> {
+fn score_batch(model: &Model, windows: &[Window], batch: &[usize]) -> Result<Vec<Vec<f32>>> {
     let dev = model.device();
     let len = batch
         .iter()
@@ -123,7 +123,7 @@ fn score_batch(model: &Llama, windows: &[Window], batch: &[usize]) -> Result<Vec
 }
 
 /// `log_softmax(logits(row))[target]` for each hidden row, in f32, chunked over rows.
-pub fn target_logprobs(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
+pub fn target_logprobs(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<Vec<f32>> {
     Ok(target_scores(model, rows, targets)?
         .into_iter()
         .map(|s| s.logprob)
@@ -140,7 +140,7 @@ pub struct TokenScore {
 
 /// [`TokenScore`] of each hidden row's target, in f32, chunked over rows so that the
 /// `[rows, vocab]` logits stay bounded.
-pub fn target_scores(model: &Llama, rows: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
+pub fn target_scores(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     let n = rows.dim(0)?;
     let chunk = (LOGIT_FLOATS_PER_CHUNK / model.config().vocab_size).max(1);
     let mut out = Vec::with_capacity(n);
@@ -274,7 +274,7 @@ pub struct ScoreReport {
 
 /// Scores every text with `model`.
 pub fn score_texts(
-    model: &Llama,
+    model: &Model,
     tokenizer: &TextTokenizer,
     texts: &[String],
     opts: &ScoreOptions,
@@ -329,7 +329,7 @@ pub fn score_texts(
 }
 
 /// Token ids past the model's vocabulary mean the tokenizer belongs to another model.
-fn check_vocabulary(model: &Llama, tokenizer: &TextTokenizer, encoded: &[Vec<u32>]) -> Result<()> {
+fn check_vocabulary(model: &Model, tokenizer: &TextTokenizer, encoded: &[Vec<u32>]) -> Result<()> {
     let vocab = model.config().vocab_size;
     let prefix = std::iter::once(&tokenizer.prefix_token);
     match encoded

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use ckpt::checkpoint::Checkpoint;
-use ckpt::model::{init_weights, KvCache, Llama, LlamaConfig};
+use ckpt::model::{init_weights, KvCache, Model, ModelConfig};
 use ckpt::score::{score_texts, ScoreOptions, ScoreReport};
 use ckpt::tokenizer::TextTokenizer;
 use serde::Deserialize;
@@ -145,8 +145,8 @@ fn f16_log_likelihoods_are_close_to_f32() {
     }
 }
 
-fn tiny_config(extra: &str) -> LlamaConfig {
-    LlamaConfig::from_json(&format!(
+fn tiny_config(extra: &str) -> ModelConfig {
+    ModelConfig::from_json(&format!(
         r#"{{"model_type":"llama","vocab_size":23,"hidden_size":16,"intermediate_size":24,
         "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
         "max_position_embeddings":32,"rms_norm_eps":1e-5{extra}}}"#
@@ -154,9 +154,9 @@ fn tiny_config(extra: &str) -> LlamaConfig {
     .unwrap()
 }
 
-fn build(cfg: &LlamaConfig, weights: &HashMap<String, Tensor>, dtype: DType) -> Llama {
+fn build(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, dtype: DType) -> Model {
     let vb = VarBuilder::from_tensors(weights.clone(), dtype, &Device::Cpu);
-    Llama::load(cfg, vb).unwrap()
+    Model::load(cfg, vb).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -181,7 +181,7 @@ fn ids(rows: &[&[u32]]) -> Tensor {
 #[test]
 fn kv_cache_continuation_equals_one_full_pass() {
     // Sliding window 4 < sequence length, so the cached path must window too.
-    let cfg = LlamaConfig::from_json(
+    let cfg = ModelConfig::from_json(
         r#"{"architectures":["MistralForCausalLM"],"vocab_size":23,"hidden_size":16,
         "intermediate_size":24,"num_hidden_layers":2,"num_attention_heads":4,
         "num_key_value_heads":2,"max_position_embeddings":32,"sliding_window":4}"#,
@@ -261,7 +261,7 @@ fn attention_in_query_blocks_equals_attention_at_once() {
 }
 
 /// Loss of the model built from `weights` on `x`, in f64.
-fn loss_of(cfg: &LlamaConfig, weights: &HashMap<String, Tensor>, x: &Tensor) -> f64 {
+fn loss_of(cfg: &ModelConfig, weights: &HashMap<String, Tensor>, x: &Tensor) -> f64 {
     let mut model = build(cfg, weights, DType::F64);
     model.set_differentiable(true);
     model

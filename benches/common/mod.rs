@@ -1,6 +1,6 @@
 //! What the benchmarks share: the ~22M-parameter Llama they all time, and their knobs.
 
-use ckpt::model::LlamaConfig;
+use ckpt::model::ModelConfig;
 
 /// 6 layers, hidden 512, GQA 8/2, vocab 8192: 21.8M parameters.
 pub const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
@@ -9,8 +9,8 @@ pub const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"
     "rms_norm_eps":1e-5,"rope_theta":10000.0,"bos_token_id":0,"eos_token_id":1}"#;
 
 /// The benchmark model's configuration.
-pub fn config() -> anyhow::Result<LlamaConfig> {
-    LlamaConfig::from_json(CONFIG).map_err(anyhow::Error::msg)
+pub fn config() -> anyhow::Result<ModelConfig> {
+    ModelConfig::from_json(CONFIG).map_err(anyhow::Error::msg)
 }
 
 /// An environment variable as a number, or `default`.

@@ -23,7 +23,7 @@ pub use weights::{
 };
 
 use crate::error::{Error, Result};
-use crate::model::{Llama, LlamaConfig};
+use crate::model::{Model, ModelConfig};
 use candle_core::{DType, Device};
 use regex::Regex;
 use std::path::{Path, PathBuf};
@@ -65,8 +65,8 @@ impl Checkpoint {
     }
 
     /// The resolved `config.json`.
-    pub fn config(&self) -> Result<LlamaConfig> {
-        LlamaConfig::from_file(&self.dir.join(CONFIG_FILE))
+    pub fn config(&self) -> Result<ModelConfig> {
+        ModelConfig::from_file(&self.dir.join(CONFIG_FILE))
     }
 
     /// The memory-mapped weight files.
@@ -80,11 +80,11 @@ impl Checkpoint {
     }
 
     /// Loads the model onto `device` in `dtype`.
-    pub fn load_model(&self, device: &Device, dtype: DType) -> Result<Llama> {
+    pub fn load_model(&self, device: &Device, dtype: DType) -> Result<Model> {
         let cfg = self.config()?;
         self.check_memory(&cfg, dtype.size_in_bytes() as u64, device)?;
         let vb = self.weights()?.var_builder(dtype, device);
-        Llama::load(&cfg, vb).map_err(|e| {
+        Model::load(&cfg, vb).map_err(|e| {
             let msg = crate::error::candle_message(&e);
             // Errors from our weight backend already name the file.
             if msg.contains(".safetensors") {
@@ -100,7 +100,7 @@ impl Checkpoint {
     /// a GPU's own allocator fails at once, with its own message.
     pub fn check_memory(
         &self,
-        cfg: &LlamaConfig,
+        cfg: &ModelConfig,
         bytes_per_parameter: u64,
         device: &Device,
     ) -> Result<()> {
@@ -136,7 +136,7 @@ impl Checkpoint {
 /// each file atomically.
 pub fn write_checkpoint(
     dir: &Path,
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     tensors: &std::collections::HashMap<String, candle_core::Tensor>,
     meta: Option<&CheckpointMeta>,
 ) -> Result<()> {
@@ -240,7 +240,7 @@ fn missing_weights(dir: &Path) -> Error {
 /// Checks that the stored tensors are the ones `config.json` implies: every parameter
 /// present with its shape. Extra tensors (a stale tied `lm_head`, rotary buffers) are
 /// allowed, as transformers allows them.
-pub fn validate_shapes(cfg: &LlamaConfig, weights: &WeightFiles) -> Result<()> {
+pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
     let stored = weights.tensors();
     for (name, shape) in crate::model::parameter_shapes(cfg) {
         match stored.get(&name) {

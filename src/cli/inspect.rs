@@ -42,7 +42,7 @@ fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
         step: ckpt.step,
         stage: ckpt.stage().map(|s| s.to_string()),
         schedule: ckpt.schedule_kind().map(String::from),
-        architecture: cfg.family.architecture().to_string(),
+        architecture: cfg.arch.architecture().to_string(),
         parameters: tensors
             .values()
             .map(|t| t.shape.iter().product::<usize>())

@@ -23,7 +23,7 @@
 
 use super::prompt::Request;
 use crate::error::{Error, Result};
-use crate::model::{select_rows, KvCache, Llama};
+use crate::model::{select_rows, KvCache, Model};
 use crate::score::{rolling_windows, score_windows, target_scores, TokenScore};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor, D};
@@ -72,7 +72,7 @@ pub enum Finish {
 
 /// A model, its tokenizer and how to batch.
 pub struct Engine<'a> {
-    pub model: &'a Llama,
+    pub model: &'a Model,
     pub tokenizer: &'a TextTokenizer,
     /// Model inputs at most (the harness's `max_length`).
     pub max_length: usize,
@@ -91,7 +91,7 @@ struct Pair {
 
 impl<'a> Engine<'a> {
     /// An engine with the model's context length and a 4096-token batch budget.
-    pub fn new(model: &'a Llama, tokenizer: &'a TextTokenizer) -> Self {
+    pub fn new(model: &'a Model, tokenizer: &'a TextTokenizer) -> Self {
         Self {
             model,
             tokenizer,
@@ -509,7 +509,7 @@ mod tests {
     use candle_core::{DType, Device};
     use std::path::Path;
 
-    fn fixture() -> (Llama, TextTokenizer) {
+    fn fixture() -> (Model, TextTokenizer) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/llama_gqa");
         let ckpt = Checkpoint::open(&dir).unwrap();
         let cfg = ckpt.config().unwrap();

@@ -1,58 +1,22 @@
-//! `config.json` of a Hugging Face Llama-family checkpoint, in both dialects.
+//! `config.json` of a Hugging Face checkpoint, in both dialects, for every
+//! architecture in [`super::arch`].
 //!
 //! transformers 4.x writes `rope_theta` / `rope_scaling` / `torch_dtype`; 5.x writes
-//! `rope_parameters: {rope_type, rope_theta, ...}` / `dtype`. Both resolve to the same
-//! [`LlamaConfig`]. Llama 2/3, Mistral and Qwen2 differ only in biases, tying, sliding
-//! windows and RoPE scaling, which the config spells out.
+//! `rope_parameters: {rope_type, rope_theta, ...}` (per layer type for OLMo 3 and
+//! Gemma 3) / `dtype`. Both resolve to the same [`ModelConfig`]. Multimodal configs
+//! that nest the language model under `text_config` resolve to that.
 //!
 //! ```no_run
-//! let cfg = ckpt::model::LlamaConfig::from_file("run/step-100/config.json".as_ref())?;
-//! println!("{} layers, {} parameters", cfg.num_hidden_layers, cfg.num_parameters());
+//! let cfg = ckpt::model::ModelConfig::from_file("run/step-100/config.json".as_ref())?;
+//! println!("{}: {} layers, {} parameters", cfg.arch, cfg.num_hidden_layers, cfg.num_parameters());
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+use super::arch::Arch;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
-
-/// The architecture family, which fixes the defaults the config may leave out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Llama,
-    Mistral,
-    Qwen2,
-}
-
-impl Family {
-    /// The `architectures` entry transformers writes for this family.
-    pub fn architecture(self) -> &'static str {
-        match self {
-            Family::Llama => "LlamaForCausalLM",
-            Family::Mistral => "MistralForCausalLM",
-            Family::Qwen2 => "Qwen2ForCausalLM",
-        }
-    }
-
-    /// The `model_type` transformers writes for this family.
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Family::Llama => "llama",
-            Family::Mistral => "mistral",
-            Family::Qwen2 => "qwen2",
-        }
-    }
-
-    fn from_names(architecture: Option<&str>, model_type: Option<&str>) -> Option<Self> {
-        match (architecture, model_type) {
-            (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => Some(Family::Llama),
-            (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => Some(Family::Mistral),
-            (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => Some(Family::Qwen2),
-            _ => None,
-        }
-    }
-}
 
 /// How rotary position frequencies are rescaled for long contexts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,10 +35,44 @@ pub enum RopeScaling {
     },
 }
 
-/// A resolved Llama-family configuration: every default filled in.
+/// The MLP's activation, by its transformers name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu`.
+    Silu,
+    /// `gelu`: the exact, erf-based GELU.
+    Gelu,
+    /// `gelu_new`, `gelu_fast`, `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+}
+
+impl Activation {
+    fn parse(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "silu" | "swish" => Ok(Activation::Silu),
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_fast" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            other => Err(format!(
+                "unsupported activation {other:?} (supported: silu, gelu, gelu_new, gelu_fast, gelu_pytorch_tanh)"
+            )),
+        }
+    }
+
+    /// The name written to `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
+
+/// A resolved configuration: every default filled in, every architecture's settings
+/// spelled out.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
-    pub family: Family,
+pub struct ModelConfig {
+    pub arch: Arch,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -82,17 +80,37 @@ pub struct LlamaConfig {
     pub num_attention_heads: usize,
     pub num_key_value_heads: usize,
     pub head_dim: usize,
-    pub rms_norm_eps: f64,
+    /// Epsilon of every norm (`rms_norm_eps`, or GPT-NeoX's `layer_norm_eps`).
+    pub norm_eps: f64,
+    pub activation: Activation,
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
+    /// RoPE base of the sliding-window layers when it differs (Gemma 3's
+    /// `rope_local_base_freq`; OLMo 3's per-layer-type `rope_parameters`); those layers
+    /// use no frequency scaling.
+    pub local_rope_theta: Option<f64>,
+    /// How many leading dimensions of each head rotate (GPT-NeoX's `rotary_pct`).
+    pub rotary_dim: usize,
+    /// Per layer: whether it applies RoPE at all (SmolLM3's `no_rope_layers`).
+    pub rope_layers: Vec<bool>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
-    /// Bias on q/k/v projections (Qwen2; Llama's `attention_bias`).
+    /// Bias on q/k/v projections (Qwen2; `attention_bias`).
     pub qkv_bias: bool,
-    /// Bias on the output projection (Llama's `attention_bias` only).
+    /// Bias on the output projection (`attention_bias`).
     pub o_bias: bool,
-    /// Bias on the MLP projections (Llama's `mlp_bias`).
+    /// Bias on the MLP projections (`mlp_bias`; always on GPT-NeoX).
     pub mlp_bias: bool,
+    /// Attention and MLP read the same input and add to the residual together
+    /// (GPT-NeoX's `use_parallel_residual`).
+    pub parallel_residual: bool,
+    /// `tanh(x / cap) * cap` on the attention scores (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// `tanh(x / cap) * cap` on the logits (Gemma 2).
+    pub final_softcap: Option<f64>,
+    /// Attention scores scale by `query_pre_attn_scalar^-1/2` instead of
+    /// `head_dim^-1/2` (Gemma).
+    pub query_pre_attn_scalar: Option<f64>,
     /// Sliding attention window, per layer (`None`: full attention).
     pub sliding_window: Vec<Option<usize>>,
     pub bos_token_id: Option<u32>,
@@ -101,38 +119,55 @@ pub struct LlamaConfig {
     pub saved_dtype: Option<String>,
 }
 
-/// `config.json` as written, before defaults are resolved.
-#[derive(Debug, Deserialize)]
-struct RawConfig {
-    architectures: Option<Vec<String>>,
-    model_type: Option<String>,
-    vocab_size: Option<usize>,
-    hidden_size: Option<usize>,
-    intermediate_size: Option<usize>,
-    num_hidden_layers: Option<usize>,
-    num_attention_heads: Option<usize>,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: Option<f64>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<Value>,
-    rope_parameters: Option<Value>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-    mlp_bias: Option<bool>,
-    sliding_window: Option<usize>,
-    use_sliding_window: Option<bool>,
-    max_window_layers: Option<usize>,
-    layer_types: Option<Vec<String>>,
-    hidden_act: Option<String>,
-    bos_token_id: Option<Value>,
-    eos_token_id: Option<Value>,
-    torch_dtype: Option<String>,
-    dtype: Option<String>,
+/// `config.json` as written, before defaults are resolved. Architecture files read
+/// the keys only they use.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawConfig {
+    pub architectures: Option<Vec<String>>,
+    pub model_type: Option<String>,
+    pub vocab_size: Option<usize>,
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: Option<f64>,
+    pub layer_norm_eps: Option<f64>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<Value>,
+    pub rope_parameters: Option<Value>,
+    pub rope_local_base_freq: Option<f64>,
+    pub rotary_pct: Option<f64>,
+    pub rotary_emb_base: Option<f64>,
+    pub partial_rotary_factor: Option<f64>,
+    pub max_position_embeddings: Option<usize>,
+    pub tie_word_embeddings: Option<bool>,
+    pub attention_bias: Option<bool>,
+    pub mlp_bias: Option<bool>,
+    pub use_parallel_residual: Option<bool>,
+    /// `Some(Null)`: soft-capping switched off; absent: the architecture's default.
+    pub attn_logit_softcapping: Option<Value>,
+    pub final_logit_softcapping: Option<Value>,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub sliding_window: Option<usize>,
+    pub sliding_window_pattern: Option<usize>,
+    pub use_sliding_window: Option<bool>,
+    pub max_window_layers: Option<usize>,
+    pub layer_types: Option<Vec<String>>,
+    pub no_rope_layers: Option<Vec<u8>>,
+    pub no_rope_layer_interval: Option<usize>,
+    pub hidden_act: Option<String>,
+    pub hidden_activation: Option<String>,
+    pub bos_token_id: Option<Value>,
+    pub eos_token_id: Option<Value>,
+    pub torch_dtype: Option<String>,
+    pub dtype: Option<String>,
+    /// The language model of a multimodal config (Gemma 3's `text_config`).
+    pub text_config: Option<Value>,
 }
 
-impl LlamaConfig {
+impl ModelConfig {
     /// Reads and resolves a `config.json`; errors name the file and the problem.
     pub fn from_file(path: &Path) -> Result<Self> {
         let raw: RawConfig = crate::error::read_json(path)?;
@@ -147,22 +182,14 @@ impl LlamaConfig {
     }
 
     fn resolve(raw: RawConfig) -> std::result::Result<Self, String> {
+        let raw = text_part(raw)?;
         let architecture = raw
             .architectures
             .as_ref()
             .and_then(|a| a.first())
             .map(String::as_str);
-        let family = Family::from_names(architecture, raw.model_type.as_deref()).ok_or_else(|| {
-            format!(
-                "unsupported architecture {} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)",
-                architecture.or(raw.model_type.as_deref()).unwrap_or("<none given>")
-            )
-        })?;
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "silu" {
-                return Err(format!("unsupported hidden_act {act:?} (only \"silu\")"));
-            }
-        }
+        let arch = Arch::from_names(architecture, raw.model_type.as_deref())?;
+        let spec = arch.spec();
         let need = |v: Option<usize>, name: &str| {
             v.filter(|&n| n > 0)
                 .ok_or_else(|| format!("missing or zero field `{name}`"))
@@ -191,15 +218,19 @@ impl LlamaConfig {
                 "head_dim {head_dim} is odd; rotary embeddings need it even"
             ));
         }
-        let (rope_theta, rope_scaling) = resolve_rope(&raw)?;
-        let attention_bias = raw.attention_bias.unwrap_or(false);
-        let (qkv_bias, o_bias) = match family {
-            Family::Qwen2 => (true, false),
-            _ => (attention_bias, attention_bias),
+        let rope = resolve_rope(&raw)?;
+        let activation = match raw
+            .hidden_act
+            .as_deref()
+            .or(raw.hidden_activation.as_deref())
+        {
+            Some(name) => Activation::parse(name)?,
+            None => spec.default_activation,
         };
+        let attention_bias = raw.attention_bias.unwrap_or(spec.default_attention_bias);
         let vocab_size = need(raw.vocab_size, "vocab_size")?;
-        let mut cfg = LlamaConfig {
-            family,
+        let mut cfg = ModelConfig {
+            arch,
             vocab_size,
             hidden_size,
             intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
@@ -207,34 +238,89 @@ impl LlamaConfig {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
+            norm_eps: raw
+                .rms_norm_eps
+                .or(raw.layer_norm_eps)
+                .unwrap_or(spec.default_norm_eps),
+            activation,
+            rope_theta: rope.theta.unwrap_or(spec.default_rope_theta),
+            rope_scaling: rope.scaling,
+            local_rope_theta: rope.local_theta,
+            rotary_dim: head_dim,
+            rope_layers: Vec::new(),
             max_position_embeddings: match raw.max_position_embeddings {
                 Some(0) => return Err("max_position_embeddings is 0".into()),
                 Some(n) => n,
                 None => 2048,
             },
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            qkv_bias,
-            o_bias,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(spec.default_tie),
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
+            parallel_residual: false,
+            attn_softcap: None,
+            final_softcap: None,
+            query_pre_attn_scalar: None,
             sliding_window: Vec::new(),
             bos_token_id: first_token_id("bos_token_id", raw.bos_token_id.as_ref(), vocab_size)?,
             eos_token_id: first_token_id("eos_token_id", raw.eos_token_id.as_ref(), vocab_size)?,
             saved_dtype: raw.dtype.clone().or(raw.torch_dtype.clone()),
         };
+        if let Some(factor) = rope.partial_rotary_factor {
+            cfg.rotary_dim = rotary_dim(head_dim, factor)?;
+        }
         cfg.check_domain()?;
-        // Sizes first: the per-layer table below is as long as the model is deep.
+        // Sizes first: the per-layer tables below are as long as the model is deep.
         cfg.check_sizes()?;
-        cfg.sliding_window = resolve_sliding_window(&raw, family, num_hidden_layers)?;
+        cfg.rope_layers = vec![true; num_hidden_layers];
+        cfg.sliding_window = vec![None; num_hidden_layers];
+        (spec.resolve)(&raw, &mut cfg)?;
+        cfg.check_layers()?;
         Ok(cfg)
+    }
+
+    /// Scale of the attention scores.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64)
+            .sqrt()
+    }
+
+    /// The per-layer tables an architecture filled in must be as deep as the model.
+    fn check_layers(&self) -> std::result::Result<(), String> {
+        let n = self.num_hidden_layers;
+        if self.rope_layers.len() != n {
+            return Err(format!(
+                "no_rope_layers has {} entries for {n} layers",
+                self.rope_layers.len()
+            ));
+        }
+        if self.rotary_dim == 0 || self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+            return Err(format!(
+                "the rotary part of each head ({} of head_dim {}) must be a positive even number",
+                self.rotary_dim, self.head_dim
+            ));
+        }
+        for (key, v) in [
+            ("attn_logit_softcapping", self.attn_softcap),
+            ("final_logit_softcapping", self.final_softcap),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+        ] {
+            if let Some(v) = v {
+                positive(key, v)?;
+            }
+        }
+        if let Some(theta) = self.local_rope_theta {
+            positive("the sliding layers' rope_theta", theta)?;
+        }
+        Ok(())
     }
 
     /// The real-valued settings must lie where the model's formulas are defined: a
     /// NaN or negative epsilon, or a theta of 0, would give NaN logits, not an error.
     fn check_domain(&self) -> std::result::Result<(), String> {
-        positive("rms_norm_eps", self.rms_norm_eps)?;
+        positive("rms_norm_eps", self.norm_eps)?;
         positive("rope_theta", self.rope_theta)?;
         match self.rope_scaling {
             RopeScaling::Default => {}
@@ -302,6 +388,7 @@ impl LlamaConfig {
 
     /// Number of parameters, or `None` when it does not fit in 64 bits.
     pub fn checked_num_parameters(&self) -> Option<u64> {
+        let spec = self.arch.spec();
         let n = |v: usize| u64::try_from(v).ok();
         let (h, inter, heads, kv_heads, d) = (
             n(self.hidden_size)?,
@@ -312,26 +399,44 @@ impl LlamaConfig {
         );
         let q = heads.checked_mul(d)?;
         let kv = kv_heads.checked_mul(d)?;
-        let qkv_bias = if self.qkv_bias {
-            q.checked_add(kv.checked_mul(2)?)?
-        } else {
-            0
-        };
+        let qkv = q.checked_add(kv.checked_mul(2)?)?;
+        let qkv_bias = if self.qkv_bias { qkv } else { 0 };
         let o_bias = if self.o_bias { h } else { 0 };
-        let mlp_bias = if self.mlp_bias {
-            inter.checked_mul(2)?.checked_add(h)?
+        let (mlp_mats, mlp_bias) = if spec.names.gate.is_some() {
+            (3, inter.checked_mul(2)?.checked_add(h)?)
         } else {
-            0
+            (2, inter.checked_add(h)?)
+        };
+        let mlp_bias = if self.mlp_bias { mlp_bias } else { 0 };
+        let per_norm = if spec.norm == super::arch::NormKind::Layer {
+            h.checked_mul(2)?
+        } else {
+            h
+        };
+        let names = &spec.names;
+        let norms = [
+            names.attn_in_norm,
+            names.attn_out_norm,
+            names.mlp_in_norm,
+            names.mlp_out_norm,
+        ]
+        .iter()
+        .filter(|n| n.is_some())
+        .count() as u64;
+        let qk_norm = match spec.qk_norm {
+            super::arch::QkNorm::None => 0,
+            super::arch::QkNorm::PerHead => d.checked_mul(2)?,
+            super::arch::QkNorm::Whole => q.checked_add(kv)?,
         };
         let per_layer = [
-            h.checked_mul(q)?,                  // q_proj
-            h.checked_mul(kv)?.checked_mul(2)?, // k_proj, v_proj
-            q.checked_mul(h)?,                  // o_proj
+            h.checked_mul(qkv)?,
             qkv_bias,
+            q.checked_mul(h)?,
             o_bias,
-            h.checked_mul(inter)?.checked_mul(3)?, // gate, up, down
+            h.checked_mul(inter)?.checked_mul(mlp_mats)?,
             mlp_bias,
-            h.checked_mul(2)?, // the two norms
+            per_norm.checked_mul(norms)?,
+            qk_norm,
         ]
         .into_iter()
         .try_fold(0u64, u64::checked_add)?;
@@ -341,18 +446,19 @@ impl LlamaConfig {
             .checked_mul(per_layer)?
             .checked_add(embed)?
             .checked_add(head)?
-            .checked_add(h)
+            .checked_add(per_norm)
     }
 
-    /// Writes the config in the transformers 4.x dialect (which 5.x also reads).
+    /// Writes the config in the transformers 4.x dialect (which 5.x also reads), with
+    /// the keys of this architecture.
     pub fn to_json(&self) -> Value {
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::Default => Value::Null,
             other => serde_json::to_value(other).unwrap_or(Value::Null),
         };
         let mut v = serde_json::json!({
-            "architectures": [self.family.architecture()],
-            "model_type": self.family.model_type(),
+            "architectures": [self.arch.architecture()],
+            "model_type": self.arch.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -360,20 +466,18 @@ impl LlamaConfig {
             "num_attention_heads": self.num_attention_heads,
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
-            "hidden_act": "silu",
-            "rms_norm_eps": self.rms_norm_eps,
+            "hidden_act": self.activation.name(),
+            "rms_norm_eps": self.norm_eps,
             "rope_theta": self.rope_theta,
             "rope_scaling": rope_scaling,
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.qkv_bias,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
             "torch_dtype": self.saved_dtype.clone().unwrap_or_else(|| "float32".into()),
         });
-        if self.family == Family::Llama {
-            v["attention_bias"] = self.qkv_bias.into();
-            v["mlp_bias"] = self.mlp_bias.into();
-        }
+        (self.arch.spec().write)(self, &mut v);
         v
     }
 }
@@ -387,7 +491,7 @@ pub const MAX_LAYERS: usize = 1 << 20;
 pub const MAX_PARAMETERS: u64 = 1 << 47;
 
 /// A setting that must be a positive, finite number.
-fn positive(key: &str, value: f64) -> std::result::Result<(), String> {
+pub(crate) fn positive(key: &str, value: f64) -> std::result::Result<(), String> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
@@ -395,39 +499,69 @@ fn positive(key: &str, value: f64) -> std::result::Result<(), String> {
     }
 }
 
-/// RoPE theta and scaling from either dialect.
-fn resolve_rope(raw: &RawConfig) -> std::result::Result<(f64, RopeScaling), String> {
-    // 5.x keeps theta inside rope_parameters; 4.x at the top level.
+/// What a config says of rotary embeddings, before the architecture's defaults.
+struct RopeSettings {
+    theta: Option<f64>,
+    scaling: RopeScaling,
+    local_theta: Option<f64>,
+    partial_rotary_factor: Option<f64>,
+}
+
+/// RoPE settings from either dialect: 4.x's top-level `rope_theta` / `rope_scaling`
+/// (GPT-NeoX: `rotary_emb_base` / `rotary_pct`; Gemma 3: `rope_local_base_freq`), or
+/// 5.x's `rope_parameters`, flat or per layer type.
+fn resolve_rope(raw: &RawConfig) -> std::result::Result<RopeSettings, String> {
     let params = raw.rope_parameters.as_ref().filter(|v| v.is_object());
-    let nested = match params.and_then(|p| p.get("rope_theta")) {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| format!("rope_parameters.rope_theta {v} is not a number"))?,
+    let per_type = params
+        .filter(|p| p.get("full_attention").is_some() || p.get("sliding_attention").is_some());
+    let (full, sliding) = match per_type {
+        Some(p) => (
+            p.get("full_attention").filter(|v| v.is_object()),
+            p.get("sliding_attention").filter(|v| v.is_object()),
         ),
+        None => (params, None),
     };
-    let theta = nested.or(raw.rope_theta).unwrap_or(10_000.0);
-    let scaling = params.or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
-    let Some(scaling) = scaling else {
-        return Ok((theta, RopeScaling::Default));
+    let number = |p: Option<&Value>, key: &str, what: &str| match p.and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("{what}.{key} {v} is not a number")),
     };
+    let theta = number(full, "rope_theta", "rope_parameters")?
+        .or(raw.rope_theta)
+        .or(raw.rotary_emb_base);
+    let local_theta = number(sliding, "rope_theta", "rope_parameters.sliding_attention")?
+        .or(raw.rope_local_base_freq);
+    let partial_rotary_factor = number(full, "partial_rotary_factor", "rope_parameters")?
+        .or(raw.partial_rotary_factor)
+        .or(raw.rotary_pct);
+    let scaling = match full.or(raw.rope_scaling.as_ref().filter(|v| v.is_object())) {
+        Some(s) => rope_scaling(s)?,
+        None => RopeScaling::Default,
+    };
+    Ok(RopeSettings {
+        theta,
+        scaling,
+        local_theta,
+        partial_rotary_factor,
+    })
+}
+
+/// The frequency scaling a `rope_scaling` / `rope_parameters` object names.
+fn rope_scaling(scaling: &Value) -> std::result::Result<RopeScaling, String> {
     let kind = scaling
         .get("rope_type")
         .or_else(|| scaling.get("type"))
         .and_then(Value::as_str)
         .unwrap_or("default");
-    if let Some(p) = scaling.get("partial_rotary_factor").and_then(Value::as_f64) {
-        if p != 1.0 {
-            return Err(format!("unsupported partial_rotary_factor {p}"));
-        }
-    }
     let num = |key: &str| {
         scaling
             .get(key)
             .and_then(Value::as_f64)
             .ok_or_else(|| format!("rope scaling {kind:?} needs `{key}`"))
     };
-    let scaling = match kind {
+    Ok(match kind {
         "default" => RopeScaling::Default,
         "linear" => RopeScaling::Linear {
             factor: num("factor")?,
@@ -443,26 +577,53 @@ fn resolve_rope(raw: &RawConfig) -> std::result::Result<(f64, RopeScaling), Stri
                 "unsupported rope scaling {other:?} (supported: default, linear, llama3)"
             ))
         }
-    };
-    Ok((theta, scaling))
+    })
 }
 
-/// Which layers use sliding-window attention, as transformers decides it.
-fn resolve_sliding_window(
-    raw: &RawConfig,
-    family: Family,
-    layers: usize,
-) -> std::result::Result<Vec<Option<usize>>, String> {
-    let window = match family {
-        Family::Llama => None,
-        Family::Mistral => raw.sliding_window,
-        Family::Qwen2 => raw
-            .sliding_window
-            .filter(|_| raw.use_sliding_window.unwrap_or(false)),
+/// The rotating part of a head: `head_dim * factor`, as transformers truncates it.
+fn rotary_dim(head_dim: usize, factor: f64) -> std::result::Result<usize, String> {
+    if !(factor > 0.0 && factor <= 1.0) {
+        return Err(format!(
+            "partial_rotary_factor (rotary_pct) = {factor} must be in (0, 1]"
+        ));
+    }
+    Ok((head_dim as f64 * factor) as usize)
+}
+
+/// A multimodal config's language model: its `text_config`, named by its own
+/// `model_type` (Gemma 3's `gemma3_text`).
+fn text_part(raw: RawConfig) -> std::result::Result<RawConfig, String> {
+    let Some(text) = raw.text_config.as_ref().filter(|v| v.is_object()) else {
+        return Ok(raw);
     };
+    let mut inner: RawConfig =
+        serde_json::from_value(text.clone()).map_err(|e| format!("text_config: {e}"))?;
+    if inner.model_type.is_none() {
+        return Err("text_config has no model_type".into());
+    }
+    inner.architectures = None;
+    inner.torch_dtype = inner.torch_dtype.or(raw.torch_dtype);
+    inner.dtype = inner.dtype.or(raw.dtype);
+    inner.bos_token_id = inner.bos_token_id.or(raw.bos_token_id);
+    inner.eos_token_id = inner.eos_token_id.or(raw.eos_token_id);
+    inner.tie_word_embeddings = inner.tie_word_embeddings.or(raw.tie_word_embeddings);
+    Ok(inner)
+}
+
+/// Per layer, its sliding window: from `layer_types` when the config lists them, else
+/// from the architecture's default pattern (`slides(i)`); all `None` without a window.
+pub(crate) fn layer_windows(
+    raw: &RawConfig,
+    window: Option<usize>,
+    layers: usize,
+    slides: impl Fn(usize) -> bool,
+) -> std::result::Result<Vec<Option<usize>>, String> {
     let Some(window) = window else {
         return Ok(vec![None; layers]);
     };
+    if window == 0 {
+        return Err("sliding_window is 0".into());
+    }
     if let Some(types) = &raw.layer_types {
         if types.len() != layers {
             return Err(format!(
@@ -470,18 +631,34 @@ fn resolve_sliding_window(
                 types.len()
             ));
         }
-        return Ok(types
+        return types
             .iter()
-            .map(|t| (t == "sliding_attention").then_some(window))
-            .collect());
+            .map(|t| match t.as_str() {
+                "sliding_attention" => Ok(Some(window)),
+                "full_attention" => Ok(None),
+                other => Err(format!(
+                    "layer_types entry {other:?} is not sliding_attention or full_attention"
+                )),
+            })
+            .collect();
     }
-    let first_sliding = match family {
-        Family::Qwen2 => raw.max_window_layers.unwrap_or(28),
-        _ => 0,
-    };
-    Ok((0..layers)
-        .map(|i| (i >= first_sliding).then_some(window))
-        .collect())
+    Ok((0..layers).map(|i| slides(i).then_some(window)).collect())
+}
+
+/// A soft-capping value: absent gives the architecture's `default`, null switches it off.
+pub(crate) fn softcap(
+    key: &str,
+    v: Option<&Value>,
+    default: Option<f64>,
+) -> std::result::Result<Option<f64>, String> {
+    match v {
+        None => Ok(default),
+        Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("{key} {x} is not a number")),
+    }
 }
 
 /// `bos_token_id` / `eos_token_id` may be a token id, a list of them (the first is
@@ -539,8 +716,8 @@ mod tests {
 
     #[test]
     fn both_dialects_resolve_to_the_same_config() {
-        let v4 = LlamaConfig::from_json(LLAMA3_V4).unwrap();
-        let v5 = LlamaConfig::from_json(LLAMA3_V5).unwrap();
+        let v4 = ModelConfig::from_json(LLAMA3_V4).unwrap();
+        let v5 = ModelConfig::from_json(LLAMA3_V5).unwrap();
         assert_eq!(v4, v5);
         assert_eq!(v4.rope_theta, 500000.0);
         assert!(matches!(v4.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 32.0));
@@ -551,7 +728,7 @@ mod tests {
 
     #[test]
     fn qwen2_has_qkv_bias_and_mistral_slides() {
-        let qwen = LlamaConfig::from_json(
+        let qwen = ModelConfig::from_json(
             r#"{"architectures":["Qwen2ForCausalLM"],"vocab_size":10,"hidden_size":8,
             "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
             "num_key_value_heads":1,"sliding_window":4,"use_sliding_window":false}"#,
@@ -559,7 +736,7 @@ mod tests {
         .unwrap();
         assert!(qwen.qkv_bias && !qwen.o_bias);
         assert_eq!(qwen.sliding_window, vec![None, None]);
-        let mistral = LlamaConfig::from_json(
+        let mistral = ModelConfig::from_json(
             r#"{"architectures":["MistralForCausalLM"],"vocab_size":10,"hidden_size":8,
             "intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,
             "sliding_window":4}"#,
@@ -571,21 +748,21 @@ mod tests {
 
     #[test]
     fn written_config_reads_back() {
-        let cfg = LlamaConfig::from_json(LLAMA3_V5).unwrap();
-        let again = LlamaConfig::from_json(&cfg.to_json().to_string()).unwrap();
+        let cfg = ModelConfig::from_json(LLAMA3_V5).unwrap();
+        let again = ModelConfig::from_json(&cfg.to_json().to_string()).unwrap();
         assert_eq!(cfg, again);
     }
 
     #[test]
     fn bad_configs_say_what_is_wrong() {
-        let err = LlamaConfig::from_json(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
+        let err = ModelConfig::from_json(r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap_err();
         assert!(
             err.contains("unsupported architecture GPT2LMHeadModel"),
             "{err}"
         );
-        let err = LlamaConfig::from_json(r#"{"model_type":"llama","vocab_size":10}"#).unwrap_err();
+        let err = ModelConfig::from_json(r#"{"model_type":"llama","vocab_size":10}"#).unwrap_err();
         assert!(err.contains("hidden_size"), "{err}");
-        let err = LlamaConfig::from_json(
+        let err = ModelConfig::from_json(
             r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
             "num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"yarn","factor":2}}"#,
         )
@@ -596,7 +773,7 @@ mod tests {
     #[test]
     fn token_ids_must_be_tokens_of_the_vocabulary() {
         let with = |ids: &str| {
-            LlamaConfig::from_json(&format!(
+            ModelConfig::from_json(&format!(
                 r#"{{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
                 "num_hidden_layers":1,"num_attention_heads":2,{ids}}}"#
             ))

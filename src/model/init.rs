@@ -1,58 +1,114 @@
-//! Parameter names, shapes and random initialisation of a Llama-family model.
+//! Parameter names, shapes and random initialisation of a model of any architecture.
 //!
 //! Names are the Hugging Face ones, so what is initialised here saves to a checkpoint
 //! that transformers loads.
 
-use super::config::LlamaConfig;
+use super::arch::{NormKind, QkNorm, QkvNames};
+use super::config::ModelConfig;
 use candle_core::{DType, Device, Result, Tensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use std::collections::HashMap;
 
-/// Every parameter of the model (tied `lm_head` omitted), in a stable order.
-pub fn parameter_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+/// What a parameter is, which decides its initial value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Matrix,
+    Bias,
+    NormScale,
+}
+
+/// Every parameter of the model (tied head omitted), in a stable order.
+pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    parameters(cfg)
+        .into_iter()
+        .map(|(name, shape, _)| (name, shape))
+        .collect()
+}
+
+fn parameters(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Role)> {
+    let spec = cfg.arch.spec();
+    let names = &spec.names;
     let (h, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
     let (q, kv) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-    let mut out = vec![(
-        "model.embed_tokens.weight".to_string(),
+    let mut out = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, role| out.push((name, shape, role));
+    let linear =
+        |push: &mut dyn FnMut(String, Vec<usize>, Role), name: String, rows, cols, bias| {
+            push(format!("{name}.weight"), vec![rows, cols], Role::Matrix);
+            if bias {
+                push(format!("{name}.bias"), vec![rows], Role::Bias);
+            }
+        };
+    let norm = |push: &mut dyn FnMut(String, Vec<usize>, Role), name: String, size| {
+        push(format!("{name}.weight"), vec![size], Role::NormScale);
+        if spec.norm == NormKind::Layer {
+            push(format!("{name}.bias"), vec![size], Role::Bias);
+        }
+    };
+    push(
+        format!("{}.weight", names.embed),
         vec![cfg.vocab_size, h],
-    )];
+        Role::Matrix,
+    );
     for l in 0..cfg.num_hidden_layers {
-        let p = |name: &str| format!("model.layers.{l}.{name}");
-        out.push((p("input_layernorm.weight"), vec![h]));
-        for (proj, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-            out.push((p(&format!("self_attn.{proj}.weight")), vec![rows, h]));
-            if cfg.qkv_bias {
-                out.push((p(&format!("self_attn.{proj}.bias")), vec![rows]));
+        let p = |name: &str| format!("{}.{l}.{name}", names.layers);
+        if let Some(n) = names.attn_in_norm {
+            norm(&mut push, p(n), h);
+        }
+        match names.qkv {
+            QkvNames::Separate {
+                q: qn,
+                k: kn,
+                v: vn,
+            } => {
+                for (name, rows) in [(qn, q), (kn, kv), (vn, kv)] {
+                    linear(&mut push, p(name), rows, h, cfg.qkv_bias);
+                }
+            }
+            QkvNames::FusedPerHead(name) => linear(&mut push, p(name), q + 2 * kv, h, cfg.qkv_bias),
+        }
+        let (q_size, k_size) = match spec.qk_norm {
+            QkNorm::PerHead => (d, d),
+            _ => (q, kv),
+        };
+        if spec.qk_norm != QkNorm::None {
+            if let (Some(qn), Some(kn)) = (names.q_norm, names.k_norm) {
+                norm(&mut push, p(qn), q_size);
+                norm(&mut push, p(kn), k_size);
             }
         }
-        out.push((p("self_attn.o_proj.weight"), vec![h, q]));
-        if cfg.o_bias {
-            out.push((p("self_attn.o_proj.bias"), vec![h]));
+        linear(&mut push, p(names.o), h, q, cfg.o_bias);
+        if let Some(n) = names.attn_out_norm {
+            norm(&mut push, p(n), h);
         }
-        out.push((p("post_attention_layernorm.weight"), vec![h]));
-        for (proj, shape) in [
-            ("gate_proj", [i, h]),
-            ("up_proj", [i, h]),
-            ("down_proj", [h, i]),
-        ] {
-            out.push((p(&format!("mlp.{proj}.weight")), shape.to_vec()));
-            if cfg.mlp_bias {
-                out.push((p(&format!("mlp.{proj}.bias")), vec![shape[0]]));
-            }
+        if let Some(n) = names.mlp_in_norm {
+            norm(&mut push, p(n), h);
+        }
+        if let Some(gate) = names.gate {
+            linear(&mut push, p(gate), i, h, cfg.mlp_bias);
+        }
+        linear(&mut push, p(names.up), i, h, cfg.mlp_bias);
+        linear(&mut push, p(names.down), h, i, cfg.mlp_bias);
+        if let Some(n) = names.mlp_out_norm {
+            norm(&mut push, p(n), h);
         }
     }
-    out.push(("model.norm.weight".to_string(), vec![h]));
+    norm(&mut push, names.final_norm.to_string(), h);
     if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
+        push(
+            format!("{}.weight", names.head),
+            vec![cfg.vocab_size, h],
+            Role::Matrix,
+        );
     }
     out
 }
 
-/// Random weights: matrices ~ N(0, std^2), norm scales 1, biases 0; reproducible from
-/// `seed`.
+/// Random weights: matrices ~ N(0, std^2), biases 0, norm scales at identity (1, or 0
+/// where the architecture scales by `1 + weight`); reproducible from `seed`.
 pub fn init_weights(
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     std: f64,
     seed: u64,
     dtype: DType,
@@ -60,16 +116,19 @@ pub fn init_weights(
 ) -> Result<HashMap<String, Tensor>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let normal = Normal::new(0.0, std).map_err(candle_core::Error::wrap)?;
-    parameter_shapes(cfg)
+    let identity = if cfg.arch.spec().norm == NormKind::RmsPlusOne {
+        0.0
+    } else {
+        1.0
+    };
+    parameters(cfg)
         .into_iter()
-        .map(|(name, shape)| {
+        .map(|(name, shape, role)| {
             let n: usize = shape.iter().product();
-            let values: Vec<f64> = if name.ends_with("norm.weight") {
-                vec![1.0; n]
-            } else if name.ends_with(".bias") {
-                vec![0.0; n]
-            } else {
-                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            let values: Vec<f64> = match role {
+                Role::NormScale => vec![identity; n],
+                Role::Bias => vec![0.0; n],
+                Role::Matrix => (0..n).map(|_| normal.sample(&mut rng)).collect(),
             };
             let t = Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?;
             Ok((name, t))

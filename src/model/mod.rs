@@ -1,15 +1,27 @@
-//! The Llama-family transformer: configuration, rotary embeddings, KV cache, decoder.
+//! The models: every supported architecture ([`Arch`]), its configuration, and the
+//! one decoder that runs them all ([`Model`]), with a KV cache and a training path.
+//!
+//! Data flow: `config.json` -> [`ModelConfig`] (per-architecture dialect in `arch/`)
+//! -> [`Model::load`] from a `VarBuilder` over the weights -> hidden states, logits,
+//! losses.
 
+mod arch;
+mod attention;
 mod cache;
 mod config;
+mod decoder;
 mod fused;
 mod init;
-mod llama;
+mod kernels;
+mod linear;
 pub mod loss;
+mod mlp;
+mod norm;
 mod rope;
 
+pub use arch::Arch;
 pub use cache::KvCache;
-pub use config::{Family, LlamaConfig, RopeScaling};
+pub use config::{Activation, ModelConfig, RopeScaling};
+pub use decoder::{select_rows, Model};
 pub use init::{init_weights, parameter_shapes};
-pub use llama::{select_rows, Llama};
 pub use rope::inverse_frequencies;

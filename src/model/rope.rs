@@ -3,15 +3,13 @@
 //! The angles are computed as transformers computes them (inverse frequencies and
 //! `position * inv_freq` in f32), so positions far into a long context agree too.
 
-use super::config::{LlamaConfig, RopeScaling};
+use super::config::{ModelConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor, D};
 
-/// The inverse frequencies `1 / theta^(2i/d)`, rescaled as the config asks.
-pub fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f32> {
-    let dim = cfg.head_dim;
-    let base: Vec<f64> = (0..dim / 2)
-        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64))
-        .collect();
+/// The inverse frequencies `1 / theta^(2i/d)` over the rotating part of a head
+/// (`d` = `rotary_dim`), rescaled as the config asks.
+pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
+    let base = base_frequencies(cfg.rotary_dim, cfg.rope_theta);
     let scaled = match cfg.rope_scaling {
         RopeScaling::Default => base,
         RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
@@ -26,6 +24,20 @@ pub fn inverse_frequencies(cfg: &LlamaConfig) -> Vec<f32> {
             .collect(),
     };
     scaled.into_iter().map(|f| f as f32).collect()
+}
+
+/// Unscaled inverse frequencies of base `theta` over `dim` dimensions.
+pub(crate) fn plain_frequencies(dim: usize, theta: f64) -> Vec<f32> {
+    base_frequencies(dim, theta)
+        .into_iter()
+        .map(|f| f as f32)
+        .collect()
+}
+
+fn base_frequencies(dim: usize, theta: f64) -> Vec<f64> {
+    (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64))
+        .collect()
 }
 
 /// Llama 3.1's rule: long wavelengths are divided by `factor`, short ones kept, and the
@@ -54,17 +66,11 @@ pub struct RotaryTables {
 }
 
 impl RotaryTables {
-    /// Tables for positions `0..max_positions`.
-    pub fn new(
-        cfg: &LlamaConfig,
-        max_positions: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Self> {
-        let inv_freq = inverse_frequencies(cfg);
-        let (cos, sin) = tables(&inv_freq, 0, max_positions, dtype, dev)?;
+    /// Tables of `inv_freq` for positions `0..max_positions`.
+    pub fn new(inv_freq: &[f32], max_positions: usize, dtype: DType, dev: &Device) -> Result<Self> {
+        let (cos, sin) = tables(inv_freq, 0, max_positions, dtype, dev)?;
         Ok(Self {
-            inv_freq,
+            inv_freq: inv_freq.to_vec(),
             cos,
             sin,
             dtype,
@@ -133,8 +139,8 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Re
 mod tests {
     use super::*;
 
-    fn cfg_with(scaling: RopeScaling) -> LlamaConfig {
-        let mut cfg = LlamaConfig::from_json(
+    fn cfg_with(scaling: RopeScaling) -> ModelConfig {
+        let mut cfg = ModelConfig::from_json(
             r#"{"model_type":"llama","vocab_size":8,"hidden_size":128,"intermediate_size":8,
             "num_hidden_layers":1,"num_attention_heads":1,"rope_theta":500000}"#,
         )
@@ -167,7 +173,7 @@ mod tests {
     fn fused_and_composite_rotations_agree() -> Result<()> {
         let dev = Device::Cpu;
         let cfg = cfg_with(RopeScaling::Linear { factor: 2.0 });
-        let rope = RotaryTables::new(&cfg, 16, DType::F32, &dev)?;
+        let rope = RotaryTables::new(&inverse_frequencies(&cfg), 16, DType::F32, &dev)?;
         let (cos, sin) = rope.cos_sin(3, 5)?;
         let x = Tensor::randn(0f32, 1.0, (2, 1, 5, 128), &dev)?;
         let a = apply(&x, &cos, &sin, true)?;
@@ -176,7 +182,8 @@ mod tests {
         assert!(diff < 1e-5, "{diff}");
         // Positions past the table are computed on demand and match.
         let (c1, _) = rope.cos_sin(12, 6)?;
-        let (c2, _) = RotaryTables::new(&cfg, 32, DType::F32, &dev)?.cos_sin(12, 6)?;
+        let (c2, _) =
+            RotaryTables::new(&inverse_frequencies(&cfg), 32, DType::F32, &dev)?.cos_sin(12, 6)?;
         let diff = (c1 - c2)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert_eq!(diff, 0.0);
         Ok(())

@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{non_finite, validate_shapes, Checkpoint, WeightFiles, CONFIG_FILE};
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 use crate::tokenizer::{TextTokenizer, TOKENIZER_FILE};
 use candle_core::{DType, Device, Tensor};
 #[cfg(test)]
@@ -21,7 +21,7 @@ const PROBE: &str = "The quick brown fox jumps over the lazy dog.";
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     #[serde(skip)]
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub parameters: usize,
     pub tensors: usize,
     /// Stored dtypes of the weights (`F32`, `BF16`...).
@@ -77,7 +77,7 @@ fn check_finite(weights: &WeightFiles) -> Result<(usize, u64, BTreeSet<String>)>
 }
 
 /// The tokenizer loads, fits the embedding, and the config's special tokens exist.
-fn check_tokenizer(ckpt: &Checkpoint, config: &LlamaConfig) -> Result<TextTokenizer> {
+fn check_tokenizer(ckpt: &Checkpoint, config: &ModelConfig) -> Result<TextTokenizer> {
     let path = ckpt.dir.join(TOKENIZER_FILE);
     if !path.is_file() {
         return Err(Error::bad_file(
@@ -124,7 +124,7 @@ fn check_tokenizer(ckpt: &Checkpoint, config: &LlamaConfig) -> Result<TextTokeni
 /// Loads the model as stored and scores [`PROBE`]: the loss must be finite.
 fn probe(
     ckpt: &Checkpoint,
-    config: &LlamaConfig,
+    config: &ModelConfig,
     tokenizer: &TextTokenizer,
     dtypes: &BTreeSet<String>,
 ) -> Result<f64> {

@@ -224,8 +224,8 @@ fn schedule_spec(ckpt: &Checkpoint, recipe: Option<&Recipe>) -> Option<ScheduleS
 fn model_facts(checks: &CheckReport) -> ModelFacts {
     let c = &checks.config;
     ModelFacts {
-        architecture: c.family.architecture().to_string(),
-        model_type: c.family.model_type().to_string(),
+        architecture: c.arch.architecture().to_string(),
+        model_type: c.arch.model_type().to_string(),
         parameters: checks.parameters,
         parameters_human: card::human_count(checks.parameters as u64),
         hidden_size: c.hidden_size,

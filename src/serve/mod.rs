@@ -27,7 +27,7 @@ pub mod oracle;
 use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::Llama;
+use crate::model::Model;
 use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
 use http_body_util::{BodyExt, Full, Limited};
@@ -52,7 +52,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// The checkpoint being served.
 pub struct Served {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: TextTokenizer,
     pub chat: ChatPrompt,
     /// The model id clients name (`GET /v1/models` lists it).

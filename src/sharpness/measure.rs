@@ -11,7 +11,7 @@ use super::results::{Progress, ResultsFile, SharpnessConfig, SharpnessResult};
 use super::vector;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Device};
 use std::collections::HashMap;
@@ -268,7 +268,7 @@ fn sharpness_config(
 }
 
 /// The row length: as asked (at most the model's positions), else the default capped.
-fn resolve_seq_len(ckpt: &Checkpoint, cfg: &LlamaConfig, asked: Option<usize>) -> Result<usize> {
+fn resolve_seq_len(ckpt: &Checkpoint, cfg: &ModelConfig, asked: Option<usize>) -> Result<usize> {
     let max = cfg.max_position_embeddings;
     match asked {
         Some(n) if n > max => Err(Error::bad_file(
@@ -286,7 +286,7 @@ fn resolve_seq_len(ckpt: &Checkpoint, cfg: &LlamaConfig, asked: Option<usize>) -
 /// The checkpoint's tokenizer applied to the texts, packed; cached by tokenizer.
 fn token_batches(
     ckpt: &Checkpoint,
-    cfg: &LlamaConfig,
+    cfg: &ModelConfig,
     texts: &[String],
     opts: &SharpnessOptions,
     data_opts: &DataOptions,

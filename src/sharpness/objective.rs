@@ -8,14 +8,14 @@ use super::hvp::Objective;
 use super::vector::ParamVector;
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
-use crate::model::{parameter_shapes, Llama, LlamaConfig};
+use crate::model::{parameter_shapes, Model, ModelConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 
 /// Mean next-token loss of `batches` (each `[rows, seq]` u32 ids) under a Llama.
 pub struct LlamaObjective {
-    config: LlamaConfig,
+    config: ModelConfig,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     dtype: DType,
@@ -27,7 +27,7 @@ impl LlamaObjective {
     /// The objective of a model with `config` on token batches (row-major ids, each
     /// `rows x seq_len`), computed in `dtype` on `device`.
     pub fn new(
-        config: &LlamaConfig,
+        config: &ModelConfig,
         batches: &[Vec<u32>],
         rows: usize,
         seq_len: usize,
@@ -70,7 +70,7 @@ impl LlamaObjective {
     }
 
     /// The model over `params` with the kernels the pass needs.
-    fn model(&self, params: &[Tensor], twice: bool) -> Result<Llama> {
+    fn model(&self, params: &[Tensor], twice: bool) -> Result<Model> {
         if params.len() != self.names.len() {
             return Err(Error::Invalid(format!(
                 "{} parameter tensors for a model of {}",
@@ -85,7 +85,7 @@ impl LlamaObjective {
             .zip(params.iter().cloned())
             .collect();
         let vb = VarBuilder::from_tensors(tensors, self.dtype, &self.device);
-        let mut model = Llama::load(&self.config, vb)?;
+        let mut model = Model::load(&self.config, vb)?;
         if twice {
             model.set_twice_differentiable(true);
         } else {

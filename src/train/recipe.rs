@@ -12,7 +12,7 @@ use super::data::{DataConfig, TokenizerConfig};
 use super::optimizer::OptimizerConfig;
 use crate::checkpoint::Stage;
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::{Arch, ModelConfig};
 use crate::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -74,6 +74,9 @@ fn default_dtype() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelShape {
+    /// The architecture (`llama`, `qwen3`, `olmo2`, `gpt_neox`, `gemma2`, ...).
+    #[serde(default = "default_arch")]
+    pub arch: Arch,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -97,6 +100,10 @@ pub struct ModelShape {
     /// Standard deviation of the initial weight matrices.
     #[serde(default = "default_init_std")]
     pub init_std: f64,
+}
+
+fn default_arch() -> Arch {
+    Arch::Llama
 }
 
 fn default_rope_theta() -> f64 {
@@ -378,10 +385,10 @@ impl ModelShape {
         seq_len: usize,
         bos: Option<u32>,
         eos: Option<u32>,
-    ) -> Result<LlamaConfig> {
-        let json = serde_json::json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+    ) -> Result<ModelConfig> {
+        let mut json = serde_json::json!({
+            "architectures": [self.arch.architecture()],
+            "model_type": self.arch.model_type(),
             "vocab_size": self.vocab_size.unwrap_or(vocab),
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -395,10 +402,14 @@ impl ModelShape {
             "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": bos,
             "eos_token_id": eos,
-            "hidden_act": "silu",
             "torch_dtype": "float32",
         });
-        LlamaConfig::from_json(&json.to_string()).map_err(|e| Error::Invalid(format!("model: {e}")))
+        // Gemma's default scalar (256) is for its own head size; a shape from scratch
+        // scales scores by its head_dim as every other architecture does.
+        if matches!(self.arch, Arch::Gemma2 | Arch::Gemma3) {
+            json["query_pre_attn_scalar"] = json["head_dim"].clone();
+        }
+        ModelConfig::from_json(&json.to_string()).map_err(|e| Error::Invalid(format!("model: {e}")))
     }
 }
 

@@ -7,7 +7,7 @@
 use super::optimizer::{AdamW, OPTIMIZER_FILE};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::error::{Error, Result};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub fn step_dir_name(step: u64) -> String {
 
 /// Everything that goes into one checkpoint.
 pub struct CheckpointParts<'a> {
-    pub config: &'a LlamaConfig,
+    pub config: &'a ModelConfig,
     pub weights: &'a [(String, Var)],
     pub optimizer: &'a AdamW,
     pub meta: &'a CheckpointMeta,
@@ -164,8 +164,8 @@ mod tests {
     }
 
     /// A tiny model, its optimizer and a tokenizer directory, for saving.
-    fn parts_fixture(dir: &Path) -> (LlamaConfig, Vec<(String, Var)>, AdamW, PathBuf) {
-        let cfg = LlamaConfig::from_json(
+    fn parts_fixture(dir: &Path) -> (ModelConfig, Vec<(String, Var)>, AdamW, PathBuf) {
+        let cfg = ModelConfig::from_json(
             r#"{"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":8,
             "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
             "num_key_value_heads":1,"max_position_embeddings":8}"#,

@@ -12,7 +12,7 @@ use super::trainer::{Trainer, METRICS_FILE};
 use crate::chat::TemplateChoice;
 use crate::checkpoint::{Checkpoint, ParentRef, ScheduleInfo, Stage};
 use crate::error::{Error, Result};
-use crate::model::{init_weights, parameter_shapes, LlamaConfig};
+use crate::model::{init_weights, parameter_shapes, ModelConfig};
 use crate::schedule::ScheduleSpec;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 /// Where the run starts from.
 struct Start {
     /// Weights (f32, Hugging Face names) and their config, when not from scratch.
-    weights: Option<(LlamaConfig, HashMap<String, Tensor>)>,
+    weights: Option<(ModelConfig, HashMap<String, Tensor>)>,
     /// Optimizer state to restore.
     optimizer: Option<PathBuf>,
     /// Data position to continue from.
@@ -299,7 +299,7 @@ fn parent_start(recipe: &Recipe, parent: &Path) -> Result<Start> {
     Ok(start)
 }
 
-fn load_weights(ckpt: &Checkpoint) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+fn load_weights(ckpt: &Checkpoint) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
     let config = ckpt.config()?;
     // Read as f32 onto the CPU.
     ckpt.check_memory(&config, 4, &Device::Cpu)?;
@@ -353,7 +353,7 @@ fn fresh_weights(
     recipe: &Recipe,
     tok: &TrainTokenizer,
     device: &Device,
-) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
     let shape = recipe
         .model
         .as_ref()
@@ -387,7 +387,7 @@ fn check_shape_fits(recipe: &Recipe, device: &Device) -> Result<()> {
 /// Refuses to train a model whose weights, gradients and optimizer state need more
 /// memory than the machine has, before allocating any (on a GPU its allocator fails
 /// at once by itself).
-fn check_trainable(config: &LlamaConfig, device: &Device) -> Result<()> {
+fn check_trainable(config: &ModelConfig, device: &Device) -> Result<()> {
     if !device.is_cpu() {
         return Ok(());
     }
@@ -404,7 +404,7 @@ fn check_trainable(config: &LlamaConfig, device: &Device) -> Result<()> {
 /// A micro-batch's token rows are allocated on the CPU, and on the CPU its logits too
 /// (an f32 row of the vocabulary per token): the least a step needs beyond the
 /// parameters. Refused with the number when that is more than the machine has.
-fn check_batch_fits(recipe: &Recipe, config: &LlamaConfig, device: &Device) -> Result<()> {
+fn check_batch_fits(recipe: &Recipe, config: &ModelConfig, device: &Device) -> Result<()> {
     let t = &recipe.training;
     let tokens = (recipe.rows_per_micro_batch() as u64).saturating_mul(t.seq_len as u64 + 1);
     let per_token = if device.is_cpu() {
@@ -450,7 +450,7 @@ fn check_schedule_covers(
     )))
 }
 
-fn check_vocab(config: &LlamaConfig, tok: &TrainTokenizer) -> Result<()> {
+fn check_vocab(config: &ModelConfig, tok: &TrainTokenizer) -> Result<()> {
     if tok.vocab_size() > config.vocab_size {
         return Err(Error::Invalid(format!(
             "the tokenizer has {} tokens but the model's vocabulary holds {}",
@@ -463,7 +463,7 @@ fn check_vocab(config: &LlamaConfig, tok: &TrainTokenizer) -> Result<()> {
 
 /// The trained variables, f32 on `device`, in the model's parameter order.
 fn to_vars(
-    config: &LlamaConfig,
+    config: &ModelConfig,
     mut weights: HashMap<String, Tensor>,
     device: &Device,
 ) -> Result<Vec<(String, Var)>> {

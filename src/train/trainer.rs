@@ -10,7 +10,7 @@ use super::optimizer::{AdamW, StepReport};
 use super::saving::{self, CheckpointParts};
 use crate::checkpoint::{CheckpointMeta, ParentRef, ScheduleInfo, Stage};
 use crate::error::{Error, Result};
-use crate::model::{Llama, LlamaConfig};
+use crate::model::{Model, ModelConfig};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
@@ -50,7 +50,7 @@ pub enum Outcome {
 /// A run in progress: weights, optimizer, data and where it stands.
 pub struct Trainer {
     pub(crate) run_dir: PathBuf,
-    pub(crate) config: LlamaConfig,
+    pub(crate) config: ModelConfig,
     pub(crate) vars: Vec<(String, Var)>,
     pub(crate) optimizer: AdamW,
     pub(crate) data: Box<dyn BatchLoader>,
@@ -94,7 +94,7 @@ impl Trainer {
     }
 
     /// The model's configuration.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -181,7 +181,7 @@ impl Trainer {
 
     /// The model to run forward: the f32 master weights themselves, or copies cast to
     /// the compute dtype (the cast is differentiable, so gradients reach the masters).
-    fn compute_model(&self) -> Result<Llama> {
+    fn compute_model(&self) -> Result<Model> {
         build_model(&self.config, &self.vars, self.compute_dtype)
     }
 
@@ -220,7 +220,7 @@ impl Trainer {
 }
 
 /// A differentiable model over `vars` computing in `dtype`.
-pub fn build_model(cfg: &LlamaConfig, vars: &[(String, Var)], dtype: DType) -> Result<Llama> {
+pub fn build_model(cfg: &ModelConfig, vars: &[(String, Var)], dtype: DType) -> Result<Model> {
     let device = vars
         .first()
         .map(|(_, v)| v.device().clone())
@@ -230,7 +230,7 @@ pub fn build_model(cfg: &LlamaConfig, vars: &[(String, Var)], dtype: DType) -> R
         .map(|(name, var)| Ok((name.clone(), var.as_tensor().to_dtype(dtype)?)))
         .collect::<Result<_>>()?;
     let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-    let mut model = Llama::load(cfg, vb)?;
+    let mut model = Model::load(cfg, vb)?;
     model.set_differentiable(true);
     Ok(model)
 }
@@ -240,7 +240,7 @@ pub fn build_model(cfg: &LlamaConfig, vars: &[(String, Var)], dtype: DType) -> R
 /// is the mean over all the step's target tokens. `step` (1-based) names the step in
 /// a divergence error, which is raised before any weight changes.
 pub fn optimizer_step(
-    model: &Llama,
+    model: &Model,
     vars: &[(String, Var)],
     optimizer: &mut AdamW,
     batches: &[Batch],
@@ -272,7 +272,7 @@ pub fn optimizer_step(
 
 /// Forward and backward of one micro-batch; its loss is divided by `weight`, the
 /// target count of the whole step. Returns that loss share and the gradients.
-fn micro_step(model: &Llama, batch: &Batch, weight: f64) -> Result<(f64, GradStore)> {
+fn micro_step(model: &Model, batch: &Batch, weight: f64) -> Result<(f64, GradStore)> {
     let dev = model.device();
     let ids = Tensor::from_slice(&batch.tokens, (batch.rows, batch.len), dev)?;
     let losses = model.next_token_losses(&ids)?;

@@ -1,0 +1,58 @@
+//! The feed-forward block: gated (`down(act(gate(x)) * up(x))`: SwiGLU, GeGLU) or
+//! plain (`down(act(up(x)))`: GPT-NeoX).
+
+use super::arch::Names;
+use super::config::{Activation, ModelConfig};
+use super::kernels::Kernels;
+use super::linear::Linear;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    gate: Option<Linear>,
+    up: Linear,
+    down: Linear,
+    activation: Activation,
+}
+
+impl Mlp {
+    pub(crate) fn load(cfg: &ModelConfig, names: &Names, vb: &VarBuilder) -> Result<Self> {
+        let (h, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        let gate = match names.gate {
+            Some(name) => Some(Linear::load(h, i, bias, vb.pp(name))?),
+            None => None,
+        };
+        Ok(Self {
+            gate,
+            up: Linear::load(h, i, bias, vb.pp(names.up))?,
+            down: Linear::load(i, h, bias, vb.pp(names.down))?,
+            activation: cfg.activation,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let up = self.up.forward(x, kernels)?;
+        let hidden = match &self.gate {
+            Some(gate) => {
+                let gate = gate.forward(x, kernels)?;
+                if kernels == Kernels::Trainable && self.activation == Activation::Silu {
+                    super::fused::swiglu(&gate, &up)?
+                } else {
+                    (activate(&gate, self.activation)? * up)?
+                }
+            }
+            None => activate(&up, self.activation)?,
+        };
+        self.down.forward(&hidden, kernels)
+    }
+}
+
+fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    match activation {
+        Activation::Silu => x.silu(),
+        // candle's `gelu` is the tanh approximation; `gelu_erf` the exact one.
+        Activation::GeluTanh => x.gelu(),
+        Activation::Gelu => x.gelu_erf(),
+    }
+}
