@@ -23,7 +23,7 @@ pub use weights::{
 };
 
 use crate::error::{Error, Result};
-use crate::model::{Model, ModelConfig};
+use crate::model::{Model, ModelConfig, WeightLayout};
 use candle_core::{DType, Device};
 use regex::Regex;
 use std::path::{Path, PathBuf};
@@ -242,7 +242,9 @@ fn missing_weights(dir: &Path) -> Error {
 /// allowed, as transformers allows them.
 pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
     let stored = weights.tensors();
+    let layout = WeightLayout::detect(cfg.arch, |n| stored.contains_key(n));
     for (name, shape) in crate::model::parameter_shapes(cfg) {
+        let name = layout.stored(&name);
         match stored.get(&name) {
             None => {
                 return Err(Error::Invalid(format!(

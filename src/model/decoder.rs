@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::arch::Spec;
+use super::arch::{Spec, WeightLayout};
 use super::attention::{Attention, Step};
 use super::cache::KvCache;
 use super::config::ModelConfig;
@@ -123,6 +123,10 @@ impl Model {
     /// `model.*`, `lm_head`), as the config's architecture names them.
     pub fn load(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let spec = cfg.arch.spec();
+        let vb = match WeightLayout::detect(cfg.arch, |n| vb.contains_tensor(n)) {
+            WeightLayout::Plain => vb,
+            nested => vb.rename_f(move |name| nested.stored(name)),
+        };
         let names = &spec.names;
         let embed_tokens = vb
             .pp(names.embed)

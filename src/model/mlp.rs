@@ -39,20 +39,30 @@ impl Mlp {
                 if kernels == Kernels::Trainable && self.activation == Activation::Silu {
                     super::fused::swiglu(&gate, &up)?
                 } else {
-                    (activate(&gate, self.activation)? * up)?
+                    (activate(&gate, self.activation, kernels)? * up)?
                 }
             }
-            None => activate(&up, self.activation)?,
+            None => activate(&up, self.activation, kernels)?,
         };
         self.down.forward(&hidden, kernels)
     }
 }
 
-fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+fn activate(x: &Tensor, activation: Activation, kernels: Kernels) -> Result<Tensor> {
     match activation {
         Activation::Silu => x.silu(),
-        // candle's `gelu` is the tanh approximation; `gelu_erf` the exact one.
+        // candle's `gelu` is the tanh approximation, but its backward rounds the
+        // constants to six digits (gradients off by ~1e-5 relative): training and
+        // sharpness compose it from exact ops instead.
+        Activation::GeluTanh if kernels.differentiable() => gelu_tanh_composed(x),
         Activation::GeluTanh => x.gelu(),
         Activation::Gelu => x.gelu_erf(),
     }
+}
+
+/// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))` from differentiable ops.
+fn gelu_tanh_composed(x: &Tensor) -> Result<Tensor> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = ((x + ((x.sqr()? * x)? * 0.044715)?)? * c)?;
+    ((inner.tanh()? + 1.0)? * 0.5)? * x
 }

@@ -19,7 +19,7 @@ mod mlp;
 mod norm;
 mod rope;
 
-pub use arch::Arch;
+pub use arch::{Arch, WeightLayout};
 pub use cache::KvCache;
 pub use config::{Activation, ModelConfig, RopeScaling};
 pub use decoder::{select_rows, Model};

@@ -67,11 +67,8 @@ pub(crate) const GEMMA3: Spec = Spec {
     default_rope_theta: 1_000_000.0,
     default_tie: true,
     resolve: |raw, cfg| {
-        cfg.attn_softcap = softcap(
-            "attn_logit_softcapping",
-            raw.attn_logit_softcapping.as_ref(),
-            None,
-        )?;
+        // transformers 5 reads `attn_logit_softcapping` for Gemma 3 but never applies it.
+        cfg.attn_softcap = None;
         cfg.final_softcap = softcap(
             "final_logit_softcapping",
             raw.final_logit_softcapping.as_ref(),

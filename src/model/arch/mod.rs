@@ -212,3 +212,40 @@ pub(crate) struct Spec {
     /// Writes those settings back, in the key names transformers reads.
     pub write: fn(&ModelConfig, &mut Value),
 }
+
+/// Where a checkpoint keeps the language model's tensors. A multimodal checkpoint
+/// (Gemma 3's `Gemma3ForConditionalGeneration`) nests them: transformers 4.x under
+/// `language_model.model.*` and `language_model.lm_head`, 5.x under
+/// `model.language_model.*` and `lm_head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    Plain,
+    Nested4,
+    Nested5,
+}
+
+impl WeightLayout {
+    /// The layout of the stored tensors `has` knows, for architecture `arch`.
+    pub fn detect(arch: Arch, has: impl Fn(&str) -> bool) -> Self {
+        let embed = format!("{}.weight", arch.spec().names.embed);
+        [
+            WeightLayout::Plain,
+            WeightLayout::Nested5,
+            WeightLayout::Nested4,
+        ]
+        .into_iter()
+        .find(|layout| has(&layout.stored(&embed)))
+        .unwrap_or(WeightLayout::Plain)
+    }
+
+    /// The stored name of the tensor the architecture calls `name`.
+    pub fn stored(self, name: &str) -> String {
+        match (self, name.strip_prefix("model.")) {
+            (WeightLayout::Plain, _) => name.to_string(),
+            (WeightLayout::Nested5, Some(rest)) => format!("model.language_model.{rest}"),
+            (WeightLayout::Nested4, Some(rest)) => format!("language_model.model.{rest}"),
+            (WeightLayout::Nested4, None) => format!("language_model.{name}"),
+            (WeightLayout::Nested5, None) => name.to_string(),
+        }
+    }
+}

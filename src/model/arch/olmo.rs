@@ -65,6 +65,9 @@ pub(crate) const OLMO3: Spec = olmo(
 );
 
 fn resolve_olmo3(raw: &RawConfig, cfg: &mut ModelConfig) -> Result<(), String> {
+    // A 4.x top-level `rope_theta` sets the full-attention layers only: transformers
+    // gives the sliding ones the default base.
+    cfg.local_rope_theta = Some(cfg.local_rope_theta.unwrap_or(500_000.0));
     let window = Some(raw.sliding_window.unwrap_or(4096));
     cfg.sliding_window = layer_windows(raw, window, cfg.num_hidden_layers, |i| (i + 1) % 4 != 0)?;
     Ok(())
