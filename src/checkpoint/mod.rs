@@ -24,7 +24,7 @@ pub use weights::{
 
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig, WeightLayout};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -235,6 +235,20 @@ fn missing_weights(dir: &Path) -> Error {
         dir,
         format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
     )
+}
+
+/// Reads the parameter the architecture calls `name` (see [`crate::model::parameter_shapes`])
+/// wherever the checkpoint stores it: a multimodal checkpoint nests the language model.
+pub fn load_parameter(
+    cfg: &ModelConfig,
+    weights: &WeightFiles,
+    name: &str,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
+    let stored = weights.tensors();
+    let layout = WeightLayout::detect(cfg.arch, |n| stored.contains_key(n));
+    weights.load(&layout.stored(name), dtype, dev)
 }
 
 /// Checks that the stored tensors are the ones `config.json` implies: every parameter

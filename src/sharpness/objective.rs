@@ -65,7 +65,9 @@ impl LlamaObjective {
         checkpoint::validate_shapes(&self.config, &weights)?;
         self.names
             .iter()
-            .map(|name| weights.load(name, self.dtype, &self.device))
+            .map(|name| {
+                checkpoint::load_parameter(&self.config, &weights, name, self.dtype, &self.device)
+            })
             .collect()
     }
 

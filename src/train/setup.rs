@@ -308,7 +308,13 @@ fn load_weights(ckpt: &Checkpoint) -> Result<(ModelConfig, HashMap<String, Tenso
     let tensors = parameter_shapes(&config)
         .into_iter()
         .map(|(name, _)| {
-            let t = files.load(&name, DType::F32, &Device::Cpu)?;
+            let t = crate::checkpoint::load_parameter(
+                &config,
+                &files,
+                &name,
+                DType::F32,
+                &Device::Cpu,
+            )?;
             Ok((name, t))
         })
         .collect::<Result<_>>()?;
