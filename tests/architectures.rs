@@ -387,3 +387,38 @@ fn unsupported_architectures_are_named_with_the_supported_ones() {
         assert!(err.contains(supported), "{err}");
     }
 }
+
+/// Checkpoints written by `ckpt train` (20 steps from scratch, one per architecture;
+/// scripts/make_trained_arch_fixtures.sh) load in transformers with no missing or
+/// unexpected tensor and compute the loss ckpt computes.
+#[test]
+fn trained_checkpoints_score_as_transformers_scores_them() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trained_arch");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let models = reference["models"].as_object().unwrap();
+    assert_eq!(models.len(), 8);
+    for (name, theirs) in models {
+        let ckpt = Checkpoint::open(&dir.join(name)).unwrap();
+        assert_eq!(
+            ckpt.config().unwrap().arch.architecture(),
+            theirs["architecture"].as_str().unwrap()
+        );
+        let model = ckpt.load_model(&Device::Cpu, DType::F32).unwrap();
+        let check: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(name).join("loss_check.json")).unwrap())
+                .unwrap();
+        let rows: Vec<Vec<u32>> = serde_json::from_value(check["token_ids"].clone()).unwrap();
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let loss = model
+            .next_token_loss(&ids(&rows))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let expected = theirs["loss"].as_f64().unwrap();
+        assert!(
+            (loss - expected).abs() < 1e-5,
+            "{name}: {loss} vs transformers {expected}"
+        );
+    }
+}

@@ -475,6 +475,9 @@ impl ModelConfig {
             "attention_bias": self.qkv_bias,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
+            // Some architectures default to a pad id outside a small vocabulary
+            // (SmolLM3: 128004), which transformers refuses; ckpt never pads with it.
+            "pad_token_id": null,
             "torch_dtype": self.saved_dtype.clone().unwrap_or_else(|| "float32".into()),
         });
         (self.arch.spec().write)(self, &mut v);

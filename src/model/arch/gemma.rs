@@ -98,7 +98,11 @@ fn write(cfg: &ModelConfig, v: &mut Value) {
     let obj = v.as_object_mut().expect("config is an object");
     obj.remove("hidden_act");
     v["hidden_activation"] = cfg.activation.name().into();
-    v["query_pre_attn_scalar"] = cfg.query_pre_attn_scalar.into();
+    // transformers 5 validates it as an int.
+    v["query_pre_attn_scalar"] = match cfg.query_pre_attn_scalar {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => (x as i64).into(),
+        other => other.into(),
+    };
     // Written even when off: an absent key means Gemma 2's default caps.
     v["attn_logit_softcapping"] = cfg.attn_softcap.into();
     v["final_logit_softcapping"] = cfg.final_softcap.into();
