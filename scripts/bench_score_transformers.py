@@ -37,6 +37,8 @@ def main():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--batch-tokens", type=int, default=4096)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=["f32", "bf16"], help="one dtype only")
+    parser.add_argument("--attn", choices=["eager", "sdpa"], help="one attention implementation only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     windows = json.loads((args.dir / "windows.json").read_text())
@@ -44,7 +46,11 @@ def main():
     batch_rows = max(1, args.batch_tokens // length)
     tokens = len(windows) * length
     for dtype_name, dtype in [("f32", torch.float32), ("bf16", torch.bfloat16)]:
+        if args.dtype and args.dtype != dtype_name:
+            continue
         for attn in ["eager", "sdpa"]:
+            if args.attn and args.attn != attn:
+                continue
             model = AutoModelForCausalLM.from_pretrained(
                 args.dir / "model", dtype=dtype, attn_implementation=attn
             ).to(args.device).eval()
@@ -59,6 +65,7 @@ def main():
                 "torch": torch.__version__, "threads": args.threads,
                 "device": args.device, "tokens": tokens, "window": length, "seconds": best,
                 "tokens_per_second": tokens / best, "sum_logprob": checksum,
+                "architecture": type(model).__name__,
             }))
 
 

@@ -298,7 +298,7 @@ fn train_from_scratch_on_every_architecture() {
     sb.small_world();
     let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("trainer/tiny-wso.toml");
     for arch in [
-        "gpt_neox", "olmo2", "olmo3", "qwen3", "gemma2", "gemma3", "smollm3",
+        "mistral", "qwen2", "gpt_neox", "olmo2", "olmo3", "qwen3", "gemma2", "gemma3", "smollm3",
     ] {
         let mut args: Vec<String> = vec!["train".into(), arg(&recipe).into()];
         let kv = if arch == "gpt_neox" { "4" } else { "2" };
@@ -338,5 +338,69 @@ fn train_from_scratch_on_every_architecture() {
                 .arch
                 .architecture();
         assert_eq!(inspected[0]["architecture"], architecture, "{inspected}");
+    }
+}
+
+/// A config that contradicts its weights is one error line naming the tensor and the
+/// config keys behind it, for `inspect` and for every command that loads the model.
+#[test]
+fn configs_that_contradict_the_weights_name_the_tensor_and_the_key() {
+    let sb = Sandbox::new();
+    let cases: [(&str, &str, Value, &str, &str); 4] = [
+        // OLMo 2's weights read as Llama: Llama's pre-attention norm is not there.
+        (
+            "olmo2",
+            "architectures",
+            json!(["LlamaForCausalLM"]),
+            "input_layernorm",
+            "LlamaForCausalLM",
+        ),
+        (
+            "gpt_neox_parallel",
+            "vocab_size",
+            json!(400),
+            "gpt_neox.embed_in.weight",
+            "vocab_size",
+        ),
+        (
+            "qwen3",
+            "tie_word_embeddings",
+            json!(false),
+            "lm_head.weight",
+            "tie_word_embeddings",
+        ),
+        (
+            "gemma2",
+            "intermediate_size",
+            json!(48),
+            "mlp.",
+            "intermediate_size",
+        ),
+    ];
+    for (i, (fixture, key, value, tensor, named)) in cases.into_iter().enumerate() {
+        let dir = sb.path().join(format!("bad-{i}"));
+        common::copy_dir(&arch_fixture(fixture), &dir);
+        let path = dir.join("config.json");
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        cfg[key] = value;
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        for command in [
+            vec!["inspect", arg(&dir)],
+            vec![
+                "score",
+                arg(&dir),
+                "--text",
+                arg(&arch_fixture("texts.jsonl")),
+            ],
+        ] {
+            let out = sb.run(&command);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{command:?}: {err}");
+            assert!(
+                err.contains(tensor) && err.contains(named),
+                "{command:?}: {err}"
+            );
+        }
     }
 }

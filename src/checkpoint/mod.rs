@@ -83,7 +83,10 @@ impl Checkpoint {
     pub fn load_model(&self, device: &Device, dtype: DType) -> Result<Model> {
         let cfg = self.config()?;
         self.check_memory(&cfg, dtype.size_in_bytes() as u64, device)?;
-        let vb = self.weights()?.var_builder(dtype, device);
+        let weights = self.weights()?;
+        // Names the tensor and the config keys a contradiction is about.
+        validate_shapes(&cfg, &weights)?;
+        let vb = weights.var_builder(dtype, device);
         Model::load(&cfg, vb).map_err(|e| {
             let msg = crate::error::candle_message(&e);
             // Errors from our weight backend already name the file.
@@ -262,19 +265,21 @@ pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
         match stored.get(&name) {
             None => {
                 return Err(Error::Invalid(format!(
-                    "{}: missing tensor {name:?}",
-                    weights.origin().display()
+                    "{}: missing tensor {name:?}, which config.json implies through {}",
+                    weights.origin().display(),
+                    crate::model::keys_behind(cfg, &name)
                 )))
             }
             Some(t) if t.shape != shape => {
                 return Err(Error::Invalid(format!(
-                    "{}: tensor {name:?} has shape {:?} but config.json implies {shape:?}",
-                    weights
-                        .file_holding(&name)
-                        .unwrap_or(weights.origin())
-                        .display(),
-                    t.shape
-                )))
+                "{}: tensor {name:?} has shape {:?} but config.json implies {shape:?} through {}",
+                weights
+                    .file_holding(&name)
+                    .unwrap_or(weights.origin())
+                    .display(),
+                t.shape,
+                crate::model::keys_behind(cfg, &name)
+            )))
             }
             Some(_) => {}
         }

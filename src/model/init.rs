@@ -135,3 +135,42 @@ pub fn init_weights(
         })
         .collect()
 }
+
+/// The `config.json` keys that decide whether the parameter `name` exists and its
+/// shape, for errors when the weights contradict the config.
+pub fn keys_behind(cfg: &ModelConfig, name: &str) -> String {
+    let spec = cfg.arch.spec();
+    let names = &spec.names;
+    let is = |part: &str| name.contains(part);
+    let qk_norm = [names.q_norm, names.k_norm].into_iter().flatten().any(is);
+    let attention = match names.qkv {
+        QkvNames::Separate { q, k, v } => [q, k, v, names.o].into_iter().any(is),
+        QkvNames::FusedPerHead(qkv) => is(qkv) || is(names.o),
+    };
+    let mlp = [Some(names.up), Some(names.down), names.gate]
+        .into_iter()
+        .flatten()
+        .any(is);
+    let keys = if name.ends_with(".bias") && attention {
+        "attention_bias"
+    } else if name.ends_with(".bias") && mlp {
+        "mlp_bias"
+    } else if qk_norm && spec.qk_norm == QkNorm::PerHead {
+        "head_dim"
+    } else if qk_norm {
+        "num_attention_heads, num_key_value_heads, head_dim"
+    } else if attention {
+        "hidden_size, num_attention_heads, num_key_value_heads, head_dim"
+    } else if mlp {
+        "hidden_size, intermediate_size"
+    } else if is(names.head) {
+        "tie_word_embeddings, vocab_size, hidden_size"
+    } else if is(names.embed) {
+        "vocab_size, hidden_size"
+    } else if name.contains("norm") {
+        "hidden_size"
+    } else {
+        "num_hidden_layers"
+    };
+    format!("{keys} (architectures: {})", cfg.arch.architecture())
+}
