@@ -25,6 +25,16 @@ type Msg<T> = std::result::Result<T, String>;
 /// Opcodes whose argument candle reads without checking it (see [`check_next_op`]).
 const LONG1: u8 = 0x8a;
 const BINUNICODE: u8 = b'X';
+/// Opcodes that push a copy of a memoized object, which candle clones in full: a few
+/// bytes of pickle can copy a large object, and copies of copies grow exponentially
+/// (a "pickle bomb"), so what they copy is budgeted.
+const BINGET: u8 = b'h';
+const LONG_BINGET: u8 = b'j';
+/// The budget, in bytes of objects: a state dict's copies are class names, storage ids
+/// and (tied weights) whole tensor objects, 2 to 4 bytes per byte of pickle in the
+/// files torch.save writes.
+const MEMO_COPY_FLOOR: usize = 16 << 20;
+const MEMO_COPY_PER_BYTE: usize = 64;
 
 /// The tensors of the `.bin` file `path`, whose bytes are `map`.
 pub(super) fn read(path: &Path, map: &[u8]) -> Result<HashMap<String, Entry>> {
@@ -165,17 +175,56 @@ fn storage_range(
 fn unpickle(bytes: &[u8]) -> Msg<Object> {
     let mut rest = bytes;
     let mut stack = Stack::empty();
+    let mut copy_budget = MEMO_COPY_FLOOR.saturating_add(bytes.len() * MEMO_COPY_PER_BYTE);
     loop {
         check_next_op(rest)?;
+        let copies = matches!(rest.first(), Some(&(BINGET | LONG_BINGET)));
         match stack.read(&mut rest) {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => return Err(format!("data.pkl is not a pickle this reader knows: {e}")),
         }
+        if copies {
+            let copied = stack
+                .stack()
+                .last()
+                .map_or(0, |o| footprint(o, copy_budget));
+            copy_budget = copy_budget.checked_sub(copied).ok_or(
+                "data.pkl is corrupt: it copies its objects far more than a state dict does \
+                 (a pickle bomb?)",
+            )?;
+        }
     }
     stack
         .finalize()
         .map_err(|e| format!("data.pkl is not a valid pickle: {e}"))
+}
+
+/// The memory `obj` takes (its nodes and strings), counted up to just past `cap`.
+fn footprint(obj: &Object, cap: usize) -> usize {
+    let mut todo = vec![obj];
+    let mut total = 0usize;
+    while let Some(o) = todo.pop() {
+        total += std::mem::size_of::<Object>();
+        match o {
+            Object::Unicode(s) => total += s.len(),
+            Object::Class {
+                module_name,
+                class_name,
+            } => total += module_name.len() + class_name.len(),
+            Object::Tuple(items) | Object::List(items) => todo.extend(items),
+            Object::Dict(items) => todo.extend(items.iter().flat_map(|(k, v)| [k, v])),
+            Object::Reduce { callable, args } | Object::Build { callable, args } => {
+                todo.extend([&**callable, &**args])
+            }
+            Object::PersistentLoad(id) => todo.push(id),
+            _ => {}
+        }
+        if total > cap {
+            break;
+        }
+    }
+    total
 }
 
 /// Refuses the two opcodes whose argument candle's interpreter trusts: LONG1 with more

@@ -378,3 +378,24 @@ fn errors_name_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn pickle_bombs_are_refused_before_they_fill_memory() {
+    let bomb = "data.pkl is corrupt: it copies its objects far more than a state dict does";
+    // Copies of copies: a tuple of two copies of the previous one, 64 times (2^64 leaves).
+    let mut doubling = [vec![0x80, 2], text("leaf"), vec![b'q', 0]].concat();
+    for _ in 0..64 {
+        doubling.extend([b'h', 0, b'h', 0, 0x86, b'q', 0]);
+    }
+    doubling.push(STOP);
+    // One 64 kB string, copied 1024 times by 2-byte opcodes.
+    let mut wide = [vec![0x80, 2], text(&"x".repeat(1 << 16)), vec![b'q', 0]].concat();
+    for _ in 0..1024 {
+        wide.extend([b'h', 0]);
+    }
+    wide.push(STOP);
+    for pickle in [doubling, wide] {
+        let msg = refused(&archive(&pickle, &[]));
+        assert!(msg.starts_with(bomb), "{msg}");
+    }
+}
