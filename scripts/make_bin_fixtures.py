@@ -130,6 +130,8 @@ def layout_tensors() -> dict[str, torch.Tensor]:
         "view.broadcast": torch.arange(3, dtype=torch.float32).expand(4, 3),  # stride 0
         "view.scalar": torch.tensor(2.5),
         "view.empty": torch.zeros(0, 4),
+        # An nn.Parameter pickles through torch._utils._rebuild_parameter.
+        "param": torch.nn.Parameter(torch.arange(4, dtype=torch.float32).reshape(2, 2)),
         "dtype.f64": torch.linspace(-1, 1, 5, dtype=torch.float64),
         "dtype.f16": torch.linspace(-1, 1, 5, dtype=torch.float16),
         "dtype.bf16": torch.linspace(-1, 1, 5, dtype=torch.bfloat16),
@@ -151,7 +153,7 @@ def make_layouts(out: Path) -> None:
     (out / "tensors" / "bin").mkdir(parents=True)
     (out / "tensors" / "safetensors").mkdir(parents=True)
     torch.save(tensors, out / "tensors" / "bin" / "pytorch_model.bin")
-    contiguous = {k: v.contiguous().clone() for k, v in tensors.items()}
+    contiguous = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     save_file(contiguous, out / "tensors" / "safetensors" / "model.safetensors")
     back = torch.load(out / "tensors" / "bin" / "pytorch_model.bin", weights_only=True)
     assert all(torch.equal(back[k], v) for k, v in tensors.items())
@@ -190,7 +192,9 @@ def make_bad(out: Path) -> None:
         bad_dir("compressed") / "pytorch_model.bin", "w", zipfile.ZIP_DEFLATED
     ) as dst:
         for item in src.infolist():
-            dst.writestr(item.filename, src.read(item.filename))
+            # A fixed timestamp keeps the fixture identical from run to run.
+            info = zipfile.ZipInfo(item.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            dst.writestr(info, src.read(item.filename), zipfile.ZIP_DEFLATED)
 
     d = bad_dir("missing_shard")
     shutil.copy(out / "llama_gqa_bin_sharded" / "pytorch_model.bin.index.json", d)
@@ -219,7 +223,7 @@ transformers {transformers.__version__}, safetensors {safetensors.__version__}. 
 - `llama_tied_bin/`: `torch.save(model.state_dict())` of `parity/llama_tied`: `lm_head.weight`
   shares the embedding's storage and the state dict carries `_metadata`.
 - `tensors/bin/pytorch_model.bin`: views (storage offset, transposed, strided, permuted,
-  broadcast, scalar, empty, two names on one storage) and every dtype torch pickles
+  broadcast, scalar, empty, two names on one storage), an `nn.Parameter`, and every dtype torch pickles
   (f64, f16, bf16, i64, i32, i16, i8, u8, bool); `tensors/safetensors/model.safetensors`
   holds the same tensors made contiguous.
 - `bad/*/`: `llama_gqa`'s config.json with broken weights: `not_a_pickle` (arbitrary bytes),
@@ -227,6 +231,9 @@ transformers {transformers.__version__}, safetensors {safetensors.__version__}. 
   unpickling would call `print`), `truncated` (the first half of a good file), `legacy`
   (torch < 1.6's non-zip format), `compressed` (deflated zip entries), `missing_shard`
   (the index names a shard that is not there), `wrong_shape` (one tensor transposed).
+
+Re-running the script rewrites every file identically but `bad/legacy` (torch's legacy
+format pickles object ids).
 """)
 
 

@@ -283,7 +283,8 @@ fn state_dict(obj: Object) -> Msg<Vec<(String, View)>> {
         }
         match tensor_view(value) {
             Ok(view) => views.push((name, view)),
-            Err(what) => refused.push(format!("entry {name:?} is {what}")),
+            Err(Refusal::NotATensor(what)) => refused.push(format!("entry {name:?} is {what}")),
+            Err(Refusal::Unreadable(msg)) => return Err(format!("tensor {name:?}: {msg}")),
         }
     }
     // The pickle's order is not the file's (candle reverses each batch of items):
@@ -304,22 +305,31 @@ fn state_dict(obj: Object) -> Msg<Vec<(String, View)>> {
     }
 }
 
-/// The view a tensor object pickles, or what the object is instead.
-fn tensor_view(obj: Object) -> Msg<View> {
+/// Why an entry of the state dict gives no tensor.
+enum Refusal {
+    /// It is something else (described).
+    NotATensor(String),
+    /// It is a tensor, pickled in a way this reader does not follow.
+    Unreadable(String),
+}
+
+/// The view a tensor object pickles, or why there is none.
+fn tensor_view(obj: Object) -> std::result::Result<View, Refusal> {
+    let not_a_tensor = |obj: &Object| Refusal::NotATensor(describe(obj));
     let (module, class) = match &obj {
         Object::Reduce { callable, .. } => match callable.as_ref() {
             Object::Class {
                 module_name,
                 class_name,
             } => (module_name.clone(), class_name.clone()),
-            _ => return Err(describe(&obj)),
+            _ => return Err(not_a_tensor(&obj)),
         },
-        _ => return Err(describe(&obj)),
+        _ => return Err(not_a_tensor(&obj)),
     };
     let args = match (module.as_str(), class.as_str()) {
         ("torch._utils", "_rebuild_tensor_v2") => reduce_args(obj),
-        // An nn.Parameter: (tensor, requires_grad, hooks).
-        ("torch._utils", "_rebuild_parameter") => {
+        // An nn.Parameter: (tensor, requires_grad, hooks[, state]).
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             return tensor_view(reduce_args(obj).into_iter().next().unwrap_or(Object::None))
         }
         // A tensor subclass: (rebuild function, type, its arguments, state).
@@ -332,12 +342,16 @@ fn tensor_view(obj: Object) -> Msg<View> {
                 {
                     args
                 }
-                _ => return Err(format!("a tensor subclass built by {module}.{class}")),
+                _ => {
+                    return Err(Refusal::Unreadable(
+                        "a tensor subclass that is not rebuilt from a plain tensor".into(),
+                    ))
+                }
             }
         }
-        _ => return Err(describe(&obj)),
+        _ => return Err(not_a_tensor(&obj)),
     };
-    rebuild_args(args).map_err(|msg| format!("a malformed tensor ({msg})"))
+    rebuild_args(args).map_err(Refusal::Unreadable)
 }
 
 /// The argument tuple of a `Reduce`, empty when it is not one.
