@@ -16,7 +16,9 @@ use std::time::UNIX_EPOCH;
 /// Tensors larger than this are hashed on all cores.
 const PARALLEL_HASH_BYTES: usize = 1 << 20;
 
-/// BLAKE3 of the checkpoint's tensors, as 64 hex digits.
+/// BLAKE3 of the checkpoint's tensors, as 64 hex digits. Safetensors and `.bin` weights
+/// both give each tensor's contiguous little-endian bytes and its safetensors dtype, so
+/// converting a checkpoint from one format to the other keeps its fingerprint.
 pub fn hash_weights(weights: &WeightFiles) -> String {
     let mut hasher = blake3::Hasher::new();
     for (name, stored) in weights.tensors() {

@@ -1,7 +1,7 @@
-//! Checkpoints on disk: discovery, the `ckpt.json` sidecar, safetensors weights and
-//! content fingerprints (DESIGN.md section 3).
+//! Checkpoints on disk: discovery, the `ckpt.json` sidecar, weights (safetensors, or
+//! PyTorch `.bin` from older checkpoints) and content fingerprints (DESIGN.md section 3).
 //!
-//! A checkpoint is a directory holding `config.json` and safetensors weights. Discovery
+//! A checkpoint is a directory holding `config.json` and weights. Discovery
 //! walks any path and finds them all, in run order:
 //!
 //! ```no_run
@@ -13,13 +13,15 @@
 
 mod fingerprint;
 mod meta;
+mod torch_bin;
 mod weights;
 
 pub use fingerprint::{cache_dir, fingerprint, hash_weights};
 pub use meta::{CheckpointMeta, MergeInfo, MergeSource, ParentRef, ScheduleInfo, Stage, META_FILE};
 pub use weights::{
-    is_model_safetensors, non_finite, weight_paths, write_safetensors,
-    write_safetensors_with_metadata, StoredTensor, WeightFiles, INDEX_FILE, SINGLE_FILE,
+    has_weights, is_model_safetensors, non_finite, weight_index, weight_paths, write_safetensors,
+    write_safetensors_with_metadata, StoredTensor, WeightFiles, BIN_INDEX_FILE, BIN_SINGLE_FILE,
+    INDEX_FILE, SINGLE_FILE, WEIGHT_FILES,
 };
 
 use crate::error::{Error, Result};
@@ -86,11 +88,17 @@ impl Checkpoint {
         let weights = self.weights()?;
         // Names the tensor and the config keys a contradiction is about.
         validate_shapes(&cfg, &weights)?;
+        let files: Vec<String> = weights
+            .paths()
+            .into_iter()
+            .chain([weights.origin()])
+            .map(|p| p.display().to_string())
+            .collect();
         let vb = weights.var_builder(dtype, device);
         Model::load(&cfg, vb).map_err(|e| {
             let msg = crate::error::candle_message(&e);
             // Errors from our weight backend already name the file.
-            if msg.contains(".safetensors") {
+            if files.iter().any(|f| msg.contains(f.as_str())) {
                 Error::Invalid(msg)
             } else {
                 Error::bad_file(&self.dir, format!("cannot build the model: {msg}"))
@@ -151,18 +159,9 @@ pub fn write_checkpoint(
     Ok(())
 }
 
-/// True when `dir` holds `config.json` and safetensors weights.
+/// True when `dir` holds `config.json` and weights (safetensors or `.bin`).
 pub fn is_checkpoint_dir(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file()
-        && (dir.join(SINGLE_FILE).is_file()
-            || dir.join(INDEX_FILE).is_file()
-            || std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .any(|e| is_model_safetensors(&e.path()))
-                })
-                .unwrap_or(false))
+    dir.join(CONFIG_FILE).is_file() && has_weights(dir)
 }
 
 static STEP_NAME: LazyLock<Regex> = LazyLock::new(|| {
@@ -219,7 +218,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
 }
 
 /// The checkpoint directory a file named on the command line stands for: a file inside
-/// a checkpoint (config.json, model.safetensors) means its directory. Any other file is
+/// a checkpoint (config.json, model.safetensors, pytorch_model.bin) means its directory. Any other file is
 /// an error, not a reason to walk its parent, which may hold unrelated checkpoints.
 fn checkpoint_of_file(file: &Path) -> Result<PathBuf> {
     let dir = crate::error::parent_dir(file).to_path_buf();
@@ -228,16 +227,13 @@ fn checkpoint_of_file(file: &Path) -> Result<PathBuf> {
     } else {
         Err(Error::bad_file(
             file,
-            "is a file, not a checkpoint directory (config.json + *.safetensors) or a directory of them",
+            "is a file, not a checkpoint directory (config.json + weights) or a directory of them",
         ))
     }
 }
 
 fn missing_weights(dir: &Path) -> Error {
-    Error::bad_file(
-        dir,
-        format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
-    )
+    Error::bad_file(dir, format!("no {WEIGHT_FILES} weights"))
 }
 
 /// Reads the parameter the architecture calls `name` (see [`crate::model::parameter_shapes`])
@@ -297,7 +293,7 @@ pub fn open_single(path: &Path) -> Result<Checkpoint> {
         1 => Ok(found.remove(0)),
         0 => Err(Error::bad_file(
             path,
-            "no checkpoint found (config.json + *.safetensors)",
+            "no checkpoint found (config.json + *.safetensors or pytorch_model.bin)",
         )),
         n => Err(Error::bad_file(
             path,

@@ -1,68 +1,126 @@
-//! Safetensors weights of a checkpoint: one file or an index with shards, memory-mapped.
+//! The weights of a checkpoint: safetensors (one file or an index with shards),
+//! memory-mapped, or PyTorch `.bin` files (one `pytorch_model.bin` or an index with
+//! shards), read without running their pickle (see `torch_bin`).
 //!
-//! Implements candle's [`SimpleBackend`] so the model loads through a `VarBuilder`,
-//! with errors that name the file and the tensor (a missing tensor, a wrong shape).
+//! Every tensor ends up as little-endian bytes with a safetensors dtype and shape, so
+//! what reads weights (loading, fingerprints, merges) sees one format. Implements
+//! candle's [`SimpleBackend`] so the model loads through a `VarBuilder`, with errors
+//! that name the file and the tensor (a missing tensor, a wrong shape).
 
+use super::torch_bin;
 use crate::error::{Error, Result};
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use memmap2::Mmap;
-use safetensors::tensor::{Metadata, TensorInfo, TensorView};
+use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// Name of the single-file weights.
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of the index of sharded weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// Name of the single-file PyTorch weights (older checkpoints).
+pub const BIN_SINGLE_FILE: &str = "pytorch_model.bin";
+/// Name of the index of sharded PyTorch weights (`pytorch_model-00001-of-00002.bin`...).
+pub const BIN_INDEX_FILE: &str = "pytorch_model.bin.index.json";
 
-/// One memory-mapped safetensors file with its parsed header.
-struct MappedFile {
-    path: PathBuf,
-    mmap: Mmap,
-    header_len: usize,
-    metadata: Metadata,
+/// Where a tensor's little-endian bytes are.
+#[derive(Debug)]
+pub(super) enum Bytes {
+    /// A range of the file's map: every safetensors tensor, and `.bin` tensors stored
+    /// contiguously (nearly all of them).
+    Mapped(Range<usize>),
+    /// A contiguous copy made when the file was opened: `.bin` tensors stored as
+    /// strided views (transposed, every other column...).
+    Owned(Vec<u8>),
 }
 
-impl MappedFile {
+/// One stored tensor: dtype, shape and bytes.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Bytes,
+}
+
+/// One memory-mapped weight file with its tensors.
+struct WeightFile {
+    path: PathBuf,
+    mmap: Mmap,
+    tensors: HashMap<String, Entry>,
+}
+
+impl WeightFile {
     fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only; a file truncated underneath us would fault, which
         // is the same contract every safetensors loader (candle, transformers) accepts.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-            Error::bad_file(
-                path,
-                format!("not a valid safetensors file ({e}); truncated or corrupt?"),
-            )
-        })?;
+        let tensors = if is_bin(path) {
+            torch_bin::read(path, &mmap)?
+        } else {
+            safetensors_entries(path, &mmap)?
+        };
         Ok(Self {
             path: path.to_path_buf(),
             mmap,
-            header_len,
-            metadata,
+            tensors,
         })
     }
 
-    fn info(&self, name: &str) -> Option<&TensorInfo> {
-        self.metadata.info(name)
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.tensors.get(name)
     }
 
-    fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        let start = 8 + self.header_len;
-        &self.mmap[start + info.data_offsets.0..start + info.data_offsets.1]
+    fn bytes<'a>(&'a self, entry: &'a Entry) -> &'a [u8] {
+        match &entry.bytes {
+            Bytes::Mapped(range) => &self.mmap[range.clone()],
+            Bytes::Owned(bytes) => bytes,
+        }
     }
 
     fn view(&self, name: &str) -> Result<TensorView<'_>> {
-        let info = self
-            .info(name)
+        let entry = self
+            .entry(name)
             .ok_or_else(|| Error::bad_file(&self.path, format!("no tensor {name:?}")))?;
-        TensorView::new(info.dtype, info.shape.clone(), self.bytes(info))
+        TensorView::new(entry.dtype, entry.shape.clone(), self.bytes(entry))
             .map_err(|e| Error::bad_file(&self.path, format!("tensor {name:?}: {e}")))
     }
+}
+
+/// True for a PyTorch weight file (`pytorch_model.bin`, its shards).
+fn is_bin(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "bin")
+}
+
+/// The tensors of a mapped safetensors file, as ranges of the map.
+fn safetensors_entries(path: &Path, mmap: &[u8]) -> Result<HashMap<String, Entry>> {
+    let (header_len, metadata) = SafeTensors::read_metadata(mmap).map_err(|e| {
+        Error::bad_file(
+            path,
+            format!("not a valid safetensors file ({e}); truncated or corrupt?"),
+        )
+    })?;
+    // read_metadata checked that the offsets tile the data exactly up to the file's end.
+    let start = 8 + header_len;
+    Ok(metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (begin, end) = info.data_offsets;
+            let entry = Entry {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                bytes: Bytes::Mapped(start + begin..start + end),
+            };
+            (name, entry)
+        })
+        .collect())
 }
 
 /// A tensor's description as stored: dtype and shape.
@@ -74,30 +132,25 @@ pub struct StoredTensor {
 
 /// All weight files of a checkpoint, with an index from tensor name to file.
 pub struct WeightFiles {
-    files: Vec<MappedFile>,
+    files: Vec<WeightFile>,
     by_name: HashMap<String, usize>,
     /// The file that names the weights: the index when sharded, else the single file.
     origin: PathBuf,
 }
 
 impl WeightFiles {
-    /// Opens the weights in `dir`: `model.safetensors.index.json` and its shards if
-    /// present, else `model.safetensors`, else every `*.safetensors` but the optimizer's.
+    /// Opens the weights in `dir`, found as [`weight_paths`] finds them.
     pub fn open(dir: &Path) -> Result<Self> {
-        let paths = weight_paths(dir)?;
-        let index = dir.join(INDEX_FILE);
-        let origin = if index.is_file() {
-            index
-        } else {
-            paths[0].clone()
-        };
-        let files = paths
+        let found = find_weights(dir)?;
+        let origin = found.index.unwrap_or_else(|| found.files[0].clone());
+        let files = found
+            .files
             .iter()
-            .map(|p| MappedFile::open(p))
+            .map(|p| WeightFile::open(p))
             .collect::<Result<Vec<_>>>()?;
         let mut by_name = HashMap::new();
         for (i, f) in files.iter().enumerate() {
-            for name in f.metadata.tensors().keys() {
+            for name in f.tensors.keys() {
                 if let Some(prev) = by_name.insert(name.clone(), i) {
                     return Err(Error::bad_file(
                         &f.path,
@@ -133,22 +186,23 @@ impl WeightFiles {
         self.by_name
             .iter()
             .map(|(name, &i)| {
-                let info = self.files[i].info(name).expect("indexed tensor exists");
+                let entry = self.files[i].entry(name).expect("indexed tensor exists");
                 (
                     name.clone(),
                     StoredTensor {
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
+                        dtype: entry.dtype,
+                        shape: entry.shape.clone(),
                     },
                 )
             })
             .collect()
     }
 
-    /// The raw little-endian bytes of a tensor, straight from the map.
+    /// The raw little-endian bytes of a tensor, straight from the map (or, for a
+    /// strided `.bin` view, from the contiguous copy made at open time).
     pub fn raw_bytes(&self, name: &str) -> Option<&[u8]> {
         let file = &self.files[*self.by_name.get(name)?];
-        Some(file.bytes(file.info(name)?))
+        Some(file.bytes(file.entry(name)?))
     }
 
     /// Drops bytes `range` of tensor `name` from this process's resident memory, after
@@ -159,15 +213,18 @@ impl WeightFiles {
         let Some(file) = self.by_name.get(name).map(|&i| &self.files[i]) else {
             return;
         };
-        let Some(info) = file.info(name) else { return };
-        let size = info.data_offsets.1 - info.data_offsets.0;
+        // A copy made at open time is this process's own memory: nothing to drop.
+        let Some(Bytes::Mapped(mapped)) = file.entry(name).map(|e| &e.bytes) else {
+            return;
+        };
+        let size = mapped.len();
         let (start, end) = (range.start.min(size), range.end.min(size));
         if start >= end {
             return;
         }
         #[cfg(unix)]
         {
-            let offset = 8 + file.header_len + info.data_offsets.0 + start;
+            let offset = mapped.start + start;
             // SAFETY: the map is shared and read-only, so MADV_DONTNEED only drops this
             // process's page-table entries: a later read faults the file's unchanged
             // pages back in, and slices borrowed from the map stay valid. Failure only
@@ -202,7 +259,7 @@ impl WeightFiles {
         Ok(tensor.to_dtype(dtype)?)
     }
 
-    fn file_of(&self, name: &str) -> Result<&MappedFile> {
+    fn file_of(&self, name: &str) -> Result<&WeightFile> {
         let i = self.by_name.get(name).ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: missing tensor {name:?}",
@@ -230,12 +287,12 @@ impl SimpleBackend for WeightFiles {
         // Plain `Msg` errors: candle's constructors attach a backtrace when
         // RUST_BACKTRACE is set, which would spill into the one-line error.
         let file = self.file_of(name).map_err(to_candle)?;
-        let info = file.info(name).expect("indexed tensor exists");
-        if info.shape != shape.dims() {
+        let entry = file.entry(name).expect("indexed tensor exists");
+        if entry.shape != shape.dims() {
             return Err(candle_core::Error::Msg(format!(
                 "{}: tensor {name:?} has shape {:?} but config.json implies {:?}",
                 file.path.display(),
-                info.shape,
+                entry.shape,
                 shape.dims()
             )));
         }
@@ -282,28 +339,81 @@ pub fn non_finite(dtype: safetensors::Dtype, bytes: &[u8]) -> Option<usize> {
     Some(count)
 }
 
-/// The weight files of `dir`, in a stable order.
+/// What [`weight_paths`] looks for, for error messages.
+pub const WEIGHT_FILES: &str =
+    "model.safetensors, model.safetensors.index.json, other *.safetensors, \
+     pytorch_model.bin or pytorch_model.bin.index.json";
+
+/// The weights of a directory: the index naming the shards, if any, and the files.
+struct Found {
+    index: Option<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+/// The weight files of `dir`, in a stable order. Safetensors come first, as in
+/// transformers: `model.safetensors.index.json` and its shards, else
+/// `model.safetensors`, else every `*.safetensors` but the optimizer's; only a
+/// directory without any is read from `pytorch_model.bin.index.json` and its shards,
+/// else from `pytorch_model.bin`.
 pub fn weight_paths(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join(INDEX_FILE);
-    if index.is_file() {
-        return shard_paths(&index);
+    Ok(find_weights(dir)?.files)
+}
+
+/// The index file naming the shards [`weight_paths`] returns, when they are shards.
+pub fn weight_index(dir: &Path) -> Option<PathBuf> {
+    find_weights(dir).ok()?.index
+}
+
+/// True when `dir` holds weights in a form [`weight_paths`] reads (without checking
+/// that they are valid).
+pub fn has_weights(dir: &Path) -> bool {
+    [SINGLE_FILE, INDEX_FILE, BIN_SINGLE_FILE, BIN_INDEX_FILE]
+        .iter()
+        .any(|name| dir.join(name).is_file())
+        || safetensors_in(dir).is_ok_and(|found| !found.is_empty())
+}
+
+fn find_weights(dir: &Path) -> Result<Found> {
+    let indexed = |index: PathBuf| -> Result<Found> {
+        Ok(Found {
+            files: shard_paths(&index)?,
+            index: Some(index),
+        })
+    };
+    let single = |file: PathBuf| Found {
+        index: None,
+        files: vec![file],
+    };
+    if dir.join(INDEX_FILE).is_file() {
+        return indexed(dir.join(INDEX_FILE));
     }
-    let single = dir.join(SINGLE_FILE);
-    if single.is_file() {
-        return Ok(vec![single]);
+    if dir.join(SINGLE_FILE).is_file() {
+        return Ok(single(dir.join(SINGLE_FILE)));
     }
+    let others = safetensors_in(dir)?;
+    if !others.is_empty() {
+        return Ok(Found {
+            index: None,
+            files: others,
+        });
+    }
+    if dir.join(BIN_INDEX_FILE).is_file() {
+        return indexed(dir.join(BIN_INDEX_FILE));
+    }
+    if dir.join(BIN_SINGLE_FILE).is_file() {
+        return Ok(single(dir.join(BIN_SINGLE_FILE)));
+    }
+    Err(Error::bad_file(dir, format!("no {WEIGHT_FILES} weights")))
+}
+
+/// The model `*.safetensors` files of `dir`, sorted.
+fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| is_model_safetensors(p))
         .collect();
     found.sort();
-    if found.is_empty() {
-        return Err(Error::bad_file(
-            dir,
-            format!("no {SINGLE_FILE}, {INDEX_FILE} or other *.safetensors weights"),
-        ));
-    }
     Ok(found)
 }
 
@@ -373,4 +483,64 @@ pub fn write_safetensors_with_metadata(
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(dir: &Path, name: &str, content: &str) {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        weight_paths(dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn safetensors_win_then_the_bin_index_then_the_single_bin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let err = weight_paths(d).unwrap_err().to_string();
+        assert!(err.contains("no model.safetensors") && err.contains("pytorch_model.bin"));
+        assert!(!has_weights(d));
+
+        // Not weights: other .bin files (training arguments, token shards).
+        touch(d, "training_args.bin", "x");
+        assert!(!has_weights(d));
+        touch(d, BIN_SINGLE_FILE, "x");
+        assert!(has_weights(d));
+        assert_eq!(names(d), [BIN_SINGLE_FILE]);
+        assert_eq!(weight_index(d), None);
+
+        let index = r#"{"weight_map": {"b": "pytorch_model-2.bin", "a": "pytorch_model-1.bin"}}"#;
+        touch(d, BIN_INDEX_FILE, index);
+        let err = weight_paths(d).unwrap_err().to_string();
+        assert!(
+            err.contains(BIN_INDEX_FILE) && err.contains("shard pytorch_model-1.bin is missing")
+        );
+        touch(d, "pytorch_model-1.bin", "x");
+        touch(d, "pytorch_model-2.bin", "x");
+        assert_eq!(names(d), ["pytorch_model-1.bin", "pytorch_model-2.bin"]);
+        assert_eq!(weight_index(d), Some(d.join(BIN_INDEX_FILE)));
+
+        touch(d, "optimizer.safetensors", "x");
+        assert_eq!(names(d), ["pytorch_model-1.bin", "pytorch_model-2.bin"]);
+        touch(d, "weights.safetensors", "x");
+        assert_eq!(names(d), ["weights.safetensors"]);
+        assert_eq!(weight_index(d), None);
+        touch(d, SINGLE_FILE, "x");
+        assert_eq!(names(d), [SINGLE_FILE]);
+        touch(
+            d,
+            INDEX_FILE,
+            r#"{"weight_map": {"a": "weights.safetensors"}}"#,
+        );
+        assert_eq!(names(d), ["weights.safetensors"]);
+        assert_eq!(weight_index(d), Some(d.join(INDEX_FILE)));
+    }
 }

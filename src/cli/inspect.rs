@@ -73,7 +73,7 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if found.is_empty() {
         let searched: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
         anyhow::bail!(
-            "no checkpoint (config.json + *.safetensors) found under {}",
+            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) found under {}",
             searched.join(", ")
         );
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// The checkpoint directory (config.json, safetensors weights, tokenizer.json).
+    /// The checkpoint directory (config.json, weights, tokenizer.json).
     checkpoint: PathBuf,
     /// Target repository, NAMESPACE/NAME (or NAME: the token's user).
     #[arg(long, value_name = "ORG/NAME")]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// Checkpoint directory (config.json + safetensors + tokenizer.json).
+    /// Checkpoint directory (config.json + weights + tokenizer.json).
     checkpoint: PathBuf,
     /// Texts to score: .txt (one per non-empty line), .jsonl / .json (field "text").
     #[arg(long)]

@@ -121,7 +121,7 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let checkpoints = discover(&args.paths)?;
     if checkpoints.is_empty() {
         bail!(
-            "no checkpoint (config.json + *.safetensors) under {}",
+            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
             join_paths(&args.paths)
         );
     }

@@ -91,7 +91,7 @@ fn find(inputs: &[PathBuf]) -> Result<(Vec<Checkpoint>, Vec<PathBuf>)> {
     if found.is_empty() {
         let searched: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         return Err(Error::Invalid(format!(
-            "no checkpoint (config.json + *.safetensors) found under {}",
+            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) found under {}",
             searched.join(", ")
         )));
     }

@@ -158,9 +158,12 @@ pub fn select(
 ) -> Result<Vec<Selected>> {
     let include = glob_set(&filters.include)?;
     let exclude = glob_set(&filters.exclude)?;
+    // The weights read, with their index: `pytorch_model.bin.index.json` is not a
+    // default file, as a checkpoint that also has safetensors does not ship it.
     let shards: Vec<String> = crate::checkpoint::weight_paths(ckpt_dir)
         .unwrap_or_default()
-        .iter()
+        .into_iter()
+        .chain(crate::checkpoint::weight_index(ckpt_dir))
         .filter_map(|p| p.strip_prefix(ckpt_dir).ok().map(repo_path))
         .collect();
     let mut chosen = Vec::new();
@@ -392,6 +395,42 @@ mod tests {
             "ce013625030ba8dba906f756967f9e9ca394464a"
         );
         assert_eq!(h.sample, b"hello\n");
+    }
+
+    #[test]
+    fn bin_weights_ship_with_their_index_and_only_without_safetensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let index = r#"{"weight_map": {"a": "pytorch_model-00001-of-00002.bin",
+                                      "b": "pytorch_model-00002-of-00002.bin"}}"#;
+        std::fs::write(d.join("pytorch_model.bin.index.json"), index).unwrap();
+        for f in [
+            "config.json",
+            "pytorch_model-00001-of-00002.bin",
+            "pytorch_model-00002-of-00002.bin",
+            "training_args.bin",
+        ] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        let names = || -> Vec<String> {
+            select(d, &[], &Filters::default())
+                .unwrap()
+                .into_iter()
+                .map(|s| s.path_in_repo)
+                .collect()
+        };
+        assert_eq!(
+            names(),
+            [
+                "config.json",
+                "pytorch_model-00001-of-00002.bin",
+                "pytorch_model-00002-of-00002.bin",
+                "pytorch_model.bin.index.json"
+            ]
+        );
+        // With safetensors beside them, the safetensors are the weights.
+        std::fs::write(d.join("model.safetensors"), "x").unwrap();
+        assert_eq!(names(), ["config.json", "model.safetensors"]);
     }
 
     #[test]
