@@ -199,7 +199,8 @@ fn a_wrong_shape_in_a_bin_names_the_file_and_the_tensor() {
     let ckpt = Checkpoint::open(&dir).unwrap();
     let expected = format!(
         "{}: tensor \"model.layers.0.self_attn.k_proj.weight\" has shape [32, 16] but \
-         config.json implies [16, 32]",
+         config.json implies [16, 32] through hidden_size, num_attention_heads, \
+         num_key_value_heads, head_dim (architectures: LlamaForCausalLM)",
         dir.join("pytorch_model.bin").display()
     );
     let cfg = ckpt.config().unwrap();

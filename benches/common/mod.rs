@@ -8,9 +8,22 @@ pub const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"
     "num_attention_heads":8,"num_key_value_heads":2,"max_position_embeddings":2048,
     "rms_norm_eps":1e-5,"rope_theta":10000.0,"bos_token_id":0,"eos_token_id":1}"#;
 
-/// The benchmark model's configuration.
+/// The benchmark model's configuration: the Llama above, or the same shape in the
+/// architecture `CKPT_BENCH_ARCH` names (`gpt_neox`, `olmo2`, `qwen3`, `gemma2`, ...).
 pub fn config() -> anyhow::Result<ModelConfig> {
-    ModelConfig::from_json(CONFIG).map_err(anyhow::Error::msg)
+    let mut json: serde_json::Value = serde_json::from_str(CONFIG)?;
+    if let Ok(name) = std::env::var("CKPT_BENCH_ARCH") {
+        let arch: ckpt::model::Arch = serde_json::from_value(name.clone().into())
+            .map_err(|_| anyhow::anyhow!("CKPT_BENCH_ARCH={name}: not an architecture"))?;
+        json["architectures"] = serde_json::json!([arch.architecture()]);
+        json["model_type"] = arch.model_type().into();
+        if arch == ckpt::model::Arch::GptNeox {
+            json["num_key_value_heads"] = json["num_attention_heads"].clone(); // no GQA
+        }
+        // Gemma's default scalar is for head_dim 256; this shape's heads have 64.
+        json["query_pre_attn_scalar"] = 64.into();
+    }
+    ModelConfig::from_json(&json.to_string()).map_err(anyhow::Error::msg)
 }
 
 /// An environment variable as a number, or `default`.
