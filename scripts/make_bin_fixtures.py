@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = ROOT / "tests" / "fixtures" / "parity"
+ARCH = ROOT / "tests" / "fixtures" / "arch"
 SIDE_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json"]
 # Small enough that the 168 kB llama_gqa splits into several shards.
 MAX_SHARD_BYTES = 64 * 1024
@@ -76,11 +77,11 @@ def save_sharded(state: dict[str, torch.Tensor], out: Path) -> None:
     (out / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def check_loads_like(bin_dir: Path, original: str) -> None:
+def check_loads_like(bin_dir: Path, original: str, source: Path = PARITY) -> None:
     """transformers loads `bin_dir` and computes what it computes from `original`."""
     ids = torch.tensor([[0, 5, 17, 42, 99, 7]])
     logits = []
-    for path in (bin_dir, PARITY / original):
+    for path in (bin_dir, source / original):
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         with torch.no_grad():
             logits.append(model(ids).logits)
@@ -207,6 +208,19 @@ def make_bad(out: Path) -> None:
     torch.save(wrong, bad_dir("wrong_shape") / "pytorch_model.bin")
 
 
+def make_arch_models(out: Path) -> None:
+    """Pythia's intermediate revisions ship `pytorch_model.bin`: the GPT-NeoX fixture
+    (and Gemma 2's, tied) as one, from tests/fixtures/arch."""
+    for name in ["gpt_neox_parallel", "gemma2"]:
+        d = out / f"{name}_bin"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        for side in SIDE_FILES:
+            shutil.copy(ARCH / name / side, d / side)
+        torch.save(load_file(ARCH / name / "model.safetensors"), d / "pytorch_model.bin")
+        check_loads_like(d, name, ARCH)
+
+
 def write_readme(out: Path) -> None:
     (out / "README.md").write_text(f"""\
 # PyTorch `.bin` weight fixtures (generated — do not edit by hand)
@@ -220,6 +234,8 @@ transformers {transformers.__version__}, safetensors {safetensors.__version__}. 
 - `llama_gqa_bin_sharded/`: the same, split into {MAX_SHARD_BYTES // 1024} kB shards
   `pytorch_model-0000N-of-0000M.bin` with `pytorch_model.bin.index.json`, as transformers 4.x names them.
 - `llama_gqa_bin_bf16/`: the same tensors in bfloat16.
+- `gpt_neox_parallel_bin/`, `gemma2_bin/`: `arch/gpt_neox_parallel` (Pythia's layout)
+  and `arch/gemma2`'s tensors written by `torch.save` as one `pytorch_model.bin`.
 - `llama_tied_bin/`: `torch.save(model.state_dict())` of `parity/llama_tied`: `lm_head.weight`
   shares the embedding's storage and the state dict carries `_metadata`.
 - `tensors/bin/pytorch_model.bin`: views (storage offset, transposed, strided, permuted,
@@ -243,6 +259,7 @@ def main() -> None:
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
     make_models(out)
+    make_arch_models(out)
     make_layouts(out)
     make_bad(out)
     write_readme(out)

@@ -90,6 +90,20 @@ fn bin_checkpoints_keep_the_fingerprint_of_their_safetensors_original() {
     );
 }
 
+/// Pythia's intermediate revisions ship `pytorch_model.bin`: GPT-NeoX (and Gemma 2,
+/// tied) as `.bin` score and fingerprint exactly as their safetensors originals.
+#[test]
+fn bin_checkpoints_of_other_architectures_match_their_safetensors_original() {
+    for name in ["gpt_neox_parallel", "gemma2"] {
+        let bin = bin_fixture(&format!("{name}_bin"));
+        let original = fixture_in("arch", name);
+        assert_eq!(token_logprobs(&bin), token_logprobs(&original), "{name}");
+        let (w, o) = (weights(&bin), weights(&original));
+        assert_same_tensors(&w, &o);
+        assert_eq!(hash_weights(&w), hash_weights(&o), "{name}");
+    }
+}
+
 #[test]
 fn bf16_bin_weights_are_torch_roundings_of_the_f32_ones() {
     let bf16 = weights(&bin_fixture("llama_gqa_bin_bf16"));
