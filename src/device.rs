@@ -3,7 +3,8 @@
 use crate::error::{Error, Result};
 use candle_core::{DType, Device};
 
-/// Parses `cpu`, `cuda` or `cuda:N` into a candle device.
+/// Parses `cpu`, `cuda`, `cuda:N` or `cuda:auto` (the GPU of `LOCAL_RANK`) into a
+/// candle device.
 pub fn parse_device(spec: &str) -> Result<Device> {
     match device_ordinal(spec)? {
         None => Ok(Device::Cpu),
@@ -18,12 +19,17 @@ pub fn device_ordinal(spec: &str) -> Result<Option<usize>> {
     match spec.as_str() {
         "cpu" => Ok(None),
         "cuda" | "gpu" => Ok(Some(0)),
+        // One process per GPU (torchrun, Slurm): this process's local rank.
+        "cuda:auto" => {
+            let resolved = crate::shard::resolve_device(&spec, &|k| std::env::var(k).ok())?;
+            device_ordinal(&resolved)
+        }
         s if s.starts_with("cuda:") => s[5..]
             .parse()
             .map(Some)
             .map_err(|_| Error::Invalid(format!("invalid device {spec:?}: expected cuda:N"))),
         _ => Err(Error::Invalid(format!(
-            "invalid device {spec:?}: expected cpu, cuda or cuda:N"
+            "invalid device {spec:?}: expected cpu, cuda, cuda:N or cuda:auto"
         ))),
     }
 }

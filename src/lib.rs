@@ -22,6 +22,7 @@ pub mod report;
 pub mod schedule;
 pub mod score;
 pub mod serve;
+pub mod shard;
 pub mod sharpness;
 pub mod store;
 pub mod synth;

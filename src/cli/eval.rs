@@ -8,7 +8,7 @@ use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
 use crate::eval::headline::{format_metric, group_rows, headlines, is_percent, MetricOrder};
 use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
-use crate::eval::run::{evaluate, results_hash, CheckpointOutcome, Progress, RunOptions};
+use crate::eval::run::{evaluate_shard, results_hash, CheckpointOutcome, Progress, RunOptions};
 use crate::eval::spec::TaskSpec;
 use crate::eval::task::{build_task, TaskRequests};
 use crate::store::{MetricRow, Store, STORE_FILE};
@@ -65,6 +65,8 @@ pub struct EvalArgs {
     store: Option<PathBuf>,
     #[command(flatten)]
     store_timeout: super::values::StoreTimeout,
+    #[command(flatten)]
+    shard: super::values::ShardArgs,
     /// Upper bound on rows x tokens of one forward pass.
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
@@ -159,9 +161,15 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let device = crate::device::parse_device(&args.device)?;
     let dtype = crate::device::parse_dtype(&args.dtype)?;
     check_sizes(args)?;
+    let shard = args.shard.resolve()?;
     // The paper's `sft` suite starts with AlpacaEval-style judging, when a judge is given.
     let judged = args.tasks.iter().any(|t| t == super::judge::TASK)
         || (args.suite.as_deref() == Some("sft") && args.judge.has_url());
+    if judged && args.shard.shard.is_some() {
+        anyhow::bail!(
+            "--shard does not split pairwise judging (alpaca_eval) yet; judge in one process"
+        );
+    }
     if judged {
         args.judge.check()?;
     } else if args.judge.has_url() {
@@ -221,10 +229,27 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("task {}", s.task))
         })
         .collect::<anyhow::Result<_>>()?;
-    let store_path = args
+    let main_store = args
         .store
         .clone()
         .unwrap_or_else(|| PathBuf::from(STORE_FILE));
+    // A shard writes its own store: SQLite must not be shared between machines.
+    let store_path = match shard {
+        Some(s) => s.store_path(&main_store),
+        None => main_store,
+    };
+    if let Some(s) = shard {
+        let costs = crate::eval::run::unit_costs(&checkpoints, &tasks);
+        tracing::info!(
+            "shard {} of {}: {} of {} (checkpoint, task) units, balance {:.2} (max/mean cost), store {}",
+            s.index,
+            s.count,
+            s.select(&costs).iter().filter(|&&m| m).count(),
+            costs.len(),
+            crate::shard::imbalance(&costs, s.count),
+            store_path.display()
+        );
+    }
     let mut store = Store::open_waiting(&store_path, args.store_timeout.duration())?;
     let opts = RunOptions {
         policy: args.tokenization.policy(),
@@ -239,7 +264,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let report = if tasks.is_empty() {
         None
     } else {
-        let outcomes = evaluate(&checkpoints, &tasks, &mut store, &opts, &bar)?;
+        let outcomes = evaluate_shard(&checkpoints, &tasks, &mut store, &opts, &bar, shard)?;
         ok &= outcomes.iter().all(|o| o.error.is_none());
         let mut report = Report::collect(&outcomes, &tasks, &store, &opts.policy)?;
         report.add_groups(&group_of(&catalog, &tasks));

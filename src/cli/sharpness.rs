@@ -104,12 +104,14 @@ pub struct SharpnessArgs {
     /// Tokenizer file to use instead of each checkpoint's tokenizer.json.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N or cuda:auto (LOCAL_RANK's GPU).
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    shard: super::values::ShardArgs,
 }
 
 pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
@@ -118,22 +120,29 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         crate::plot::ImageFormat::from_path(plot)?;
     }
     let opts = options(args)?;
-    let checkpoints = discover(&args.paths)?;
+    let shard = args.shard.resolve()?;
+    let mut checkpoints = discover(&args.paths)?;
     if checkpoints.is_empty() {
         bail!(
             "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
             join_paths(&args.paths)
         );
     }
+    if let Some(s) = shard {
+        checkpoints = shard_of(checkpoints, s);
+    }
     let texts = crate::texts::read_texts(&args.data)?;
-    let out = args
+    let mut out = args
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.paths[0]));
+    if let Some(s) = shard {
+        out = beside(&out, s, "jsonl");
+    }
     let mut results = ResultsFile::open(&out)?;
     let store = match &args.store {
         Some(p) => Some(crate::store::Store::open_waiting(
-            p,
+            &shard.map_or_else(|| p.clone(), |s| s.store_path(p)),
             args.store_timeout.duration(),
         )?),
         None => None,
@@ -297,6 +306,33 @@ fn checked_eps(eps: f64, dtype: DType) -> anyhow::Result<f64> {
         bail!("--eps must be in [{min:e}, {MAX}] in {name}, got {eps:e}");
     }
     Ok(eps)
+}
+
+/// The checkpoints shard `s` measures: a checkpoint is the unit, its parameter count
+/// the cost.
+fn shard_of(
+    checkpoints: Vec<crate::checkpoint::Checkpoint>,
+    s: crate::shard::Shard,
+) -> Vec<crate::checkpoint::Checkpoint> {
+    let costs: Vec<u64> = checkpoints
+        .iter()
+        .map(|c| c.config().map(|c| c.num_parameters() as u64).unwrap_or(1))
+        .collect();
+    let mine = s.select(&costs);
+    checkpoints
+        .into_iter()
+        .zip(mine)
+        .filter_map(|(c, m)| m.then_some(c))
+        .collect()
+}
+
+/// `DIR/NAME.shard-I-of-N.EXT` beside `path`.
+fn beside(path: &Path, s: crate::shard::Shard, ext: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sharpness".into());
+    path.with_file_name(format!("{stem}.shard-{}-of-{}.{ext}", s.index, s.count))
 }
 
 /// `sharpness.jsonl` in `first` when it is a directory of checkpoints, beside the

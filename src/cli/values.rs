@@ -87,3 +87,38 @@ mod tests {
         assert!(p("x").unwrap_err().contains("not a number"));
     }
 }
+
+/// `--shard I/N|auto` and `--shards N`: this process's part of a sweep
+/// ([`crate::shard`]).
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct ShardArgs {
+    /// Run shard I of N (I from 0) of the (checkpoint, task) units, into its own store
+    /// beside --store (NAME.shard-I-of-N.sqlite; join them with `ckpt store merge`).
+    /// `auto` reads SLURM_ARRAY_TASK_ID/_MIN/_COUNT, JOB_COMPLETION_INDEX (with
+    /// --shards) or RANK/WORLD_SIZE.
+    #[arg(long, value_name = "I/N|auto", value_parser = shard_spec)]
+    pub shard: Option<String>,
+    /// How many shards a Kubernetes Indexed Job has (its `completions`), for --shard auto.
+    #[arg(long, value_name = "N", requires = "shard", value_parser = at_least_one)]
+    pub shards: Option<usize>,
+}
+
+impl ShardArgs {
+    /// The shard these flags name, reading the scheduler's variables for `auto`.
+    pub fn resolve(&self) -> crate::error::Result<Option<crate::shard::Shard>> {
+        self.shard
+            .as_deref()
+            .map(|spec| crate::shard::Shard::parse(spec, self.shards, &|k| std::env::var(k).ok()))
+            .transpose()
+    }
+}
+
+/// `auto`, or `I/N` with 0 <= I < N (checked at parse time: a usage error).
+fn shard_spec(s: &str) -> Result<String, String> {
+    if s.trim() == "auto" {
+        return Ok(s.to_string());
+    }
+    crate::shard::Shard::parse(s, None, &|_| None)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}

@@ -14,6 +14,7 @@ use super::spec::TaskSpec;
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::shard::Shard;
 use crate::store::{now, CheckpointRow, MetricRow, Store, TaskInfo};
 use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
@@ -115,8 +116,34 @@ pub fn evaluate(
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<CheckpointOutcome>> {
+    evaluate_shard(checkpoints, tasks, store, opts, progress, None)
+}
+
+/// [`evaluate`] restricted to `shard`'s part of the (checkpoint, task) units, as
+/// [`units_of`] lists and costs them; `None`: everything.
+pub fn evaluate_shard(
+    checkpoints: &[Checkpoint],
+    tasks: &[TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+    shard: Option<Shard>,
+) -> Result<Vec<CheckpointOutcome>> {
+    let mine = match shard {
+        Some(s) => s.select(&unit_costs(checkpoints, tasks)),
+        None => vec![true; checkpoints.len() * tasks.len()],
+    };
     let mut outcomes = Vec::new();
-    for ckpt in checkpoints {
+    for (c, ckpt) in checkpoints.iter().enumerate() {
+        let selected: Vec<&TaskRequests> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(t, _)| mine[c * tasks.len() + t])
+            .map(|(_, task)| task)
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
         let path = ckpt.dir.display().to_string();
         let fingerprint = match ckpt.fingerprint() {
             Ok(f) => f,
@@ -136,7 +163,7 @@ pub fn evaluate(
             .as_ref()
             .and_then(|m| serde_json::to_string(m).ok());
         store.put_checkpoint(&row, meta.as_deref())?;
-        let result = evaluate_checkpoint(ckpt, &fingerprint, tasks, store, opts, progress);
+        let result = evaluate_checkpoint(ckpt, &fingerprint, &selected, store, opts, progress);
         let (computed, error) = match result {
             Ok(n) => (n, None),
             Err(e) if is_store_error(&e, store) => return Err(e),
@@ -154,6 +181,43 @@ pub fn evaluate(
     Ok(outcomes)
 }
 
+/// The estimated cost of each (checkpoint, task) unit, checkpoint-major: the
+/// characters the task asks the model to read or write, times the checkpoint's
+/// parameters (millions). Every shard computes the same list from the same inputs.
+pub fn unit_costs(checkpoints: &[Checkpoint], tasks: &[TaskRequests]) -> Vec<u64> {
+    let task_cost: Vec<u64> = tasks.iter().map(task_chars).collect();
+    checkpoints
+        .iter()
+        .flat_map(|ckpt| {
+            let millions = ckpt
+                .config()
+                .map(|c| (c.num_parameters() as u64 / 1_000_000).max(1))
+                .unwrap_or(1);
+            task_cost.iter().map(move |t| t.saturating_mul(millions))
+        })
+        .collect()
+}
+
+/// Characters read or written by a task's requests (a generated token counted as 4).
+fn task_chars(task: &TaskRequests) -> u64 {
+    task.requests
+        .iter()
+        .flat_map(|d| &d.requests)
+        .map(|r| match r {
+            Request::Loglikelihood {
+                context,
+                continuation,
+            } => context.len() + continuation.len(),
+            Request::Generate {
+                context,
+                max_gen_toks,
+                ..
+            } => context.len() + 4 * max_gen_toks,
+            Request::Rolling { text } => text.len(),
+        } as u64)
+        .sum()
+}
+
 /// Store errors end the run (nothing could be saved); model errors end a checkpoint.
 fn is_store_error(e: &Error, store: &Store) -> bool {
     matches!(e, Error::BadFile { path, .. } if path == store.path())
@@ -162,13 +226,14 @@ fn is_store_error(e: &Error, store: &Store) -> bool {
 fn evaluate_checkpoint(
     ckpt: &Checkpoint,
     fingerprint: &str,
-    tasks: &[TaskRequests],
+    tasks: &[&TaskRequests],
     store: &mut Store,
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<usize> {
     let pending: Vec<&TaskRequests> = tasks
         .iter()
+        .copied()
         .map(|t| {
             Ok((
                 t,
