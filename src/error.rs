@@ -30,6 +30,24 @@ pub enum Error {
     /// Ctrl-C stopped a long job; what it finished is saved and a rerun resumes.
     #[error("{0}")]
     Interrupted(String),
+    /// Two results stores hold different results under the same key (`ckpt store
+    /// merge`): which one is right is the user's call, never made silently.
+    #[error(
+        "{table} {key}: {column} is {first_value} in {} but {second_value} in {}; nothing was merged (leave one of them out, or delete that row from it)",
+        first.display(),
+        second.display()
+    )]
+    MergeConflict {
+        table: String,
+        /// The key, as `column=value, ...`.
+        key: String,
+        /// The first column that differs.
+        column: String,
+        first: PathBuf,
+        first_value: String,
+        second: PathBuf,
+        second_value: String,
+    },
 }
 
 /// Result alias used across the library.
