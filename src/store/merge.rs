@@ -31,7 +31,7 @@
 
 use super::{lock_holders, newer_schema, sql_error, Store, SCHEMA_VERSION};
 use crate::atomic_file::temp_beside;
-use crate::error::{parent_dir, Error, Result};
+use crate::error::{parent_dir, Conflict, Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 use serde::Serialize;
@@ -469,7 +469,7 @@ impl Merger {
             .find(|i| pairs[3 * i + 2] != Value::Integer(1))
             .unwrap_or(0);
         let (first_value, second_value) = show_pair(&pairs[3 * i], &pairs[3 * i + 1]);
-        Error::MergeConflict {
+        Error::MergeConflict(Box::new(Conflict {
             table: rule.table.to_string(),
             key: show_key(rule, key),
             column: column_name(rule.same[i]).to_string(),
@@ -477,7 +477,7 @@ impl Merger {
             first_value,
             second: input.label.clone(),
             second_value,
-        }
+        }))
     }
 
     /// The first store merged that holds `key`: where the target's row came from (its
@@ -560,7 +560,7 @@ fn show_key(rule: &Rule, key: &[Value]) -> String {
     rule.key
         .iter()
         .zip(key)
-        .map(|(k, v)| format!("{k}={}", show(v, 0, 48)))
+        .map(|(k, v)| format!("{k}={}", show(v, 0, 80)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -652,6 +652,9 @@ impl Drop for Guard {
 /// when `into` already holds everything it is not rewritten. Another process's lock on
 /// `into` is waited for up to `wait`.
 pub fn merge(sources: &[PathBuf], into: &Path, wait: Duration) -> Result<MergeSummary> {
+    if into.as_os_str().is_empty() {
+        return Err(Error::Invalid("the merged store's path is empty".into()));
+    }
     let dir = parent_dir(into);
     if !dir.is_dir() {
         return Err(Error::bad_file(

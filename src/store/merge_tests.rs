@@ -197,16 +197,14 @@ fn a_conflict_names_table_key_column_and_both_files_and_leaves_the_target() {
     ] {
         assert!(text.contains(part), "{part}: {text}");
     }
-    assert!(
-        matches!(&err, Error::MergeConflict { first, second, .. } if *first == a && *second == b)
-    );
+    assert!(matches!(&err, Error::MergeConflict(c) if c.first == a && c.second == b));
     assert!(!m.exists(), "a failed merge created the target");
     // Into an existing target: it stays as it was, byte for byte.
     merge(std::slice::from_ref(&a), &m, WAIT).unwrap();
     let before = std::fs::read(&m).unwrap();
-    let err = merge(&[b.clone()], &m, WAIT).unwrap_err();
+    let err = merge(std::slice::from_ref(&b), &m, WAIT).unwrap_err();
     assert!(
-        matches!(&err, Error::MergeConflict { first, .. } if *first == m),
+        matches!(&err, Error::MergeConflict(c) if c.first == m),
         "{err}"
     );
     assert_eq!(std::fs::read(&m).unwrap(), before);
@@ -307,7 +305,7 @@ fn what_may_differ_between_machines_follows_the_rules() {
         })
         .unwrap();
     }
-    let again = merge(&[c.clone()], &m, WAIT).unwrap();
+    let again = merge(std::slice::from_ref(&c), &m, WAIT).unwrap();
     assert!(!again.changed);
     // ... but another estimate is.
     Store::open(&c)
@@ -334,7 +332,7 @@ fn a_differing_checkpoint_place_is_a_conflict() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("checkpoints fingerprint=\"fp\": step is 100"),
+        err.contains("checkpoints conflict at fingerprint=\"fp\": step is 100"),
         "{err}"
     );
 }
@@ -431,7 +429,7 @@ fn a_target_another_process_writes_is_not_clobbered() {
     let m = store_with(dir.path(), "m.sqlite", "fm", "arc", 0.5);
     let writer = Connection::open(&m).unwrap();
     writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let err = merge(&[a.clone()], &m, Duration::from_millis(50))
+    let err = merge(std::slice::from_ref(&a), &m, Duration::from_millis(50))
         .unwrap_err()
         .to_string();
     assert!(err.contains("m.sqlite") && err.contains("locked"), "{err}");

@@ -76,11 +76,14 @@ struct Failure {
 }
 
 impl Failure {
-    fn concerns(&self, row: &CheckpointRow, task: &str) -> bool {
-        let same_checkpoint = self.path == row.path
+    fn concerns_checkpoint(&self, row: &CheckpointRow) -> bool {
+        self.path == row.path
             || (!row.fingerprint.is_empty()
-                && self.fingerprint.as_deref() == Some(row.fingerprint.as_str()));
-        same_checkpoint && self.task.as_deref().is_none_or(|t| t == task)
+                && self.fingerprint.as_deref() == Some(row.fingerprint.as_str()))
+    }
+
+    fn concerns(&self, row: &CheckpointRow, task: &str) -> bool {
+        self.concerns_checkpoint(row) && self.task.as_deref().is_none_or(|t| t == task)
     }
 }
 
@@ -226,6 +229,13 @@ fn checkpoint_status(
         };
         states.insert(task.clone(), state);
     }
+    if tasks.is_empty() {
+        // No task to pin it on: the checkpoint's latest failure still shows.
+        error = error.or_else(|| {
+            let latest = failures.iter().rev().find(|f| f.concerns_checkpoint(row));
+            latest.map(|f| f.message.clone())
+        });
+    }
     CheckpointStatus {
         path: row.path.clone(),
         fingerprint: row.fingerprint.clone(),
@@ -233,5 +243,85 @@ fn checkpoint_status(
         step: row.step,
         tasks: states,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MetricRow;
+
+    fn row(fp: &str, path: &str) -> CheckpointRow {
+        CheckpointRow {
+            fingerprint: fp.into(),
+            ..unknown_checkpoint(path)
+        }
+    }
+
+    fn scored(s: &mut Store, fp: &str, task: &str, spec_hash: &str) {
+        let m = MetricRow {
+            fingerprint: fp.into(),
+            task: task.into(),
+            spec_hash: spec_hash.into(),
+            metric: "acc".into(),
+            filter: "none".into(),
+            value: 0.5,
+            stderr: None,
+            n: 1,
+            higher_is_better: true,
+            num_fewshot: 0,
+            regime: "lm-eval".into(),
+            ckpt_version: "0".into(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+        };
+        s.put_task_result(fp, task, spec_hash, &[], &[m]).unwrap();
+    }
+
+    #[test]
+    fn done_failed_and_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.sqlite")).unwrap();
+        s.put_checkpoint(&row("f1", "runs/a/step-1"), None).unwrap();
+        s.put_checkpoint(&row("f2", "runs/a/step-2"), None).unwrap();
+        // Done under any spec; a failure then a result is done.
+        scored(&mut s, "f1", "arc", "h1");
+        scored(&mut s, "f1", "hellaswag", "h2");
+        s.put_failure("runs/a/step-1", Some("f1"), None, "out of memory")
+            .unwrap();
+        // A task's failure concerns that task only.
+        s.put_failure("runs/a/step-2", Some("f2"), Some("arc"), "bad doc")
+            .unwrap();
+        // A checkpoint whose fingerprint failed is known by its path only.
+        s.put_failure("runs/b/step-9", None, None, "no weights")
+            .unwrap();
+        let status = s.status(None, None).unwrap();
+        assert_eq!(status.tasks, ["arc", "hellaswag"]);
+        let states: Vec<(String, Vec<State>)> = status
+            .checkpoints
+            .iter()
+            .map(|c| (c.path.clone(), c.tasks.values().copied().collect()))
+            .collect();
+        use State::*;
+        assert_eq!(
+            states,
+            [
+                ("runs/a/step-1".to_string(), vec![Done, Done]),
+                ("runs/a/step-2".to_string(), vec![Failed, Missing]),
+                ("runs/b/step-9".to_string(), vec![Failed, Failed]),
+            ]
+        );
+        assert_eq!((status.done, status.failed, status.missing), (2, 3, 1));
+        assert_eq!(status.checkpoints[1].error.as_deref(), Some("bad doc"));
+        assert_eq!(status.checkpoints[2].run, "b");
+        // Asked about a checkpoint the store does not know, and a task it has no
+        // result of: missing.
+        let target = Target {
+            row: row("f3", "runs/c/step-1"),
+            error: None,
+        };
+        let status = s
+            .status(Some(vec![target]), Some(vec!["mmlu_x".into()]))
+            .unwrap();
+        assert_eq!(status.checkpoints[0].tasks["mmlu_x"], Missing);
     }
 }
