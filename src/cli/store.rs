@@ -66,8 +66,9 @@ pub struct StatusArgs {
     #[arg(long, requires = "task_list")]
     tasks_dir: Option<PathBuf>,
     /// Checkpoints, or directories searched for them, to check whether or not the
-    /// stores know them (default: every checkpoint in the stores).
-    #[arg(long, num_args = 1.., value_name = "PATH")]
+    /// stores know them (repeat or comma-separate; default: every checkpoint in the
+    /// stores).
+    #[arg(long, value_delimiter = ',', value_name = "PATH")]
     checkpoints: Vec<PathBuf>,
     #[command(flatten)]
     store_timeout: super::values::StoreTimeout,

@@ -503,12 +503,18 @@ impl Merger {
     }
 
     fn copy(&mut self, rule: &Rule, input: &Input) -> Result<()> {
-        let before = self.rows(rule.table)?;
+        // Counting is a scan: only the small tables whose rows may be updated need it.
+        let counted = !matches!(rule.keep, Keep::First);
+        let before = if counted { self.rows(rule.table)? } else { 0 };
         let changed = self
             .conn
             .execute(&rule.copy_sql(), [])
             .map_err(|e| sql_error(&input.label, e))?;
-        let added = self.rows(rule.table)? - before;
+        let added = if counted {
+            self.rows(rule.table)? - before
+        } else {
+            changed
+        };
         let count = self.count(rule.table);
         count.added += added;
         count.updated += changed - added;
@@ -695,6 +701,10 @@ pub fn merge(sources: &[PathBuf], into: &Path, wait: Duration) -> Result<MergeSu
     if changed {
         let file = std::fs::File::open(&target).map_err(|e| Error::io(into, e))?;
         file.sync_all().map_err(|e| Error::io(into, e))?;
+        // A shared store keeps its permissions (group-writable, say).
+        if let Ok(old) = std::fs::metadata(into) {
+            let _ = file.set_permissions(old.permissions());
+        }
         target.persist(into).map_err(|e| Error::io(into, e.error))?;
     }
     drop(guard);
