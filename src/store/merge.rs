@@ -658,22 +658,7 @@ impl Drop for Guard {
 /// when `into` already holds everything it is not rewritten. Another process's lock on
 /// `into` is waited for up to `wait`.
 pub fn merge(sources: &[PathBuf], into: &Path, wait: Duration) -> Result<MergeSummary> {
-    if into.as_os_str().is_empty() {
-        return Err(Error::Invalid("the merged store's path is empty".into()));
-    }
-    let dir = parent_dir(into);
-    if !dir.is_dir() {
-        return Err(Error::bad_file(
-            dir,
-            "no such directory (for the merged store)",
-        ));
-    }
-    if into.is_dir() {
-        return Err(Error::bad_file(
-            into,
-            "is a directory; --into names the merged store's file",
-        ));
-    }
+    let dir = target_dir(into)?;
     let guard = Guard::lock(into, wait)?;
     let target = temp_file(dir)?;
     if guard.is_some() {
@@ -699,16 +684,43 @@ pub fn merge(sources: &[PathBuf], into: &Path, wait: Duration) -> Result<MergeSu
     };
     merger.close()?;
     if changed {
-        let file = std::fs::File::open(&target).map_err(|e| Error::io(into, e))?;
-        file.sync_all().map_err(|e| Error::io(into, e))?;
-        // A shared store keeps its permissions (group-writable, say).
-        if let Ok(old) = std::fs::metadata(into) {
-            let _ = file.set_permissions(old.permissions());
-        }
-        target.persist(into).map_err(|e| Error::io(into, e.error))?;
+        replace(target, into)?;
     }
     drop(guard);
     Ok(summary)
+}
+
+/// The directory the merged store `into` goes to, which must exist.
+fn target_dir(into: &Path) -> Result<&Path> {
+    if into.as_os_str().is_empty() {
+        return Err(Error::Invalid("the merged store's path is empty".into()));
+    }
+    let dir = parent_dir(into);
+    if !dir.is_dir() {
+        return Err(Error::bad_file(
+            dir,
+            "no such directory (for the merged store)",
+        ));
+    }
+    if into.is_dir() {
+        return Err(Error::bad_file(
+            into,
+            "is a directory; --into names the merged store's file",
+        ));
+    }
+    Ok(dir)
+}
+
+/// Syncs `target` and renames it over `into`.
+fn replace(target: TempPath, into: &Path) -> Result<()> {
+    let file = std::fs::File::open(&target).map_err(|e| Error::io(into, e))?;
+    file.sync_all().map_err(|e| Error::io(into, e))?;
+    // A shared store keeps its permissions (group-writable, say).
+    if let Ok(old) = std::fs::metadata(into) {
+        let _ = file.set_permissions(old.permissions());
+    }
+    target.persist(into).map_err(|e| Error::io(into, e.error))?;
+    Ok(())
 }
 
 /// The store files `paths` name: a file as it is; a directory as every `*.sqlite` in
