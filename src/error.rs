@@ -30,6 +30,29 @@ pub enum Error {
     /// Ctrl-C stopped a long job; what it finished is saved and a rerun resumes.
     #[error("{0}")]
     Interrupted(String),
+    /// Two results stores hold different results under the same key (`ckpt store
+    /// merge`): which one is right is the user's call, never made silently.
+    #[error("{0}")]
+    MergeConflict(Box<Conflict>),
+}
+
+/// A key holding different values in two results stores.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{table} conflict at {key}: {column} is {first_value} in {} but {second_value} in {}; nothing was merged (leave one of them out, or delete that row from it)",
+    first.display(),
+    second.display()
+)]
+pub struct Conflict {
+    pub table: String,
+    /// The key, as `column=value, ...`.
+    pub key: String,
+    /// The first column that differs.
+    pub column: String,
+    pub first: PathBuf,
+    pub first_value: String,
+    pub second: PathBuf,
+    pub second_value: String,
 }
 
 /// Result alias used across the library.

@@ -112,6 +112,12 @@ const ACCEPTED: &[(&str, &str, &str, &str)] = &[
         "a store file of that name is created (parents too)",
     ),
     (
+        "store merge",
+        "--into",
+        "*",
+        "a store file of that name is created (in an existing directory)",
+    ),
+    (
         "schedule",
         "--out",
         "*",
@@ -294,6 +300,15 @@ fn base_invocations(sb: &Sandbox) -> Vec<(&'static str, Vec<String>)> {
         ("tasks", vec![]),
         ("report", vec!["report.sqlite".into()]),
         (
+            "store merge",
+            vec![
+                "report.sqlite".into(),
+                "--into".into(),
+                "merged.sqlite".into(),
+            ],
+        ),
+        ("store status", vec!["report.sqlite".into()]),
+        (
             "release",
             vec![
                 s(&ckpt),
@@ -319,9 +334,10 @@ fn train_base() -> Vec<String> {
     args
 }
 
-/// `--flag` names of `ckpt CMD --help` that take a value.
+/// `--flag` names of `ckpt CMD --help` that take a value (`CMD`: a command, or a
+/// command and its subcommand, `store merge`).
 fn value_flags(sb: &Sandbox, cmd: &str) -> Vec<String> {
-    let help = sb.run([cmd, "--help"]);
+    let help = sb.run(cmd.split(' ').chain(["--help"]));
     let text = String::from_utf8_lossy(&help.stdout);
     let re = regex::Regex::new(r"(?m)^\s+(?:-\w, )?(--[a-z0-9-]+) <").unwrap();
     re.captures_iter(&text).map(|c| c[1].to_string()).collect()
@@ -340,7 +356,7 @@ fn with_flag(base: &[String], flag: &str, value: &str) -> Vec<String> {
 fn run_case(sb: &Sandbox, cmd: &str, args: &[String], case: String) -> Outcome {
     let started = Instant::now();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .arg(cmd)
+        .args(cmd.split(' '))
         .args(args)
         .current_dir(sb.path())
         .env("CKPT_CACHE_DIR", sb.cache_dir())

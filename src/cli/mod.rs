@@ -14,6 +14,7 @@ mod schedule;
 mod score;
 mod serve;
 mod sharpness;
+mod store;
 mod synth;
 mod tasks;
 mod tokenize;
@@ -61,6 +62,8 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Tables, findings and plots (markdown, HTML, CSV, JSON, PNG) from the results store.
     Report(report::ReportArgs),
+    /// Merge the results stores of a sweep run on many machines, or list what is done in them.
+    Store(store::StoreArgs),
     /// Check a checkpoint, write its model card and publish both to the Hugging Face Hub.
     Release(release::ReleaseArgs),
     /// The whole pipeline in miniature, offline, on a CPU: train, evaluate, judge, report.
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize::run(args, &ui),
         Command::Tasks(args) => tasks::run(args, &ui),
         Command::Report(args) => report::run(args, &ui),
+        Command::Store(args) => store::run(args, &ui),
         Command::Release(args) => release::run(args, &ui),
         Command::Serve(args) => serve::run(args, &ui),
         Command::Demo(args) => demo::run(args, &ui),

@@ -1,8 +1,9 @@
-//! `ckpt report [STORE] [--baseline RUN] [--format F]... [--out DIR]`: the paper's
-//! tables, findings and plots from the results store (`crate::report`).
+//! `ckpt report [STORE...] [--baseline RUN] [--format F]... [--out DIR]`: the paper's
+//! tables, findings and plots from the results store, or several read as one
+//! (`crate::report`).
 
 use super::output::{out, Ui};
-use crate::report::{build, open_store, write, Format, ReportOptions};
+use crate::report::{build, open_stores, write, Format, ReportOptions};
 use crate::store::STORE_FILE;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -12,11 +13,13 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
     ckpt report                                   # ckpt.sqlite -> report/ (md, html, csv, json, png)\n  \
     ckpt report demo/ckpt.sqlite --format html --out site/\n  \
+    ckpt report results/                          # every results/*.sqlite (the shards of a sweep) as one\n  \
     ckpt report --baseline wsd --json")]
 pub struct ReportArgs {
-    /// The results store (a file, or a directory holding ckpt.sqlite).
-    #[arg(default_value = STORE_FILE)]
-    store: PathBuf,
+    /// The results stores: files, or directories whose *.sqlite files (ckpt.sqlite, the
+    /// shards of a sweep) are read; several are merged, exactly, into a temporary store.
+    #[arg(default_value = STORE_FILE, value_name = "STORE")]
+    stores: Vec<PathBuf>,
     /// Compare with this pre-training run (and, after SFT, its picked fine-tune)
     /// instead of the best decayed run.
     #[arg(long)]
@@ -42,7 +45,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 }
 
 pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let store = open_store(&args.store, args.store_timeout.duration())?;
+    let store = open_stores(&args.stores, args.store_timeout.duration())?;
     let opts = ReportOptions {
         baseline: args.baseline.clone(),
         judge_task: args.judge_task.clone(),

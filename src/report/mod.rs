@@ -45,7 +45,7 @@ pub use table::{Cell, Style, Table};
 pub use write::{write, Format};
 
 use crate::error::{Error, Result};
-use crate::store::{Store, STORE_FILE};
+use crate::store::{store_files, Store, StoreSet, STORE_FILE};
 use inputs::Inputs;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,29 @@ pub fn open_store(path: &Path, wait: std::time::Duration) -> Result<Store> {
         ));
     }
     Store::open_waiting(&file, wait)
+}
+
+/// Opens existing stores as one ([`StoreSet`]: several are merged, exactly, into a
+/// temporary store): each path a file, or a directory whose `*.sqlite` files (its
+/// `ckpt.sqlite`, the shards of a sweep) are read. A missing store is an error (opening
+/// would create an empty one). Another process's lock is waited for up to `wait`.
+pub fn open_stores(paths: &[PathBuf], wait: std::time::Duration) -> Result<StoreSet> {
+    for path in paths {
+        let found =
+            path.is_file() || (path.is_dir() && store_files(std::slice::from_ref(path)).is_ok());
+        if !found {
+            let file = if path.is_dir() {
+                path.join(STORE_FILE)
+            } else {
+                path.clone()
+            };
+            return Err(Error::bad_file(
+                &file,
+                "no results store here (ckpt eval --store FILE writes one)",
+            ));
+        }
+    }
+    StoreSet::open(&store_files(paths)?, wait)
 }
 
 /// The SFT LR picked for each pre-training base run ([`PICK_RULE`]), by base run name.

@@ -15,6 +15,16 @@
 //! The database runs in WAL mode with a busy timeout, so readers (`ckpt report`) and
 //! a writer can share it; a store locked by another writer for longer gives a clear
 //! error instead of a hang.
+//!
+//! Stores written apart (the shards of a sweep, one per machine: SQLite must not be
+//! shared over NFS) are joined by [`merge()`] (`ckpt store merge`), exactly, or read as
+//! one by [`StoreSet::open`]; [`Store::status`] says what is done, failed and missing.
+
+mod merge;
+mod status;
+
+pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
+pub use status::{CheckpointStatus, State, Status, Target};
 
 use crate::error::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -252,10 +262,7 @@ impl Store {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if version > SCHEMA_VERSION {
-            return Err(Error::bad_file(
-                &self.path,
-                format!("store schema {version} is newer than this ckpt understands ({SCHEMA_VERSION}); upgrade ckpt"),
-            ));
+            return Err(newer_schema(&self.path, version));
         }
         self.conn.execute_batch(SCHEMA).map_err(|e| self.err(e))?;
         self.migrate()?;
@@ -689,6 +696,14 @@ impl Store {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+}
+
+/// The error for a store written by a newer ckpt, whose tables this one may misread.
+fn newer_schema(path: &Path, version: i64) -> Error {
+    Error::bad_file(
+        path,
+        format!("store schema {version} is newer than this ckpt understands ({SCHEMA_VERSION}); upgrade ckpt"),
+    )
 }
 
 /// Whether `e` is [`sql_error`]'s "locked" error.

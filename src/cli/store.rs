@@ -1,0 +1,251 @@
+//! `ckpt store merge SOURCE... --into STORE` and `ckpt store status [STORE...]`: the
+//! results stores of a sweep run on many machines, joined exactly (`crate::store`), and
+//! what is done, failed or missing in them.
+
+use super::output::{outln, print_json, table, Ui};
+use crate::checkpoint::discover;
+use crate::eval::catalog::Catalog;
+use crate::eval::run::checkpoint_row;
+use crate::store::{merge, store_files, MergeSummary, State, Status, StoreSet, Target, STORE_FILE};
+use clap::{ArgGroup, Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Merge stores (the shards of a sweep) into one, exactly: a key holding different
+    /// results in two stores is an error naming both.
+    Merge(MergeArgs),
+    /// Per checkpoint and task: done, failed or missing.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    ckpt store merge results/ --into ckpt.sqlite      # every results/*.sqlite (ckpt.shard-I-of-N.sqlite)\n  \
+    ckpt store merge a.sqlite b.sqlite --into m.sqlite --json")]
+pub struct MergeArgs {
+    /// Stores to merge: files, or directories (every *.sqlite in them).
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// The store to merge into: created if missing, else rewritten atomically (a
+    /// conflict or a crash leaves it as it was).
+    #[arg(long, value_name = "STORE")]
+    into: PathBuf,
+    #[command(flatten)]
+    store_timeout: super::values::StoreTimeout,
+    /// Print what was merged as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("task_list").args(["tasks", "suite"])))]
+#[command(after_help = "Examples:\n  \
+    ckpt store status                                  # ckpt.sqlite: its checkpoints x tasks with results\n  \
+    ckpt store status results/ --suite pt --checkpoints runs/   # shards read as one; runs/ not yet scored too\n  \
+    ckpt store status ckpt.sqlite --tasks arc_easy,hellaswag --json")]
+pub struct StatusArgs {
+    /// Stores: files, or directories whose *.sqlite files are read as one.
+    #[arg(default_value = STORE_FILE, value_name = "STORE")]
+    stores: Vec<PathBuf>,
+    /// Tasks to check (names, groups or task TOML files; default: every task with a
+    /// result in the stores).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// A suite of the paper to check: pt, mt or sft.
+    #[arg(long, conflicts_with = "tasks")]
+    suite: Option<String>,
+    /// Directory of task TOML files (as for ckpt eval), for --tasks or --suite.
+    #[arg(long, requires = "task_list")]
+    tasks_dir: Option<PathBuf>,
+    /// Checkpoints, or directories searched for them, to check whether or not the
+    /// stores know them (repeat or comma-separate; default: every checkpoint in the
+    /// stores).
+    #[arg(long, value_delimiter = ',', value_name = "PATH")]
+    checkpoints: Vec<PathBuf>,
+    #[command(flatten)]
+    store_timeout: super::values::StoreTimeout,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        StoreCommand::Merge(a) => run_merge(a),
+        StoreCommand::Status(a) => run_status(a),
+    }
+}
+
+fn run_merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
+    let sources = store_files(&args.sources)?;
+    let summary = merge(&sources, &args.into, args.store_timeout.duration())?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        outln!("{}", merge_line(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `merged N stores into STORE: checkpoints +2, ...` (or that nothing changed).
+fn merge_line(s: &MergeSummary) -> String {
+    let n = s.sources.len();
+    let stores = if n == 1 { "store" } else { "stores" };
+    if !s.changed {
+        return format!(
+            "{} already holds every row of the {n} {stores}: unchanged",
+            s.into.display()
+        );
+    }
+    let tables: Vec<String> = s
+        .tables
+        .iter()
+        .map(|c| {
+            let mut cell = format!("{} +{}", c.table, c.added);
+            if c.updated > 0 {
+                cell.push_str(&format!(" ({} updated)", c.updated));
+            }
+            if c.differing > 0 {
+                cell.push_str(&format!(" ({} differing, first kept)", c.differing));
+            }
+            cell
+        })
+        .collect();
+    format!(
+        "merged {n} {stores} into {}: {}",
+        s.into.display(),
+        tables.join(", ")
+    )
+}
+
+fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let tasks = wanted_tasks(args)?;
+    let targets = if args.checkpoints.is_empty() {
+        None
+    } else {
+        Some(targets(&args.checkpoints)?)
+    };
+    let files = store_files(&args.stores)?;
+    let store = StoreSet::open(&files, args.store_timeout.duration())?;
+    let status = store.status(targets, tasks)?;
+    if args.json {
+        print_json(&status)?;
+    } else {
+        print_status(&status, &store.path().display().to_string());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The task names of `--tasks`/`--suite` (groups expanded), or `None` for every task
+/// with a result.
+fn wanted_tasks(args: &StatusArgs) -> anyhow::Result<Option<Vec<String>>> {
+    if args.tasks.is_empty() && args.suite.is_none() {
+        return Ok(None);
+    }
+    let catalog = match &args.tasks_dir {
+        Some(dir) => Catalog::with_user_dirs(&[dir])?,
+        None => Catalog::builtin()?,
+    };
+    // Pairwise judging is a task of its own, not in the catalog.
+    let judged = args.tasks.iter().any(|t| t == super::judge::TASK);
+    let names: Vec<String> = args
+        .tasks
+        .iter()
+        .filter(|t| *t != super::judge::TASK)
+        .cloned()
+        .collect();
+    let specs = match &args.suite {
+        Some(s) => catalog.suite(s)?,
+        None => super::eval::resolve_tasks(&names, &catalog)?,
+    };
+    let mut tasks: Vec<String> = Vec::new();
+    for task in specs.into_iter().map(|s| s.task) {
+        if !tasks.contains(&task) {
+            tasks.push(task);
+        }
+    }
+    if judged {
+        tasks.push(super::judge::TASK.to_string());
+    }
+    Ok(Some(tasks))
+}
+
+/// The checkpoints under `paths`, identified as `ckpt eval` identifies them.
+fn targets(paths: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
+    let found = discover(paths)?;
+    if found.is_empty() {
+        anyhow::bail!("no checkpoints found under {}", join(paths));
+    }
+    Ok(found
+        .iter()
+        .map(|ckpt| match ckpt.fingerprint() {
+            Ok(fp) => Target {
+                row: checkpoint_row(ckpt, &fp),
+                error: None,
+            },
+            Err(e) => Target {
+                row: checkpoint_row(ckpt, ""),
+                error: Some(e.to_string()),
+            },
+        })
+        .collect())
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A list of task names, the first few of a long one.
+fn names(tasks: &[&str]) -> String {
+    const SHOWN: usize = 6;
+    if tasks.len() <= SHOWN {
+        return tasks.join(", ");
+    }
+    format!(
+        "{}, +{} more",
+        tasks[..SHOWN].join(", "),
+        tasks.len() - SHOWN
+    )
+}
+
+fn print_status(status: &Status, store: &str) {
+    let mut t = table(&["run", "step", "checkpoint", "done", "failed", "missing"]);
+    for c in &status.checkpoints {
+        t.add_row(vec![
+            c.run.clone(),
+            c.step.map(|s| s.to_string()).unwrap_or_default(),
+            c.path.clone(),
+            format!("{}/{}", c.in_state(State::Done).len(), c.tasks.len()),
+            names(&c.in_state(State::Failed)),
+            names(&c.in_state(State::Missing)),
+        ]);
+    }
+    outln!("{t}");
+    for c in status.checkpoints.iter().filter(|c| c.error.is_some()) {
+        outln!(
+            "failed: {}: {}",
+            c.path,
+            c.error.as_deref().unwrap_or_default()
+        );
+    }
+    outln!(
+        "{} checkpoints x {} tasks in {store}: {} done, {} failed, {} missing",
+        status.checkpoints.len(),
+        status.tasks.len(),
+        status.done,
+        status.failed,
+        status.missing
+    );
+}
