@@ -140,6 +140,27 @@ fn three_shards_merged_equal_one_process() {
     let again = json_of(sb.run(EVAL.iter().chain(&["--store", "merged.sqlite", "--json"])));
     assert_eq!(computed(&again), 0);
     assert_eq!(metrics(&again), metrics(&one));
+    // And the report: every table and figure, byte for byte but the store's name.
+    for store in ["one", "merged"] {
+        let out = sb.run(["report", &format!("{store}.sqlite"), "--out", store, "-q"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for file in [
+        "metrics_by_step.csv",
+        "pretraining.csv",
+        "report.md",
+        "metric_01_arc_challenge.png",
+    ] {
+        let read = |dir: &str| {
+            let bytes = std::fs::read(sb.path().join(dir).join(file)).unwrap();
+            String::from_utf8_lossy(&bytes).replace("merged.sqlite", "one.sqlite")
+        };
+        assert_eq!(read("merged"), read("one"), "{file}");
+    }
 }
 
 #[test]
@@ -254,4 +275,61 @@ fn launch_examples_are_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Sharpness split by checkpoint: two shards measure what one process measures, probe
+/// for probe, each into its own results file.
+#[test]
+fn sharded_sharpness_equals_one_process() {
+    let sb = sweep();
+    std::fs::copy(
+        common::fixture_in("arch", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "sharpness",
+            "runs",
+            "--data",
+            "texts.jsonl",
+            "--seq-len",
+            "16",
+            "--max-batches",
+            "1",
+            "--samples",
+            "3",
+            "--seed",
+            "7",
+            "--json",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let by_checkpoint = |report: &Value| -> BTreeMap<String, Value> {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["fingerprint"].as_str().unwrap().to_string(),
+                    r["samples"].clone(),
+                )
+            })
+            .collect()
+    };
+    let one = by_checkpoint(&json_of(sb.run(args("one.jsonl"))));
+    assert_eq!(one.len(), 6);
+    let mut sharded = BTreeMap::new();
+    for i in 0..2 {
+        let mut a = args("s.jsonl");
+        a.extend(["--shard".into(), format!("{i}/2")]);
+        sharded.extend(by_checkpoint(&json_of(sb.run(a))));
+        assert!(sb.path().join(format!("s.shard-{i}-of-2.jsonl")).is_file());
+    }
+    assert_eq!(sharded, one);
 }
