@@ -28,7 +28,7 @@ enum StoreCommand {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    ckpt store merge results/ --into ckpt.sqlite      # every results/*.sqlite (ckpt.shard-I-of-N.sqlite)\n  \
+    ckpt store merge results/ --into ckpt.sqlite   # every results/*.sqlite: the shards\n  \
     ckpt store merge a.sqlite b.sqlite --into m.sqlite --json")]
 pub struct MergeArgs {
     /// Stores to merge: files, or directories (every *.sqlite in them).
@@ -48,8 +48,8 @@ pub struct MergeArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("task_list").args(["tasks", "suite"])))]
 #[command(after_help = "Examples:\n  \
-    ckpt store status                                  # ckpt.sqlite: its checkpoints x tasks with results\n  \
-    ckpt store status results/ --suite pt --checkpoints runs/   # shards read as one; runs/ not yet scored too\n  \
+    ckpt store status                      # ckpt.sqlite: its checkpoints x tasks with results\n  \
+    ckpt store status results/ --suite pt --checkpoints runs/   # shards as one; runs/ unscored too\n  \
     ckpt store status ckpt.sqlite --tasks arc_easy,hellaswag --json")]
 pub struct StatusArgs {
     /// Stores: files, or directories whose *.sqlite files are read as one.
@@ -100,9 +100,16 @@ fn merge_line(s: &MergeSummary) -> String {
     let n = s.sources.len();
     let stores = if n == 1 { "store" } else { "stores" };
     if !s.changed {
+        let differing: Vec<String> = s
+            .tables
+            .iter()
+            .filter(|c| c.differing > 0)
+            .map(|c| format!(" ({} {} differing, first kept)", c.differing, c.table))
+            .collect();
         return format!(
-            "{} already holds every row of the {n} {stores}: unchanged",
-            s.into.display()
+            "{} already holds every row of the {n} {stores}: unchanged{}",
+            s.into.display(),
+            differing.concat()
         );
     }
     let tables: Vec<String> = s
