@@ -62,9 +62,10 @@ pub struct ReleaseArgs {
     /// Evaluation and sharpness results for the card (JSON; see the README).
     #[arg(long, value_name = "FILE", conflicts_with = "store")]
     results: Option<PathBuf>,
-    /// Read this checkpoint's evaluation results from the results store (`ckpt eval`);
+    /// Read this checkpoint's evaluation results from the results store (`ckpt eval`),
+    /// or a directory of stores (the shards of a sweep), read as one;
     /// default: ckpt.sqlite in the current directory when it exists.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE|DIR")]
     store: Option<PathBuf>,
     /// A minijinja template replacing the built-in model card (release/model_card.md.j2).
     #[arg(long, value_name = "FILE")]
@@ -252,7 +253,7 @@ fn card_results(args: &ReleaseArgs) -> anyhow::Result<release::results::CardResu
         None if default.is_file() => default,
         None => return Ok(release::read_results(None)?),
     };
-    let store = crate::store::Store::open(&path)?;
+    let store = crate::report::open_stores(&[path], std::time::Duration::ZERO)?;
     let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
     Ok(release::results::from_store(&store, &ckpt.fingerprint()?)?)
 }
