@@ -434,3 +434,60 @@ fn trained_checkpoints_score_as_transformers_scores_them() {
         );
     }
 }
+
+/// Multimodal Gemma 3 checkpoints (4B and up) name in `text_config` only what differs
+/// from `Gemma3TextConfig`; the rest takes transformers' defaults.
+#[test]
+fn a_sparse_gemma3_text_config_takes_transformers_defaults() {
+    let cfg = ModelConfig::from_json(
+        r#"{"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+              "model_type": "gemma3_text", "num_hidden_layers": 34,
+              "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+            "torch_dtype": "bfloat16"}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.arch, ckpt::model::Arch::Gemma3);
+    assert_eq!(
+        (
+            cfg.vocab_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim
+        ),
+        (262_208, 8, 4, 256)
+    );
+    assert_eq!((cfg.bos_token_id, cfg.eos_token_id), (Some(2), Some(1)));
+    assert_eq!(cfg.query_pre_attn_scalar, Some(256.0));
+    assert_eq!(cfg.local_rope_theta, Some(10_000.0));
+    assert_eq!(cfg.rope_theta, 1_000_000.0);
+    // Five sliding layers of six, window 1024.
+    assert_eq!(cfg.sliding_window[4], Some(1024));
+    assert_eq!(cfg.sliding_window[5], None);
+    assert_eq!(cfg.saved_dtype.as_deref(), Some("bfloat16"));
+}
+
+/// Pythia-70m's config as it ships (transformers 4.24 dialect) resolves to its
+/// published size: 70,426,624 parameters with the untied `embed_out`.
+#[test]
+fn pythia_70m_config_resolves_to_its_published_size() {
+    let cfg = ModelConfig::from_json(
+        r#"{"architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0,
+            "hidden_act": "gelu", "hidden_size": 512, "initializer_range": 0.02,
+            "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+            "max_position_embeddings": 2048, "model_type": "gpt_neox",
+            "num_attention_heads": 8, "num_hidden_layers": 6, "rotary_emb_base": 10000,
+            "rotary_pct": 0.25, "tie_word_embeddings": false, "torch_dtype": "float16",
+            "transformers_version": "4.24.0", "use_cache": true,
+            "use_parallel_residual": true, "vocab_size": 50304}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.num_parameters(), 70_426_624);
+    assert_eq!((cfg.rotary_dim, cfg.head_dim), (16, 64));
+    assert!(cfg.parallel_residual && cfg.qkv_bias && cfg.mlp_bias);
+    let shapes: u64 = ckpt::model::parameter_shapes(&cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    assert_eq!(shapes, 70_426_624);
+}

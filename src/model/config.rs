@@ -190,6 +190,8 @@ impl ModelConfig {
             .map(String::as_str);
         let arch = Arch::from_names(architecture, raw.model_type.as_deref())?;
         let spec = arch.spec();
+        let mut raw = raw;
+        (spec.size_defaults)(&mut raw);
         let need = |v: Option<usize>, name: &str| {
             v.filter(|&n| n > 0)
                 .ok_or_else(|| format!("missing or zero field `{name}`"))

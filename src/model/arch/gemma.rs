@@ -32,6 +32,7 @@ pub(crate) const GEMMA2: Spec = Spec {
     default_norm_eps: 1e-6,
     default_rope_theta: 10_000.0,
     default_tie: true,
+    size_defaults: |_| {},
     resolve: |raw, cfg| {
         cfg.attn_softcap = softcap(
             "attn_logit_softcapping",
@@ -66,6 +67,7 @@ pub(crate) const GEMMA3: Spec = Spec {
     default_norm_eps: 1e-6,
     default_rope_theta: 1_000_000.0,
     default_tie: true,
+    size_defaults: gemma3_text_defaults,
     resolve: |raw, cfg| {
         // transformers 5 reads `attn_logit_softcapping` for Gemma 3 but never applies it.
         cfg.attn_softcap = None;
@@ -80,6 +82,24 @@ pub(crate) const GEMMA3: Spec = Spec {
     },
     write,
 };
+
+/// `Gemma3TextConfig`'s defaults for what a config leaves out (a multimodal
+/// checkpoint's `text_config` names only what differs from them).
+fn gemma3_text_defaults(raw: &mut RawConfig) {
+    let fill = |v: &mut Option<usize>, default: usize| {
+        v.get_or_insert(default);
+    };
+    fill(&mut raw.vocab_size, 262_208);
+    fill(&mut raw.hidden_size, 2304);
+    fill(&mut raw.intermediate_size, 9216);
+    fill(&mut raw.num_hidden_layers, 26);
+    fill(&mut raw.num_attention_heads, 8);
+    fill(&mut raw.num_key_value_heads, 4);
+    fill(&mut raw.head_dim, 256);
+    fill(&mut raw.max_position_embeddings, 131_072);
+    raw.bos_token_id.get_or_insert(2.into());
+    raw.eos_token_id.get_or_insert(1.into());
+}
 
 /// The scalar and the windows: every `pattern`-th layer attends fully, the rest slide.
 fn resolve_shared(raw: &RawConfig, cfg: &mut ModelConfig, pattern: usize) -> Result<(), String> {

@@ -37,6 +37,7 @@ pub(crate) const GPT_NEOX: Spec = Spec {
     default_norm_eps: 1e-5,
     default_rope_theta: 10_000.0,
     default_tie: false,
+    size_defaults: |_| {},
     resolve,
     write,
 };

@@ -26,6 +26,7 @@ const fn family(
         default_norm_eps: 1e-6,
         default_rope_theta: 10_000.0,
         default_tie: false,
+        size_defaults: |_| {},
         resolve,
         write,
     }

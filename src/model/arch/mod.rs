@@ -207,6 +207,9 @@ pub(crate) struct Spec {
     pub default_norm_eps: f64,
     pub default_rope_theta: f64,
     pub default_tie: bool,
+    /// Fills sizes a config may leave to transformers' defaults (Gemma 3's nested
+    /// `text_config` names only what differs from `Gemma3TextConfig`).
+    pub size_defaults: fn(&mut RawConfig),
     /// Reads what this architecture's config says beyond the shared keys.
     pub resolve: fn(&RawConfig, &mut ModelConfig) -> Result<(), String>,
     /// Writes those settings back, in the key names transformers reads.

@@ -41,6 +41,7 @@ const fn olmo(
         default_norm_eps: 1e-5,
         default_rope_theta,
         default_tie: false,
+        size_defaults: |_| {},
         resolve,
         write,
     }

@@ -23,6 +23,7 @@ pub(crate) const QWEN3: Spec = Spec {
     default_norm_eps: 1e-6,
     default_rope_theta: 10_000.0,
     default_tie: false,
+    size_defaults: |_| {},
     resolve: |raw, cfg| {
         cfg.sliding_window = qwen_windows(raw, cfg.num_hidden_layers)?;
         Ok(())

@@ -19,6 +19,7 @@ pub(crate) const SMOLLM3: Spec = Spec {
     default_norm_eps: 1e-6,
     default_rope_theta: 2_000_000.0,
     default_tie: true,
+    size_defaults: |_| {},
     resolve,
     write,
 };
