@@ -97,8 +97,7 @@ fn gemma3_text_defaults(raw: &mut RawConfig) {
     fill(&mut raw.num_key_value_heads, 4);
     fill(&mut raw.head_dim, 256);
     fill(&mut raw.max_position_embeddings, 131_072);
-    raw.bos_token_id.get_or_insert(2.into());
-    raw.eos_token_id.get_or_insert(1.into());
+    // Token ids are not filled: an explicit null (no BOS) reads as absent here.
 }
 
 /// The scalar and the windows: every `pattern`-th layer attends fully, the rest slide.
