@@ -7,7 +7,7 @@ use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::kernels::Kernels;
 use super::linear::Linear;
-use super::norm::{compute_dtype, Norm};
+use super::norm::{apply, compute_dtype, Norm};
 use super::rope;
 use candle_core::{Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -156,8 +156,8 @@ impl Attention {
                 let mut qp = q.forward(x, step.kernels)?;
                 let mut kp = k.forward(x, step.kernels)?;
                 if self.qk_norm == QkNorm::Whole {
-                    qp = self.norm_q(&qp, step)?;
-                    kp = self.norm_k(&kp, step)?;
+                    qp = apply(&self.q_norm, &qp, step.kernels)?;
+                    kp = apply(&self.k_norm, &kp, step.kernels)?;
                 }
                 let vp = v.forward(x, step.kernels)?;
                 Ok((
@@ -187,20 +187,6 @@ impl Attention {
         }
     }
 
-    fn norm_q(&self, x: &Tensor, step: &Step) -> Result<Tensor> {
-        match &self.q_norm {
-            Some(n) => n.forward(x, step.kernels),
-            None => Ok(x.clone()),
-        }
-    }
-
-    fn norm_k(&self, x: &Tensor, step: &Step) -> Result<Tensor> {
-        match &self.k_norm {
-            Some(n) => n.forward(x, step.kernels),
-            None => Ok(x.clone()),
-        }
-    }
-
     /// A query or key projection as heads, per-head normalised and rotated.
     fn query_or_key_heads(
         &self,
@@ -223,11 +209,8 @@ impl Attention {
         }
         let mut heads = self.to_heads(p, n)?;
         if self.qk_norm == QkNorm::PerHead {
-            heads = if is_query {
-                self.norm_q(&heads, step)?
-            } else {
-                self.norm_k(&heads, step)?
-            };
+            let norm = if is_query { &self.q_norm } else { &self.k_norm };
+            heads = apply(norm, &heads, step.kernels)?;
         }
         self.rotate(&heads, rope, step.kernels)
     }

@@ -27,7 +27,7 @@ use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::kernels::Kernels;
 use super::mlp::Mlp;
-use super::norm::{compute_dtype, Norm};
+use super::norm::{apply, compute_dtype, Norm};
 use super::rope::RotaryTables;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -91,13 +91,6 @@ impl Block {
         let h = apply(&self.mlp_in_norm, x, kernels)?;
         let out = self.mlp.forward(&h, kernels)?;
         apply(&self.mlp_out_norm, &out, kernels)
-    }
-}
-
-fn apply(norm: &Option<Norm>, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    match norm {
-        Some(n) => n.forward(x, kernels),
-        None => Ok(x.clone()),
     }
 }
 

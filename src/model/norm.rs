@@ -81,6 +81,14 @@ impl Norm {
     }
 }
 
+/// `norm(x)` where the architecture has the norm, else `x`.
+pub(crate) fn apply(norm: &Option<Norm>, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(x, kernels),
+        None => Ok(x.clone()),
+    }
+}
+
 /// `x / sqrt(mean(x^2) + eps)` in f32 (f64 for f64), not cast back.
 fn normalise_rms(x: &Tensor, eps: f64) -> Result<Tensor> {
     let x = x.to_dtype(compute_dtype(x.dtype()))?;
