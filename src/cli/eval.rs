@@ -118,6 +118,30 @@ impl TokenizationArgs {
     }
 }
 
+/// The catalog (`--tasks-dir` over the built-ins) and the task specs `--tasks` or
+/// `--suite` name; pairwise judging (`alpaca_eval`) is not a catalog task and is left
+/// out.
+pub(super) fn catalog_specs(
+    tasks: &[String],
+    suite: Option<&str>,
+    tasks_dir: Option<&Path>,
+) -> anyhow::Result<(Catalog, Vec<TaskSpec>)> {
+    let catalog = match tasks_dir {
+        Some(dir) => Catalog::with_user_dirs(&[dir])?,
+        None => Catalog::builtin()?,
+    };
+    let names: Vec<String> = tasks
+        .iter()
+        .filter(|t| *t != super::judge::TASK)
+        .cloned()
+        .collect();
+    let specs = match suite {
+        Some(s) => catalog.suite(s)?,
+        None => resolve_tasks(&names, &catalog)?,
+    };
+    Ok((catalog, specs))
+}
+
 /// Tasks named on the command line, as specs: a `.toml` path is read as is; any other
 /// name is a task, group or tag of the catalog (built-ins, overridden by `--tasks-dir`).
 pub fn resolve_tasks(names: &[String], catalog: &Catalog) -> anyhow::Result<Vec<TaskSpec>> {
@@ -178,20 +202,11 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             super::judge::TASK
         );
     }
-    let names: Vec<String> = args
-        .tasks
-        .iter()
-        .filter(|t| *t != super::judge::TASK)
-        .cloned()
-        .collect();
-    let catalog = match &args.tasks_dir {
-        Some(dir) => Catalog::with_user_dirs(&[dir])?,
-        None => Catalog::builtin()?,
-    };
-    let mut specs = match &args.suite {
-        Some(s) => catalog.suite(s)?,
-        None => resolve_tasks(&names, &catalog)?,
-    };
+    let (catalog, mut specs) = catalog_specs(
+        &args.tasks,
+        args.suite.as_deref(),
+        args.tasks_dir.as_deref(),
+    )?;
     if let Some(n) = args.num_fewshot {
         // As lm-eval's --num_fewshot: a preamble (TruthfulQA's) keeps its count.
         specs = specs

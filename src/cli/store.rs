@@ -4,7 +4,6 @@
 
 use super::output::{outln, print_json, table, Ui};
 use crate::checkpoint::discover;
-use crate::eval::catalog::Catalog;
 use crate::eval::run::checkpoint_row;
 use crate::store::{merge, store_files, MergeSummary, State, Status, StoreSet, Target, STORE_FILE};
 use clap::{ArgGroup, Args, Subcommand};
@@ -157,22 +156,13 @@ fn wanted_tasks(args: &StatusArgs) -> anyhow::Result<Option<Vec<String>>> {
     if args.tasks.is_empty() && args.suite.is_none() {
         return Ok(None);
     }
-    let catalog = match &args.tasks_dir {
-        Some(dir) => Catalog::with_user_dirs(&[dir])?,
-        None => Catalog::builtin()?,
-    };
     // Pairwise judging is a task of its own, not in the catalog.
     let judged = args.tasks.iter().any(|t| t == super::judge::TASK);
-    let names: Vec<String> = args
-        .tasks
-        .iter()
-        .filter(|t| *t != super::judge::TASK)
-        .cloned()
-        .collect();
-    let specs = match &args.suite {
-        Some(s) => catalog.suite(s)?,
-        None => super::eval::resolve_tasks(&names, &catalog)?,
-    };
+    let (_, specs) = super::eval::catalog_specs(
+        &args.tasks,
+        args.suite.as_deref(),
+        args.tasks_dir.as_deref(),
+    )?;
     let mut tasks: Vec<String> = Vec::new();
     for task in specs.into_iter().map(|s| s.task) {
         if !tasks.contains(&task) {
