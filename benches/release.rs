@@ -8,10 +8,10 @@
 //! cost no disk I/O): the numbers are the client's CPU and HTTP cost, not a disk's.
 //! `CKPT_BENCH_MB` changes the size. Prints one JSON line.
 
-use ckpt::release::auth::Token;
-use ckpt::release::hub::{HubClient, RetryPolicy};
+use ckpt::hub::auth::Token;
+use ckpt::hub::RepoId;
+use ckpt::hub::{HubClient, RetryPolicy};
 use ckpt::release::plan::{Plan, Selected};
-use ckpt::release::repo_id::RepoId;
 use ckpt::release::upload::{publish, UploadOptions};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ fn child() -> anyhow::Result<()> {
     let mut plan = Plan::build(selected, &ProgressBar::hidden())?;
     let hash_s = t.elapsed().as_secs_f64();
 
-    let client = HubClient::new(&endpoint, token, RetryPolicy::default())?;
+    let client = HubClient::new(&endpoint, Some(token), RetryPolicy::default())?;
     let opts = UploadOptions {
         repo: RepoId::parse("tester/bench")?,
         revision: "main".into(),

@@ -105,6 +105,7 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
         .env("HF_ENDPOINT", &server.url)
         .env("HF_HOME", &hf_home)
         .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
         .output()
         .unwrap();
     assert!(

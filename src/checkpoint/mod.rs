@@ -19,9 +19,9 @@ mod weights;
 pub use fingerprint::{cache_dir, fingerprint, hash_weights};
 pub use meta::{CheckpointMeta, MergeInfo, MergeSource, ParentRef, ScheduleInfo, Stage, META_FILE};
 pub use weights::{
-    has_weights, is_model_safetensors, non_finite, weight_index, weight_paths, write_safetensors,
-    write_safetensors_with_metadata, StoredTensor, WeightFiles, BIN_INDEX_FILE, BIN_SINGLE_FILE,
-    INDEX_FILE, SINGLE_FILE, WEIGHT_FILES,
+    has_weights, is_model_safetensors, non_finite, shard_names, weight_index, weight_paths,
+    write_safetensors, write_safetensors_with_metadata, StoredTensor, WeightFiles, BIN_INDEX_FILE,
+    BIN_SINGLE_FILE, INDEX_FILE, SINGLE_FILE, WEIGHT_FILES,
 };
 
 use crate::error::{Error, Result};
@@ -41,6 +41,18 @@ pub struct Checkpoint {
     /// Training step: from `ckpt.json`, else from the directory name.
     pub step: Option<u64>,
     pub meta: Option<CheckpointMeta>,
+    /// What the user named, when that is not the directory (a Hub revision).
+    pub origin: Option<Origin>,
+}
+
+/// A checkpoint named by something other than its directory: a Hub revision, whose
+/// directory is a snapshot in the Hugging Face cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// Shown and stored as the checkpoint's path: `hf://org/name@revision`.
+    pub name: String,
+    /// The run the checkpoint belongs to: the repository's name.
+    pub run: String,
 }
 
 impl Checkpoint {
@@ -63,7 +75,29 @@ impl Checkpoint {
             dir: dir.to_path_buf(),
             step,
             meta,
+            origin: None,
         })
+    }
+
+    /// How the checkpoint is shown and stored: its origin's name, else its directory.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Some(o) => o.name.clone(),
+            None => self.dir.display().to_string(),
+        }
+    }
+
+    /// The run it belongs to: its origin's, else the name of the directory holding it.
+    pub fn run(&self) -> String {
+        match &self.origin {
+            Some(o) => o.run.clone(),
+            None => self
+                .dir
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
     }
 
     /// The resolved `config.json`.

@@ -428,19 +428,24 @@ struct ShardIndex {
     weight_map: BTreeMap<String, String>,
 }
 
-fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
+/// The shard file names a weight index (`*.index.json`) names, sorted, each once.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
     let parsed: ShardIndex = crate::error::read_json(index)?;
-    let dir = crate::error::parent_dir(index);
-    let mut shards: Vec<&String> = parsed.weight_map.values().collect();
+    let mut shards: Vec<String> = parsed.weight_map.into_values().collect();
     shards.sort();
     shards.dedup();
     if shards.is_empty() {
         return Err(Error::bad_file(index, "weight_map is empty"));
     }
-    shards
+    Ok(shards)
+}
+
+fn shard_paths(index: &Path) -> Result<Vec<PathBuf>> {
+    let dir = crate::error::parent_dir(index);
+    shard_names(index)?
         .into_iter()
         .map(|name| {
-            let path = dir.join(name);
+            let path = dir.join(&name);
             if path.is_file() {
                 Ok(path)
             } else {

@@ -3,7 +3,7 @@
 //! pairwise judging (`super::judge`), with its own flags and table.
 
 use super::output::{outln, print_json, table, Ui};
-use crate::checkpoint::discover;
+use crate::checkpoint::Checkpoint;
 use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
 use crate::eval::headline::{format_metric, group_rows, headlines, is_percent, MetricOrder};
@@ -11,6 +11,8 @@ use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal}
 use crate::eval::run::{evaluate_shard, results_hash, CheckpointOutcome, Progress, RunOptions};
 use crate::eval::spec::TaskSpec;
 use crate::eval::task::{build_task, TaskRequests};
+use crate::hub::sweep::Downloads;
+use crate::sources::Candidate;
 use crate::store::{MetricRow, Store, STORE_FILE};
 use crate::tokenizer::{AddBos, EncodePolicy};
 use anyhow::Context;
@@ -25,9 +27,12 @@ pub use crate::report::schedule_label;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Checkpoints, or directories searched for checkpoints (runs, run collections).
+    /// Checkpoints, or directories searched for checkpoints (runs, run collections), or
+    /// Hub repositories: hf://ORG/NAME[@REVISION] (with --revisions: a run of branches).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    hub_sources: super::values::HubArgs,
     /// Tasks: built-in names, group names (mmlu), paths to task TOML files, or
     /// alpaca_eval (pairwise judging, see below).
     #[arg(long, value_delimiter = ',', required_unless_present = "suite")]
@@ -233,10 +238,11 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     for d in &args.data {
         sources.add_file_arg(d)?;
     }
-    let checkpoints = discover(&args.paths)?;
-    if checkpoints.is_empty() {
+    let (candidates, hub) = crate::sources::candidates(&args.paths, &args.hub_sources.options())?;
+    if candidates.is_empty() {
         anyhow::bail!("no checkpoints found under {}", join_paths(&args.paths));
     }
+    let mut downloads = hub.map(|h| Downloads::new(h, args.hub_sources.retention(), ui.transfer()));
     let tasks: Vec<TaskRequests> = specs
         .iter()
         .map(|s| {
@@ -254,7 +260,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         None => main_store,
     };
     if let Some(s) = shard {
-        let costs = crate::eval::run::unit_costs(&checkpoints, &tasks);
+        let costs = crate::eval::run::unit_costs(&candidates, &tasks);
         tracing::info!(
             "shard {} of {}: {} of {} (checkpoint, task) units, balance {:.2} (max/mean cost), store {}",
             s.index,
@@ -279,7 +285,15 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let report = if tasks.is_empty() {
         None
     } else {
-        let outcomes = evaluate_shard(&checkpoints, &tasks, &mut store, &opts, &bar, shard)?;
+        let outcomes = evaluate_shard(
+            &candidates,
+            &tasks,
+            &mut store,
+            &opts,
+            &bar,
+            shard,
+            downloads.as_mut(),
+        )?;
         ok &= outcomes.iter().all(|o| o.error.is_none());
         let mut report = Report::collect(&outcomes, &tasks, &store, &opts.policy)?;
         report.add_groups(&group_of(&catalog, &tasks));
@@ -293,6 +307,8 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         Some(report)
     };
     let judge_report = if judged {
+        // Judging generates from every checkpoint: Hub revisions are fetched and kept.
+        let checkpoints = materialize(&candidates, downloads.as_ref(), ui)?;
         let r = super::judge::run(
             &args.judge,
             args.limit,
@@ -327,6 +343,26 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Every candidate as a checkpoint on disk, Hub revisions fetched into the cache.
+fn materialize(
+    candidates: &[Candidate],
+    downloads: Option<&Downloads>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<Checkpoint>> {
+    let transfer = ui.transfer();
+    candidates
+        .iter()
+        .map(|c| match (c, downloads) {
+            (Candidate::Local(ckpt), _) => Ok((**ckpt).clone()),
+            (Candidate::Hub(rev), Some(d)) => {
+                let dir = d.hub().materialize(rev, transfer.as_ref())?;
+                Ok(crate::sources::open_revision(&dir, rev)?)
+            }
+            (Candidate::Hub(rev), None) => anyhow::bail!("{}: no Hub client", rev.source),
+        })
+        .collect()
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {

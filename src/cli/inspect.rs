@@ -1,7 +1,7 @@
 //! `ckpt inspect PATH...`: one row per checkpoint found.
 
 use super::output::{outln, print_json, table, Ui};
-use crate::checkpoint::{discover, Checkpoint, StoredTensor};
+use crate::checkpoint::{Checkpoint, StoredTensor};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -10,9 +10,12 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Checkpoint directories, or directories to search for checkpoints.
+    /// Checkpoint directories, directories to search for checkpoints, or Hub
+    /// checkpoints (hf://ORG/NAME[@REVISION], fetched into the Hugging Face cache).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    hub: super::values::HubSourceArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -21,7 +24,7 @@ pub struct InspectArgs {
 /// What `inspect` reports of one checkpoint.
 #[derive(Debug, Serialize)]
 struct Row {
-    path: PathBuf,
+    path: String,
     step: Option<u64>,
     stage: Option<String>,
     schedule: Option<String>,
@@ -38,7 +41,7 @@ fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
     crate::checkpoint::validate_shapes(&cfg, &weights)?;
     let tensors = weights.tensors();
     Ok(Row {
-        path: ckpt.dir.clone(),
+        path: ckpt.name(),
         step: ckpt.step,
         stage: ckpt.stage().map(|s| s.to_string()),
         schedule: ckpt.schedule_kind().map(String::from),
@@ -69,7 +72,8 @@ fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
 }
 
 pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let found = discover(&args.paths)?;
+    let found =
+        crate::sources::checkpoints(&args.paths, &args.hub.options(), ui.transfer().as_ref())?;
     if found.is_empty() {
         let searched: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
         anyhow::bail!(
@@ -106,7 +110,7 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         ]);
         for r in &rows {
             t.add_row(vec![
-                r.path.display().to_string(),
+                r.path.clone(),
                 r.step.map_or("-".into(), |s| s.to_string()),
                 r.stage.clone().unwrap_or_else(|| "-".into()),
                 r.schedule.clone().unwrap_or_else(|| "-".into()),

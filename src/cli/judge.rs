@@ -3,7 +3,7 @@
 
 use super::eval::schedule_label;
 use super::output::{outln, print_json, table};
-use crate::checkpoint::{is_checkpoint_dir, open_single, Checkpoint};
+use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::eval::run::{Progress, RunOptions};
 use crate::judge::client::{ApiKey, ClientConfig, JudgeClient};
 use crate::judge::instructions::{
@@ -193,9 +193,9 @@ fn reference(
     instructions: &[crate::judge::instructions::Instruction],
 ) -> anyhow::Result<Reference> {
     match arg {
-        Some(p) if p.is_dir() || is_checkpoint_dir(p) => {
-            Ok(Reference::Checkpoint(Box::new(open_single(p)?)))
-        }
+        Some(p) if p.is_dir() || is_checkpoint_dir(p) => Ok(Reference::Checkpoint(Box::new(
+            crate::sources::open_single(p, &crate::hub::Silent)?,
+        ))),
         Some(file) => {
             let records = read_records(file)?;
             let outputs = outputs_for(instructions, &records, file)?;

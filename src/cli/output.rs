@@ -66,6 +66,47 @@ impl Ui {
     }
 }
 
+impl Ui {
+    /// Download progress: a bar of bytes on a terminal, a log line per file elsewhere.
+    pub fn transfer(&self) -> std::sync::Arc<dyn crate::hub::Transfer + Send + Sync> {
+        let bar = self.progress(0, "downloading");
+        if !bar.is_hidden() {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} [{eta}]",
+                )
+                .expect("valid template"),
+            );
+        }
+        std::sync::Arc::new(BytesBar(bar))
+    }
+}
+
+/// Bytes downloaded, on a bar.
+struct BytesBar(ProgressBar);
+
+impl crate::hub::Transfer for BytesBar {
+    fn file(&self, name: &str, size: u64, done: u64) {
+        if self.0.is_hidden() {
+            let resumed = if done > 0 {
+                format!(", resuming at {}", crate::hub::sweep::human(done))
+            } else {
+                String::new()
+            };
+            tracing::info!(
+                "downloading {name} ({}{resumed})",
+                crate::hub::sweep::human(size)
+            );
+        }
+        self.0.set_length(size);
+        self.0.set_position(done);
+        self.0.set_message(name.to_string());
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
 /// A table with a header row, ready to print.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();

@@ -2,11 +2,11 @@
 //! model card and publishes both to the Hugging Face Hub (or writes them to DIR).
 
 use super::output::{outln, print_json, table, Ui};
-use crate::release::auth::{self, TokenSource};
-use crate::release::hub::{HubClient, RetryPolicy};
+use crate::hub::auth::{self, TokenSource};
+use crate::hub::RepoId;
+use crate::hub::{HubClient, RetryPolicy};
 use crate::release::metadata;
 use crate::release::plan::{Filters, Plan};
-use crate::release::repo_id::RepoId;
 use crate::release::upload::{self, Outcome, UploadOptions, UploadReport};
 use crate::release::{self, CardOptions, Prepared, ReleaseConfig};
 use anyhow::{bail, Context};
@@ -80,8 +80,8 @@ pub struct ReleaseArgs {
     /// Hub id of a training dataset for the card; repeatable.
     #[arg(long = "dataset", value_name = "ID", value_parser = metadata::parse_hub_id)]
     datasets: Vec<String>,
-    /// Hub id of the model this one was trained from.
-    #[arg(long, value_name = "ID", value_parser = metadata::parse_hub_id)]
+    /// Hub id of the model this one was trained from (ORG/NAME, or hf://ORG/NAME[@REV]).
+    #[arg(long, value_name = "ID", value_parser = metadata::parse_base_model)]
     base_model: Option<String>,
     /// Extra tag for the card; repeatable.
     #[arg(long = "tag", value_name = "TAG")]
@@ -215,7 +215,7 @@ fn connect(args: &ReleaseArgs) -> anyhow::Result<(HubClient, String)> {
         retry.max_delay = retry.max_delay.max(retry.base_delay);
     }
     let endpoint = auth::endpoint();
-    let client = HubClient::new(&endpoint, token, retry)?;
+    let client = HubClient::new(&endpoint, Some(token), retry)?;
     let user = client.whoami().map_err(|e| {
         let from = match &source {
             TokenSource::Flag => "--token".to_string(),

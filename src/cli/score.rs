@@ -44,7 +44,7 @@ pub struct ScoreArgs {
 
 #[derive(Serialize)]
 struct Output<'a> {
-    checkpoint: PathBuf,
+    checkpoint: String,
     fingerprint: String,
     dtype: &'a str,
     seconds: f64,
@@ -62,7 +62,7 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if args.max_length == Some(0) {
         anyhow::bail!("--max-length must be at least 1 (got 0)");
     }
-    let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
+    let ckpt = crate::sources::open_single(&args.checkpoint, ui.transfer().as_ref())?;
     let texts = crate::texts::read_texts(&args.text)?;
     let cfg = ckpt.config()?;
     let tokenizer = TextTokenizer::load_with(
@@ -87,7 +87,7 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let out = Output {
-        checkpoint: ckpt.dir.clone(),
+        checkpoint: ckpt.name(),
         fingerprint,
         dtype: &args.dtype,
         seconds,
@@ -129,7 +129,7 @@ fn print_tables(out: &Output) {
     );
     outln!(
         "{} ({}), max length {}, {:.1}s, {:.0} tokens/s",
-        out.checkpoint.display(),
+        out.checkpoint,
         &out.fingerprint[..12],
         out.report.max_length,
         out.seconds,

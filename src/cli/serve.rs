@@ -2,7 +2,6 @@
 //! `ckpt serve --oracle instructions.json`: the ground-truth judge behind the same API.
 
 use super::output::{outln, Ui};
-use crate::checkpoint::open_single;
 use crate::eval::run::checkpoint_row;
 use crate::judge::oracle::{Oracle, DEFAULT_K};
 use crate::judge::run::generator_name;
@@ -76,7 +75,7 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
         (None, Some(dir)) => {
             let device = crate::device::parse_device(&args.device)?;
             let dtype = crate::device::parse_dtype(&args.dtype)?;
-            let ckpt = open_single(dir)?;
+            let ckpt = crate::sources::open_single(dir, &crate::hub::Silent)?;
             let name = match &args.model_name {
                 Some(n) => n.clone(),
                 None => generator_name(&checkpoint_row(&ckpt, "")),

@@ -3,7 +3,7 @@
 
 use super::output::{outln, print_json, table, Ui};
 use super::values::f64_above;
-use crate::checkpoint::{discover, is_checkpoint_dir, Checkpoint};
+use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::{
     measure_all, Event, Method, Outcome, ResultsFile, SharpnessOptions, SharpnessResult,
@@ -29,9 +29,13 @@ enum MethodArg {
 
 #[derive(Debug, Args)]
 pub struct SharpnessArgs {
-    /// Checkpoint directories, or directories to search for checkpoints.
+    /// Checkpoint directories, directories to search for checkpoints, or Hub
+    /// checkpoints (hf://ORG/NAME[@REVISION]; with --revisions, a run of branches,
+    /// fetched into the Hugging Face cache and kept).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    hub: super::values::HubSourceArgs,
     /// The results store: finished measurements found there are not repeated, and new
     /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
     #[arg(long)]
@@ -121,7 +125,8 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     let opts = options(args)?;
     let shard = args.shard.resolve()?;
-    let mut checkpoints = discover(&args.paths)?;
+    let mut checkpoints =
+        crate::sources::checkpoints(&args.paths, &args.hub.options(), ui.transfer().as_ref())?;
     if checkpoints.is_empty() {
         bail!(
             "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
@@ -338,6 +343,10 @@ fn beside(path: &Path, s: crate::shard::Shard, ext: &str) -> PathBuf {
 /// `sharpness.jsonl` in `first` when it is a directory of checkpoints, beside the
 /// checkpoint when it is one (or a file in one).
 fn default_out(first: &Path) -> PathBuf {
+    if crate::hub::source::is_hub_path(first) {
+        // Beside nothing on disk: in the working directory.
+        return PathBuf::from(DEFAULT_OUT);
+    }
     let dir = if first.is_file() {
         crate::error::parent_dir(first)
     } else {

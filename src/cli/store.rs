@@ -3,7 +3,6 @@
 //! what is done, failed or missing in them.
 
 use super::output::{outln, print_json, table, Ui};
-use crate::checkpoint::discover;
 use crate::eval::run::checkpoint_row;
 use crate::store::{merge, store_files, MergeSummary, State, Status, StoreSet, Target, STORE_FILE};
 use clap::{ArgGroup, Args, Subcommand};
@@ -177,7 +176,8 @@ fn wanted_tasks(args: &StatusArgs) -> anyhow::Result<Option<Vec<String>>> {
 
 /// The checkpoints under `paths`, identified as `ckpt eval` identifies them.
 fn targets(paths: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
-    let found = discover(paths)?;
+    let hub = crate::sources::HubOptions::default();
+    let found = crate::sources::checkpoints(paths, &hub, &crate::hub::Silent)?;
     if found.is_empty() {
         anyhow::bail!("no checkpoints found under {}", join(paths));
     }

@@ -122,3 +122,65 @@ fn shard_spec(s: &str) -> Result<String, String> {
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
 }
+
+/// Which revisions of `hf://ORG/NAME` are checkpoints ([`crate::sources`]).
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct HubSourceArgs {
+    /// With hf://ORG/NAME: every branch whose name matches, one checkpoint each; a glob
+    /// ('step*') or a regex ('^stage1-step\d+').
+    #[arg(long, value_name = "GLOB|REGEX")]
+    pub revisions: Option<String>,
+    /// A regex whose first group is the step in a revision name, for names ckpt does
+    /// not read itself (stepN, step-N, ...-stepN-tokensNB, ckpt_N, iter_N, global_stepN).
+    #[arg(long, value_name = "REGEX")]
+    pub step_from: Option<String>,
+}
+
+impl HubSourceArgs {
+    /// How Hub sources are read.
+    pub fn options(&self) -> crate::sources::HubOptions {
+        crate::sources::HubOptions {
+            revisions: self.revisions.clone(),
+            step_from: self.step_from.clone(),
+        }
+    }
+}
+
+/// [`HubSourceArgs`], and what a sweep keeps on disk ([`crate::hub::sweep`]).
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct HubArgs {
+    #[command(flatten)]
+    pub sources: HubSourceArgs,
+    /// Keep every checkpoint downloaded (default: weights fetched for this sweep are
+    /// removed from the Hugging Face cache once their results are stored).
+    #[arg(long)]
+    pub keep_downloads: bool,
+    /// Disk the weights fetched for this sweep may take at once (50GB by default).
+    #[arg(long, value_name = "SIZE", value_parser = byte_size, conflicts_with = "keep_downloads")]
+    pub cache_budget: Option<u64>,
+}
+
+impl HubArgs {
+    /// How Hub sources are read.
+    pub fn options(&self) -> crate::sources::HubOptions {
+        self.sources.options()
+    }
+
+    /// What a sweep keeps on disk.
+    pub fn retention(&self) -> crate::hub::sweep::Retention {
+        use crate::hub::sweep::{Retention, DEFAULT_BUDGET};
+        if self.keep_downloads {
+            Retention::KeepAll
+        } else {
+            Retention::Budget(self.cache_budget.unwrap_or(DEFAULT_BUDGET))
+        }
+    }
+}
+
+/// A size in bytes: `50GB`, `500MiB`, `1000`; at least one byte.
+fn byte_size(s: &str) -> Result<u64, String> {
+    match crate::hub::sweep::parse_size(s)? {
+        0 => Err("must be at least 1 byte".into()),
+        n => Ok(n),
+    }
+}

@@ -14,8 +14,11 @@ use super::spec::TaskSpec;
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::hub::sweep::Downloads;
+use crate::hub::{FileEntry, Hub, HubRevision};
 use crate::shard::Shard;
-use crate::store::{now, CheckpointRow, MetricRow, Store, TaskInfo};
+use crate::sources::Candidate;
+use crate::store::{now, CheckpointRow, HubRevisionRow, MetricRow, Store, TaskInfo};
 use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
 use std::collections::HashMap;
@@ -82,12 +85,7 @@ impl Progress for Quiet {
 
 /// The store's description of a checkpoint.
 pub fn checkpoint_row(ckpt: &Checkpoint, fingerprint: &str) -> CheckpointRow {
-    let run = ckpt
-        .dir
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run = ckpt.run();
     let schedule = ckpt.meta.as_ref().and_then(|m| m.schedule.as_ref());
     let stage = ckpt.stage().map(|s| s.to_string());
     let alpha = schedule.and_then(|s| {
@@ -99,7 +97,7 @@ pub fn checkpoint_row(ckpt: &Checkpoint, fingerprint: &str) -> CheckpointRow {
     });
     CheckpointRow {
         fingerprint: fingerprint.to_string(),
-        path: ckpt.dir.display().to_string(),
+        path: ckpt.name(),
         run,
         step: ckpt.step,
         stage,
@@ -116,83 +114,361 @@ pub fn evaluate(
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<CheckpointOutcome>> {
-    evaluate_shard(checkpoints, tasks, store, opts, progress, None)
+    let candidates: Vec<Candidate> = checkpoints
+        .iter()
+        .map(|c| Candidate::Local(Box::new(c.clone())))
+        .collect();
+    evaluate_shard(&candidates, tasks, store, opts, progress, None, None)
 }
 
-/// [`evaluate`] restricted to `shard`'s part of the (checkpoint, task) units, as
-/// [`units_of`] lists and costs them; `None`: everything.
+/// [`evaluate`] over candidates, restricted to `shard`'s part of the (checkpoint, task)
+/// units as [`unit_costs`] lists and costs them (`None`: everything). Hub revisions
+/// need `downloads`: a revision whose results are all stored is not downloaded.
 pub fn evaluate_shard(
-    checkpoints: &[Checkpoint],
+    candidates: &[Candidate],
     tasks: &[TaskRequests],
     store: &mut Store,
     opts: &RunOptions,
     progress: &dyn Progress,
     shard: Option<Shard>,
+    mut downloads: Option<&mut Downloads>,
 ) -> Result<Vec<CheckpointOutcome>> {
     let mine = match shard {
-        Some(s) => s.select(&unit_costs(checkpoints, tasks)),
-        None => vec![true; checkpoints.len() * tasks.len()],
+        Some(s) => s.select(&unit_costs(candidates, tasks)),
+        None => vec![true; candidates.len() * tasks.len()],
     };
+    let selected: Vec<Vec<&TaskRequests>> = (0..candidates.len())
+        .map(|c| {
+            tasks
+                .iter()
+                .enumerate()
+                .filter(|(t, _)| mine[c * tasks.len() + t])
+                .map(|(_, task)| task)
+                .collect()
+        })
+        .collect();
+    let plans = plan_revisions(candidates, &selected, store, opts, downloads.as_deref())?;
     let mut outcomes = Vec::new();
-    for (c, ckpt) in checkpoints.iter().enumerate() {
-        let selected: Vec<&TaskRequests> = tasks
-            .iter()
-            .enumerate()
-            .filter(|(t, _)| mine[c * tasks.len() + t])
-            .map(|(_, task)| task)
-            .collect();
-        if selected.is_empty() {
+    for (c, candidate) in candidates.iter().enumerate() {
+        if selected[c].is_empty() {
             continue;
         }
-        let path = ckpt.dir.display().to_string();
-        let fingerprint = match ckpt.fingerprint() {
-            Ok(f) => f,
-            Err(e) => {
-                store.put_failure(&path, None, None, &e.to_string())?;
-                outcomes.push(CheckpointOutcome {
-                    row: checkpoint_row(ckpt, ""),
-                    computed: 0,
-                    error: Some(e.to_string()),
-                });
-                continue;
+        let outcome = match (candidate, &plans[c]) {
+            (Candidate::Local(ckpt), _) => {
+                score_checkpoint(ckpt, &selected[c], store, opts, progress)?
             }
-        };
-        let row = checkpoint_row(ckpt, &fingerprint);
-        let meta = ckpt
-            .meta
-            .as_ref()
-            .and_then(|m| serde_json::to_string(m).ok());
-        store.put_checkpoint(&row, meta.as_deref())?;
-        let result = evaluate_checkpoint(ckpt, &fingerprint, &selected, store, opts, progress);
-        let (computed, error) = match result {
-            Ok(n) => (n, None),
-            Err(e) if is_store_error(&e, store) => return Err(e),
-            Err(e) => {
-                store.put_failure(&path, Some(&fingerprint), None, &e.to_string())?;
-                (0, Some(e.to_string()))
+            (Candidate::Hub(rev), Some(plan)) => {
+                let Some(downloads) = downloads.as_deref_mut() else {
+                    return Err(Error::Invalid("a Hub revision needs the Hub".into()));
+                };
+                let next =
+                    (c + 1..candidates.len()).find_map(|i| match (&candidates[i], &plans[i]) {
+                        (Candidate::Hub(r), Some(RevisionPlan::Fetch { files, .. })) => {
+                            Some((i, r, files))
+                        }
+                        _ => None,
+                    });
+                score_revision(
+                    c,
+                    rev,
+                    plan,
+                    next,
+                    &selected[c],
+                    store,
+                    opts,
+                    progress,
+                    downloads,
+                )?
             }
+            (Candidate::Hub(_), None) => continue,
         };
-        outcomes.push(CheckpointOutcome {
-            row,
-            computed,
-            error,
-        });
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }
 
+/// Scores one checkpoint on disk (its fingerprint keys everything).
+fn score_checkpoint(
+    ckpt: &Checkpoint,
+    tasks: &[&TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<CheckpointOutcome> {
+    let path = ckpt.name();
+    let fingerprint = match ckpt.fingerprint() {
+        Ok(f) => f,
+        Err(e) => {
+            store.put_failure(&path, None, None, &e.to_string())?;
+            return Ok(CheckpointOutcome {
+                row: checkpoint_row(ckpt, ""),
+                computed: 0,
+                error: Some(e.to_string()),
+            });
+        }
+    };
+    score_fingerprinted(ckpt, &fingerprint, tasks, store, opts, progress)
+}
+
+fn score_fingerprinted(
+    ckpt: &Checkpoint,
+    fingerprint: &str,
+    tasks: &[&TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<CheckpointOutcome> {
+    let row = checkpoint_row(ckpt, fingerprint);
+    let meta = ckpt
+        .meta
+        .as_ref()
+        .and_then(|m| serde_json::to_string(m).ok());
+    store.put_checkpoint(&row, meta.as_deref())?;
+    let (computed, error) =
+        match evaluate_checkpoint(ckpt, fingerprint, tasks, store, opts, progress) {
+            Ok(n) => (n, None),
+            Err(e) if is_store_error(&e, store) => return Err(e),
+            Err(e) => {
+                let message = named(ckpt, e.to_string());
+                store.put_failure(&row.path, Some(fingerprint), None, &message)?;
+                (0, Some(message))
+            }
+        };
+    Ok(CheckpointOutcome {
+        row,
+        computed,
+        error,
+    })
+}
+
+/// `message`, led by the checkpoint's name when it names only the directory (a Hub
+/// revision's snapshot says nothing to the user).
+fn named(ckpt: &Checkpoint, message: String) -> String {
+    let name = ckpt.name();
+    if ckpt.origin.is_none() || message.contains(&name) {
+        message
+    } else {
+        format!("{name}: {message}")
+    }
+}
+
+/// What is known of a Hub revision before anything large is downloaded.
+enum RevisionPlan {
+    /// Every task is stored for its weights: nothing to download.
+    Done {
+        fingerprint: String,
+        weights: Option<String>,
+    },
+    /// Its weights are needed: these files (none offline, where the snapshot is used).
+    Fetch {
+        files: Vec<FileEntry>,
+        weights: Option<String>,
+    },
+    /// It cannot be scored (no such revision, no weights, gated...).
+    Failed(String),
+}
+
+/// For each Hub revision with tasks to do: its fingerprint from the store, by commit or
+/// else by the digests the tree listing gives for its weights, and whether everything
+/// is stored under it.
+fn plan_revisions(
+    candidates: &[Candidate],
+    selected: &[Vec<&TaskRequests>],
+    store: &Store,
+    opts: &RunOptions,
+    downloads: Option<&Downloads>,
+) -> Result<Vec<Option<RevisionPlan>>> {
+    candidates
+        .iter()
+        .zip(selected)
+        .map(|(candidate, tasks)| match (candidate, downloads) {
+            (Candidate::Hub(rev), Some(d)) if !tasks.is_empty() => {
+                match plan_revision(rev, d.hub(), tasks, store, opts) {
+                    Ok(plan) => Ok(Some(plan)),
+                    Err(e) if is_store_error(&e, store) => Err(e),
+                    Err(e) => Ok(Some(RevisionPlan::Failed(e.to_string()))),
+                }
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+fn plan_revision(
+    rev: &HubRevision,
+    hub: &Hub,
+    tasks: &[&TaskRequests],
+    store: &Store,
+    opts: &RunOptions,
+) -> Result<RevisionPlan> {
+    let repo = &rev.source.repo;
+    let mut fingerprint = store.hub_fingerprint_at(repo, &rev.commit)?;
+    let mut listing = None;
+    if fingerprint.is_none() && !hub.is_offline() {
+        let files = hub.checkpoint_files(rev, &hub.tree(repo, &rev.commit)?)?;
+        let weights = weights_key(&files);
+        fingerprint = store.hub_fingerprint_of_weights(&weights)?;
+        listing = Some((files, weights));
+    }
+    if let Some(fp) = fingerprint {
+        if all_stored(&fp, tasks, store, opts)? {
+            return Ok(RevisionPlan::Done {
+                fingerprint: fp,
+                weights: listing.map(|(_, w)| w),
+            });
+        }
+    }
+    let (files, weights) = match listing {
+        Some((files, weights)) => (files, Some(weights)),
+        None if hub.is_offline() => (vec![], None),
+        None => {
+            let files = hub.checkpoint_files(rev, &hub.tree(repo, &rev.commit)?)?;
+            let weights = weights_key(&files);
+            (files, Some(weights))
+        }
+    };
+    Ok(RevisionPlan::Fetch { files, weights })
+}
+
+fn all_stored(
+    fingerprint: &str,
+    tasks: &[&TaskRequests],
+    store: &Store,
+    opts: &RunOptions,
+) -> Result<bool> {
+    for t in tasks {
+        if !store.has_task_result(
+            fingerprint,
+            &t.spec.task,
+            &results_hash(&opts.policy, &t.spec),
+        )? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The weight files and their digests, `path=etag;...`: equal for equal weights.
+fn weights_key(files: &[FileEntry]) -> String {
+    let mut parts: Vec<String> = files
+        .iter()
+        .filter(|f| f.path.ends_with(".safetensors") || f.path.ends_with(".bin"))
+        .map(|f| format!("{}={}", f.path, f.etag()))
+        .collect();
+    parts.sort();
+    parts.join(";")
+}
+
+/// Scores one Hub revision as planned: from the store alone, or downloaded (the next
+/// revision to download starting in the background), scored, and released.
+#[allow(clippy::too_many_arguments)]
+fn score_revision(
+    index: usize,
+    rev: &HubRevision,
+    plan: &RevisionPlan,
+    next: Option<(usize, &HubRevision, &Vec<FileEntry>)>,
+    tasks: &[&TaskRequests],
+    store: &mut Store,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+    downloads: &mut Downloads,
+) -> Result<CheckpointOutcome> {
+    let name = rev.source.to_string();
+    let revision_row = |fingerprint: &str, weights: Option<&String>| HubRevisionRow {
+        repo: rev.source.repo.clone(),
+        revision: rev.revision().to_string(),
+        commit_sha: rev.commit.clone(),
+        fingerprint: fingerprint.to_string(),
+        weights: weights.cloned(),
+        step: rev.position.map(|p| p.step),
+        tokens: rev.position.and_then(|p| p.tokens),
+    };
+    let failed = |store: &Store, message: String| -> Result<CheckpointOutcome> {
+        store.put_failure(&name, None, None, &message)?;
+        Ok(CheckpointOutcome {
+            row: revision_checkpoint_row(rev, store, ""),
+            computed: 0,
+            error: Some(message),
+        })
+    };
+    match plan {
+        RevisionPlan::Failed(message) => failed(store, message.clone()),
+        RevisionPlan::Done {
+            fingerprint,
+            weights,
+        } => {
+            store.put_hub_revision(&revision_row(fingerprint, weights.as_ref()))?;
+            Ok(CheckpointOutcome {
+                row: revision_checkpoint_row(rev, store, fingerprint),
+                computed: 0,
+                error: None,
+            })
+        }
+        RevisionPlan::Fetch { files, weights } => {
+            let dir = match downloads.get(index, rev, files) {
+                Ok(dir) => dir,
+                Err(e) => return failed(store, e.to_string()),
+            };
+            if let Some((i, next_rev, next_files)) = next {
+                downloads.prefetch(i, next_rev, next_files);
+            }
+            let ckpt = match crate::sources::open_revision(&dir, rev) {
+                Ok(c) => c,
+                Err(e) => {
+                    downloads.release(index);
+                    return failed(store, format!("{name}: {e}"));
+                }
+            };
+            let outcome = match ckpt.fingerprint() {
+                Ok(fingerprint) => {
+                    store.put_hub_revision(&revision_row(&fingerprint, weights.as_ref()))?;
+                    score_fingerprinted(&ckpt, &fingerprint, tasks, store, opts, progress)
+                }
+                Err(e) => failed(store, named(&ckpt, e.to_string())),
+            };
+            downloads.release(index);
+            outcome
+        }
+    }
+}
+
+/// The store's row for a revision scored before: what the store knows of its weights,
+/// shown as this revision.
+fn revision_checkpoint_row(rev: &HubRevision, store: &Store, fingerprint: &str) -> CheckpointRow {
+    let known = (!fingerprint.is_empty())
+        .then(|| store.checkpoint(fingerprint).ok().flatten())
+        .flatten();
+    let mut row = known.unwrap_or(CheckpointRow {
+        fingerprint: fingerprint.to_string(),
+        path: String::new(),
+        run: String::new(),
+        step: None,
+        stage: None,
+        schedule: None,
+        alpha: None,
+    });
+    row.path = rev.source.to_string();
+    row.run = rev.source.name().to_string();
+    row.step = rev.position.map(|p| p.step).or(row.step);
+    row
+}
+
 /// The estimated cost of each (checkpoint, task) unit, checkpoint-major: the
 /// characters the task asks the model to read or write, times the checkpoint's
-/// parameters (millions). Every shard computes the same list from the same inputs.
-pub fn unit_costs(checkpoints: &[Checkpoint], tasks: &[TaskRequests]) -> Vec<u64> {
+/// parameters (millions; a Hub revision counts as one million, as its config is not
+/// downloaded to plan). Every shard computes the same list from the same inputs.
+pub fn unit_costs(candidates: &[Candidate], tasks: &[TaskRequests]) -> Vec<u64> {
     let task_cost: Vec<u64> = tasks.iter().map(task_chars).collect();
-    checkpoints
+    candidates
         .iter()
-        .flat_map(|ckpt| {
-            let millions = ckpt
-                .config()
-                .map(|c| (c.num_parameters() as u64 / 1_000_000).max(1))
-                .unwrap_or(1);
+        .flat_map(|candidate| {
+            let millions = match candidate {
+                Candidate::Local(ckpt) => ckpt
+                    .config()
+                    .map(|c| (c.num_parameters() as u64 / 1_000_000).max(1))
+                    .unwrap_or(1),
+                Candidate::Hub(_) => 1,
+            };
             task_cost.iter().map(move |t| t.saturating_mul(millions))
         })
         .collect()
@@ -276,7 +552,7 @@ fn evaluate_checkpoint(
             }
         }
     }
-    progress.checkpoint(&ckpt.dir.display().to_string(), missing.len());
+    progress.checkpoint(&ckpt.name(), missing.len());
     if !missing.is_empty() {
         let computed = compute(ckpt, fingerprint, &missing, store, opts, progress)?;
         stored.extend(computed);
@@ -315,7 +591,7 @@ pub fn answer_requests(
         .filter(|(h, _)| !known.contains_key(*h) && queued.insert((*h).clone()))
         .map(|(h, r)| (h.clone(), r.clone()))
         .collect();
-    progress.checkpoint(&ckpt.dir.display().to_string(), missing.len());
+    progress.checkpoint(&ckpt.name(), missing.len());
     if !missing.is_empty() {
         known.extend(compute(ckpt, fingerprint, &missing, store, opts, progress)?);
     }

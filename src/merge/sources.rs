@@ -3,7 +3,7 @@
 //! distinct steps, one stage).
 
 use super::coefficients::list;
-use crate::checkpoint::{discover, Checkpoint, StoredTensor, WeightFiles, CONFIG_FILE};
+use crate::checkpoint::{Checkpoint, StoredTensor, WeightFiles, CONFIG_FILE};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,7 +79,9 @@ fn find(inputs: &[PathBuf]) -> Result<(Vec<Checkpoint>, Vec<PathBuf>)> {
     let named: Vec<PathBuf> = inputs.iter().filter_map(|p| canonical(p)).collect();
     let mut found = Vec::new();
     let mut skipped = Vec::new();
-    for ckpt in discover(inputs)? {
+    // Hub revisions (hf://ORG/NAME@REV) are fetched into the cache and kept.
+    let hub = crate::sources::HubOptions::default();
+    for ckpt in crate::sources::checkpoints(inputs, &hub, &crate::hub::Silent)? {
         let merged = ckpt.meta.as_ref().is_some_and(|m| m.merge.is_some());
         let named_directly = canonical(&ckpt.dir).is_some_and(|d| named.contains(&d));
         if merged && !named_directly {

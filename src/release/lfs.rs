@@ -12,7 +12,7 @@
 //! verified or committed. Each request is retried on its own, so a failed part is
 //! sent again, not the whole file.
 
-use super::hub::{BatchActions, HubClient, HubError, LfsAction, LFS_MEDIA_TYPE};
+use crate::hub::client::{BatchActions, HubClient, HubError, LfsAction, LFS_MEDIA_TYPE};
 use indicatif::ProgressBar;
 use reqwest::blocking::Body;
 use reqwest::Method;

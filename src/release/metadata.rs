@@ -2,7 +2,7 @@
 //! them, before any work: a branch name git accepts, a license id from the Hub's list,
 //! language codes shaped like ISO 639, dataset and model ids shaped like repository ids.
 
-use super::repo_id::RepoId;
+use crate::hub::RepoId;
 
 /// The license ids the Hub's model card metadata accepts
 /// (https://huggingface.co/docs/hub/repositories-licenses).
@@ -115,6 +115,15 @@ pub fn parse_language(s: &str) -> Result<String, String> {
         Err(format!(
             "{s:?} is not a language code (ISO 639: 2 or 3 lowercase letters, e.g. en, fr, yue)"
         ))
+    }
+}
+
+/// `--base-model`: a Hub repository id, or a checkpoint source `hf://ORG/NAME[@REV]`,
+/// which the card names by its repository (the card's `base_model` has no revision).
+pub fn parse_base_model(s: &str) -> Result<String, String> {
+    match crate::hub::HubSource::parse(s) {
+        Some(source) => source.map(|s| s.repo).map_err(|e| e.to_string()),
+        None => parse_hub_id(s),
     }
 }
 

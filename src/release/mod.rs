@@ -8,18 +8,15 @@
 //!
 //! [`prepare`] does everything that stays on the machine: checks, the decay verdict,
 //! the card and the plan (files hashed). The upload is [`upload::publish`] over a
-//! [`hub::HubClient`].
+//! [`crate::hub::HubClient`].
 
-pub mod auth;
 pub mod card;
 pub mod checks;
 pub mod decay;
-pub mod hub;
 pub mod lfs;
 pub mod lr_curve;
 pub mod metadata;
 pub mod plan;
-pub mod repo_id;
 pub mod results;
 pub mod upload;
 

@@ -15,11 +15,13 @@
 //! duplicate); moved to a commit holding exactly these files, it happened; anything
 //! else is reported, not retried.
 
-use super::hub::{CommitFailure, HubClient, HubError, LfsObject, PreuploadFile, RevisionInfo};
 use super::lfs::{self, LocalObject};
 use super::plan::{Plan, PlanFile, UploadMode};
-use super::repo_id::RepoId;
 use crate::error::{Error, Result};
+use crate::hub::client::{
+    CommitFailure, HubClient, HubError, LfsObject, PreuploadFile, RevisionInfo,
+};
+use crate::hub::RepoId;
 use base64::Engine;
 use indicatif::ProgressBar;
 use serde::Serialize;

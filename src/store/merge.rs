@@ -15,6 +15,7 @@
 //! | `metrics` | `value`, `stderr`, `n`, `higher_is_better`, `num_fewshot`, `regime` | `ckpt_version`, `created_at`: the earliest wins (one process never scores a task twice, so it keeps the first) |
 //! | `tasks` | `dataset_path`, `dataset_name`, `split`, `spec`, `tokenization` | `data_origin`: the first (the data file's path on the machine that scored it) |
 //! | `sharpness` | `step`, `estimate`, `stderr`, `result` less its `seconds` and `ckpt_version` | `result`, `created_at`: the first |
+//! | `hub_revisions` | `fingerprint` (one commit has one set of weights) | `weights`, `step`, `tokens`, `seen_at`: the earliest sighting |
 //! | `responses`, `judge_answers` | (caches) | the first; differing rows are counted and warned about |
 //! | `failures` | (no key: a log) | every row not already there |
 //!
@@ -67,7 +68,7 @@ enum Keep {
 const SHARPNESS_RESULT: &str = "json_remove({t}.result, '$.seconds', '$.ckpt_version')";
 
 /// The keyed tables and their rules (the module's table says why).
-const RULES: [Rule; 7] = [
+const RULES: [Rule; 8] = [
     Rule {
         table: "checkpoints",
         key: &["fingerprint"],
@@ -119,6 +120,14 @@ const RULES: [Rule; 7] = [
         same: &["step", "estimate", "stderr", SHARPNESS_RESULT],
         rest: &["result", "created_at"],
         keep: Keep::First,
+        cache: false,
+    },
+    Rule {
+        table: "hub_revisions",
+        key: &["repo", "revision", "commit_sha"],
+        same: &["fingerprint"],
+        rest: &["weights", "step", "tokens", "seen_at"],
+        keep: Keep::Earliest("seen_at"),
         cache: false,
     },
     Rule {

@@ -20,9 +20,11 @@
 //! shared over NFS) are joined by [`merge()`] (`ckpt store merge`), exactly, or read as
 //! one by [`StoreSet::open`]; [`Store::status`] says what is done, failed and missing.
 
+mod hub;
 mod merge;
 mod status;
 
+pub use hub::HubRevisionRow;
 pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
@@ -37,7 +39,7 @@ use std::time::Duration;
 pub const STORE_FILE: &str = "ckpt.sqlite";
 
 /// Schema version: bumped when tables change (older stores are migrated or refused).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -111,6 +113,18 @@ CREATE TABLE IF NOT EXISTS failures (
     message TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hub_revisions (
+    repo TEXT NOT NULL,
+    revision TEXT NOT NULL,
+    commit_sha TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    weights TEXT,
+    step INTEGER,
+    tokens INTEGER,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (repo, revision, commit_sha)
+);
+CREATE INDEX IF NOT EXISTS hub_revisions_by_weights ON hub_revisions (weights);
 CREATE TABLE IF NOT EXISTS judge_answers (
     judge_model TEXT NOT NULL,
     prompt_hash TEXT NOT NULL,
@@ -274,7 +288,8 @@ impl Store {
     /// Brings a store written by an older ckpt to this schema (version 2 added
     /// `tasks.data_origin`; version 3 `tasks.tokenization`, which marks every older
     /// result as computed without special tokens: those results stay, under keys that
-    /// the current policy never looks up, so they are never reused for it).
+    /// the current policy never looks up, so they are never reused for it; version 4
+    /// the `hub_revisions` table, which `CREATE TABLE IF NOT EXISTS` adds).
     fn migrate(&self) -> Result<()> {
         self.add_column("tasks", "data_origin", None)?;
         self.add_column("tasks", "tokenization", Some(LEGACY_TOKENIZATION))
@@ -360,6 +375,14 @@ impl Store {
             .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// The checkpoint stored under `fingerprint`.
+    pub fn checkpoint(&self, fingerprint: &str) -> Result<Option<CheckpointRow>> {
+        Ok(self
+            .checkpoints()?
+            .into_iter()
+            .find(|c| c.fingerprint == fingerprint))
     }
 
     /// Every checkpoint's fingerprint and `ckpt.json` (`null` when it had none).

@@ -5,6 +5,12 @@
 //! - `GET /api/whoami-v2`, `POST /api/repos/create` (409 when the repo exists, 403
 //!   outside the token's namespaces), `POST /api/models/{repo}/branch/{b}`,
 //!   `GET /api/models/{repo}[/revision/{rev}]` (siblings with blob ids and LFS pointers);
+//! - `GET /api/models/{repo}/refs[?include_prs=1]` (route `refs`): branches (and PR
+//!   refs `refs/pr/N` when asked), sorted, with their commits;
+//! - `GET /api/models/{repo}/tree/{rev}[/{path}][?recursive=true]` (route `tree`):
+//!   files with blob ids (LFS ones with `lfs.oid`/`size`/`pointerSize`) and
+//!   directories, `Options::tree_page` entries a page, the next page in a `Link:
+//!   <URL>; rel="next"` header (a `cursor` parameter);
 //! - `POST /api/models/{repo}/preupload/{rev}` (LFS for large, binary or weight files;
 //!   the `oid` of files already at the revision);
 //! - `POST /{repo}.git/info/lfs/objects/batch`: basic uploads, and multipart ones (a
@@ -14,13 +20,22 @@
 //! - `POST /api/models/{repo}/commit/{rev}` (NDJSON; `parentCommit` must be the head,
 //!   else 412; LFS files must reference stored objects; `create_pr=1` opens a PR ref);
 //! - `GET /{repo}/resolve/{rev}/{path}`: regular files with `ETag` and `X-Repo-Commit`,
-//!   LFS files by a 302 to a "CDN" URL with `X-Linked-Etag` / `X-Linked-Size`, byte
-//!   ranges (`206` + `Content-Range`), as the hf-hub crate reads them.
+//!   LFS files by a 302 to a "CDN" URL (route `cdn`) with `X-Linked-Etag` /
+//!   `X-Linked-Size`, byte ranges (`206` + `Content-Range`), as the hf-hub crate reads
+//!   them.
+//!
+//! Reads (`refs`, `tree`, `revision`, `resolve`) follow the Hub's access rules: a token
+//! that is not the valid one is a 401 (`Invalid credentials in Authorization header`)
+//! even on public repos; a missing repo, or a private one without the token, is
+//! `X-Error-Code: RepoNotFound`, 401 without an `Authorization` header and 404 with
+//! one; the files of a gated repo need the token (403, `GatedRepo`; its metadata stays
+//! readable, as on the Hub); then `RevisionNotFound` and `EntryNotFound` (404s).
 //!
 //! Faults can be injected per route (an error status, `Retry-After`, a connection
-//! dropped before or after handling), and every request is logged for assertions.
-//! LFS objects are stored on disk and streamed in both directions, so a benchmark can
-//! push gigabytes through it. Every response closes its connection.
+//! dropped before or after handling, a body cut or stalled after N bytes), and every
+//! request is logged for assertions. LFS objects are stored on disk and streamed in
+//! both directions, so a benchmark can push gigabytes through it; the bytes the CDN
+//! sent are counted. Every response closes its connection.
 
 #![allow(dead_code)] // the tests and the benchmark each use a subset
 
@@ -52,6 +67,8 @@ pub struct Options {
     pub multipart_threshold: u64,
     /// Part size of multipart uploads.
     pub chunk_size: u64,
+    /// Entries in one page of a `tree` listing (the Hub's is 1000).
+    pub tree_page: usize,
 }
 
 impl Default for Options {
@@ -62,6 +79,7 @@ impl Default for Options {
             orgs: vec!["ckpt-org".into()],
             multipart_threshold: 64 * 1024,
             chunk_size: 32 * 1024,
+            tree_page: 1000,
         }
     }
 }
@@ -82,6 +100,27 @@ pub enum FaultAction {
     EchoAuthorization(u16),
     /// Commit something else to the branch first (a concurrent writer).
     ConcurrentCommit,
+    /// Send the status line and headers (with the full `Content-Length`) and the first
+    /// N bytes of the body, then close the connection: a download cut short. Waits for
+    /// a successful `GET` whose body is longer than N (meant for `cdn` and `resolve` of
+    /// a regular file: HEADs, 302s, errors and hf-hub's one-byte `Range: bytes=0-0`
+    /// probe are passed over).
+    /// Logged with status 0.
+    DropMidBody(u64),
+    /// Like `DropMidBody`, but the connection stays open without sending more until the
+    /// server stops or 60 s pass: a stuck CDN node (the client's read timeout must
+    /// fire). Logged with status 0 as soon as the N bytes are sent.
+    StallMidBody(u64),
+}
+
+impl FaultAction {
+    /// The body bytes a fault lets through, for the faults that cut a body.
+    fn body_cut(&self) -> Option<u64> {
+        match self {
+            Self::DropMidBody(n) | Self::StallMidBody(n) => Some(*n),
+            _ => None,
+        }
+    }
 }
 
 /// A fault for `times` requests of `route` (and part number `part`, when given).
@@ -144,6 +183,8 @@ struct Commit {
 #[derive(Debug, Default)]
 struct Repo {
     private: bool,
+    /// Files need the token (the stand-in's one account has accepted the conditions).
+    gated: bool,
     /// Branches and PR refs (`refs/pr/N`) to commit ids.
     refs: BTreeMap<String, String>,
     commits: HashMap<String, Commit>,
@@ -175,17 +216,20 @@ struct State {
 pub struct HubServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     _storage: tempfile::TempDir,
 }
 
 struct Shared {
     url: String,
-    state: Arc<Mutex<State>>,
+    state: Mutex<State>,
     storage: PathBuf,
     counter: AtomicU64,
+    /// Set when the server stops: stalled connections give up.
+    stop: AtomicBool,
+    /// Body bytes the `cdn` route has sent.
+    served: AtomicU64,
 }
 
 impl HubServer {
@@ -199,7 +243,7 @@ impl HubServer {
             Some(p) => tempfile::tempdir_in(p).unwrap(),
             None => tempfile::tempdir().unwrap(),
         };
-        let state = Arc::new(Mutex::new(State {
+        let state = Mutex::new(State {
             opts,
             repos: HashMap::new(),
             objects: HashMap::new(),
@@ -207,20 +251,21 @@ impl HubServer {
             pending: HashMap::new(),
             faults: Vec::new(),
             log: Vec::new(),
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
+        });
         let shared = Arc::new(Shared {
             url: url.clone(),
-            state: Arc::clone(&state),
+            state,
             storage: storage.path().to_path_buf(),
             counter: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            served: AtomicU64::new(0),
         });
-        let stop2 = Arc::clone(&stop);
+        let server = Arc::clone(&shared);
         let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
+            while !server.stop.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let shared = Arc::clone(&shared);
+                        let shared = Arc::clone(&server);
                         std::thread::spawn(move || serve(stream, &shared));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -232,26 +277,29 @@ impl HubServer {
         });
         Self {
             url,
-            state,
-            stop,
+            shared,
             thread: Some(thread),
             _storage: storage,
         }
     }
 
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap()
+    }
+
     /// The valid token.
     pub fn token(&self) -> String {
-        self.state.lock().unwrap().opts.token.clone()
+        self.st().opts.token.clone()
     }
 
     /// Adds a fault.
     pub fn fault(&self, fault: Fault) {
-        self.state.lock().unwrap().faults.push(fault);
+        self.st().faults.push(fault);
     }
 
     /// Every request so far.
     pub fn log(&self) -> Vec<LogEntry> {
-        self.state.lock().unwrap().log.clone()
+        self.st().log.clone()
     }
 
     /// Requests of `route` answered with a success status.
@@ -267,20 +315,35 @@ impl HubServer {
         self.log().iter().filter(|e| e.route == route).count()
     }
 
-    /// Forgets the log.
+    /// Requests of `route`, whatever their outcome, in order.
+    pub fn requests_for(&self, route: &str) -> Vec<LogEntry> {
+        self.log()
+            .into_iter()
+            .filter(|e| e.route == route)
+            .collect()
+    }
+
+    /// Body bytes the `cdn` route (LFS objects) has sent, cut bodies included: 0 after
+    /// `clear_log` means nothing was downloaded since. Exact once responses are done.
+    pub fn objects_served(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
+    }
+
+    /// Forgets the log and the count of `objects_served`.
     pub fn clear_log(&self) {
-        self.state.lock().unwrap().log.clear();
+        self.st().log.clear();
+        self.shared.served.store(0, Ordering::SeqCst);
     }
 
     /// The commit `reference` of `repo` points at.
     pub fn head(&self, repo: &str, reference: &str) -> Option<String> {
-        let st = self.state.lock().unwrap();
+        let st = self.st();
         st.repos.get(repo)?.refs.get(reference).cloned()
     }
 
     /// The number of commits in the history of `reference`.
     pub fn history_len(&self, repo: &str, reference: &str) -> usize {
-        let st = self.state.lock().unwrap();
+        let st = self.st();
         let Some(r) = st.repos.get(repo) else {
             return 0;
         };
@@ -295,14 +358,14 @@ impl HubServer {
 
     /// The message of the head commit of `reference`.
     pub fn head_message(&self, repo: &str, reference: &str) -> Option<String> {
-        let st = self.state.lock().unwrap();
+        let st = self.st();
         let r = st.repos.get(repo)?;
         Some(r.commits[r.refs.get(reference)?].message.clone())
     }
 
     /// The paths at `reference`.
     pub fn files(&self, repo: &str, reference: &str) -> Vec<String> {
-        let st = self.state.lock().unwrap();
+        let st = self.st();
         let Some(r) = st.repos.get(repo) else {
             return vec![];
         };
@@ -314,7 +377,7 @@ impl HubServer {
 
     /// Whether `path` at `reference` is stored in LFS.
     pub fn is_lfs(&self, repo: &str, reference: &str, path: &str) -> Option<bool> {
-        let st = self.state.lock().unwrap();
+        let st = self.st();
         let r = st.repos.get(repo)?;
         let blob = r.commits[r.refs.get(reference)?].files.get(path)?;
         Some(matches!(blob, Blob::Lfs { .. }))
@@ -322,12 +385,12 @@ impl HubServer {
 
     /// Whether the server holds a complete LFS object `oid`.
     pub fn has_object(&self, oid: &str) -> bool {
-        self.state.lock().unwrap().objects.contains_key(oid)
+        self.st().objects.contains_key(oid)
     }
 
     /// Creates a repository directly (as if made elsewhere).
     pub fn create_repo(&self, repo: &str, private: bool) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.st();
         let counter = st.repos.len() as u64 + 1_000_000;
         st.repos.insert(repo.into(), new_repo(private, counter));
     }
@@ -335,7 +398,7 @@ impl HubServer {
     /// Commits `files` (path, bytes) to `main` of `repo` directly (no upload protocol),
     /// creating the repo if needed: fixtures for download tests.
     pub fn put_files(&self, repo: &str, files: &[(&str, Vec<u8>)]) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.st();
         let counter = st.repos.len() as u64 + 2_000_000;
         let r = st
             .repos
@@ -354,11 +417,84 @@ impl HubServer {
         r.commits.insert(sha.clone(), commit);
         r.refs.insert("main".into(), sha);
     }
+
+    /// Commits `files` (path, bytes) onto `branch` of `repo` directly, creating the repo
+    /// (public) if needed and the branch from main's head if missing; returns the new
+    /// commit, which holds the parent's files plus these. Weights (`.safetensors`,
+    /// `.bin`, `.pt`, `.pth`) and files of at least `LFS_SIZE` go to LFS, stored as
+    /// objects the CDN serves. A `refs/pr/N` branch is a pull request.
+    pub fn put_revision(&self, repo: &str, branch: &str, files: &[(&str, Vec<u8>)]) -> String {
+        // Objects are written before the lock is taken: fixtures may be large.
+        let blobs: Vec<(String, Blob)> = files
+            .iter()
+            .map(|(path, bytes)| (path.to_string(), fixture_blob(&self.shared, path, bytes)))
+            .collect();
+        let counter = self.shared.counter.fetch_add(2, Ordering::SeqCst);
+        let mut st = self.st();
+        let r = st
+            .repos
+            .entry(repo.into())
+            .or_insert_with(|| new_repo(false, counter));
+        let parent = r.refs.get(branch).unwrap_or(&r.refs["main"]).clone();
+        let mut commit = r.commits[&parent].clone();
+        commit.parent = Some(parent);
+        commit.message = format!("fixture on {branch}");
+        commit.files.extend(blobs);
+        let sha = commit_id(&commit, counter + 1);
+        r.commits.insert(sha.clone(), commit);
+        r.refs.insert(branch.into(), sha.clone());
+        // Pull requests opened later by a commit get the next number.
+        if let Some(n) = branch.strip_prefix("refs/pr/").and_then(|n| n.parse().ok()) {
+            r.prs = r.prs.max(n);
+        }
+        sha
+    }
+
+    /// Makes `repo` private or public.
+    pub fn set_private(&self, repo: &str, private: bool) {
+        self.with_repo(repo, |r| r.private = private);
+    }
+
+    /// Gates `repo`'s files (or ungates them): only the token may download them.
+    pub fn set_gated(&self, repo: &str, gated: bool) {
+        self.with_repo(repo, |r| r.gated = gated);
+    }
+
+    fn with_repo(&self, repo: &str, f: impl FnOnce(&mut Repo)) {
+        let mut st = self.st();
+        let r = st.repos.get_mut(repo);
+        f(r.unwrap_or_else(|| panic!("no repository {repo} on the stand-in Hub")));
+    }
+}
+
+/// How `put_revision` stores a file: as the Hub's LFS rule would, the object on disk.
+fn fixture_blob(shared: &Shared, path: &str, bytes: &[u8]) -> Blob {
+    let weights = [".safetensors", ".bin", ".pt", ".pth"];
+    let size = bytes.len() as u64;
+    if size < LFS_SIZE && !weights.iter().any(|e| path.ends_with(e)) {
+        return Blob::Regular(bytes.to_vec());
+    }
+    let oid = hex(Sha256::new_with_prefix(bytes));
+    if !shared.state.lock().unwrap().objects.contains_key(&oid) {
+        let file = storage_path(shared, &oid);
+        std::fs::write(&file, bytes).expect("write a fixture object");
+        let object = Object {
+            size,
+            segments: vec![file],
+        };
+        shared
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .insert(oid.clone(), object);
+    }
+    Blob::Lfs { oid, size }
 }
 
 impl Drop for HubServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -482,6 +618,13 @@ impl Response {
         self.headers.push((k.into(), v.into()));
         self
     }
+
+    fn body_len(&self) -> u64 {
+        match &self.body {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Segments { len, .. } => *len,
+        }
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -544,48 +687,104 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     })
 }
 
-fn write_response(stream: &mut TcpStream, resp: Response, head_only: bool) -> std::io::Result<()> {
-    let len = match &resp.body {
-        Body::Bytes(b) => b.len() as u64,
-        Body::Segments { len, .. } => *len,
-    };
+/// Writes `resp`, its body cut after `limit` bytes (the headers still announce all of
+/// it, as a connection lost mid-download looks); returns the body bytes the socket
+/// took, also added to `served` when given. Errors only end the writing: the client
+/// is gone.
+fn write_response(
+    stream: &mut TcpStream,
+    resp: Response,
+    head_only: bool,
+    limit: u64,
+    served: Option<&AtomicU64>,
+) -> u64 {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str(&format!(
-        "Content-Length: {len}\r\nConnection: close\r\n\r\n"
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        resp.body_len()
     ));
-    stream.write_all(head.as_bytes())?;
-    if head_only {
-        return stream.flush();
+    if stream.write_all(head.as_bytes()).is_err() || head_only {
+        let _ = stream.flush();
+        return 0;
     }
-    match resp.body {
-        Body::Bytes(b) => stream.write_all(&b)?,
+    let mut out = Counting {
+        inner: stream,
+        written: 0,
+        served,
+    };
+    let _ = write_body(&mut out, resp.body, limit);
+    let _ = out.flush();
+    out.written
+}
+
+fn write_body(out: &mut impl Write, body: Body, limit: u64) -> std::io::Result<()> {
+    let (segments, mut offset, mut len) = match body {
+        Body::Bytes(b) => return out.write_all(&b[..limit.min(b.len() as u64) as usize]),
         Body::Segments {
             segments,
-            mut offset,
-            mut len,
-        } => {
-            for seg in segments {
-                let seg_len = std::fs::metadata(&seg)?.len();
-                if offset >= seg_len {
-                    offset -= seg_len;
-                    continue;
-                }
-                let mut f = std::fs::File::open(&seg)?;
-                std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
-                let take = (seg_len - offset).min(len);
-                std::io::copy(&mut f.take(take), stream)?;
-                len -= take;
-                offset = 0;
-                if len == 0 {
-                    break;
-                }
+            offset,
+            len,
+        } => (segments, offset, len.min(limit)),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    for seg in segments {
+        if len == 0 {
+            break;
+        }
+        let seg_len = std::fs::metadata(&seg)?.len();
+        if offset >= seg_len {
+            offset -= seg_len;
+            continue;
+        }
+        let mut f = std::fs::File::open(&seg)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+        let mut take = (seg_len - offset).min(len);
+        len -= take;
+        offset = 0;
+        // Our own copy loop with a large buffer: io::copy into a wrapper would move a
+        // benchmark's gigabytes 8 KiB at a time.
+        while take > 0 {
+            let n = f.read(&mut buf[..take.min(1 << 20) as usize])?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
+            out.write_all(&buf[..n])?;
+            take -= n as u64;
         }
     }
-    stream.flush()
+    Ok(())
+}
+
+/// Counts the bytes the socket took. The shared counter is raised before each write
+/// and lowered by what was not taken, so a client holding the bytes never sees a count
+/// short of them.
+struct Counting<'a> {
+    inner: &'a mut TcpStream,
+    written: u64,
+    served: Option<&'a AtomicU64>,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let offered = buf.len() as u64;
+        if let Some(s) = self.served {
+            s.fetch_add(offered, Ordering::SeqCst);
+        }
+        let result = self.inner.write(buf);
+        let took = *result.as_ref().unwrap_or(&0) as u64;
+        if let Some(s) = self.served {
+            s.fetch_sub(offered - took, Ordering::SeqCst);
+        }
+        self.written += took;
+        result
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Dataset repos share the model namespace in this stand-in: `/api/datasets/...` is
@@ -608,6 +807,8 @@ fn route_of(method: &str, path: &str) -> (&'static str, Option<u32>, Option<Stri
         ("GET", ["api", "whoami-v2"]) => ("whoami", None, None),
         ("POST", ["api", "repos", "create"]) => ("create", None, None),
         ("POST", ["api", "models", _, _, "branch", _]) => ("branch", None, None),
+        ("GET", ["api", "models", _, _, "refs"]) => ("refs", None, None),
+        ("GET", ["api", "models", _, _, "tree", _, ..]) => ("tree", None, None),
         ("GET", ["api", "models", _, _]) | ("GET", ["api", "models", _, _, "revision", _]) => {
             ("revision", None, None)
         }
@@ -640,7 +841,8 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let (route, part, oid) = route_of(&req.method, &req.path);
     let token = shared.state.lock().unwrap().opts.token.clone();
     let authorized = req.header("authorization") == Some(&format!("Bearer {token}"));
-    let fault = take_fault(shared, route, part);
+    // Faults that cut a body wait until there is one (see below).
+    let fault = take_fault(shared, route, part, |a| a.body_cut().is_none());
     let log = |status: u16| {
         shared.state.lock().unwrap().log.push(LogEntry {
             route,
@@ -664,14 +866,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
         Some(FaultAction::Status(s)) => {
             drain(&mut reader, req.content_length);
             log(*s);
-            let _ = write_response(&mut stream, Response::error(*s, "injected fault"), false);
+            let resp = Response::error(*s, "injected fault");
+            write_response(&mut stream, resp, false, u64::MAX, None);
             return;
         }
         Some(FaultAction::RetryAfter(secs)) => {
             drain(&mut reader, req.content_length);
             log(429);
             let resp = Response::error(429, "slow down").header("Retry-After", secs.to_string());
-            let _ = write_response(&mut stream, resp, false);
+            write_response(&mut stream, resp, false, u64::MAX, None);
             return;
         }
         Some(FaultAction::EchoAuthorization(s)) => {
@@ -679,7 +882,13 @@ fn serve(stream: TcpStream, shared: &Shared) {
             log(*s);
             let echoed = req.header("authorization").unwrap_or("").to_string();
             let msg = format!("rejected request with header Authorization: {echoed}");
-            let _ = write_response(&mut stream, Response::error(*s, &msg), false);
+            write_response(
+                &mut stream,
+                Response::error(*s, &msg),
+                false,
+                u64::MAX,
+                None,
+            );
             return;
         }
         _ => {}
@@ -690,16 +899,51 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let _ = stream.shutdown(std::net::Shutdown::Both);
         return;
     }
-    log(resp.status);
-    let _ = write_response(&mut stream, resp, req.method == "HEAD");
+    // Only object bytes count, not the JSON of an error.
+    let object = route == "cdn" && matches!(resp.status, 200 | 206);
+    let served = object.then_some(&shared.served);
+    // A cut waits for a download to cut: a successful GET with more than N bytes.
+    let len = resp.body_len();
+    let cut = match (&fault, req.method.as_str(), resp.status) {
+        (None, "GET", 200..=299) => take_fault(shared, route, part, |a| {
+            a.body_cut().is_some_and(|n| n < len)
+        }),
+        _ => None,
+    };
+    let Some(cut) = cut else {
+        log(resp.status);
+        write_response(&mut stream, resp, req.method == "HEAD", u64::MAX, served);
+        return;
+    };
+    write_response(&mut stream, resp, false, cut.body_cut().unwrap(), served);
+    // Logged before the connection ends, so a client that saw the cut sees the entry.
+    log(0);
+    if matches!(cut, FaultAction::StallMidBody(_)) {
+        stall(shared);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn take_fault(shared: &Shared, route: &str, part: Option<u32>) -> Option<FaultAction> {
+/// Holds a connection without sending anything, as a stuck CDN node does, until the
+/// server stops or 60 s pass.
+fn stall(shared: &Shared) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !shared.stop.load(Ordering::SeqCst) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Takes one use of the first fault for this request whose action `pick` accepts.
+fn take_fault(
+    shared: &Shared,
+    route: &str,
+    part: Option<u32>,
+    pick: impl Fn(&FaultAction) -> bool,
+) -> Option<FaultAction> {
     let mut st = shared.state.lock().unwrap();
-    let i = st
-        .faults
-        .iter()
-        .position(|f| f.route == route && f.times > 0 && (f.part.is_none() || f.part == part))?;
+    let i = st.faults.iter().position(|f| {
+        f.route == route && f.times > 0 && (f.part.is_none() || f.part == part) && pick(&f.action)
+    })?;
     st.faults[i].times -= 1;
     let action = st.faults[i].action.clone();
     if st.faults[i].times == 0 {
@@ -789,7 +1033,9 @@ fn handle(
         }
         "create" => create(shared, &read_body(reader, req.content_length)),
         "branch" => branch(shared, req),
-        "revision" => revision(shared, req, authorized),
+        "revision" => revision(shared, req),
+        "refs" => refs(shared, req),
+        "tree" => tree(shared, req),
         "preupload" => preupload(shared, req, &read_body(reader, req.content_length)),
         "batch" => batch(shared, req, &read_body(reader, req.content_length)),
         "upload" => upload_basic(shared, req, reader),
@@ -802,7 +1048,7 @@ fn handle(
             }
             commit(shared, req, &read_body(reader, req.content_length))
         }
-        "resolve" => resolve(shared, req, authorized),
+        "resolve" => resolve(shared, req),
         "cdn" => cdn(shared, req),
         _ => Response::error(404, "no such route"),
     }
@@ -870,7 +1116,57 @@ fn resolve_rev(r: &Repo, rev: &str) -> Option<String> {
         .or_else(|| r.commits.contains_key(rev).then(|| rev.to_string()))
 }
 
-fn revision(shared: &Shared, req: &Request, authorized: bool) -> Response {
+/// The Hub's read rules for `repo`, in its order. A token that is not the valid one
+/// is refused even on a public repo. A repo the caller may not see answers as a missing
+/// one does (401 to an anonymous caller, 404 to one with a token), so private names do
+/// not leak. `files`: the request reads file content, which a gated repo keeps for the
+/// token (its metadata, refs and tree stay public, as on the Hub).
+fn readable<'a>(
+    shared: &Shared,
+    st: &'a State,
+    req: &Request,
+    repo: &str,
+    files: bool,
+) -> Result<&'a Repo, Response> {
+    let sent = req.header("authorization");
+    let valid = sent == Some(&format!("Bearer {}", st.opts.token));
+    if sent.is_some() && !valid {
+        return Err(Response::error(
+            401,
+            "Invalid credentials in Authorization header",
+        ));
+    }
+    let Some(r) = st.repos.get(repo).filter(|r| !r.private || valid) else {
+        let msg = format!(
+            "Repository Not Found for url: {}{}. Please make sure you specified the correct \
+             `repo_id` and `repo_type`. If you are trying to access a private or gated repo, \
+             make sure you are authenticated.",
+            shared.url, req.target
+        );
+        let status = if sent.is_none() { 401 } else { 404 };
+        return Err(Response::error(status, &msg).header("X-Error-Code", "RepoNotFound"));
+    };
+    if files && r.gated && !valid {
+        let msg = format!(
+            "Access to model {repo} is restricted. You must have access to it and be \
+             authenticated to access it. Please log in."
+        );
+        return Err(Response::error(403, &msg).header("X-Error-Code", "GatedRepo"));
+    }
+    Ok(r)
+}
+
+fn revision_not_found(rev: &str) -> Response {
+    Response::error(404, &format!("Invalid rev id: {rev}"))
+        .header("X-Error-Code", "RevisionNotFound")
+}
+
+fn entry_not_found(path: &str, rev: &str) -> Response {
+    Response::error(404, &format!("Entry not found: {path} at {rev}"))
+        .header("X-Error-Code", "EntryNotFound")
+}
+
+fn revision(shared: &Shared, req: &Request) -> Response {
     let repo = repo_of(req).unwrap();
     let rev = if req.path.contains("/revision/") {
         last_seg(req)
@@ -878,12 +1174,12 @@ fn revision(shared: &Shared, req: &Request, authorized: bool) -> Response {
         "main".into()
     };
     let st = shared.state.lock().unwrap();
-    let Some(r) = st.repos.get(&repo).filter(|r| !r.private || authorized) else {
-        return Response::error(404, "Repository not found").header("X-Error-Code", "RepoNotFound");
+    let r = match readable(shared, &st, req, &repo, false) {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let Some(sha) = resolve_rev(r, &rev) else {
-        return Response::error(404, &format!("Invalid rev id: {rev}"))
-            .header("X-Error-Code", "RevisionNotFound");
+        return revision_not_found(&rev);
     };
     let siblings: Vec<_> = r.commits[&sha]
         .files
@@ -898,8 +1194,177 @@ fn revision(shared: &Shared, req: &Request, authorized: bool) -> Response {
         .collect();
     Response::json(
         200,
-        serde_json::json!({"id": repo, "sha": sha, "private": r.private, "siblings": siblings}),
+        serde_json::json!({"id": repo, "sha": sha, "private": r.private,
+            "gated": if r.gated { serde_json::json!("manual") } else { serde_json::json!(false) },
+            "siblings": siblings}),
     )
+}
+
+/// A query parameter, percent-decoded.
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// A boolean query parameter: `1` or `true` (Python's requests sends `True`).
+fn query_flag(req: &Request, name: &str) -> bool {
+    query_param(req, name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+fn refs(shared: &Shared, req: &Request) -> Response {
+    let repo = repo_of(req).unwrap();
+    let st = shared.state.lock().unwrap();
+    let r = match readable(shared, &st, req, &repo, false) {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let git_ref = |name: &str, full: String, sha: &str| serde_json::json!({"name": name, "ref": full, "targetCommit": sha});
+    // `refs` is a BTreeMap: branches come sorted by name.
+    let branches: Vec<_> = r
+        .refs
+        .iter()
+        .filter(|(name, _)| !name.starts_with("refs/pr/"))
+        .map(|(name, sha)| git_ref(name, format!("refs/heads/{name}"), sha))
+        .collect();
+    let mut answer = serde_json::json!({"branches": branches, "converts": [], "tags": []});
+    if query_flag(req, "include_prs") {
+        // By number: refs/pr/10 after refs/pr/9.
+        let mut prs: Vec<(u32, &String, &String)> = r
+            .refs
+            .iter()
+            .filter_map(|(name, sha)| {
+                let n = name.strip_prefix("refs/pr/")?.parse().ok()?;
+                Some((n, name, sha))
+            })
+            .collect();
+        prs.sort();
+        let prs: Vec<_> = prs
+            .into_iter()
+            .map(|(_, name, sha)| git_ref(name, name.clone(), sha))
+            .collect();
+        answer["pullRequests"] = prs.into();
+    }
+    Response::json(200, answer)
+}
+
+fn tree(shared: &Shared, req: &Request) -> Response {
+    // api/models/{ns}/{name}/tree/{rev}[/{path}]
+    let segs: Vec<&str> = req.path.trim_start_matches('/').splitn(7, '/').collect();
+    let repo = format!("{}/{}", segs[2], segs[3]);
+    let rev = percent_decode(segs[5]);
+    let dir = percent_decode(segs.get(6).copied().unwrap_or(""));
+    let dir = dir.trim_matches('/');
+    let st = shared.state.lock().unwrap();
+    let r = match readable(shared, &st, req, &repo, false) {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let Some(sha) = resolve_rev(r, &rev) else {
+        return revision_not_found(&rev);
+    };
+    let recursive = query_flag(req, "recursive");
+    let Some(entries) = tree_entries(&r.commits[&sha].files, dir, recursive) else {
+        return entry_not_found(dir, &rev);
+    };
+    let page = st.opts.tree_page.max(1);
+    drop(st);
+    paginate(shared, req, entries, page)
+}
+
+/// The entries under `dir` ("" for the root) sorted by path: its files and
+/// subdirectories, or with `recursive` everything below it (directories included, as
+/// the Hub lists them). `None` when `dir` holds no file.
+fn tree_entries(
+    files: &BTreeMap<String, Blob>,
+    dir: &str,
+    recursive: bool,
+) -> Option<Vec<serde_json::Value>> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut out = BTreeMap::new();
+    for (path, blob) in files.iter().filter(|(p, _)| p.starts_with(&prefix)) {
+        let rest = &path[prefix.len()..];
+        // The directories between `dir` and the file: the first, or all when recursive.
+        let mut end = 0;
+        while let Some(i) = rest[end..].find('/') {
+            let sub = format!("{prefix}{}", &rest[..end + i]);
+            out.entry(sub.clone())
+                .or_insert_with(|| dir_entry(files, &sub));
+            end += i + 1;
+            if !recursive {
+                break;
+            }
+        }
+        if recursive || !rest.contains('/') {
+            out.insert(path.clone(), file_entry(path, blob));
+        }
+    }
+    (dir.is_empty() || !out.is_empty()).then(|| out.into_values().collect())
+}
+
+fn file_entry(path: &str, blob: &Blob) -> serde_json::Value {
+    match blob {
+        Blob::Regular(b) => serde_json::json!({
+            "type": "file", "oid": git_blob_id(b), "size": b.len(), "path": path
+        }),
+        Blob::Lfs { oid, size } => {
+            let ptr = pointer(oid, *size);
+            serde_json::json!({
+                "type": "file", "oid": git_blob_id(ptr.as_bytes()), "size": size, "path": path,
+                "lfs": {"oid": oid, "size": size, "pointerSize": ptr.len()}
+            })
+        }
+    }
+}
+
+/// A directory's entry; its oid hashes what it holds, so it changes with its content
+/// as a git tree id does.
+fn dir_entry(files: &BTreeMap<String, Blob>, dir: &str) -> serde_json::Value {
+    let prefix = format!("{dir}/");
+    let mut h = Sha1::new();
+    for (path, blob) in files.iter().filter(|(p, _)| p.starts_with(&prefix)) {
+        h.update(path.as_bytes());
+        h.update(file_entry(path, blob)["oid"].as_str().unwrap().as_bytes());
+    }
+    serde_json::json!({"type": "directory", "oid": hex(h), "size": 0, "path": dir})
+}
+
+/// One page of `entries` from the `cursor` parameter on; when more follow, a `Link`
+/// header with the next page's absolute URL (the request's, with the next cursor), as
+/// huggingface_hub's pagination follows it.
+fn paginate(
+    shared: &Shared,
+    req: &Request,
+    entries: Vec<serde_json::Value>,
+    page: usize,
+) -> Response {
+    let start = match query_param(req, "cursor").map(|c| c.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n.min(entries.len()),
+        Some(Err(_)) => return Response::error(400, "invalid cursor"),
+    };
+    let end = (start + page).min(entries.len());
+    let more = end < entries.len();
+    let resp = Response::json(200, entries[start..end].to_vec().into());
+    if !more {
+        return resp;
+    }
+    let mut query: Vec<String> = req
+        .query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("cursor="))
+        .map(String::from)
+        .collect();
+    query.push(format!("cursor={end}"));
+    // The target as sent: a dataset's listing pages on under /api/datasets/.
+    let path = req.target.split('?').next().unwrap_or("");
+    let next = format!("{}{path}?{}", shared.url, query.join("&"));
+    resp.header("Link", format!("<{next}>; rel=\"next\""))
 }
 
 fn pointer(oid: &str, size: u64) -> String {
@@ -1313,7 +1778,7 @@ fn ranged(req: &Request, size: u64, body: impl FnOnce(u64, u64) -> Body) -> Resp
     }
 }
 
-fn resolve(shared: &Shared, req: &Request, authorized: bool) -> Response {
+fn resolve(shared: &Shared, req: &Request) -> Response {
     let segs: Vec<&str> = req.path.trim_start_matches('/').splitn(5, '/').collect();
     if segs.len() < 5 {
         return Response::error(404, "Entry not found");
@@ -1322,12 +1787,12 @@ fn resolve(shared: &Shared, req: &Request, authorized: bool) -> Response {
     let rev = percent_decode(segs[3]);
     let path = percent_decode(segs[4]);
     let st = shared.state.lock().unwrap();
-    let Some(r) = st.repos.get(&repo).filter(|r| !r.private || authorized) else {
-        return Response::error(404, "Repository not found").header("X-Error-Code", "RepoNotFound");
+    let r = match readable(shared, &st, req, &repo, true) {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
     let Some(sha) = resolve_rev(r, &rev) else {
-        return Response::error(404, "Revision not found")
-            .header("X-Error-Code", "RevisionNotFound");
+        return revision_not_found(&rev);
     };
     match r.commits[&sha].files.get(&path) {
         None => Response::error(404, "Entry not found").header("X-Error-Code", "EntryNotFound"),

@@ -97,7 +97,8 @@ pub fn token_file() -> Option<PathBuf> {
     Some(hf_home()?.join("token"))
 }
 
-fn hf_home() -> Option<PathBuf> {
+/// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
+pub fn hf_home() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HF_HOME") {
         return Some(PathBuf::from(p));
     }

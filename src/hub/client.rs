@@ -52,11 +52,14 @@ impl Default for RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// The server answered with an error status.
-    #[error("{what}: HTTP {status}{}{}", detail(.message), hint(*.status))]
+    #[error("{what}: HTTP {status}{}{}", detail(.message), hint(*.status, .code.as_deref()))]
     Status {
         what: String,
         status: u16,
         message: String,
+        /// The Hub's `X-Error-Code` (`RepoNotFound`, `GatedRepo`, `RevisionNotFound`,
+        /// `EntryNotFound`), when it sent one.
+        code: Option<String>,
     },
     /// No answer: connection refused or dropped, timeout, TLS failure.
     #[error("{what}: {message}")]
@@ -78,6 +81,14 @@ impl HubError {
         }
     }
 
+    /// The Hub's `X-Error-Code`, when the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            HubError::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     fn protocol(what: &str, message: impl Into<String>) -> Self {
         HubError::Protocol {
             what: what.to_string(),
@@ -94,8 +105,16 @@ fn detail(message: &str) -> String {
     }
 }
 
-/// What a status usually means for an upload, so the user knows what to change.
-fn hint(status: u16) -> &'static str {
+/// What a status usually means, so the user knows what to change: the Hub's error code
+/// when it sent one, else what the status means for an upload.
+fn hint(status: u16, code: Option<&str>) -> &'static str {
+    match code {
+        Some("RepoNotFound") => return ": the repository does not exist, or it is private and no token given can see it (HF_TOKEN, the token file)",
+        Some("GatedRepo") => return ": the repository is gated: accept its conditions on the Hub, then use that account's token (HF_TOKEN)",
+        Some("RevisionNotFound") => return ": the revision (branch, tag or commit) does not exist",
+        Some("EntryNotFound") => return ": the file does not exist at this revision",
+        _ => {}
+    }
     match status {
         401 => ": the token was rejected (invalid or expired); check --token, HF_TOKEN or the token file",
         403 => ": the token may not write here (a read-only token, or a namespace it cannot write to)",
@@ -241,17 +260,19 @@ pub struct CommitResponse {
     pub pull_request_url: Option<String>,
 }
 
-/// A blocking client for one Hub endpoint with one token.
+/// A blocking client for one Hub endpoint, with a token or anonymous.
+#[derive(Clone)]
 pub struct HubClient {
     http: Client,
     endpoint: String,
-    token: Token,
+    token: Option<Token>,
     retry: RetryPolicy,
 }
 
 impl HubClient {
-    /// A client for `endpoint` (no trailing slash) authenticating with `token`.
-    pub fn new(endpoint: &str, token: Token, retry: RetryPolicy) -> Result<Self, HubError> {
+    /// A client for `endpoint` (no trailing slash) authenticating with `token` (none:
+    /// anonymous, enough for public repositories).
+    pub fn new(endpoint: &str, token: Option<Token>, retry: RetryPolicy) -> Result<Self, HubError> {
         let http = Client::builder()
             .user_agent(format!("ckpt/{}; hf_hub-protocol", crate::VERSION))
             .connect_timeout(Duration::from_secs(30))
@@ -282,10 +303,9 @@ impl HubClient {
     /// A request to `url`, with the token when `url` is on the endpoint's origin.
     pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let req = self.http.request(method, url);
-        if self.same_origin(url) {
-            req.bearer_auth(self.token.expose())
-        } else {
-            req
+        match &self.token {
+            Some(token) if self.same_origin(url) => req.bearer_auth(token.expose()),
+            _ => req,
         }
     }
 
@@ -363,17 +383,21 @@ impl HubClient {
     /// An error for a failed status, with the server's message (token scrubbed).
     pub fn status_error(&self, what: &str, resp: Response) -> HubError {
         let status = resp.status().as_u16();
-        let header_msg = resp
-            .headers()
-            .get("x-error-message")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let header_msg = header("x-error-message");
+        let code = header("x-error-code");
         let body = resp.text().unwrap_or_default();
         let message = header_msg.unwrap_or_else(|| server_message(&body));
         HubError::Status {
             what: what.to_string(),
             status,
-            message: self.token.redact(&message),
+            message: self.redact(&message),
+            code,
         }
     }
 
@@ -390,8 +414,21 @@ impl HubClient {
         }
         HubError::Transport {
             what: what.to_string(),
-            message: self.token.redact(&message),
+            message: self.redact(&message),
         }
+    }
+
+    /// `text` with the token (if any) masked.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.token {
+            Some(token) => token.redact(text),
+            None => text.to_string(),
+        }
+    }
+
+    /// Whether requests carry a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Parses a JSON answer.
@@ -622,7 +659,7 @@ mod tests {
     fn the_token_goes_only_to_the_endpoint() {
         let c = HubClient::new(
             "http://127.0.0.1:9",
-            Token::new("hf_x").unwrap(),
+            Token::new("hf_x"),
             RetryPolicy::default(),
         )
         .unwrap();

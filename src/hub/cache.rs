@@ -1,0 +1,211 @@
+//! The Hugging Face cache, laid out as huggingface_hub lays it out, so that files
+//! `ckpt` downloads serve other tools and theirs serve `ckpt`:
+//!
+//! ```text
+//! $HF_HUB_CACHE/models--ORG--NAME/
+//!     blobs/<etag>                 the file's bytes (etag: sha256 for LFS, git sha1 otherwise)
+//!     blobs/<etag>.incomplete      a download in progress (resumed from its length)
+//!     snapshots/<commit>/<path>    a symlink to ../../blobs/<etag>
+//!     refs/<revision>              the commit a branch or tag pointed at when last seen
+//! ```
+//!
+//! The cache root is `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `~/.cache/huggingface/hub`.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// One repository type: model checkpoints.
+const MODELS: &str = "models";
+
+/// The cache root and the paths within it.
+#[derive(Debug, Clone)]
+pub struct HubCache {
+    root: PathBuf,
+}
+
+impl HubCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The cache the environment names, as huggingface_hub finds it.
+    pub fn from_env() -> Self {
+        if let Some(dir) =
+            std::env::var_os("HF_HUB_CACHE").or_else(|| std::env::var_os("HUGGINGFACE_HUB_CACHE"))
+        {
+            return Self::new(dir);
+        }
+        let home =
+            super::auth::hf_home().unwrap_or_else(|| std::env::temp_dir().join("huggingface"));
+        Self::new(home.join("hub"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `models--ORG--NAME`.
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.root
+            .join(format!("{MODELS}--{}", repo.replace('/', "--")))
+    }
+
+    pub fn blob(&self, repo: &str, etag: &str) -> PathBuf {
+        self.repo_dir(repo).join("blobs").join(etag)
+    }
+
+    /// Where a download of `etag` grows until it is complete.
+    pub fn incomplete(&self, repo: &str, etag: &str) -> PathBuf {
+        self.repo_dir(repo)
+            .join("blobs")
+            .join(format!("{etag}.incomplete"))
+    }
+
+    pub fn snapshot(&self, repo: &str, commit: &str) -> PathBuf {
+        self.repo_dir(repo).join("snapshots").join(commit)
+    }
+
+    fn ref_file(&self, repo: &str, revision: &str) -> PathBuf {
+        // `refs/pr/1` nests as huggingface_hub nests it.
+        self.repo_dir(repo).join("refs").join(revision)
+    }
+
+    /// The commit `revision` pointed at when last seen.
+    pub fn read_ref(&self, repo: &str, revision: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.ref_file(repo, revision)).ok()?;
+        let commit = text.trim();
+        is_commit(commit).then(|| commit.to_string())
+    }
+
+    /// Records that `revision` points at `commit` (not for a commit named as itself).
+    pub fn write_ref(&self, repo: &str, revision: &str, commit: &str) -> Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        let file = self.ref_file(repo, revision);
+        if self.read_ref(repo, revision).as_deref() == Some(commit) {
+            return Ok(());
+        }
+        crate::atomic_file::write_bytes(&file, commit.as_bytes())
+    }
+
+    /// Every ref the cache holds for `repo`: (name, commit), sorted by name.
+    pub fn refs(&self, repo: &str) -> Vec<(String, String)> {
+        let dir = self.repo_dir(repo).join("refs");
+        let mut refs: Vec<(String, String)> = walkdir::WalkDir::new(&dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            // A crash may leave an atomic write's temporary file behind.
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".ckpt-tmp-"))
+            .filter_map(|e| {
+                let name = e
+                    .path()
+                    .strip_prefix(&dir)
+                    .ok()?
+                    .to_str()?
+                    .replace('\\', "/");
+                let commit = self.read_ref(repo, &name)?;
+                Some((name, commit))
+            })
+            .collect();
+        refs.sort();
+        refs
+    }
+
+    /// Links `snapshots/<commit>/<path>` to the blob `etag` (relative, so the cache can
+    /// move), replacing a link that pointed elsewhere.
+    pub fn link(&self, repo: &str, commit: &str, path: &str, etag: &str) -> Result<PathBuf> {
+        let link = self.snapshot(repo, commit).join(path);
+        let parent = crate::error::parent_dir(&link);
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        // snapshots/<commit>/a/b -> ../../../blobs/<etag>: one `..` per directory.
+        let depth = path.split('/').count() + 1;
+        let target = PathBuf::from("../".repeat(depth)).join("blobs").join(etag);
+        if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+            return Ok(link);
+        }
+        let _ = std::fs::remove_file(&link);
+        symlink(&target, &link).map_err(|e| Error::io(&link, e))?;
+        Ok(link)
+    }
+
+    /// The lock file guarding downloads of `etag` (huggingface_hub's `.locks` layout),
+    /// so that processes sharing the cache never write one blob at once.
+    pub fn lock_file(&self, repo: &str, etag: &str) -> PathBuf {
+        let repo_dir = self.repo_dir(repo);
+        let name = repo_dir.file_name().unwrap_or_default();
+        self.root
+            .join(".locks")
+            .join(name)
+            .join(format!("{etag}.lock"))
+    }
+
+    /// Whether the snapshot's `path` resolves to a complete blob.
+    pub fn has_file(&self, repo: &str, commit: &str, path: &str) -> bool {
+        self.snapshot(repo, commit).join(path).is_file()
+    }
+}
+
+/// A full commit id: 40 lowercase hex digits.
+pub fn is_commit(text: &str) -> bool {
+    text.len() == 40
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    // Where links need privileges, huggingface_hub copies; so do we.
+    let blob = crate::error::parent_dir(link).join(target);
+    std::fs::copy(blob, link).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_is_huggingface_hubs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = HubCache::new(dir.path());
+        let repo = "org/suite";
+        let commit = "a".repeat(40);
+        assert!(cache.repo_dir(repo).ends_with("models--org--suite"));
+        std::fs::create_dir_all(cache.blob(repo, "x").parent().unwrap()).unwrap();
+        std::fs::write(cache.blob(repo, "e1"), b"{}").unwrap();
+        std::fs::write(cache.blob(repo, "e2"), b"w").unwrap();
+        cache.link(repo, &commit, "config.json", "e1").unwrap();
+        cache.link(repo, &commit, "sub/dir/w.bin", "e2").unwrap();
+        assert_eq!(
+            std::fs::read(cache.snapshot(repo, &commit).join("config.json")).unwrap(),
+            b"{}"
+        );
+        assert_eq!(
+            std::fs::read(cache.snapshot(repo, &commit).join("sub/dir/w.bin")).unwrap(),
+            b"w"
+        );
+        assert!(cache.has_file(repo, &commit, "sub/dir/w.bin"));
+        std::fs::remove_file(cache.blob(repo, "e2")).unwrap();
+        assert!(!cache.has_file(repo, &commit, "sub/dir/w.bin"));
+
+        cache.write_ref(repo, "step1", &commit).unwrap();
+        cache.write_ref(repo, "refs/pr/1", &"b".repeat(40)).unwrap();
+        cache.write_ref(repo, &commit, &commit).unwrap();
+        assert_eq!(cache.read_ref(repo, "step1"), Some(commit.clone()));
+        assert_eq!(
+            cache.refs(repo),
+            [
+                ("refs/pr/1".to_string(), "b".repeat(40)),
+                ("step1".into(), commit)
+            ]
+        );
+    }
+}

@@ -1,0 +1,464 @@
+//! Model repositories on the Hub: their branches, the files of a commit, and the
+//! files a checkpoint needs, fetched into the cache as a snapshot directory.
+//!
+//! Only what `ckpt` reads is downloaded: `config.json`, the weights (the shards an
+//! index names, else `model.safetensors`, else other `*.safetensors`, else PyTorch
+//! `.bin`), the tokenizer and chat-template files, and `ckpt.json`. Optimizer states,
+//! other formats and everything else in the repository stay on the Hub. With
+//! `HF_HUB_OFFLINE=1` no request is made: refs and files come from the cache.
+
+use super::cache::{is_commit, HubCache};
+use super::client::{HubClient, HubError, RetryPolicy};
+use super::download::{fetch_blob, Transfer};
+use super::revisions::Position;
+use super::source::HubSource;
+use crate::checkpoint::{BIN_INDEX_FILE, BIN_SINGLE_FILE, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+use crate::error::{Error, Result};
+use reqwest::Method;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Files read besides config and weights, when the revision has them.
+const TOKENIZER_FILES: [&str; 10] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+];
+
+/// A file of a commit, as the tree listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    /// The git blob id (of the pointer, for LFS files).
+    pub oid: String,
+    /// The content's sha256, for files stored in LFS.
+    pub lfs_sha256: Option<String>,
+}
+
+impl FileEntry {
+    /// The name the cache stores the file under (what the Hub's `ETag` says).
+    pub fn etag(&self) -> &str {
+        self.lfs_sha256.as_deref().unwrap_or(&self.oid)
+    }
+}
+
+/// What [`Hub::fetch`] put in the cache.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The snapshot directory: a checkpoint directory.
+    pub dir: PathBuf,
+    /// The files that were not in the cache before.
+    pub downloaded: Vec<Downloaded>,
+}
+
+/// A file a fetch downloaded: its link in the snapshot and its blob.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub link: PathBuf,
+    pub blob: PathBuf,
+    pub bytes: u64,
+}
+
+impl Downloaded {
+    /// Whether this is a weights file (worth removing after a sweep has used it; the
+    /// small files stay for later runs, offline ones too).
+    pub fn is_weights(&self) -> bool {
+        let name = self.link.to_string_lossy();
+        name.ends_with(".safetensors") || name.ends_with(".bin")
+    }
+}
+
+/// A revision pinned to its commit, with what its name says of its step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRevision {
+    /// The repository and the revision as named (a branch, tag or commit).
+    pub source: HubSource,
+    pub commit: String,
+    pub position: Option<Position>,
+}
+
+impl HubRevision {
+    pub fn revision(&self) -> &str {
+        self.source.revision_or_main()
+    }
+}
+
+#[derive(Deserialize)]
+struct RefsAnswer {
+    #[serde(default)]
+    branches: Vec<GitRef>,
+}
+
+#[derive(Deserialize)]
+struct GitRef {
+    name: String,
+    #[serde(rename = "targetCommit")]
+    target_commit: String,
+}
+
+#[derive(Deserialize)]
+struct TreeItem {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    oid: String,
+    #[serde(default)]
+    lfs: Option<LfsItem>,
+}
+
+#[derive(Deserialize)]
+struct LfsItem {
+    oid: String,
+}
+
+#[derive(Deserialize)]
+struct RevisionAnswer {
+    sha: String,
+}
+
+/// The Hub as a source of checkpoints: a client (none offline) and the cache.
+#[derive(Clone)]
+pub struct Hub {
+    client: Option<HubClient>,
+    cache: HubCache,
+    endpoint: String,
+}
+
+impl Hub {
+    /// The Hub and cache the environment names (`HF_ENDPOINT`, `HF_TOKEN` or the token
+    /// file, `HF_HUB_CACHE`/`HF_HOME`, `HF_HUB_OFFLINE`).
+    pub fn from_env() -> Result<Self> {
+        let endpoint = super::auth::endpoint();
+        let client = if super::offline() {
+            None
+        } else {
+            let token = super::auth::resolve_token(None).map(|(t, _)| t);
+            let client = HubClient::new(&endpoint, token, retry_policy())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            Some(client)
+        };
+        Ok(Self {
+            client,
+            cache: HubCache::from_env(),
+            endpoint,
+        })
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.client.is_none()
+    }
+
+    pub fn cache(&self) -> &HubCache {
+        &self.cache
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn online(&self, what: &str) -> Result<&HubClient> {
+        self.client.as_ref().ok_or_else(|| self.not_cached(what))
+    }
+
+    fn not_cached(&self, what: &str) -> Error {
+        Error::Invalid(format!(
+            "{what}: not in the Hugging Face cache ({}), and HF_HUB_OFFLINE is set",
+            self.cache.root().display()
+        ))
+    }
+
+    /// Every branch of `repo` with its commit, by name (offline: the refs the cache
+    /// recorded).
+    pub fn branches(&self, repo: &str) -> Result<Vec<(String, String)>> {
+        let Some(client) = &self.client else {
+            return Ok(self.cache.refs(repo));
+        };
+        let refs = self.refs(client, repo)?;
+        let mut branches: Vec<(String, String)> = refs
+            .branches
+            .into_iter()
+            .map(|r| (r.name, r.target_commit))
+            .collect();
+        branches.sort();
+        Ok(branches)
+    }
+
+    fn refs(&self, client: &HubClient, repo: &str) -> Result<RefsAnswer> {
+        let what = format!("listing the revisions of hf://{repo}");
+        let url = format!("{}/api/models/{repo}/refs", client.endpoint());
+        let resp = send_get(client, &what, &url).map_err(hub)?;
+        client.json(&what, resp).map_err(hub)
+    }
+
+    /// The commit `source`'s revision points at now (offline: when last seen), recorded
+    /// in the cache's refs.
+    pub fn commit_of(&self, source: &HubSource) -> Result<String> {
+        let rev = source.revision_or_main();
+        if is_commit(rev) {
+            return Ok(rev.to_string());
+        }
+        let Some(client) = &self.client else {
+            return self
+                .cache
+                .read_ref(&source.repo, rev)
+                .ok_or_else(|| self.not_cached(&source.to_string()));
+        };
+        let what = format!("resolving {source}");
+        let url = format!(
+            "{}/api/models/{}/revision/{}",
+            client.endpoint(),
+            source.repo,
+            super::repo_id::quote_revision(rev)
+        );
+        let resp = send_get(client, &what, &url).map_err(hub)?;
+        let answer: RevisionAnswer = client.json(&what, resp).map_err(hub)?;
+        self.cache.write_ref(&source.repo, rev, &answer.sha)?;
+        Ok(answer.sha)
+    }
+
+    /// Records in the cache that `revision` of `repo` points at `commit`.
+    pub fn remember(&self, rev: &HubRevision) -> Result<()> {
+        self.cache
+            .write_ref(&rev.source.repo, rev.revision(), &rev.commit)
+    }
+
+    /// Every file of `repo` at `commit` (the recursive tree listing, page by page).
+    pub fn tree(&self, repo: &str, commit: &str) -> Result<Vec<FileEntry>> {
+        let what = format!("listing the files of hf://{repo}@{commit}");
+        let client = self.online(&what)?;
+        let mut url = format!(
+            "{}/api/models/{repo}/tree/{commit}?recursive=true&expand=false",
+            client.endpoint()
+        );
+        let mut files = Vec::new();
+        loop {
+            let resp = send_get(client, &what, &url).map_err(hub)?;
+            let next = next_page(&resp);
+            let items: Vec<TreeItem> = client.json(&what, resp).map_err(hub)?;
+            files.extend(
+                items
+                    .into_iter()
+                    .filter(|i| i.kind == "file")
+                    .map(|i| FileEntry {
+                        path: i.path,
+                        size: i.size,
+                        oid: i.oid,
+                        lfs_sha256: i.lfs.map(|l| l.oid),
+                    }),
+            );
+            match next {
+                Some(n) => url = n,
+                None => return Ok(files),
+            }
+        }
+    }
+
+    /// The files of `tree` a checkpoint needs; reading a sharded index downloads it.
+    pub fn checkpoint_files(
+        &self,
+        rev: &HubRevision,
+        tree: &[FileEntry],
+    ) -> Result<Vec<FileEntry>> {
+        let find = |path: &str| tree.iter().find(|f| f.path == path).cloned();
+        let Some(config) = find(CONFIG_FILE) else {
+            return Err(Error::Invalid(format!(
+                "{}: no {CONFIG_FILE} at this revision (commit {})",
+                rev.source,
+                short(&rev.commit)
+            )));
+        };
+        let mut files = vec![config];
+        files.extend(self.weight_files(rev, tree)?);
+        files.extend(TOKENIZER_FILES.iter().filter_map(|p| find(p)));
+        files.extend(find(crate::checkpoint::META_FILE));
+        Ok(files)
+    }
+
+    /// The weight files, in the order the checkpoint reader prefers them.
+    fn weight_files(&self, rev: &HubRevision, tree: &[FileEntry]) -> Result<Vec<FileEntry>> {
+        let find = |path: &str| tree.iter().find(|f| f.path == path).cloned();
+        for index in [INDEX_FILE, BIN_INDEX_FILE] {
+            if let Some(entry) = find(index) {
+                return self.indexed(rev, tree, entry);
+            }
+        }
+        if let Some(single) = find(SINGLE_FILE) {
+            return Ok(vec![single]);
+        }
+        let others: Vec<FileEntry> = tree
+            .iter()
+            .filter(|f| !f.path.contains('/'))
+            .filter(|f| f.path.ends_with(".safetensors") && !f.path.starts_with("optimizer"))
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            return Ok(others);
+        }
+        if let Some(bin) = find(BIN_SINGLE_FILE) {
+            return Ok(vec![bin]);
+        }
+        Err(Error::Invalid(format!(
+            "{}: no weights at this revision (commit {}): expected {}",
+            rev.source,
+            short(&rev.commit),
+            crate::checkpoint::WEIGHT_FILES
+        )))
+    }
+
+    /// A sharded index and the shards it names.
+    fn indexed(
+        &self,
+        rev: &HubRevision,
+        tree: &[FileEntry],
+        index: FileEntry,
+    ) -> Result<Vec<FileEntry>> {
+        let (path, _) = self.fetch_file(rev, &index, &super::download::Silent)?;
+        let shards = crate::checkpoint::shard_names(&path)?;
+        let mut files = vec![index];
+        for name in shards {
+            let entry = tree
+                .iter()
+                .find(|f| f.path == name)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: the weight index names {name}, which is not at this revision",
+                        rev.source
+                    ))
+                })?;
+            files.push(entry);
+        }
+        Ok(files)
+    }
+
+    /// One file into the cache, linked into the revision's snapshot; whether it had
+    /// to be downloaded.
+    pub fn fetch_file(
+        &self,
+        rev: &HubRevision,
+        entry: &FileEntry,
+        transfer: &dyn Transfer,
+    ) -> Result<(PathBuf, bool)> {
+        let repo = &rev.source.repo;
+        let cached = self.cache.blob(repo, entry.etag()).is_file();
+        if !cached {
+            let client = self.online(&format!("{} of {}", entry.path, rev.source))?;
+            fetch_blob(client, &self.cache, rev, entry, transfer)?;
+        }
+        let link = self
+            .cache
+            .link(repo, &rev.commit, &entry.path, entry.etag())?;
+        Ok((link, !cached))
+    }
+
+    /// The revision's snapshot directory holding every one of `files`, and the files
+    /// that were not in the cache before.
+    pub fn fetch(
+        &self,
+        rev: &HubRevision,
+        files: &[FileEntry],
+        transfer: &dyn Transfer,
+    ) -> Result<Fetched> {
+        let mut downloaded = Vec::new();
+        for entry in files {
+            let (link, fresh) = self.fetch_file(rev, entry, transfer)?;
+            if fresh {
+                downloaded.push(Downloaded {
+                    link,
+                    blob: self.cache.blob(&rev.source.repo, entry.etag()),
+                    bytes: entry.size,
+                });
+            }
+        }
+        self.remember(rev)?;
+        Ok(Fetched {
+            dir: self.cache.snapshot(&rev.source.repo, &rev.commit),
+            downloaded,
+        })
+    }
+
+    /// Bytes of `files` the cache lacks.
+    pub fn missing_bytes(&self, rev: &HubRevision, files: &[FileEntry]) -> u64 {
+        files
+            .iter()
+            .filter(|f| !self.cache.blob(&rev.source.repo, f.etag()).is_file())
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// The snapshot of `rev` as a checkpoint directory: downloaded as needed, or
+    /// offline the one the cache holds.
+    pub fn materialize(&self, rev: &HubRevision, transfer: &dyn Transfer) -> Result<PathBuf> {
+        if self.is_offline() {
+            let dir = self.cache.snapshot(&rev.source.repo, &rev.commit);
+            if crate::checkpoint::is_checkpoint_dir(&dir) {
+                return Ok(dir);
+            }
+            return Err(self.not_cached(&rev.source.to_string()));
+        }
+        let tree = self.tree(&rev.source.repo, &rev.commit)?;
+        let files = self.checkpoint_files(rev, &tree)?;
+        Ok(self.fetch(rev, &files, transfer)?.dir)
+    }
+
+    /// `source` pinned to its commit.
+    pub fn pin(&self, source: &HubSource) -> Result<HubRevision> {
+        let commit = self.commit_of(source)?;
+        Ok(HubRevision {
+            source: source.at(source.revision_or_main()),
+            commit,
+            position: None,
+        })
+    }
+}
+
+/// The retry policy: huggingface_hub's, unless a test shortens it.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::default()
+}
+
+fn send_get(
+    client: &HubClient,
+    what: &str,
+    url: &str,
+) -> std::result::Result<reqwest::blocking::Response, HubError> {
+    client.send(what, &mut || {
+        Ok(client
+            .request(Method::GET, url)
+            .timeout(Duration::from_secs(120)))
+    })
+}
+
+/// The `rel="next"` URL of a paginated answer's `Link` header.
+fn next_page(resp: &reqwest::blocking::Response) -> Option<String> {
+    let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+fn hub(e: HubError) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
