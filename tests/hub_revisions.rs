@@ -245,6 +245,34 @@ fn a_suite_of_revisions_scores_as_its_local_copies_and_a_rerun_fetches_nothing()
     let routes: Vec<&str> = hub.log().iter().map(|e| e.route).collect();
     assert_eq!(routes, ["refs"], "only the refs are asked for");
 
+    // The report links every point to its revision on the Hub.
+    let out = hub_ckpt(
+        &sb,
+        &hub,
+        [
+            "report",
+            "hub.sqlite",
+            "--out",
+            "rep",
+            "--format",
+            "md,html",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(sb.path().join("rep/report.md")).unwrap();
+    let html = std::fs::read_to_string(sb.path().join("rep/report.html")).unwrap();
+    for step in STEPS {
+        let url = format!("{}/{REPO}/tree/step{step}", hub.url);
+        assert!(md.contains(&format!("[{REPO}@step{step}]({url})")), "{md}");
+        assert!(html.contains(&format!("<a href=\"{url}\">")), "step {step}");
+    }
+
     // Offline, from the cache and the store alone.
     hub.clear_log();
     let offline = json_of(

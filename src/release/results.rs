@@ -198,6 +198,25 @@ pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<Card
     })
 }
 
+/// How the card names a measured checkpoint: its run directory, or a Hub revision as a
+/// link to its page.
+fn checkpoint_label(checkpoint: &str) -> String {
+    if let Some(Ok(source)) = crate::hub::HubSource::parse(checkpoint) {
+        let endpoint = crate::hub::auth::endpoint();
+        return format!(
+            "[{}@{}]({})",
+            source.repo,
+            source.revision_or_main(),
+            source.web_url(&endpoint)
+        );
+    }
+    std::path::Path::new(checkpoint)
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Sharpness of this checkpoint and of the checkpoints measured at its step (its
 /// decayed siblings), from `ckpt sharpness --store`.
 fn sharpness_from_store(
@@ -222,12 +241,7 @@ fn sharpness_from_store(
         .iter()
         .filter(|r| r["step"].as_u64() == step && r["config_key"] == key)
     {
-        let path = std::path::PathBuf::from(r["checkpoint"].as_str().unwrap_or_default());
-        let label = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let label = checkpoint_label(r["checkpoint"].as_str().unwrap_or_default());
         let kind = r["schedule"]["kind"].as_str().unwrap_or("?").to_uppercase();
         let schedule = match r["schedule"]["alpha_pre"].as_f64() {
             Some(a) if a < 1.0 => format!("{kind} (α={a})"),

@@ -54,7 +54,7 @@ fn cell_fields(cell: &Cell, l: &Layout) -> Vec<String> {
     let opt = |x: Option<f64>| x.map(num).unwrap_or_default();
     let (main, extra) = match cell {
         Cell::Empty | Cell::NotMeasured => (String::new(), String::new()),
-        Cell::Text { text } => (text.clone(), String::new()),
+        Cell::Text { text } | Cell::Link { text, .. } => (text.clone(), String::new()),
         Cell::Number { value, stderr, .. } => (num(*value), opt(*stderr)),
         Cell::Delta { delta, test, .. } => (num(*delta), opt(test.map(|t| t.p_value))),
     };

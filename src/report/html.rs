@@ -44,8 +44,8 @@ pub fn to_html(report: &Report, images: &HashMap<String, Vec<u8>>) -> Result<Str
                         .map(|r| {
                             r.iter()
                                 .map(|c| {
-                                    let text = matches!(c, Cell::Text { .. });
-                                    context! { shown => c.display(), text => text }
+                                    let text = matches!(c, Cell::Text { .. } | Cell::Link { .. });
+                                    context! { shown => c.display(), text => text, url => c.url().map(href) }
                                 })
                                 .collect()
                         })
@@ -81,4 +81,15 @@ pub fn to_html(report: &Report, images: &HashMap<String, Vec<u8>>) -> Result<Str
     env.get_template("report.html")
         .and_then(|t| t.render(ctx))
         .map_err(|e| Error::Invalid(format!("report template: {e}")))
+}
+
+/// A link target as the page shows it: minijinja's escaping would write `/` as
+/// `&#x2f;`, which browsers read but readers of the source do not; a URL without
+/// characters that need escaping goes in as it is.
+fn href(url: &str) -> Value {
+    if url.contains(['"', '\'', '<', '>', '&']) {
+        Value::from(url)
+    } else {
+        Value::from_safe_string(url.to_string())
+    }
 }

@@ -49,8 +49,12 @@ fn table(out: &mut String, t: &Table) {
         "{}",
         row(t.columns.iter().map(|_| "---".to_string()).collect())
     );
-    for r in t.displayed() {
-        let _ = writeln!(out, "{}", row(r.iter().map(|c| cell(c)).collect()));
+    for r in &t.rows {
+        let cells = r.iter().map(|c| match c.url() {
+            Some(url) => format!("[{}]({url})", cell(&c.display())),
+            None => cell(&c.display()),
+        });
+        let _ = writeln!(out, "{}", row(cells.collect()));
     }
     out.push('\n');
 }

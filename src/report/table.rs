@@ -29,6 +29,11 @@ pub enum Cell {
     Text {
         text: String,
     },
+    /// Text that links somewhere (a Hub revision's page).
+    Link {
+        text: String,
+        url: String,
+    },
     Number {
         value: f64,
         stderr: Option<f64>,
@@ -61,6 +66,21 @@ impl Cell {
         Cell::number(value as f64, None, Style::Integer)
     }
 
+    pub fn link(text: impl Into<String>, url: impl Into<String>) -> Self {
+        Cell::Link {
+            text: text.into(),
+            url: url.into(),
+        }
+    }
+
+    /// Where the cell links to, if anywhere.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Cell::Link { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+
     /// A step, or empty when unknown.
     pub fn step(step: Option<u64>) -> Self {
         step.map(Cell::int).unwrap_or(Cell::Empty)
@@ -70,7 +90,7 @@ impl Cell {
     pub fn display(&self) -> String {
         match self {
             Cell::Empty => String::new(),
-            Cell::Text { text } => text.clone(),
+            Cell::Text { text } | Cell::Link { text, .. } => text.clone(),
             Cell::NotMeasured => "not measured".into(),
             Cell::Number {
                 value,

@@ -144,6 +144,11 @@ pub fn by_step(inp: &Inputs) -> Table {
         "step".into(),
         "schedule".into(),
     ];
+    // Checkpoints from the Hub link to their revision (a column only when there are some).
+    let from_hub = inp.view.checkpoints.iter().any(|c| hub_source(c).is_some());
+    if from_hub {
+        columns.push("revision".into());
+    }
     columns.extend(headlines.iter().map(column_name));
     let mut t = Table::new("metrics_by_step", "Metrics at every step", columns);
     t.notes.push(
@@ -163,11 +168,30 @@ pub fn by_step(inp: &Inputs) -> Table {
                 Cell::step(c.row.step),
                 Cell::text(&run.label),
             ];
+            if from_hub {
+                row.push(revision_cell(c));
+            }
             row.extend(headlines.iter().map(|h| metric_cell(c.value(h))));
             t.rows.push(row);
         }
     }
     t
+}
+
+/// The Hub revision a checkpoint was scored from, if it was.
+fn hub_source(c: &Ckpt) -> Option<crate::hub::HubSource> {
+    crate::hub::HubSource::parse(&c.row.path)?.ok()
+}
+
+/// A Hub revision as `org/name@rev`, linking to its page; empty for a local checkpoint.
+fn revision_cell(c: &Ckpt) -> Cell {
+    match hub_source(c) {
+        Some(s) => Cell::link(
+            format!("{}@{}", s.repo, s.revision_or_main()),
+            s.web_url(&crate::hub::auth::endpoint()),
+        ),
+        None => Cell::Empty,
+    }
 }
 
 /// Every sharpness measurement by configuration, run and step.

@@ -94,7 +94,7 @@ pub fn measure_all(
             match measure_one(ckpt, texts, opts, results, &mut data, &ctx, on_event) {
                 Ok(outcome) => outcome,
                 Err(error) => Outcome::Failed {
-                    checkpoint: ckpt.dir.clone(),
+                    checkpoint: std::path::PathBuf::from(ckpt.name()),
                     error,
                 },
             }
@@ -145,7 +145,11 @@ fn measure_one(
     let config = sharpness_config(opts, &batches, data_hash);
     let key = config.key();
     let fingerprint = ckpt.fingerprint()?;
-    let dir = std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone());
+    // A Hub revision is recorded as itself (`hf://org/name@rev`), not as its snapshot.
+    let dir = match &ckpt.origin {
+        Some(origin) => std::path::PathBuf::from(&origin.name),
+        None => std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone()),
+    };
     if let Some(done) = results.find(&dir, &fingerprint, &key) {
         if done.checkpoint == dir {
             return Ok(Outcome::Skipped(done.clone()));
