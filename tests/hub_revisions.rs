@@ -304,6 +304,37 @@ fn a_moved_branch_is_rescored_and_only_it() {
     moved.push(("README.md", b"retrained\n".to_vec()));
     hub.put_revision(REPO, "step200", &moved);
     hub.put_revision(REPO, "step300", &[("README.md", b"typo fixed\n".to_vec())]);
+    // `ckpt store status` knows which revisions are done without downloading any.
+    hub.clear_log();
+    let status = json_of(
+        &hub_ckpt(
+            &sb,
+            &hub,
+            [
+                "store",
+                "status",
+                "s.sqlite",
+                "--tasks",
+                "arc_easy,piqa",
+                "--json",
+            ],
+        )
+        .args([
+            "--checkpoints",
+            &format!("hf://{REPO}"),
+            "--revisions",
+            "step*",
+        ])
+        .output()
+        .unwrap(),
+    );
+    for c in status["checkpoints"].as_array().unwrap() {
+        let want = if c["step"] == 200 { "missing" } else { "done" };
+        assert_eq!(c["tasks"]["arc_easy"], want, "{c}");
+        assert_eq!(c["tasks"]["piqa"], want, "{c}");
+    }
+    assert_eq!(status["missing"], 2);
+    assert!(hub.requests_for("cdn").is_empty() && hub.requests_for("resolve").is_empty());
     hub.clear_log();
     let second = json_of(
         &hub_ckpt(&sb, &hub, sweep_args("s.sqlite", &[]))

@@ -4,7 +4,13 @@
 
 use super::output::{outln, print_json, table, Ui};
 use crate::eval::run::checkpoint_row;
-use crate::store::{merge, store_files, MergeSummary, State, Status, StoreSet, Target, STORE_FILE};
+use crate::hub::models::known_fingerprint;
+use crate::hub::HubRevision;
+use crate::sources::{Candidate, HubOptions};
+use crate::store::{
+    merge, store_files, CheckpointRow, MergeSummary, State, Status, Store, StoreSet, Target,
+    STORE_FILE,
+};
 use clap::{ArgGroup, Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,9 +71,11 @@ pub struct StatusArgs {
     tasks_dir: Option<PathBuf>,
     /// Checkpoints, or directories searched for them, to check whether or not the
     /// stores know them (repeat or comma-separate; default: every checkpoint in the
-    /// stores).
+    /// stores); hf://ORG/NAME[@REV] too, with --revisions for a run of branches.
     #[arg(long, value_delimiter = ',', value_name = "PATH")]
     checkpoints: Vec<PathBuf>,
+    #[command(flatten)]
+    hub: super::values::HubSourceArgs,
     #[command(flatten)]
     store_timeout: super::values::StoreTimeout,
     /// Print the status as JSON.
@@ -133,13 +141,13 @@ fn merge_line(s: &MergeSummary) -> String {
 
 fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let tasks = wanted_tasks(args)?;
+    let files = store_files(&args.stores)?;
+    let store = StoreSet::open(&files, args.store_timeout.duration())?;
     let targets = if args.checkpoints.is_empty() {
         None
     } else {
-        Some(targets(&args.checkpoints)?)
+        Some(targets(&args.checkpoints, &args.hub.options(), &store)?)
     };
-    let files = store_files(&args.stores)?;
-    let store = StoreSet::open(&files, args.store_timeout.duration())?;
     let status = store.status(targets, tasks)?;
     if args.json {
         print_json(&status)?;
@@ -174,26 +182,58 @@ fn wanted_tasks(args: &StatusArgs) -> anyhow::Result<Option<Vec<String>>> {
     Ok(Some(tasks))
 }
 
-/// The checkpoints under `paths`, identified as `ckpt eval` identifies them.
-fn targets(paths: &[PathBuf]) -> anyhow::Result<Vec<Target>> {
-    let hub = crate::sources::HubOptions::default();
-    let found = crate::sources::checkpoints(paths, &hub, &crate::hub::Silent)?;
+/// The checkpoints `paths` name, identified as `ckpt eval` identifies them; a Hub
+/// revision by what the store recorded of it, without downloading its weights.
+fn targets(paths: &[PathBuf], opts: &HubOptions, store: &Store) -> anyhow::Result<Vec<Target>> {
+    let (found, hub) = crate::sources::candidates(paths, opts)?;
     if found.is_empty() {
         anyhow::bail!("no checkpoints found under {}", join(paths));
     }
     Ok(found
         .iter()
-        .map(|ckpt| match ckpt.fingerprint() {
-            Ok(fp) => Target {
-                row: checkpoint_row(ckpt, &fp),
-                error: None,
+        .map(|candidate| match (candidate, &hub) {
+            (Candidate::Local(ckpt), _) => match ckpt.fingerprint() {
+                Ok(fp) => Target {
+                    row: checkpoint_row(ckpt, &fp),
+                    error: None,
+                },
+                Err(e) => Target {
+                    row: checkpoint_row(ckpt, ""),
+                    error: Some(e.to_string()),
+                },
             },
-            Err(e) => Target {
-                row: checkpoint_row(ckpt, ""),
-                error: Some(e.to_string()),
-            },
+            (Candidate::Hub(rev), hub) => {
+                let known = hub
+                    .as_ref()
+                    .map(|h| known_fingerprint(h, rev, store))
+                    .transpose();
+                let mut row = checkpoint_row_of_revision(rev);
+                match known {
+                    Ok(fp) => {
+                        row.fingerprint = fp.flatten().unwrap_or_default();
+                        Target { row, error: None }
+                    }
+                    Err(e) => Target {
+                        row,
+                        error: Some(e.to_string()),
+                    },
+                }
+            }
         })
         .collect())
+}
+
+/// A Hub revision as the store shows it, before its weights are known.
+fn checkpoint_row_of_revision(rev: &HubRevision) -> CheckpointRow {
+    CheckpointRow {
+        fingerprint: String::new(),
+        path: rev.source.to_string(),
+        run: rev.source.name().to_string(),
+        step: rev.position.map(|p| p.step),
+        stage: None,
+        schedule: None,
+        alpha: None,
+    }
 }
 
 fn join(paths: &[PathBuf]) -> String {

@@ -14,6 +14,7 @@ use super::spec::TaskSpec;
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::hub::models::weights_key;
 use crate::hub::sweep::Downloads;
 use crate::hub::{FileEntry, Hub, HubRevision};
 use crate::shard::Shard;
@@ -346,17 +347,6 @@ fn all_stored(
         }
     }
     Ok(true)
-}
-
-/// The weight files and their digests, `path=etag;...`: equal for equal weights.
-fn weights_key(files: &[FileEntry]) -> String {
-    let mut parts: Vec<String> = files
-        .iter()
-        .filter(|f| f.path.ends_with(".safetensors") || f.path.ends_with(".bin"))
-        .map(|f| format!("{}={}", f.path, f.etag()))
-        .collect();
-    parts.sort();
-    parts.join(";")
 }
 
 /// Scores one Hub revision as planned: from the store alone, or downloaded (the next

@@ -424,6 +424,36 @@ impl Hub {
     }
 }
 
+/// The weight files of `files` and their digests, `path=sha256;...`: equal for equal
+/// weights, known from a tree listing before anything is downloaded.
+pub fn weights_key(files: &[FileEntry]) -> String {
+    let mut parts: Vec<String> = files
+        .iter()
+        .filter(|f| f.path.ends_with(".safetensors") || f.path.ends_with(".bin"))
+        .map(|f| format!("{}={}", f.path, f.etag()))
+        .collect();
+    parts.sort();
+    parts.join(";")
+}
+
+/// The fingerprint `store` knows for `rev`'s weights, by its commit or else (online)
+/// by the digests of its weight files; `None` when they were never scored.
+pub fn known_fingerprint(
+    hub: &Hub,
+    rev: &HubRevision,
+    store: &crate::store::Store,
+) -> Result<Option<String>> {
+    let repo = &rev.source.repo;
+    if let Some(fp) = store.hub_fingerprint_at(repo, &rev.commit)? {
+        return Ok(Some(fp));
+    }
+    if hub.is_offline() {
+        return Ok(None);
+    }
+    let files = hub.checkpoint_files(rev, &hub.tree(repo, &rev.commit)?)?;
+    store.hub_fingerprint_of_weights(&weights_key(&files))
+}
+
 /// The retry policy: huggingface_hub's, unless a test shortens it.
 fn retry_policy() -> RetryPolicy {
     RetryPolicy::default()

@@ -20,7 +20,8 @@
 //! - `POST /api/models/{repo}/commit/{rev}` (NDJSON; `parentCommit` must be the head,
 //!   else 412; LFS files must reference stored objects; `create_pr=1` opens a PR ref);
 //! - `GET /{repo}/resolve/{rev}/{path}`: regular files with `ETag` and `X-Repo-Commit`,
-//!   LFS files by a 302 to a "CDN" URL (route `cdn`) with `X-Linked-Etag` /
+//!   LFS files by a 302 to a "CDN" URL (route `cdn`; another host name for this server
+//!   with `Options::cdn_host`, as the Hub's CDN is another host) with `X-Linked-Etag` /
 //!   `X-Linked-Size`, byte ranges (`206` + `Content-Range`), as the hf-hub crate reads
 //!   them.
 //!
@@ -69,6 +70,12 @@ pub struct Options {
     pub chunk_size: u64,
     /// Entries in one page of a `tree` listing (the Hub's is 1000).
     pub tree_page: usize,
+    /// The host name the `resolve` redirects of LFS files name, on the same port (e.g.
+    /// `localhost`): another host than the API's, as the Hub's CDN is
+    /// (`cdn-lfs.hf.co`). huggingface_hub 2.x follows a same-host redirect of its
+    /// `HEAD` and then misses `X-Repo-Commit`; it stops at a cross-host one. `None`:
+    /// the API's own `127.0.0.1`.
+    pub cdn_host: Option<String>,
 }
 
 impl Default for Options {
@@ -80,6 +87,7 @@ impl Default for Options {
             multipart_threshold: 64 * 1024,
             chunk_size: 32 * 1024,
             tree_page: 1000,
+            cdn_host: None,
         }
     }
 }
@@ -223,6 +231,8 @@ pub struct HubServer {
 
 struct Shared {
     url: String,
+    /// Where `resolve` sends LFS downloads: `url`, or it with `Options::cdn_host`.
+    cdn_url: String,
     state: Mutex<State>,
     storage: PathBuf,
     counter: AtomicU64,
@@ -238,7 +248,12 @@ impl HubServer {
     pub fn start(opts: Options, storage_parent: Option<&std::path::Path>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let cdn_url = match &opts.cdn_host {
+            Some(host) => format!("http://{host}:{}", addr.port()),
+            None => url.clone(),
+        };
         let storage = match storage_parent {
             Some(p) => tempfile::tempdir_in(p).unwrap(),
             None => tempfile::tempdir().unwrap(),
@@ -254,6 +269,7 @@ impl HubServer {
         });
         let shared = Arc::new(Shared {
             url: url.clone(),
+            cdn_url,
             state,
             storage: storage.path().to_path_buf(),
             counter: AtomicU64::new(0),
@@ -1807,7 +1823,10 @@ fn resolve(shared: &Shared, req: &Request) -> Response {
         Some(Blob::Lfs { oid, size }) => Response {
             status: 302,
             headers: vec![
-                ("Location".into(), format!("{}/lfs-cdn/{oid}", shared.url)),
+                (
+                    "Location".into(),
+                    format!("{}/lfs-cdn/{oid}", shared.cdn_url),
+                ),
                 (
                     "ETag".into(),
                     format!("\"{}\"", git_blob_id(pointer(oid, *size).as_bytes())),
