@@ -203,8 +203,7 @@ fn hf_view(root: &Path) -> Value {
     let mut incomplete = Vec::new();
     for repo_path in sorted_dir(root) {
         let name = file_name(&repo_path);
-        if ignored.contains(&name.as_str()) || [".locks", "CACHEDIR.TAG"].contains(&name.as_str())
-        {
+        if ignored.contains(&name.as_str()) || [".locks", "CACHEDIR.TAG"].contains(&name.as_str()) {
             continue;
         }
         if name == "blobs" && repo_path.join(".huggingface-shared-blobs").exists() {
@@ -236,7 +235,9 @@ fn hf_view(root: &Path) -> Value {
         let repo_id = id.replace("--", "/");
         let snapshots = repo_path.join("snapshots");
         if !snapshots.is_dir() {
-            warnings.push(format!("Snapshots dir doesn't exist in cached repo: {name}"));
+            warnings.push(format!(
+                "Snapshots dir doesn't exist in cached repo: {name}"
+            ));
             continue;
         }
         let refs_dir = repo_path.join("refs");
@@ -259,20 +260,22 @@ fn hf_view(root: &Path) -> Value {
                 continue;
             }
             if !snapshot.is_dir() {
-                warnings.push(format!("Snapshots folder corrupted. Found a file: {commit}"));
+                warnings.push(format!(
+                    "Snapshots folder corrupted. Found a file: {commit}"
+                ));
                 broken = true;
                 break;
             }
             let mut files = Vec::new();
             for file in walk_files(&snapshot) {
                 let blob = match std::fs::read_link(&file) {
-                    Ok(target) => lexical(&crate_parent(&file).join(target)),
+                    Ok(target) => lexical(&parent_of(&file).join(target)),
                     Err(_) => file.clone(),
                 };
                 let Ok(meta) = std::fs::metadata(&blob) else {
                     warnings.push(format!(
                         "Blob missing (broken symlink): {}",
-                        relative(&blob, root)
+                        blob.strip_prefix(root).unwrap_or(&blob).display()
                     ));
                     broken = true;
                     continue;
@@ -335,7 +338,12 @@ fn hf_view(root: &Path) -> Value {
 fn try_to_load_from_cache(root: &Path, repo_path: &Path, revision: &str, file: &str) -> Value {
     let revision = std::fs::read_to_string(repo_path.join("refs").join(revision))
         .unwrap_or_else(|_| revision.to_string());
-    if repo_path.join(".no_exist").join(&revision).join(file).is_file() {
+    if repo_path
+        .join(".no_exist")
+        .join(&revision)
+        .join(file)
+        .is_file()
+    {
         return "<object object>".into(); // _CACHED_NO_EXIST, as the script prints it
     }
     let cached = repo_path.join("snapshots").join(&revision).join(file);
@@ -353,7 +361,23 @@ fn layout_part(view: &Value) -> Value {
     view
 }
 
-fn crate_parent(path: &Path) -> &Path {
+/// JSON with its keys sorted, as the script prints it: a readable diff.
+fn pretty(value: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let by_key: BTreeMap<&String, Value> =
+                    map.iter().map(|(k, v)| (k, sorted(v))).collect();
+                Value::Object(by_key.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&sorted(value)).unwrap()
+}
+
+fn parent_of(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new(""))
 }
 
@@ -433,7 +457,11 @@ fn copy_tree(src: &Path, dst: &Path) {
 fn ckpts_cache_is_the_one_huggingface_hub_reads() {
     let reference = fixture_json("huggingface_hub_view.json");
     assert_eq!(reference["huggingface_hub"], HUGGINGFACE_HUB);
-    assert_eq!(reference["warnings"], json!([]), "the reference saw a sound cache");
+    assert_eq!(
+        reference["warnings"],
+        json!([]),
+        "the reference saw a sound cache"
+    );
 
     let sb = Sandbox::new();
     local_suite(&sb);
@@ -457,16 +485,15 @@ fn ckpts_cache_is_the_one_huggingface_hub_reads() {
     let cache = sb.path().join("hf/hub");
     let view = hf_view(&cache);
     assert_eq!(
-        serde_json::to_string_pretty(&view).unwrap(),
-        serde_json::to_string_pretty(&layout_part(&reference)).unwrap(),
+        pretty(&view),
+        pretty(&layout_part(&reference)),
         "what huggingface_hub {HUGGINGFACE_HUB} would see in ckpt's cache (left) differs from what it saw (right)"
     );
     // Each ref file is exactly the commit (huggingface_hub reads it unstripped).
     for step in STEPS {
-        let text = std::fs::read_to_string(cache.join(format!(
-            "models--ckpt-org--suite/refs/step{step}"
-        )))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(cache.join(format!("models--ckpt-org--suite/refs/step{step}")))
+                .unwrap();
         assert_eq!(hub.head(REPO, &format!("step{step}")), Some(text));
     }
 }
@@ -481,7 +508,10 @@ fn ckpts_cache_is_the_one_huggingface_hub_writes() {
     assert_eq!(of_its_own, of_ckpt);
     // And the view computed here is the reference's, on the reference's own cache.
     let written = fixtures().join("written_by_huggingface_hub");
-    assert_eq!(hf_view(&written), layout_part(&of_its_own));
+    assert_eq!(
+        pretty(&hf_view(&written)),
+        pretty(&layout_part(&of_its_own))
+    );
 }
 
 #[test]
@@ -530,7 +560,42 @@ fn ckpt_reads_the_cache_huggingface_hub_wrote() {
         assert_eq!(hub.2, disk.2, "step{step}: the same scores");
     }
     // ckpt left huggingface_hub's cache as it found it.
-    assert_eq!(hf_view(&cache), before);
+    assert_eq!(pretty(&hf_view(&cache)), pretty(&before));
+
+    // Online, what huggingface_hub downloaded is not downloaded again.
+    let hub = serve_suite();
+    let rows = json_of(
+        &hf_ckpt(
+            &sb,
+            &hub.url,
+            [
+                "inspect",
+                &format!("hf://{REPO}"),
+                "--revisions",
+                "step*",
+                "--json",
+            ],
+        )
+        .env("HF_HUB_CACHE", &cache)
+        .env("CKPT_CACHE_DIR", sb.path().join("fresh-fingerprints"))
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(rows.as_array().unwrap().len(), STEPS.len());
+    let step100 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == source)
+        .unwrap();
+    assert_eq!(step100["fingerprint"], local["local/suite/step100"].0);
+    let downloads: Vec<_> = hub
+        .log()
+        .into_iter()
+        .filter(|e| matches!(e.route, "resolve" | "cdn"))
+        .collect();
+    assert!(downloads.is_empty(), "{downloads:?}");
+    assert_eq!(pretty(&hf_view(&cache)), pretty(&before));
 }
 
 /// Serves the suite for `scripts/check_hf_cache.py download` until told to stop: writes

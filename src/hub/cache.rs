@@ -87,7 +87,23 @@ impl HubCache {
         if self.read_ref(repo, revision).as_deref() == Some(commit) {
             return Ok(());
         }
-        crate::atomic_file::write_bytes(&file, commit.as_bytes())
+        // Written beside the lock files and renamed into `refs/`: a temporary file left
+        // in `refs/` by a crash would read as a ref to huggingface_hub's cache scan.
+        let locks = crate::error::parent_dir(&self.lock_file(repo, commit)).to_path_buf();
+        let parent = crate::error::parent_dir(&file);
+        for dir in [&locks, &parent.to_path_buf()] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".ckpt-ref-")
+            .tempfile_in(&locks)
+            .map_err(|e| Error::io(&locks, e))?;
+        use std::io::Write;
+        tmp.write_all(commit.as_bytes())
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.persist(&file).map_err(|e| Error::io(&file, e.error))?;
+        Ok(())
     }
 
     /// Every ref the cache holds for `repo`: (name, commit), sorted by name.
@@ -97,8 +113,6 @@ impl HubCache {
             .into_iter()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_file())
-            // A crash may leave an atomic write's temporary file behind.
-            .filter(|e| !e.file_name().to_string_lossy().starts_with(".ckpt-tmp-"))
             .filter_map(|e| {
                 let name = e
                     .path()
