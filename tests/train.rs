@@ -572,8 +572,12 @@ fn sft_keeps_the_parents_own_chat_template_and_serve_uses_it() {
         "max_tokens": 1
     });
     use ckpt::serve::Handler;
-    let (status, reply) =
-        served.handle("POST", "/v1/chat/completions", body.to_string().as_bytes());
+    let (status, reply) = served.handle(
+        "POST",
+        "/v1/chat/completions",
+        body.to_string().as_bytes(),
+        &ckpt::serve::Events::none(),
+    );
     assert_eq!(status, 200, "{reply}");
     let chatml_tokens = served
         .tokenizer

@@ -25,9 +25,20 @@ pub struct ServeArgs {
     /// With --oracle: the slope k of p = sigmoid(k (F1_A - F1_B)).
     #[arg(long, default_value_t = DEFAULT_K, requires = "oracle")]
     oracle_k: f64,
-    /// Address to listen on (loopback by default: the API has no authentication).
+    /// Address to listen on (loopback by default; elsewhere, set --api-key).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Require `Authorization: Bearer KEY` on every route (never logged).
+    #[arg(
+        long,
+        env = "CKPT_SERVE_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    api_key: Option<String>,
+    /// Requests waiting for a worker at most; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = super::values::at_least_one)]
+    max_queue: usize,
     /// Port (0: any free port; the address is printed).
     #[arg(long, default_value_t = 8000)]
     port: u16,
@@ -49,8 +60,10 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
     let server = Server::bind(&ServeConfig {
         host: args.host.clone(),
         port: args.port,
+        api_key: args.api_key.clone(),
+        max_queue: args.max_queue,
     })?;
-    if !server.addr().ip().is_loopback() {
+    if !server.addr().ip().is_loopback() && args.api_key.is_none() {
         tracing::warn!(
             "listening on {}: anyone who can reach it may use the model",
             server.addr()

@@ -1,23 +1,28 @@
 //! The OpenAI API subset `ckpt serve` answers, as plain functions from a request
-//! (method, path, JSON body) to a status and a JSON body, so they can be tested
-//! without sockets:
+//! (method, path, JSON body) to a status and a JSON body, or to Server-Sent Events, so
+//! they can be tested without sockets:
 //!
-//! - `GET /v1/models`: the one model served;
+//! - `GET /v1/models`: the one model served, with its weights' fingerprint and context
+//!   length; `GET /health`: the same, for probes;
 //! - `POST /v1/chat/completions`: `messages` rendered with the checkpoint's chat
-//!   template; `max_tokens` (or `max_completion_tokens`), `stop`, `logprobs` +
-//!   `top_logprobs` (the chat format: `logprobs.content[i].top_logprobs`);
-//! - `POST /v1/completions`: a raw `prompt`; `max_tokens` (default 16), `stop`,
-//!   `logprobs: k` (the legacy format: `tokens`, `token_logprobs`, `top_logprobs`,
-//!   `text_offset`).
+//!   template; `max_tokens` (or `max_completion_tokens`), `stop`, `n`, `temperature`,
+//!   `top_p`, `top_k`, `seed`, `logprobs` + `top_logprobs` (the chat format), `stream`
+//!   (+ `stream_options.include_usage`);
+//! - `POST /v1/completions`: `prompt` as a string, strings, token ids or lists of them
+//!   (lm-eval's `local-completions` sends ids); `echo` with `logprobs: k` gives the
+//!   prompt's own log-probabilities (the first `null`), which is how lm-eval scores a
+//!   continuation (`max_tokens` 0 or 1); the legacy format (`tokens`,
+//!   `token_logprobs`, `top_logprobs`, `text_offset`); the same sampling and `stream`.
 //!
-//! Decoding is greedy whatever `temperature` / `top_p` say (the results are the
-//! model's argmax path, which is what a judge or an evaluation wants); `n` must be 1
-//! and streaming is refused. Errors use OpenAI's shape,
-//! `{"error": {"message", "type", "param", "code"}}`.
+//! `temperature` defaults to 1, as OpenAI's; 0 is greedy. A `seed` makes a request
+//! reproducible. Errors use OpenAI's shape, `{"error": {"message", "type", "param",
+//! "code"}}`.
 
-use super::Served;
+use super::decode::{decode, DecodeRequest, Decoded};
+use super::sampling::{Chosen, Sampling};
+use super::{Events, Served};
 use crate::chat::Message;
-use crate::eval::engine::{Engine, Finish, Generation};
+use crate::eval::engine::Finish;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,17 +40,17 @@ pub(super) fn route(path: &str) -> &str {
         .trim_end_matches('/')
 }
 
-/// Routes one request.
-pub fn handle(served: &Served, method: &str, path: &str, body: &[u8]) -> Reply {
+/// Routes one request; a streamed answer goes to `events`.
+pub fn handle(served: &Served, method: &str, path: &str, body: &[u8], events: &Events) -> Reply {
     match (method, route(path)) {
-        ("GET", "/v1/models" | "/models") => (200, models(&served.name)),
+        ("GET", "/v1/models" | "/models") => (200, served.models()),
         ("POST", "/v1/chat/completions" | "/chat/completions") => parse(body)
-            .and_then(|r| chat(served, r))
+            .and_then(|r| chat(served, r, events))
             .unwrap_or_else(|e| e),
         ("POST", "/v1/completions" | "/completions") => parse(body)
-            .and_then(|r| completion(served, r))
+            .and_then(|r| completion(served, r, events))
             .unwrap_or_else(|e| e),
-        ("GET", "/health" | "") => (200, json!({"status": "ok", "model": served.name})),
+        ("GET", "/health" | "") => (200, served.health()),
         (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions") => error(
             405,
             "invalid_request_error",
@@ -133,6 +138,100 @@ impl ChatMessage {
     }
 }
 
+/// A completion's prompt: text or token ids, one or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Ids(Vec<u32>),
+    Texts(Vec<String>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+/// One prompt, as text or as the ids a client tokenized itself (lm-eval does).
+enum PromptInput {
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+impl Prompt {
+    fn into_inputs(self) -> Vec<PromptInput> {
+        match self {
+            Prompt::Text(t) => vec![PromptInput::Text(t)],
+            Prompt::Ids(ids) => vec![PromptInput::Ids(ids)],
+            Prompt::Texts(ts) => ts.into_iter().map(PromptInput::Text).collect(),
+            Prompt::IdLists(ls) => ls.into_iter().map(PromptInput::Ids).collect(),
+        }
+    }
+}
+
+/// The sampling fields both endpoints take.
+#[derive(Deserialize, Default)]
+struct SamplingFields {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    /// vLLM's extension; -1 or 0: no limit.
+    top_k: Option<i64>,
+    seed: Option<i64>,
+    n: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Most choices one request may ask for.
+const MAX_N: usize = 16;
+
+impl SamplingFields {
+    /// The checked sampling settings and `n`.
+    fn check(&self) -> Result<(Sampling, usize), Reply> {
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            return Err(invalid("temperature", "must be a number >= 0"));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(invalid("top_p", "must be in (0, 1]"));
+        }
+        let top_k = match self.top_k {
+            None | Some(-1) | Some(0) => None,
+            Some(k) if k > 0 => Some(k as usize),
+            Some(_) => return Err(invalid("top_k", "must be -1 (no limit) or at least 1")),
+        };
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_N).contains(&n) {
+            return Err(invalid("n", &format!("must be between 1 and {MAX_N}")));
+        }
+        let sampling = Sampling {
+            temperature,
+            top_p,
+            top_k,
+            seed: self.seed.map(|s| s as u64),
+        };
+        Ok((sampling, n))
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
+/// A 400 naming the field at fault.
+fn invalid(param: &str, why: &str) -> Reply {
+    (
+        400,
+        json!({"error": {"message": format!("{param}: {why}"), "type": "invalid_request_error", "param": param, "code": null}}),
+    )
+}
+
 #[derive(Deserialize)]
 struct ChatRequest {
     model: Option<String>,
@@ -143,33 +242,25 @@ struct ChatRequest {
     #[serde(default)]
     logprobs: bool,
     top_logprobs: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-    n: Option<usize>,
+    #[serde(flatten)]
+    sampling: SamplingFields,
 }
 
 #[derive(Deserialize)]
 struct CompletionRequest {
     model: Option<String>,
-    prompt: OneOrMany,
+    prompt: Prompt,
     max_tokens: Option<usize>,
     stop: Option<OneOrMany>,
     logprobs: Option<usize>,
     #[serde(default)]
     echo: bool,
-    #[serde(default)]
-    stream: bool,
-    n: Option<usize>,
+    #[serde(flatten)]
+    sampling: SamplingFields,
 }
 
-/// Checks shared by the endpoints: the model is the one served (`name`), one answer,
-/// no streaming.
-pub(super) fn check_common(
-    name: &str,
-    model: &Option<String>,
-    stream: bool,
-    n: Option<usize>,
-) -> Result<(), Reply> {
+/// The model asked for must be the one served (`name`).
+pub(super) fn check_model(name: &str, model: &Option<String>) -> Result<(), Reply> {
     if let Some(m) = model.as_deref().filter(|m| *m != name) {
         return Err(error(
             404,
@@ -177,11 +268,22 @@ pub(super) fn check_common(
             &format!("the model `{m}` does not exist; this server serves `{name}`"),
         ));
     }
+    Ok(())
+}
+
+/// Checks for handlers that answer one choice, not streamed (the oracle judge).
+pub(super) fn check_common(
+    name: &str,
+    model: &Option<String>,
+    stream: bool,
+    n: Option<usize>,
+) -> Result<(), Reply> {
+    check_model(name, model)?;
     if stream {
-        return Err(bad_request("streaming is not supported by ckpt serve"));
+        return Err(bad_request("streaming is not supported by this judge"));
     }
     if n.is_some_and(|n| n != 1) {
-        return Err(bad_request("only n = 1 is supported (decoding is greedy)"));
+        return Err(bad_request("only n = 1 is supported"));
     }
     Ok(())
 }
@@ -213,12 +315,26 @@ pub(super) fn check_roles(messages: &[ChatMessage]) -> Result<(), Reply> {
     }
 }
 
-fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
-    check_common(&served.name, &req.model, req.stream, req.n)?;
+fn chat(served: &Served, req: ChatRequest, events: &Events) -> Result<Reply, Reply> {
+    check_model(&served.name, &req.model)?;
+    let (sampling, n) = req.sampling.check()?;
     if req.messages.is_empty() {
         return Err(bad_request("messages must not be empty"));
     }
     check_roles(&req.messages)?;
+    // OpenAI stops at 20 alternatives; a judge reading A/B preferences may want all.
+    let vocab = served.model.config().vocab_size;
+    let top = match (req.logprobs, req.top_logprobs) {
+        (_, Some(k)) if k > vocab => {
+            return Err(invalid(
+                "top_logprobs",
+                &format!("must be at most the vocabulary size {vocab}"),
+            ))
+        }
+        (false, Some(_)) => return Err(invalid("top_logprobs", "needs logprobs: true")),
+        (true, k) => Some(k.unwrap_or(0)),
+        (false, None) => None,
+    };
     let messages: Vec<Message> = req
         .messages
         .into_iter()
@@ -228,137 +344,413 @@ fn chat(served: &Served, req: ChatRequest) -> Result<Reply, Reply> {
         .chat
         .render(&messages, true)
         .map_err(|e| bad_request(&e.to_string()))?;
-    let top = req.logprobs.then(|| req.top_logprobs.unwrap_or(0));
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    let ids = encode(served, &PromptInput::Text(prompt))?;
+    let max_new = max_new(
+        served,
+        ids.len(),
+        req.max_completion_tokens.or(req.max_tokens),
+    )?;
     let stop = req.stop.map(OneOrMany::into_vec).unwrap_or_default();
-    let (generation, prompt_tokens) = run(served, &prompt, max_tokens, &stop, top)?;
-    let logprobs = top.map(|k| {
-        let content: Vec<Value> = generation
-            .tokens
-            .iter()
-            .map(|t| {
-                let mut entry = token_entry(served, t.id, t.logprob.unwrap_or(f32::NAN));
-                let alternatives: Vec<Value> = t
-                    .top
-                    .iter()
-                    .take(k)
-                    .map(|&(id, lp)| token_entry(served, id, lp))
-                    .collect();
-                entry["top_logprobs"] = alternatives.into();
-                entry
-            })
-            .collect();
-        json!({"content": content})
-    });
-    let completion_tokens = generation.tokens.len();
+    let stream = ChatStream::new(served, events, &req.sampling);
+    let mut choices = Vec::new();
+    let mut completion_tokens = 0;
+    for index in 0..n {
+        let decode_req = DecodeRequest {
+            prompt: ids.clone(),
+            max_new,
+            stop: stop.clone(),
+            top_logprobs: top.unwrap_or(0),
+            echo: false,
+            sampling,
+            index: index as u64,
+        };
+        let out = stream.choice(index, &decode_req, top.is_some())?;
+        if out.cancelled {
+            return Ok((499, json!({})));
+        }
+        completion_tokens += out.tokens.len();
+        let logprobs = top.map(|k| json!({"content": chat_logprobs(served, &out.tokens, k)}));
+        choices.push(json!({
+            "index": index,
+            "message": {"role": "assistant", "content": out.text},
+            "logprobs": logprobs,
+            "finish_reason": finish_reason(out.finish),
+        }));
+    }
+    let usage = usage(ids.len(), completion_tokens);
+    if stream.on {
+        stream.finish(usage);
+        return Ok((200, json!({})));
+    }
     Ok((
         200,
         json!({
-            "id": next_id("chatcmpl"),
+            "id": stream.id,
             "object": "chat.completion",
-            "created": unix_time(),
+            "created": stream.created,
             "model": served.name,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": generation.text},
-                "logprobs": logprobs,
-                "finish_reason": finish_reason(generation.finish),
-            }],
-            "usage": usage(prompt_tokens, completion_tokens),
+            "system_fingerprint": served.system_fingerprint(),
+            "choices": choices,
+            "usage": usage,
         }),
     ))
 }
 
-fn completion(served: &Served, req: CompletionRequest) -> Result<Reply, Reply> {
-    check_common(&served.name, &req.model, req.stream, req.n)?;
-    if req.echo {
-        return Err(bad_request("echo is not supported by ckpt serve"));
-    }
-    let prompts = req.prompt.into_vec();
-    let [prompt] = prompts.as_slice() else {
-        return Err(bad_request("prompt must be one string"));
-    };
-    let stop = req.stop.map(OneOrMany::into_vec).unwrap_or_default();
-    let (generation, prompt_tokens) = run(
-        served,
-        prompt,
-        Some(req.max_tokens.unwrap_or(16)),
-        &stop,
-        req.logprobs,
-    )?;
-    let logprobs = req.logprobs.map(|k| {
-        let mut offset = prompt.len();
-        let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
-        for t in &generation.tokens {
-            let text = served.token_text(t.id);
-            offsets.push(offset);
-            offset += text.len();
-            tokens.push(text);
-            lps.push(t.logprob.map(f64::from));
-            let alternatives: serde_json::Map<String, Value> = t
+/// The chat format of generated tokens' log-probabilities.
+fn chat_logprobs(served: &Served, tokens: &[Chosen], k: usize) -> Vec<Value> {
+    tokens
+        .iter()
+        .map(|t| {
+            let mut entry = token_entry(served, t.id, t.logprob);
+            let alternatives: Vec<Value> = t
                 .top
                 .iter()
                 .take(k)
-                .map(|&(id, lp)| (served.token_text(id), json!(lp)))
+                .map(|&(id, lp)| token_entry(served, id, lp))
                 .collect();
-            tops.push(alternatives);
+            entry["top_logprobs"] = alternatives.into();
+            entry
+        })
+        .collect()
+}
+
+/// A chat answer streamed as Server-Sent Events (`chat.completion.chunk`s), or not.
+struct ChatStream<'a> {
+    served: &'a Served,
+    events: &'a Events,
+    on: bool,
+    include_usage: bool,
+    id: String,
+    created: u64,
+}
+
+impl<'a> ChatStream<'a> {
+    fn new(served: &'a Served, events: &'a Events, fields: &SamplingFields) -> Self {
+        Self {
+            served,
+            events,
+            on: fields.stream,
+            include_usage: fields.include_usage(),
+            id: next_id("chatcmpl"),
+            created: unix_time(),
         }
-        json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
-    });
-    let completion_tokens = generation.tokens.len();
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.served.name,
+            "system_fingerprint": self.served.system_fingerprint(),
+            "choices": choices,
+        });
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    /// Generates one choice, streaming its pieces when asked to.
+    fn choice(&self, index: usize, req: &DecodeRequest, logprobs: bool) -> Result<Decoded, Reply> {
+        let k = req.top_logprobs;
+        if self.on {
+            let first = json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
+            if !self.events.send(&self.chunk(first)) {
+                return Ok(cancelled());
+            }
+        }
+        let mut on_text = |piece: &str, tokens: &[Chosen]| {
+            if !self.on {
+                return true;
+            }
+            let lp = logprobs.then(|| json!({"content": chat_logprobs(self.served, tokens, k)}));
+            let choice = json!([{"index": index, "delta": {"content": piece}, "logprobs": lp, "finish_reason": null}]);
+            self.events.send(&self.chunk(choice))
+        };
+        let out = generate(self.served, req, &mut on_text)?;
+        if self.on && !out.cancelled {
+            let last = json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(out.finish)}]);
+            if !self.events.send(&self.chunk(last)) {
+                return Ok(Decoded {
+                    cancelled: true,
+                    ..out
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The usage chunk (when asked for) and `[DONE]`.
+    fn finish(&self, usage: Value) {
+        if self.include_usage {
+            let mut c = self.chunk(json!([]));
+            c["usage"] = usage;
+            self.events.send(&c);
+        }
+        self.events.done();
+    }
+}
+
+fn cancelled() -> Decoded {
+    Decoded {
+        prompt: vec![],
+        text: String::new(),
+        tokens: vec![],
+        finish: Finish::Stop,
+        cancelled: true,
+    }
+}
+
+fn completion(served: &Served, req: CompletionRequest, events: &Events) -> Result<Reply, Reply> {
+    check_model(&served.name, &req.model)?;
+    let (sampling, n) = req.sampling.check()?;
+    let vocab = served.model.config().vocab_size;
+    if let Some(k) = req.logprobs.filter(|&k| k > vocab) {
+        return Err(invalid(
+            "logprobs",
+            &format!("must be at most the vocabulary size {vocab} (got {k})"),
+        ));
+    }
+    let inputs = req.prompt.into_inputs();
+    if inputs.is_empty() {
+        return Err(invalid("prompt", "must not be an empty list"));
+    }
+    let prompts: Vec<Vec<u32>> = inputs
+        .iter()
+        .map(|p| encode(served, p))
+        .collect::<Result<_, _>>()?;
+    let stop = req.stop.map(OneOrMany::into_vec).unwrap_or_default();
+    let (stream_on, include_usage) = (req.sampling.stream, req.sampling.include_usage());
+    let (id, created) = (next_id("cmpl"), unix_time());
+    let chunk = |choices: Value| {
+        let mut c = json!({"id": id, "object": "text_completion", "created": created,
+            "model": served.name, "system_fingerprint": served.system_fingerprint(), "choices": choices});
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut choices = Vec::new();
+    let (mut prompt_tokens, mut completion_tokens) = (0, 0);
+    for (p, ids) in prompts.iter().enumerate() {
+        prompt_tokens += ids.len();
+        let max_new = max_new(served, ids.len(), Some(req.max_tokens.unwrap_or(16)))?;
+        let prompt_text = match &inputs[p] {
+            PromptInput::Text(t) => t.clone(),
+            PromptInput::Ids(ids) => served.tokenizer.decode_text(ids).unwrap_or_default(),
+        };
+        for c in 0..n {
+            let index = p * n + c;
+            let decode_req = DecodeRequest {
+                prompt: ids.clone(),
+                max_new,
+                stop: stop.clone(),
+                top_logprobs: req.logprobs.unwrap_or(0),
+                echo: req.echo,
+                sampling,
+                index: c as u64,
+            };
+            let mut offset = if req.echo { 0 } else { prompt_text.len() };
+            let legacy = |tokens: &[Chosen], offset: &mut usize| {
+                req.logprobs
+                    .map(|k| completion_logprobs(served, tokens, k, offset))
+            };
+            let mut on_text = |piece: &str, tokens: &[Chosen]| {
+                if !stream_on {
+                    return true;
+                }
+                let lp = legacy(tokens, &mut offset);
+                events.send(&chunk(
+                    json!([{"index": index, "text": piece, "logprobs": lp, "finish_reason": null}]),
+                ))
+            };
+            if stream_on && req.echo {
+                let lp = req.logprobs.map(|_| json!(null));
+                if !events.send(&chunk(json!([{"index": index, "text": prompt_text, "logprobs": lp, "finish_reason": null}]))) {
+                    return Ok((499, json!({})));
+                }
+            }
+            let out = generate(served, &decode_req, &mut on_text)?;
+            if out.cancelled {
+                return Ok((499, json!({})));
+            }
+            completion_tokens += out.tokens.len();
+            if stream_on {
+                let last = json!([{"index": index, "text": "", "logprobs": null, "finish_reason": finish_reason(out.finish)}]);
+                if !events.send(&chunk(last)) {
+                    return Ok((499, json!({})));
+                }
+                continue;
+            }
+            let logprobs = req
+                .logprobs
+                .map(|k| echo_logprobs(served, &out, k, &prompt_text, req.echo));
+            let text = if req.echo {
+                format!("{prompt_text}{}", out.text)
+            } else {
+                out.text
+            };
+            choices.push(json!({
+                "index": index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason(out.finish),
+            }));
+        }
+    }
+    let usage = usage(prompt_tokens, completion_tokens);
+    if stream_on {
+        if include_usage {
+            let mut c = chunk(json!([]));
+            c["usage"] = usage;
+            events.send(&c);
+        }
+        events.done();
+        return Ok((200, json!({})));
+    }
     Ok((
         200,
         json!({
-            "id": next_id("cmpl"),
+            "id": id,
             "object": "text_completion",
-            "created": unix_time(),
+            "created": created,
             "model": served.name,
-            "choices": [{
-                "index": 0,
-                "text": generation.text,
-                "logprobs": logprobs,
-                "finish_reason": finish_reason(generation.finish),
-            }],
-            "usage": usage(prompt_tokens, completion_tokens),
+            "system_fingerprint": served.system_fingerprint(),
+            "choices": choices,
+            "usage": usage,
         }),
     ))
 }
 
-/// Greedy generation from a prompt text; a prompt that fills the context is refused.
-fn run(
+/// The legacy format of tokens' log-probabilities (`tokens`, `token_logprobs`,
+/// `top_logprobs` as {text: logprob}, `text_offset`), offsets counted from `offset`.
+fn completion_logprobs(served: &Served, tokens: &[Chosen], k: usize, offset: &mut usize) -> Value {
+    let mut lp = Legacy::default();
+    for t in tokens {
+        lp.push(served, t.id, Some(t.logprob), Some(&t.top), k, offset);
+    }
+    lp.into_json()
+}
+
+/// The whole answer's legacy log-probabilities: with `echo`, the prompt's tokens first
+/// (the first without a log-probability, as OpenAI and vLLM give it).
+fn echo_logprobs(served: &Served, out: &Decoded, k: usize, prompt_text: &str, echo: bool) -> Value {
+    let mut lp = Legacy::default();
+    let mut offset = if echo { 0 } else { prompt_text.len() };
+    for t in &out.prompt {
+        let top = t.logprob.map(|_| &t.top);
+        lp.push(served, t.id, t.logprob, top, k, &mut offset);
+    }
+    for t in &out.tokens {
+        lp.push(served, t.id, Some(t.logprob), Some(&t.top), k, &mut offset);
+    }
+    lp.into_json()
+}
+
+#[derive(Default)]
+struct Legacy {
+    tokens: Vec<String>,
+    token_logprobs: Vec<Option<f32>>,
+    top_logprobs: Vec<Value>,
+    text_offset: Vec<usize>,
+}
+
+impl Legacy {
+    fn push(
+        &mut self,
+        served: &Served,
+        id: u32,
+        logprob: Option<f32>,
+        top: Option<&Vec<(u32, f32)>>,
+        k: usize,
+        offset: &mut usize,
+    ) {
+        let text = served.token_text(id);
+        self.text_offset.push(*offset);
+        *offset += text.len();
+        self.tokens.push(text);
+        self.token_logprobs.push(logprob);
+        self.top_logprobs.push(match top {
+            None => Value::Null,
+            Some(top) => {
+                let alternatives: serde_json::Map<String, Value> = top
+                    .iter()
+                    .take(k)
+                    .map(|&(id, lp)| (served.token_text(id), json!(lp)))
+                    .collect();
+                Value::Object(alternatives)
+            }
+        });
+    }
+
+    fn into_json(self) -> Value {
+        json!({"tokens": self.tokens, "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs, "text_offset": self.text_offset})
+    }
+}
+
+/// A prompt's token ids: given (each checked against the vocabulary), or encoded; a
+/// prompt that leaves no room in the context is refused.
+fn encode(served: &Served, prompt: &PromptInput) -> Result<Vec<u32>, Reply> {
+    let max_length = served.model.config().max_position_embeddings;
+    let ids = match prompt {
+        PromptInput::Ids(ids) => {
+            let vocab = served.model.config().vocab_size;
+            if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(invalid(
+                    "prompt",
+                    &format!("token id {bad} is not below the vocabulary size {vocab}"),
+                ));
+            }
+            ids.clone()
+        }
+        PromptInput::Text(text) => {
+            if text.len() > served.max_prompt_bytes {
+                return Err(bad_request(&format!(
+                    "this model's maximum context length is {max_length} tokens; the prompt has {} bytes, \
+                     more than any {max_length} tokens can hold",
+                    text.len()
+                )));
+            }
+            served
+                .tokenizer
+                .encode_prompt(text)
+                .map_err(|e| bad_request(&e.to_string()))?
+        }
+    };
+    if ids.len() > max_length {
+        return Err(bad_request(&format!(
+            "this model's maximum context length is {max_length} tokens; the prompt has {}",
+            ids.len()
+        )));
+    }
+    Ok(ids)
+}
+
+/// The tokens to generate at most: what was asked (default: the room left), capped by
+/// the room left in the context; more than the whole context is an error.
+fn max_new(served: &Served, prompt_tokens: usize, asked: Option<usize>) -> Result<usize, Reply> {
+    let max_length = served.model.config().max_position_embeddings;
+    let room = max_length.saturating_sub(prompt_tokens.max(1));
+    match asked {
+        Some(m) if m > max_length => Err(invalid(
+            "max_tokens",
+            &format!("{m} is more than this model's context length of {max_length} tokens"),
+        )),
+        Some(m) => Ok(m.min(room)),
+        None => Ok(room),
+    }
+}
+
+/// Generation from the served model; a failure is a 500.
+fn generate(
     served: &Served,
-    prompt: &str,
-    max_tokens: Option<usize>,
-    stop: &[String],
-    top_logprobs: Option<usize>,
-) -> Result<(Generation, usize), Reply> {
-    let engine = Engine::new(&served.model, &served.tokenizer);
-    if prompt.len() > served.max_prompt_bytes {
-        return Err(bad_request(&format!(
-            "this model's maximum context length is {} tokens; the prompt has {} bytes, \
-             more than any {} tokens can hold",
-            engine.max_length,
-            prompt.len(),
-            engine.max_length
-        )));
-    }
-    let ids = served
-        .tokenizer
-        .encode_prompt(prompt)
-        .map_err(|e| bad_request(&e.to_string()))?;
-    let prompt_tokens = ids.len().max(1);
-    if prompt_tokens >= engine.max_length {
-        return Err(bad_request(&format!(
-            "this model's maximum context length is {} tokens; the prompt has {prompt_tokens}",
-            engine.max_length
-        )));
-    }
-    let room = engine.max_length - prompt_tokens;
-    let max_new = max_tokens.unwrap_or(room);
-    let generation = engine
-        .generate_ids(ids, stop, max_new, top_logprobs)
-        .map_err(|e| error(500, "server_error", &e.to_string()))?;
-    Ok((generation, prompt_tokens))
+    req: &DecodeRequest,
+    on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
+) -> Result<Decoded, Reply> {
+    decode(&served.model, &served.tokenizer, req, on_text)
+        .map_err(|e| error(500, "server_error", &e.to_string()))
 }
 
 fn token_entry(served: &Served, id: u32, logprob: f32) -> Value {

@@ -22,7 +22,9 @@
 //! [`RunningServer`] is shut down or dropped (the demo's in-process judge).
 
 pub mod api;
+pub mod decode;
 pub mod oracle;
+pub mod sampling;
 
 use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
@@ -30,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::tokenizer::{EncodePolicy, TextTokenizer};
 use candle_core::{DType, Device};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -44,10 +47,62 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
 
 /// What answers the requests: a function from (method, path, body) to a status and a
-/// JSON body, run on a blocking thread.
+/// JSON body, run on a blocking thread; or, for a streamed answer, Server-Sent Events
+/// sent to `events` as they are ready (the reply is then not used).
 pub trait Handler: Send + Sync + 'static {
     /// The answer to one request: HTTP status and JSON body.
-    fn handle(&self, method: &str, path: &str, body: &[u8]) -> api::Reply;
+    fn handle(&self, method: &str, path: &str, body: &[u8], events: &Events) -> api::Reply;
+}
+
+/// Where a handler streams Server-Sent Events (`data: {json}` lines, then
+/// `data: [DONE]`). Sending fails once the client has gone, so that the handler stops
+/// generating for nobody.
+pub struct Events {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Events {
+    /// Events that go nowhere (a handler called outside a server, in tests).
+    pub fn none() -> Self {
+        Self {
+            tx: None,
+            started: false.into(),
+        }
+    }
+
+    fn to(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        Self {
+            tx: Some(tx),
+            started: false.into(),
+        }
+    }
+
+    /// Sends one event; false when nobody listens any more.
+    pub fn send(&self, data: &serde_json::Value) -> bool {
+        self.send_line(&data.to_string())
+    }
+
+    /// Ends the stream with `data: [DONE]`.
+    pub fn done(&self) {
+        self.send_line("[DONE]");
+    }
+
+    /// Whether anything was sent.
+    pub fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn send_line(&self, data: &str) -> bool {
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        match &self.tx {
+            Some(tx) => tx
+                .blocking_send(Bytes::from(format!("data: {data}\n\n")))
+                .is_ok(),
+            None => true,
+        }
+    }
 }
 
 /// The checkpoint being served.
@@ -61,6 +116,8 @@ pub struct Served {
     /// (`max_length` tokens of the longest vocabulary entry): checked before tokenizing,
     /// so that a huge body is refused at once.
     pub max_prompt_bytes: usize,
+    /// The weights' fingerprint (as the results store keys them).
+    pub fingerprint: String,
 }
 
 impl Served {
@@ -82,7 +139,27 @@ impl Served {
             model: ckpt.load_model(device, dtype)?,
             name: name.to_string(),
             max_prompt_bytes,
+            fingerprint: ckpt.fingerprint()?,
         })
+    }
+
+    /// OpenAI's `system_fingerprint`: which weights answered.
+    pub fn system_fingerprint(&self) -> String {
+        format!("fp_{}", &self.fingerprint[..self.fingerprint.len().min(12)])
+    }
+
+    /// The `GET /v1/models` list: the one model, its context length and fingerprint.
+    pub fn models(&self) -> serde_json::Value {
+        serde_json::json!({"object": "list", "data": [{
+            "id": self.name, "object": "model", "created": 0, "owned_by": "ckpt",
+            "max_model_len": self.model.config().max_position_embeddings,
+            "fingerprint": self.fingerprint,
+        }]})
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> serde_json::Value {
+        serde_json::json!({"status": "ok", "model": self.name, "fingerprint": self.fingerprint})
     }
 
     /// The text of one token (special tokens spelled out).
@@ -92,17 +169,21 @@ impl Served {
 }
 
 impl Handler for Served {
-    fn handle(&self, method: &str, path: &str, body: &[u8]) -> api::Reply {
-        api::handle(self, method, path, body)
+    fn handle(&self, method: &str, path: &str, body: &[u8], events: &Events) -> api::Reply {
+        api::handle(self, method, path, body, events)
     }
 }
 
-/// Where to listen.
+/// Where to listen, and who may ask.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub host: String,
     /// 0: any free port.
     pub port: u16,
+    /// When set, every request must carry `Authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Requests waiting for a worker at most; more are answered 503 with Retry-After.
+    pub max_queue: usize,
 }
 
 impl Default for ServeConfig {
@@ -110,6 +191,8 @@ impl Default for ServeConfig {
         Self {
             host: "127.0.0.1".into(),
             port: 8000,
+            api_key: None,
+            max_queue: 256,
         }
     }
 }
@@ -121,6 +204,14 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 pub struct Server {
     listener: std::net::TcpListener,
     addr: SocketAddr,
+    gate: Arc<Gate>,
+}
+
+/// What every request passes before a worker: the API key, and room in the queue.
+struct Gate {
+    api_key: Option<String>,
+    max_queue: usize,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Server {
@@ -132,7 +223,16 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
-        Ok(Self { listener, addr })
+        let gate = Arc::new(Gate {
+            api_key: cfg.api_key.clone(),
+            max_queue: cfg.max_queue,
+            waiting: 0.into(),
+        });
+        Ok(Self {
+            listener,
+            addr,
+            gate,
+        })
     }
 
     /// The address bound (the actual port when 0 was asked for).
@@ -185,13 +285,13 @@ impl Server {
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start the server: {e}")))?;
         let permits = Arc::new(Semaphore::new(workers.max(1)));
-        let (addr, listener) = (self.addr, self.listener);
+        let (addr, listener, gate) = (self.addr, self.listener, self.gate);
         let served = runtime.block_on(async move {
             let listener = listener
                 .set_nonblocking(true)
                 .and_then(|_| tokio::net::TcpListener::from_std(listener))
                 .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
-            let accepting = tokio::spawn(accept_forever(listener, handler, permits));
+            let accepting = tokio::spawn(accept_forever(listener, handler, permits, gate));
             until.await;
             accepting.abort();
             Ok(())
@@ -251,6 +351,7 @@ async fn accept_forever<H: Handler>(
     listener: tokio::net::TcpListener,
     handler: Arc<H>,
     permits: Arc<Semaphore>,
+    gate: Arc<Gate>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -262,9 +363,10 @@ async fn accept_forever<H: Handler>(
                 continue;
             }
         };
-        let (handler, permits) = (handler.clone(), permits.clone());
+        let (handler, permits, gate) = (handler.clone(), permits.clone(), gate.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, handler.clone(), permits.clone()));
+            let service =
+                service_fn(move |req| respond(req, handler.clone(), permits.clone(), gate.clone()));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -275,41 +377,162 @@ async fn accept_forever<H: Handler>(
     }
 }
 
+type Body = BoxBody<Bytes, Infallible>;
+
+fn json_response(status: u16, reply: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(reply.to_string())).boxed())
+        .expect("a valid response")
+}
+
+/// Compares a presented key with the expected one in time independent of where they
+/// differ (only the length may show).
+fn same_key(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl Gate {
+    /// An error reply when the request may not go on.
+    fn check(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        if let Some(key) = &self.api_key {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same_key(given.trim().as_bytes(), key.as_bytes()) {
+                let body = serde_json::json!({"error": {"message": "Incorrect API key provided (Authorization: Bearer KEY)",
+                    "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+                return Some(json_response(401, &body));
+            }
+        }
+        None
+    }
+}
+
+/// Holds a place in the queue until dropped.
+struct Queued<'a>(&'a Gate);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn respond<H: Handler>(
     req: Request<Incoming>,
     handler: Arc<H>,
     permits: Arc<Semaphore>,
-) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
+    gate: Arc<Gate>,
+) -> std::result::Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let (status, reply) = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Err(e) => (
-            400,
-            serde_json::json!({"error": {"message": format!("cannot read the request: {e}"), "type": "invalid_request_error"}}),
-        ),
-        Ok(body) => {
-            let body = body.to_bytes();
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let (m, p) = (method.clone(), path.clone());
-            tokio::task::spawn_blocking(move || handler.handle(&m, &p, &body))
-                .await
-                .unwrap_or_else(|e| {
-                    (500, serde_json::json!({"error": {"message": format!("internal error: {e}"), "type": "server_error"}}))
-                })
+    if let Some(refused) = gate.check(&req) {
+        tracing::info!("{method} {path} 401");
+        return Ok(refused);
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            let reply = serde_json::json!({"error": {"message": format!("cannot read the request: {e}"), "type": "invalid_request_error"}});
+            return Ok(json_response(400, &reply));
         }
     };
-    tracing::info!(
-        "{method} {path} {status} in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
-    let response = Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(reply.to_string())))
-        .expect("a valid response");
-    Ok(response)
+    let waiting = gate
+        .waiting
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let queued = Queued(&gate);
+    if waiting >= gate.max_queue {
+        drop(queued);
+        let reply = serde_json::json!({"error": {"message": format!("the server is busy ({waiting} requests waiting); retry shortly"),
+            "type": "server_error", "param": null, "code": "overloaded"}});
+        let mut response = json_response(503, &reply);
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        return Ok(response);
+    }
+    let permit = permits
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    drop(queued);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let (m, p) = (method.clone(), path.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        let events = Events::to(tx);
+        let reply = handler.handle(&m, &p, &body, &events);
+        (reply, events.started())
+    });
+    // The first event; none when the handler ended without any (its sender is gone).
+    let Some(first) = rx.recv().await else {
+        let (status, reply) = match work.await {
+            Ok((reply, _)) => reply,
+            Err(e) => (
+                500,
+                serde_json::json!({"error": {"message": format!("internal error: {e}"), "type": "server_error"}}),
+            ),
+        };
+        drop(permit);
+        tracing::info!(
+            "{method} {path} {status} in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(json_response(status, &reply));
+    };
+    // Streaming: the worker keeps its permit until the handler returns (the client
+    // gone makes its next send fail, so it stops early).
+    tokio::spawn(async move {
+        let _ = work.await;
+        drop(permit);
+        tracing::info!(
+            "{method} {path} 200 (stream) in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+    let stream = EventStream {
+        first: Some(first),
+        rest: rx,
+    };
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(stream.boxed())
+        .expect("a valid response"))
+}
+
+/// A response body that is the events a handler sends, as they come.
+struct EventStream {
+    first: Option<Bytes>,
+    rest: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first))));
+        }
+        self.rest
+            .poll_recv(cx)
+            .map(|next| next.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
 }

@@ -38,7 +38,7 @@ pub struct OracleJudge {
 }
 
 impl Handler for OracleJudge {
-    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+    fn handle(&self, method: &str, path: &str, body: &[u8], _events: &super::Events) -> Reply {
         match (method, api::route(path)) {
             ("GET", "/v1/models" | "/models") => (200, models(&self.name)),
             ("POST", "/v1/chat/completions" | "/chat/completions") => api::parse(body)
@@ -134,6 +134,7 @@ pub fn start_oracle(oracle: Oracle, name: &str) -> Result<RunningServer> {
     let server = Server::bind(&ServeConfig {
         host: "127.0.0.1".into(),
         port: 0,
+        ..ServeConfig::default()
     })?;
     let judge = OracleJudge {
         oracle,
@@ -149,6 +150,7 @@ mod tests {
     use crate::judge::instructions::Instruction;
     use crate::judge::preference::read_verdict;
     use crate::judge::prompt::{JudgeTemplate, IDENTIFIERS};
+    use crate::serve::Events;
 
     fn judge() -> OracleJudge {
         let truth = Instruction {
@@ -164,7 +166,12 @@ mod tests {
     }
 
     fn ask(j: &OracleJudge, body: Value) -> Reply {
-        j.handle("POST", "/v1/chat/completions", body.to_string().as_bytes())
+        j.handle(
+            "POST",
+            "/v1/chat/completions",
+            body.to_string().as_bytes(),
+            &Events::none(),
+        )
     }
 
     #[test]
@@ -225,11 +232,11 @@ mod tests {
             json!({"model": "gpt", "messages": [{"role": "user", "content": "x"}]}),
         );
         assert_eq!(status, 404, "{e}");
-        let (status, _) = j.handle("POST", "/v1/completions", b"{}");
+        let (status, _) = j.handle("POST", "/v1/completions", b"{}", &Events::none());
         assert_eq!(status, 404);
-        let (status, _) = j.handle("GET", "/v1/chat/completions", b"");
+        let (status, _) = j.handle("GET", "/v1/chat/completions", b"", &Events::none());
         assert_eq!(status, 405);
-        let (status, m) = j.handle("GET", "/v1/models", b"");
+        let (status, m) = j.handle("GET", "/v1/models", b"", &Events::none());
         assert_eq!((status, &m["data"][0]["id"]), (200, &json!("oracle")));
     }
 }

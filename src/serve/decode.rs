@@ -1,0 +1,235 @@
+//! Generation for `ckpt serve`: token ids in, tokens out one at a time over a KV cache,
+//! each chosen by a [`Sampler`], with the text handed to the caller as it becomes final
+//! (streaming), and, for `echo`, the prompt's own log-probabilities from the same
+//! forward pass that starts the generation.
+//!
+//! Text is final when no stop string can still begin in it and it does not end in a
+//! partial UTF-8 character: a streamed answer is exactly the non-streamed one, cut into
+//! pieces.
+
+use super::sampling::{log_softmax, top_k, Chosen, Sampler, Sampling};
+use crate::error::Result;
+use crate::eval::engine::Finish;
+use crate::model::{select_rows, KvCache, Model};
+use crate::tokenizer::TextTokenizer;
+use candle_core::{DType, Tensor};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct DecodeRequest {
+    /// The prompt's token ids (empty: start from the tokenizer's prefix token).
+    pub prompt: Vec<u32>,
+    /// Tokens to generate at most (0: none, as for scoring with `echo`).
+    pub max_new: usize,
+    pub stop: Vec<String>,
+    /// Alternatives reported per token (0: none).
+    pub top_logprobs: usize,
+    /// Report the prompt's tokens with their log-probabilities too.
+    pub echo: bool,
+    pub sampling: Sampling,
+    /// Which of the request's `n` choices this is.
+    pub index: u64,
+}
+
+/// One token of the prompt with `log p(token | the tokens before)` (none for the first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptToken {
+    pub id: u32,
+    pub logprob: Option<f32>,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What was generated.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The prompt's tokens, when `echo` asked for them.
+    pub prompt: Vec<PromptToken>,
+    /// The text, cut at the first stop string.
+    pub text: String,
+    /// The generated tokens of `text`.
+    pub tokens: Vec<Chosen>,
+    pub finish: Finish,
+    /// The client went away before the end.
+    pub cancelled: bool,
+}
+
+/// Generates as `req` asks; `on_text(piece, tokens)` gets each piece of final text with
+/// the tokens that completed it, and returns false to stop (a client that left).
+pub fn decode(
+    model: &Model,
+    tokenizer: &TextTokenizer,
+    req: &DecodeRequest,
+    on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
+) -> Result<Decoded> {
+    let max_length = model.config().max_position_embeddings;
+    let mut input = req.prompt.clone();
+    if input.is_empty() {
+        input.push(tokenizer.prefix_token);
+    }
+    let mut sampler = Sampler::new(req.sampling, req.index);
+    if req.max_new == 0 && !req.echo {
+        return Ok(Decoded {
+            prompt: vec![],
+            text: String::new(),
+            tokens: vec![],
+            finish: Finish::Length,
+            cancelled: false,
+        });
+    }
+    let mut cache = KvCache::new(model.config().num_hidden_layers);
+    let mut out = Decoded {
+        prompt: vec![],
+        text: String::new(),
+        tokens: vec![],
+        finish: Finish::Length,
+        cancelled: false,
+    };
+    let mut ids: Vec<u32> = Vec::new();
+    let mut emitted = 0; // bytes of text handed to on_text
+    let mut pending = 0; // tokens not yet handed to on_text
+    let mut first = true;
+    while first || out.tokens.len() < req.max_new {
+        if cache.len() + input.len() > max_length {
+            break;
+        }
+        let t = Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?;
+        let hidden = model.hidden_states(&t, &mut cache)?;
+        let n = input.len();
+        let positions: Vec<(usize, usize)> = if first && req.echo {
+            (0..n).map(|j| (0, j)).collect()
+        } else {
+            vec![(0, n - 1)]
+        };
+        let logits = model
+            .logits(&select_rows(&hidden, &positions)?)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        if first && req.echo {
+            out.prompt = prompt_tokens(&req.prompt, &logits, req.top_logprobs);
+        }
+        first = false;
+        if req.max_new == 0 {
+            break;
+        }
+        let chosen = sampler.choose(logits.last().expect("a row"), req.top_logprobs);
+        if tokenizer.stop_tokens.contains(&chosen.id) {
+            out.finish = Finish::Stop;
+            break;
+        }
+        ids.push(chosen.id);
+        input = vec![chosen.id];
+        out.tokens.push(chosen);
+        pending += 1;
+        let text = tokenizer.decode_text(&ids)?;
+        if let Some(at) = first_stop(&text, &req.stop) {
+            out.text = text[..at].to_string();
+            out.finish = Finish::Stop;
+            trim_tokens(tokenizer, &ids, &mut out.tokens, out.text.len())?;
+            break;
+        }
+        let safe = safe_len(&text, &req.stop);
+        if safe > emitted {
+            let start = out.tokens.len() - pending;
+            if !on_text(&text[emitted..safe], &out.tokens[start..]) {
+                out.text = text;
+                out.cancelled = true;
+                return Ok(out);
+            }
+            emitted = safe;
+            pending = 0;
+        }
+        out.text = text;
+    }
+    if out.text.len() > emitted || pending > 0 {
+        let start = out.tokens.len().saturating_sub(pending);
+        let rest = out.text.get(emitted..).unwrap_or_default().to_string();
+        out.cancelled = !on_text(&rest, &out.tokens[start..]);
+    }
+    Ok(out)
+}
+
+/// The prompt's tokens with the log-probability each had given those before it (rows
+/// of `logits`: row j predicts token j + 1).
+fn prompt_tokens(prompt: &[u32], logits: &[Vec<f32>], k: usize) -> Vec<PromptToken> {
+    prompt
+        .iter()
+        .enumerate()
+        .map(
+            |(j, &id)| match j.checked_sub(1).and_then(|r| logits.get(r)) {
+                None => PromptToken {
+                    id,
+                    logprob: None,
+                    top: vec![],
+                },
+                Some(row) => {
+                    let lps = log_softmax(row, 0.0);
+                    PromptToken {
+                        id,
+                        logprob: Some(lps[id as usize] as f32),
+                        top: top_k(&lps, k),
+                    }
+                }
+            },
+        )
+        .collect()
+}
+
+/// Where the first stop string begins in `text`.
+fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// How much of `text` is final: not the start of a stop string still growing, not a
+/// partial character (decoded as U+FFFD).
+fn safe_len(text: &str, stop: &[String]) -> usize {
+    let mut limit = text.len();
+    if text.ends_with('\u{FFFD}') {
+        limit -= '\u{FFFD}'.len_utf8();
+    }
+    let mut end = limit;
+    for s in stop.iter().filter(|s| !s.is_empty()) {
+        // Every suffix of the text that is a prefix of the stop string may still grow
+        // into it.
+        for (i, _) in text[..limit].char_indices().rev().take(s.chars().count()) {
+            if s.starts_with(&text[i..limit]) {
+                end = end.min(i);
+            }
+        }
+    }
+    end
+}
+
+/// Drops the tokens that spell (part of) a stop string, as the text drops it.
+fn trim_tokens(
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    tokens: &mut Vec<Chosen>,
+    text_len: usize,
+) -> Result<()> {
+    let mut n = tokens.len();
+    while n > 0 && tokenizer.decode_text(&ids[..n])?.len() > text_len {
+        n -= 1;
+    }
+    tokens.truncate(n);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_final_unless_a_stop_string_may_begin_in_it() {
+        let stop = vec!["\n\nQ:".to_string()];
+        assert_eq!(safe_len("Paris is", &stop), 8);
+        assert_eq!(safe_len("Paris\n", &stop), 5);
+        assert_eq!(safe_len("Paris\n\n", &stop), 5);
+        assert_eq!(safe_len("Paris\n\nQ", &stop), 5);
+        assert_eq!(safe_len("caf\u{FFFD}", &[]), 3);
+        assert_eq!(first_stop("a\n\nQ: b", &stop), Some(1));
+        assert_eq!(first_stop("a", &stop), None);
+    }
+}
