@@ -44,11 +44,13 @@ pub(super) fn route(path: &str) -> &str {
 pub fn handle(served: &Served, method: &str, path: &str, body: &[u8], events: &Events) -> Reply {
     match (method, route(path)) {
         ("GET", "/v1/models" | "/models") => (200, served.models()),
+        // The sampling fields are read on their own: errors then name the field (serde
+        // loses the path inside a flattened struct).
         ("POST", "/v1/chat/completions" | "/chat/completions") => parse(body)
-            .and_then(|r| chat(served, r, events))
+            .and_then(|r| chat(served, r, parse(body)?, events))
             .unwrap_or_else(|e| e),
         ("POST", "/v1/completions" | "/completions") => parse(body)
-            .and_then(|r| completion(served, r, events))
+            .and_then(|r| completion(served, r, parse(body)?, events))
             .unwrap_or_else(|e| e),
         ("GET", "/health" | "") => (200, served.health()),
         (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions") => error(
@@ -72,8 +74,19 @@ pub(super) fn bad_request(message: &str) -> Reply {
     error(400, "invalid_request_error", message)
 }
 
+/// The request body as `T`; an error names the field at fault (`temperature: invalid
+/// type: string "hot", expected f32`).
 pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Reply> {
-    serde_json::from_slice(body).map_err(|e| bad_request(&format!("invalid request body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = format!("invalid request body: {}", e.inner());
+        if path.is_empty() || path == "." {
+            bad_request(&message)
+        } else {
+            invalid(&path, &message)
+        }
+    })
 }
 
 /// The `GET /v1/models` list of the one model `name`.
@@ -155,8 +168,10 @@ enum PromptInput {
 }
 
 impl Prompt {
+    /// The prompts; an empty list (of texts or of ids) holds none.
     fn into_inputs(self) -> Vec<PromptInput> {
         match self {
+            Prompt::Ids(ids) if ids.is_empty() => vec![],
             Prompt::Text(t) => vec![PromptInput::Text(t)],
             Prompt::Ids(ids) => vec![PromptInput::Ids(ids)],
             Prompt::Texts(ts) => ts.into_iter().map(PromptInput::Text).collect(),
@@ -242,8 +257,6 @@ struct ChatRequest {
     #[serde(default)]
     logprobs: bool,
     top_logprobs: Option<usize>,
-    #[serde(flatten)]
-    sampling: SamplingFields,
 }
 
 #[derive(Deserialize)]
@@ -255,8 +268,6 @@ struct CompletionRequest {
     logprobs: Option<usize>,
     #[serde(default)]
     echo: bool,
-    #[serde(flatten)]
-    sampling: SamplingFields,
 }
 
 /// The model asked for must be the one served (`name`).
@@ -315,9 +326,14 @@ pub(super) fn check_roles(messages: &[ChatMessage]) -> Result<(), Reply> {
     }
 }
 
-fn chat(served: &Served, req: ChatRequest, events: &Events) -> Result<Reply, Reply> {
+fn chat(
+    served: &Served,
+    req: ChatRequest,
+    fields: SamplingFields,
+    events: &Events,
+) -> Result<Reply, Reply> {
     check_model(&served.name, &req.model)?;
-    let (sampling, n) = req.sampling.check()?;
+    let (sampling, n) = fields.check()?;
     if req.messages.is_empty() {
         return Err(bad_request("messages must not be empty"));
     }
@@ -351,7 +367,7 @@ fn chat(served: &Served, req: ChatRequest, events: &Events) -> Result<Reply, Rep
         req.max_completion_tokens.or(req.max_tokens),
     )?;
     let stop = req.stop.map(OneOrMany::into_vec).unwrap_or_default();
-    let stream = ChatStream::new(served, events, &req.sampling);
+    let stream = ChatStream::new(served, events, &fields);
     let mut choices = Vec::new();
     let mut completion_tokens = 0;
     for index in 0..n {
@@ -502,9 +518,14 @@ fn cancelled() -> Decoded {
     }
 }
 
-fn completion(served: &Served, req: CompletionRequest, events: &Events) -> Result<Reply, Reply> {
+fn completion(
+    served: &Served,
+    req: CompletionRequest,
+    fields: SamplingFields,
+    events: &Events,
+) -> Result<Reply, Reply> {
     check_model(&served.name, &req.model)?;
-    let (sampling, n) = req.sampling.check()?;
+    let (sampling, n) = fields.check()?;
     let vocab = served.model.config().vocab_size;
     if let Some(k) = req.logprobs.filter(|&k| k > vocab) {
         return Err(invalid(
@@ -521,7 +542,7 @@ fn completion(served: &Served, req: CompletionRequest, events: &Events) -> Resul
         .map(|p| encode(served, p))
         .collect::<Result<_, _>>()?;
     let stop = req.stop.map(OneOrMany::into_vec).unwrap_or_default();
-    let (stream_on, include_usage) = (req.sampling.stream, req.sampling.include_usage());
+    let (stream_on, include_usage) = (fields.stream, fields.include_usage());
     let (id, created) = (next_id("cmpl"), unix_time());
     let chunk = |choices: Value| {
         let mut c = json!({"id": id, "object": "text_completion", "created": created,
