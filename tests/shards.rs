@@ -140,6 +140,24 @@ fn three_shards_merged_equal_one_process() {
     let again = json_of(sb.run(EVAL.iter().chain(&["--store", "merged.sqlite", "--json"])));
     assert_eq!(computed(&again), 0);
     assert_eq!(metrics(&again), metrics(&one));
+    // A directory of the shards' stores, as a Slurm array leaves it: `ckpt eval --store
+    // DIR` merges them into DIR/ckpt.sqlite and prints without computing anything.
+    std::fs::create_dir_all(sb.path().join("results")).unwrap();
+    for i in 0..3 {
+        for suffix in ["", "-wal", "-shm"] {
+            let from = sb
+                .path()
+                .join(format!("sharded.shard-{i}-of-3.sqlite{suffix}"));
+            if from.exists() {
+                let to = format!("results/ckpt.shard-{i}-of-3.sqlite{suffix}");
+                std::fs::copy(&from, sb.path().join(to)).unwrap();
+            }
+        }
+    }
+    let printed = json_of(sb.run(EVAL.iter().chain(&["--store", "results", "--json"])));
+    assert_eq!(computed(&printed), 0);
+    assert_eq!(metrics(&printed), metrics(&one));
+    assert!(sb.path().join("results/ckpt.sqlite").is_file());
     // And the report: every table and figure, byte for byte but the store's name.
     for store in ["one", "merged"] {
         let out = sb.run(["report", &format!("{store}.sqlite"), "--out", store, "-q"]);

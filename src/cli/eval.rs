@@ -65,7 +65,10 @@ pub struct EvalArgs {
     /// Cap every generative task's new tokens (lm-eval's `--gen_kwargs max_gen_toks=N`).
     #[arg(long, value_name = "N", value_parser = super::values::at_least_one)]
     max_gen_toks: Option<usize>,
-    /// The results store (default: ckpt.sqlite in the current directory).
+    /// The results store (default: ckpt.sqlite in the current directory); a directory
+    /// means DIR/ckpt.sqlite, into which the directory's other stores (the shards of a
+    /// sweep) are merged first, exactly, so that their results print and are not
+    /// computed again.
     #[arg(long)]
     store: Option<PathBuf>,
     #[command(flatten)]
@@ -250,14 +253,16 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("task {}", s.task))
         })
         .collect::<anyhow::Result<_>>()?;
-    let main_store = args
-        .store
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(STORE_FILE));
+    let main_store = main_store(args.store.as_deref())?;
     // A shard writes its own store: SQLite must not be shared between machines.
     let store_path = match shard {
         Some(s) => s.store_path(&main_store),
-        None => main_store,
+        None => {
+            if args.store.as_deref().is_some_and(is_store_dir) {
+                merge_shards(&main_store, args.store_timeout.duration())?;
+            }
+            main_store
+        }
     };
     if let Some(s) = shard {
         let costs = crate::eval::run::unit_costs(&candidates, &tasks);
@@ -343,6 +348,47 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A `--store` naming a directory (existing, or written with a trailing `/`).
+fn is_store_dir(path: &Path) -> bool {
+    path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/')
+}
+
+/// The store `--store` names: the file, or `DIR/ckpt.sqlite` (DIR created).
+fn main_store(store: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match store {
+        None => Ok(PathBuf::from(STORE_FILE)),
+        Some(dir) if is_store_dir(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("--store {}: cannot create the directory", dir.display())
+            })?;
+            Ok(dir.join(STORE_FILE))
+        }
+        Some(file) => Ok(file.to_path_buf()),
+    }
+}
+
+/// Merges the other stores beside `main` (a sharded sweep's) into it.
+fn merge_shards(main: &Path, wait: std::time::Duration) -> anyhow::Result<()> {
+    let dir = crate::error::parent_dir(main);
+    let others: Vec<PathBuf> = crate::store::store_files(&[dir.to_path_buf()])?
+        .into_iter()
+        .filter(|f| f.file_name() != main.file_name())
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let summary = crate::store::merge(&others, main, wait)?;
+    if summary.changed {
+        tracing::info!(
+            "merged {} stores of {} into {}",
+            others.len(),
+            dir.display(),
+            main.display()
+        );
+    }
+    Ok(())
 }
 
 /// Every candidate as a checkpoint on disk, Hub revisions fetched into the cache.
