@@ -351,3 +351,43 @@ fn sharded_sharpness_equals_one_process() {
     }
     assert_eq!(sharded, one);
 }
+
+/// `ckpt score --shard I/N`: each shard scores its share of the texts (balanced by
+/// length), with their indices in the file; together they are the unsharded scores.
+#[test]
+fn score_shards_split_the_texts() {
+    let sb = Sandbox::new();
+    let ckpt = common::fixture_in("arch", "gpt_neox_parallel");
+    let texts = common::fixture_in("arch", "texts.jsonl");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "score",
+            common::arg(&ckpt),
+            "--text",
+            common::arg(&texts),
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let whole = sb.run_json(args(&[]));
+    let all = whole["texts"].as_array().unwrap();
+    let mut seen = vec![false; all.len()];
+    for i in 0..2 {
+        let part = sb.run_json(args(&["--shard", &format!("{i}/2")]));
+        assert_eq!(part["shard"], format!("{i}/2"));
+        let indices = part["text_indices"].as_array().unwrap();
+        let scored = part["texts"].as_array().unwrap();
+        assert_eq!(indices.len(), scored.len());
+        for (index, score) in indices.iter().zip(scored) {
+            let index = index.as_u64().unwrap() as usize;
+            assert!(!seen[index], "text {index} in two shards");
+            seen[index] = true;
+            assert_eq!(score["loglikelihood"], all[index]["loglikelihood"]);
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every text in a shard");
+}

@@ -40,11 +40,19 @@ pub struct ScoreArgs {
     /// f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    #[command(flatten)]
+    shard: super::values::ShardArgs,
 }
 
 #[derive(Serialize)]
 struct Output<'a> {
     checkpoint: String,
+    /// `I/N` when this is a shard's part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
+    /// With --shard: the texts' indices in the file, in the order of `texts`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_indices: Option<Vec<usize>>,
     fingerprint: String,
     dtype: &'a str,
     seconds: f64,
@@ -62,8 +70,18 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if args.max_length == Some(0) {
         anyhow::bail!("--max-length must be at least 1 (got 0)");
     }
+    let shard = args.shard.resolve()?;
     let ckpt = crate::sources::open_single(&args.checkpoint, ui.transfer().as_ref())?;
-    let texts = crate::texts::read_texts(&args.text)?;
+    let mut texts = crate::texts::read_texts(&args.text)?;
+    // A shard scores its share of the texts, balanced by length; each keeps its index
+    // in the file, so the shards' outputs join back in order.
+    let text_indices = shard.map(|s| {
+        let costs: Vec<u64> = texts.iter().map(|t| t.len() as u64 + 1).collect();
+        let mine = s.select(&costs);
+        let indices: Vec<usize> = (0..texts.len()).filter(|&i| mine[i]).collect();
+        texts = indices.iter().map(|&i| texts[i].clone()).collect();
+        indices
+    });
     let cfg = ckpt.config()?;
     let tokenizer = TextTokenizer::load_with(
         &ckpt.dir,
@@ -88,6 +106,8 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let seconds = started.elapsed().as_secs_f64();
     let out = Output {
         checkpoint: ckpt.name(),
+        shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
+        text_indices,
         fingerprint,
         dtype: &args.dtype,
         seconds,
