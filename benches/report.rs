@@ -273,6 +273,7 @@ fn sharpness(
         top_eigenvalue: None,
         seconds: 1.0,
         ckpt_version: ckpt::VERSION.into(),
+        probe_start: None,
     };
     store.put_sharpness(&SharpnessRecord {
         fingerprint: fp,

@@ -4,37 +4,45 @@
 
 1. `ckpt serve CKPT --port 0 --model-name tiny` is started on a tiny checkpoint
    (default tests/fixtures/trained/tiny-wso) behind a recording proxy written here: it
-   forwards every request unchanged (streams as they come) and records each request
-   body with its response body or Server-Sent Events.
-2. lm-eval (`lm_eval.simple_evaluate`, `--model local-completions`, `model_args`
+   forwards every request unchanged (an event stream piece by piece, as it comes) and
+   records each request body with its response body or Server-Sent Events.
+2. lm-eval (`lm_eval.simple_evaluate` with `--model local-completions` and model_args
    base_url=<proxy>/v1/completions,model=tiny,tokenizer=CKPT,tokenized_requests=True,
    num_concurrent=1,max_length=64) scores synthetic multiple-choice tasks (`ckpt synth
-   --eval-tasks`, lm-eval's own task YAML with `dataset_path: json`) with log_samples.
+   --eval-tasks`; lm-eval's own task YAML, its data pointed at the local JSONL files
+   with `dataset_path: json`, as scripts/eval_parity.py does) with log_samples.
 3. `ckpt eval CKPT --add-bos-token false` scores the same docs in-process; every
    per-request log-likelihood must agree within 1e-4, every per-doc metric and
    aggregate must be equal. lm-eval's API model sends at most max_length - 1 tokens
    (the last 63 here) and scores them with the first as context only, where its HF
-   backend and `ckpt eval` keep the last max_length + 1; `ckpt eval --max-length 62`
-   is the same window.
+   backend and `ckpt eval` keep the last max_length + 1: `ckpt eval --max-length 62`
+   is the same window. Every answer must hold the prompt's tokens and exactly one
+   generated token: lm-eval sums `token_logprobs[ctxlen:-1]`.
 4. The OpenAI SDK: /v1/models, a chat completion (temperature 0, logprobs), the same
    chat streamed with stream_options.include_usage (the deltas concatenated must be
    the text, the last chunk carries the usage), a completion with echo + logprobs, a
    streamed completion, a seeded sampled completion twice (the same text).
-5. Writes tests/fixtures/serve_clients/summary.json (versions, max difference, metrics
+5. Stop-token probe: lm-eval scores a continuation after which the model's greedy
+   token is its EOS (tests/fixtures/parity/llama_gqa, a random Llama, on token ids where
+   transformers' argmax is EOS), against transformers' log-likelihood of it.
+6. Writes tests/fixtures/serve_clients/summary.json (versions, max difference, metrics
    side by side, checks) and exchanges.jsonl (a few of the recorded exchanges, which
-   tests/serve_clients.rs replays against `ckpt serve` without Python).
+   tests/serve_clients.rs replays against `ckpt serve` without Python). The fixture is
+   written even when a check fails (it then shows the failure); the exit status is 1.
 
 Run: ~/.venvs/ckpt-ref/bin/python scripts/check_serve_clients.py [--ckpt target/debug/ckpt]
-     [--model tests/fixtures/trained/tiny-wso] [--limit 10] [--tasks arc_easy piqa] [--no-fixture]
-No network beyond loopback: HF_DATASETS_OFFLINE / HF_HUB_OFFLINE are set.
+     [--model tests/fixtures/trained/tiny-wso] [--tasks arc_easy piqa] [--limit 10] [--no-fixture]
+Needs lm-eval[api]==0.4.13 and openai in the venv. No network beyond loopback.
 """
 
 import argparse
 import http.client
 import http.server
 import json
+import logging
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -66,11 +74,12 @@ from lm_eval.tasks import TaskManager  # noqa: E402
 
 FIXTURES = ROOT / "tests/fixtures/serve_clients"
 MODEL_NAME = "tiny"
-MAX_LENGTH = 64  # the checkpoint's max_position_embeddings
+MAX_LENGTH = 64  # the checkpoints' max_position_embeddings
 LL_TOLERANCE = 1e-4
-# Exchanges kept per lm-eval task in the fixture: its longest request (context
-# truncated on the left) and its shortest.
-LM_EVAL_KEPT = 2
+# A random Llama whose greedy token is often its EOS (the trained one never picks it).
+PROBE_MODEL = ROOT / "tests/fixtures/parity/llama_gqa"
+PROBE_NAME = "tiny-random"
+PROBE_SEED = 0
 # Prompts of the SDK checks (the tiny model was trained on the synthetic world).
 CHAT = [{"role": "user", "content": "Tell me about the Miling."}]
 ECHO_PROMPT = "The Miling is blue. The Miling eats"
@@ -89,20 +98,22 @@ HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te"
 
 
 class Recorder:
-    def __init__(self, upstream):
-        u = urllib.parse.urlsplit(upstream)
-        self.host, self.port = u.hostname, u.port
+    """The exchanges seen by every proxy, in order, each tagged with the checkpoint
+    served and the client that asked (set by the script before each client runs)."""
+
+    def __init__(self):
         self.lock = threading.Lock()
         self.records = []
-        self.client = "?"  # who is asking (set by the script before each client runs)
+        self.client = "?"
 
     def add(self, record):
         with self.lock:
-            record = {"seq": len(self.records), "client": self.client, **record}
             self.records.append(record)
 
 
-def proxy_handler(recorder):
+def proxy_handler(upstream, recorder, tags):
+    u = urllib.parse.urlsplit(upstream)
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -112,20 +123,19 @@ def proxy_handler(recorder):
         def read_body(self):
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                 body = b""
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return body
+                while size := int(self.rfile.readline().split(b";")[0], 16):
                     body += self.rfile.read(size)
                     self.rfile.readline()
+                self.rfile.readline()
+                return body
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length else b""
 
         def forward(self):
+            client = recorder.client  # the one asking now (the script runs one client at a time)
             body = self.read_body()
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-            conn = http.client.HTTPConnection(recorder.host, recorder.port, timeout=600)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
             conn.request(self.command, self.path, body=body or None, headers=headers)
             resp = conn.getresponse()
             self.send_response_only(resp.status, resp.reason)
@@ -150,20 +160,12 @@ def proxy_handler(recorder):
                 self.wfile.write(data)
             self.wfile.flush()
             conn.close()
-            request = None
-            if body:
-                try:
-                    request = json.loads(body)
-                except ValueError:
-                    request = body.decode("utf-8", "replace")
-            record = {"method": self.command, "path": self.path, "request": request, "status": resp.status}
+            record = {"client": client, **tags, "method": self.command, "path": self.path, "request": parse(body),
+                      "status": resp.status}
             if streamed:
                 record["stream"] = data.decode("utf-8")
             else:
-                try:
-                    record["response"] = json.loads(data) if data else None
-                except ValueError:
-                    record["response"] = data.decode("utf-8", "replace")
+                record["response"] = parse(data)
             recorder.add(record)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = forward
@@ -171,41 +173,57 @@ def proxy_handler(recorder):
     return Handler
 
 
-class Proxy:
-    def __init__(self, upstream):
-        self.recorder = Recorder(upstream)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), proxy_handler(self.recorder))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+def parse(body):
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+class Served:
+    """`ckpt serve MODEL --port 0 --model-name NAME` behind a recording proxy."""
+
+    def __init__(self, ckpt, model, name, recorder, cwd):
+        self.proc = subprocess.Popen(
+            [ckpt, "serve", str(model), "--port", "0", "--model-name", name],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline()  # "serving NAME at http://127.0.0.1:PORT/v1"
+        if not line.strip():
+            self.proc.kill()
+            raise SystemExit(f"ckpt serve {model} printed no URL (exit {self.proc.wait()})")
+        self.upstream = line.split()[-1].removesuffix("/v1")
+        tags = {"checkpoint": rel(model), "model_name": name}
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                    proxy_handler(self.upstream, recorder, tags))
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"  # the proxy's
+
+    def models(self):
+        return json.loads(urllib.request.urlopen(f"{self.upstream}/v1/models").read())
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def start_serve(ckpt, model, cwd):
-    proc = subprocess.Popen(
-        [ckpt, "serve", str(model), "--port", "0", "--model-name", MODEL_NAME],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    line = proc.stdout.readline()
-    if not line.strip():
-        proc.kill()
-        raise SystemExit(f"ckpt serve printed no URL (exit {proc.wait()})")
-    url = line.split()[-1]  # "serving NAME at http://127.0.0.1:PORT/v1"
-    return proc, url.removesuffix("/v1")
+        self.http.shutdown()
+        self.http.server_close()
+        self.proc.kill()
+        self.proc.wait()
 
 
 # -- lm-eval against the proxy, ckpt eval in-process ------------------------------------
 
-def lm_eval_run(proxy_url, model, tasks, limit, data_dir, tm):
-    """lm-eval's local-completions on `tasks`: its per-request results keyed by the
-    token ids it sends, per-doc results and aggregates."""
-    model_args = (f"base_url={proxy_url}/v1/completions,model={MODEL_NAME},tokenizer={model},"
+def local_completions(url, name, model):
+    model_args = (f"base_url={url}/v1/completions,model={name},tokenizer={model},"
                   f"tokenized_requests=True,num_concurrent=1,max_length={MAX_LENGTH}")
-    lm = get_model("local-completions").create_from_arg_string(model_args)
+    return get_model("local-completions").create_from_arg_string(model_args), model_args
+
+
+def lm_eval_run(served, model, tasks, limit, data_dir, tm):
+    """lm-eval's local-completions on `tasks`: what it made of each request (keyed by
+    the token ids it sends), its per-doc results and its aggregates."""
+    lm, model_args = local_completions(served.url, MODEL_NAME, model)
     configs = [lm_eval_config(tm, t, ckpt_spec(CKPT, t), data_dir) for t in tasks]
     out = lm_eval.simple_evaluate(model=lm, tasks=configs, num_fewshot=0, limit=limit, log_samples=True,
                                   bootstrap_iters=100000)
@@ -217,12 +235,14 @@ def lm_eval_run(proxy_url, model, tasks, limit, data_dir, tm):
             metrics = {f"{m},{sample['filter']}": float(sample[m]) for m in sample["metrics"]}
             docs[(task, sample["doc_id"])] = {"lls": lls, "metrics": metrics}
             for choice, (context, continuation) in enumerate(sample["arguments"]):
+                # What lm-eval sends for this request, and where the continuation starts.
                 ctx_enc, cont_enc = lm._encode_pair(context, continuation)
                 (inp,), (ctxlen,), _ = lm.batch_loglikelihood_requests([[(None, ctx_enc, cont_enc)]])
                 by_ids[tuple(inp)] = {"task": task, "doc_id": sample["doc_id"], "choice": choice,
                                       "ctxlen": ctxlen, "loglikelihood": lls[choice],
                                       "is_greedy": sample["resps"][choice][0][1]}
-    return model_args.replace(proxy_url, "<proxy>").replace(str(model), rel(model)), by_ids, docs, results
+    shown = model_args.replace(served.url, "<proxy>").replace(str(model), rel(model))
+    return shown, by_ids, docs, results
 
 
 def ckpt_eval_run(model, tasks, limit, data_dir, tmp):
@@ -272,48 +292,57 @@ def compare_eval(theirs, ours, their_results, our_results):
         for k, v in theirs_t.items():
             mine = our_results[task].get(k)
             metrics[task][k] = {"lm_eval": v, "ckpt": mine}
-            # Means of identical 0/1 items agree but for summation order.
-            same = mine == v or (isinstance(mine, float) and isinstance(v, float) and abs(mine - v) <= 1e-12)
-            if not same:
+            if mine != v:
                 problems.append(f"{task} {k}: ckpt {mine!r} vs lm-eval {v!r}")
     return problems, worst, n, metrics
 
 
+def one_generated_token(records):
+    """lm-eval's requests whose answer does not hold the prompt plus one token."""
+    bad = []
+    for r in records:
+        if r["path"] == "/v1/completions" and r["status"] == 200:
+            (prompt,) = r["request"]["prompt"]
+            tokens = r["response"]["choices"][0]["logprobs"]["tokens"]
+            if len(tokens) != len(prompt) + 1:
+                bad.append(f"{len(prompt)}-token prompt answered with {len(tokens)} tokens "
+                           f"({r['response']['choices'][0]['finish_reason']})")
+    return bad
+
+
 # -- the OpenAI SDK ---------------------------------------------------------------------
 
-def sdk_checks(proxy, recorder):
-    client = openai.OpenAI(base_url=f"{proxy}/v1", api_key="not-needed", max_retries=0)
-    checks = {}
-
-    def check(name, ok, detail=""):
-        checks[name] = bool(ok)
-        print(f"{'ok' if ok else 'FAILED':6}  {name}" + (f": {detail}" if detail and not ok else ""))
+def sdk_checks(served, recorder, check):
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="not-needed", max_retries=0)
 
     recorder.client = "openai:models"
     models = client.models.list()
-    check("models lists the served model", [m.id for m in models.data] == [MODEL_NAME])
+    check("SDK: models lists the served model", [m.id for m in models.data] == [MODEL_NAME], models)
 
     recorder.client = "openai:chat"
     chat = client.chat.completions.create(model=MODEL_NAME, messages=CHAT, max_tokens=24, temperature=0,
                                           logprobs=True, top_logprobs=2)
     text = chat.choices[0].message.content
-    check("chat answers", chat.object == "chat.completion" and isinstance(text, str)
-          and chat.usage.completion_tokens == len(chat.choices[0].logprobs.content), chat)
+    check("SDK: chat answers, a log-probability per token", chat.object == "chat.completion"
+          and isinstance(text, str) and chat.choices[0].message.role == "assistant"
+          and chat.usage.completion_tokens == len(chat.choices[0].logprobs.content)
+          and chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens, chat)
 
     recorder.client = "openai:chat-stream"
     chunks = list(client.chat.completions.create(model=MODEL_NAME, messages=CHAT, max_tokens=24, temperature=0,
                                                  logprobs=True, top_logprobs=2, stream=True,
                                                  stream_options={"include_usage": True}))
     deltas = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    streamed_lps = [t.token for c in chunks if c.choices and c.choices[0].logprobs
-                    for t in c.choices[0].logprobs.content]
-    check("streamed chat deltas concatenate to the text", deltas == text, f"{deltas!r} vs {text!r}")
-    check("streamed chat log-probabilities are the tokens'",
-          streamed_lps == [t.token for t in chat.choices[0].logprobs.content])
-    check("streamed chat chunks", all(c.object == "chat.completion.chunk" for c in chunks)
-          and chunks[-2].choices[0].finish_reason == chat.choices[0].finish_reason)
+    streamed_tokens = [t.token for c in chunks if c.choices and c.choices[0].logprobs
+                       for t in c.choices[0].logprobs.content]
+    check("SDK: streamed chat deltas concatenate to the text", deltas == text, f"{deltas!r} vs {text!r}")
+    check("SDK: streamed chat log-probabilities are the text's",
+          streamed_tokens == [t.token for t in chat.choices[0].logprobs.content])
+    check("SDK: streamed chat chunks", all(c.object == "chat.completion.chunk" for c in chunks)
+          and chunks[0].choices[0].delta.role == "assistant"
+          and chunks[-2].choices[0].finish_reason == chat.choices[0].finish_reason, chunks[:2])
     last = chunks[-1]
-    check("the last chunk carries the usage", last.choices == [] and last.usage is not None
+    check("SDK: the last chunk carries the usage", last.choices == [] and last.usage is not None
           and last.usage.model_dump() == chat.usage.model_dump()
           and all(c.usage is None for c in chunks[:-1]), last)
 
@@ -325,29 +354,70 @@ def sdk_checks(proxy, recorder):
     offsets = [0]
     for t in lp.tokens[:-1]:
         offsets.append(offsets[-1] + len(t))
-    check("echo returns the prompt's log-probabilities, the first null",
+    check("SDK: echo gives the prompt's log-probabilities, the first null",
           echo.choices[0].text.startswith(ECHO_PROMPT) and lp.token_logprobs[0] is None
           and lp.top_logprobs[0] is None
           and all(isinstance(x, float) for x in lp.token_logprobs[1:])
           and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n_tokens
           and "".join(lp.tokens) == echo.choices[0].text and lp.text_offset == offsets, echo)
-    check("echo's top log-probabilities hold the greedy ones",
-          all(len(top) <= 2 and max(top.values()) >= tok - 1e-6 for top, tok in
-              zip(lp.top_logprobs[1:], lp.token_logprobs[1:])))
+    check("SDK: echo's top log-probabilities hold the best",
+          all(len(top) == 2 and max(top.values()) >= tok - 1e-6 for top, tok in
+              zip(lp.top_logprobs[1:], lp.token_logprobs[1:])), lp)
 
-    recorder.client = "openai:completion-stream"
+    recorder.client = "openai:completion"
     plain = client.completions.create(model=MODEL_NAME, prompt=ECHO_PROMPT, max_tokens=4, temperature=0)
+    recorder.client = "openai:completion-stream"
     pieces = list(client.completions.create(model=MODEL_NAME, prompt=ECHO_PROMPT, max_tokens=4, temperature=0,
                                             stream=True, stream_options={"include_usage": True}))
-    check("streamed completion concatenates to the text",
+    check("SDK: a streamed completion concatenates to the text",
           "".join(c.choices[0].text for c in pieces if c.choices) == plain.choices[0].text
-          and pieces[-1].usage.model_dump() == plain.usage.model_dump())
+          and pieces[-1].usage.model_dump() == plain.usage.model_dump(), pieces)
 
     recorder.client = "openai:seeded"
     seeded = [client.completions.create(model=MODEL_NAME, prompt=SEEDED_PROMPT, max_tokens=16, temperature=1.0,
                                         top_p=0.95, seed=7).choices[0].text for _ in range(2)]
-    check("a seed reproduces a sampled completion", seeded[0] == seeded[1], seeded)
-    return checks
+    check("SDK: a seed reproduces a sampled completion", seeded[0] == seeded[1], seeded)
+
+
+# -- the stop-token probe ---------------------------------------------------------------
+
+def stop_token_probe(served, recorder):
+    """lm-eval's log-likelihood of a continuation after which transformers' greedy token
+    is EOS, through `ckpt serve`, against transformers' own."""
+    cfg = json.loads((PROBE_MODEL / "config.json").read_text())
+    eos = cfg["eos_token_id"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(PROBE_MODEL), dtype=torch.float32)
+    rng = random.Random(PROBE_SEED)
+    found = None
+    while found is None:
+        ids = [rng.randrange(2, cfg["vocab_size"]) for _ in range(40)]
+        with torch.no_grad():
+            greedy = hf(torch.tensor([ids])).logits[0].argmax(-1).tolist()
+        found = next((ids[: j + 1] for j in range(4, len(ids)) if greedy[j] == eos), None)
+    with torch.no_grad():
+        lps = torch.log_softmax(hf(torch.tensor([found])).logits[0].double(), -1)
+    ctx, cont = found[:-2], found[-2:]
+    reference = float(sum(lps[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
+    recorder.client = "lm-eval:stop-token-probe"
+    lm, _ = local_completions(served.url, PROBE_NAME, PROBE_MODEL)
+    ((ll, is_greedy),) = lm._loglikelihood_tokens([(None, ctx, cont)])
+    answer = recorder.records[-1]
+    tokens = answer["response"]["choices"][0]["logprobs"]["tokens"]
+    answer["lm_eval"] = {"ctxlen": len(ctx), "loglikelihood": ll, "is_greedy": is_greedy,
+                         "transformers": reference}
+    return {
+        "checkpoint": rel(PROBE_MODEL),
+        "prompt_tokens": len(found),
+        "ctxlen": len(ctx),
+        "eos_token_id": eos,
+        "transformers_greedy_next": int(lps[-1].argmax()),
+        "answer_tokens": len(tokens),
+        "finish_reason": answer["response"]["choices"][0]["finish_reason"],
+        "lm_eval_loglikelihood": ll,
+        "transformers_loglikelihood": reference,
+        "abs_diff": abs(ll - reference),
+        "passed": abs(ll - reference) < LL_TOLERANCE and len(tokens) == len(found) + 1,
+    }
 
 
 # -- the fixture ------------------------------------------------------------------------
@@ -361,7 +431,7 @@ def prompt_ids(request):
 def select_exchanges(records, by_ids, ckpt_lls):
     """Per lm-eval task its longest request (context truncated on the left) and its
     shortest, annotated with what lm-eval and ckpt eval made of them; every SDK
-    exchange."""
+    exchange; the stop-token probe."""
     kept, per_task = [], {}
     for r in records:
         if r["client"] == "lm-eval" and r["path"] == "/v1/completions":
@@ -370,11 +440,11 @@ def select_exchanges(records, by_ids, ckpt_lls):
                 per_task.setdefault(what["task"], []).append((r, what))
     for task, rs in per_task.items():
         rs.sort(key=lambda x: len(prompt_ids(x[0]["request"])))
-        for r, what in [rs[-1], rs[0]][:LM_EVAL_KEPT]:
+        for r, what in [rs[-1], rs[0]]:
             lm = {k: what[k] for k in ("task", "doc_id", "choice", "ctxlen", "loglikelihood", "is_greedy")}
             lm["ckpt_eval"] = ckpt_lls[(task, what["doc_id"])][what["choice"]]
-            kept.append({**{k: v for k, v in r.items() if k != "seq"}, "lm_eval": lm})
-    kept += [{k: v for k, v in r.items() if k != "seq"} for r in records if r["client"].startswith("openai:")]
+            kept.append({**r, "lm_eval": lm})
+    kept += [r for r in records if r["client"].startswith("openai:") or "lm_eval" in r]
     return kept
 
 
@@ -390,55 +460,61 @@ def main():
     CKPT = args.ckpt
     model = Path(args.model).resolve()
     datasets.disable_progress_bars()
-    import logging
-    logging.getLogger("lm-eval").setLevel(logging.WARNING)
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("lm-eval", "lm_eval", "httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
     versions = {"lm_eval": lm_eval.__version__, "openai": openai.__version__, "torch": torch.__version__,
                 "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
                 "datasets": datasets.__version__, "python": platform.python_version()}
     print(", ".join(f"{k} {v}" for k, v in versions.items()))
-    problems = []
+    checks = {}
+
+    def check(name, ok, detail=""):
+        checks[name] = bool(ok)
+        print(f"{'ok' if ok else 'FAILED':6}  {name}" + ("" if ok else f": {str(detail)[:400]}"))
+
+    recorder = Recorder()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         eval_docs = max(SYNTH["eval_docs"], args.limit)
         run_ckpt(CKPT, ["synth", "--eval-tasks", str(data_dir), "--seed", str(SYNTH["seed"]),
                         "--entities", str(SYNTH["entities"]), "--eval-docs", str(eval_docs), "-q"])
-        server, upstream = start_serve(CKPT, model, tmp)
-        proxy = Proxy(upstream)
+        served = Served(CKPT, model, MODEL_NAME, recorder, tmp)
         try:
-            proxy.recorder.client = "lm-eval"
+            fingerprint = served.models()["data"][0]["fingerprint"]
+            recorder.client = "lm-eval"
             model_args, by_ids, theirs, their_results = lm_eval_run(
-                proxy.url, model, args.tasks, args.limit, data_dir, TaskManager())
+                served, model, args.tasks, args.limit, data_dir, TaskManager())
             ours, our_results = ckpt_eval_run(model, args.tasks, args.limit, data_dir, tmp)
             eval_problems, worst, n, metrics = compare_eval(theirs, ours, their_results, our_results)
-            problems += eval_problems
-            lm_requests = [r for r in proxy.recorder.records if r["client"] == "lm-eval"]
-            print(f"lm-eval local-completions vs ckpt eval: {n} requests ({len(lm_requests)} HTTP exchanges), "
-                  f"max |dll| {worst:.2e}")
+            lm_records = [r for r in recorder.records if r["client"] == "lm-eval"]
+            scored = [r for r in lm_records if r["path"] == "/v1/completions"]
+            print(f"lm-eval local-completions vs ckpt eval: {n} requests, max |dll| {worst:.2e}")
             for task, ms in metrics.items():
                 print(f"  {task}: " + ", ".join(f"{k} {v['lm_eval']} / {v['ckpt']}" for k, v in ms.items()
                                                 if "stderr" not in k))
-            for p in eval_problems[:10]:
-                print(f"  DIFFERENT {p}")
-            checks = sdk_checks(proxy.url, proxy.recorder)
-            fingerprint = json.loads(
-                urllib.request.urlopen(f"{upstream}/v1/models").read())["data"][0]["fingerprint"]
+            check("lm-eval: log-likelihoods within 1e-4 of ckpt eval's", n > 0 and worst < LL_TOLERANCE)
+            check("lm-eval: metrics equal ckpt eval's", not eval_problems, eval_problems)
+            bad = one_generated_token(scored)
+            check("lm-eval: every answer is the prompt and one generated token", not bad, bad)
+            check("lm-eval: every request answered 200", all(r["status"] == 200 for r in scored))
+            sdk_checks(served, recorder, check)
         finally:
-            proxy.close()
-            server.kill()
-            server.wait()
-        checks["lm-eval log-likelihoods within 1e-4"] = worst < LL_TOLERANCE and n > 0
-        checks["lm-eval metrics equal"] = not eval_problems
-        problems += [f"check failed: {k}" for k, v in checks.items() if not v]
-        failed_http = [r for r in proxy.recorder.records if r["status"] >= 400 and r["path"].startswith("/v1/")]
-        problems += [f"HTTP {r['status']} on {r['method']} {r['path']}: {r.get('response')}" for r in failed_http]
+            served.close()
+        probe_served = Served(CKPT, PROBE_MODEL, PROBE_NAME, recorder, tmp)
+        try:
+            probe = stop_token_probe(probe_served, recorder)
+        finally:
+            probe_served.close()
+        check("lm-eval: a continuation the model ends with EOS is scored whole (stop-token probe)",
+              probe["passed"], probe)
+        other = sorted({f"{r['method']} {r['path']} {r['status']}" for r in lm_records
+                        if r["path"] != "/v1/completions"})
         summary = {
-            "about": "ckpt serve answered lm-evaluation-harness's local-completions and the OpenAI Python SDK "
+            "about": "ckpt serve answering lm-evaluation-harness's local-completions and the OpenAI Python SDK "
                      "(scripts/check_serve_clients.py); tests/serve_clients.rs replays exchanges.jsonl",
-            "command": "~/.venvs/ckpt-ref/bin/python scripts/check_serve_clients.py " + " ".join(
-                f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
-                for k, v in [("tasks", args.tasks), ("limit", args.limit)]),
+            "command": "~/.venvs/ckpt-ref/bin/python scripts/check_serve_clients.py "
+                       f"--tasks {' '.join(args.tasks)} --limit {args.limit}",
             "versions": versions,
             "checkpoint": rel(model),
             "fingerprint": fingerprint,
@@ -451,28 +527,30 @@ def main():
                 "num_fewshot": 0,
                 "limit": args.limit,
                 "requests": n,
-                "http_exchanges": len(lm_requests),
+                "completions_requests": len(scored),
+                "other_requests": other,
                 "max_abs_diff": worst,
                 "tolerance": LL_TOLERANCE,
             },
             "ckpt_eval": f"ckpt eval CKPT --tasks {','.join(args.tasks)} --num-fewshot 0 --limit {args.limit} "
-                         f"--add-bos-token false --max-length {MAX_LENGTH - 2} --output DIR --json",
+                         f"--add-bos-token false --max-length {MAX_LENGTH - 2} --dtype f32 --output DIR --json",
             "metrics": metrics,
             "metrics_equal": not eval_problems,
+            "stop_token_probe": probe,
             "checks": checks,
-            "problems": problems,
-            "passed": not problems,
+            "passed": all(checks.values()),
         }
-        ckpt_lls = {k: v["lls"] for k, v in ours.items()}
-        exchanges = select_exchanges(proxy.recorder.records, by_ids, ckpt_lls)
+        exchanges = select_exchanges(recorder.records, by_ids, {k: v["lls"] for k, v in ours.items()})
     if not args.no_fixture:
         FIXTURES.mkdir(parents=True, exist_ok=True)
         (FIXTURES / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         (FIXTURES / "exchanges.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exchanges))
         for f in ("summary.json", "exchanges.jsonl"):
-            print(f"wrote {rel(FIXTURES / f)} ({(FIXTURES / f).stat().st_size} bytes)")
-    if problems:
-        sys.exit(f"{len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems[:20]))
+            print(f"wrote {rel(FIXTURES / f)} ({(FIXTURES / f).stat().st_size} bytes, "
+                  f"{len(exchanges) if f.endswith('jsonl') else 1} records)")
+    failed = [k for k, v in checks.items() if not v]
+    if failed:
+        sys.exit(f"{len(failed)} check(s) failed: {failed}")
     print("all checks passed")
 
 

@@ -318,6 +318,7 @@ impl World {
             top_eigenvalue: None,
             seconds: 0.1,
             ckpt_version: "test".into(),
+            probe_start: None,
         };
         let json = serde_json::to_string(&result).unwrap();
         self.store

@@ -391,3 +391,74 @@ fn score_shards_split_the_texts() {
     }
     assert!(seen.iter().all(|&s| s), "every text in a shard");
 }
+
+/// Fewer checkpoints than shards: each checkpoint's probes are cut into blocks, one
+/// per shard; a run without `--shard` then joins the blocks beside its `--out` (or in
+/// its store) without measuring a probe, and equals one process probe for probe.
+#[test]
+fn sharpness_blocks_of_probes_join_into_one_measurement() {
+    let sb = Sandbox::new();
+    common::copy_dir(
+        &common::fixture_in("arch", "qwen3"),
+        &sb.path().join("runs/qwen3/step-1"),
+    );
+    std::fs::copy(
+        common::fixture_in("arch", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let args = |out: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "sharpness",
+            "runs",
+            "--data",
+            "texts.jsonl",
+            "--seq-len",
+            "16",
+            "--max-batches",
+            "1",
+            "--samples",
+            "6",
+            "--seed",
+            "7",
+            "--json",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let one = json_of(sb.run(args("one.jsonl", &[])));
+    let one = &one.as_array().unwrap()[0];
+    let mut starts = Vec::new();
+    for i in 0..3 {
+        let part = json_of(sb.run(args("s.jsonl", &["--shard", &format!("{i}/3")])));
+        let block = &part.as_array().unwrap()[0];
+        let start = block["probe_start"].as_u64().unwrap() as usize;
+        let samples = block["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "six probes in three blocks");
+        assert_eq!(
+            samples[..],
+            one["samples"].as_array().unwrap()[start..start + 2]
+        );
+        starts.push(start);
+    }
+    starts.sort();
+    assert_eq!(starts, [0, 2, 4]);
+    // Joined: the same estimate, probe for probe, and no probe measured again.
+    let joined = sb
+        .ckpt(args("s.jsonl", &[]))
+        .env("CKPT_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&joined.stderr).to_string();
+    let joined = json_of(joined);
+    let joined = &joined.as_array().unwrap()[0];
+    assert_eq!(joined["samples"], one["samples"]);
+    assert_eq!(joined["estimate"], one["estimate"]);
+    assert!(joined["probe_start"].is_null());
+    assert!(stderr.contains("resuming after 6 probes"), "{stderr}");
+}

@@ -6,8 +6,8 @@ use super::values::f64_above;
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::{
-    measure_all, Event, Method, Outcome, ResultsFile, SharpnessOptions, SharpnessResult,
-    TraceOptions,
+    measure_units, Event, Method, Outcome, ResultsFile, SharpnessOptions, SharpnessResult,
+    TraceOptions, Unit,
 };
 use anyhow::{bail, Context};
 use candle_core::DType;
@@ -125,7 +125,7 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     let opts = options(args)?;
     let shard = args.shard.resolve()?;
-    let mut checkpoints =
+    let checkpoints =
         crate::sources::checkpoints(&args.paths, &args.hub.options(), ui.transfer().as_ref())?;
     if checkpoints.is_empty() {
         bail!(
@@ -133,9 +133,16 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             join_paths(&args.paths)
         );
     }
-    if let Some(s) = shard {
-        checkpoints = shard_of(checkpoints, s);
-    }
+    let units = match shard {
+        Some(s) => shard_units(&checkpoints, s, &opts),
+        None => checkpoints
+            .iter()
+            .map(|checkpoint| Unit {
+                checkpoint,
+                probes: None,
+            })
+            .collect(),
+    };
     let texts = crate::texts::read_texts(&args.data)?;
     let mut out = args
         .out
@@ -155,10 +162,16 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if let Some(store) = &store {
         results.adopt(ResultsFile::from_store(store)?);
     }
+    if shard.is_none() {
+        // The blocks shards measured beside --out are joined, not measured again.
+        for sibling in shard_files(&out)? {
+            results.adopt(ResultsFile::open(&sibling)?.results().to_vec());
+        }
+    }
 
     let mut bar: Option<ProgressBar> = None;
-    let outcomes = measure_all(
-        &checkpoints,
+    let outcomes = measure_units(
+        &units,
         &texts,
         &opts,
         &mut results,
@@ -240,7 +253,11 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         outln!("results: {}", out.display());
     }
     if let Some(path) = &args.plot {
-        let done: Vec<SharpnessResult> = shown.iter().map(|(r, _)| (*r).clone()).collect();
+        let done: Vec<SharpnessResult> = shown
+            .iter()
+            .filter(|(r, _)| !r.is_block())
+            .map(|(r, _)| (*r).clone())
+            .collect();
         if done.iter().any(|r| r.step.is_some()) {
             crate::plot::line_chart(path, &sharpness_chart(&done))
                 .with_context(|| format!("plotting {}", path.display()))?;
@@ -315,20 +332,68 @@ fn checked_eps(eps: f64, dtype: DType) -> anyhow::Result<f64> {
 
 /// The checkpoints shard `s` measures: a checkpoint is the unit, its parameter count
 /// the cost.
-fn shard_of(
-    checkpoints: Vec<crate::checkpoint::Checkpoint>,
+/// This shard's units. With at least as many checkpoints as shards, a unit is a
+/// checkpoint; with fewer, each checkpoint's probes are cut into `ceil(N / checkpoints)`
+/// blocks so every shard has work (not with `--rel-tol`, whose stopping rule needs all
+/// of a checkpoint's probes in one place). Cost: parameters x probes.
+fn shard_units<'a>(
+    checkpoints: &'a [crate::checkpoint::Checkpoint],
     s: crate::shard::Shard,
-) -> Vec<crate::checkpoint::Checkpoint> {
-    let costs: Vec<u64> = checkpoints
-        .iter()
-        .map(|c| c.config().map(|c| c.num_parameters() as u64).unwrap_or(1))
-        .collect();
+    opts: &SharpnessOptions,
+) -> Vec<Unit<'a>> {
+    let probes = opts.trace.probes.max(1);
+    let per_checkpoint = if opts.trace.rel_tol.is_some() || checkpoints.is_empty() {
+        1
+    } else {
+        s.count.div_ceil(checkpoints.len()).clamp(1, probes)
+    };
+    let mut units = Vec::new();
+    let mut costs = Vec::new();
+    for checkpoint in checkpoints {
+        let parameters = checkpoint
+            .config()
+            .map(|c| c.num_parameters() as u64)
+            .unwrap_or(1);
+        for b in 0..per_checkpoint {
+            let range = (b * probes / per_checkpoint)..((b + 1) * probes / per_checkpoint);
+            costs.push(parameters.saturating_mul(range.len() as u64));
+            units.push(Unit {
+                checkpoint,
+                probes: (per_checkpoint > 1).then_some(range),
+            });
+        }
+    }
     let mine = s.select(&costs);
-    checkpoints
+    units
         .into_iter()
         .zip(mine)
-        .filter_map(|(c, m)| m.then_some(c))
+        .filter_map(|(u, m)| m.then_some(u))
         .collect()
+}
+
+/// The shards' results files beside `out` (`NAME.shard-I-of-N.jsonl`).
+fn shard_files(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let stem = out
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = crate::error::parent_dir(out);
+    let pattern = regex::Regex::new(&format!(
+        r"^{}\.shard-\d+-of-\d+\.jsonl$",
+        regex::escape(&stem)
+    ))?;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(vec![]);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| pattern.is_match(&n.to_string_lossy()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// `DIR/NAME.shard-I-of-N.EXT` beside `path`.
@@ -412,7 +477,11 @@ fn print_table(rows: &[(&SharpnessResult, bool)]) {
             r.stderr
                 .map(|s| format!("{s:.4}"))
                 .unwrap_or_else(|| "-".into()),
-            r.probes.to_string(),
+            match r.probe_start {
+                // A shard's block: which probes.
+                Some(a) => format!("{a}..{}", a + r.probes),
+                None => r.probes.to_string(),
+            },
             r.batches.to_string(),
             if *skipped {
                 "done before".into()

@@ -226,7 +226,9 @@ fn sharpness_from_store(
     let records: Vec<serde_json::Value> = store
         .sharpness_results()?
         .iter()
-        .filter_map(|j| serde_json::from_str(j).ok())
+        .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        // A shard's block of probes is part of a measurement, not one.
+        .filter(|r| r.get("probe_start").is_none_or(|p| p.is_null()))
         .collect();
     let Some(own) = records
         .iter()

@@ -107,7 +107,11 @@ impl StoreView {
             orders,
             groups,
             sft_suite,
-            sharpness: ResultsFile::from_store(store)?,
+            // A shard's block of probes is part of a measurement, not one.
+            sharpness: ResultsFile::from_store(store)?
+                .into_iter()
+                .filter(|r| !r.is_block())
+                .collect(),
             by_fingerprint,
         })
     }

@@ -115,6 +115,29 @@ pub fn hutchinson_trace<O: Objective + ?Sized>(
     Ok(est)
 }
 
+/// `z^T H z` of probes `range` alone: one shard's block of a checkpoint's probes, equal
+/// to the same probes of [`hutchinson_trace`] (probe `i` is `rademacher(seed, i)`
+/// wherever it runs).
+pub fn hutchinson_block<O: Objective + ?Sized>(
+    hessian: &Hessian<O>,
+    shapes: &[Vec<usize>],
+    seed: u64,
+    range: std::ops::Range<usize>,
+    on_probe: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<Vec<f64>> {
+    let Some(first) = hessian.theta().first() else {
+        return Ok(vec![]);
+    };
+    let (dtype, device) = (first.dtype(), first.device().clone());
+    let mut samples = Vec::with_capacity(range.len());
+    for i in range {
+        let z = rademacher(shapes, seed, i as u64, dtype, &device)?;
+        samples.push(hessian.quadratic_form(&z)?);
+        on_probe(i)?;
+    }
+    Ok(samples)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! results file already holds and resuming an interrupted one at its last probe.
 
 use super::data::{DataOptions, TokenBatches};
-use super::hutchinson::{hutchinson_trace, TraceEstimate, TraceOptions};
+use super::hutchinson::{hutchinson_block, hutchinson_trace, TraceEstimate, TraceOptions};
 use super::hvp::{Hessian, Method};
 use super::objective::LlamaObjective;
 use super::power::top_eigenvalue;
@@ -82,14 +82,44 @@ pub fn measure_all(
     results: &mut ResultsFile,
     on_event: &mut dyn FnMut(Event),
 ) -> Vec<Outcome> {
+    let units: Vec<Unit> = checkpoints
+        .iter()
+        .map(|checkpoint| Unit {
+            checkpoint,
+            probes: None,
+        })
+        .collect();
+    measure_units(&units, texts, opts, results, on_event)
+}
+
+/// A unit of (sharded) work: a checkpoint's measurement, or a block of its probes.
+pub struct Unit<'a> {
+    pub checkpoint: &'a Checkpoint,
+    /// `None`: the whole measurement.
+    pub probes: Option<std::ops::Range<usize>>,
+}
+
+/// [`measure_all`] over units: a block records its probes' samples only
+/// ([`SharpnessResult::is_block`]); a later whole measurement of the same checkpoint
+/// and settings starts from the blocks recorded, so blocks measured by shards are
+/// joined without measuring anything again.
+pub fn measure_units(
+    units: &[Unit],
+    texts: &[String],
+    opts: &SharpnessOptions,
+    results: &mut ResultsFile,
+    on_event: &mut dyn FnMut(Event),
+) -> Vec<Outcome> {
     let mut data = DataCache::default();
-    checkpoints
+    units
         .iter()
         .enumerate()
-        .map(|(index, ckpt)| {
+        .map(|(index, unit)| {
+            let ckpt = unit.checkpoint;
             let ctx = Context {
                 index,
-                total: checkpoints.len(),
+                total: units.len(),
+                probes: unit.probes.clone(),
             };
             match measure_one(ckpt, texts, opts, results, &mut data, &ctx, on_event) {
                 Ok(outcome) => outcome,
@@ -105,6 +135,8 @@ pub fn measure_all(
 struct Context {
     index: usize,
     total: usize,
+    /// A block of the probes, or all of them.
+    probes: Option<std::ops::Range<usize>>,
 }
 
 /// Token batches by tokenizer content and shape, so that the checkpoints of a run
@@ -150,6 +182,24 @@ fn measure_one(
         Some(origin) => std::path::PathBuf::from(&origin.name),
         None => std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone()),
     };
+    if let Some(range) = ctx.probes.clone() {
+        return measure_block(
+            ckpt,
+            &cfg,
+            &batches,
+            opts,
+            results,
+            ctx,
+            on_event,
+            BlockId {
+                dir,
+                fingerprint,
+                config,
+                key,
+                range,
+            },
+        );
+    }
     if let Some(done) = results.find(&dir, &fingerprint, &key) {
         if done.checkpoint == dir {
             return Ok(Outcome::Skipped(done.clone()));
@@ -179,7 +229,12 @@ fn measure_one(
     let theta = objective.load_parameters(ckpt)?;
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
-    let resumed = results.progress(&fingerprint, &key)?;
+    // Probes already measured: an interrupted run's, or blocks shards measured.
+    let mut resumed = results.progress(&fingerprint, &key)?;
+    let from_blocks = results.blocks(&fingerprint, &key);
+    if from_blocks.len() > resumed.len() {
+        resumed = from_blocks;
+    }
     on_event(Event::Start {
         checkpoint: ckpt,
         index: ctx.index,
@@ -236,6 +291,91 @@ fn measure_one(
         top_eigenvalue: top,
         seconds: started.elapsed().as_secs_f64(),
         ckpt_version: crate::VERSION.into(),
+        probe_start: None,
+    };
+    results.append(result.clone())?;
+    Ok(Outcome::Measured(result))
+}
+
+/// What identifies a block's record.
+struct BlockId {
+    dir: std::path::PathBuf,
+    fingerprint: String,
+    config: SharpnessConfig,
+    key: String,
+    range: std::ops::Range<usize>,
+}
+
+/// Measures probes `id.range` of a checkpoint (unless recorded) as a block record.
+#[allow(clippy::too_many_arguments)]
+fn measure_block(
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    batches: &TokenBatches,
+    opts: &SharpnessOptions,
+    results: &mut ResultsFile,
+    ctx: &Context,
+    on_event: &mut dyn FnMut(Event),
+    id: BlockId,
+) -> Result<Outcome> {
+    let done = results.results().iter().find(|r| {
+        r.probe_start == Some(id.range.start)
+            && r.samples.len() == id.range.len()
+            && r.fingerprint == id.fingerprint
+            && r.config_key == id.key
+    });
+    if let Some(done) = done {
+        return Ok(Outcome::Skipped(done.clone()));
+    }
+    let started = Instant::now();
+    let objective = LlamaObjective::new(
+        cfg,
+        &batches.batches,
+        batches.batch_size,
+        batches.seq_len,
+        opts.dtype,
+        &opts.device,
+    )?;
+    let theta = objective.load_parameters(ckpt)?;
+    let parameters = vector::len(&theta);
+    let hessian = Hessian::new(&objective, theta, opts.method);
+    on_event(Event::Start {
+        checkpoint: ckpt,
+        index: ctx.index,
+        total: ctx.total,
+        probes: id.range.len(),
+        resumed: 0,
+    });
+    let samples = hutchinson_block(
+        &hessian,
+        objective.shapes(),
+        opts.trace.seed,
+        id.range.clone(),
+        &mut |_| Ok(()),
+    )
+    .map_err(|e| in_checkpoint(ckpt, e))?;
+    let estimate = TraceEstimate { samples };
+    let stderr = estimate.stderr();
+    let result = SharpnessResult {
+        checkpoint: id.dir,
+        fingerprint: id.fingerprint,
+        step: ckpt.step,
+        stage: ckpt.stage().map(|s| s.to_string()),
+        schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
+        config: id.config,
+        config_key: id.key,
+        estimate: estimate.mean(),
+        stderr: stderr.is_finite().then_some(stderr),
+        probes: estimate.len(),
+        batches: batches.batches.len(),
+        target_tokens: batches.target_tokens(),
+        parameters,
+        running: estimate.running_means(),
+        samples: estimate.samples,
+        top_eigenvalue: None,
+        seconds: started.elapsed().as_secs_f64(),
+        ckpt_version: crate::VERSION.into(),
+        probe_start: Some(id.range.start),
     };
     results.append(result.clone())?;
     Ok(Outcome::Measured(result))

@@ -81,6 +81,30 @@ pub struct SharpnessResult {
     /// Wall time of this measurement (a resumed one: of its last part).
     pub seconds: f64,
     pub ckpt_version: String,
+    /// Set on a shard's block of a checkpoint's probes (`--shard` with fewer
+    /// checkpoints than shards): `samples` are probes `probe_start..` only. Blocks are
+    /// joined into the whole result by the next run without `--shard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_start: Option<usize>,
+}
+
+impl SharpnessResult {
+    /// Whether this is one block of a measurement, not a whole one.
+    pub fn is_block(&self) -> bool {
+        self.probe_start.is_some()
+    }
+
+    /// The key of the record in the store: the checkpoint, and for a block its probes.
+    pub fn store_checkpoint(&self) -> String {
+        match self.probe_start {
+            None => self.checkpoint.display().to_string(),
+            Some(a) => format!(
+                "{}#probes={a}-{}",
+                self.checkpoint.display(),
+                a + self.samples.len()
+            ),
+        }
+    }
 }
 
 /// Probes finished by an interrupted measurement.
@@ -133,6 +157,7 @@ impl ResultsFile {
             .results
             .iter()
             .rev()
+            .filter(|r| !r.is_block())
             .filter(|r| r.fingerprint == fingerprint && r.config_key == config_key);
         let latest = same.clone().next();
         same.find(|r| r.checkpoint == checkpoint).or(latest)
@@ -146,6 +171,7 @@ impl ResultsFile {
                 x.fingerprint == r.fingerprint
                     && x.config_key == r.config_key
                     && x.checkpoint == r.checkpoint
+                    && x.probe_start == r.probe_start
             });
             if !seen {
                 self.results.push(r);
@@ -161,7 +187,7 @@ impl ResultsFile {
             store.put_sharpness(&crate::store::SharpnessRecord {
                 fingerprint: &r.fingerprint,
                 config_key: &r.config_key,
-                checkpoint: &r.checkpoint.display().to_string(),
+                checkpoint: &r.store_checkpoint(),
                 step: r.step,
                 estimate: r.estimate,
                 stderr: r.stderr,
@@ -199,6 +225,26 @@ impl ResultsFile {
             std::fs::remove_file(&progress).map_err(|e| Error::io(&progress, e))?;
         }
         Ok(())
+    }
+
+    /// The probes of `(fingerprint, config_key)` that blocks measured (by shards),
+    /// from probe 0 on as far as they run without a gap.
+    pub fn blocks(&self, fingerprint: &str, config_key: &str) -> Vec<f64> {
+        let mut blocks: Vec<&SharpnessResult> = self
+            .results
+            .iter()
+            .filter(|r| r.is_block() && r.fingerprint == fingerprint && r.config_key == config_key)
+            .collect();
+        blocks.sort_by_key(|r| r.probe_start);
+        let mut samples = Vec::new();
+        for b in blocks {
+            let start = b.probe_start.unwrap_or(0);
+            if start > samples.len() {
+                break;
+            }
+            samples.extend(b.samples.iter().skip(samples.len() - start));
+        }
+        samples
     }
 
     /// `<file>.progress.json`.
@@ -285,6 +331,7 @@ mod tests {
             top_eigenvalue: None,
             seconds: 0.1,
             ckpt_version: crate::VERSION.into(),
+            probe_start: None,
         }
     }
 

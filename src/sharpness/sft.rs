@@ -41,6 +41,9 @@ pub fn sft_correlation(store: &Store, task: &str, metric: &str) -> Result<SftCor
     for json in store.sharpness_results()? {
         let r: serde_json::Value = serde_json::from_str(&json)
             .map_err(|e| Error::bad_file(store.path(), format!("sharpness record: {e}")))?;
+        if !r["probe_start"].is_null() {
+            continue; // a shard's block of probes, not a measurement
+        }
         let fp = r["fingerprint"].as_str().unwrap_or_default();
         let (Some(score), Some(sharpness)) = (best.get(fp), r["estimate"].as_f64()) else {
             continue;
