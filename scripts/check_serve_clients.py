@@ -43,6 +43,7 @@ import logging
 import os
 import platform
 import random
+import time
 import subprocess
 import sys
 import tempfile
@@ -401,7 +402,14 @@ def stop_token_probe(served, recorder):
     recorder.client = "lm-eval:stop-token-probe"
     lm, _ = local_completions(served.url, PROBE_NAME, PROBE_MODEL)
     ((ll, is_greedy),) = lm._loglikelihood_tokens([(None, ctx, cont)])
-    answer = recorder.records[-1]
+    # The proxy records an exchange once it has relayed it: wait for the completion's.
+    for _ in range(100):
+        answers = [r for r in recorder.records
+                   if r["client"] == "lm-eval:stop-token-probe" and r["path"].endswith("/completions")]
+        if answers:
+            break
+        time.sleep(0.05)
+    answer = answers[-1]
     tokens = answer["response"]["choices"][0]["logprobs"]["tokens"]
     answer["lm_eval"] = {"ctxlen": len(ctx), "loglikelihood": ll, "is_greedy": is_greedy,
                          "transformers": reference}

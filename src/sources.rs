@@ -41,10 +41,18 @@ impl Candidate {
 /// revisions by step; the Hub, when some path names it.
 pub fn candidates(paths: &[PathBuf], opts: &HubOptions) -> Result<(Vec<Candidate>, Option<Hub>)> {
     let (local, hub_sources) = split(paths)?;
-    if opts.revisions.is_some() && hub_sources.is_empty() {
-        return Err(Error::Invalid(
-            "--revisions selects branches of a Hub repository: name one as hf://ORG/NAME".into(),
-        ));
+    for (flag, set) in [
+        ("--revisions selects branches", opts.revisions.is_some()),
+        (
+            "--step-from reads steps from the names of revisions",
+            opts.step_from.is_some(),
+        ),
+    ] {
+        if set && hub_sources.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{flag} of a Hub repository: name one as hf://ORG/NAME"
+            )));
+        }
     }
     let mut found: Vec<Candidate> = if local.is_empty() {
         vec![]

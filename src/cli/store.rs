@@ -141,6 +141,12 @@ fn merge_line(s: &MergeSummary) -> String {
 
 fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let tasks = wanted_tasks(args)?;
+    if args.checkpoints.is_empty() && (args.hub.revisions.is_some() || args.hub.step_from.is_some())
+    {
+        anyhow::bail!(
+            "--revisions and --step-from select Hub revisions for --checkpoints hf://ORG/NAME; give it"
+        );
+    }
     let files = store_files(&args.stores)?;
     let store = StoreSet::open(&files, args.store_timeout.duration())?;
     let targets = if args.checkpoints.is_empty() {

@@ -212,7 +212,11 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
             ))
         }
     };
-    Ok((value * scale).round() as u64)
+    let bytes = (value * scale).round();
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is more bytes than can be counted"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]

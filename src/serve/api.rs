@@ -384,7 +384,7 @@ fn chat(
         if out.cancelled {
             return Ok((499, json!({})));
         }
-        completion_tokens += out.tokens.len();
+        completion_tokens += out.generated();
         let logprobs = top.map(|k| json!({"content": chat_logprobs(served, &out.tokens, k)}));
         choices.push(json!({
             "index": index,
@@ -514,6 +514,7 @@ fn cancelled() -> Decoded {
         text: String::new(),
         tokens: vec![],
         finish: Finish::Stop,
+        stop_token: None,
         cancelled: true,
     }
 }
@@ -572,7 +573,11 @@ fn completion(
                 sampling,
                 index: c as u64,
             };
-            let mut offset = if req.echo { 0 } else { prompt_text.len() };
+            let mut offset = if req.echo {
+                0
+            } else {
+                prompt_text.chars().count()
+            };
             let legacy = |tokens: &[Chosen], offset: &mut usize| {
                 req.logprobs
                     .map(|k| completion_logprobs(served, tokens, k, offset))
@@ -596,9 +601,12 @@ fn completion(
             if out.cancelled {
                 return Ok((499, json!({})));
             }
-            completion_tokens += out.tokens.len();
+            completion_tokens += out.generated();
             if stream_on {
-                let last = json!([{"index": index, "text": "", "logprobs": null, "finish_reason": finish_reason(out.finish)}]);
+                // The end-of-sequence token, when it ended the text, comes last.
+                let stop: Vec<Chosen> = out.stop_token.iter().cloned().collect();
+                let lp = legacy(&stop, &mut offset).filter(|_| !stop.is_empty());
+                let last = json!([{"index": index, "text": "", "logprobs": lp, "finish_reason": finish_reason(out.finish)}]);
                 if !events.send(&chunk(last)) {
                     return Ok((499, json!({})));
                 }
@@ -658,12 +666,12 @@ fn completion_logprobs(served: &Served, tokens: &[Chosen], k: usize, offset: &mu
 /// (the first without a log-probability, as OpenAI and vLLM give it).
 fn echo_logprobs(served: &Served, out: &Decoded, k: usize, prompt_text: &str, echo: bool) -> Value {
     let mut lp = Legacy::default();
-    let mut offset = if echo { 0 } else { prompt_text.len() };
+    let mut offset = if echo { 0 } else { prompt_text.chars().count() };
     for t in &out.prompt {
         let top = t.logprob.map(|_| &t.top);
         lp.push(served, t.id, t.logprob, top, k, &mut offset);
     }
-    for t in &out.tokens {
+    for t in out.tokens.iter().chain(&out.stop_token) {
         lp.push(served, t.id, Some(t.logprob), Some(&t.top), k, &mut offset);
     }
     lp.into_json()
@@ -689,7 +697,8 @@ impl Legacy {
     ) {
         let text = served.token_text(id);
         self.text_offset.push(*offset);
-        *offset += text.len();
+        // OpenAI's offsets count characters.
+        *offset += text.chars().count();
         self.tokens.push(text);
         self.token_logprobs.push(logprob);
         self.top_logprobs.push(match top {
@@ -755,11 +764,17 @@ fn max_new(served: &Served, prompt_tokens: usize, asked: Option<usize>) -> Resul
     let max_length = served.model.config().max_position_embeddings;
     let room = max_length.saturating_sub(prompt_tokens.max(1));
     match asked {
-        Some(m) if m > max_length => Err(invalid(
+        // As vLLM: asking for more than fits is an error, not a silently shorter answer
+        // (lm-eval's echo scoring would lose a token).
+        Some(m) if m > room => Err(invalid(
             "max_tokens",
-            &format!("{m} is more than this model's context length of {max_length} tokens"),
+            &format!(
+                "this model's maximum context length is {max_length} tokens; you requested \
+                 {} ({prompt_tokens} in the prompt, {m} in the completion)",
+                prompt_tokens + m
+            ),
         )),
-        Some(m) => Ok(m.min(room)),
+        Some(m) => Ok(m),
         None => Ok(room),
     }
 }

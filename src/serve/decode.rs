@@ -49,8 +49,19 @@ pub struct Decoded {
     /// The generated tokens of `text`.
     pub tokens: Vec<Chosen>,
     pub finish: Finish,
+    /// The end-of-sequence token that ended the generation: not text, but generated
+    /// (it counts in the usage, and the legacy log-probabilities list it, as vLLM's and
+    /// OpenAI's do; lm-eval's `echo` scoring reads past the prompt by one token).
+    pub stop_token: Option<Chosen>,
     /// The client went away before the end.
     pub cancelled: bool,
+}
+
+impl Decoded {
+    /// Tokens generated, the end-of-sequence token included.
+    pub fn generated(&self) -> usize {
+        self.tokens.len() + usize::from(self.stop_token.is_some())
+    }
 }
 
 /// Generates as `req` asks; `on_text(piece, tokens)` gets each piece of final text with
@@ -73,6 +84,7 @@ pub fn decode(
             text: String::new(),
             tokens: vec![],
             finish: Finish::Length,
+            stop_token: None,
             cancelled: false,
         });
     }
@@ -82,6 +94,7 @@ pub fn decode(
         text: String::new(),
         tokens: vec![],
         finish: Finish::Length,
+        stop_token: None,
         cancelled: false,
     };
     let mut ids: Vec<u32> = Vec::new();
@@ -114,6 +127,7 @@ pub fn decode(
         let chosen = sampler.choose(logits.last().expect("a row"), req.top_logprobs);
         if tokenizer.stop_tokens.contains(&chosen.id) {
             out.finish = Finish::Stop;
+            out.stop_token = Some(chosen);
             break;
         }
         ids.push(chosen.id);
