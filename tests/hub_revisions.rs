@@ -768,3 +768,74 @@ fn every_command_takes_a_hub_revision() {
         "{line}"
     );
 }
+
+/// `ckpt sharpness` over a suite's revisions: the same measurements as of the local
+/// copies, within the disk budget, the weights gone afterwards.
+#[test]
+fn sharpness_sweeps_revisions_within_the_budget() {
+    let (sb, hub) = setup();
+    std::fs::copy(
+        common::fixture_in("arch", "texts.jsonl"),
+        sb.path().join("texts.jsonl"),
+    )
+    .unwrap();
+    let measure = |paths: &[&str], out: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = vec!["sharpness".into()];
+        a.extend(paths.iter().map(|s| s.to_string()));
+        a.extend(
+            [
+                "--data",
+                "texts.jsonl",
+                "--seq-len",
+                "16",
+                "--max-batches",
+                "1",
+                "--samples",
+                "2",
+                "--seed",
+                "3",
+                "--json",
+                "--out",
+                out,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let by_step = |report: &Value| -> BTreeMap<u64, Value> {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["step"].as_u64().unwrap(), r["samples"].clone()))
+            .collect()
+    };
+    let local = sb.run_json(measure(&["local/suite"], "local.jsonl", &[]));
+    let one = checkpoint_files(0)[3].1.len() as u64;
+    let budget = (2 * one + one / 2).to_string();
+    let source = format!("hf://{REPO}");
+    let out = hub_ckpt(
+        &sb,
+        &hub,
+        measure(
+            &[&source],
+            "hub.jsonl",
+            &["--revisions", "step*", "--cache-budget", &budget],
+        ),
+    )
+    .output()
+    .unwrap();
+    let swept = json_of(&out);
+    assert_eq!(by_step(&swept), by_step(&local));
+    assert_eq!(by_step(&swept).len(), 5);
+    assert_eq!(
+        weight_bytes_in_cache(&sb),
+        0,
+        "weights removed after measuring"
+    );
+    for r in swept.as_array().unwrap() {
+        assert!(r["checkpoint"].as_str().unwrap().starts_with(&source));
+    }
+}

@@ -4,11 +4,13 @@
 use super::output::{outln, print_json, table, Ui};
 use super::values::f64_above;
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
+use crate::hub::sweep::Downloads;
 use crate::sharpness::figure::sharpness_chart;
 use crate::sharpness::{
-    measure_units, Event, Method, Outcome, ResultsFile, SharpnessOptions, SharpnessResult,
-    TraceOptions, Unit,
+    measure_revisions, measure_units, Event, Method, Outcome, ResultsFile, SharpnessOptions,
+    SharpnessResult, TraceOptions, Unit,
 };
+use crate::sources::Candidate;
 use anyhow::{bail, Context};
 use candle_core::DType;
 use clap::{Args, ValueEnum};
@@ -35,7 +37,7 @@ pub struct SharpnessArgs {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     #[command(flatten)]
-    hub: super::values::HubSourceArgs,
+    hub: super::values::HubArgs,
     /// The results store: finished measurements found there are not repeated, and new
     /// ones are recorded there (for `ckpt release` and reports) as well as in --out.
     #[arg(long)]
@@ -125,13 +127,29 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
     let opts = options(args)?;
     let shard = args.shard.resolve()?;
-    let checkpoints =
-        crate::sources::checkpoints(&args.paths, &args.hub.options(), ui.transfer().as_ref())?;
-    if checkpoints.is_empty() {
+    let (candidates, hub) = crate::sources::candidates(&args.paths, &args.hub.options())?;
+    if candidates.is_empty() {
         bail!(
             "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
             join_paths(&args.paths)
         );
+    }
+    let mut checkpoints = Vec::new();
+    let mut revisions = Vec::new();
+    for candidate in candidates {
+        match candidate {
+            Candidate::Local(c) => checkpoints.push(*c),
+            Candidate::Hub(rev) => revisions.push(rev),
+        }
+    }
+    if let Some(s) = shard {
+        // Every revision of a suite has one size: equal costs.
+        let mine = s.select(&vec![1; revisions.len()]);
+        revisions = revisions
+            .into_iter()
+            .zip(mine)
+            .filter_map(|(r, m)| m.then_some(r))
+            .collect();
     }
     let units = match shard {
         Some(s) => shard_units(&checkpoints, s, &opts),
@@ -170,39 +188,45 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     }
 
     let mut bar: Option<ProgressBar> = None;
-    let outcomes = measure_units(
-        &units,
-        &texts,
-        &opts,
-        &mut results,
-        &mut |event| match event {
-            Event::Start {
-                checkpoint,
-                index,
-                total,
-                probes,
-                resumed,
-            } => {
-                let b = ui.progress(probes as u64, &progress_label(checkpoint, index, total));
-                b.set_position(resumed as u64);
-                if resumed > 0 {
-                    tracing::info!(
-                        "{}: resuming after {resumed} probes",
-                        checkpoint.dir.display()
-                    );
-                }
-                bar = Some(b);
+    let mut on_event = |event: Event| match event {
+        Event::Start {
+            checkpoint,
+            index,
+            total,
+            probes,
+            resumed,
+        } => {
+            let b = ui.progress(probes as u64, &progress_label(checkpoint, index, total));
+            b.set_position(resumed as u64);
+            if resumed > 0 {
+                tracing::info!(
+                    "{}: resuming after {resumed} probes",
+                    checkpoint.dir.display()
+                );
             }
-            Event::Probe { estimate } => {
-                if let Some(b) = &bar {
-                    b.set_position(estimate.len() as u64);
-                }
+            bar = Some(b);
+        }
+        Event::Probe { estimate } => {
+            if let Some(b) = &bar {
+                b.set_position(estimate.len() as u64);
             }
-            Event::SavedBatches(path) => {
-                tracing::info!("token batches written to {}", path.display());
-            }
-        },
-    );
+        }
+        Event::SavedBatches(path) => {
+            tracing::info!("token batches written to {}", path.display());
+        }
+    };
+    let mut outcomes = measure_units(&units, &texts, &opts, &mut results, &mut on_event);
+    if let Some(hub) = hub {
+        let mut downloads = Downloads::new(hub, args.hub.retention(), ui.transfer());
+        outcomes.extend(measure_revisions(
+            &revisions,
+            &mut downloads,
+            &texts,
+            &opts,
+            &mut results,
+            &mut on_event,
+        ));
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -92,6 +92,69 @@ pub fn measure_all(
     measure_units(&units, texts, opts, results, on_event)
 }
 
+/// Measures Hub revisions one after the other within `downloads`' disk budget: the
+/// next revision downloads while one is measured, and the weights fetched for the sweep
+/// are removed once its result is recorded.
+pub fn measure_revisions(
+    revisions: &[crate::hub::HubRevision],
+    downloads: &mut crate::hub::sweep::Downloads,
+    texts: &[String],
+    opts: &SharpnessOptions,
+    results: &mut ResultsFile,
+    on_event: &mut dyn FnMut(Event),
+) -> Vec<Outcome> {
+    let hub = downloads.hub().clone();
+    // What each revision needs (one tree listing each); offline, its cached snapshot.
+    let files: Vec<Result<Vec<crate::hub::FileEntry>>> = revisions
+        .iter()
+        .map(|rev| {
+            if hub.is_offline() {
+                return Ok(vec![]);
+            }
+            let tree = hub.tree(&rev.source.repo, &rev.commit)?;
+            hub.checkpoint_files(rev, &tree)
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for (i, rev) in revisions.iter().enumerate() {
+        let failed = |error: String| Outcome::Failed {
+            checkpoint: PathBuf::from(rev.source.to_string()),
+            error: Error::Invalid(error),
+        };
+        let mine = match &files[i] {
+            Ok(f) => f,
+            Err(e) => {
+                outcomes.push(failed(e.to_string()));
+                continue;
+            }
+        };
+        let dir = match downloads.get(i, rev, mine) {
+            Ok(dir) => dir,
+            Err(e) => {
+                outcomes.push(failed(e.to_string()));
+                continue;
+            }
+        };
+        if let Some(j) = (i + 1..revisions.len()).find(|&j| files[j].is_ok()) {
+            if let Ok(next) = &files[j] {
+                downloads.prefetch(j, &revisions[j], next);
+            }
+        }
+        match crate::sources::open_revision(&dir, rev) {
+            Ok(checkpoint) => {
+                let unit = Unit {
+                    checkpoint: &checkpoint,
+                    probes: None,
+                };
+                outcomes.extend(measure_units(&[unit], texts, opts, results, on_event));
+            }
+            Err(e) => outcomes.push(failed(format!("{}: {e}", rev.source))),
+        }
+        downloads.release(i);
+    }
+    outcomes
+}
+
 /// A unit of (sharded) work: a checkpoint's measurement, or a block of its probes.
 pub struct Unit<'a> {
     pub checkpoint: &'a Checkpoint,

@@ -28,7 +28,9 @@ pub mod vector;
 pub use data::{DataOptions, TokenBatches};
 pub use hutchinson::{hutchinson_trace, TraceEstimate, TraceOptions};
 pub use hvp::{with_graph_kept, Hessian, Method, Objective};
-pub use measure::{measure_all, measure_units, Event, Outcome, SharpnessOptions, Unit};
+pub use measure::{
+    measure_all, measure_revisions, measure_units, Event, Outcome, SharpnessOptions, Unit,
+};
 pub use objective::LlamaObjective;
 pub use power::{top_eigenvalue, TopEigen};
 pub use results::{ResultsFile, SharpnessConfig, SharpnessResult};
