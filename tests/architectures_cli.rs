@@ -8,9 +8,7 @@ mod common;
 
 use common::{arg, Sandbox};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 const ARCHS: [(&str, &str); 9] = [
     ("gpt_neox_parallel", "GPTNeoXForCausalLM"),
@@ -226,31 +224,11 @@ fn release_card_names_the_architecture() {
     }
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(sb: &Sandbox, ckpt: &Path) -> (KillOnDrop, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        // The reference prompts start with BOS, which this tokenizer does not add.
-        .args(["serve", arg(ckpt), "--port", "0", "--add-bos-token", "true"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    (KillOnDrop(child), url)
+fn serve(sb: &Sandbox, ckpt: &Path) -> (common::Served, String) {
+    // The reference prompts start with BOS, which this tokenizer does not add.
+    let served = sb.serve([arg(ckpt), "--add-bos-token", "true"]);
+    let url = served.url.clone();
+    (served, url)
 }
 
 /// `ckpt serve` answers a greedy completion with transformers' greedy tokens.

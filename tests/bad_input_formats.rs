@@ -261,42 +261,23 @@ fn an_array_line_is_not_an_alpaca_eval_record() {
 
 // ----- serve -----
 
-/// `ckpt serve` of tiny-wso on a free port, killed on drop, and its base URL.
-struct Server(std::process::Child, String);
+/// `ckpt serve` of tiny-wso on a free port, killed on drop.
+struct Server(common::Served);
 
 impl Server {
     fn start(sb: &Sandbox) -> Self {
-        use std::io::BufRead;
         let dir = sb.path().join("served");
         copy_dir(&fixture_in("trained", "tiny-wso"), &dir);
-        let mut child = std_command(sb, &["serve", arg(&dir), "--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http://"), "{line}");
-        Server(child, url)
+        Server(sb.serve([arg(&dir)]))
     }
 
     fn chat(&self, messages: serde_json::Value) -> (u16, serde_json::Value) {
         let r = reqwest::blocking::Client::new()
-            .post(format!("{}/chat/completions", self.1))
+            .post(format!("{}/chat/completions", self.0.url))
             .json(&serde_json::json!({"messages": messages, "max_tokens": 2}))
             .send()
             .unwrap();
         (r.status().as_u16(), r.json().unwrap())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

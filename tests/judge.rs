@@ -13,7 +13,6 @@ use ckpt::judge::metrics::{win_rates, Judged};
 use common::{arg, Sandbox};
 use judge_server::{Fault, JudgeServer};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -606,35 +605,10 @@ fn spawn(sb: &Sandbox, args: &[String]) -> Child {
 }
 
 /// `ckpt serve` on a free port; returns the process and its base URL.
-fn serve(sb: &Sandbox, ckpt: &Path, extra: &[&str]) -> (KillOnDrop, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        .args(["serve", arg(ckpt), "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && url.ends_with("/v1"),
-        "{line}"
-    );
-    (KillOnDrop(child), url)
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn serve(sb: &Sandbox, ckpt: &Path, extra: &[&str]) -> (common::Served, String) {
+    let served = sb.serve(std::iter::once(arg(ckpt)).chain(extra.iter().copied()));
+    let url = served.url.clone();
+    (served, url)
 }
 
 fn post(url: &str, body: Value) -> (u16, Value) {

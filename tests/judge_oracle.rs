@@ -17,9 +17,7 @@ use ckpt::synth::{generate, SynthConfig};
 use common::{arg, Sandbox};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 /// The slope the oracle documents.
 const K: f64 = 5.0;
@@ -99,34 +97,10 @@ fn answer_scores_equal_squads_own() {
 }
 
 /// `ckpt serve --oracle FILE` on a free port: the process (killed on drop) and its URL.
-fn serve_oracle(sb: &Sandbox, file: &Path) -> (KillOnDrop, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        .args(["serve", "--oracle", arg(file), "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(
-        line.starts_with(&format!("serving {DEFAULT_NAME} at http://127.0.0.1:")),
-        "{line}"
-    );
-    (KillOnDrop(child), url)
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn serve_oracle(sb: &Sandbox, file: &Path) -> (common::Served, String) {
+    let served = sb.serve(["--oracle", arg(file)]);
+    let url = served.url.clone();
+    (served, url)
 }
 
 /// A small world's instruction set (`data/synth/instructions.json`) and its truth.

@@ -8,9 +8,8 @@ mod common;
 
 use common::{arg, Sandbox};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A copy of tiny-wso whose context allows long generations.
@@ -24,38 +23,11 @@ fn tiny(sb: &Sandbox) -> PathBuf {
     dir
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    stderr: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(sb: &Sandbox, ckpt: &Path, extra: &[&str]) -> Server {
-    let stderr = sb.path().join(format!("serve-{}.log", extra.len()));
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        .env("CKPT_LOG", "info")
-        .args(["serve", arg(ckpt), "--port", "0", "--model-name", "tiny"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.ends_with("/v1"), "{line}");
-    Server { child, url, stderr }
+/// `ckpt serve` of `ckpt` as model `tiny`, logging at info level to a file.
+fn serve(sb: &Sandbox, ckpt: &Path, extra: &[&str]) -> common::Served {
+    let log = sb.path().join(format!("serve-{}.log", extra.len()));
+    let args = [arg(ckpt), "--model-name", "tiny"];
+    sb.serve_logged(args.into_iter().chain(extra.iter().copied()), &log)
 }
 
 fn client() -> reqwest::blocking::Client {
@@ -346,7 +318,7 @@ fn a_key_guards_every_route_and_is_never_logged() {
         .json()
         .unwrap();
     assert_eq!(health["fingerprint"].as_str().unwrap().len(), 64);
-    let log = std::fs::read_to_string(&server.stderr).unwrap();
+    let log = std::fs::read_to_string(server.log.as_ref().unwrap()).unwrap();
     assert!(!log.contains(key), "{log}");
 }
 

@@ -16,9 +16,7 @@ mod common;
 
 use common::{arg, Sandbox};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
 /// How far a replayed log-probability may be from the recorded one.
 const TOLERANCE: f64 = 1e-5;
@@ -48,40 +46,21 @@ fn summary() -> Value {
 }
 
 /// `ckpt serve CHECKPOINT --port 0 --model-name NAME`, killed when dropped.
+/// A served checkpoint in a sandbox of its own (the process goes before the sandbox).
 struct Server {
-    child: Child,
     /// `http://127.0.0.1:PORT`, without `/v1` (the recorded paths have it).
     base: String,
+    _served: common::Served,
     _sandbox: Sandbox,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve(checkpoint: &str, name: &str) -> Server {
     let sandbox = Sandbox::new();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(checkpoint);
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("ckpt"))
-        .current_dir(sandbox.path())
-        .env("CKPT_CACHE_DIR", sandbox.cache_dir())
-        .args(["serve", arg(&dir), "--port", "0", "--model-name", name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+    let served = sandbox.serve([arg(&dir), "--model-name", name]);
     Server {
-        child,
-        base: url.trim_end_matches("/v1").to_string(),
+        base: served.base().to_string(),
+        _served: served,
         _sandbox: sandbox,
     }
 }

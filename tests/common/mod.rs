@@ -219,3 +219,93 @@ impl Sandbox {
         })
     }
 }
+
+/// A `ckpt serve` process on a free loopback port, killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT/v1`.
+    pub url: String,
+    /// Its log, when [`Sandbox::serve_logged`] asked for one.
+    pub log: Option<PathBuf>,
+}
+
+impl Served {
+    /// `http://127.0.0.1:PORT`, for the routes outside `/v1` (`/health`).
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches("/v1")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sandbox {
+    /// `ckpt serve ARGS... --port 0` in the sandbox, once it prints the line with its
+    /// URL (its log goes to the test's stderr).
+    pub fn serve<I, S>(&self, args: I) -> Served
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.start_serve(args, None)
+    }
+
+    /// [`Sandbox::serve`], its log (at info level) written to `log`.
+    pub fn serve_logged<I, S>(&self, args: I, log: &Path) -> Served
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.start_serve(args, Some(log))
+    }
+
+    fn start_serve<I, S>(&self, args: I, log: Option<&Path>) -> Served
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ckpt"));
+        cmd.current_dir(self.path())
+            .env("CKPT_CACHE_DIR", self.cache_dir())
+            .env_remove("CKPT_DEVICE")
+            .arg("serve")
+            .args(args)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped());
+        match log {
+            Some(path) => {
+                cmd.env("CKPT_LOG", "info")
+                    .stderr(std::fs::File::create(path).unwrap());
+            }
+            None => {
+                cmd.env_remove("CKPT_LOG").stderr(Stdio::inherit());
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with("/v1"),
+            "ckpt serve did not start: {line:?}"
+        );
+        Served {
+            child,
+            url,
+            log: log.map(Path::to_path_buf),
+        }
+    }
+}
