@@ -43,6 +43,54 @@ fn arc_docs(n: usize) -> String {
 }
 
 /// Two runs: `runs/a/step-1` (a trained tiny model) and `runs/b/step-2` (another).
+/// `--format`: a table too wide for the terminal (`COLUMNS`) prints long, one line per
+/// metric as lm-eval prints; markdown, CSV and JSON carry the same cells.
+#[test]
+fn tables_fit_the_terminal_and_print_in_every_format() {
+    let sb = Sandbox::new();
+    let (runs, task, data) = setup(&sb, 4);
+    let mut args = eval_args(&runs, &task, arg(&data), "s.sqlite");
+    args.pop(); // --json
+    let run = |format: &str, columns: &str| -> String {
+        let mut a = args.clone();
+        a.extend(["--format".to_string(), format.to_string()]);
+        let out = sb.ckpt(&a).env("COLUMNS", columns).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let wide = run("table", "400");
+    assert!(
+        wide.contains("synthetic_arc acc") && !wide.contains("metric"),
+        "{wide}"
+    );
+    let narrow = run("table", "30");
+    assert!(
+        narrow.contains("metric") && narrow.contains("value"),
+        "{narrow}"
+    );
+    assert_eq!(
+        narrow
+            .lines()
+            .filter(|l| l.contains("synthetic_arc acc"))
+            .count(),
+        2,
+        "a line per checkpoint and metric: {narrow}"
+    );
+    assert_eq!(run("long", "400"), narrow);
+    let csv = run("csv", "30");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next().unwrap(), "run,step,schedule,synthetic_arc acc");
+    assert_eq!(lines.count(), 2, "{csv}");
+    let md = run("md", "30");
+    assert!(md.starts_with("| run | step | schedule |"), "{md}");
+    let json: Value = serde_json::from_str(&run("json", "30")).unwrap();
+    assert_eq!(json["checkpoints"].as_array().unwrap().len(), 2);
+}
+
 fn setup(sb: &Sandbox, docs: usize) -> (PathBuf, PathBuf, PathBuf) {
     let runs = sb.path().join("runs");
     common::copy_dir(

@@ -2,7 +2,8 @@
 //! paths, scored on every task, through the store. The task `alpaca_eval` is
 //! pairwise judging (`super::judge`), with its own flags and table.
 
-use super::output::{outln, print_json, table, Ui};
+use super::grid::{Grid, TableFormat};
+use super::output::{out, outln, print_json, Ui};
 use crate::checkpoint::Checkpoint;
 use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
@@ -96,9 +97,13 @@ pub struct EvalArgs {
     /// The run the relative table compares against (default: the best decayed run).
     #[arg(long)]
     baseline: Option<String>,
-    /// Print results as JSON.
+    /// Print results as JSON (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// How tables print: table (long, one line per metric, when wider than the
+    /// terminal), wide, long, md, csv, json.
+    #[arg(long, value_enum, default_value = "table")]
+    format: super::grid::TableFormat,
     #[command(flatten)]
     judge: super::judge::JudgeArgs,
 }
@@ -328,7 +333,8 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         None
     };
     bar.0.finish_and_clear();
-    match (args.json, report, judge_report) {
+    let json = args.json || args.format == TableFormat::Json;
+    match (json, report, judge_report) {
         (true, Some(r), None) => print_json(&r)?,
         (true, r, j) => print_json(&serde_json::json!({
             "checkpoints": r.map(|r| r.checkpoints).unwrap_or_default(),
@@ -336,7 +342,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         }))?,
         (false, r, j) => {
             if let Some(r) = r {
-                r.print(&store_path);
+                r.print(&store_path, args.format);
             }
             if let Some(j) = j {
                 j.print(false)?;
@@ -597,7 +603,7 @@ impl Report {
             .collect()
     }
 
-    fn print(&self, store: &Path) {
+    fn print(&self, store: &Path, format: TableFormat) {
         let cols = self.columns();
         let mut header = vec!["run".to_string(), "step".into(), "schedule".into()];
         header.extend(cols.iter().map(|(t, m, f)| {
@@ -607,8 +613,7 @@ impl Report {
                 format!("{t} {m} ({f})")
             }
         }));
-        let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-        let mut t = table(&header_refs);
+        let mut rows = Vec::new();
         for c in &self.checkpoints {
             let mut row = vec![
                 c.run.clone(),
@@ -628,9 +633,14 @@ impl Report {
                 };
                 row.push(cell);
             }
-            t.add_row(row);
+            rows.push(row);
         }
-        outln!("{t}");
+        let grid = Grid {
+            header,
+            rows,
+            keys: 3,
+        };
+        out!("{}", with_newline(grid.render(format)));
         for c in self.checkpoints.iter().filter(|c| c.error.is_some()) {
             eprintln!(
                 "error: {}: {}",
@@ -638,8 +648,16 @@ impl Report {
                 c.error.as_deref().unwrap_or_default()
             );
         }
+        // Data formats hold the one table; the rest goes to people, on a terminal.
+        let for_people = matches!(
+            format,
+            TableFormat::Table | TableFormat::Wide | TableFormat::Long
+        );
+        if !for_people {
+            return;
+        }
         if let Some(rel) = &self.relative {
-            print_relative(rel, &self.columns());
+            print_relative(rel, &self.columns(), format);
         }
         let computed: usize = self.checkpoints.iter().map(|c| c.computed_requests).sum();
         outln!(
@@ -662,14 +680,13 @@ fn group_of(catalog: &Catalog, tasks: &[TaskRequests]) -> BTreeMap<String, Strin
 }
 
 /// Deltas from the baseline in points, with the paired test's p-value.
-fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
+fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)], format: TableFormat) {
     let mut header = vec!["run".to_string(), "schedule".into()];
     header.extend(rel.tasks.iter().zip(&rel.baselines).map(|(t, b)| match b {
         Some(b) => format!("{t} Δ vs {b}"),
         None => format!("{t} Δ"),
     }));
-    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
-    let mut t = table(&header_refs);
+    let mut rows = Vec::new();
     for (run, label, cells) in &rel.rows {
         let mut row = vec![run.clone(), label.clone()];
         row.extend(cells.iter().zip(cols).map(|(c, (_, metric, _))| {
@@ -682,8 +699,18 @@ fn print_relative(rel: &RelativeTable, cols: &[(String, String, String)]) {
                 None => String::new(),
             }
         }));
-        t.add_row(row);
+        rows.push(row);
     }
     outln!("Relative to the best decayed schedule (accuracies in points; paired test on the same items):");
-    outln!("{t}");
+    let grid = Grid {
+        header,
+        rows,
+        keys: 2,
+    };
+    out!("{}", with_newline(grid.render(format)));
+}
+
+/// `text` ending in exactly one newline.
+fn with_newline(text: String) -> String {
+    format!("{}\n", text.trim_end_matches('\n'))
 }

@@ -4,6 +4,7 @@
 
 mod demo;
 mod eval;
+mod grid;
 mod inspect;
 mod judge;
 mod merge;
