@@ -89,6 +89,30 @@ fn tables_fit_the_terminal_and_print_in_every_format() {
     assert!(md.starts_with("| run | step | schedule |"), "{md}");
     let json: Value = serde_json::from_str(&run("json", "30")).unwrap();
     assert_eq!(json["checkpoints"].as_array().unwrap().len(), 2);
+
+    // The other tables: inspect's and store status's.
+    let csv_of = |args: &[&str]| -> Vec<String> {
+        let out = sb.ckpt(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let inspect = csv_of(&["inspect", arg(&runs), "--format", "csv"]);
+    assert_eq!(
+        inspect[0],
+        "path,step,stage,schedule,arch,params,dtype,fingerprint"
+    );
+    assert_eq!(inspect.len(), 3);
+    let status = csv_of(&["store", "status", "s.sqlite", "--format", "csv"]);
+    assert_eq!(status[0], "run,step,checkpoint,done,failed,missing");
+    assert_eq!(status.len(), 3, "{status:?}");
 }
 
 fn setup(sb: &Sandbox, docs: usize) -> (PathBuf, PathBuf, PathBuf) {

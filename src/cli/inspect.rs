@@ -1,6 +1,7 @@
 //! `ckpt inspect PATH...`: one row per checkpoint found.
 
-use super::output::{outln, print_json, table, Ui};
+use super::grid::{Grid, TableFormat};
+use super::output::{out, outln, print_json, Ui};
 use crate::checkpoint::{Checkpoint, StoredTensor};
 use clap::Args;
 use serde::Serialize;
@@ -16,9 +17,12 @@ pub struct InspectArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     hub: super::values::HubSourceArgs,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// table (long when wider than the terminal), wide, long, md, csv or json.
+    #[arg(long, value_enum, default_value = "table")]
+    format: TableFormat,
 }
 
 /// What `inspect` reports of one checkpoint.
@@ -95,10 +99,10 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if args.json {
+    if args.json || args.format == TableFormat::Json {
         print_json(&rows)?;
     } else {
-        let mut t = table(&[
+        let header = [
             "path",
             "step",
             "stage",
@@ -107,9 +111,14 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             "params",
             "dtype",
             "fingerprint",
-        ]);
+        ];
+        let mut grid = Grid {
+            header: header.iter().map(|h| h.to_string()).collect(),
+            rows: vec![],
+            keys: 1,
+        };
         for r in &rows {
-            t.add_row(vec![
+            grid.rows.push(vec![
                 r.path.clone(),
                 r.step.map_or("-".into(), |s| s.to_string()),
                 r.stage.clone().unwrap_or_else(|| "-".into()),
@@ -120,7 +129,8 @@ pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
                 r.fingerprint[..12].to_string(),
             ]);
         }
-        outln!("{t}");
+        out!("{}", grid.render(args.format).trim_end_matches('\n'));
+        outln!();
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE

@@ -1,7 +1,8 @@
 //! `ckpt sharpness PATH... --data FILE`: Hessian-trace sharpness of every checkpoint
 //! found, a table, a JSONL results file (resumable) and the paper's Figure 3.
 
-use super::output::{outln, print_json, table, Ui};
+use super::grid::{Grid, TableFormat};
+use super::output::{out, outln, print_json, Ui};
 use super::values::f64_above;
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::hub::sweep::Downloads;
@@ -113,9 +114,12 @@ pub struct SharpnessArgs {
     /// cpu, cuda, cuda:N or cuda:auto (LOCAL_RANK's GPU).
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
     device: String,
-    /// Print the results as JSON instead of a table.
+    /// Print the results as JSON instead of a table (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// table (long when wider than the terminal), wide, long, md, csv or json.
+    #[arg(long, value_enum, default_value = "table")]
+    format: TableFormat,
     #[command(flatten)]
     shard: super::values::ShardArgs,
 }
@@ -269,12 +273,14 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if args.json {
+    if args.json || args.format == TableFormat::Json {
         let all: Vec<&SharpnessResult> = shown.iter().map(|(r, _)| *r).collect();
         print_json(&all)?;
     } else if !shown.is_empty() {
-        print_table(&shown);
-        outln!("results: {}", out.display());
+        print_table(&shown, args.format);
+        if !matches!(args.format, TableFormat::Md | TableFormat::Csv) {
+            outln!("results: {}", out.display());
+        }
     }
     if let Some(path) = &args.plot {
         let done: Vec<SharpnessResult> = shown
@@ -473,7 +479,7 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-fn print_table(rows: &[(&SharpnessResult, bool)]) {
+fn print_table(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
     let top = rows.iter().any(|(r, _)| r.top_eigenvalue.is_some());
     let mut header = vec![
         "checkpoint",
@@ -488,7 +494,11 @@ fn print_table(rows: &[(&SharpnessResult, bool)]) {
     if top {
         header.push("top eigenvalue");
     }
-    let mut t = table(&header);
+    let mut grid = Grid {
+        header: header.iter().map(|h| h.to_string()).collect(),
+        rows: vec![],
+        keys: 3,
+    };
     for (r, skipped) in rows {
         let mut row = vec![
             shown_path(&r.checkpoint).display().to_string(),
@@ -521,9 +531,10 @@ fn print_table(rows: &[(&SharpnessResult, bool)]) {
                     .unwrap_or_else(|| "-".into()),
             );
         }
-        t.add_row(row);
+        grid.rows.push(row);
     }
-    outln!("{t}");
+    out!("{}", grid.render(format).trim_end_matches('\n'));
+    outln!();
     if let Some((r, _)) = rows.first() {
         outln!(
             "data {} ({} tokens of {} x {} per batch, hash {}), {} probes, {} ({})",

@@ -2,7 +2,8 @@
 //! results stores of a sweep run on many machines, joined exactly (`crate::store`), and
 //! what is done, failed or missing in them.
 
-use super::output::{outln, print_json, table, Ui};
+use super::grid::{Grid, TableFormat};
+use super::output::{out, outln, print_json, Ui};
 use crate::eval::run::checkpoint_row;
 use crate::hub::models::known_fingerprint;
 use crate::hub::HubRevision;
@@ -78,9 +79,12 @@ pub struct StatusArgs {
     hub: super::values::HubSourceArgs,
     #[command(flatten)]
     store_timeout: super::values::StoreTimeout,
-    /// Print the status as JSON.
+    /// Print the status as JSON (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// table (long when wider than the terminal), wide, long, md, csv or json.
+    #[arg(long, value_enum, default_value = "table")]
+    format: TableFormat,
 }
 
 pub fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
@@ -155,10 +159,10 @@ fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         Some(targets(&args.checkpoints, &args.hub.options(), &store)?)
     };
     let status = store.status(targets, tasks)?;
-    if args.json {
+    if args.json || args.format == TableFormat::Json {
         print_json(&status)?;
     } else {
-        print_status(&status, &store.path().display().to_string());
+        print_status(&status, &store.path().display().to_string(), args.format);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -263,10 +267,15 @@ fn names(tasks: &[&str]) -> String {
     )
 }
 
-fn print_status(status: &Status, store: &str) {
-    let mut t = table(&["run", "step", "checkpoint", "done", "failed", "missing"]);
+fn print_status(status: &Status, store: &str, format: TableFormat) {
+    let header = ["run", "step", "checkpoint", "done", "failed", "missing"];
+    let mut grid = Grid {
+        header: header.iter().map(|h| h.to_string()).collect(),
+        rows: vec![],
+        keys: 3,
+    };
     for c in &status.checkpoints {
-        t.add_row(vec![
+        grid.rows.push(vec![
             c.run.clone(),
             c.step.map(|s| s.to_string()).unwrap_or_default(),
             c.path.clone(),
@@ -275,7 +284,12 @@ fn print_status(status: &Status, store: &str) {
             names(&c.in_state(State::Missing)),
         ]);
     }
-    outln!("{t}");
+    out!("{}", grid.render(format).trim_end_matches('\n'));
+    outln!();
+    // Data formats hold the one table.
+    if matches!(format, TableFormat::Md | TableFormat::Csv) {
+        return;
+    }
     for c in status.checkpoints.iter().filter(|c| c.error.is_some()) {
         outln!(
             "failed: {}: {}",
