@@ -8,11 +8,12 @@
 mod common;
 #[path = "common/hub_server.rs"]
 mod hub_server;
+#[path = "common/hub_suite.rs"]
+mod hub_suite;
 
 use common::Sandbox;
 use hub_server::{Fault, FaultAction, HubServer, Options};
-use safetensors::tensor::TensorView;
-use safetensors::SafeTensors;
+use hub_suite::checkpoint_files;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,41 +27,6 @@ const REPO: &str = "ckpt-org/suite";
 const STEPS: [u64; 5] = [0, 100, 200, 300, 400];
 /// A file the sweep must never download: the Hub keeps optimizer states beside weights.
 const OPTIMIZER: &str = "optimizer.pt";
-
-/// The tiny GPT-NeoX checkpoint's files, with its weights scaled by `1 + k/20` (a
-/// different checkpoint per `k`).
-fn checkpoint_files(k: u32) -> Vec<(&'static str, Vec<u8>)> {
-    let dir = common::fixture_in("arch", "gpt_neox_parallel");
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    vec![
-        ("config.json", read("config.json")),
-        ("tokenizer.json", read("tokenizer.json")),
-        ("tokenizer_config.json", read("tokenizer_config.json")),
-        ("model.safetensors", scaled(&read("model.safetensors"), k)),
-    ]
-}
-
-fn scaled(weights: &[u8], k: u32) -> Vec<u8> {
-    let st = SafeTensors::deserialize(weights).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    let factor = 1.0 + k as f32 / 20.0;
-    for (_, dtype, _, data) in owned.iter_mut() {
-        assert_eq!(*dtype, safetensors::Dtype::F32);
-        for x in data.chunks_exact_mut(4) {
-            let v = f32::from_le_bytes(x.try_into().unwrap()) * factor;
-            x.copy_from_slice(&v.to_le_bytes());
-        }
-    }
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
 
 /// Puts the five revisions on the Hub (with an optimizer state and a README each) and
 /// the same checkpoints on disk under `local/suite/stepN`.

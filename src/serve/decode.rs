@@ -78,17 +78,6 @@ pub fn decode(
         input.push(tokenizer.prefix_token);
     }
     let mut sampler = Sampler::new(req.sampling, req.index);
-    if req.max_new == 0 && !req.echo {
-        return Ok(Decoded {
-            prompt: vec![],
-            text: String::new(),
-            tokens: vec![],
-            finish: Finish::Length,
-            stop_token: None,
-            cancelled: false,
-        });
-    }
-    let mut cache = KvCache::new(model.config().num_hidden_layers);
     let mut out = Decoded {
         prompt: vec![],
         text: String::new(),
@@ -97,6 +86,10 @@ pub fn decode(
         stop_token: None,
         cancelled: false,
     };
+    if req.max_new == 0 && !req.echo {
+        return Ok(out);
+    }
+    let mut cache = KvCache::new(model.config().num_hidden_layers);
     let mut ids: Vec<u32> = Vec::new();
     let mut emitted = 0; // bytes of text handed to on_text
     let mut pending = 0; // tokens not yet handed to on_text

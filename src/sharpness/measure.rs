@@ -281,14 +281,7 @@ fn measure_one(
     }
 
     let started = Instant::now();
-    let objective = LlamaObjective::new(
-        &cfg,
-        &batches.batches,
-        batches.batch_size,
-        batches.seq_len,
-        opts.dtype,
-        &opts.device,
-    )?;
+    let objective = objective(&cfg, &batches, opts)?;
     let theta = objective.load_parameters(ckpt)?;
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
@@ -360,6 +353,22 @@ fn measure_one(
     Ok(Outcome::Measured(result))
 }
 
+/// The loss whose Hessian is measured: the model on the token batches.
+fn objective(
+    cfg: &ModelConfig,
+    batches: &TokenBatches,
+    opts: &SharpnessOptions,
+) -> Result<LlamaObjective> {
+    LlamaObjective::new(
+        cfg,
+        &batches.batches,
+        batches.batch_size,
+        batches.seq_len,
+        opts.dtype,
+        &opts.device,
+    )
+}
+
 /// What identifies a block's record.
 struct BlockId {
     dir: std::path::PathBuf,
@@ -391,14 +400,7 @@ fn measure_block(
         return Ok(Outcome::Skipped(done.clone()));
     }
     let started = Instant::now();
-    let objective = LlamaObjective::new(
-        cfg,
-        &batches.batches,
-        batches.batch_size,
-        batches.seq_len,
-        opts.dtype,
-        &opts.device,
-    )?;
+    let objective = objective(cfg, batches, opts)?;
     let theta = objective.load_parameters(ckpt)?;
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
