@@ -36,6 +36,14 @@ pub enum Error {
     MergeConflict(Box<Conflict>),
 }
 
+/// What the Hub answered is shown as it is: the message names the request and says
+/// what to change.
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
 /// A key holding different values in two results stores.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -23,11 +23,10 @@ mod hub_suite;
 
 use common::Sandbox;
 use hub_server::{HubServer, Options};
-use hub_suite::checkpoint_files;
+use hub_suite::{checkpoint_files, hf_ckpt, json_of};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// The reference the fixtures were made with.
@@ -88,46 +87,12 @@ fn local_suite(sb: &Sandbox) {
     );
 }
 
-/// `ckpt ARGS...` in the sandbox with the Hugging Face variables of a test only:
-/// `endpoint` as `HF_ENDPOINT`, `<sandbox>/hf` as `HF_HOME`, no token, online.
-fn hf_ckpt<I, S>(sb: &Sandbox, endpoint: &str, args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ckpt"));
-    cmd.current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        .env_remove("CKPT_DEVICE")
-        .env_remove("CKPT_LOG")
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HOME", sb.path().join("hf"))
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("HF_TOKEN")
-        .env_remove("HUGGING_FACE_HUB_TOKEN")
-        .env_remove("HF_TOKEN_PATH")
-        .env_remove("HF_HUB_OFFLINE")
-        .args(args);
-    cmd
-}
-
 fn eval_args(source: &str, store: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec!["eval".into(), source.into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(TASKS.iter().map(|s| s.to_string()));
     args.extend(["--store", store, "--json"].map(String::from));
     args
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "ckpt failed ({:?}):\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// path -> (fingerprint, error, metrics as (task, metric, filter) -> value) of a

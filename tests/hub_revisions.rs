@@ -13,7 +13,7 @@ mod hub_suite;
 
 use common::Sandbox;
 use hub_server::{Fault, FaultAction, HubServer, Options};
-use hub_suite::checkpoint_files;
+use hub_suite::{checkpoint_files, hf_ckpt, json_of};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,26 +56,14 @@ fn setup() -> (Sandbox, HubServer) {
 }
 
 /// `ckpt ARGS...` with the Hub stand-in as `HF_ENDPOINT`, the sandbox's cache as
-/// `HF_HOME`, and no token unless a test sets one.
+/// `HF_HOME`, no token unless a test sets one, and info-level logs.
 fn hub_ckpt<I, S>(sb: &Sandbox, hub: &HubServer, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ckpt"));
-    cmd.current_dir(sb.path())
-        .env("CKPT_CACHE_DIR", sb.cache_dir())
-        .env_remove("CKPT_DEVICE")
-        .args(args);
-    cmd.env("HF_ENDPOINT", &hub.url)
-        .env("HF_HOME", sb.path().join("hf"))
-        .env("CKPT_LOG", "info")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("HF_TOKEN")
-        .env_remove("HUGGING_FACE_HUB_TOKEN")
-        .env_remove("HF_TOKEN_PATH")
-        .env_remove("HF_HUB_OFFLINE");
+    let mut cmd = hf_ckpt(sb, &hub.url, args);
+    cmd.env("CKPT_LOG", "info");
     cmd
 }
 
@@ -97,16 +85,6 @@ fn sweep_args(store: &str, extra: &[&str]) -> Vec<String> {
     args.extend(["--store", store, "--json"].iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "ckpt failed ({:?}):\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// (step, task, metric, filter) -> value.

@@ -295,6 +295,31 @@ fn launch_examples_are_valid() {
     );
 }
 
+/// `ckpt sharpness runs` on `texts.jsonl`: short windows, one batch, `samples` probes
+/// from seed 7, JSON out, results in `out`.
+fn sharpness_args(samples: usize, out: &str, extra: &[&str]) -> Vec<String> {
+    let samples = samples.to_string();
+    let mut args = vec![
+        "sharpness",
+        "runs",
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "16",
+        "--max-batches",
+        "1",
+        "--samples",
+        &samples,
+        "--seed",
+        "7",
+        "--json",
+        "--out",
+        out,
+    ];
+    args.extend(extra);
+    args.into_iter().map(String::from).collect()
+}
+
 /// Sharpness split by checkpoint: two shards measure what one process measures, probe
 /// for probe, each into its own results file.
 #[test]
@@ -305,28 +330,7 @@ fn sharded_sharpness_equals_one_process() {
         sb.path().join("texts.jsonl"),
     )
     .unwrap();
-    let args = |out: &str| -> Vec<String> {
-        [
-            "sharpness",
-            "runs",
-            "--data",
-            "texts.jsonl",
-            "--seq-len",
-            "16",
-            "--max-batches",
-            "1",
-            "--samples",
-            "3",
-            "--seed",
-            "7",
-            "--json",
-            "--out",
-            out,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let args = |out: &str| sharpness_args(3, out, &[]);
     let by_checkpoint = |report: &Value| -> BTreeMap<String, Value> {
         report
             .as_array()
@@ -407,30 +411,7 @@ fn sharpness_blocks_of_probes_join_into_one_measurement() {
         sb.path().join("texts.jsonl"),
     )
     .unwrap();
-    let args = |out: &str, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "sharpness",
-            "runs",
-            "--data",
-            "texts.jsonl",
-            "--seq-len",
-            "16",
-            "--max-batches",
-            "1",
-            "--samples",
-            "6",
-            "--seed",
-            "7",
-            "--json",
-            "--out",
-            out,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
+    let args = |out: &str, extra: &[&str]| sharpness_args(6, out, extra);
     let one = json_of(sb.run(args("one.jsonl", &[])));
     let one = &one.as_array().unwrap()[0];
     let mut starts = Vec::new();

@@ -124,7 +124,7 @@ fn transfer_resuming(
                     policy.max_retries
                 );
             }
-            Err(e) => return Err(hub_error(e)),
+            Err(e) => return Err(e.into()),
         }
         if have > before {
             failures = 0;
@@ -252,8 +252,4 @@ pub(super) fn quote_path(path: &str) -> String {
         .map(super::repo_id::quote_revision)
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn hub_error(e: HubError) -> Error {
-    Error::Invalid(e.to_string())
 }

@@ -145,8 +145,7 @@ impl Hub {
             None
         } else {
             let token = super::auth::resolve_token(None).map(|(t, _)| t);
-            let client = HubClient::new(&endpoint, token, retry_policy())
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let client = HubClient::new(&endpoint, token, RetryPolicy::default())?;
             Some(client)
         };
         Ok(Self {
@@ -198,8 +197,8 @@ impl Hub {
     fn refs(&self, client: &HubClient, repo: &str) -> Result<RefsAnswer> {
         let what = format!("listing the revisions of hf://{repo}");
         let url = format!("{}/api/models/{repo}/refs", client.endpoint());
-        let resp = send_get(client, &what, &url).map_err(hub)?;
-        client.json(&what, resp).map_err(hub)
+        let resp = send_get(client, &what, &url)?;
+        Ok(client.json(&what, resp)?)
     }
 
     /// The commit `source`'s revision points at now (offline: when last seen), recorded
@@ -222,8 +221,8 @@ impl Hub {
             source.repo,
             super::repo_id::quote_revision(rev)
         );
-        let resp = send_get(client, &what, &url).map_err(hub)?;
-        let answer: RevisionAnswer = client.json(&what, resp).map_err(hub)?;
+        let resp = send_get(client, &what, &url)?;
+        let answer: RevisionAnswer = client.json(&what, resp)?;
         self.cache.write_ref(&source.repo, rev, &answer.sha)?;
         Ok(answer.sha)
     }
@@ -244,9 +243,9 @@ impl Hub {
         );
         let mut files = Vec::new();
         loop {
-            let resp = send_get(client, &what, &url).map_err(hub)?;
+            let resp = send_get(client, &what, &url)?;
             let next = next_page(&resp);
-            let items: Vec<TreeItem> = client.json(&what, resp).map_err(hub)?;
+            let items: Vec<TreeItem> = client.json(&what, resp)?;
             files.extend(
                 items
                     .into_iter()
@@ -454,11 +453,6 @@ pub fn known_fingerprint(
     store.hub_fingerprint_of_weights(&weights_key(&files))
 }
 
-/// The retry policy: huggingface_hub's, unless a test shortens it.
-fn retry_policy() -> RetryPolicy {
-    RetryPolicy::default()
-}
-
 fn send_get(
     client: &HubClient,
     what: &str,
@@ -483,10 +477,6 @@ fn next_page(resp: &reqwest::blocking::Response) -> Option<String> {
                 .to_string()
         })
     })
-}
-
-fn hub(e: HubError) -> Error {
-    Error::Invalid(e.to_string())
 }
 
 fn short(commit: &str) -> &str {

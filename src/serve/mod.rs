@@ -59,23 +59,16 @@ pub trait Handler: Send + Sync + 'static {
 /// generating for nobody.
 pub struct Events {
     tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    started: std::sync::atomic::AtomicBool,
 }
 
 impl Events {
     /// Events that go nowhere (a handler called outside a server, in tests).
     pub fn none() -> Self {
-        Self {
-            tx: None,
-            started: false.into(),
-        }
+        Self { tx: None }
     }
 
     fn to(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
-        Self {
-            tx: Some(tx),
-            started: false.into(),
-        }
+        Self { tx: Some(tx) }
     }
 
     /// Sends one event; false when nobody listens any more.
@@ -88,14 +81,7 @@ impl Events {
         self.send_line("[DONE]");
     }
 
-    /// Whether anything was sent.
-    pub fn started(&self) -> bool {
-        self.started.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
     fn send_line(&self, data: &str) -> bool {
-        self.started
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         match &self.tx {
             Some(tx) => tx
                 .blocking_send(Bytes::from(format!("data: {data}\n\n")))
@@ -473,13 +459,12 @@ async fn respond<H: Handler>(
     let (m, p) = (method.clone(), path.clone());
     let work = tokio::task::spawn_blocking(move || {
         let events = Events::to(tx);
-        let reply = handler.handle(&m, &p, &body, &events);
-        (reply, events.started())
+        handler.handle(&m, &p, &body, &events)
     });
     // The first event; none when the handler ended without any (its sender is gone).
     let Some(first) = rx.recv().await else {
         let (status, reply) = match work.await {
-            Ok((reply, _)) => reply,
+            Ok(reply) => reply,
             Err(e) => (
                 500,
                 serde_json::json!({"error": {"message": format!("internal error: {e}"), "type": "server_error"}}),

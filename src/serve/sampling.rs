@@ -87,7 +87,7 @@ impl Sampler {
                 .then(a.cmp(&b))
         });
         if let Some(k) = self.sampling.top_k.filter(|&k| k > 0) {
-            order.truncate(k.max(1));
+            order.truncate(k);
         }
         let mut kept = Vec::with_capacity(order.len());
         let mut mass = 0.0;

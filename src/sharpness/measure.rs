@@ -238,39 +238,32 @@ fn measure_one(
         }
     }
     let config = sharpness_config(opts, &batches, data_hash);
-    let key = config.key();
-    let fingerprint = ckpt.fingerprint()?;
-    // A Hub revision is recorded as itself (`hf://org/name@rev`), not as its snapshot.
-    let dir = match &ckpt.origin {
-        Some(origin) => std::path::PathBuf::from(&origin.name),
-        None => std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone()),
+    let id = RecordId {
+        // A Hub revision is recorded as itself (`hf://org/name@rev`), not its snapshot.
+        dir: match &ckpt.origin {
+            Some(origin) => std::path::PathBuf::from(&origin.name),
+            None => std::fs::canonicalize(&ckpt.dir).unwrap_or_else(|_| ckpt.dir.clone()),
+        },
+        fingerprint: ckpt.fingerprint()?,
+        key: config.key(),
+        config,
     };
     if let Some(range) = ctx.probes.clone() {
-        return measure_block(
-            ckpt,
-            &cfg,
-            &batches,
-            opts,
-            results,
-            ctx,
-            on_event,
-            BlockId {
-                dir,
-                fingerprint,
-                config,
-                key,
-                range,
-            },
-        );
+        let block = Block {
+            cfg: &cfg,
+            batches: &batches,
+            range,
+        };
+        return measure_block(ckpt, block, opts, results, ctx, on_event, id);
     }
-    if let Some(done) = results.find(&dir, &fingerprint, &key) {
-        if done.checkpoint == dir {
+    if let Some(done) = results.find(&id.dir, &id.fingerprint, &id.key) {
+        if done.checkpoint == id.dir {
             return Ok(Outcome::Skipped(done.clone()));
         }
         // The same weights elsewhere (a WSD run's stable phase is its WSO twin's): the
         // number holds; it is recorded under this checkpoint too.
         let copy = SharpnessResult {
-            checkpoint: dir,
+            checkpoint: id.dir,
             step: ckpt.step,
             stage: ckpt.stage().map(|s| s.to_string()),
             schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
@@ -286,8 +279,8 @@ fn measure_one(
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
     // Probes already measured: an interrupted run's, or blocks shards measured.
-    let mut resumed = results.progress(&fingerprint, &key)?;
-    let from_blocks = results.blocks(&fingerprint, &key);
+    let mut resumed = results.progress(&id.fingerprint, &id.key)?;
+    let from_blocks = results.blocks(&id.fingerprint, &id.key);
     if from_blocks.len() > resumed.len() {
         resumed = from_blocks;
     }
@@ -305,8 +298,8 @@ fn measure_one(
         &resumed,
         &mut |_, est| {
             results.save_progress(&Progress {
-                fingerprint: fingerprint.clone(),
-                config_key: key.clone(),
+                fingerprint: id.fingerprint.clone(),
+                config_key: id.key.clone(),
                 samples: est.samples.clone(),
             })?;
             on_event(Event::Probe { estimate: est });
@@ -327,27 +320,9 @@ fn measure_one(
         ),
         None => None,
     };
-    let stderr = estimate.stderr();
     let result = SharpnessResult {
-        checkpoint: dir,
-        fingerprint,
-        step: ckpt.step,
-        stage: ckpt.stage().map(|s| s.to_string()),
-        schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
-        config,
-        config_key: key,
-        estimate: estimate.mean(),
-        stderr: stderr.is_finite().then_some(stderr),
-        probes: estimate.len(),
-        batches: batches.batches.len(),
-        target_tokens: batches.target_tokens(),
-        parameters,
-        running: estimate.running_means(),
-        samples: estimate.samples,
         top_eigenvalue: top,
-        seconds: started.elapsed().as_secs_f64(),
-        ckpt_version: crate::VERSION.into(),
-        probe_start: None,
+        ..id.record(ckpt, &batches, parameters, estimate, started)
     };
     results.append(result.clone())?;
     Ok(Outcome::Measured(result))
@@ -369,30 +344,70 @@ fn objective(
     )
 }
 
-/// What identifies a block's record.
-struct BlockId {
+/// What a record is kept under: the checkpoint as shown, its weights, its settings.
+struct RecordId {
     dir: std::path::PathBuf,
     fingerprint: String,
     config: SharpnessConfig,
     key: String,
+}
+
+impl RecordId {
+    /// The record of `estimate` (no top eigenvalue; a whole measurement).
+    fn record(
+        self,
+        ckpt: &Checkpoint,
+        batches: &TokenBatches,
+        parameters: usize,
+        estimate: TraceEstimate,
+        started: Instant,
+    ) -> SharpnessResult {
+        let stderr = estimate.stderr();
+        SharpnessResult {
+            checkpoint: self.dir,
+            fingerprint: self.fingerprint,
+            step: ckpt.step,
+            stage: ckpt.stage().map(|s| s.to_string()),
+            schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
+            config: self.config,
+            config_key: self.key,
+            estimate: estimate.mean(),
+            stderr: stderr.is_finite().then_some(stderr),
+            probes: estimate.len(),
+            batches: batches.batches.len(),
+            target_tokens: batches.target_tokens(),
+            parameters,
+            running: estimate.running_means(),
+            samples: estimate.samples,
+            top_eigenvalue: None,
+            seconds: started.elapsed().as_secs_f64(),
+            ckpt_version: crate::VERSION.into(),
+            probe_start: None,
+        }
+    }
+}
+
+/// A block of a checkpoint's probes, with what measuring it needs.
+struct Block<'a> {
+    cfg: &'a ModelConfig,
+    batches: &'a TokenBatches,
     range: std::ops::Range<usize>,
 }
 
-/// Measures probes `id.range` of a checkpoint (unless recorded) as a block record.
-#[allow(clippy::too_many_arguments)]
+/// Measures the probes of `block` (unless recorded) as a block record.
 fn measure_block(
     ckpt: &Checkpoint,
-    cfg: &ModelConfig,
-    batches: &TokenBatches,
+    block: Block,
     opts: &SharpnessOptions,
     results: &mut ResultsFile,
     ctx: &Context,
     on_event: &mut dyn FnMut(Event),
-    id: BlockId,
+    id: RecordId,
 ) -> Result<Outcome> {
+    let range = block.range;
     let done = results.results().iter().find(|r| {
-        r.probe_start == Some(id.range.start)
-            && r.samples.len() == id.range.len()
+        r.probe_start == Some(range.start)
+            && r.samples.len() == range.len()
             && r.fingerprint == id.fingerprint
             && r.config_key == id.key
     });
@@ -400,7 +415,7 @@ fn measure_block(
         return Ok(Outcome::Skipped(done.clone()));
     }
     let started = Instant::now();
-    let objective = objective(cfg, batches, opts)?;
+    let objective = objective(block.cfg, block.batches, opts)?;
     let theta = objective.load_parameters(ckpt)?;
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
@@ -408,39 +423,21 @@ fn measure_block(
         checkpoint: ckpt,
         index: ctx.index,
         total: ctx.total,
-        probes: id.range.len(),
+        probes: range.len(),
         resumed: 0,
     });
     let samples = hutchinson_block(
         &hessian,
         objective.shapes(),
         opts.trace.seed,
-        id.range.clone(),
+        range.clone(),
         &mut |_| Ok(()),
     )
     .map_err(|e| in_checkpoint(ckpt, e))?;
     let estimate = TraceEstimate { samples };
-    let stderr = estimate.stderr();
     let result = SharpnessResult {
-        checkpoint: id.dir,
-        fingerprint: id.fingerprint,
-        step: ckpt.step,
-        stage: ckpt.stage().map(|s| s.to_string()),
-        schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
-        config: id.config,
-        config_key: id.key,
-        estimate: estimate.mean(),
-        stderr: stderr.is_finite().then_some(stderr),
-        probes: estimate.len(),
-        batches: batches.batches.len(),
-        target_tokens: batches.target_tokens(),
-        parameters,
-        running: estimate.running_means(),
-        samples: estimate.samples,
-        top_eigenvalue: None,
-        seconds: started.elapsed().as_secs_f64(),
-        ckpt_version: crate::VERSION.into(),
-        probe_start: Some(id.range.start),
+        probe_start: Some(range.start),
+        ..id.record(ckpt, block.batches, parameters, estimate, started)
     };
     results.append(result.clone())?;
     Ok(Outcome::Measured(result))

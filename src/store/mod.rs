@@ -134,6 +134,19 @@ CREATE TABLE IF NOT EXISTS judge_answers (
 ) WITHOUT ROWID;
 ";
 
+/// A row of `SELECT fingerprint, path, run, step, stage, schedule, alpha`.
+fn checkpoint_row(r: &rusqlite::Row) -> rusqlite::Result<CheckpointRow> {
+    Ok(CheckpointRow {
+        fingerprint: r.get(0)?,
+        path: r.get(1)?,
+        run: r.get(2)?,
+        step: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+        stage: r.get(4)?,
+        schedule: r.get(5)?,
+        alpha: r.get(6)?,
+    })
+}
+
 /// A checkpoint as the store knows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointRow {
@@ -361,17 +374,7 @@ impl Store {
             .prepare("SELECT fingerprint, path, run, step, stage, schedule, alpha FROM checkpoints ORDER BY run, step, path")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(CheckpointRow {
-                    fingerprint: r.get(0)?,
-                    path: r.get(1)?,
-                    run: r.get(2)?,
-                    step: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                    stage: r.get(4)?,
-                    schedule: r.get(5)?,
-                    alpha: r.get(6)?,
-                })
-            })
+            .query_map([], checkpoint_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err(e))
@@ -379,10 +382,14 @@ impl Store {
 
     /// The checkpoint stored under `fingerprint`.
     pub fn checkpoint(&self, fingerprint: &str) -> Result<Option<CheckpointRow>> {
-        Ok(self
-            .checkpoints()?
-            .into_iter()
-            .find(|c| c.fingerprint == fingerprint))
+        self.conn
+            .query_row(
+                "SELECT fingerprint, path, run, step, stage, schedule, alpha FROM checkpoints WHERE fingerprint = ?1",
+                params![fingerprint],
+                checkpoint_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Every checkpoint's fingerprint and `ckpt.json` (`null` when it had none).

@@ -5,6 +5,44 @@
 
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// `ckpt ARGS...` in the sandbox with the Hugging Face variables of a test only:
+/// `endpoint` as `HF_ENDPOINT`, `<sandbox>/hf` as `HF_HOME`, no token, online, the
+/// default log level.
+pub fn hf_ckpt<I, S>(sb: &super::common::Sandbox, endpoint: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ckpt"));
+    cmd.current_dir(sb.path())
+        .env("CKPT_CACHE_DIR", sb.cache_dir())
+        .env_remove("CKPT_DEVICE")
+        .env_remove("CKPT_LOG")
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HOME", sb.path().join("hf"))
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .env_remove("HUGGING_FACE_HUB_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .env_remove("HF_HUB_OFFLINE")
+        .args(args);
+    cmd
+}
+
+/// The JSON a successful command printed (its stderr when it failed).
+pub fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "ckpt failed ({:?}):\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 /// The tiny GPT-NeoX checkpoint's files, its weights scaled by `1 + k/20`.
 pub fn checkpoint_files(k: u32) -> Vec<(&'static str, Vec<u8>)> {
