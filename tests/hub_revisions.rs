@@ -783,3 +783,56 @@ fn sharpness_sweeps_revisions_within_the_budget() {
         assert!(r["checkpoint"].as_str().unwrap().starts_with(&source));
     }
 }
+
+/// Revisions in the layouts real repositories have: sharded safetensors (index and
+/// shards, beside a stray `consolidated.safetensors` the index does not name), one
+/// PyTorch `.bin`, sharded `.bin`. Each loads with the local copy's fingerprint, and
+/// only the files the index names are downloaded.
+#[test]
+fn sharded_and_bin_revisions_load_as_their_local_copies() {
+    let (sb, hub) = setup();
+    let repo = "ckpt-org/formats";
+    let layouts = [
+        ("sharded", common::fixture_in("parity", "mistral_sharded")),
+        ("bin", common::fixture_in("bin", "gpt_neox_parallel_bin")),
+        (
+            "bin-sharded",
+            common::fixture_in("bin", "llama_gqa_bin_sharded"),
+        ),
+    ];
+    for (branch, dir) in &layouts {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        files.push(("consolidated.safetensors".into(), vec![1u8; 4096]));
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        hub.put_revision(repo, branch, &files);
+    }
+    for (branch, dir) in &layouts {
+        let local = sb.run_json(["inspect", common::arg(dir), "--json"]);
+        let source = format!("hf://{repo}@{branch}");
+        let remote = json_of(
+            &hub_ckpt(&sb, &hub, ["inspect", &source, "--json"])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(
+            remote[0]["fingerprint"], local[0]["fingerprint"],
+            "{branch}"
+        );
+        assert_eq!(remote[0]["parameters"], local[0]["parameters"], "{branch}");
+    }
+    let stray = hub
+        .log()
+        .iter()
+        .filter(|e| e.target.contains("consolidated"))
+        .count();
+    assert_eq!(stray, 0, "a file no index names is never downloaded");
+}

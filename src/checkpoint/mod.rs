@@ -19,9 +19,9 @@ mod weights;
 pub use fingerprint::{cache_dir, fingerprint, hash_weights};
 pub use meta::{CheckpointMeta, MergeInfo, MergeSource, ParentRef, ScheduleInfo, Stage, META_FILE};
 pub use weights::{
-    has_weights, is_model_safetensors, non_finite, shard_names, weight_index, weight_paths,
-    write_safetensors, write_safetensors_with_metadata, StoredTensor, WeightFiles, BIN_INDEX_FILE,
-    BIN_SINGLE_FILE, INDEX_FILE, SINGLE_FILE, WEIGHT_FILES,
+    has_weights, is_model_safetensors, is_model_safetensors_name, non_finite, shard_names,
+    weight_index, weight_paths, write_safetensors, write_safetensors_with_metadata, StoredTensor,
+    WeightFiles, BIN_INDEX_FILE, BIN_SINGLE_FILE, INDEX_FILE, SINGLE_FILE, WEIGHT_FILES,
 };
 
 use crate::error::{Error, Result};
@@ -339,6 +339,17 @@ pub fn open_single(path: &Path) -> Result<Checkpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_are_the_hugging_face_safetensors_only() {
+        assert!(is_model_safetensors_name("model.safetensors"));
+        assert!(is_model_safetensors_name(
+            "model-00001-of-00002.safetensors"
+        ));
+        assert!(!is_model_safetensors_name("optimizer.safetensors"));
+        assert!(!is_model_safetensors_name("consolidated.safetensors"));
+        assert!(!is_model_safetensors_name("model.bin"));
+    }
 
     #[test]
     fn steps_come_from_the_usual_names() {

@@ -420,7 +420,16 @@ fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
 /// True for a `*.safetensors` file that holds model weights (not optimizer state).
 pub fn is_model_safetensors(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".safetensors") && !name.starts_with("optimizer") && path.is_file()
+    is_model_safetensors_name(name) && path.is_file()
+}
+
+/// True for the name of a `*.safetensors` file of Hugging Face model weights: not an
+/// optimizer state, and not Mistral's `consolidated.safetensors` (its own tensor
+/// names), which Mistral's repositories ship beside the Hugging Face weights.
+pub fn is_model_safetensors_name(name: &str) -> bool {
+    name.ends_with(".safetensors")
+        && !name.starts_with("optimizer")
+        && !name.starts_with("consolidated")
 }
 
 #[derive(serde::Deserialize)]

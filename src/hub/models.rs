@@ -299,7 +299,7 @@ impl Hub {
         let others: Vec<FileEntry> = tree
             .iter()
             .filter(|f| !f.path.contains('/'))
-            .filter(|f| f.path.ends_with(".safetensors") && !f.path.starts_with("optimizer"))
+            .filter(|f| crate::checkpoint::is_model_safetensors_name(&f.path))
             .cloned()
             .collect();
         if !others.is_empty() {
