@@ -239,6 +239,7 @@ fn sharpness(
     let config = SharpnessConfig {
         data: "validation.jsonl".into(),
         data_hash: "d".into(),
+        set: None,
         seq_len: 1024,
         batch_size: 1,
         batches: 50,
@@ -253,6 +254,8 @@ fn sharpness(
         min_probes: 2,
         top_eigen_iters: None,
         top_eigen_tol: 1e-3,
+        top_k: None,
+        density: None,
     };
     let result = SharpnessResult {
         checkpoint: dir.join(run).join(format!("step-{step}")),
@@ -271,6 +274,9 @@ fn sharpness(
         samples: vec![estimate; 50],
         running: vec![estimate; 50],
         top_eigenvalue: None,
+        top_eigenvalues: None,
+        density: None,
+        blocks: vec![],
         seconds: 1.0,
         ckpt_version: ckpt::VERSION.into(),
         probe_start: None,

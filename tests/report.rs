@@ -284,6 +284,7 @@ impl World {
         let config = SharpnessConfig {
             data: "data/validation.jsonl".into(),
             data_hash: "d".into(),
+            set: None,
             seq_len: 32,
             batch_size: 1,
             batches: 2,
@@ -298,6 +299,8 @@ impl World {
             min_probes: 2,
             top_eigen_iters: None,
             top_eigen_tol: 1e-3,
+            top_k: None,
+            density: None,
         };
         let result = SharpnessResult {
             checkpoint: PathBuf::from(self.path(run, step)),
@@ -316,6 +319,9 @@ impl World {
             samples: vec![estimate; 4],
             running: vec![estimate; 4],
             top_eigenvalue: None,
+            top_eigenvalues: None,
+            density: None,
+            blocks: vec![],
             seconds: 0.1,
             ckpt_version: "test".into(),
             probe_start: None,

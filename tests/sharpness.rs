@@ -7,6 +7,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use ckpt::checkpoint::Checkpoint;
+use ckpt::sharpness::hutchinson::{BlockMap, TraceEstimate};
+use ckpt::sharpness::spectrum::{slq_density, top_eigenvalues};
 use ckpt::sharpness::vector::{self, rademacher};
 use ckpt::sharpness::{
     hutchinson_trace, top_eigenvalue, Hessian, LlamaObjective, Method, Objective, TraceOptions,
@@ -164,8 +166,9 @@ fn hutchinson_converges_to_the_exact_trace_within_its_standard_error() {
         min_probes: 10,
     };
     let shapes = vec![vec![12], vec![1]];
+    let map = BlockMap::new(&["w", "b"]);
     let mut seen = 0;
-    let est = hutchinson_trace(&hessian, &shapes, &opts, &[], &mut |i, e| {
+    let est = hutchinson_trace(&hessian, &shapes, &map, &opts, none(), &mut |i, e| {
         assert_eq!((i + 1, e.len()), (seen + 1, seen + 1));
         seen += 1;
         Ok(())
@@ -184,19 +187,25 @@ fn hutchinson_converges_to_the_exact_trace_within_its_standard_error() {
     assert_eq!(*est.running_means().last().unwrap(), mean);
 
     // Resuming with the first samples given back draws the same remaining probes.
-    let resumed = hutchinson_trace(&hessian, &shapes, &opts, &est.samples[..7], &mut |_, _| {
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(resumed.samples, est.samples);
+    let mut first = est.clone();
+    first.truncate(7);
+    let resumed =
+        hutchinson_trace(&hessian, &shapes, &map, &opts, first, &mut |_, _| Ok(())).unwrap();
+    assert_eq!(resumed, est);
 
     // A relative tolerance stops early, after the minimum.
     let loose = TraceOptions {
         rel_tol: Some(0.2),
         ..opts
     };
-    let early = hutchinson_trace(&hessian, &shapes, &loose, &[], &mut |_, _| Ok(())).unwrap();
+    let early =
+        hutchinson_trace(&hessian, &shapes, &map, &loose, none(), &mut |_, _| Ok(())).unwrap();
     assert!(early.len() >= 10 && early.len() < probes, "{}", early.len());
+}
+
+/// No probes measured yet.
+fn none() -> TraceEstimate {
+    TraceEstimate::default()
 }
 
 /// `0.5 sum_i lambda_i x_i^2`: Hessian `diag(lambda)`.
@@ -226,6 +235,166 @@ fn power_iteration_finds_the_largest_eigenvalue() {
         let top = top_eigenvalue(&hessian, &[vec![6]], 3, 200, 1e-10).unwrap();
         assert!(top.converged, "{top:?}");
         assert!((top.value - 9.0).abs() < 1e-6, "{method:?}: {top:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The exact Hessian of a tiny Llama (f64, built column by column from double backward)
+
+/// A tiny untied Llama (316 parameters, 2 layers), its objective on one batch, its
+/// parameters and the exact Hessian (symmetrised; its asymmetry is checked).
+fn tiny_llama_hessian() -> (LlamaObjective, Vec<Tensor>, Vec<Vec<f64>>) {
+    let cfg = ckpt::model::ModelConfig::from_json(
+        r#"{"model_type":"llama","vocab_size":7,"hidden_size":4,"intermediate_size":6,
+        "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+        "max_position_embeddings":16,"rms_norm_eps":1e-5,"tie_word_embeddings":false}"#,
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let weights = ckpt::model::init_weights(&cfg, 0.5, 3, DType::F64, &dev).unwrap();
+    let ids: Vec<u32> = vec![1, 4, 2, 6, 0, 3, 5, 1, 2, 2, 6, 4];
+    let obj = LlamaObjective::new(&cfg, &[ids], 2, 6, DType::F64, &dev).unwrap();
+    let theta: Vec<Tensor> = obj.names().iter().map(|n| weights[n].clone()).collect();
+    let d = vector::len(&theta);
+    assert_eq!(d, 316);
+    let exact = Hessian::new(&obj, theta.clone(), Method::Exact);
+    let mut columns = Vec::with_capacity(d);
+    for j in 0..d {
+        let mut e = vec![0.0; d];
+        e[j] = 1.0;
+        columns.push(flat(&exact.product(&unflat(&e, obj.shapes())).unwrap()));
+    }
+    let scale = columns.iter().flatten().fold(0f64, |m, x| m.max(x.abs()));
+    let mut h = vec![vec![0.0; d]; d];
+    for i in 0..d {
+        for j in 0..d {
+            let asym = (columns[i][j] - columns[j][i]).abs();
+            assert!(asym <= 1e-10 * scale, "H[{i}][{j}] asymmetric by {asym}");
+            h[i][j] = 0.5 * (columns[i][j] + columns[j][i]);
+        }
+    }
+    (obj, theta, h)
+}
+
+fn unflat(v: &[f64], shapes: &[Vec<usize>]) -> Vec<Tensor> {
+    let mut at = 0;
+    shapes
+        .iter()
+        .map(|shape| {
+            let n: usize = shape.iter().product();
+            at += n;
+            Tensor::from_slice(&v[at - n..at], shape.as_slice(), &Device::Cpu).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_tiny_llamas_trace_blocks_top_eigenvalues_and_density_match_its_exact_hessian() {
+    let (obj, theta, h) = tiny_llama_hessian();
+    let d = h.len();
+    let map = obj.blocks();
+    assert_eq!(
+        map.names,
+        [
+            "embed",
+            "layers.0.norms",
+            "layers.0.attn",
+            "layers.0.mlp",
+            "layers.1.norms",
+            "layers.1.attn",
+            "layers.1.mlp",
+            "final_norm",
+            "head"
+        ]
+    );
+    // Each entry's block, from the parameters' sizes.
+    let mut block_of = Vec::with_capacity(d);
+    for (shape, &b) in obj.shapes().iter().zip(&map.of_param) {
+        block_of.extend(std::iter::repeat_n(b, shape.iter().product()));
+    }
+    let exact_block: Vec<f64> = (0..map.names.len())
+        .map(|b| (0..d).filter(|&i| block_of[i] == b).map(|i| h[i][i]).sum())
+        .collect();
+    let trace: f64 = (0..d).map(|i| h[i][i]).sum();
+
+    // Hutchinson on the production path (finite differences) over 400 probes.
+    let fd = Hessian::new(&obj, theta, Method::FiniteDifference { eps: 1e-5 });
+    let opts = TraceOptions {
+        probes: 400,
+        seed: 5,
+        rel_tol: None,
+        min_probes: 10,
+    };
+    let est = hutchinson_trace(&fd, obj.shapes(), &map, &opts, none(), &mut |_, _| Ok(())).unwrap();
+    let (mean, se) = (est.mean(), est.stderr());
+    assert!(
+        (mean - trace).abs() < 4.0 * se,
+        "Tr(H) {trace}: {mean} +- {se}"
+    );
+    for (b, block) in est.blocks.iter().enumerate() {
+        let (m, s) = (
+            ckpt::sharpness::hutchinson::mean(&block.samples),
+            ckpt::sharpness::hutchinson::stderr(&block.samples),
+        );
+        let want = exact_block[b];
+        assert!(
+            (m - want).abs() < 4.0 * s + 1e-9,
+            "{}: exact {want}, estimate {m} +- {s}",
+            block.name
+        );
+    }
+    for i in 0..est.len() {
+        let parts: f64 = est.blocks.iter().map(|b| b.samples[i]).sum();
+        let sample = est.samples[i];
+        assert!(
+            (parts - sample).abs() <= 1e-12 * sample.abs().max(1.0),
+            "probe {i}"
+        );
+    }
+
+    // The exact spectrum, against Lanczos on finite differences with a step small
+    // enough that their O(h^2) error stays below 1e-6.
+    let fd = Hessian::new(
+        &obj,
+        fd.theta().to_vec(),
+        Method::FiniteDifference { eps: 1e-7 },
+    );
+    let matrix = nalgebra::DMatrix::from_fn(d, d, |i, j| h[i][j]);
+    let mut eigen: Vec<f64> = nalgebra::SymmetricEigen::new(matrix)
+        .eigenvalues
+        .iter()
+        .copied()
+        .collect();
+    eigen.sort_by(|a, b| b.total_cmp(a));
+    let top = top_eigenvalues(&fd, obj.shapes(), DType::F64, &Device::Cpu, 1, 5, d).unwrap();
+    for (got, want) in top.values.iter().zip(&eigen) {
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs(),
+            "top: {got} vs {want}"
+        );
+    }
+    assert_eq!(top.values.len(), 5);
+
+    // SLQ: its first two moments are Tr(H)/d and Tr(H^2)/d within the stochastic error.
+    let density = slq_density(
+        &fd,
+        obj.shapes(),
+        DType::F64,
+        &Device::Cpu,
+        2,
+        40,
+        8,
+        &[],
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    let m2: f64 = eigen.iter().map(|l| l * l).sum::<f64>() / d as f64;
+    for (p, want) in [(1, trace / d as f64), (2, m2)] {
+        let (got, se) = (density.moment(p), density.moment_stderr(p));
+        assert!(
+            (got - want).abs() < 4.0 * se,
+            "moment {p}: {got} +- {se}, exact {want}"
+        );
     }
 }
 
@@ -698,4 +867,195 @@ fn results_go_to_the_store_and_are_not_measured_twice() {
         .query_row("SELECT COUNT(*) FROM sharpness", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 1);
+}
+
+#[test]
+fn blocks_top_eigenvalues_and_density_through_the_binary() {
+    let sb = trained_runs();
+    let more = [
+        "--top-k",
+        "3",
+        "--lanczos-steps",
+        "8",
+        "--density",
+        "--slq-runs",
+        "2",
+        "--slq-steps",
+        "5",
+        "--block-plot",
+        "blocks.svg",
+        "--density-plot",
+        "density.svg",
+    ];
+    let mut json = vec!["--json"];
+    json.extend(more);
+    let results: Vec<Value> =
+        serde_json::from_str(&ok(&sharpness(&sb, &["runs/tiny-wso"], &json))).unwrap();
+    assert_eq!(results.len(), 2);
+    let cfg = ckpt::model::ModelConfig::from_json(
+        &std::fs::read_to_string(sb.path().join("runs/tiny-wso/step-0000024/config.json")).unwrap(),
+    )
+    .unwrap();
+    let layers = cfg.num_hidden_layers;
+    for r in &results {
+        let samples = f64s(&r["samples"]);
+        let blocks = r["blocks"].as_array().unwrap();
+        // embed, 3 blocks per layer, final norm (tied head: no head block).
+        assert_eq!(blocks.len(), 3 * layers + 2, "{blocks:?}");
+        assert_eq!(blocks[0]["name"], "embed");
+        for (i, sample) in samples.iter().enumerate() {
+            let parts: f64 = blocks.iter().map(|b| f64s(&b["samples"])[i]).sum();
+            assert!((parts - sample).abs() <= 1e-9 * sample.abs(), "probe {i}");
+        }
+        let top = f64s(&r["top_eigenvalues"]["values"]);
+        assert_eq!(top.len(), 3);
+        assert!(top[0] >= top[1] && top[1] >= top[2], "{top:?}");
+        assert_eq!(r["top_eigenvalues"]["steps"], 8);
+        let runs = r["density"]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        for run in runs {
+            let weights: f64 = run
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["weight"].as_f64().unwrap())
+                .sum();
+            assert!((weights - 1.0).abs() < 1e-9);
+        }
+        // The density's largest node is at most the top eigenvalue (both are Ritz
+        // values of the same Hessian, the top from more steps).
+        let max_node = runs
+            .iter()
+            .flat_map(|run| {
+                run.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["value"].as_f64().unwrap())
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            max_node <= top[0] * (1.0 + 1e-6) + 1e-9,
+            "{max_node} > {}",
+            top[0]
+        );
+        assert_eq!(r["density"]["dimension"], r["parameters"]);
+    }
+    let heat = std::fs::read_to_string(sb.path().join("blocks.svg")).unwrap();
+    assert!(
+        heat.contains("tiny-wso") && heat.contains("layer"),
+        "heat map"
+    );
+    let density = std::fs::read_to_string(sb.path().join("density.svg")).unwrap();
+    assert!(density.contains("tiny-wso (wso) @ 24"), "density legend");
+
+    // The per-block table, and a rerun measures nothing.
+    let mut table = vec!["--blocks"];
+    table.extend(more);
+    let text = ok(&sharpness(&sb, &["runs/tiny-wso"], &table));
+    assert!(
+        text.contains("layers.0.mlp") && text.contains("done before"),
+        "{text}"
+    );
+    assert!(text.contains("top eigenvalues (Lanczos)"), "{text}");
+}
+
+#[test]
+fn measures_the_pretraining_and_sft_sets_apart_with_the_assistant_tokens_as_loss() {
+    let sb = trained_runs();
+    let ckpt_dir = "runs/tiny-wso/step-0000024";
+    let args = [
+        "sharpness",
+        ckpt_dir,
+        "--data",
+        "pt=data/synth/validation.jsonl",
+        "--data",
+        "sft=data/synth/sft.jsonl",
+        "--seq-len",
+        "32",
+        "--max-batches",
+        "2",
+        "--samples",
+        "3",
+        "--plot",
+        "fig.png",
+        "--save-batches",
+        "batches.json",
+        "--json",
+    ];
+    let results: Vec<Value> = serde_json::from_str(&ok(&sb.run(args))).unwrap();
+    let sets: Vec<&str> = results
+        .iter()
+        .map(|r| r["config"]["set"].as_str().unwrap())
+        .collect();
+    assert_eq!(sets, ["pt", "sft"]);
+    let (pt, sft) = (&results[0], &results[1]);
+    assert_ne!(pt["config_key"], sft["config_key"]);
+    assert_eq!(pt["target_tokens"], 2 * 31);
+    let sft_targets = sft["target_tokens"].as_u64().unwrap();
+    assert!(sft_targets > 0 && sft_targets < 2 * 31, "{sft_targets}");
+    assert!(sft["estimate"].as_f64().unwrap().is_finite());
+    for set in ["pt", "sft"] {
+        let png = std::fs::read(sb.path().join(format!("fig.{set}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "Figure 3's {set} panel");
+    }
+
+    // The SFT rows are the conversations rendered with the checkpoint's template, and
+    // the tokens the loss counts are the assistant's: decoded, they are the assistant's
+    // messages (each closed by EOS), in order.
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path().join("batches.1.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = serde_json::from_value(saved["batches"][0][0].clone()).unwrap();
+    let mask: Vec<f32> = serde_json::from_value(saved["loss_mask"][0][0].clone()).unwrap();
+    let tok = ckpt::train::data::tokenizer::TrainTokenizer::load(
+        &sb.path().join(ckpt_dir),
+        &ckpt::chat::TemplateChoice::Own,
+    )
+    .unwrap();
+    let learned: Vec<u32> = ids
+        .iter()
+        .zip(&mask)
+        .filter(|(_, &m)| m > 0.0)
+        .map(|(&id, _)| id)
+        .collect();
+    let text = tok.decode(&learned).unwrap();
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(sb.path().join("data/synth/sft.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let answer = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let expected: Vec<&str> = answer.split_whitespace().take(words.len().min(3)).collect();
+    assert_eq!(
+        words[..expected.len()],
+        expected[..],
+        "{text:?} vs {answer:?}"
+    );
+    assert!(
+        !text.contains("Tell me"),
+        "a user turn counted in the loss: {text:?}"
+    );
+
+    // Several sets must be named.
+    let out = sb.run([
+        "sharpness",
+        ckpt_dir,
+        "--data",
+        "pt=data/synth/validation.jsonl",
+        "--data",
+        "data/synth/sft.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(failed(&out).contains("name each"), "{}", failed(&out));
 }

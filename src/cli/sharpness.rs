@@ -7,6 +7,7 @@ use super::values::f64_above;
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::hub::sweep::Downloads;
 use crate::sharpness::figure::sharpness_chart;
+use crate::sharpness::sets::DataSet;
 use crate::sharpness::{
     measure_revisions, measure_units, Event, Method, Outcome, ResultsFile, SharpnessOptions,
     SharpnessResult, TraceOptions, Unit,
@@ -52,9 +53,17 @@ pub struct SharpnessArgs {
     /// The SFT score for --sft-plot: TASK or TASK:METRIC (default metric acc).
     #[arg(long, requires = "sft_plot")]
     sft_task: Option<String>,
-    /// Held-out texts: .txt (one per non-empty line), .jsonl / .json (field "text").
+    /// A measurement set, [NAME=]FILE; repeat for several (--data pt=val.jsonl --data
+    /// sft=chat.jsonl), each measured and recorded apart. Texts: .txt (one per line),
+    /// .jsonl / .json / .parquet records with "text". Conversations (records with
+    /// "messages"): rendered with the chat template, loss on the assistant's tokens.
+    #[arg(long, required = true, value_name = "[NAME=]FILE")]
+    data: Vec<String>,
+    /// The template conversations are rendered with: own (the checkpoint's, Tulu's
+    /// when it has none, as `ckpt train` fine-tunes), tulu, chatml, or a Jinja file
+    /// [default: own].
     #[arg(long)]
-    data: PathBuf,
+    chat_template: Option<String>,
     /// Tokens per row [default: 1024, or the model's max_position_embeddings if less].
     #[arg(long)]
     seq_len: Option<usize>,
@@ -98,6 +107,29 @@ pub struct SharpnessArgs {
     /// Relative change of the eigenvalue that ends power iteration, in (0, 1].
     #[arg(long, default_value_t = 1e-3, value_parser = f64_above(0.0, 1.0))]
     eigen_tol: f64,
+    /// Also find the K largest Hessian eigenvalues (1 to 20) by Lanczos with full
+    /// reorthogonalisation, each with its residual bound.
+    #[arg(long, value_name = "K", value_parser = super::values::usize_in(1, 20))]
+    top_k: Option<usize>,
+    /// Lanczos steps for --top-k (Hessian-vector products; memory: one copy of the
+    /// parameters per step) [default: max(3 K, 30)].
+    #[arg(long, requires = "top_k", value_parser = super::values::usize_in(1, 10_000))]
+    lanczos_steps: Option<usize>,
+    /// Also estimate the eigenvalue density by stochastic Lanczos quadrature
+    /// (PyHessian's density(), with real eigenvalues and weights from the first
+    /// eigenvector components).
+    #[arg(long)]
+    density: bool,
+    /// SLQ runs (random starts) for --density.
+    #[arg(long, default_value_t = 4, value_parser = super::values::usize_in(1, 10_000))]
+    slq_runs: usize,
+    /// Lanczos steps per SLQ run (memory: one copy of the parameters per step).
+    #[arg(long, default_value_t = 30, value_parser = super::values::usize_in(1, 10_000))]
+    slq_steps: usize,
+    /// Plot the eigenvalue density of every checkpoint measured with --density (.png
+    /// or .svg).
+    #[arg(long, requires = "density")]
+    density_plot: Option<PathBuf>,
     /// Results file (JSONL; finished checkpoints are skipped on a rerun)
     /// [default: sharpness.jsonl in the first PATH, or beside it if it is a checkpoint].
     #[arg(long)]
@@ -105,6 +137,14 @@ pub struct SharpnessArgs {
     /// Plot sharpness against step, one line per run (.png or .svg).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Plot each layer's trace (attention + MLP + norms) as a heat map of layer against
+    /// step, one panel per run (.png or .svg).
+    #[arg(long)]
+    block_plot: Option<PathBuf>,
+    /// Also print every parameter block's trace (embeddings, each layer's attention,
+    /// MLP and norms, the final norm, the head), from the same probes.
+    #[arg(long)]
+    blocks: bool,
     /// Write the token batches measured on (.npy: u32 [batches, rows, seq]; else JSON).
     #[arg(long)]
     save_batches: Option<PathBuf>,
@@ -126,10 +166,29 @@ pub struct SharpnessArgs {
 
 pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     // A plot is drawn at the end: its format is checked before hours of measuring.
-    for plot in [&args.plot, &args.sft_plot].into_iter().flatten() {
+    for plot in [
+        &args.plot,
+        &args.sft_plot,
+        &args.block_plot,
+        &args.density_plot,
+    ]
+    .into_iter()
+    .flatten()
+    {
         crate::plot::ImageFormat::from_path(plot)?;
     }
     let opts = options(args)?;
+    let specs: Vec<_> = args
+        .data
+        .iter()
+        .map(|d| crate::sharpness::sets::parse_spec(d))
+        .collect();
+    crate::sharpness::sets::check_names(&specs)?;
+    for (_, path) in &specs {
+        if !path.is_file() {
+            bail!("{}: no such file (--data)", path.display());
+        }
+    }
     let shard = args.shard.resolve()?;
     let (candidates, hub) = crate::sources::candidates(&args.paths, &args.hub.options())?;
     if candidates.is_empty() {
@@ -165,7 +224,13 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             })
             .collect(),
     };
-    let texts = crate::texts::read_texts(&args.data)?;
+    let sets = specs
+        .into_iter()
+        .map(|(name, path)| DataSet::open(name, &path))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.chat_template.is_some() && !sets.iter().any(DataSet::is_chat) {
+        bail!("--chat-template: no --data set holds conversations (records with \"messages\") to render");
+    }
     let mut out = args
         .out
         .clone()
@@ -199,8 +264,10 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             total,
             probes,
             resumed,
+            set,
         } => {
-            let b = ui.progress(probes as u64, &progress_label(checkpoint, index, total));
+            let label = progress_label(checkpoint, index, total, set);
+            let b = ui.progress(probes as u64, &label);
             b.set_position(resumed as u64);
             if resumed > 0 {
                 tracing::info!(
@@ -219,13 +286,13 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             tracing::info!("token batches written to {}", path.display());
         }
     };
-    let mut outcomes = measure_units(&units, &texts, &opts, &mut results, &mut on_event);
+    let mut outcomes = measure_units(&units, &sets, &opts, &mut results, &mut on_event);
     if let Some(hub) = hub {
         let mut downloads = Downloads::new(hub, args.hub.retention(), ui.transfer());
         outcomes.extend(measure_revisions(
             &revisions,
             &mut downloads,
-            &texts,
+            &sets,
             &opts,
             &mut results,
             &mut on_event,
@@ -278,25 +345,26 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         print_json(&all)?;
     } else if !shown.is_empty() {
         print_table(&shown, args.format);
+        if args.blocks {
+            print_blocks(&shown, args.format);
+        }
         if !matches!(args.format, TableFormat::Md | TableFormat::Csv) {
             outln!("results: {}", out.display());
         }
     }
-    if let Some(path) = &args.plot {
-        let done: Vec<SharpnessResult> = shown
+    let names: Vec<Option<String>> = sets.iter().map(|s| s.name.clone()).collect();
+    for name in &names {
+        let of_set: Vec<SharpnessResult> = shown
             .iter()
-            .filter(|(r, _)| !r.is_block())
+            .filter(|(r, _)| !r.is_block() && (names.len() == 1 || r.config.set == *name))
             .map(|(r, _)| (*r).clone())
             .collect();
-        if done.iter().any(|r| r.step.is_some()) {
-            crate::plot::line_chart(path, &sharpness_chart(&done))
-                .with_context(|| format!("plotting {}", path.display()))?;
+        let set = if names.len() > 1 {
+            name.as_deref()
         } else {
-            eprintln!(
-                "warning: no result with a step to plot; {} not written",
-                path.display()
-            );
-        }
+            None
+        };
+        draw_plots(args, &of_set, set)?;
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE
@@ -305,13 +373,66 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The plots asked for, of one set's results; with several sets, each file is
+/// `NAME.SET.EXT` (the paper's Figure 3 has one panel per set).
+fn draw_plots(
+    args: &SharpnessArgs,
+    done: &[SharpnessResult],
+    set: Option<&str>,
+) -> anyhow::Result<()> {
+    let named = |path: &Path| match set {
+        Some(set) => {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let ext = path.extension().unwrap_or_default().to_string_lossy();
+            path.with_file_name(format!("{stem}.{set}.{ext}"))
+        }
+        None => path.to_path_buf(),
+    };
+    let skipped = |what: &str, path: &Path| {
+        eprintln!(
+            "warning: no result with {what} to plot; {} not written",
+            path.display()
+        )
+    };
+    if let Some(path) = args.plot.as_deref().map(named) {
+        if done.iter().any(|r| r.step.is_some()) {
+            let mut chart = sharpness_chart(done);
+            if let Some(set) = set {
+                chart.title = format!("{} ({set})", chart.title);
+            }
+            crate::plot::line_chart(&path, &chart)
+                .with_context(|| format!("plotting {}", path.display()))?;
+        } else {
+            skipped("a step", &path);
+        }
+    }
+    if let Some(path) = args.density_plot.as_deref().map(named) {
+        match crate::sharpness::figure::density_chart(done) {
+            Some(chart) => crate::plot::line_chart(&path, &chart)
+                .with_context(|| format!("plotting {}", path.display()))?,
+            None => skipped("a density", &path),
+        }
+    }
+    if let Some(path) = args.block_plot.as_deref().map(named) {
+        let maps = crate::sharpness::figure::block_heat_maps(done);
+        if maps.is_empty() {
+            skipped("a step and block traces", &path);
+        } else {
+            let title = match set {
+                Some(set) => format!("Hessian trace per layer ({set})"),
+                None => "Hessian trace per layer (Hutchinson)".into(),
+            };
+            crate::plot::heat_maps(&path, &title, &maps)
+                .with_context(|| format!("plotting {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The library's options from the flags, checked.
 fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
     if args.samples == 0 || args.batch_size == 0 || args.max_batches == 0 || args.max_texts == 0 {
         bail!("--samples, --batch-size, --max-batches and --max-texts must be positive");
-    }
-    if !args.data.is_file() {
-        bail!("{}: no such file (--data)", args.data.display());
     }
     let dtype = match args.dtype.trim().to_ascii_lowercase().as_str() {
         "f32" | "float32" => DType::F32,
@@ -325,7 +446,10 @@ fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
         MethodArg::Exact => Method::Exact,
     };
     Ok(SharpnessOptions {
-        data: args.data.clone(),
+        chat_template: crate::chat::TemplateChoice::parse(
+            args.chat_template.as_deref().unwrap_or("own"),
+        )
+        .map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?,
         seq_len: args.seq_len,
         batch_size: args.batch_size,
         max_batches: Some(args.max_batches),
@@ -341,6 +465,10 @@ fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
         device: crate::device::parse_device(&args.device)?,
         top_eigen_iters: args.top_eigen.then_some(args.eigen_iters as usize),
         top_eigen_tol: args.eigen_tol,
+        top_k: args
+            .top_k
+            .map(|k| (k, args.lanczos_steps.unwrap_or((3 * k).max(30)))),
+        density: args.density.then_some((args.slq_runs, args.slq_steps)),
         tokenizer: args.tokenizer.clone(),
         save_batches: args.save_batches.clone(),
     })
@@ -454,13 +582,16 @@ fn default_out(first: &Path) -> PathBuf {
     }
 }
 
-fn progress_label(ckpt: &Checkpoint, index: usize, total: usize) -> String {
+fn progress_label(ckpt: &Checkpoint, index: usize, total: usize, set: Option<&str>) -> String {
     let name = ckpt
         .dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    format!("[{}/{total}] {name} probes", index + 1)
+    match set {
+        Some(set) => format!("[{}/{total}] {name} {set} probes", index + 1),
+        None => format!("[{}/{total}] {name} probes", index + 1),
+    }
 }
 
 /// `path` relative to the working directory when it lies below it.
@@ -479,10 +610,42 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Every block's trace, one row per checkpoint and block.
+fn print_blocks(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
+    let mut grid = Grid {
+        header: ["checkpoint", "block", "Tr(H_B)", "stderr", "share"]
+            .map(String::from)
+            .to_vec(),
+        rows: vec![],
+        keys: 2,
+    };
+    for (r, _) in rows {
+        for b in &r.blocks {
+            grid.rows.push(vec![
+                shown_path(&r.checkpoint).display().to_string(),
+                b.name.clone(),
+                format!("{:.4}", b.estimate),
+                b.stderr.map_or_else(|| "-".into(), |s| format!("{s:.4}")),
+                format!("{:.1}%", 100.0 * b.estimate / r.estimate),
+            ]);
+        }
+    }
+    if grid.rows.is_empty() {
+        eprintln!("note: no block traces recorded (measured by an older version)");
+        return;
+    }
+    outln!();
+    out!("{}", grid.render(format).trim_end_matches('\n'));
+    outln!();
+}
+
 fn print_table(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
     let top = rows.iter().any(|(r, _)| r.top_eigenvalue.is_some());
+    let top_k = rows.iter().any(|(r, _)| r.top_eigenvalues.is_some());
+    let sets = rows.iter().any(|(r, _)| r.config.set.is_some());
     let mut header = vec![
         "checkpoint",
+        "set",
         "step",
         "schedule",
         "Tr(H)",
@@ -494,14 +657,23 @@ fn print_table(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
     if top {
         header.push("top eigenvalue");
     }
+    if top_k {
+        header.push("top eigenvalues (Lanczos)");
+    }
+    if !sets {
+        header.remove(1);
+    }
     let mut grid = Grid {
         header: header.iter().map(|h| h.to_string()).collect(),
         rows: vec![],
-        keys: 3,
+        keys: if sets { 4 } else { 3 },
     };
     for (r, skipped) in rows {
-        let mut row = vec![
-            shown_path(&r.checkpoint).display().to_string(),
+        let mut row = vec![shown_path(&r.checkpoint).display().to_string()];
+        if sets {
+            row.push(r.config.set.clone().unwrap_or_else(|| "-".into()));
+        }
+        row.extend([
             r.step.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
             r.schedule
                 .as_ref()
@@ -522,7 +694,7 @@ fn print_table(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
             } else {
                 format!("{:.1}", r.seconds)
             },
-        ];
+        ]);
         if top {
             row.push(
                 r.top_eigenvalue
@@ -530,6 +702,17 @@ fn print_table(rows: &[(&SharpnessResult, bool)], format: TableFormat) {
                     .map(|e| format!("{:.4}", e.value))
                     .unwrap_or_else(|| "-".into()),
             );
+        }
+        if top_k {
+            row.push(r.top_eigenvalues.as_ref().map_or_else(
+                || "-".into(),
+                |t| {
+                    let shown: Vec<String> =
+                        t.values.iter().take(3).map(|v| format!("{v:.4}")).collect();
+                    let more = if t.values.len() > 3 { ", ..." } else { "" };
+                    format!("{}{more}", shown.join(", "))
+                },
+            ));
         }
         grid.rows.push(row);
     }

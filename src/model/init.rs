@@ -22,31 +22,105 @@ enum Role {
 pub fn parameter_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     parameters(cfg)
         .into_iter()
-        .map(|(name, shape, _)| (name, shape))
+        .map(|p| (p.name, p.shape))
         .collect()
 }
 
-fn parameters(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Role)> {
+/// The part of the model a parameter belongs to: the unit of per-block sharpness
+/// (PyHessian users ask for traces per layer, not per tensor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Block {
+    Embedding,
+    /// Layer `l`'s attention: its projections, their biases and its q/k norms.
+    Attention(usize),
+    /// Layer `l`'s MLP.
+    Mlp(usize),
+    /// Layer `l`'s norms around the attention and the MLP.
+    Norms(usize),
+    FinalNorm,
+    Head,
+}
+
+impl Block {
+    /// The layer, for blocks inside one.
+    pub fn layer(&self) -> Option<usize> {
+        match self {
+            Block::Attention(l) | Block::Mlp(l) | Block::Norms(l) => Some(*l),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Block::Embedding => write!(f, "embed"),
+            Block::Attention(l) => write!(f, "layers.{l}.attn"),
+            Block::Mlp(l) => write!(f, "layers.{l}.mlp"),
+            Block::Norms(l) => write!(f, "layers.{l}.norms"),
+            Block::FinalNorm => write!(f, "final_norm"),
+            Block::Head => write!(f, "head"),
+        }
+    }
+}
+
+/// The block of every parameter, in [`parameter_shapes`] order.
+pub fn parameter_blocks(cfg: &ModelConfig) -> Vec<Block> {
+    parameters(cfg).into_iter().map(|p| p.block).collect()
+}
+
+/// One parameter: its name, shape, role in initialisation and block.
+struct Param {
+    name: String,
+    shape: Vec<usize>,
+    role: Role,
+    block: Block,
+}
+
+/// Collects parameters, each in the block being built.
+struct Params {
+    out: Vec<Param>,
+    layer_norm: bool,
+    block: Block,
+}
+
+impl Params {
+    fn push(&mut self, name: String, shape: Vec<usize>, role: Role) {
+        let block = self.block;
+        self.out.push(Param {
+            name,
+            shape,
+            role,
+            block,
+        });
+    }
+
+    fn linear(&mut self, name: String, rows: usize, cols: usize, bias: bool) {
+        self.push(format!("{name}.weight"), vec![rows, cols], Role::Matrix);
+        if bias {
+            self.push(format!("{name}.bias"), vec![rows], Role::Bias);
+        }
+    }
+
+    fn norm(&mut self, name: String, size: usize) {
+        self.push(format!("{name}.weight"), vec![size], Role::NormScale);
+        if self.layer_norm {
+            self.push(format!("{name}.bias"), vec![size], Role::Bias);
+        }
+    }
+}
+
+fn parameters(cfg: &ModelConfig) -> Vec<Param> {
     let spec = cfg.arch.spec();
     let names = &spec.names;
     let (h, d, i) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
     let (q, kv) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-    let mut out = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, role| out.push((name, shape, role));
-    let linear =
-        |push: &mut dyn FnMut(String, Vec<usize>, Role), name: String, rows, cols, bias| {
-            push(format!("{name}.weight"), vec![rows, cols], Role::Matrix);
-            if bias {
-                push(format!("{name}.bias"), vec![rows], Role::Bias);
-            }
-        };
-    let norm = |push: &mut dyn FnMut(String, Vec<usize>, Role), name: String, size| {
-        push(format!("{name}.weight"), vec![size], Role::NormScale);
-        if spec.norm == NormKind::Layer {
-            push(format!("{name}.bias"), vec![size], Role::Bias);
-        }
+    let mut ps = Params {
+        out: Vec::new(),
+        layer_norm: spec.norm == NormKind::Layer,
+        block: Block::Embedding,
     };
-    push(
+    ps.push(
         format!("{}.weight", names.embed),
         vec![cfg.vocab_size, h],
         Role::Matrix,
@@ -54,8 +128,10 @@ fn parameters(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Role)> {
     for l in 0..cfg.num_hidden_layers {
         let p = |name: &str| format!("{}.{l}.{name}", names.layers);
         if let Some(n) = names.attn_in_norm {
-            norm(&mut push, p(n), h);
+            ps.block = Block::Norms(l);
+            ps.norm(p(n), h);
         }
+        ps.block = Block::Attention(l);
         match names.qkv {
             QkvNames::Separate {
                 q: qn,
@@ -63,10 +139,10 @@ fn parameters(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Role)> {
                 v: vn,
             } => {
                 for (name, rows) in [(qn, q), (kn, kv), (vn, kv)] {
-                    linear(&mut push, p(name), rows, h, cfg.qkv_bias);
+                    ps.linear(p(name), rows, h, cfg.qkv_bias);
                 }
             }
-            QkvNames::FusedPerHead(name) => linear(&mut push, p(name), q + 2 * kv, h, cfg.qkv_bias),
+            QkvNames::FusedPerHead(name) => ps.linear(p(name), q + 2 * kv, h, cfg.qkv_bias),
         }
         let (q_size, k_size) = match spec.qk_norm {
             QkNorm::PerHead => (d, d),
@@ -74,35 +150,40 @@ fn parameters(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Role)> {
         };
         if spec.qk_norm != QkNorm::None {
             if let (Some(qn), Some(kn)) = (names.q_norm, names.k_norm) {
-                norm(&mut push, p(qn), q_size);
-                norm(&mut push, p(kn), k_size);
+                ps.norm(p(qn), q_size);
+                ps.norm(p(kn), k_size);
             }
         }
-        linear(&mut push, p(names.o), h, q, cfg.o_bias);
+        ps.linear(p(names.o), h, q, cfg.o_bias);
+        ps.block = Block::Norms(l);
         if let Some(n) = names.attn_out_norm {
-            norm(&mut push, p(n), h);
+            ps.norm(p(n), h);
         }
         if let Some(n) = names.mlp_in_norm {
-            norm(&mut push, p(n), h);
+            ps.norm(p(n), h);
         }
+        ps.block = Block::Mlp(l);
         if let Some(gate) = names.gate {
-            linear(&mut push, p(gate), i, h, cfg.mlp_bias);
+            ps.linear(p(gate), i, h, cfg.mlp_bias);
         }
-        linear(&mut push, p(names.up), i, h, cfg.mlp_bias);
-        linear(&mut push, p(names.down), h, i, cfg.mlp_bias);
+        ps.linear(p(names.up), i, h, cfg.mlp_bias);
+        ps.linear(p(names.down), h, i, cfg.mlp_bias);
+        ps.block = Block::Norms(l);
         if let Some(n) = names.mlp_out_norm {
-            norm(&mut push, p(n), h);
+            ps.norm(p(n), h);
         }
     }
-    norm(&mut push, names.final_norm.to_string(), h);
+    ps.block = Block::FinalNorm;
+    ps.norm(names.final_norm.to_string(), h);
     if !cfg.tie_word_embeddings {
-        push(
+        ps.block = Block::Head;
+        ps.push(
             format!("{}.weight", names.head),
             vec![cfg.vocab_size, h],
             Role::Matrix,
         );
     }
-    out
+    ps.out
 }
 
 /// Random weights: matrices ~ N(0, std^2), biases 0, norm scales at identity (1, or 0
@@ -123,16 +204,20 @@ pub fn init_weights(
     };
     parameters(cfg)
         .into_iter()
-        .map(|(name, shape, role)| {
-            let n: usize = shape.iter().product();
-            let values: Vec<f64> = match role {
-                Role::NormScale => vec![identity; n],
-                Role::Bias => vec![0.0; n],
-                Role::Matrix => (0..n).map(|_| normal.sample(&mut rng)).collect(),
-            };
-            let t = Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?;
-            Ok((name, t))
-        })
+        .map(
+            |Param {
+                 name, shape, role, ..
+             }| {
+                let n: usize = shape.iter().product();
+                let values: Vec<f64> = match role {
+                    Role::NormScale => vec![identity; n],
+                    Role::Bias => vec![0.0; n],
+                    Role::Matrix => (0..n).map(|_| normal.sample(&mut rng)).collect(),
+                };
+                let t = Tensor::from_vec(values, shape, dev)?.to_dtype(dtype)?;
+                Ok((name, t))
+            },
+        )
         .collect()
 }
 

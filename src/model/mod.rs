@@ -23,5 +23,5 @@ pub use arch::{Arch, WeightLayout};
 pub use cache::KvCache;
 pub use config::{Activation, ModelConfig, RopeScaling};
 pub use decoder::{select_rows, Model};
-pub use init::{init_weights, keys_behind, parameter_shapes};
+pub use init::{init_weights, keys_behind, parameter_blocks, parameter_shapes, Block};
 pub use rope::inverse_frequencies;

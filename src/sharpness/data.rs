@@ -8,6 +8,7 @@
 //! tool recomputes the number on exactly the same tokens.
 
 use crate::error::{Error, Result};
+use crate::train::data::sft::SftExample;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::path::Path;
@@ -26,7 +27,7 @@ pub struct DataOptions {
 }
 
 /// Token batches and how they were made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenBatches {
     pub seq_len: usize,
     pub batch_size: usize,
@@ -38,6 +39,11 @@ pub struct TokenBatches {
     pub short_texts: usize,
     /// Tokens read (separators included) that fill no whole batch.
     pub unused_tokens: usize,
+    /// Conversations only: the weight of each target, row-major as `batches`
+    /// (`masks[b][r * seq_len + i]` weighs token `i` as a target of row `r`; 1 on the
+    /// assistant's tokens, 0 elsewhere and on padding), as SFT trains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub masks: Option<Vec<Vec<f32>>>,
 }
 
 impl TokenBatches {
@@ -49,12 +55,7 @@ impl TokenBatches {
         opts: &DataOptions,
         source: &Path,
     ) -> Result<Self> {
-        if opts.seq_len < 2 || opts.batch_size == 0 {
-            return Err(Error::Invalid(format!(
-                "sequence length {} and batch size {} must be at least 2 and 1",
-                opts.seq_len, opts.batch_size
-            )));
-        }
+        check_shape(opts)?;
         let per_batch = opts.seq_len * opts.batch_size;
         let max_batches = opts.max_batches.unwrap_or(usize::MAX);
         let mut out = Self {
@@ -64,6 +65,7 @@ impl TokenBatches {
             texts: 0,
             short_texts: 0,
             unused_tokens: 0,
+            masks: None,
         };
         let mut stream: Vec<u32> = Vec::new();
         for ids in texts.into_iter().take(opts.max_texts.unwrap_or(usize::MAX)) {
@@ -99,9 +101,83 @@ impl TokenBatches {
         Ok(out)
     }
 
-    /// Number of target tokens over all batches (each row predicts `seq_len - 1`).
+    /// Conversations, one per row of `seq_len` tokens (cut to it, padded with `pad`),
+    /// `batch_size` rows per batch; the loss counts the assistant's tokens only. Those
+    /// left with no assistant token within the row are counted in `short_texts` and left
+    /// out; rows that fill no whole batch are left out.
+    pub fn pack_chats(
+        examples: impl IntoIterator<Item = Result<SftExample>>,
+        pad: u32,
+        opts: &DataOptions,
+        source: &Path,
+    ) -> Result<Self> {
+        check_shape(opts)?;
+        let len = opts.seq_len;
+        let max_batches = opts.max_batches.unwrap_or(usize::MAX);
+        let mut out = Self {
+            seq_len: len,
+            batch_size: opts.batch_size,
+            batches: Vec::new(),
+            texts: 0,
+            short_texts: 0,
+            unused_tokens: 0,
+            masks: Some(Vec::new()),
+        };
+        let (mut ids, mut weights, mut rows) = (Vec::new(), Vec::new(), 0);
+        for example in examples
+            .into_iter()
+            .take(opts.max_texts.unwrap_or(usize::MAX))
+        {
+            if out.batches.len() >= max_batches {
+                break;
+            }
+            let mut e = example?;
+            out.texts += 1;
+            e.tokens.truncate(len);
+            e.loss_mask.truncate(len);
+            if !e.loss_mask.iter().skip(1).any(|&m| m > 0.0) {
+                out.short_texts += 1;
+                continue;
+            }
+            let n = e.tokens.len();
+            ids.extend(e.tokens);
+            ids.resize(ids.len() + len - n, pad);
+            weights.extend(e.loss_mask);
+            weights.resize(weights.len() + len - n, 0.0);
+            rows += 1;
+            if rows == opts.batch_size {
+                out.batches.push(std::mem::take(&mut ids));
+                out.masks
+                    .get_or_insert_with(Vec::new)
+                    .push(std::mem::take(&mut weights));
+                rows = 0;
+            }
+        }
+        out.unused_tokens = ids.len();
+        if out.batches.is_empty() {
+            return Err(Error::bad_file(
+                source,
+                format!(
+                    "{} conversations ({} without an assistant token in the first {len}) \
+                     fill no batch of {} rows; lower --batch-size or raise --seq-len",
+                    out.texts, out.short_texts, opts.batch_size
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Number of target tokens over all batches (each row predicts `seq_len - 1`; for
+    /// conversations, the assistant's tokens).
     pub fn target_tokens(&self) -> usize {
-        self.batches.len() * self.batch_size * (self.seq_len - 1)
+        match &self.masks {
+            Some(masks) => masks
+                .iter()
+                .flat_map(|m| m.chunks(self.seq_len))
+                .map(|row| row.iter().skip(1).filter(|&&w| w > 0.0).count())
+                .sum(),
+            None => self.batches.len() * self.batch_size * (self.seq_len - 1),
+        }
     }
 
     /// Content hash (BLAKE3, hex) of the shape and every id: two runs on the same hash
@@ -113,6 +189,11 @@ impl TokenBatches {
         for batch in &self.batches {
             for id in batch {
                 h.update(&id.to_le_bytes());
+            }
+        }
+        for mask in self.masks.iter().flatten() {
+            for w in mask {
+                h.update(&w.to_le_bytes());
             }
         }
         h.finalize().to_hex().to_string()
@@ -140,14 +221,31 @@ impl TokenBatches {
             .iter()
             .map(|b| b.chunks(self.seq_len).collect())
             .collect();
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "seq_len": self.seq_len,
             "batch_size": self.batch_size,
             "data_hash": self.hash(),
             "batches": rows,
         });
+        if let Some(masks) = &self.masks {
+            let rows: Vec<Vec<&[f32]>> = masks
+                .iter()
+                .map(|m| m.chunks(self.seq_len).collect())
+                .collect();
+            value["loss_mask"] = serde_json::json!(rows);
+        }
         crate::atomic_file::write_bytes(path, value.to_string().as_bytes())
     }
+}
+
+fn check_shape(opts: &DataOptions) -> Result<()> {
+    if opts.seq_len < 2 || opts.batch_size == 0 {
+        return Err(Error::Invalid(format!(
+            "sequence length {} and batch size {} must be at least 2 and 1",
+            opts.seq_len, opts.batch_size
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,6 +297,48 @@ mod tests {
         let got = TokenBatches::pack(texts(&[&[1, 2, 3], &[4]]), 0, &few_texts, src).unwrap();
         assert_eq!((got.batches.len(), got.texts, got.unused_tokens), (2, 1, 0));
         assert_ne!(got.hash(), one.hash());
+    }
+
+    #[test]
+    fn packs_conversations_one_per_row_with_their_masks() {
+        let ex = |tokens: &[u32], mask: &[f32]| {
+            Ok(SftExample {
+                tokens: tokens.to_vec(),
+                loss_mask: mask.to_vec(),
+            })
+        };
+        let examples = vec![
+            ex(&[5, 6, 7], &[0.0, 0.0, 1.0]),
+            // Its assistant token is cut off by the row: left out.
+            ex(&[5, 6, 7, 8, 9], &[0.0, 0.0, 0.0, 0.0, 1.0]),
+            ex(&[5, 6, 7, 8, 9], &[0.0, 1.0, 1.0, 1.0, 1.0]),
+            ex(&[1, 2], &[0.0, 1.0]),
+        ];
+        let got = TokenBatches::pack_chats(examples, 0, &opts(4, 2), Path::new("c")).unwrap();
+        assert_eq!(got.batches, [vec![5, 6, 7, 0, 5, 6, 7, 8]]);
+        assert_eq!(
+            got.masks,
+            Some(vec![vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+        );
+        assert_eq!((got.texts, got.short_texts, got.unused_tokens), (4, 1, 4));
+        assert_eq!(got.target_tokens(), 4);
+        let plain = TokenBatches {
+            masks: None,
+            ..got.clone()
+        };
+        assert_ne!(plain.hash(), got.hash(), "the mask is part of the data");
+        let err = TokenBatches::pack_chats(
+            vec![ex(&[1, 2], &[0.0, 1.0])],
+            0,
+            &opts(4, 2),
+            Path::new("c.jsonl"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("c.jsonl") && err.contains("fill no batch"),
+            "{err}"
+        );
     }
 
     #[test]

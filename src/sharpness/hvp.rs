@@ -85,16 +85,26 @@ impl<'a, O: Objective + ?Sized> Hessian<'a, O> {
 
     /// `v^T H v`.
     pub fn quadratic_form(&self, v: &[Tensor]) -> Result<f64> {
+        Ok(self.quadratic_form_parts(v)?.iter().sum())
+    }
+
+    /// `v_i^T (H v)_i` for each parameter `i`: the parts of `v^T H v` (their sum), at the
+    /// cost of one product. A block's Hutchinson estimate is the sum of its parts.
+    pub fn quadratic_form_parts(&self, v: &[Tensor]) -> Result<Vec<f64>> {
         match self.method {
             Method::FiniteDifference { eps } => {
                 let h = self.step(v, eps)?;
-                let plus = self.mean_gradient_dot(&shifted(&self.theta, h, v)?, v)?;
-                let minus = self.mean_gradient_dot(&shifted(&self.theta, -h, v)?, v)?;
-                Ok((plus - minus) / (2.0 * h))
+                let plus = self.mean_gradient_dots(&shifted(&self.theta, h, v)?, v)?;
+                let minus = self.mean_gradient_dots(&shifted(&self.theta, -h, v)?, v)?;
+                Ok(plus
+                    .iter()
+                    .zip(&minus)
+                    .map(|(p, m)| (p - m) / (2.0 * h))
+                    .collect())
             }
             Method::Exact => {
                 let hv = self.exact_product(v)?;
-                vector::dot(v, &hv)
+                vector::dots(v, &hv)
             }
         }
     }
@@ -156,18 +166,21 @@ impl<'a, O: Objective + ?Sized> Hessian<'a, O> {
         }
     }
 
-    /// Mean over batches of `<g_b(point), v>`; `point` holds variables.
-    fn mean_gradient_dot(&self, point: &[Tensor], v: &[Tensor]) -> Result<f64> {
+    /// Mean over batches of `<g_b(point)_i, v_i>` for each parameter `i`; `point` holds
+    /// variables.
+    fn mean_gradient_dots(&self, point: &[Tensor], v: &[Tensor]) -> Result<Vec<f64>> {
         let n = self.batches()?;
-        let mut total = 0.0;
+        let mut total = vec![0.0; v.len()];
         for b in 0..n {
             let (_, g) = gradient_at(self.objective, point, b)?;
+            let dots = vector::dots(&g, v)?;
             // A NaN or infinite gradient entry makes the product so (v has no zero).
-            let dot = vector::dot(&g, v)?;
-            check_finite("the gradient along the probe", dot, b)?;
-            total += dot;
+            check_finite("the gradient along the probe", dots.iter().sum(), b)?;
+            for (t, d) in total.iter_mut().zip(dots) {
+                *t += d;
+            }
         }
-        Ok(total / n as f64)
+        Ok(total.into_iter().map(|t| t / n as f64).collect())
     }
 
     /// Mean over batches of `g_b(point)`; `point` holds variables.

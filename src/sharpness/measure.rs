@@ -7,12 +7,16 @@ use super::hutchinson::{hutchinson_block, hutchinson_trace, TraceEstimate, Trace
 use super::hvp::{Hessian, Method};
 use super::objective::LlamaObjective;
 use super::power::top_eigenvalue;
-use super::results::{Progress, ResultsFile, SharpnessConfig, SharpnessResult};
+use super::results::{block_traces, Progress, ResultsFile, SharpnessConfig, SharpnessResult};
+use super::sets::{Content, DataSet};
+use super::spectrum::{slq_density, top_eigenvalues, SpectralDensity};
 use super::vector;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::tokenizer::TextTokenizer;
+use crate::train::data::sft::{encode_conversation, template_for};
+use crate::train::data::tokenizer::TrainTokenizer;
 use candle_core::{DType, Device};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +28,9 @@ pub const DEFAULT_SEQ_LEN: usize = 1024;
 /// Everything a measurement needs besides the checkpoint.
 #[derive(Debug, Clone)]
 pub struct SharpnessOptions {
-    /// The text file (plain text, JSONL or JSON with a `text` field).
-    pub data: PathBuf,
+    /// The chat template conversations are rendered with (`own`: the checkpoint's,
+    /// Tulu's when it has none, as `ckpt train` fine-tunes).
+    pub chat_template: crate::chat::TemplateChoice,
     /// Tokens per row; `None`: [`DEFAULT_SEQ_LEN`] or the model's maximum if smaller.
     pub seq_len: Option<usize>,
     pub batch_size: usize,
@@ -39,6 +44,10 @@ pub struct SharpnessOptions {
     /// Power-iteration products at most; `None`: no top eigenvalue.
     pub top_eigen_iters: Option<usize>,
     pub top_eigen_tol: f64,
+    /// The `k` largest eigenvalues by Lanczos, and its steps.
+    pub top_k: Option<(usize, usize)>,
+    /// The spectral density by SLQ: runs, and Lanczos steps per run.
+    pub density: Option<(usize, usize)>,
     /// A tokenizer file to use instead of each checkpoint's.
     pub tokenizer: Option<PathBuf>,
     /// Where to write the token batches (JSON or `.npy`).
@@ -66,6 +75,8 @@ pub enum Event<'a> {
         total: usize,
         probes: usize,
         resumed: usize,
+        /// The measurement set's name, when named.
+        set: Option<&'a str>,
     },
     /// A probe finished.
     Probe { estimate: &'a TraceEstimate },
@@ -77,7 +88,7 @@ pub enum Event<'a> {
 /// fails is reported in its [`Outcome`] and the others go on.
 pub fn measure_all(
     checkpoints: &[Checkpoint],
-    texts: &[String],
+    sets: &[DataSet],
     opts: &SharpnessOptions,
     results: &mut ResultsFile,
     on_event: &mut dyn FnMut(Event),
@@ -89,7 +100,7 @@ pub fn measure_all(
             probes: None,
         })
         .collect();
-    measure_units(&units, texts, opts, results, on_event)
+    measure_units(&units, sets, opts, results, on_event)
 }
 
 /// Measures Hub revisions one after the other within `downloads`' disk budget: the
@@ -98,7 +109,7 @@ pub fn measure_all(
 pub fn measure_revisions(
     revisions: &[crate::hub::HubRevision],
     downloads: &mut crate::hub::sweep::Downloads,
-    texts: &[String],
+    sets: &[DataSet],
     opts: &SharpnessOptions,
     results: &mut ResultsFile,
     on_event: &mut dyn FnMut(Event),
@@ -146,7 +157,7 @@ pub fn measure_revisions(
                     checkpoint: &checkpoint,
                     probes: None,
                 };
-                outcomes.extend(measure_units(&[unit], texts, opts, results, on_event));
+                outcomes.extend(measure_units(&[unit], sets, opts, results, on_event));
             }
             Err(e) => outcomes.push(failed(format!("{}: {e}", rev.source))),
         }
@@ -168,31 +179,29 @@ pub struct Unit<'a> {
 /// joined without measuring anything again.
 pub fn measure_units(
     units: &[Unit],
-    texts: &[String],
+    sets: &[DataSet],
     opts: &SharpnessOptions,
     results: &mut ResultsFile,
     on_event: &mut dyn FnMut(Event),
 ) -> Vec<Outcome> {
     let mut data = DataCache::default();
-    units
-        .iter()
-        .enumerate()
-        .map(|(index, unit)| {
-            let ckpt = unit.checkpoint;
+    let mut outcomes = Vec::new();
+    for (index, unit) in units.iter().enumerate() {
+        let ckpt = unit.checkpoint;
+        for set in sets {
             let ctx = Context {
                 index,
                 total: units.len(),
                 probes: unit.probes.clone(),
             };
-            match measure_one(ckpt, texts, opts, results, &mut data, &ctx, on_event) {
-                Ok(outcome) => outcome,
-                Err(error) => Outcome::Failed {
-                    checkpoint: std::path::PathBuf::from(ckpt.name()),
-                    error,
-                },
-            }
-        })
-        .collect()
+            let outcome = measure_one(ckpt, set, opts, results, &mut data, &ctx, on_event);
+            outcomes.push(outcome.unwrap_or_else(|error| Outcome::Failed {
+                checkpoint: std::path::PathBuf::from(ckpt.name()),
+                error,
+            }));
+        }
+    }
+    outcomes
 }
 
 struct Context {
@@ -212,7 +221,7 @@ struct DataCache {
 
 fn measure_one(
     ckpt: &Checkpoint,
-    texts: &[String],
+    set: &DataSet,
     opts: &SharpnessOptions,
     results: &mut ResultsFile,
     cache: &mut DataCache,
@@ -227,7 +236,7 @@ fn measure_one(
         max_batches: opts.max_batches,
         max_texts: opts.max_texts,
     };
-    let batches = token_batches(ckpt, &cfg, texts, opts, &data_opts, cache)?;
+    let batches = token_batches(ckpt, &cfg, set, opts, &data_opts, cache)?;
     let data_hash = batches.hash();
     if let Some(path) = &opts.save_batches {
         if !cache.saved.contains(&data_hash) {
@@ -237,7 +246,7 @@ fn measure_one(
             on_event(Event::SavedBatches(&path));
         }
     }
-    let config = sharpness_config(opts, &batches, data_hash);
+    let config = sharpness_config(opts, set, &batches, data_hash);
     let id = RecordId {
         // A Hub revision is recorded as itself (`hf://org/name@rev`), not its snapshot.
         dir: match &ckpt.origin {
@@ -258,7 +267,11 @@ fn measure_one(
     }
     if let Some(done) = results.find(&id.dir, &id.fingerprint, &id.key) {
         if done.checkpoint == id.dir {
-            return Ok(Outcome::Skipped(done.clone()));
+            // Shown under the set and file asked for now (the key ignores both).
+            let mut shown = done.clone();
+            shown.config.set = id.config.set.clone();
+            shown.config.data = id.config.data.clone();
+            return Ok(Outcome::Skipped(shown));
         }
         // The same weights elsewhere (a WSD run's stable phase is its WSO twin's): the
         // number holds; it is recorded under this checkpoint too.
@@ -267,6 +280,7 @@ fn measure_one(
             step: ckpt.step,
             stage: ckpt.stage().map(|s| s.to_string()),
             schedule: ckpt.meta.as_ref().and_then(|m| m.schedule.clone()),
+            config: id.config.clone(),
             ..done.clone()
         };
         results.append(copy.clone())?;
@@ -279,28 +293,30 @@ fn measure_one(
     let parameters = vector::len(&theta);
     let hessian = Hessian::new(&objective, theta, opts.method);
     // Probes already measured: an interrupted run's, or blocks shards measured.
-    let mut resumed = results.progress(&id.fingerprint, &id.key)?;
+    let mut progress = results.progress(&id.fingerprint, &id.key)?;
     let from_blocks = results.blocks(&id.fingerprint, &id.key);
-    if from_blocks.len() > resumed.len() {
-        resumed = from_blocks;
+    if from_blocks.len() > progress.estimate.len() {
+        progress.estimate = from_blocks;
     }
     on_event(Event::Start {
         checkpoint: ckpt,
         index: ctx.index,
         total: ctx.total,
         probes: opts.trace.probes,
-        resumed: resumed.len().min(opts.trace.probes),
+        resumed: progress.estimate.len().min(opts.trace.probes),
+        set: set.name.as_deref(),
     });
-    let estimate = hutchinson_trace(
+    let resumed = std::mem::take(&mut progress.estimate);
+    progress.estimate = hutchinson_trace(
         &hessian,
         objective.shapes(),
+        &objective.blocks(),
         &opts.trace,
-        &resumed,
+        resumed,
         &mut |_, est| {
             results.save_progress(&Progress {
-                fingerprint: id.fingerprint.clone(),
-                config_key: id.key.clone(),
-                samples: est.samples.clone(),
+                estimate: est.clone(),
+                ..progress.clone()
             })?;
             on_event(Event::Probe { estimate: est });
             Ok(())
@@ -320,12 +336,62 @@ fn measure_one(
         ),
         None => None,
     };
+    spectrum(&hessian, objective.shapes(), opts, &mut progress, results)
+        .map_err(|e| in_checkpoint(ckpt, e))?;
+    let density = opts.density.map(|_| SpectralDensity {
+        runs: std::mem::take(&mut progress.density_runs),
+        dimension: parameters,
+    });
+    let estimate = progress.estimate;
     let result = SharpnessResult {
         top_eigenvalue: top,
+        top_eigenvalues: progress.top_eigenvalues,
+        density,
         ..id.record(ckpt, &batches, parameters, estimate, started)
     };
     results.append(result.clone())?;
     Ok(Outcome::Measured(result))
+}
+
+/// The top-k eigenvalues and the SLQ runs asked for and not yet in `progress`, each
+/// saved in the progress file once computed (a killed run keeps them).
+fn spectrum(
+    hessian: &Hessian<LlamaObjective>,
+    shapes: &[Vec<usize>],
+    opts: &SharpnessOptions,
+    progress: &mut Progress,
+    results: &ResultsFile,
+) -> Result<()> {
+    let (dtype, device) = (opts.dtype, &opts.device);
+    if let (Some((k, steps)), None) = (opts.top_k, &progress.top_eigenvalues) {
+        let seed = opts.trace.seed;
+        progress.top_eigenvalues = Some(top_eigenvalues(
+            hessian, shapes, dtype, device, seed, k, steps,
+        )?);
+        results.save_progress(progress)?;
+    }
+    if let Some((runs, steps)) = opts.density {
+        let done = std::mem::take(&mut progress.density_runs);
+        let seed = opts.trace.seed;
+        let density = slq_density(
+            hessian,
+            shapes,
+            dtype,
+            device,
+            seed,
+            runs,
+            steps,
+            &done,
+            &mut |d| {
+                results.save_progress(&Progress {
+                    density_runs: d.runs.clone(),
+                    ..progress.clone()
+                })
+            },
+        )?;
+        progress.density_runs = density.runs;
+    }
+    Ok(())
 }
 
 /// The loss whose Hessian is measured: the model on the token batches.
@@ -334,14 +400,18 @@ fn objective(
     batches: &TokenBatches,
     opts: &SharpnessOptions,
 ) -> Result<LlamaObjective> {
-    LlamaObjective::new(
+    let objective = LlamaObjective::new(
         cfg,
         &batches.batches,
         batches.batch_size,
         batches.seq_len,
         opts.dtype,
         &opts.device,
-    )
+    )?;
+    match &batches.masks {
+        Some(masks) => objective.with_masks(masks),
+        None => Ok(objective),
+    }
 }
 
 /// What a record is kept under: the checkpoint as shown, its weights, its settings.
@@ -378,8 +448,11 @@ impl RecordId {
             target_tokens: batches.target_tokens(),
             parameters,
             running: estimate.running_means(),
+            blocks: block_traces(&estimate),
             samples: estimate.samples,
             top_eigenvalue: None,
+            top_eigenvalues: None,
+            density: None,
             seconds: started.elapsed().as_secs_f64(),
             ckpt_version: crate::VERSION.into(),
             probe_start: None,
@@ -425,16 +498,17 @@ fn measure_block(
         total: ctx.total,
         probes: range.len(),
         resumed: 0,
+        set: None,
     });
-    let samples = hutchinson_block(
+    let estimate = hutchinson_block(
         &hessian,
         objective.shapes(),
+        &objective.blocks(),
         opts.trace.seed,
         range.clone(),
         &mut |_| Ok(()),
     )
     .map_err(|e| in_checkpoint(ckpt, e))?;
-    let estimate = TraceEstimate { samples };
     let result = SharpnessResult {
         probe_start: Some(range.start),
         ..id.record(ckpt, block.batches, parameters, estimate, started)
@@ -446,6 +520,7 @@ fn measure_block(
 /// The configuration recorded with (and keying) a result.
 fn sharpness_config(
     opts: &SharpnessOptions,
+    set: &DataSet,
     batches: &TokenBatches,
     data_hash: String,
 ) -> SharpnessConfig {
@@ -454,7 +529,8 @@ fn sharpness_config(
         Method::Exact => 0.0,
     };
     SharpnessConfig {
-        data: opts.data.display().to_string(),
+        data: set.path.display().to_string(),
+        set: set.name.clone(),
         data_hash,
         seq_len: batches.seq_len,
         batch_size: batches.batch_size,
@@ -470,6 +546,8 @@ fn sharpness_config(
         min_probes: opts.trace.min_probes,
         top_eigen_iters: opts.top_eigen_iters,
         top_eigen_tol: opts.top_eigen_tol,
+        top_k: opts.top_k,
+        density: opts.density,
     }
 }
 
@@ -489,10 +567,26 @@ fn resolve_seq_len(ckpt: &Checkpoint, cfg: &ModelConfig, asked: Option<usize>) -
     }
 }
 
-/// The checkpoint's tokenizer applied to the texts, packed; cached by tokenizer.
+/// The set's token batches under the checkpoint's tokenizer (and, for conversations,
+/// its chat template); cached by tokenizer, so the checkpoints of a run tokenize once.
 fn token_batches(
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
+    set: &DataSet,
+    opts: &SharpnessOptions,
+    data_opts: &DataOptions,
+    cache: &mut DataCache,
+) -> Result<TokenBatches> {
+    match &set.content {
+        Content::Texts(texts) => text_batches(ckpt, cfg, set, texts, opts, data_opts, cache),
+        Content::Chats(chats) => chat_batches(ckpt, cfg, set, chats, opts, data_opts, cache),
+    }
+}
+
+fn text_batches(
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    set: &DataSet,
     texts: &[String],
     opts: &SharpnessOptions,
     data_opts: &DataOptions,
@@ -507,26 +601,73 @@ fn token_batches(
     let separator = cfg.eos_token_id.unwrap_or(tokenizer.prefix_token);
     let bytes = crate::error::read_file(tokenizer.path())?;
     let key = format!(
-        "{} {separator} {data_opts:?}",
+        "{} {} {separator} {data_opts:?}",
+        set.path.display(),
         blake3::hash(&bytes).to_hex()
     );
     if let Some(b) = cache.batches.get(&key) {
         return Ok(b.clone());
     }
-    let vocab = cfg.vocab_size;
     let ids = texts.iter().map(|t| {
         let ids = tokenizer.encode(t)?;
-        match ids.iter().find(|&&id| id as usize >= vocab) {
-            Some(bad) => Err(Error::bad_file(
-                tokenizer.path(),
-                format!("token id {bad} is outside the model's vocabulary of {vocab}"),
-            )),
-            None => Ok(ids),
-        }
+        check_vocab(&ids, cfg.vocab_size, tokenizer.path())?;
+        Ok(ids)
     });
-    let batches = TokenBatches::pack(ids, separator, data_opts, &opts.data)?;
+    let batches = TokenBatches::pack(ids, separator, data_opts, &set.path)?;
     cache.batches.insert(key, batches.clone());
     Ok(batches)
+}
+
+/// Conversations rendered with the chat template SFT would use on this checkpoint.
+fn chat_batches(
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    set: &DataSet,
+    chats: &[Vec<crate::chat::Message>],
+    opts: &SharpnessOptions,
+    data_opts: &DataOptions,
+    cache: &mut DataCache,
+) -> Result<TokenBatches> {
+    let source = opts.tokenizer.as_deref().unwrap_or(&ckpt.dir);
+    let tok = TrainTokenizer::load(source, &opts.chat_template)?;
+    let origin = tok.chat_template.origin.clone();
+    let key = format!(
+        "{} {} {} {data_opts:?}",
+        set.path.display(),
+        blake3::hash(tok.inner().to_string(false).unwrap_or_default().as_bytes()).to_hex(),
+        blake3::hash(tok.chat_template.text.as_bytes()).to_hex()
+    );
+    if let Some(b) = cache.batches.get(&key) {
+        return Ok(b.clone());
+    }
+    let template = template_for(&tok).map_err(|e| Error::bad_file(&origin, e.to_string()))?;
+    let examples = chats.iter().enumerate().map(|(i, messages)| {
+        let example = encode_conversation(messages, &template, &tok).map_err(|e| {
+            Error::bad_file(
+                &set.path,
+                format!(
+                    "conversation {}: {e} (template: {})",
+                    i + 1,
+                    origin.display()
+                ),
+            )
+        })?;
+        check_vocab(&example.tokens, cfg.vocab_size, &set.path)?;
+        Ok(example)
+    });
+    let batches = TokenBatches::pack_chats(examples, tok.pad_id(), data_opts, &set.path)?;
+    cache.batches.insert(key, batches.clone());
+    Ok(batches)
+}
+
+fn check_vocab(ids: &[u32], vocab: usize, source: &Path) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(bad) => Err(Error::bad_file(
+            source,
+            format!("token id {bad} is outside the model's vocabulary of {vocab}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `path` for the first data set saved, `stem.N.ext` for the N-th other one (a

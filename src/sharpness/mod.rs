@@ -5,6 +5,7 @@
 //! texts --data--> token batches --objective--> loss(theta)
 //!       --hvp--> H v (finite differences | double backward)
 //!       --hutchinson--> Tr(H) +- stderr, running mean   (--power--> top eigenvalue)
+//!       --spectrum--> top-k eigenvalues, spectral density (Lanczos, SLQ)
 //!       --results--> JSONL keyed by (fingerprint, config)   --figure--> Figure 3
 //! ```
 //!
@@ -22,7 +23,9 @@ pub mod measure;
 pub mod objective;
 pub mod power;
 pub mod results;
+pub mod sets;
 pub mod sft;
+pub mod spectrum;
 pub mod vector;
 
 pub use data::{DataOptions, TokenBatches};
@@ -34,3 +37,7 @@ pub use measure::{
 pub use objective::LlamaObjective;
 pub use power::{top_eigenvalue, TopEigen};
 pub use results::{ResultsFile, SharpnessConfig, SharpnessResult};
+pub use spectrum::{
+    lanczos, slq_density, top_eigenvalues, Node, Operator, SpectralDensity, TopEigenvalues,
+    Tridiagonal,
+};

@@ -4,11 +4,12 @@
 //! Tied embeddings are one parameter (the embedding matrix, also the output
 //! projection), as in the trained model.
 
+use super::hutchinson::BlockMap;
 use super::hvp::Objective;
 use super::vector::ParamVector;
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
-use crate::model::{parameter_shapes, Model, ModelConfig};
+use crate::model::{parameter_blocks, parameter_shapes, Model, ModelConfig};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ pub struct LlamaObjective {
     dtype: DType,
     device: Device,
     batches: Vec<Tensor>,
+    /// Conversations: each batch's target weights `[rows, seq - 1]` and their sum.
+    masks: Option<Vec<(Tensor, f64)>>,
 }
 
 impl LlamaObjective {
@@ -46,7 +49,37 @@ impl LlamaObjective {
             dtype,
             device: device.clone(),
             batches,
+            masks: None,
         })
+    }
+
+    /// The loss of each batch is the mean over the targets `masks` weigh (row-major
+    /// `[rows, seq_len]` per batch, the SFT convention: entry `i` weighs token `i` as a
+    /// target), as SFT trains on the assistant's tokens only.
+    pub fn with_masks(mut self, masks: &[Vec<f32>]) -> Result<Self> {
+        let (rows, seq) = self.batches.first().map_or(Ok((0, 0)), |b| b.dims2())?;
+        if masks.len() != self.batches.len() {
+            return Err(Error::Invalid(format!(
+                "{} loss masks for {} batches",
+                masks.len(),
+                self.batches.len()
+            )));
+        }
+        let weights = masks
+            .iter()
+            .map(|m| {
+                let w = Tensor::from_slice(m, (rows, seq), &self.device)?
+                    .narrow(1, 1, seq - 1)?
+                    .to_dtype(self.dtype)?;
+                let total = w.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+                if total <= 0.0 {
+                    return Err(Error::Invalid("a batch has no target to weigh".into()));
+                }
+                Ok((w, total))
+            })
+            .collect::<Result<_>>()?;
+        self.masks = Some(weights);
+        Ok(self)
     }
 
     /// Parameter names, in the order of the parameter vectors.
@@ -57,6 +90,12 @@ impl LlamaObjective {
     /// Parameter shapes, in the same order.
     pub fn shapes(&self) -> &[Vec<usize>] {
         &self.shapes
+    }
+
+    /// The block of each parameter (embeddings, each layer's attention, MLP and norms,
+    /// the final norm, the head).
+    pub fn blocks(&self) -> BlockMap {
+        BlockMap::new(&parameter_blocks(&self.config))
     }
 
     /// The checkpoint's parameters, in [`Self::names`] order, in this objective's dtype.
@@ -107,6 +146,14 @@ impl Objective for LlamaObjective {
             .batches
             .get(batch)
             .ok_or_else(|| Error::Invalid(format!("batch {batch} of {}", self.batches.len())))?;
-        Ok(self.model(params, twice)?.next_token_loss(ids)?)
+        let model = self.model(params, twice)?;
+        match &self.masks {
+            None => Ok(model.next_token_loss(ids)?),
+            Some(masks) => {
+                let (weights, total) = &masks[batch];
+                let losses = model.next_token_losses(ids)?;
+                Ok(((losses * weights)?.sum_all()? / *total)?)
+            }
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! probe, so a killed run resumes at its last finished probe. Every write replaces the
 //! file atomically.
 
+use super::hutchinson::{BlockSamples, TraceEstimate};
 use super::power::TopEigen;
+use super::spectrum::{Node, SpectralDensity, TopEigenvalues};
 use crate::checkpoint::ScheduleInfo;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,9 @@ use std::path::{Path, PathBuf};
 pub struct SharpnessConfig {
     /// The text file, as given (informative: the key uses `data_hash`).
     pub data: String,
+    /// The measurement set's name (`--data NAME=FILE`; informative, as `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     /// BLAKE3 of the token batches.
     pub data_hash: String,
     pub seq_len: usize,
@@ -38,14 +43,22 @@ pub struct SharpnessConfig {
     /// Power-iteration products at most, when the top eigenvalue is asked for.
     pub top_eigen_iters: Option<usize>,
     pub top_eigen_tol: f64,
+    /// The top-k eigenvalues by Lanczos: k and the steps (absent: not asked, so the
+    /// keys of measurements without them stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<(usize, usize)>,
+    /// The SLQ density: runs and steps per run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<(usize, usize)>,
 }
 
 impl SharpnessConfig {
-    /// Hash (BLAKE3, hex) of every field but `data`.
+    /// Hash (BLAKE3, hex) of every field but `data` and `set`.
     pub fn key(&self) -> String {
         let mut value = serde_json::to_value(self).expect("serialisable");
         if let Some(map) = value.as_object_mut() {
             map.remove("data");
+            map.remove("set");
         }
         blake3::hash(value.to_string().as_bytes())
             .to_hex()
@@ -75,9 +88,20 @@ pub struct SharpnessResult {
     pub parameters: usize,
     /// Every probe's `z^T H z`.
     pub samples: Vec<f64>,
+    /// The trace of each parameter block (embeddings, each layer's attention, MLP and
+    /// norms, the final norm, the head) from the same probes; each probe's block parts
+    /// sum to its sample.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockTrace>,
     /// The estimate after each probe.
     pub running: Vec<f64>,
     pub top_eigenvalue: Option<TopEigen>,
+    /// The top-k eigenvalues by Lanczos (`--top-k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_eigenvalues: Option<TopEigenvalues>,
+    /// The spectral density by SLQ (`--density`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<SpectralDensity>,
     /// Wall time of this measurement (a resumed one: of its last part).
     pub seconds: f64,
     pub ckpt_version: String,
@@ -88,7 +112,71 @@ pub struct SharpnessResult {
     pub probe_start: Option<usize>,
 }
 
+/// One parameter block's trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockTrace {
+    /// `embed`, `layers.L.attn`, `layers.L.mlp`, `layers.L.norms`, `final_norm`, `head`
+    /// (tied embeddings: the head is the embedding's).
+    pub name: String,
+    pub estimate: f64,
+    pub stderr: Option<f64>,
+    /// The block's part of every probe.
+    pub samples: Vec<f64>,
+}
+
+impl BlockTrace {
+    /// The layer of a `layers.L.*` block.
+    pub fn layer(&self) -> Option<usize> {
+        self.name
+            .strip_prefix("layers.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The kind of block: `attn`, `mlp`, `norms`, or the name itself outside layers.
+    pub fn kind(&self) -> &str {
+        match self.layer() {
+            Some(_) => self.name.rsplit('.').next().unwrap_or(&self.name),
+            None => &self.name,
+        }
+    }
+}
+
+/// The block traces of an estimate.
+pub fn block_traces(estimate: &TraceEstimate) -> Vec<BlockTrace> {
+    estimate
+        .blocks
+        .iter()
+        .map(|b| {
+            let stderr = super::hutchinson::stderr(&b.samples);
+            BlockTrace {
+                name: b.name.clone(),
+                estimate: super::hutchinson::mean(&b.samples),
+                stderr: stderr.is_finite().then_some(stderr),
+                samples: b.samples.clone(),
+            }
+        })
+        .collect()
+}
+
 impl SharpnessResult {
+    /// The probes recorded, with their block parts.
+    pub fn trace_estimate(&self) -> TraceEstimate {
+        TraceEstimate {
+            samples: self.samples.clone(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockSamples {
+                    name: b.name.clone(),
+                    samples: b.samples.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Whether this is one block of a measurement, not a whole one.
     pub fn is_block(&self) -> bool {
         self.probe_start.is_some()
@@ -112,7 +200,14 @@ impl SharpnessResult {
 pub struct Progress {
     pub fingerprint: String,
     pub config_key: String,
-    pub samples: Vec<f64>,
+    #[serde(flatten)]
+    pub estimate: TraceEstimate,
+    /// The top-k eigenvalues, once computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_eigenvalues: Option<TopEigenvalues>,
+    /// The SLQ runs finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub density_runs: Vec<Vec<Node>>,
 }
 
 /// The results file (JSONL) and its progress sidecar.
@@ -228,23 +323,48 @@ impl ResultsFile {
     }
 
     /// The probes of `(fingerprint, config_key)` that blocks measured (by shards),
-    /// from probe 0 on as far as they run without a gap.
-    pub fn blocks(&self, fingerprint: &str, config_key: &str) -> Vec<f64> {
-        let mut blocks: Vec<&SharpnessResult> = self
+    /// from probe 0 on as far as they run without a gap, with their block parts where
+    /// every block record has them.
+    pub fn blocks(&self, fingerprint: &str, config_key: &str) -> TraceEstimate {
+        let mut records: Vec<&SharpnessResult> = self
             .results
             .iter()
             .filter(|r| r.is_block() && r.fingerprint == fingerprint && r.config_key == config_key)
             .collect();
-        blocks.sort_by_key(|r| r.probe_start);
-        let mut samples = Vec::new();
-        for b in blocks {
-            let start = b.probe_start.unwrap_or(0);
-            if start > samples.len() {
+        records.sort_by_key(|r| r.probe_start);
+        let mut joined = TraceEstimate::default();
+        for (i, record) in records.iter().enumerate() {
+            let start = record.probe_start.unwrap_or(0);
+            if start > joined.len() {
                 break;
             }
-            samples.extend(b.samples.iter().skip(samples.len() - start));
+            let skip = joined.len() - start;
+            let part = record.trace_estimate();
+            if i == 0 {
+                joined.blocks = part
+                    .blocks
+                    .iter()
+                    .map(|b| BlockSamples {
+                        name: b.name.clone(),
+                        samples: vec![],
+                    })
+                    .collect();
+            }
+            let same_blocks = joined.blocks.len() == part.blocks.len()
+                && joined
+                    .blocks
+                    .iter()
+                    .zip(&part.blocks)
+                    .all(|(a, b)| a.name == b.name);
+            if !same_blocks {
+                joined.blocks.clear();
+            }
+            for (j, b) in joined.blocks.iter_mut().enumerate() {
+                b.samples.extend(part.blocks[j].samples.iter().skip(skip));
+            }
+            joined.samples.extend(part.samples.iter().skip(skip));
         }
-        samples
+        joined
     }
 
     /// `<file>.progress.json`.
@@ -254,17 +374,24 @@ impl ResultsFile {
         self.path.with_file_name(name)
     }
 
-    /// The probes an interrupted measurement of `(fingerprint, config_key)` finished.
-    pub fn progress(&self, fingerprint: &str, config_key: &str) -> Result<Vec<f64>> {
+    /// What an interrupted measurement of `(fingerprint, config_key)` finished.
+    pub fn progress(&self, fingerprint: &str, config_key: &str) -> Result<Progress> {
+        let none = Progress {
+            fingerprint: fingerprint.into(),
+            config_key: config_key.into(),
+            estimate: TraceEstimate::default(),
+            top_eigenvalues: None,
+            density_runs: vec![],
+        };
         let path = self.progress_path();
         if !path.exists() {
-            return Ok(Vec::new());
+            return Ok(none);
         }
         let p: Progress = crate::error::read_json(&path)?;
         if p.fingerprint == fingerprint && p.config_key == config_key {
-            Ok(p.samples)
+            Ok(p)
         } else {
-            Ok(Vec::new())
+            Ok(none)
         }
     }
 
@@ -287,12 +414,27 @@ fn parse_lines(path: &Path, text: &str) -> Result<Vec<SharpnessResult>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A whole result of `checkpoint` at `step` with `blocks`.
+    pub(crate) fn result_with_blocks(
+        checkpoint: &str,
+        step: u64,
+        blocks: Vec<BlockTrace>,
+    ) -> SharpnessResult {
+        SharpnessResult {
+            checkpoint: checkpoint.into(),
+            step: Some(step),
+            blocks,
+            ..result("f", &config())
+        }
+    }
 
     pub(crate) fn config() -> SharpnessConfig {
         SharpnessConfig {
             data: "a.txt".into(),
+            set: None,
             data_hash: "h".into(),
             seq_len: 8,
             batch_size: 1,
@@ -308,6 +450,8 @@ mod tests {
             min_probes: 10,
             top_eigen_iters: None,
             top_eigen_tol: 1e-3,
+            top_k: None,
+            density: None,
         }
     }
 
@@ -327,12 +471,33 @@ mod tests {
             target_tokens: 14,
             parameters: 10,
             samples: vec![2.0],
+            blocks: vec![],
             running: vec![2.0],
             top_eigenvalue: None,
+            top_eigenvalues: None,
+            density: None,
             seconds: 0.1,
             ckpt_version: crate::VERSION.into(),
             probe_start: None,
         }
+    }
+
+    #[test]
+    fn keys_of_measurements_without_a_spectrum_are_unchanged() {
+        // The key of `config()` as the version before the spectrum computed it.
+        let mut value = serde_json::to_value(config()).unwrap();
+        let map = value.as_object_mut().unwrap();
+        assert!(!map.contains_key("top_k") && !map.contains_key("density"));
+        map.remove("data");
+        let before = blake3::hash(value.to_string().as_bytes())
+            .to_hex()
+            .to_string();
+        assert_eq!(config().key(), before);
+        let with_top = SharpnessConfig {
+            top_k: Some((5, 30)),
+            ..config()
+        };
+        assert_ne!(with_top.key(), before);
     }
 
     #[test]
@@ -357,14 +522,37 @@ mod tests {
         let cfg = config();
         let mut file = ResultsFile::open(&path).unwrap();
         assert!(file.results().is_empty());
-        file.save_progress(&Progress {
+        let estimate = TraceEstimate {
+            samples: vec![1.0, 2.0],
+            blocks: vec![BlockSamples {
+                name: "embed".into(),
+                samples: vec![1.0, 2.0],
+            }],
+        };
+        let progress = Progress {
             fingerprint: "f1".into(),
             config_key: cfg.key(),
-            samples: vec![1.0, 2.0],
-        })
+            estimate: estimate.clone(),
+            top_eigenvalues: None,
+            density_runs: vec![vec![Node {
+                value: 1.0,
+                weight: 1.0,
+            }]],
+        };
+        file.save_progress(&progress).unwrap();
+        assert_eq!(file.progress("f1", &cfg.key()).unwrap(), progress);
+        assert!(file.progress("f2", &cfg.key()).unwrap().estimate.is_empty());
+        // An older version's progress: samples alone.
+        std::fs::write(
+            file.progress_path(),
+            format!(
+                r#"{{"fingerprint":"f1","config_key":"{}","samples":[3.0]}}"#,
+                cfg.key()
+            ),
+        )
         .unwrap();
-        assert_eq!(file.progress("f1", &cfg.key()).unwrap(), [1.0, 2.0]);
-        assert!(file.progress("f2", &cfg.key()).unwrap().is_empty());
+        let old = file.progress("f1", &cfg.key()).unwrap().estimate;
+        assert_eq!((old.samples.as_slice(), old.blocks.len()), (&[3.0][..], 0));
         file.append(result("f1", &cfg)).unwrap();
         assert!(!file.progress_path().exists());
 

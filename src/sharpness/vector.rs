@@ -79,13 +79,20 @@ pub fn rademacher(
 /// subtract two such sums, so their rounding must stay far below the difference. The
 /// products are taken in the tensors' dtype (exact against a +-1 probe).
 pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
+    Ok(dots(a, b)?.iter().sum())
+}
+
+/// `<a_i, b_i>` for each parameter `i`, in f64 as [`dot`]: the per-block parts of a
+/// quadratic form.
+pub fn dots(a: &[Tensor], b: &[Tensor]) -> Result<Vec<f64>> {
     check_aligned(a, b)?;
-    let mut total = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        let product = (x * y.to_dtype(x.dtype())?)?.to_dtype(DType::F64)?;
-        total += product.sum_all()?.to_scalar::<f64>()?;
-    }
-    Ok(total)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let product = (x * y.to_dtype(x.dtype())?)?.to_dtype(DType::F64)?;
+            Ok(product.sum_all()?.to_scalar::<f64>()?)
+        })
+        .collect()
 }
 
 /// The Euclidean norm.

@@ -12,6 +12,10 @@
 //! line_chart(std::path::Path::new("lr.svg"), &chart).unwrap();
 //! ```
 
+mod heatmap;
+
+pub use heatmap::{heat_maps, HeatMap};
+
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -130,6 +134,38 @@ impl ImageFormat {
 
 /// Draws `chart` into `path` (PNG or SVG by extension), atomically.
 pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+    write_figure(path, chart)
+}
+
+/// A picture drawn the same way on either backend.
+trait Figure {
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static;
+}
+
+impl Figure for LineChart {
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> std::result::Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self)
+    }
+}
+
+/// Draws `figure` into `path` (PNG or SVG by extension), atomically.
+fn write_figure<F: Figure>(path: &Path, figure: &F) -> Result<()> {
     let format = ImageFormat::from_path(path)?;
     register_font()?;
     let failed =
@@ -138,8 +174,8 @@ pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
         ImageFormat::Svg => {
             let mut svg = String::new();
             {
-                let root = SVGBackend::with_string(&mut svg, chart.size).into_drawing_area();
-                draw(&root, chart).map_err(failed)?;
+                let root = SVGBackend::with_string(&mut svg, figure.size()).into_drawing_area();
+                figure.draw(&root).map_err(failed)?;
             }
             crate::atomic_file::write_bytes(path, svg.as_bytes())
         }
@@ -148,8 +184,8 @@ pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
             // target (same file system, so the rename is atomic), then rename it.
             let tmp = crate::atomic_file::temp_beside(path, ".png")?;
             {
-                let root = BitMapBackend::new(tmp.path(), chart.size).into_drawing_area();
-                draw(&root, chart).map_err(failed)?;
+                let root = BitMapBackend::new(tmp.path(), figure.size()).into_drawing_area();
+                figure.draw(&root).map_err(failed)?;
             }
             tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
             tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
@@ -160,7 +196,7 @@ pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
 
 /// DejaVu Sans, registered once as plotters' "sans-serif".
 fn register_font() -> Result<()> {
-    static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+    static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
@@ -310,7 +346,7 @@ fn padded((lo, hi): (f64, f64), margin: f64) -> (f64, f64) {
 
 /// A tick label scaled to the axis: `20k`, `1.5M` for step counts, `3e-4` for small
 /// values such as learning rates, plain decimals otherwise.
-fn tick_label(v: f64, axis_max: f64) -> String {
+pub(crate) fn tick_label(v: f64, axis_max: f64) -> String {
     if v == 0.0 {
         "0".into()
     } else if axis_max >= 1e4 && v.abs() >= 1e6 {
