@@ -109,11 +109,19 @@ where
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(110)
-        .build_cartesian_2d(0..cols, 0..rows)
+        // A segmented range `0..n` has a segment for each of `0..=n`.
+        .build_cartesian_2d(
+            (0..cols - 1).into_segmented(),
+            (0..rows - 1).into_segmented(),
+        )
         .map_err(e)?;
-    // Labels at cell centres: tick i labels cell i (drawn from i to i + 1).
-    let column_label = |x: &i32| map.columns.get(*x as usize).cloned().unwrap_or_default();
-    let row_label = |y: &i32| map.rows.get(*y as usize).cloned().unwrap_or_default();
+    // Labels at cell centres: cell i spans segment i.
+    let label = |names: &[String], at: &SegmentValue<i32>| match at {
+        SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let column_label = |x: &SegmentValue<i32>| label(&map.columns, x);
+    let row_label = |y: &SegmentValue<i32>| label(&map.rows, y);
     ctx.configure_mesh()
         .disable_mesh()
         .x_desc(&map.x_label)
@@ -134,7 +142,16 @@ where
                 RGBColor(200, 200, 200)
             };
             let (c, r) = (c as i32, r as i32);
-            Rectangle::new([(c, r), (c + 1, r + 1)], color.filled())
+            // The far edge of the last cell is the axis' end (`Last`), not a value in it.
+            let edge = |i: i32, n: i32| {
+                if i == n {
+                    SegmentValue::Last
+                } else {
+                    SegmentValue::Exact(i)
+                }
+            };
+            let corner = |c, r| (edge(c, cols), edge(r, rows));
+            Rectangle::new([corner(c, r), corner(c + 1, r + 1)], color.filled())
         })
     });
     ctx.draw_series(cells).map_err(e)?;
