@@ -120,6 +120,33 @@ fn check_outputs(dir: &Path) {
         .join("runs/wso-wsm/step-0000240/model.safetensors")
         .is_file());
     assert!(dir.join("release/README.md").is_file());
+    // Figure 3 on both held-out sets, the per-layer heat map, the final spectrum.
+    for figure in [
+        "sharpness.png",
+        "sharpness-sft.png",
+        "sharpness_blocks.png",
+        "spectrum.png",
+    ] {
+        assert!(dir.join("report").join(figure).is_file(), "{figure}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report/report.json")).unwrap())
+            .unwrap();
+    let ids: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "validation_loss",
+            "sharpness_ratio",
+            "sharpness_ratio:sft",
+            "sft_comparison"
+        ]
+    );
 }
 
 #[test]

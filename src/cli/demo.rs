@@ -22,6 +22,14 @@ pub struct DemoArgs {
     /// tiny: under two minutes; small: a few minutes, clearer differences.
     #[arg(long, value_enum, default_value_t = Size::Small)]
     size: Size,
+    /// The seed of the synthetic world and of every run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run the study with this many seeds (--seed, --seed + 1, ...), each in
+    /// OUT/seed-S, then report each finding as "holds in k of N" with its effect
+    /// pooled over the seeds (OUT/findings.md, OUT/findings.json).
+    #[arg(long, default_value_t = 1, value_parser = super::values::usize_in(1, 100))]
+    seeds: usize,
     /// Start over in a folder holding an earlier demo (its files are removed), or
     /// write into a folder that is not a demo folder.
     #[arg(long)]
@@ -39,32 +47,57 @@ pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let cfg = DemoConfig {
-        dir: args.out.clone(),
-        size: args.size,
-        force: args.force,
-        jobs,
-        exe,
-    };
     let printer = Printer {
         quiet: ui.quiet,
         spinner: RefCell::new(None),
     };
-    let result = pipeline::run(&cfg, &printer);
-    printer.stop_spinner();
-    match result {
-        Ok(outcome) => {
-            if !ui.quiet {
-                print_summary(&outcome);
+    let mut findings = Vec::new();
+    for i in 0..args.seeds as u64 {
+        let seed = args.seed + i;
+        let cfg = DemoConfig {
+            dir: match args.seeds {
+                1 => args.out.clone(),
+                _ => args.out.join(format!("seed-{seed}")),
+            },
+            size: args.size,
+            seed,
+            force: args.force,
+            jobs,
+            exe: exe.clone(),
+        };
+        if args.seeds > 1 && !ui.quiet {
+            outln!("\n== seed {seed} ({} of {}) ==", i + 1, args.seeds);
+        }
+        let result = pipeline::run(&cfg, &printer);
+        printer.stop_spinner();
+        match result {
+            Ok(outcome) => {
+                if !ui.quiet {
+                    print_summary(&outcome);
+                }
+                findings.push(outcome.findings);
             }
-            Ok(ExitCode::SUCCESS)
+            Err(Error::Interrupted(msg)) => {
+                eprintln!("\n{msg}");
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(Error::Interrupted(msg)) => {
-            eprintln!("\n{msg}");
-            Ok(ExitCode::from(INTERRUPTED))
-        }
-        Err(e) => Err(e.into()),
     }
+    if args.seeds > 1 {
+        let pooled = crate::report::pooled::pool(&findings);
+        let md = crate::report::pooled::markdown(&pooled);
+        crate::atomic_file::write_bytes(&args.out.join("findings.md"), md.as_bytes())?;
+        crate::atomic_file::write_json(&args.out.join("findings.json"), &pooled)?;
+        if !ui.quiet {
+            outln!("\n{md}");
+            outln!(
+                "Pooled findings: {}",
+                args.out.join("findings.md").display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints one line per stage and the commands it runs; on a terminal, a spinner with

@@ -41,7 +41,8 @@ pub struct SynthArgs {
     /// SFT chats (Tulu format).
     #[arg(long, default_value_t = SynthConfig::default().sft_chats)]
     sft_chats: usize,
-    /// Held-out validation texts.
+    /// Held-out validation texts (validation.jsonl), and as many held-out chats
+    /// (sft_validation.jsonl).
     #[arg(long, default_value_t = SynthConfig::default().validation_docs)]
     validation_docs: usize,
     /// Held-out instructions with ground-truth answers (instructions.json, AlpacaEval's
@@ -70,7 +71,7 @@ impl SynthArgs {
 #[derive(Serialize)]
 struct Summary<'a> {
     out: &'a PathBuf,
-    files: [&'static str; 6],
+    files: [&'static str; 7],
     config: SynthConfig,
     seconds: f64,
     #[serde(flatten)]

@@ -24,6 +24,7 @@ pub const DEMO_PATHS: &[&str] = &[
     "release",
     "alpaca_eval",
     "sharpness.jsonl",
+    "spectrum.jsonl",
     "sharpness.progress.jsonl",
     "ckpt.sqlite",
     "ckpt.sqlite-wal",
@@ -33,6 +34,9 @@ pub const DEMO_PATHS: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ledger {
     pub size: Size,
+    /// The seed of the world and of every run (`--seed`).
+    #[serde(default)]
+    pub seed: u64,
     pub ckpt_version: String,
     /// Finished stages and the seconds each took.
     pub stages: BTreeMap<String, f64>,
@@ -51,10 +55,11 @@ impl Ledger {
     /// Opens the demo folder `dir` for a run of `size`: a new or empty folder starts
     /// fresh; a demo folder of the same size resumes; anything else is refused unless
     /// `force` (which removes a previous demo's files, and writes beside other files).
-    pub fn open(dir: &Path, size: Size, force: bool) -> Result<(Ledger, Start)> {
+    pub fn open(dir: &Path, size: Size, seed: u64, force: bool) -> Result<(Ledger, Start)> {
         let path = dir.join(LEDGER_FILE);
         let fresh = Ledger {
             size,
+            seed,
             ckpt_version: crate::VERSION.to_string(),
             stages: BTreeMap::new(),
             path: path.clone(),
@@ -91,6 +96,16 @@ impl Ledger {
                     previous.size.name(),
                     previous.size.name(),
                     size.name()
+                ),
+            ));
+        }
+        if previous.seed != seed {
+            return Err(Error::bad_file(
+                dir,
+                format!(
+                    "holds a --seed {} demo; run with --seed {} to resume it, or --force to \
+                     start over with --seed {seed}",
+                    previous.seed, previous.seed
                 ),
             ));
         }
@@ -151,20 +166,20 @@ mod tests {
     fn resumes_refuses_and_forces() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("demo");
-        let (mut ledger, start) = Ledger::open(&dir, Size::Tiny, false).unwrap();
+        let (mut ledger, start) = Ledger::open(&dir, Size::Tiny, 0, false).unwrap();
         assert_eq!(start, Start::Fresh);
         ledger.finish("world", 0.5).unwrap();
 
-        let (again, start) = Ledger::open(&dir, Size::Tiny, false).unwrap();
+        let (again, start) = Ledger::open(&dir, Size::Tiny, 0, false).unwrap();
         assert_eq!(start, Start::Resume);
         assert!(again.is_done("world"));
 
-        let err = Ledger::open(&dir, Size::Small, false).unwrap_err();
+        let err = Ledger::open(&dir, Size::Small, 0, false).unwrap_err();
         assert!(err.to_string().contains("--size tiny"), "{err}");
 
         std::fs::create_dir_all(dir.join("runs/wso")).unwrap();
         std::fs::write(dir.join("mine.txt"), "keep").unwrap();
-        let (forced, start) = Ledger::open(&dir, Size::Small, true).unwrap();
+        let (forced, start) = Ledger::open(&dir, Size::Small, 0, true).unwrap();
         assert_eq!(start, Start::Fresh);
         assert!(!forced.is_done("world"));
         assert!(!dir.join("runs").exists() && !dir.join(LEDGER_FILE).exists());
@@ -173,7 +188,7 @@ mod tests {
             "--force removes only the demo's files"
         );
 
-        let err = Ledger::open(&dir, Size::Small, false).unwrap_err();
+        let err = Ledger::open(&dir, Size::Small, 0, false).unwrap_err();
         assert!(err.to_string().contains("not a ckpt demo folder"), "{err}");
     }
 }

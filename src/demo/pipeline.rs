@@ -23,6 +23,8 @@ pub const INSTRUCTIONS: &str = "data/instructions.json";
 pub struct DemoConfig {
     pub dir: PathBuf,
     pub size: Size,
+    /// The seed of the world and of every run.
+    pub seed: u64,
     pub force: bool,
     /// Commands at once where a stage allows (the training runs).
     pub jobs: usize,
@@ -68,7 +70,7 @@ const STAGES: &[(&str, &str)] = &[
     ),
     (
         "sharpness",
-        "sharpness (Hessian trace) of the pre-training checkpoints",
+        "sharpness (Hessian trace) of the pre-training checkpoints on both held-out sets; the final checkpoints' spectrum",
     ),
     ("sft", "SFT learning-rate sweep of each final checkpoint"),
     ("judge", "pairwise judging of every SFT model on loopback"),
@@ -82,8 +84,11 @@ const STAGES: &[(&str, &str)] = &[
 
 pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> Result<Outcome> {
     let started = Instant::now();
-    let (mut ledger, start) = Ledger::open(&cfg.dir, cfg.size, cfg.force)?;
-    let plan = Plan::new(cfg.size);
+    let (mut ledger, start) = Ledger::open(&cfg.dir, cfg.size, cfg.seed, cfg.force)?;
+    let plan = Plan {
+        seed: cfg.seed,
+        ..Plan::new(cfg.size)
+    };
     let needed = match start {
         Start::Fresh => plan.disk_bytes,
         Start::Resume => plan.disk_bytes / 10,
@@ -264,30 +269,57 @@ impl Demo<'_> {
         }])
     }
 
+    /// Every pre-training checkpoint on both held-out sets (the paper's two panels),
+    /// then the spectrum (top eigenvalues, SLQ density) of each run's final checkpoint.
     fn sharpness(&self) -> Result<()> {
         let p = &self.plan;
-        let mut args: Vec<String> = vec!["sharpness".into()];
-        args.extend(self.pretrain_dirs());
-        args.extend(
-            [
-                "--data",
-                "data/validation.jsonl",
+        let measure = |paths: Vec<String>, more: &[&str]| {
+            let mut args: Vec<String> = vec!["sharpness".into()];
+            args.extend(paths);
+            let common = [
                 "--seq-len",
                 &p.seq_len.to_string(),
                 "--samples",
                 &p.probes.to_string(),
                 "--max-batches",
                 &p.sharpness_batches.to_string(),
-                "--out",
-                "sharpness.jsonl",
                 "--store",
                 STORE,
             ]
-            .map(String::from),
-        );
+            .map(String::from);
+            args.extend(common);
+            args.extend(more.iter().map(|s| s.to_string()));
+            args
+        };
+        let sets = [
+            "--data",
+            "pt=data/validation.jsonl",
+            "--data",
+            "sft=data/sft_validation.jsonl",
+            "--out",
+            "sharpness.jsonl",
+        ];
+        let finals: Vec<String> = p
+            .pretrain_runs()
+            .iter()
+            .map(|r| p.final_checkpoint(&r.name))
+            .collect();
+        let spectrum = [
+            "--data",
+            "pt=data/validation.jsonl",
+            "--top-k",
+            "5",
+            "--density",
+            "--out",
+            "spectrum.jsonl",
+        ];
         self.run(&[Invocation {
             label: "sharpness".into(),
-            args,
+            args: measure(self.pretrain_dirs(), &sets),
+        }])?;
+        self.run(&[Invocation {
+            label: "spectrum".into(),
+            args: measure(finals, &spectrum),
         }])
     }
 

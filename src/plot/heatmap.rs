@@ -34,7 +34,7 @@ pub struct HeatMap {
 }
 
 /// Draws `maps` stacked top to bottom under `title` into `path` (PNG or SVG by
-/// extension), atomically. Each panel has its own colour scale.
+/// extension), atomically. The panels share one colour scale, so runs compare by colour.
 pub fn heat_maps(path: &Path, title: &str, maps: &[HeatMap]) -> Result<()> {
     write_figure(
         path,
@@ -71,17 +71,21 @@ impl Figure for Panels {
         }
         root.fill(&WHITE).map_err(e)?;
         let body = root.titled(&self.title, ("sans-serif", 24)).map_err(e)?;
+        let scale = range(&self.maps).ok_or("no finite value to draw")?;
         let panels = body.split_evenly((self.maps.len(), 1));
         for (area, map) in panels.iter().zip(&self.maps) {
-            draw_panel(area, map)?;
+            draw_panel(area, map, scale)?;
         }
         root.present().map_err(e)
     }
 }
 
-/// The finite range of `map`'s values (an empty span is widened).
-fn range(map: &HeatMap) -> Option<(f64, f64)> {
-    let finite = map.values.iter().flatten().filter(|v| v.is_finite());
+/// The finite range of the maps' values (an empty span is widened).
+fn range(maps: &[HeatMap]) -> Option<(f64, f64)> {
+    let finite = maps
+        .iter()
+        .flat_map(|m| m.values.iter().flatten())
+        .filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
         (lo.min(v), hi.max(v))
     });
@@ -95,12 +99,12 @@ fn range(map: &HeatMap) -> Option<(f64, f64)> {
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     map: &HeatMap,
+    (lo, hi): (f64, f64),
 ) -> std::result::Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let (lo, hi) = range(map).ok_or_else(|| format!("{}: no finite value to draw", map.title))?;
     let (width, _) = area.dim_in_pixel();
     let (cells, bar) = area.split_horizontally(width.saturating_sub(130));
     let (cols, rows) = (map.columns.len() as i32, map.rows.len() as i32);

@@ -23,6 +23,8 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone)]
 pub enum Drawing {
     Chart(LineChart),
+    /// Per-layer traces, one panel per run.
+    HeatMaps(Vec<crate::plot::HeatMap>),
     /// Figure 4, drawn by [`crate::sharpness::sft::plot`].
     SftScatter(SftCorrelation),
 }
@@ -224,24 +226,72 @@ fn file_stem(task: &str) -> String {
         .collect()
 }
 
-/// Sharpness against step (the paper's Figure 3), under the findings' configuration.
-pub fn sharpness(inp: &Inputs) -> Option<Figure> {
-    let cfg = inp.primary_sharpness()?;
+/// Sharpness against step (the paper's Figure 3): one figure per measurement set, the
+/// findings' configuration first.
+pub fn sharpness(inp: &Inputs) -> Vec<Figure> {
+    let configs = inp.sharpness_per_set();
+    configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cfg)| {
+            let chart = sharpness_chart(&pre_training(inp, &cfg.key));
+            let file = match (i, &cfg.set) {
+                (0, _) | (_, None) => "sharpness.png".to_string(),
+                (_, Some(set)) => format!("sharpness-{}.png", file_stem(set)),
+            };
+            Figure::chart(
+                &file,
+                format!(
+                    "Sharpness Tr(H) against step, on {} (the paper's Figure 3)",
+                    cfg.label()
+                ),
+                chart,
+            )
+        })
+        .collect()
+}
+
+/// The pre-training measurements under `config_key`, with each branch's origin.
+fn pre_training(inp: &Inputs, config_key: &str) -> Vec<SharpnessResult> {
     let mut results: Vec<_> = inp
         .view
         .sharpness
         .iter()
-        .filter(|r| r.config_key == cfg.key && r.stage.as_deref().unwrap_or("pre") == "pre")
+        .filter(|r| r.config_key == config_key && r.stage.as_deref().unwrap_or("pre") == "pre")
         .cloned()
         .collect();
     results.extend(branch_origins_sharpness(inp, &results));
-    let chart = sharpness_chart(&results);
-    Figure::chart(
-        "sharpness.png",
-        format!(
-            "Sharpness Tr(H) against step, on {} (the paper's Figure 3)",
-            cfg.data
+    results
+}
+
+/// Each run's per-layer trace against step, under the findings' configuration.
+pub fn sharpness_blocks(inp: &Inputs) -> Option<Figure> {
+    let cfg = inp.primary_sharpness()?;
+    let maps = crate::sharpness::figure::block_heat_maps(&pre_training(inp, &cfg.key));
+    (!maps.is_empty()).then(|| Figure {
+        file: "sharpness_blocks.png".into(),
+        caption: format!(
+            "Each layer's Hessian trace (attention + MLP + norms) against step, on {}",
+            cfg.label()
         ),
+        drawing: Drawing::HeatMaps(maps),
+    })
+}
+
+/// The Hessian's eigenvalue density (SLQ) of the checkpoints measured with one.
+pub fn spectrum(inp: &Inputs) -> Option<Figure> {
+    let measured: Vec<SharpnessResult> = inp
+        .view
+        .sharpness
+        .iter()
+        .filter(|r| r.density.is_some())
+        .cloned()
+        .collect();
+    let chart = crate::sharpness::figure::density_chart(&measured)?;
+    Figure::chart(
+        "spectrum.png",
+        "The Hessian's eigenvalue density (stochastic Lanczos quadrature) of the final checkpoints"
+            .into(),
         chart,
     )
 }

@@ -10,7 +10,7 @@
 use super::inputs::Inputs;
 use super::runs::Run;
 use super::sft::{Criterion, SftPick};
-use super::sharpness::{by_run, last_common, ratio, Measured};
+use super::sharpness::{by_run, last_common, ratio, ConfigSummary, Measured};
 use super::table::{marker, p_value, show, Style};
 use crate::error::Result;
 use crate::eval::compare::{paired_test, PairedTest};
@@ -36,11 +36,17 @@ pub struct Finding {
 /// Every finding.
 pub fn findings(inp: &Inputs) -> Result<Vec<Finding>> {
     let wso = wso_run(inp);
-    Ok(vec![
-        validation_loss(inp, wso),
-        sharpness_ratio(inp, wso),
-        sft_comparison(inp, wso)?,
-    ])
+    let mut out = vec![validation_loss(inp, wso)];
+    // One sharpness finding per measurement set (the paper measures two).
+    let configs = inp.sharpness_per_set();
+    if configs.is_empty() {
+        out.push(sharpness_ratio(inp, wso, None));
+    }
+    for (i, cfg) in configs.iter().enumerate() {
+        out.push(sharpness_ratio(inp, wso, Some((cfg, i == 0))));
+    }
+    out.push(sft_comparison(inp, wso)?);
+    Ok(out)
 }
 
 /// The WSO run the findings compare with: the constant-LR pre-training run (of
@@ -149,26 +155,41 @@ fn validation_loss(inp: &Inputs, wso: Option<&Run>) -> Finding {
     }
 }
 
-fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
-    const ID: &str = "sharpness_ratio";
+/// The sharpness finding on one configuration (`primary`: the findings' own, whose id
+/// is `sharpness_ratio`; another set's is `sharpness_ratio:SET`).
+fn sharpness_ratio(
+    inp: &Inputs,
+    wso: Option<&Run>,
+    config: Option<(&ConfigSummary, bool)>,
+) -> Finding {
     const Q: &str = "Are WSO checkpoints flatter (decayed / WSO sharpness > 1)?";
-    let Some(cfg) = inp.primary_sharpness() else {
+    let Some((cfg, primary)) = config else {
         return missing(
-            ID,
+            "sharpness_ratio",
             Q,
             "no sharpness in the store (ckpt sharpness --store)".into(),
         );
     };
+    let id = match (&cfg.set, primary) {
+        (Some(set), false) => format!("sharpness_ratio:{set}"),
+        _ => "sharpness_ratio".to_string(),
+    };
+    let id: &str = &id;
+    let question = match &cfg.set {
+        Some(set) => format!("{Q} (on the {set} set)"),
+        None => Q.to_string(),
+    };
+    let q: &str = &question;
     let Some(wso) = wso else {
         return missing(
-            ID,
-            Q,
+            id,
+            q,
             "no WSO (constant-LR) pre-training run in the store".into(),
         );
     };
     let measured = by_run(&inp.view, &inp.runs, &cfg.key);
     let Some(wso_steps) = measured.get(&wso.name) else {
-        return missing(ID, Q, format!("the WSO run {} has no sharpness", wso.name));
+        return missing(id, q, format!("the WSO run {} has no sharpness", wso.name));
     };
     // The verdict is about LR decay; a WSM merge is shown beside it, not counted.
     let mut ratios = Vec::new();
@@ -189,8 +210,8 @@ fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
     }
     if ratios.is_empty() {
         return missing(
-            ID,
-            Q,
+            id,
+            q,
             format!(
                 "no decayed run was measured at a step WSO ({}) was",
                 wso.name
@@ -217,13 +238,13 @@ fn sharpness_ratio(inp: &Inputs, wso: Option<&Run>) -> Finding {
         )
     };
     Finding {
-        id: ID.into(),
-        question: Q.into(),
+        id: id.into(),
+        question: q.into(),
         holds: Some(holds),
         text: format!(
             "{verdict}; decayed / WSO ({}) sharpness on {} at the last common step: {}.{merged}",
             wso.name,
-            cfg.data,
+            cfg.label(),
             describe_ratios(&ratios).join("; ")
         ),
         details: json!({

@@ -132,6 +132,18 @@ impl<'a> Inputs<'a> {
         self.sharpness_configs.first()
     }
 
+    /// The configurations that measure curves (no spectrum), one per measurement set:
+    /// the primary first, then each other set's most measured.
+    pub fn sharpness_per_set(&self) -> Vec<&ConfigSummary> {
+        let mut out: Vec<&ConfigSummary> = Vec::new();
+        for c in self.sharpness_configs.iter().filter(|c| !c.spectrum) {
+            if !out.iter().any(|o| o.set == c.set) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// Per-doc items of `headline` for a checkpoint (for paired tests).
     pub fn items(&self, fingerprint: &str, headline: &Headline) -> Result<Vec<(usize, f64)>> {
         self.view.items(self.store, fingerprint, headline)

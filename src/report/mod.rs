@@ -26,6 +26,7 @@ mod findings;
 mod html;
 mod inputs;
 mod markdown;
+pub mod pooled;
 mod relative;
 mod runs;
 mod sft;
@@ -264,10 +265,13 @@ fn sharpness_section(inp: &Inputs) -> Section {
     };
     s.text.push(format!(
         "Findings and plots use the measurements on {} ({} in the store).",
-        cfg.data, cfg.measurements
+        cfg.label(),
+        cfg.measurements
     ));
     s.tables.push(tables::sharpness(inp));
     s.figures.extend(figures::sharpness(inp));
+    s.figures.extend(figures::sharpness_blocks(inp));
+    s.figures.extend(figures::spectrum(inp));
     match figures::sharpness_vs_sft(inp) {
         Some(f) => s.figures.push(f),
         None => s.text.push(

@@ -14,10 +14,26 @@ pub struct ConfigSummary {
     pub key: String,
     /// The texts' file name (`validation.jsonl`).
     pub data: String,
+    /// The measurement set's name (`pt`, `sft`), when named.
+    pub set: Option<String>,
+    /// Whether its measurements carry a spectrum (top-k eigenvalues or a density):
+    /// such runs measure a few checkpoints for their spectrum, not a curve.
+    pub spectrum: bool,
     pub measurements: usize,
 }
 
-/// The configurations, the most measured first (the findings use the first).
+impl ConfigSummary {
+    /// `validation.jsonl`, or `validation.jsonl (pt)` for a named set.
+    pub fn label(&self) -> String {
+        match &self.set {
+            Some(set) => format!("{} ({set})", self.data),
+            None => self.data.clone(),
+        }
+    }
+}
+
+/// The configurations, the most measured first (the findings use the first), then by
+/// set name.
 pub fn configs(view: &StoreView) -> Vec<ConfigSummary> {
     let mut by_key: BTreeMap<&str, ConfigSummary> = BTreeMap::new();
     for r in &view.sharpness {
@@ -30,12 +46,20 @@ pub fn configs(view: &StoreView) -> Vec<ConfigSummary> {
             .or_insert(ConfigSummary {
                 key: r.config_key.clone(),
                 data,
+                set: r.config.set.clone(),
+                spectrum: r.config.top_k.is_some() || r.config.density.is_some(),
                 measurements: 0,
             })
             .measurements += 1;
     }
     let mut out: Vec<ConfigSummary> = by_key.into_values().collect();
-    out.sort_by_key(|c| std::cmp::Reverse(c.measurements));
+    out.sort_by(|a, b| {
+        (a.spectrum, std::cmp::Reverse(a.measurements), &a.set).cmp(&(
+            b.spectrum,
+            std::cmp::Reverse(b.measurements),
+            &b.set,
+        ))
+    });
     out
 }
 

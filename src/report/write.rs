@@ -97,6 +97,9 @@ pub fn write(report: &Report, out_dir: &Path, formats: &[Format]) -> Result<Vec<
 fn draw(drawing: &Drawing, path: &Path) -> Result<()> {
     match drawing {
         Drawing::Chart(chart) => crate::plot::line_chart(path, chart),
+        Drawing::HeatMaps(maps) => {
+            crate::plot::heat_maps(path, "Hessian trace per layer (Hutchinson)", maps)
+        }
         Drawing::SftScatter(corr) => crate::sharpness::sft::plot(path, corr),
     }
 }

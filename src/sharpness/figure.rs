@@ -121,9 +121,15 @@ pub fn density_chart(results: &[SharpnessResult]) -> Option<LineChart> {
     let grid: Vec<f64> = (0..=400)
         .map(|i| lo - 5.0 * sigma + (span + 10.0 * sigma) * i as f64 / 400.0)
         .collect();
-    let mut chart = LineChart::new("Hessian eigenvalue density (SLQ)", "eigenvalue", "density");
+    // On a log scale, as PyHessian plots it: the bulk near zero would hide the outliers.
+    let mut chart = LineChart::new(
+        "Hessian eigenvalue density (SLQ)",
+        "eigenvalue",
+        "log10 density",
+    );
     for r in measured {
         let density = r.density.as_ref()?.on_grid(&grid, sigma);
+        let density = density.into_iter().map(|d| d.max(DENSITY_FLOOR).log10());
         let label = match r.step {
             Some(step) => format!("{} @ {step}", run_label(r)),
             None => run_label(r),
@@ -136,6 +142,9 @@ pub fn density_chart(results: &[SharpnessResult]) -> Option<LineChart> {
     chart.legend = crate::plot::Legend::UpperRight;
     Some(chart)
 }
+
+/// The smallest density drawn (log10: -8), far below the mass of one eigenvalue.
+const DENSITY_FLOOR: f64 = 1e-8;
 
 /// The step where a WSD schedule leaves its stable phase: the branch point of a
 /// branched decay, else `W + ratio (T - W)`.

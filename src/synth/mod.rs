@@ -108,6 +108,9 @@ pub struct Corpus {
     /// document or to another validation text (so fewer than asked only in a world too
     /// small to have that many distinct documents).
     pub validation: Vec<String>,
+    /// Held out: chats of the SFT distribution from a stream of their own, as many as
+    /// `validation_docs` (the SFT validation set sharpness is measured on).
+    pub sft_validation: Vec<Chat>,
     /// Held out from the SFT chats, with their ground-truth answers
     /// ([`instructions::held_out`]).
     pub instructions: Vec<Instruction>,
@@ -137,6 +140,11 @@ pub fn generate(cfg: &SynthConfig) -> Corpus {
         .collect();
 
     let validation = validation(cfg, &world, &pretrain);
+    let mut rng = stream(cfg.seed, "sft-validation");
+    let mut cycle = EntityCycle::new(n);
+    let sft_validation = (0..cfg.validation_docs)
+        .map(|_| chats::chat(&mut rng, &world, &mut cycle))
+        .collect();
     let instructions = instructions::held_out(&world, &sft, cfg.seed, cfg.instructions);
     Corpus {
         world,
@@ -144,6 +152,7 @@ pub fn generate(cfg: &SynthConfig) -> Corpus {
         midtrain,
         sft,
         validation,
+        sft_validation,
         instructions,
     }
 }
@@ -203,18 +212,20 @@ struct WorldFile<'a> {
 }
 
 /// The files [`Corpus::write`] creates.
-pub const FILES: [&str; 6] = [
+pub const FILES: [&str; 7] = [
     "world.json",
     "pretrain.jsonl",
     "midtrain.jsonl",
     "sft.jsonl",
     "validation.jsonl",
+    "sft_validation.jsonl",
     instructions::FILE,
 ];
 
 impl Corpus {
     /// Writes `world.json`, `pretrain.jsonl`, `midtrain.jsonl`, `validation.jsonl` (one
-    /// `{"text": ...}` per line), `sft.jsonl` (one Tulu chat per line) and
+    /// `{"text": ...}` per line), `sft.jsonl` and `sft_validation.jsonl` (one Tulu chat
+    /// per line) and
     /// `instructions.json` (AlpacaEval's layout: a JSON list of `{"instruction",
     /// "output", "generator", "dataset"}`) into `dir`, each atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -227,6 +238,7 @@ impl Corpus {
         write_texts(&dir.join("midtrain.jsonl"), &self.midtrain)?;
         write_texts(&dir.join("validation.jsonl"), &self.validation)?;
         write_jsonl(&dir.join("sft.jsonl"), &self.sft)?;
+        write_jsonl(&dir.join("sft_validation.jsonl"), &self.sft_validation)?;
         crate::atomic_file::write_json(&dir.join(instructions::FILE), &self.instructions)
     }
 
