@@ -10,7 +10,11 @@ f32, 2 threads by default. One warm-up product, then --reps timed ones; the same
 first `exact_rows` rows (the rows candle's double backward is timed on). Prints one
 JSON line.
 
-Run: cargo bench --bench sharpness && /work/pyref/bin/python scripts/bench_hvp_pytorch.py
+Run: cargo bench --bench sharpness && python scripts/bench_hvp_pytorch.py
+SmolLM2-135M's shape at 512 tokens (the sharpness issue's comparison):
+  CKPT_BENCH_SHAPE=smollm2-135m CKPT_BENCH_ROWS=1 CKPT_BENCH_LEN=512 \
+  CKPT_BENCH_EXACT_ROWS=1 CKPT_BENCH_REPS=2 cargo bench --bench sharpness
+  python scripts/bench_hvp_pytorch.py --reps 2
 """
 import argparse
 import json
@@ -59,7 +63,12 @@ def main():
     z = {n: b.float().to(args.device) * 2 - 1
          for n, b in load_file(args.dir / "probe.safetensors").items()}
     zhz, seconds = timed(model, ids, z, args.reps)
-    part_zhz, part_seconds = timed(model, ids[:exact_rows], z, args.reps)
+    if exact_rows == rows:
+        part_zhz, part_seconds = zhz, seconds
+    elif exact_rows == 0:
+        part_zhz, part_seconds = None, None
+    else:
+        part_zhz, part_seconds = timed(model, ids[:exact_rows], z, args.reps)
     print(json.dumps({
         "bench": "hvp", "impl": "pytorch-eager-double-backward", "dtype": "f32",
         "torch": torch.__version__, "threads": args.threads, "device": args.device,

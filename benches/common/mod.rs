@@ -8,10 +8,24 @@ pub const CONFIG: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"
     "num_attention_heads":8,"num_key_value_heads":2,"max_position_embeddings":2048,
     "rms_norm_eps":1e-5,"rope_theta":10000.0,"bos_token_id":0,"eos_token_id":1}"#;
 
-/// The benchmark model's configuration: the Llama above, or the same shape in the
-/// architecture `CKPT_BENCH_ARCH` names (`gpt_neox`, `olmo2`, `qwen3`, `gemma2`, ...).
+/// SmolLM2-135M's shape (`CKPT_BENCH_SHAPE=smollm2-135m`): 30 layers, hidden 576, GQA
+/// 9/3, vocab 49,152, tied embeddings: 134.5M parameters.
+pub const SMOLLM2_135M: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
+    "vocab_size":49152,"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,
+    "num_attention_heads":9,"num_key_value_heads":3,"max_position_embeddings":2048,
+    "rms_norm_eps":1e-5,"rope_theta":100000.0,"tie_word_embeddings":true,
+    "bos_token_id":0,"eos_token_id":0}"#;
+
+/// The benchmark model's configuration: the Llama above (or SmolLM2-135M's shape with
+/// `CKPT_BENCH_SHAPE=smollm2-135m`), or the same shape in the architecture
+/// `CKPT_BENCH_ARCH` names (`gpt_neox`, `olmo2`, `qwen3`, `gemma2`, ...).
 pub fn config() -> anyhow::Result<ModelConfig> {
-    let mut json: serde_json::Value = serde_json::from_str(CONFIG)?;
+    let shape = match std::env::var("CKPT_BENCH_SHAPE").as_deref() {
+        Ok("smollm2-135m") => SMOLLM2_135M,
+        Ok(other) => anyhow::bail!("CKPT_BENCH_SHAPE={other}: only smollm2-135m"),
+        Err(_) => CONFIG,
+    };
+    let mut json: serde_json::Value = serde_json::from_str(shape)?;
     if let Ok(name) = std::env::var("CKPT_BENCH_ARCH") {
         let arch: ckpt::model::Arch = serde_json::from_value(name.clone().into())
             .map_err(|_| anyhow::anyhow!("CKPT_BENCH_ARCH={name}: not an architecture"))?;
