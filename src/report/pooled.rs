@@ -22,6 +22,18 @@ pub struct PooledFinding {
     /// Mean over the seeds that measured it, and its standard error (sd / sqrt(n)).
     pub mean: Option<f64>,
     pub stderr: Option<f64>,
+    /// The same effect run by run (each decayed run against WSO), where the finding
+    /// compares runs.
+    pub runs: Vec<PooledRun>,
+}
+
+/// One run's effect across seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PooledRun {
+    pub run: String,
+    pub per_seed: Vec<Option<f64>>,
+    pub mean: Option<f64>,
+    pub stderr: Option<f64>,
 }
 
 /// Pools each finding id over the seeds' findings (in seed order).
@@ -41,6 +53,7 @@ pub fn pool(per_seed: &[Vec<Finding>]) -> Vec<PooledFinding> {
             let per_seed: Vec<Option<f64>> = found.iter().map(|f| f.and_then(effect)).collect();
             let values: Vec<f64> = per_seed.iter().flatten().copied().collect();
             let (mean, stderr) = mean_stderr(&values);
+            let runs = pool_runs(&found);
             PooledFinding {
                 id: id.to_string(),
                 question: question.to_string(),
@@ -55,6 +68,51 @@ pub fn pool(per_seed: &[Vec<Finding>]) -> Vec<PooledFinding> {
                 seeds: found.len(),
                 effect: effect_name(id).into(),
                 per_seed,
+                mean,
+                stderr,
+                runs,
+            }
+        })
+        .collect()
+}
+
+/// Each decayed run's effect (not merges), in the order runs first appear.
+fn pool_runs(found: &[Option<&Finding>]) -> Vec<PooledRun> {
+    let mut names: Vec<String> = Vec::new();
+    let rows = |f: &Finding| -> Vec<(String, f64)> {
+        let (list, field) = match f.id.as_str() {
+            "validation_loss" => ("decayed", "delta"),
+            id if id.starts_with("sharpness_ratio") => ("ratios", "ratio"),
+            _ => return vec![],
+        };
+        f.details[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["merge"] != Value::Bool(true))
+            .filter_map(|r| Some((r["run"].as_str()?.to_string(), r[field].as_f64()?)))
+            .collect()
+    };
+    let per_seed: Vec<Vec<(String, f64)>> = found
+        .iter()
+        .map(|f| f.map(rows).unwrap_or_default())
+        .collect();
+    for (run, _) in per_seed.iter().flatten() {
+        if !names.contains(run) {
+            names.push(run.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|run| {
+            let values: Vec<Option<f64>> = per_seed
+                .iter()
+                .map(|rows| rows.iter().find(|(r, _)| *r == run).map(|(_, v)| *v))
+                .collect();
+            let (mean, stderr) = mean_stderr(&values.iter().flatten().copied().collect::<Vec<_>>());
+            PooledRun {
+                run,
+                per_seed: values,
                 mean,
                 stderr,
             }
@@ -131,6 +189,23 @@ pub fn markdown(pooled: &[PooledFinding]) -> String {
             p.effect,
             seeds.join(", ")
         ));
+        for r in &p.runs {
+            let values: Vec<String> = r
+                .per_seed
+                .iter()
+                .map(|v| v.map_or("-".into(), |v| format!("{v:.4}")))
+                .collect();
+            let pooled = match (r.mean, r.stderr) {
+                (Some(m), Some(se)) => format!("{m:.4} ± {se:.4}"),
+                (Some(m), None) => format!("{m:.4}"),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "  - {}: {pooled} ({})\n",
+                r.run,
+                values.join(", ")
+            ));
+        }
     }
     out
 }
@@ -183,11 +258,16 @@ mod tests {
         assert!((s.mean.unwrap() - mean).abs() < 1e-12);
         let var = want.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0;
         assert!((s.stderr.unwrap() - (var / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(s.runs.len(), 2, "merges are left out");
+        assert_eq!(s.runs[0].run, "wsd");
+        assert_eq!(s.runs[0].per_seed, [Some(1.2), Some(0.8), Some(1.5)]);
+        assert!((s.runs[1].mean.unwrap() - (1.4 + 1.0 + 1.7) / 3.0).abs() < 1e-12);
         let sft = &pooled[1];
         assert_eq!((sft.holds_in, sft.measured_in), (1, 2));
         assert_eq!(sft.per_seed, [Some(-1.0), Some(3.0), None]);
         assert_eq!(sft.mean, Some(1.0));
         let md = markdown(&pooled);
         assert!(md.contains("Holds in 2 of 3 seeds (3 measured)"), "{md}");
+        assert!(md.contains("  - wsd: 1.1667 ± "), "{md}");
     }
 }
