@@ -146,7 +146,8 @@ fn effect(f: &Finding) -> Option<f64> {
     };
     match f.id.as_str() {
         "validation_loss" => not_merge(&f.details["decayed"], "delta"),
-        "sft_comparison" => f.details["delta"].as_f64(),
+        // Stored as a fraction; shown in points as the finding's text shows it.
+        "sft_comparison" => f.details["delta"].as_f64().map(|d| 100.0 * d),
         id if id.starts_with("sharpness_ratio") => not_merge(&f.details["ratios"], "ratio"),
         _ => None,
     }
@@ -237,11 +238,11 @@ mod tests {
         let seeds = vec![
             vec![
                 finding("sharpness_ratio", Some(true), ratios(1.2, 1.4)),
-                finding("sft_comparison", Some(false), json!({"delta": -1.0})),
+                finding("sft_comparison", Some(false), json!({"delta": -0.01})),
             ],
             vec![
                 finding("sharpness_ratio", Some(false), ratios(0.8, 1.0)),
-                finding("sft_comparison", Some(true), json!({"delta": 3.0})),
+                finding("sft_comparison", Some(true), json!({"delta": 0.03})),
             ],
             vec![
                 finding("sharpness_ratio", Some(true), ratios(1.5, 1.7)),
