@@ -957,6 +957,46 @@ fn blocks_top_eigenvalues_and_density_through_the_binary() {
         "{text}"
     );
     assert!(text.contains("top eigenvalues (Lanczos)"), "{text}");
+
+    // The spectrum resumes like the probes: a killed measurement's progress (its probes
+    // with their block parts, its top eigenvalues, its first SLQ run) is taken as it is,
+    // marked here so that a recomputation would show, and only the second run is drawn.
+    let file = sb.path().join("runs/tiny-wso/sharpness.jsonl");
+    let mut kept = lines(&file);
+    let last = kept.pop().unwrap();
+    let text: String = kept.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let marked_run = serde_json::json!([{"value": 42.0, "weight": 1.0}]);
+    let mut top = last["top_eigenvalues"].clone();
+    top["values"][0] = 111.0.into();
+    let blocks: Vec<Value> = last["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::json!({"name": b["name"], "samples": b["samples"]}))
+        .collect();
+    let progress = serde_json::json!({
+        "fingerprint": last["fingerprint"],
+        "config_key": last["config_key"],
+        "samples": last["samples"],
+        "blocks": blocks,
+        "top_eigenvalues": top,
+        "density_runs": [marked_run],
+    });
+    std::fs::write(
+        sb.path()
+            .join("runs/tiny-wso/sharpness.jsonl.progress.json"),
+        progress.to_string(),
+    )
+    .unwrap();
+    let again: Vec<Value> =
+        serde_json::from_str(&ok(&sharpness(&sb, &["runs/tiny-wso"], &json))).unwrap();
+    let resumed = &again[1];
+    assert_eq!(resumed["samples"], last["samples"]);
+    assert_eq!(resumed["top_eigenvalues"]["values"][0], 111.0);
+    let runs = resumed["density"]["runs"].as_array().unwrap();
+    assert_eq!((runs.len(), &runs[0]), (2, &marked_run));
+    assert_eq!(runs[1], last["density"]["runs"][1], "run 2 drawn as before");
 }
 
 #[test]
