@@ -141,25 +141,9 @@ fn score_matches_the_transformers_totals() {
 fn sharpness_by_finite_differences_matches_double_backward() {
     let sb = runs();
     let probes = |method: &str| -> Vec<(String, Vec<f64>)> {
-        let report = sb.run_json([
-            "sharpness",
-            "runs",
-            "--data",
-            "texts.jsonl",
-            "--seq-len",
-            "16",
-            "--max-batches",
-            "1",
-            "--samples",
-            "3",
-            "--seed",
-            "1",
-            "--method",
-            method,
-            "--json",
-            "--store",
-            &format!("{method}.sqlite"),
-        ]);
+        let store = format!("{method}.sqlite");
+        let extra = ["--method", method, "--store", &store];
+        let report = sb.run_json(common::small_sharpness(&["runs"], 3, 1, &extra));
         let rows = report.as_array().unwrap_or_else(|| panic!("{report}"));
         rows.iter()
             .map(|r| {

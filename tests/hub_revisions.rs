@@ -724,29 +724,9 @@ fn sharpness_sweeps_revisions_within_the_budget() {
     )
     .unwrap();
     let measure = |paths: &[&str], out: &str, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = vec!["sharpness".into()];
-        a.extend(paths.iter().map(|s| s.to_string()));
-        a.extend(
-            [
-                "--data",
-                "texts.jsonl",
-                "--seq-len",
-                "16",
-                "--max-batches",
-                "1",
-                "--samples",
-                "2",
-                "--seed",
-                "3",
-                "--json",
-                "--out",
-                out,
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        let mut more = vec!["--out", out];
+        more.extend(extra);
+        common::small_sharpness(paths, 2, 3, &more)
     };
     let by_step = |report: &Value| -> BTreeMap<u64, Value> {
         report

@@ -298,26 +298,9 @@ fn launch_examples_are_valid() {
 /// `ckpt sharpness runs` on `texts.jsonl`: short windows, one batch, `samples` probes
 /// from seed 7, JSON out, results in `out`.
 fn sharpness_args(samples: usize, out: &str, extra: &[&str]) -> Vec<String> {
-    let samples = samples.to_string();
-    let mut args = vec![
-        "sharpness",
-        "runs",
-        "--data",
-        "texts.jsonl",
-        "--seq-len",
-        "16",
-        "--max-batches",
-        "1",
-        "--samples",
-        &samples,
-        "--seed",
-        "7",
-        "--json",
-        "--out",
-        out,
-    ];
-    args.extend(extra);
-    args.into_iter().map(String::from).collect()
+    let mut more = vec!["--out", out];
+    more.extend(extra);
+    common::small_sharpness(&["runs"], samples, 7, &more)
 }
 
 /// Sharpness split by checkpoint: two shards measure what one process measures, probe

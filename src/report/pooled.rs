@@ -79,23 +79,9 @@ pub fn pool(per_seed: &[Vec<Finding>]) -> Vec<PooledFinding> {
 /// Each decayed run's effect (not merges), in the order runs first appear.
 fn pool_runs(found: &[Option<&Finding>]) -> Vec<PooledRun> {
     let mut names: Vec<String> = Vec::new();
-    let rows = |f: &Finding| -> Vec<(String, f64)> {
-        let (list, field) = match f.id.as_str() {
-            "validation_loss" => ("decayed", "delta"),
-            id if id.starts_with("sharpness_ratio") => ("ratios", "ratio"),
-            _ => return vec![],
-        };
-        f.details[list]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["merge"] != Value::Bool(true))
-            .filter_map(|r| Some((r["run"].as_str()?.to_string(), r[field].as_f64()?)))
-            .collect()
-    };
     let per_seed: Vec<Vec<(String, f64)>> = found
         .iter()
-        .map(|f| f.map(rows).unwrap_or_default())
+        .map(|f| f.and_then(run_rows).unwrap_or_default())
         .collect();
     for (run, _) in per_seed.iter().flatten() {
         if !names.contains(run) {
@@ -132,25 +118,31 @@ fn effect_name(id: &str) -> &'static str {
     }
 }
 
-/// One number per finding and seed, from the finding's details (WSM merges are not LR
-/// decay and stay out, as in the verdicts).
-fn effect(f: &Finding) -> Option<f64> {
-    let not_merge = |rows: &Value, field: &str| -> Option<f64> {
-        let values: Vec<f64> = rows
-            .as_array()?
-            .iter()
-            .filter(|r| r["merge"] != Value::Bool(true))
-            .filter_map(|r| r[field].as_f64())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+/// The decayed runs' rows of a finding that compares runs (WSM merges are not LR decay
+/// and stay out, as in the verdicts): (run, effect) each.
+fn run_rows(f: &Finding) -> Option<Vec<(String, f64)>> {
+    let (list, field) = match f.id.as_str() {
+        "validation_loss" => ("decayed", "delta"),
+        id if id.starts_with("sharpness_ratio") => ("ratios", "ratio"),
+        _ => return None,
     };
-    match f.id.as_str() {
-        "validation_loss" => not_merge(&f.details["decayed"], "delta"),
+    let rows = f.details[list].as_array()?;
+    Some(
+        rows.iter()
+            .filter(|r| r["merge"] != Value::Bool(true))
+            .filter_map(|r| Some((r["run"].as_str()?.to_string(), r[field].as_f64()?)))
+            .collect(),
+    )
+}
+
+/// One number per finding and seed: the mean over its runs, or the SFT difference.
+fn effect(f: &Finding) -> Option<f64> {
+    if f.id == "sft_comparison" {
         // Stored as a fraction; shown in points as the finding's text shows it.
-        "sft_comparison" => f.details["delta"].as_f64().map(|d| 100.0 * d),
-        id if id.starts_with("sharpness_ratio") => not_merge(&f.details["ratios"], "ratio"),
-        _ => None,
+        return f.details["delta"].as_f64().map(|d| 100.0 * d);
     }
+    let values: Vec<f64> = run_rows(f)?.into_iter().map(|(_, v)| v).collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 fn mean_stderr(values: &[f64]) -> (Option<f64>, Option<f64>) {

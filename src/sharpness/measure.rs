@@ -634,7 +634,7 @@ fn chat_batches(
     let key = format!(
         "{} {} {} {data_opts:?}",
         set.path.display(),
-        blake3::hash(tok.inner().to_string(false).unwrap_or_default().as_bytes()).to_hex(),
+        blake3::hash(tok.json().as_bytes()).to_hex(),
         blake3::hash(tok.chat_template.text.as_bytes()).to_hex()
     );
     if let Some(b) = cache.batches.get(&key) {

@@ -33,6 +33,29 @@ pub const SMALL_RECIPE: [&str; 9] = [
     "training.checkpoint_every=12",
 ];
 
+/// `ckpt sharpness PATHS` on `texts.jsonl` as the quick tests measure: 16-token rows,
+/// one batch, `samples` probes from `seed`, JSON out; `extra` flags after.
+pub fn small_sharpness(paths: &[&str], samples: usize, seed: u64, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["sharpness".to_string()];
+    args.extend(paths.iter().map(|s| s.to_string()));
+    let (samples, seed) = (samples.to_string(), seed.to_string());
+    let flags = [
+        "--data",
+        "texts.jsonl",
+        "--seq-len",
+        "16",
+        "--max-batches",
+        "1",
+        "--samples",
+        &samples,
+        "--seed",
+        &seed,
+        "--json",
+    ];
+    args.extend(flags.iter().chain(extra).map(|s| s.to_string()));
+    args
+}
+
 /// `tests/fixtures/parity`.
 pub fn parity_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")

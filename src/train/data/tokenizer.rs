@@ -316,6 +316,11 @@ impl TrainTokenizer {
         self.pad.as_ref().unwrap_or(&self.eos).id
     }
 
+    /// The `tokenizer.json` text as read (or trained).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
     /// The `tokenizers` tokenizer itself.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
