@@ -1,7 +1,8 @@
 //! `ckpt serve` under concurrent clients: the ~22M-parameter benchmark Llama served on
 //! loopback, 1, 4 and 16 clients each asking for greedy completions (64 new tokens,
-//! `temperature: 0`), with 1 and 2 workers; generated tokens per second over the whole
-//! run, against one client at a time. Every answer is checked against the one-at-a-time
+//! `temperature: 0`), decoded one at a time (`--max-batch 1`) and together (continuous
+//! batching, `--max-batch 4` and `16`); generated tokens per second over the whole run,
+//! against one client at a time. Every answer is checked against the one-at-a-time
 //! answer to the same prompt: concurrency must not change a greedy text.
 //!
 //! `cargo bench --bench serve` prints one JSON line per configuration.
@@ -29,12 +30,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(model: &std::path::Path, workers: usize) -> anyhow::Result<Server> {
+fn serve(model: &std::path::Path, max_batch: usize) -> anyhow::Result<Server> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
         .args(["serve"])
         .arg(model)
-        .args(["--port", "0", "--model-name", "bench", "--workers"])
-        .arg(workers.to_string())
+        .args(["--port", "0", "--model-name", "bench", "--max-batch"])
+        .arg(max_batch.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -107,8 +108,8 @@ fn main() -> anyhow::Result<()> {
     }
     drop(server);
 
-    for workers in [1, 2] {
-        let server = serve(&model, workers)?;
+    for max_batch in [1, 4, 16] {
+        let server = serve(&model, max_batch)?;
         for clients in [1, 4, 16] {
             let started = Instant::now();
             let handles: Vec<_> = (0..clients)
@@ -133,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             report(
                 "concurrent",
                 clients,
-                workers,
+                max_batch,
                 tokens,
                 started.elapsed().as_secs_f64(),
                 same,
@@ -143,11 +144,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(mode: &str, clients: usize, workers: usize, tokens: usize, seconds: f64, same: bool) {
+fn report(mode: &str, clients: usize, max_batch: usize, tokens: usize, seconds: f64, same: bool) {
     println!(
         "{}",
         json!({
-            "bench": "serve_completions", "mode": mode, "clients": clients, "workers": workers,
+            "bench": "serve_completions", "mode": mode, "clients": clients, "max_batch": max_batch,
             "generated_tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens as f64 / seconds,
             "greedy_texts_equal_one_at_a_time": same,

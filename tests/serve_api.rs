@@ -322,10 +322,151 @@ fn a_key_guards_every_route_and_is_never_logged() {
     assert!(!log.contains(key), "{log}");
 }
 
+/// Request `i` of the concurrency test: greedy, seeded-sampled, streamed chat and
+/// echo-scored requests, with lengths and stop strings that end them at different
+/// steps.
+fn mixed_request(i: usize) -> (&'static str, Value) {
+    let prompt = format!("The river number {i} runs past the stone");
+    let max_tokens = 6 + (i * 7) % 40;
+    match i % 4 {
+        0 => (
+            "completions",
+            json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}),
+        ),
+        1 => (
+            "chat/completions",
+            json!({"messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "stream": true}),
+        ),
+        2 => (
+            "completions",
+            json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.9,
+            "seed": i, "stop": ["e"]}),
+        ),
+        _ => (
+            "completions",
+            json!({"prompt": prompt, "max_tokens": 3, "temperature": 0,
+            "echo": true, "logprobs": 2}),
+        ),
+    }
+}
+
+/// The text of an answer (a streamed one put together), and its log-probabilities.
+fn answer_of(url: &str, route: &str, body: &Value) -> (String, Vec<f64>) {
+    let url = format!("{url}/{route}");
+    if body["stream"] == json!(true) {
+        let text = events(&url, body)
+            .iter()
+            .filter_map(|c| {
+                c["choices"].get(0)?["delta"]["content"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        return (text, vec![]);
+    }
+    let (status, reply) = post(&url, body);
+    assert_eq!(status, 200, "{reply}");
+    let choice = &reply["choices"][0];
+    let logprobs = choice["logprobs"]["token_logprobs"]
+        .as_array()
+        .map(|l| l.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    (choice["text"].as_str().unwrap().to_string(), logprobs)
+}
+
+/// 16 clients at once, decoded together in batches of up to 8 (continuous batching:
+/// requests join and leave between steps), get exactly what each gets from a server
+/// decoding one request at a time.
+#[test]
+fn concurrent_clients_decoded_together_get_what_each_gets_alone() {
+    let sb = Sandbox::new();
+    let ckpt = tiny(&sb);
+    let alone = serve(&sb, &ckpt, &["--max-batch", "1"]);
+    let together = serve(&sb, &ckpt, &["--max-batch", "8", "--max-queue", "32"]);
+    let expected: Vec<_> = (0..16)
+        .map(|i| {
+            let (route, body) = mixed_request(i);
+            answer_of(&alone.url, route, &body)
+        })
+        .collect();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, start) = (together.url.clone(), start.clone());
+            std::thread::spawn(move || {
+                let (route, body) = mixed_request(i);
+                start.wait();
+                answer_of(&url, route, &body)
+            })
+        })
+        .collect();
+    for (i, (handle, (text, logprobs))) in handles.into_iter().zip(&expected).enumerate() {
+        let (got_text, got_logprobs) = handle.join().unwrap();
+        assert_eq!(&got_text, text, "request {i}: {}", mixed_request(i).1);
+        assert_eq!(got_logprobs.len(), logprobs.len(), "request {i}");
+        for (a, b) in got_logprobs.iter().zip(logprobs) {
+            assert!((a - b).abs() < 1e-4, "request {i}: log-prob {a} vs {b}");
+        }
+    }
+    let base = together.url.trim_end_matches("/v1");
+    let health: Value = client()
+        .get(format!("{base}/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let batching = &health["batching"];
+    assert_eq!(batching["max_batch"], 8, "{health}");
+    let peak = batching["peak_batch"].as_u64().unwrap();
+    assert!(
+        peak > 1 && peak <= 8,
+        "requests were not decoded together: {health}"
+    );
+
+    // A streaming client that hangs up after its first event leaves the batch.
+    let long = json!({"prompt": "The river", "max_tokens": 1500, "temperature": 0});
+    let started = Instant::now();
+    assert_eq!(post(&format!("{}/completions", together.url), &long).0, 200);
+    let full = started.elapsed();
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut body = long.clone();
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let _ = stream.read(&mut first).unwrap();
+    drop(stream);
+    let started = Instant::now();
+    loop {
+        let health: Value = client()
+            .get(format!("{base}/health"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if health["batching"]["running"] == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < full / 2,
+            "the abandoned request still runs after {:?} (a full generation takes {full:?})",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_full_queue_is_503_and_a_client_that_leaves_frees_its_slot() {
     let sb = Sandbox::new();
-    let server = serve(&sb, &tiny(&sb), &["--workers", "1", "--max-queue", "1"]);
+    let server = serve(&sb, &tiny(&sb), &["--max-batch", "1", "--max-queue", "1"]);
     let url = format!("{}/completions", server.url);
     let long = json!({"prompt": "The river", "max_tokens": 1500, "temperature": 0});
     let started = Instant::now();

@@ -36,7 +36,7 @@ pub struct ServeArgs {
         value_name = "KEY"
     )]
     api_key: Option<String>,
-    /// Requests waiting for a worker at most; more are answered 503 with Retry-After.
+    /// Requests waiting for a place at most; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = super::values::at_least_one)]
     max_queue: usize,
     /// Port (0: any free port; the address is printed).
@@ -45,9 +45,13 @@ pub struct ServeArgs {
     /// The model id clients name [default: RUN/CHECKPOINT, or ground-truth-oracle].
     #[arg(long)]
     model_name: Option<String>,
-    /// Requests served at once.
-    #[arg(long, default_value_t = 1)]
+    /// With --oracle: requests answered at once.
+    #[arg(long, default_value_t = 1, value_parser = super::values::at_least_one, requires = "oracle")]
     workers: usize,
+    /// Requests decoded together, one forward step for all (continuous batching); more
+    /// wait in the queue (--max-queue). 1: one request at a time.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = super::values::at_least_one)]
+    max_batch: usize,
     #[command(flatten)]
     tokenization: super::eval::TokenizationArgs,
     #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
@@ -93,9 +97,11 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
                 Some(n) => n.clone(),
                 None => generator_name(&checkpoint_row(&ckpt, "")),
             };
-            let served = Served::load(&ckpt, &name, &device, dtype, args.tokenization.policy())?;
+            let served = Served::load(&ckpt, &name, &device, dtype, args.tokenization.policy())?
+                .batched(args.max_batch)?;
             announce(&name, &server)?;
-            server.run(std::sync::Arc::new(served), args.workers)?;
+            let concurrency = served.concurrency();
+            server.run(std::sync::Arc::new(served), concurrency)?;
         }
         (None, None) => unreachable!("clap requires one of them"),
     }

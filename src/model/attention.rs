@@ -137,7 +137,7 @@ impl Attention {
                         &q.narrow(2, i, n)?,
                         &k,
                         &v,
-                        &mask.narrow(0, i, n)?,
+                        &mask.narrow(mask.rank() - 2, i, n)?,
                         step.kernels,
                     )
                 })
@@ -197,7 +197,13 @@ impl Attention {
         is_query: bool,
     ) -> Result<Tensor> {
         let whole_rotation = self.rotary_dim == self.head_dim;
-        if step.kernels == Kernels::Trainable && self.qk_norm != QkNorm::PerHead && whole_rotation {
+        // The fused kernels take one set of angles for all rows.
+        let shared_angles = rope.is_none_or(|(cos, _)| cos.rank() == 2);
+        if step.kernels == Kernels::Trainable
+            && self.qk_norm != QkNorm::PerHead
+            && whole_rotation
+            && shared_angles
+        {
             // One pass splits into heads (and rotates), where a fused kernel exists.
             let fused = match rope {
                 Some((cos, sin)) => super::fused::rotate_into_heads(p, n, cos, sin)?,
@@ -263,7 +269,7 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let (heads, d) = (self.num_heads, self.head_dim);
-        if kernels == Kernels::Trainable && self.softcap.is_none() {
+        if kernels == Kernels::Trainable && self.softcap.is_none() && mask.rank() == 2 {
             // Scores and probabilities stay inside one op, where a fused kernel exists.
             if let Some(out) = super::fused::attention(q, k, v, mask, self.scale)? {
                 return Ok(out);
@@ -275,7 +281,7 @@ impl Attention {
     }
 
     /// Softmax attention of `q` `[b, heads, t, d]` over `k`, `v` `[b, kv_heads, s, d]`
-    /// with `mask` `[t, s]`; returns `[b, heads, t, d]`.
+    /// with `mask` `[t, s]` (or per row, `[b, 1, 1, t, s]`); returns `[b, heads, t, d]`.
     fn attend(
         &self,
         q: &Tensor,
@@ -290,7 +296,7 @@ impl Attention {
         // q [b, kv, rep * t, d] against k [b, kv, s, d].
         let rep = self.num_heads / self.num_kv_heads;
         let grouped = (b, self.num_kv_heads, rep * t, self.head_dim);
-        let probs = if kernels == Kernels::Trainable && self.softcap.is_none() {
+        let probs = if kernels == Kernels::Trainable && self.softcap.is_none() && mask.rank() == 2 {
             // Scaling and masking happen inside the softmax kernel, which saves passes
             // over the scores and their gradient.
             let scores = q

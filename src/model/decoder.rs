@@ -219,7 +219,7 @@ impl Model {
                 cache.batch_size()
             );
         }
-        let step = self.step(t, cached)?;
+        let step = self.step(t, cached, cache.pads())?;
         let mut x = self
             .embed_tokens
             .embedding(&input_ids.flatten_all()?)?
@@ -299,12 +299,24 @@ impl Model {
         losses.reshape((b, t - 1))
     }
 
-    fn step(&self, t: usize, cached: usize) -> Result<Step> {
+    /// What the layers of one forward share; `pads` (left padding per row of the
+    /// cache) gives each row its own positions and hides its padding.
+    fn step(&self, t: usize, cached: usize, pads: Option<&[usize]>) -> Result<Step> {
         let dev = self.device();
         let ropes = self
             .ropes
             .iter()
-            .map(|r| r.cos_sin(cached, t))
+            .map(|r| match pads {
+                None => r.cos_sin(cached, t),
+                Some(pads) => {
+                    let rows = pads
+                        .iter()
+                        .map(|&p| r.cos_sin(cached - p, t))
+                        .collect::<Result<Vec<_>>>()?;
+                    let (cos, sin): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+                    Ok((Tensor::stack(&cos, 0)?, Tensor::stack(&sin, 0)?))
+                }
+            })
             .collect::<Result<_>>()?;
         let mut windows: Vec<Option<usize>> = Vec::new();
         let window_of = self
@@ -321,7 +333,13 @@ impl Model {
             .collect();
         let masks = windows
             .iter()
-            .map(|w| causal_mask(t, cached, *w, compute_dtype(self.dtype()), dev))
+            .map(|w| {
+                let mask = causal_mask(t, cached, *w, compute_dtype(self.dtype()), dev)?;
+                match pads {
+                    None => Ok(mask),
+                    Some(pads) => hide_padding(&mask, pads),
+                }
+            })
             .collect::<Result<_>>()?;
         Ok(Step {
             ropes,
@@ -404,6 +422,19 @@ fn causal_mask(
         }
     }
     Tensor::from_vec(data, (t, s), dev)?.to_dtype(dtype)
+}
+
+/// Per-row masks `[batch, 1, 1, t, s]`: `mask` (`[t, s]`) with each row's first
+/// `pads[row]` keys hidden (its padding).
+fn hide_padding(mask: &Tensor, pads: &[usize]) -> Result<Tensor> {
+    let (t, s) = mask.dims2()?;
+    let mut hidden = vec![0f32; pads.len() * s];
+    for (row, &pad) in pads.iter().enumerate() {
+        hidden[row * s..row * s + pad.min(s)].fill(f32::NEG_INFINITY);
+    }
+    let hidden = Tensor::from_vec(hidden, (pads.len(), 1, 1, 1, s), mask.device())?
+        .to_dtype(mask.dtype())?;
+    hidden.broadcast_add(&mask.reshape((1, 1, 1, t, s))?)
 }
 
 /// Rows of `hidden` (`[batch, seq, h]`) at `(batch, position)` pairs: `[pairs, h]`.

@@ -115,16 +115,22 @@ fn tables(
 }
 
 /// Rotates `x` (`[batch, heads, seq, head_dim]`) with the half-split convention of
-/// transformers' Llama. `differentiable` picks the composite form, which has a backward
+/// transformers' Llama; `cos` and `sin` are `[seq, head_dim / 2]`, or
+/// `[batch, seq, head_dim / 2]` for rows at different positions. `differentiable` picks the composite form, which has a backward
 /// pass; candle's fused kernel has none (huggingface/candle#2168).
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
     if differentiable {
-        let cos = Tensor::cat(&[cos, cos], D::Minus1)?
-            .unsqueeze(0)?
-            .unsqueeze(0)?;
-        let sin = Tensor::cat(&[sin, sin], D::Minus1)?
-            .unsqueeze(0)?
-            .unsqueeze(0)?;
+        // To [batch or 1, 1, seq, head_dim]: the same angles for every head.
+        let per_row = cos.rank() == 3;
+        let widen = |t: &Tensor| -> Result<Tensor> {
+            let t = Tensor::cat(&[t, t], D::Minus1)?.unsqueeze(0)?;
+            if per_row {
+                t.transpose(0, 1)
+            } else {
+                t.unsqueeze(0)
+            }
+        };
+        let (cos, sin) = (widen(cos)?, widen(sin)?);
         let half = x.dim(D::Minus1)? / 2;
         let x1 = x.narrow(D::Minus1, 0, half)?;
         let x2 = x.narrow(D::Minus1, half, half)?;

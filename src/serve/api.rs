@@ -785,8 +785,11 @@ fn generate(
     req: &DecodeRequest,
     on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
 ) -> Result<Decoded, Reply> {
-    decode(&served.model, &served.tokenizer, req, on_text)
-        .map_err(|e| error(500, "server_error", &e.to_string()))
+    match &served.batcher {
+        Some(batcher) => batcher.generate(req, on_text),
+        None => decode(&served.model, &served.tokenizer, req, on_text),
+    }
+    .map_err(|e| error(500, "server_error", &e.to_string()))
 }
 
 fn token_entry(served: &Served, id: u32, logprob: f32) -> Value {

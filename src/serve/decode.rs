@@ -72,87 +72,171 @@ pub fn decode(
     req: &DecodeRequest,
     on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
 ) -> Result<Decoded> {
-    let max_length = model.config().max_position_embeddings;
-    let mut input = req.prompt.clone();
-    if input.is_empty() {
-        input.push(tokenizer.prefix_token);
-    }
-    let mut sampler = Sampler::new(req.sampling, req.index);
-    let mut out = Decoded {
-        prompt: vec![],
-        text: String::new(),
-        tokens: vec![],
-        finish: Finish::Length,
-        stop_token: None,
-        cancelled: false,
-    };
-    if req.max_new == 0 && !req.echo {
-        return Ok(out);
-    }
     let mut cache = KvCache::new(model.config().num_hidden_layers);
-    let mut ids: Vec<u32> = Vec::new();
-    let mut emitted = 0; // bytes of text handed to on_text
-    let mut pending = 0; // tokens not yet handed to on_text
-    let mut first = true;
-    while first || out.tokens.len() < req.max_new {
-        if cache.len() + input.len() > max_length {
+    let mut seq = Sequence::new(req.clone());
+    let mut next = seq.prefill(model, tokenizer, &mut cache)?;
+    while let Some(logits) = next {
+        if !seq.advance(&logits, tokenizer, on_text)? {
             break;
         }
-        let t = Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?;
+        let t = Tensor::new(&[seq.last], model.device())?.unsqueeze(0)?;
         let hidden = model.hidden_states(&t, &mut cache)?;
+        next = Some(last_logits(model, &hidden)?.remove(0));
+    }
+    seq.finish(on_text)
+}
+
+/// The next-token logits of each row's last position of `hidden` (`[rows, seq, h]`).
+pub(crate) fn last_logits(model: &Model, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let (b, t, _) = hidden.dims3()?;
+    let rows: Vec<(usize, usize)> = (0..b).map(|r| (r, t - 1)).collect();
+    Ok(model
+        .logits(&select_rows(hidden, &rows)?)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
+}
+
+/// One generation in progress: what it has produced, and what it hands on next. Its
+/// forward passes are run by the caller, alone ([`decode`]) or batched with others
+/// (`ckpt serve`'s continuous batching), so the answer is the same either way.
+pub(crate) struct Sequence {
+    req: DecodeRequest,
+    sampler: Sampler,
+    out: Decoded,
+    ids: Vec<u32>,
+    /// Bytes of text handed to `on_text`.
+    emitted: usize,
+    /// Tokens not yet handed to `on_text`.
+    pending: usize,
+    /// Positions the sequence holds in its cache.
+    positions: usize,
+    /// The token the next forward step runs.
+    pub(crate) last: u32,
+    max_length: usize,
+}
+
+impl Sequence {
+    pub(crate) fn new(req: DecodeRequest) -> Self {
+        Self {
+            sampler: Sampler::new(req.sampling, req.index),
+            req,
+            out: Decoded {
+                prompt: vec![],
+                text: String::new(),
+                tokens: vec![],
+                finish: Finish::Length,
+                stop_token: None,
+                cancelled: false,
+            },
+            ids: vec![],
+            emitted: 0,
+            pending: 0,
+            positions: 0,
+            last: 0,
+            max_length: 0,
+        }
+    }
+
+    /// Runs the prompt into `cache` (batch 1, empty): the prompt's own log-probabilities
+    /// when `echo` asks for them, and the logits the first token is drawn from (`None`:
+    /// nothing to generate).
+    pub(crate) fn prefill(
+        &mut self,
+        model: &Model,
+        tokenizer: &TextTokenizer,
+        cache: &mut KvCache,
+    ) -> Result<Option<Vec<f32>>> {
+        self.max_length = model.config().max_position_embeddings;
+        if self.req.max_new == 0 && !self.req.echo {
+            return Ok(None);
+        }
+        let mut input = self.req.prompt.clone();
+        if input.is_empty() {
+            input.push(tokenizer.prefix_token);
+        }
+        if input.len() > self.max_length {
+            return Ok(None);
+        }
+        let t = Tensor::new(input.as_slice(), model.device())?.unsqueeze(0)?;
+        let hidden = model.hidden_states(&t, cache)?;
+        self.positions = input.len();
         let n = input.len();
-        let positions: Vec<(usize, usize)> = if first && req.echo {
+        let rows: Vec<(usize, usize)> = if self.req.echo {
             (0..n).map(|j| (0, j)).collect()
         } else {
             vec![(0, n - 1)]
         };
-        let logits = model
-            .logits(&select_rows(&hidden, &positions)?)?
+        let mut logits = model
+            .logits(&select_rows(&hidden, &rows)?)?
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?;
-        if first && req.echo {
-            out.prompt = prompt_tokens(&req.prompt, &logits, req.top_logprobs);
+        if self.req.echo {
+            self.out.prompt = prompt_tokens(&self.req.prompt, &logits, self.req.top_logprobs);
         }
-        first = false;
-        if req.max_new == 0 {
-            break;
+        if self.req.max_new == 0 {
+            return Ok(None);
         }
-        let chosen = sampler.choose(logits.last().expect("a row"), req.top_logprobs);
+        Ok(logits.pop())
+    }
+
+    /// Draws the next token from `logits` and hands on the text it completes; true when
+    /// the sequence goes on (then [`Self::last`] is the token to run next).
+    pub(crate) fn advance(
+        &mut self,
+        logits: &[f32],
+        tokenizer: &TextTokenizer,
+        on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
+    ) -> Result<bool> {
+        let out = &mut self.out;
+        let chosen = self.sampler.choose(logits, self.req.top_logprobs);
         if tokenizer.stop_tokens.contains(&chosen.id) {
             out.finish = Finish::Stop;
             out.stop_token = Some(chosen);
-            break;
+            return Ok(false);
         }
-        ids.push(chosen.id);
-        input = vec![chosen.id];
+        self.ids.push(chosen.id);
+        self.last = chosen.id;
         out.tokens.push(chosen);
-        pending += 1;
-        let text = tokenizer.decode_text(&ids)?;
-        if let Some(at) = first_stop(&text, &req.stop) {
+        self.pending += 1;
+        let text = tokenizer.decode_text(&self.ids)?;
+        if let Some(at) = first_stop(&text, &self.req.stop) {
             out.text = text[..at].to_string();
             out.finish = Finish::Stop;
-            trim_tokens(tokenizer, &ids, &mut out.tokens, out.text.len())?;
-            break;
+            trim_tokens(tokenizer, &self.ids, &mut out.tokens, out.text.len())?;
+            return Ok(false);
         }
-        let safe = safe_len(&text, &req.stop);
-        if safe > emitted {
-            let start = out.tokens.len() - pending;
-            if !on_text(&text[emitted..safe], &out.tokens[start..]) {
+        let safe = safe_len(&text, &self.req.stop);
+        if safe > self.emitted {
+            let start = out.tokens.len() - self.pending;
+            if !on_text(&text[self.emitted..safe], &out.tokens[start..]) {
                 out.text = text;
                 out.cancelled = true;
-                return Ok(out);
+                return Ok(false);
             }
-            emitted = safe;
-            pending = 0;
+            self.emitted = safe;
+            self.pending = 0;
         }
         out.text = text;
+        // Go on while more were asked for and the token just drawn fits the context.
+        let fits = self.positions < self.max_length;
+        self.positions += 1;
+        Ok(out.tokens.len() < self.req.max_new && fits)
     }
-    if out.text.len() > emitted || pending > 0 {
-        let start = out.tokens.len().saturating_sub(pending);
-        let rest = out.text.get(emitted..).unwrap_or_default().to_string();
-        out.cancelled = !on_text(&rest, &out.tokens[start..]);
+
+    /// The answer, once [`Self::advance`] said stop (the text not yet handed on goes to
+    /// `on_text` first).
+    pub(crate) fn finish(
+        mut self,
+        on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,
+    ) -> Result<Decoded> {
+        let out = &mut self.out;
+        if !out.cancelled && (out.text.len() > self.emitted || self.pending > 0) {
+            let start = out.tokens.len().saturating_sub(self.pending);
+            let rest = out.text.get(self.emitted..).unwrap_or_default().to_string();
+            out.cancelled = !on_text(&rest, &out.tokens[start..]);
+        }
+        Ok(self.out)
     }
-    Ok(out)
 }
 
 /// The prompt's tokens with the log-probability each had given those before it (rows

@@ -22,6 +22,7 @@
 //! [`RunningServer`] is shut down or dropped (the demo's in-process judge).
 
 pub mod api;
+pub mod batch;
 pub mod decode;
 pub mod oracle;
 pub mod sampling;
@@ -93,8 +94,8 @@ impl Events {
 
 /// The checkpoint being served.
 pub struct Served {
-    pub model: Model,
-    pub tokenizer: TextTokenizer,
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<TextTokenizer>,
     pub chat: ChatPrompt,
     /// The model id clients name (`GET /v1/models` lists it).
     pub name: String,
@@ -104,6 +105,9 @@ pub struct Served {
     pub max_prompt_bytes: usize,
     /// The weights' fingerprint (as the results store keys them).
     pub fingerprint: String,
+    /// Decodes the requests in flight together ([`Served::batched`]); without it each
+    /// request is decoded alone.
+    pub batcher: Option<batch::Batcher>,
 }
 
 impl Served {
@@ -121,12 +125,32 @@ impl Served {
         let max_prompt_bytes = cfg.max_position_embeddings * tokenizer.max_token_bytes();
         Ok(Self {
             chat: ChatPrompt::from_files(&tokenizer.files)?,
-            tokenizer,
-            model: ckpt.load_model(device, dtype)?,
+            tokenizer: Arc::new(tokenizer),
+            model: Arc::new(ckpt.load_model(device, dtype)?),
             name: name.to_string(),
             max_prompt_bytes,
             fingerprint: ckpt.fingerprint()?,
+            batcher: None,
         })
+    }
+
+    /// Decodes up to `max_batch` requests together (continuous batching); 1: each
+    /// alone, in its handler's thread.
+    pub fn batched(mut self, max_batch: usize) -> Result<Self> {
+        self.batcher = match max_batch {
+            0 | 1 => None,
+            n => Some(batch::Batcher::start(
+                self.model.clone(),
+                self.tokenizer.clone(),
+                n,
+            )?),
+        };
+        Ok(self)
+    }
+
+    /// Requests that may be decoded at once: the handlers the server should run.
+    pub fn concurrency(&self) -> usize {
+        self.batcher.as_ref().map_or(1, |b| b.max_batch())
     }
 
     /// OpenAI's `system_fingerprint`: which weights answered.
@@ -145,7 +169,11 @@ impl Served {
 
     /// `GET /health`.
     pub fn health(&self) -> serde_json::Value {
-        serde_json::json!({"status": "ok", "model": self.name, "fingerprint": self.fingerprint})
+        let mut health = serde_json::json!({"status": "ok", "model": self.name, "fingerprint": self.fingerprint});
+        if let Some(batcher) = &self.batcher {
+            health["batching"] = batcher.stats();
+        }
+        health
     }
 
     /// The text of one token (special tokens spelled out).
