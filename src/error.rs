@@ -34,14 +34,10 @@ pub enum Error {
     /// merge`): which one is right is the user's call, never made silently.
     #[error("{0}")]
     MergeConflict(Box<Conflict>),
-}
-
-/// What the Hub answered is shown as it is: the message names the request and says
-/// what to change.
-impl From<crate::hub::HubError> for Error {
-    fn from(e: crate::hub::HubError) -> Self {
-        Error::Invalid(e.to_string())
-    }
+    /// A request to the Hub failed. What it answered is shown as it is: the message
+    /// names the request and says what to change; callers may read the status.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
 }
 
 /// A key holding different values in two results stores.

@@ -1,5 +1,7 @@
-//! `ckpt eval --hub`: a task's Parquet files downloaded with hf-hub from a Hub stand-in
-//! on loopback (HF_ENDPOINT, HF_HOME), then read again offline from the cache.
+//! `ckpt eval --hub`: a task's Parquet files downloaded from a Hub stand-in on loopback
+//! (HF_ENDPOINT, HF_HOME) into huggingface_hub's cache layout, then read again offline
+//! from the cache; a dataset without Parquet files on main read from the Hub's
+//! conversion (`refs/convert/parquet`).
 
 mod common;
 #[path = "common/hub_server.rs"]
@@ -129,6 +131,18 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
         .unwrap();
     assert_eq!(info.data_origin.as_deref(), Some("hub"));
     drop(store);
+    // Where huggingface_hub keeps datasets, pinned to the commit main points at.
+    let repo_dir = hf_home.join("hub/datasets--synthetic--boolq");
+    let main = std::fs::read_to_string(repo_dir.join("refs/main")).unwrap();
+    assert_eq!(
+        Some(main.trim().to_string()),
+        server.head("synthetic/boolq", "main")
+    );
+    assert!(repo_dir
+        .join("snapshots")
+        .join(main.trim())
+        .join("cfg/validation-00000-of-00001.parquet")
+        .is_file());
 
     // Offline, with the server gone: the same docs from the cache.
     drop(server);
@@ -172,4 +186,53 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
         stderr.contains("synthetic/boolq") && stderr.contains("test"),
         "{stderr}"
     );
+}
+
+/// A dataset whose main revision has no Parquet files is read from the Hub's automatic
+/// conversion, `refs/convert/parquet` (`<config>/<split>/NNNN.parquet`), as lm-eval's
+/// `datasets` would find it; offline, from the cache.
+#[test]
+fn the_parquet_conversion_is_the_fallback() {
+    let sb = Sandbox::new();
+    let server = HubServer::start(Options::default(), Some(sb.path()));
+    server.put_files("synthetic/boolq", &[("README.md", b"scripted".to_vec())]);
+    server.put_revision(
+        "synthetic/boolq",
+        "refs/convert/parquet",
+        &[("cfg/validation/0000.parquet", boolq_parquet(5))],
+    );
+    common::copy_dir(
+        &common::fixture("llama_gqa"),
+        &sb.path().join("runs/a/step-1"),
+    );
+    let task = sb.write("boolq.toml", TASK);
+    let hf_home = sb.path().join("hf");
+    for (offline, store) in [(false, "a.sqlite"), (true, "b.sqlite")] {
+        let mut cmd = sb.ckpt([
+            "eval",
+            "runs",
+            "--tasks",
+            arg(&task),
+            "--hub",
+            "--store",
+            store,
+            "--json",
+        ]);
+        cmd.env("HF_HOME", &hf_home).env_remove("HF_TOKEN");
+        if offline {
+            cmd.env("HF_ENDPOINT", "http://127.0.0.1:9")
+                .env("HF_HUB_OFFLINE", "1");
+        } else {
+            cmd.env("HF_ENDPOINT", &server.url)
+                .env_remove("HF_HUB_OFFLINE");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["checkpoints"][0]["metrics"][0]["n"], 5, "{report}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Task data from the Hugging Face Hub: a dataset's Parquet files for one config and
-//! split, downloaded with hf-hub into the usual cache (`HF_HOME`, `HF_ENDPOINT` and
-//! `HF_TOKEN` honoured as the Hugging Face tools read them).
+//! split, downloaded by [`crate::hub`]'s client into the usual cache (`HF_HOME`,
+//! `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` honoured as the
+//! Hugging Face tools read them), checked against the digests the Hub lists.
 //!
 //! Datasets lay their Parquet files out in a few ways; the first that matches wins:
 //! `<config>/<split>-*.parquet`, `<config>/<split>/*.parquet`, `data/<split>-*.parquet`
@@ -9,8 +10,7 @@
 //! `HF_HUB_OFFLINE=1` nothing is asked of the network: the files come from the cache.
 
 use crate::error::{Error, Result};
-use hf_hub::api::sync::{Api, ApiBuilder};
-use hf_hub::{Cache, Repo, RepoType};
+use crate::hub::{FileEntry, Hub, HubRevision, HubSource, RepoKind, Silent};
 use std::path::{Path, PathBuf};
 
 /// The revision where the Hub keeps its Parquet conversion of every dataset.
@@ -22,13 +22,19 @@ pub fn split_files(dataset: &str, config: Option<&str>, split: &str) -> Result<V
         "{dataset}{} split {split}",
         config.map(|c| format!(" ({c})")).unwrap_or_default()
     );
+    let hub = datasets()?;
     for revision in ["main", PARQUET_REVISION] {
-        let files = list_files(dataset, revision).map_err(|e| hub_error(&what, e))?;
-        let wanted = select_split_files(&files, config, split, revision == PARQUET_REVISION);
+        let converted = revision == PARQUET_REVISION;
+        let Some(snapshot) =
+            Snapshot::of(&hub, dataset, revision).map_err(|e| hub_error(&what, e))?
+        else {
+            continue;
+        };
+        let wanted = select_split_files(&snapshot.names(), config, split, converted);
         if !wanted.is_empty() {
             return wanted
                 .iter()
-                .map(|f| fetch(dataset, revision, f).map_err(|e| hub_error(&what, e)))
+                .map(|f| snapshot.fetch(&hub, f).map_err(|e| hub_error(&what, e)))
                 .collect();
         }
     }
@@ -39,76 +45,94 @@ pub fn split_files(dataset: &str, config: Option<&str>, split: &str) -> Result<V
 
 /// Local path of one file of a Hub dataset (main revision), from the cache or downloaded.
 pub fn dataset_file(dataset: &str, file: &str) -> Result<PathBuf> {
-    fetch(dataset, "main", file).map_err(|e| hub_error(&format!("{file} of {dataset}"), e))
+    let what = format!("{file} of {dataset}");
+    let hub = datasets()?;
+    let snapshot = Snapshot::of(&hub, dataset, "main")
+        .and_then(|s| s.ok_or_else(|| Error::Invalid("no main revision".into())))
+        .map_err(|e| hub_error(&what, e))?;
+    snapshot.fetch(&hub, file).map_err(|e| hub_error(&what, e))
 }
 
-fn hub_error(what: &str, e: String) -> Error {
+fn datasets() -> Result<Hub> {
+    Hub::of_kind_from_env(RepoKind::Dataset)
+}
+
+fn hub_error(what: &str, e: Error) -> Error {
     Error::Invalid(format!("downloading {what} from the Hub: {e}"))
 }
 
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+/// One revision of a dataset: its commit and files (offline: what the cache holds).
+struct Snapshot {
+    rev: HubRevision,
+    /// The Hub's listing; `None` offline, where the cached snapshot is the listing.
+    files: Option<Vec<FileEntry>>,
+    dir: PathBuf,
 }
 
-fn repo(dataset: &str, revision: &str) -> Repo {
-    Repo::with_revision(dataset.to_string(), RepoType::Dataset, revision.to_string())
-}
-
-fn api() -> std::result::Result<Api, String> {
-    let mut builder = ApiBuilder::from_env().with_progress(false);
-    // `from_env` reads the token file; the environment variable wins, as in huggingface_hub.
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
+impl Snapshot {
+    /// `None`: the revision does not exist (a dataset without a Parquet conversion).
+    fn of(hub: &Hub, dataset: &str, revision: &str) -> Result<Option<Self>> {
+        let source = HubSource {
+            repo: dataset.to_string(),
+            revision: Some(revision.to_string()),
+        };
+        let rev = match hub.pin(&source) {
+            Ok(rev) => rev,
+            Err(Error::Hub(e)) if revision == PARQUET_REVISION && e.status() == Some(404) => {
+                return Ok(None)
+            }
+            Err(_) if hub.is_offline() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let files = match hub.is_offline() {
+            true => None,
+            false => Some(hub.tree(dataset, &rev.commit)?),
+        };
+        let dir = hub.cache().snapshot(dataset, &rev.commit);
+        Ok(Some(Self { rev, files, dir }))
     }
-    builder.build().map_err(|e| e.to_string())
+
+    fn names(&self) -> Vec<String> {
+        match &self.files {
+            Some(files) => files.iter().map(|f| f.path.clone()).collect(),
+            None => cached_files(&self.dir),
+        }
+    }
+
+    /// `file` in the cache, downloaded when it is not there yet.
+    fn fetch(&self, hub: &Hub, file: &str) -> Result<PathBuf> {
+        let Some(files) = &self.files else {
+            let path = self.dir.join(file);
+            return match path.is_file() {
+                true => Ok(path),
+                false => Err(Error::Invalid(format!(
+                    "{file} is not in the cache and HF_HUB_OFFLINE is set"
+                ))),
+            };
+        };
+        let entry = files
+            .iter()
+            .find(|f| f.path == file)
+            .ok_or_else(|| Error::Invalid(format!("no file {file} at this revision")))?;
+        let (path, _) = hub.fetch_file(&self.rev, entry, &Silent)?;
+        hub.remember(&self.rev)?;
+        Ok(path)
+    }
 }
 
-/// File names of `dataset` at `revision`: from the Hub, or offline from the cache.
-fn list_files(dataset: &str, revision: &str) -> std::result::Result<Vec<String>, String> {
-    if offline() {
-        return Ok(cached_files(dataset, revision));
-    }
-    let info = api()?.repo(repo(dataset, revision)).info();
-    match info {
-        Ok(info) => Ok(info.siblings.into_iter().map(|s| s.rfilename).collect()),
-        // A dataset without a Parquet conversion answers 404 for that revision.
-        Err(e) if revision == PARQUET_REVISION && e.to_string().contains("404") => Ok(vec![]),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Files present in the cache's snapshot of `revision`.
-fn cached_files(dataset: &str, revision: &str) -> Vec<String> {
-    let cache = Cache::from_env();
-    let folder = cache.path().join(repo(dataset, revision).folder_name());
-    let Ok(sha) = std::fs::read_to_string(folder.join("refs").join(revision)) else {
-        return vec![];
-    };
-    let snapshot = folder.join("snapshots").join(sha.trim());
-    walkdir::WalkDir::new(&snapshot)
+/// Files present in a cached snapshot.
+fn cached_files(snapshot: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(snapshot)
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| !e.file_type().is_dir())
-        .filter_map(|e| relative_name(&snapshot, e.path()))
+        .filter_map(|e| relative_name(snapshot, e.path()))
         .collect()
 }
 
 fn relative_name(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     Some(rel.to_string_lossy().replace('\\', "/"))
-}
-
-fn fetch(dataset: &str, revision: &str, file: &str) -> std::result::Result<PathBuf, String> {
-    let repo = repo(dataset, revision);
-    if let Some(path) = Cache::from_env().repo(repo.clone()).get(file) {
-        return Ok(path);
-    }
-    if offline() {
-        return Err(format!(
-            "{file} is not in the cache and HF_HUB_OFFLINE is set"
-        ));
-    }
-    api()?.repo(repo).get(file).map_err(|e| e.to_string())
 }
 
 /// The Parquet files of `split` among `files`, sorted (shards in order).

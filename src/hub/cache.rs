@@ -2,7 +2,7 @@
 //! `ckpt` downloads serve other tools and theirs serve `ckpt`:
 //!
 //! ```text
-//! $HF_HUB_CACHE/models--ORG--NAME/
+//! $HF_HUB_CACHE/models--ORG--NAME/   (datasets--ORG--NAME/ for a dataset)
 //!     blobs/<etag>                 the file's bytes (etag: sha256 for LFS, git sha1 otherwise)
 //!     blobs/<etag>.incomplete      a download in progress (resumed from its length)
 //!     snapshots/<commit>/<path>    a symlink to ../../blobs/<etag>
@@ -12,21 +12,34 @@
 //! The cache root is `HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 //! `~/.cache/huggingface/hub`.
 
+use super::repo_id::RepoKind;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// One repository type: model checkpoints.
-const MODELS: &str = "models";
-
-/// The cache root and the paths within it.
+/// The cache root and the paths within it, for one kind of repository.
 #[derive(Debug, Clone)]
 pub struct HubCache {
     root: PathBuf,
+    kind: RepoKind,
 }
 
 impl HubCache {
+    /// The cache of model repositories at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            kind: RepoKind::Model,
+        }
+    }
+
+    /// The same cache, for repositories of `kind`.
+    pub fn of_kind(mut self, kind: RepoKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    pub fn kind(&self) -> RepoKind {
+        self.kind
     }
 
     /// The cache the environment names, as huggingface_hub finds it.
@@ -45,10 +58,13 @@ impl HubCache {
         &self.root
     }
 
-    /// `models--ORG--NAME`.
+    /// `models--ORG--NAME` (or `datasets--ORG--NAME`).
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.root
-            .join(format!("{MODELS}--{}", repo.replace('/', "--")))
+        self.root.join(format!(
+            "{}--{}",
+            self.kind.plural(),
+            repo.replace('/', "--")
+        ))
     }
 
     pub fn blob(&self, repo: &str, etag: &str) -> PathBuf {
@@ -193,6 +209,8 @@ mod tests {
         let repo = "org/suite";
         let commit = "a".repeat(40);
         assert!(cache.repo_dir(repo).ends_with("models--org--suite"));
+        let datasets = cache.clone().of_kind(RepoKind::Dataset);
+        assert!(datasets.repo_dir(repo).ends_with("datasets--org--suite"));
         std::fs::create_dir_all(cache.blob(repo, "x").parent().unwrap()).unwrap();
         std::fs::write(cache.blob(repo, "e1"), b"{}").unwrap();
         std::fs::write(cache.blob(repo, "e2"), b"w").unwrap();

@@ -60,9 +60,18 @@ pub(super) fn fetch_blob(
         return Ok(blob);
     }
     let partial = cache.incomplete(repo, etag);
+    // By commit: a branch that moves during the download cannot mix two versions.
     let blobs = crate::error::parent_dir(&partial);
     std::fs::create_dir_all(blobs).map_err(|e| Error::io(blobs, e))?;
-    transfer_resuming(client, rev, entry, &partial, transfer)?;
+    let url = format!(
+        "{}/{}{}/resolve/{}/{}",
+        client.endpoint(),
+        cache.kind().url_prefix(),
+        rev.source.repo,
+        rev.commit,
+        quote_path(&entry.path)
+    );
+    transfer_resuming(client, rev, entry, &url, &partial, transfer)?;
     verify(entry, &partial)?;
     std::fs::rename(&partial, &blob).map_err(|e| Error::io(&blob, e))?;
     Ok(blob)
@@ -86,18 +95,11 @@ fn transfer_resuming(
     client: &HubClient,
     rev: &HubRevision,
     entry: &FileEntry,
+    url: &str,
     partial: &Path,
     transfer: &dyn Transfer,
 ) -> Result<()> {
     let what = format!("downloading {} of {}", entry.path, rev.source);
-    // By commit: a branch that moves during the download cannot mix two versions.
-    let url = format!(
-        "{}/{}/resolve/{}/{}",
-        client.endpoint(),
-        rev.source.repo,
-        rev.commit,
-        quote_path(&entry.path)
-    );
     let policy = client.retry_policy();
     let mut failures = 0;
     let mut delay = policy.base_delay;
@@ -113,7 +115,7 @@ fn transfer_resuming(
     transfer.file(&entry.path, entry.size, have);
     while have < entry.size {
         let before = have;
-        match transfer_once(client, &what, &url, partial, have, transfer) {
+        match transfer_once(client, &what, url, partial, have, transfer) {
             Ok(n) => have = n,
             Err(e) if failures < policy.max_retries => {
                 have = file_len(partial);

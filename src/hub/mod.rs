@@ -29,7 +29,7 @@ pub mod sweep;
 pub use cache::HubCache;
 pub use client::{HubClient, HubError, RetryPolicy};
 pub use models::{Downloaded, Fetched, FileEntry, Hub, HubRevision};
-pub use repo_id::RepoId;
+pub use repo_id::{RepoId, RepoKind};
 pub use source::HubSource;
 
 /// Whether `HF_HUB_OFFLINE` asks for the cache alone (`1`, `true`, `yes`, `on`, as

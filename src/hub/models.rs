@@ -10,6 +10,7 @@
 use super::cache::{is_commit, HubCache};
 use super::client::{HubClient, HubError, RetryPolicy};
 use super::download::{fetch_blob, Transfer};
+use super::repo_id::RepoKind;
 use super::revisions::Position;
 use super::source::HubSource;
 use crate::checkpoint::{BIN_INDEX_FILE, BIN_SINGLE_FILE, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
@@ -140,6 +141,11 @@ impl Hub {
     /// The Hub and cache the environment names (`HF_ENDPOINT`, `HF_TOKEN` or the token
     /// file, `HF_HUB_CACHE`/`HF_HOME`, `HF_HUB_OFFLINE`).
     pub fn from_env() -> Result<Self> {
+        Self::of_kind_from_env(RepoKind::Model)
+    }
+
+    /// [`Hub::from_env`] for repositories of `kind` (datasets: task data).
+    pub fn of_kind_from_env(kind: RepoKind) -> Result<Self> {
         let endpoint = super::auth::endpoint();
         let client = if super::offline() {
             None
@@ -150,7 +156,7 @@ impl Hub {
         };
         Ok(Self {
             client,
-            cache: HubCache::from_env(),
+            cache: HubCache::from_env().of_kind(kind),
             endpoint,
         })
     }
@@ -196,7 +202,11 @@ impl Hub {
 
     fn refs(&self, client: &HubClient, repo: &str) -> Result<RefsAnswer> {
         let what = format!("listing the revisions of hf://{repo}");
-        let url = format!("{}/api/models/{repo}/refs", client.endpoint());
+        let url = format!(
+            "{}/api/{}/{repo}/refs",
+            client.endpoint(),
+            self.cache.kind().plural()
+        );
         let resp = send_get(client, &what, &url)?;
         Ok(client.json(&what, resp)?)
     }
@@ -216,8 +226,9 @@ impl Hub {
         };
         let what = format!("resolving {source}");
         let url = format!(
-            "{}/api/models/{}/revision/{}",
+            "{}/api/{}/{}/revision/{}",
             client.endpoint(),
+            self.cache.kind().plural(),
             source.repo,
             super::repo_id::quote_revision(rev)
         );
@@ -238,8 +249,9 @@ impl Hub {
         let what = format!("listing the files of hf://{repo}@{commit}");
         let client = self.online(&what)?;
         let mut url = format!(
-            "{}/api/models/{repo}/tree/{commit}?recursive=true&expand=false",
-            client.endpoint()
+            "{}/api/{}/{repo}/tree/{commit}?recursive=true&expand=false",
+            client.endpoint(),
+            self.cache.kind().plural()
         );
         let mut files = Vec::new();
         loop {

@@ -4,6 +4,35 @@
 use crate::error::{Error, Result};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+/// What a repository holds. The Hub keeps models and datasets apart in its URLs, and
+/// huggingface_hub's cache keeps them apart on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RepoKind {
+    #[default]
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    /// `models` or `datasets`: the API's `/api/{plural}/...` and the cache's
+    /// `{plural}--org--name`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Model => "models",
+            Self::Dataset => "datasets",
+        }
+    }
+
+    /// What precedes the repository id in a file's URL: nothing for a model,
+    /// `datasets/` for a dataset.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            Self::Model => "",
+            Self::Dataset => "datasets/",
+        }
+    }
+}
+
 /// Longest repository name the Hub accepts.
 const MAX_NAME: usize = 96;
 
