@@ -242,7 +242,7 @@ impl Model {
         }
         let logits = match fused {
             Some(logits) => logits,
-            None => hidden_rows.matmul(&self.lm_head.t()?)?,
+            None => super::linear::times_transposed(hidden_rows, &self.lm_head)?,
         };
         match self.cfg.final_softcap {
             Some(cap) => (logits / cap)?.tanh()? * cap,
