@@ -44,7 +44,7 @@ pub fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             "loss {:.4}  lr {:.2e}  {:.0} tok/s",
             m.loss, m.lr, m.tokens_per_s
         );
-        if log_lines && (m.step % every == 0 || m.step == end) {
+        if log_lines && (m.step.is_multiple_of(every) || m.step == end) {
             eprintln!("step {}/{end}  {status}", m.step);
         }
         bar.set_position(m.step);

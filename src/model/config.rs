@@ -298,7 +298,10 @@ impl ModelConfig {
                 self.rope_layers.len()
             ));
         }
-        if self.rotary_dim == 0 || self.rotary_dim % 2 != 0 || self.rotary_dim > self.head_dim {
+        if self.rotary_dim == 0
+            || !self.rotary_dim.is_multiple_of(2)
+            || self.rotary_dim > self.head_dim
+        {
             return Err(format!(
                 "the rotary part of each head ({} of head_dim {}) must be a positive even number",
                 self.rotary_dim, self.head_dim

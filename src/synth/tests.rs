@@ -175,7 +175,10 @@ fn sft_chats_alternate_and_end_with_the_assistant() {
     for chat in generate(&small()).sft {
         let roles: Vec<&str> = chat.messages.iter().map(|m| m.role.as_str()).collect();
         let turns = roles.strip_prefix(&["system"]).unwrap_or(&roles);
-        assert!(!turns.is_empty() && turns.len() % 2 == 0, "{roles:?}");
+        assert!(
+            !turns.is_empty() && turns.len().is_multiple_of(2),
+            "{roles:?}"
+        );
         assert!(
             turns.chunks(2).all(|p| p == ["user", "assistant"]),
             "{roles:?}"

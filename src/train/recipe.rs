@@ -234,13 +234,13 @@ impl Recipe {
         if t.seq_len < 1 {
             return bad("training.seq_len must be at least 1".into());
         }
-        if t.batch_tokens == 0 || t.batch_tokens % t.seq_len as u64 != 0 {
+        if t.batch_tokens == 0 || !t.batch_tokens.is_multiple_of(t.seq_len as u64) {
             return bad(format!(
                 "training.batch_tokens = {} is not a positive multiple of training.seq_len = {}",
                 t.batch_tokens, t.seq_len
             ));
         }
-        if t.grad_accum == 0 || self.rows_per_step() as u64 % t.grad_accum != 0 {
+        if t.grad_accum == 0 || !(self.rows_per_step() as u64).is_multiple_of(t.grad_accum) {
             return bad(format!(
                 "training.grad_accum = {} does not divide the {} sequences of a step",
                 t.grad_accum,
@@ -335,7 +335,7 @@ impl ModelShape {
                 return bad(format!("{key} must be at least 1"));
             }
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size = {} is not divisible by num_attention_heads = {} (set head_dim)",
                 self.hidden_size, self.num_attention_heads
@@ -358,7 +358,10 @@ impl ModelShape {
                 return bad(format!("{key} = {value} must be a positive, finite number"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad(format!(
                 "num_attention_heads = {} is not a multiple of num_key_value_heads = {}",
                 self.num_attention_heads, self.num_key_value_heads

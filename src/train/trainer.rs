@@ -131,7 +131,7 @@ impl Trainer {
             };
             saving::append_metrics(&metrics_path, &metrics)?;
             on_step(&metrics);
-            if self.step % self.checkpoint_every == 0 || self.step == self.end_step {
+            if self.step.is_multiple_of(self.checkpoint_every) || self.step == self.end_step {
                 self.save(last_loss)?;
             }
         }

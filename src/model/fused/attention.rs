@@ -55,7 +55,7 @@ impl CustomOp2 for MaskedSoftmax {
         let s = l1.shape().dims().last().copied().unwrap_or(0);
         let (t, mask_s) = l2.shape().dims2()?;
         let rows = l1.shape().elem_count() / s.max(1);
-        if mask_s != s || t == 0 || rows % t != 0 {
+        if mask_s != s || t == 0 || !rows.is_multiple_of(t) {
             candle_core::bail!(
                 "masked softmax: mask {:?} for scores {:?}",
                 l2.shape(),

@@ -118,7 +118,7 @@ fn dispatch(
     dims: Dims,
     back: bool,
 ) -> Result<CpuStorage> {
-    if dims.d % 2 != 0 || l2.shape().dims2()? != (dims.t, dims.d / 2) {
+    if !dims.d.is_multiple_of(2) || l2.shape().dims2()? != (dims.t, dims.d / 2) {
         candle_core::bail!("rotary: angles {:?} for input {:?}", l2.shape(), l1.shape());
     }
     Ok(float_kernel!(
