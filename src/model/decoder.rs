@@ -103,6 +103,7 @@ pub struct Model {
     layers: Vec<Block>,
     norm: Norm,
     lm_head: Tensor,
+    head_packed: super::linear::Bf16Packing,
     /// One table per distinct RoPE (Gemma 3's sliding layers have their own base).
     ropes: Vec<RotaryTables>,
     rope_of: Vec<Option<usize>>,
@@ -157,6 +158,7 @@ impl Model {
             layers,
             norm,
             lm_head,
+            head_packed: Default::default(),
             ropes,
             rope_of,
             cfg: cfg.clone(),
@@ -236,10 +238,13 @@ impl Model {
     /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
-        let mut fused = None;
-        if self.kernels == Kernels::Trainable {
-            fused = super::fused::linear(hidden_rows, &self.lm_head)?;
-        }
+        let fused = match self.kernels {
+            Kernels::Trainable => super::fused::linear(hidden_rows, &self.lm_head)?,
+            Kernels::Inference => self
+                .head_packed
+                .times_transposed(hidden_rows, &self.lm_head)?,
+            Kernels::Composite => None,
+        };
         let logits = match fused {
             Some(logits) => logits,
             None => super::linear::times_transposed(hidden_rows, &self.lm_head)?,

@@ -7,6 +7,7 @@
 
 mod arch;
 mod attention;
+mod bf16_gemm;
 mod cache;
 mod config;
 mod decoder;
