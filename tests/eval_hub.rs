@@ -70,6 +70,15 @@ fn boolq_parquet(n: usize) -> Vec<u8> {
     buf
 }
 
+/// A checkpoint under `runs/` and the BoolQ-shaped task file; returns the task's path.
+fn checkpoint_and_task(sb: &Sandbox) -> std::path::PathBuf {
+    common::copy_dir(
+        &common::fixture("llama_gqa"),
+        &sb.path().join("runs/a/step-1"),
+    );
+    sb.write("boolq.toml", TASK)
+}
+
 #[test]
 fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
     let sb = Sandbox::new();
@@ -81,11 +90,7 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
             ("README.md", b"synthetic".to_vec()),
         ],
     );
-    common::copy_dir(
-        &common::fixture("llama_gqa"),
-        &sb.path().join("runs/a/step-1"),
-    );
-    let task = sb.write("boolq.toml", TASK);
+    let task = checkpoint_and_task(&sb);
     let hf_home = sb.path().join("hf");
     let args = |store: &str| -> Vec<String> {
         [
@@ -201,11 +206,7 @@ fn the_parquet_conversion_is_the_fallback() {
         "refs/convert/parquet",
         &[("cfg/validation/0000.parquet", boolq_parquet(5))],
     );
-    common::copy_dir(
-        &common::fixture("llama_gqa"),
-        &sb.path().join("runs/a/step-1"),
-    );
-    let task = sb.write("boolq.toml", TASK);
+    let task = checkpoint_and_task(&sb);
     let hf_home = sb.path().join("hf");
     for (offline, store) in [(false, "a.sqlite"), (true, "b.sqlite")] {
         let mut cmd = sb.ckpt([

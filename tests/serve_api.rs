@@ -322,6 +322,24 @@ fn a_key_guards_every_route_and_is_never_logged() {
     assert!(!log.contains(key), "{log}");
 }
 
+/// Asks the server at `url` (`http://ADDR/v1`) to stream a completion of `body`,
+/// reads the first bytes of the answer and hangs up.
+fn stream_then_hang_up(url: &str, body: &Value) {
+    let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let _ = stream.read(&mut first).unwrap();
+}
+
 /// Request `i` of the concurrency test: greedy, seeded-sampled, streamed chat and
 /// echo-scored requests, with lengths and stop strings that end them at different
 /// steps.
@@ -429,20 +447,7 @@ fn concurrent_clients_decoded_together_get_what_each_gets_alone() {
     let started = Instant::now();
     assert_eq!(post(&format!("{}/completions", together.url), &long).0, 200);
     let full = started.elapsed();
-    let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let mut body = long.clone();
-    body["stream"] = json!(true);
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut first = [0u8; 64];
-    let _ = stream.read(&mut first).unwrap();
-    drop(stream);
+    stream_then_hang_up(&together.url, &long);
     let started = Instant::now();
     loop {
         let health: Value = client()
@@ -497,24 +502,7 @@ fn a_full_queue_is_503_and_a_client_that_leaves_frees_its_slot() {
     assert!(answers.iter().any(|(s, _)| *s == 200));
 
     // A streaming client reads one event and hangs up: the worker stops generating.
-    let addr = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches("/v1")
-        .to_string();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    let mut body = long.clone();
-    body["stream"] = json!(true);
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut first = [0u8; 64];
-    let _ = stream.read(&mut first).unwrap();
-    drop(stream);
+    stream_then_hang_up(&server.url, &long);
     let started = Instant::now();
     let (status, _) = post(
         &url,
