@@ -7,13 +7,65 @@
 //! it to keep freed memory for reuse. The process's peak memory then stays reserved,
 //! which is what a training or scoring run wants anyway.
 
-/// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (the version the `mimalloc`
-/// crate builds by default); `libmimalloc-sys` does not name it.
+/// `mi_option_purge_delay` in `mi_option_e` of mimalloc 2.x and 3.x (3.3.2 is what
+/// `libmimalloc-sys` 0.1.49 builds; `v2` is a feature); the crate does not name it, so
+/// the number is only used with the major versions whose headers put it there
+/// ([`purge_delay_option`]).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// The major version in `mi_version()`: `MMP` (2.1.7 is 217) or, from 3.x,
+/// `MMmmpp` (3.3.2 is 30302).
+fn major(version: i32) -> i32 {
+    if version >= 10_000 {
+        version / 10_000
+    } else {
+        version / 100
+    }
+}
+
+/// The purge-delay option of the linked mimalloc: its number in 2.x and 3.x, none in
+/// another major version, whose enum may differ.
+fn purge_delay_option(version: i32) -> Option<libmimalloc_sys::mi_option_t> {
+    matches!(major(version), 2 | 3).then_some(MI_OPTION_PURGE_DELAY)
+}
+
 /// Never return freed memory to the OS (purge delay -1). Only has an effect where
-/// mimalloc is the global allocator; call it first thing in `main`.
+/// mimalloc is the global allocator; call it first thing in `main`. With a mimalloc
+/// whose options are numbered differently it does nothing (and says so at debug level).
 pub fn keep_freed_memory() {
-    // SAFETY: sets a documented option; mimalloc reads options on every purge decision.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // SAFETY: a plain getter of the linked library's version.
+    let version = unsafe { libmimalloc_sys::mi_version() };
+    match purge_delay_option(version) {
+        // SAFETY: sets a documented option of this version; mimalloc reads options on
+        // every purge decision.
+        Some(option) => unsafe { libmimalloc_sys::mi_option_set(option, -1) },
+        None => tracing::debug!("mimalloc {version}: purge delay left at its default"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option is set by number only for the major versions whose enum has that
+    /// number there; the version this crate links is one of them.
+    #[test]
+    fn the_purge_delay_is_set_only_for_the_versions_that_number_it_so() {
+        assert_eq!(purge_delay_option(217), Some(15));
+        assert_eq!(purge_delay_option(30302), Some(15));
+        assert_eq!(purge_delay_option(40001), None);
+        assert_eq!(purge_delay_option(199), None);
+        // SAFETY: getters and a setter of documented options.
+        unsafe {
+            let version = libmimalloc_sys::mi_version();
+            assert!(
+                purge_delay_option(version).is_some(),
+                "linked mimalloc {version}"
+            );
+            // The next option named by the crate pins the layout after 15.
+            assert_eq!(libmimalloc_sys::mi_option_use_numa_nodes, 16);
+            keep_freed_memory();
+            assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), -1);
+        }
+    }
 }

@@ -50,10 +50,10 @@ fn release(sb: &Sandbox, hub: &HubServer, args: &[&str]) -> Output {
 }
 
 fn release_with_token(sb: &Sandbox, hub: &HubServer, token: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = sb.ckpt(["release"].iter().chain(args));
+    let quick = ["--retry-wait", "0.05"];
+    let mut cmd = sb.ckpt(["release"].iter().chain(args).chain(&quick));
     cmd.env("HF_ENDPOINT", &hub.url)
         .env("HF_HOME", sb.path().join("hf-home"))
-        .env("CKPT_HUB_BACKOFF_MS", "50")
         .env_remove("HF_TOKEN_PATH")
         .env_remove("HUGGING_FACE_HUB_TOKEN")
         .env_remove("HF_TOKEN");

@@ -87,9 +87,12 @@ pub struct ReleaseArgs {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
     /// Retries per request on 408/429/5xx and broken connections (the wait starts at
-    /// 1 s, or CKPT_HUB_BACKOFF_MS, and doubles up to 8 s; Retry-After wins).
+    /// --retry-wait and doubles up to 8 s; Retry-After wins).
     #[arg(long, default_value_t = 5)]
     retries: u32,
+    /// Seconds before the first retry.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = super::values::f64_above(0.0, 600.0))]
+    retry_wait: f64,
     /// Print the plan and the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -207,13 +210,8 @@ fn connect(args: &ReleaseArgs) -> anyhow::Result<(HubClient, String)> {
         max_retries: args.retries,
         ..RetryPolicy::default()
     };
-    if let Some(ms) = std::env::var("CKPT_HUB_BACKOFF_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        retry.base_delay = Duration::from_millis(ms);
-        retry.max_delay = retry.max_delay.max(retry.base_delay);
-    }
+    retry.base_delay = Duration::from_secs_f64(args.retry_wait);
+    retry.max_delay = retry.max_delay.max(retry.base_delay);
     let endpoint = auth::endpoint();
     let client = HubClient::new(&endpoint, Some(token), retry)?;
     let user = client.whoami().map_err(|e| {
