@@ -76,6 +76,12 @@ enum Command {
 /// Runs the command line; the binary's `main` is this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Sharpness(args) = &cli.command {
+        if args.needs_gradient_graphs() {
+            // Before any thread starts: the environment is read by every thread.
+            crate::sharpness::keep_gradient_graphs_from_start();
+        }
+    }
     init_logging(cli.verbose, cli.quiet);
     let ui = output::Ui { quiet: cli.quiet };
     let result = match &cli.command {

@@ -164,6 +164,14 @@ pub struct SharpnessArgs {
     shard: super::values::ShardArgs,
 }
 
+impl SharpnessArgs {
+    /// Whether the run takes exact Hessian-vector products, for which the process must
+    /// keep gradient graphs from its start.
+    pub fn needs_gradient_graphs(&self) -> bool {
+        matches!(self.method, MethodArg::Exact)
+    }
+}
+
 pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     // A plot is drawn at the end: its format is checked before hours of measuring.
     for plot in [

@@ -12,11 +12,12 @@
 //!   several times slower and hungrier, so it serves as the in-repo reference.
 //!
 //! candle keeps the graph of a backward pass only when `CANDLE_GRAD_DO_NOT_DETACH` is
-//! set, and reads that variable once per thread, at the thread's first backward. So the
-//! exact path runs on a fresh thread ([`with_graph_kept`]) that sets the variable, runs
-//! its first backward, and restores the variable at once: the other threads of the
-//! process keep detaching (a thread whose first backward falls inside that instant would
-//! keep its graphs too; its numbers would not change, only its memory use).
+//! set, and reads that variable once per thread, at the thread's first backward.
+//! Changing the environment while other threads run is a data race, so the variable is
+//! set once, before any thread starts ([`keep_gradient_graphs_from_start`]: `ckpt
+//! sharpness --method exact` calls it first thing). The exact path then runs on a fresh
+//! thread with a deep stack ([`with_graph_kept`]), which checks that candle keeps the
+//! graph there and says how to get it when not.
 //!
 //! ```no_run
 //! # use ckpt::sharpness::hvp::{Hessian, Method, Objective};
@@ -30,7 +31,6 @@
 use super::vector::{self, ParamVector};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use std::sync::Mutex;
 
 /// A scalar loss of parameters, the mean of per-batch losses.
 pub trait Objective: Sync {
@@ -303,21 +303,34 @@ fn check_finite(what: &str, value: f64, batch: usize) -> Result<()> {
 /// backward: set, the gradients keep their graph.
 pub const KEEP_GRAPH_VAR: &str = "CANDLE_GRAD_DO_NOT_DETACH";
 
-/// Serialises the moments the variable is set.
-static ENV_LOCK: Mutex<()> = Mutex::new(());
-
 /// Stack of the exact path's thread: candle walks the (doubled) graph recursively.
 const EXACT_STACK_BYTES: usize = 256 << 20;
 
-/// Runs `f` on a fresh thread where candle keeps the gradient graph (double backward
-/// works there) and returns its result. Errors when this candle ignores the variable.
+/// Makes candle keep the gradient graph of every backward pass in this process, as
+/// exact Hessian-vector products need. Call it first thing in `main`, before any thread
+/// starts (it sets `CANDLE_GRAD_DO_NOT_DETACH`); every later backward pass keeps its
+/// graph, which costs memory but changes no number.
+pub fn keep_gradient_graphs_from_start() {
+    // Safety by contract: no other thread exists yet to read the environment.
+    std::env::set_var(KEEP_GRAPH_VAR, "1");
+}
+
+/// Runs `f` on a fresh thread with a deep stack, where candle keeps the gradient graph
+/// (double backward works there), and returns its result. Errors, saying how to get
+/// the mode, when candle detaches there.
 pub fn with_graph_kept<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("ckpt-double-backward".into())
             .stack_size(EXACT_STACK_BYTES)
             .spawn_scoped(scope, || {
-                keep_graph_on_this_thread()?;
+                if !graph_is_kept()? {
+                    return Err(Error::Invalid(format!(
+                        "exact Hessian-vector products need candle to keep gradient graphs: \
+                         set {KEEP_GRAPH_VAR}=1 before the process starts (`ckpt sharpness \
+                         --method exact` does it itself)"
+                    )));
+                }
                 f()
             })
             .map_err(|e| Error::Invalid(format!("cannot start the double-backward thread: {e}")))?;
@@ -325,29 +338,6 @@ pub fn with_graph_kept<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<
             .join()
             .map_err(|_| Error::Invalid("the double-backward thread panicked".into()))?
     })
-}
-
-/// Sets the variable around this thread's first backward, then restores it.
-fn keep_graph_on_this_thread() -> Result<()> {
-    let kept = {
-        let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = std::env::var_os(KEEP_GRAPH_VAR);
-        std::env::set_var(KEEP_GRAPH_VAR, "1");
-        let kept = graph_is_kept();
-        match previous {
-            Some(v) => std::env::set_var(KEEP_GRAPH_VAR, v),
-            None => std::env::remove_var(KEEP_GRAPH_VAR),
-        }
-        kept?
-    };
-    if kept {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "candle did not keep the gradient graph with {KEEP_GRAPH_VAR}=1 (this thread \
-             ran a backward pass before?); exact Hessian-vector products are unavailable"
-        )))
-    }
 }
 
 /// Whether candle keeps the gradient graph on this thread: the second derivative of
@@ -411,7 +401,9 @@ mod tests {
             })
             .collect();
         let objective = Quartic { a };
-        for method in [Method::FiniteDifference { eps: 1e-4 }, Method::Exact] {
+        // The exact method is checked in tests/sharpness_exact.rs, whose process keeps
+        // gradient graphs from the start.
+        for method in [Method::FiniteDifference { eps: 1e-4 }] {
             let h = Hessian::new(&objective, vec![x.clone()], method);
             let hv: Vec<f64> = h.product(std::slice::from_ref(&v)).unwrap()[0]
                 .to_vec1()
@@ -428,15 +420,18 @@ mod tests {
         }
     }
 
+    /// This test process never set the mode: the exact path says how to get it.
     #[test]
-    fn the_graph_is_kept_only_on_the_exact_thread() {
-        assert!(with_graph_kept(graph_is_kept).unwrap());
-        if std::env::var_os(KEEP_GRAPH_VAR).is_none() {
-            // This test thread is left as it was: gradients detached. (Its first
-            // backward must not fall inside another test's moment with the variable.)
-            let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-            assert!(!graph_is_kept().unwrap());
+    fn without_the_mode_the_exact_path_says_how_to_get_it() {
+        if std::env::var_os(KEEP_GRAPH_VAR).is_some() {
+            return; // set from outside: nothing to check
         }
+        let err = with_graph_kept(graph_is_kept).unwrap_err().to_string();
+        assert!(
+            err.contains(KEEP_GRAPH_VAR) && err.contains("--method exact"),
+            "{err}"
+        );
+        assert!(!graph_is_kept().unwrap());
     }
 
     #[test]

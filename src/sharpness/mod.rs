@@ -30,7 +30,7 @@ pub mod vector;
 
 pub use data::{DataOptions, TokenBatches};
 pub use hutchinson::{hutchinson_trace, TraceEstimate, TraceOptions};
-pub use hvp::{with_graph_kept, Hessian, Method, Objective};
+pub use hvp::{keep_gradient_graphs_from_start, with_graph_kept, Hessian, Method, Objective};
 pub use measure::{
     measure_all, measure_revisions, measure_units, Event, Outcome, SharpnessOptions, Unit,
 };
