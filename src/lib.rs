@@ -12,6 +12,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod http;
 pub mod hub;
 pub mod judge;
 pub mod memory;

@@ -2,10 +2,9 @@
 //! `whoami-v2`, repository and branch creation, revision info, `preupload` (which files
 //! go to LFS), the Git LFS batch API and the NDJSON commit.
 //!
-//! Every request but the commit is retried on 408, 429 and 5xx answers and on broken
-//! connections, with exponential backoff (1 s doubling to 8 s, 5 retries, as
-//! huggingface_hub's `http_backoff`), waiting what `Retry-After` asks for when a server
-//! says so. Commits are never retried blindly: [`HubClient::commit`] reports whether a
+//! Every request but the commit is retried as [`crate::http`] says (408, 429 and 5xx
+//! answers and broken connections; `Retry-After`, else 1 s doubling to 8 s with jitter,
+//! 5 retries, as huggingface_hub's `http_backoff`). Commits are never retried blindly: [`HubClient::commit`] reports whether a
 //! failure left the outcome unknown, and the caller decides (see `upload.rs`).
 //!
 //! The token goes only to URLs on the endpoint's origin (an LFS upload URL may point at
@@ -22,31 +21,8 @@ use std::time::{Duration, Instant};
 /// Media type of the Git LFS batch API.
 pub const LFS_MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
 
-/// Statuses worth retrying: the server may answer differently next time.
-const RETRY_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
-
-/// How long to wait for a server that asks for more than this is not worth it.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// How many times, and how patiently, requests are retried.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (0: none).
-    pub max_retries: u32,
-    /// Wait before the first retry; doubles each time up to `max_delay`.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_retries: 5,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(8),
-        }
-    }
-}
+pub use crate::http::RetryPolicy;
+use crate::http::{is_retryable, retry_after};
 
 /// What went wrong talking to the Hub.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +300,6 @@ impl HubClient {
         what: &str,
         build: &mut dyn FnMut() -> Result<RequestBuilder, HubError>,
     ) -> Result<Response, HubError> {
-        let mut delay = self.retry.base_delay;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -337,13 +312,12 @@ impl HubClient {
                     if resp.status().is_success() {
                         return Ok(resp);
                     }
-                    if last || !RETRY_STATUSES.contains(&status) {
+                    if last || !is_retryable(status) {
                         return Err(self.status_error(what, resp));
                     }
-                    let wait = retry_after(&resp).unwrap_or(delay);
-                    if wait > MAX_RETRY_AFTER {
+                    let Some(wait) = self.retry.wait(attempt, retry_after(resp.headers())) else {
                         return Err(self.status_error(what, resp));
-                    }
+                    };
                     tracing::warn!(
                         "{what}: HTTP {status}; retrying in {:.1} s ({attempt}/{})",
                         wait.as_secs_f64(),
@@ -356,16 +330,16 @@ impl HubClient {
                     if last {
                         return Err(err);
                     }
+                    let wait = self.retry.backoff(attempt);
                     tracing::warn!(
                         "{err}; retrying in {:.1} s ({attempt}/{})",
-                        delay.as_secs_f64(),
+                        wait.as_secs_f64(),
                         self.retry.max_retries
                     );
-                    delay
+                    wait
                 }
             };
             std::thread::sleep(wait);
-            delay = (delay * 2).min(self.retry.max_delay);
         }
     }
 
@@ -632,13 +606,6 @@ fn server_message(body: &str) -> String {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text,
     }
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare on the Hub and not honoured).
-fn retry_after(resp: &Response) -> Option<Duration> {
-    let value = resp.headers().get(reqwest::header::RETRY_AFTER)?;
-    let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
 }
 
 #[cfg(test)]

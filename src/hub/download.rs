@@ -102,7 +102,6 @@ fn transfer_resuming(
     let what = format!("downloading {} of {}", entry.path, rev.source);
     let policy = client.retry_policy();
     let mut failures = 0;
-    let mut delay = policy.base_delay;
     if !partial.exists() {
         truncate(partial)?;
     }
@@ -130,7 +129,6 @@ fn transfer_resuming(
         }
         if have > before {
             failures = 0;
-            delay = policy.base_delay;
         } else {
             failures += 1;
             if failures > policy.max_retries {
@@ -139,8 +137,7 @@ fn transfer_resuming(
                     policy.max_retries
                 )));
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(policy.max_delay);
+            std::thread::sleep(policy.backoff(failures));
         }
     }
     Ok(())

@@ -1,10 +1,10 @@
 //! A client of any OpenAI-compatible server (vLLM, llama.cpp's server, TGI, OpenAI,
 //! `ckpt serve`): `POST {base}/v1/chat/completions`, `GET {base}/v1/models`.
 //!
-//! Calls time out; connection failures, timeouts, 408, 409, 429, 5xx and malformed
-//! answers are retried with exponential backoff, waiting what a `Retry-After` header
-//! asks for when there is one; other errors (401, 404, ...) fail at once with the
-//! server's message. [`JudgeClient::chat_many`] keeps up to `concurrency` calls in
+//! Calls time out; connection failures, timeouts, malformed answers and the statuses
+//! [`crate::http`] retries (408, 429, 5xx) are retried with its policy (what a
+//! `Retry-After` asks for, in seconds or as a date, else exponential backoff with
+//! jitter); other errors (401, 404, ...) fail at once with the server's message. [`JudgeClient::chat_many`] keeps up to `concurrency` calls in
 //! flight and hands each answer to the caller's thread as it arrives, so the caller
 //! can commit it before the next one. The API key is sent as a bearer token and never
 //! printed: it is kept out of `Debug` and scrubbed from every error message.
@@ -18,8 +18,8 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::http::{is_retryable, RetryPolicy};
 use reqwest::blocking::{Client, Response};
-use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -79,9 +79,6 @@ impl ClientConfig {
         }
     }
 }
-
-/// The longest `Retry-After` honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// A blocking client, shareable across threads.
 pub struct JudgeClient {
@@ -246,7 +243,7 @@ impl JudgeClient {
             retry_after: None,
         })?;
         let status = response.status();
-        let retry_after = retry_after(&response);
+        let retry_after = crate::http::retry_after(response.headers());
         let text = response.text().map_err(|e| Failure {
             message: format!("reading the answer: {}", transport_message(&e)),
             retry: true,
@@ -255,7 +252,7 @@ impl JudgeClient {
         if !status.is_success() {
             return Err(Failure {
                 message: format!("{status}: {}", server_message(&text)),
-                retry: is_retryable(status),
+                retry: is_retryable(status.as_u16()),
                 retry_after,
             });
         }
@@ -286,15 +283,18 @@ impl JudgeClient {
                 };
                 return Err(Error::Invalid(format!("judge {url}: {message}{after}")));
             }
-            let wait = match failure.retry_after {
-                Some(asked) => asked.min(MAX_RETRY_AFTER),
-                None => self
-                    .cfg
-                    .backoff
-                    .saturating_mul(1u32 << tries.min(20))
-                    .min(self.cfg.max_backoff),
+            let policy = RetryPolicy {
+                max_retries: self.cfg.retries,
+                base_delay: self.cfg.backoff,
+                max_delay: self.cfg.max_backoff,
             };
             tries += 1;
+            let Some(wait) = policy.wait(tries, failure.retry_after) else {
+                return Err(Error::Invalid(format!(
+                    "judge {url}: {message} (the server asks to wait more than {} s)",
+                    crate::http::MAX_RETRY_AFTER.as_secs()
+                )));
+            };
             tracing::warn!(
                 "judge call failed ({message}); retry {tries}/{} in {:.1} s",
                 self.cfg.retries,
@@ -311,18 +311,6 @@ impl JudgeClient {
             _ => text.to_string(),
         }
     }
-}
-
-/// Timeouts, rate limits, conflicts and server errors may pass; the rest will not.
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
-}
-
-/// `Retry-After` in seconds (integer or decimal); an HTTP date is left to the backoff.
-fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
-    let secs: f64 = value.to_str().ok()?.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The error message of an OpenAI-style error body, else the body's start.
@@ -397,8 +385,5 @@ mod tests {
             "no such model"
         );
         assert_eq!(server_message("plain\ntext"), "plain text");
-        assert!(is_retryable(StatusCode::TOO_MANY_REQUESTS));
-        assert!(is_retryable(StatusCode::BAD_GATEWAY));
-        assert!(!is_retryable(StatusCode::UNAUTHORIZED));
     }
 }

@@ -340,7 +340,6 @@ fn commit(
 ) -> Result<()> {
     let body = commit_body(files, &head.sha, opts)?;
     let retry = client.retry_policy();
-    let mut delay = retry.base_delay;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -390,8 +389,7 @@ fn commit(
         // Still at the parent: the commit did not happen. Sending it again is safe, as
         // the Hub refuses a commit whose parent is no longer the head.
         tracing::warn!("{err}; nothing was committed, sending the commit again");
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(retry.max_delay);
+        std::thread::sleep(retry.backoff(attempt));
     }
 }
 
