@@ -19,6 +19,7 @@ pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod plot;
+pub mod records;
 pub mod release;
 pub mod report;
 pub mod schedule;

@@ -1,39 +1,39 @@
-//! Reading texts to score: a plain text file (one text per non-empty line), a JSONL
-//! file (one object per line with a `text` field) or a JSON array of such objects.
+//! Reading texts to score: a plain text file (one text per non-empty line), or records
+//! with a `text` field ([`crate::records`]: JSONL, a JSON array, Parquet).
 
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
-/// The texts in `path`; errors name the file, and the line where there is one.
+/// The texts in `path`; errors name the file, and the line, record or row.
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
-    let bytes = crate::error::read_file(path)?;
-    let content = std::str::from_utf8(&bytes).map_err(|e| {
-        let line = 1 + bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        Error::bad_file(
-            path,
-            format!(
-                "not UTF-8 text (invalid byte at offset {}, line {line})",
-                e.valid_up_to()
-            ),
-        )
-    })?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let texts = match ext {
-        "jsonl" => jsonl_texts(path, content)?,
-        "json" => json_texts(path, content)?,
-        _ => content
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(String::from)
-            .collect(),
+        "jsonl" | "json" | "parquet" => record_texts(path)?,
+        _ => line_texts(path)?,
     };
     if texts.is_empty() {
         return Err(Error::bad_file(path, "contains no text to score"));
     }
+    Ok(texts)
+}
+
+/// The non-empty lines of a text file.
+fn line_texts(path: &Path) -> Result<Vec<String>> {
+    Ok(crate::records::read_utf8(path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// The `text` field of every record.
+fn record_texts(path: &Path) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    crate::records::for_each_record(path, Some("text"), &mut |record| {
+        texts.push(text_field(path, &record.value, &record.location)?);
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     Ok(texts)
 }
 
@@ -54,36 +54,6 @@ fn text_field(path: &Path, record: &Value, where_: &str) -> Result<String> {
             format!("{where_}: no \"text\" field"),
         )),
     }
-}
-
-fn jsonl_texts(path: &Path, content: &str) -> Result<Vec<String>> {
-    content
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
-            let where_ = format!("line {}", i + 1);
-            let record: Value = serde_json::from_str(line)
-                .map_err(|e| Error::bad_file(path, format!("{where_}: invalid JSON: {e}")))?;
-            text_field(path, &record, &where_)
-        })
-        .collect()
-}
-
-fn json_texts(path: &Path, content: &str) -> Result<Vec<String>> {
-    let value: Value = serde_json::from_str(content)
-        .map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))?;
-    let Value::Array(records) = value else {
-        return Err(Error::bad_file(
-            path,
-            "expected a JSON array of {\"text\": ...} objects",
-        ));
-    };
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| text_field(path, r, &format!("record {i}")))
-        .collect()
 }
 
 #[cfg(test)]
@@ -132,5 +102,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no \"text\""), "{err}");
+
+        // Parquet, as the Hub's datasets store texts.
+        let parquet = dir.path().join("t.parquet");
+        crate::records::testing::write_parquet(
+            &parquet,
+            &["first", "second"],
+            parquet::basic::Compression::SNAPPY,
+        );
+        assert_eq!(read_texts(&parquet).unwrap(), ["first", "second"]);
     }
 }

@@ -12,7 +12,7 @@
 
 use super::spec::TaskSpec;
 use crate::error::{Error, Result};
-use crate::train::data::corpus::for_each_record;
+use crate::records::for_each_record;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;

@@ -9,7 +9,7 @@
 
 use crate::chat::Message;
 use crate::error::{Error, Result};
-use crate::train::data::corpus::for_each_record;
+use crate::records::for_each_record;
 use crate::train::data::sft::{read_conversations, Conversation};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

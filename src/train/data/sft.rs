@@ -26,11 +26,12 @@
 
 use super::batch::{check_position, Batch, BatchLoader, DataFingerprint, DataPosition};
 use super::config::DataConfig;
-use super::corpus::{expand_paths, for_each_record, Record};
+use super::corpus::expand_paths;
 use super::order::EpochOrder;
 use super::tokenizer::TrainTokenizer;
 use crate::chat::{assistant_mask, ChatTemplate, Rendered, ASSISTANT};
 use crate::error::{Error, Result};
+use crate::records::{for_each_record, Record};
 use rayon::prelude::*;
 use serde::Deserialize;
 use std::ops::{ControlFlow, Range};
