@@ -509,3 +509,43 @@ fn batch_composition_does_not_change_results() {
         );
     }
 }
+
+/// The texts of `texts.jsonl` as a Parquet file (a `text` column beside an `id`, as
+/// the Hub's datasets store texts) score exactly as the JSONL does.
+#[test]
+fn score_reads_parquet_texts() {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let sb = Sandbox::new();
+    let texts = parity_texts();
+    let path = sb.path().join("texts.parquet");
+    let schema = parquet::schema::parser::parse_message_type(
+        "message doc { required int64 id; required binary text (STRING); }",
+    )
+    .unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    let props = std::sync::Arc::new(WriterProperties::builder().build());
+    let mut writer = SerializedFileWriter::new(file, std::sync::Arc::new(schema), props).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let ids: Vec<i64> = (0..texts.len() as i64).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>()
+        .write_batch(&ids, None, None)
+        .unwrap();
+    col.close().unwrap();
+    let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(t.as_str())).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, None, None)
+        .unwrap();
+    col.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+
+    let dir = fixture(FIXTURES[0]);
+    let from_parquet = score_json(&sb, &dir, &path, &[]);
+    let from_jsonl = score_json(&sb, &dir, &texts_jsonl(), &[]);
+    assert_eq!(texts_of(&from_parquet).len(), texts.len());
+    assert_eq!(texts_of(&from_parquet), texts_of(&from_jsonl));
+}
