@@ -12,8 +12,8 @@ use crate::store::MetricRow;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// The judged task, whose metrics have no spec.
-const JUDGED_TASK: &str = crate::judge::run::TASK;
+/// The judged task (`ckpt eval --tasks alpaca_eval`), whose metrics have no spec.
+pub const JUDGED_TASK: &str = "alpaca_eval";
 /// The judged task's preferred headline, and the one used when a checkpoint lacks it.
 const JUDGED_HEADLINES: [&str; 2] = ["length_controlled_winrate", "win_rate"];
 

@@ -31,8 +31,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// The task name results are stored under.
-pub const TASK: &str = "alpaca_eval";
+/// The task name results are stored under (eval's tables know it as the judged task).
+pub const TASK: &str = crate::eval::headline::JUDGED_TASK;
 /// The regime recorded with the results.
 pub const REGIME: &str = "alpaca_eval";
 
