@@ -9,8 +9,8 @@
 
 use ckpt::eval::catalog::Catalog;
 use ckpt::eval::data::DataSources;
-use ckpt::eval::synthetic::{write_task_data, SyntheticConfig, FEWSHOT_DIR};
 use ckpt::eval::task::build_task;
+use ckpt::synth::tasks::{write_task_data, SyntheticConfig, FEWSHOT_DIR};
 use std::time::Instant;
 
 #[allow(dead_code)] // the benchmark model is not used here

@@ -34,10 +34,15 @@ pub enum Error {
     /// merge`): which one is right is the user's call, never made silently.
     #[error("{0}")]
     MergeConflict(Box<Conflict>),
-    /// A request to the Hub failed. What it answered is shown as it is: the message
-    /// names the request and says what to change; callers may read the status.
-    #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    /// A request over the network failed (the Hub's API or a download). The message
+    /// names the request, says what came back and what to change; callers may read the
+    /// HTTP status and the server's error code (the Hub's `X-Error-Code`).
+    #[error("{message}")]
+    Network {
+        status: Option<u16>,
+        code: Option<String>,
+        message: String,
+    },
 }
 
 /// A key holding different values in two results stores.

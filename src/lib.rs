@@ -1,7 +1,20 @@
 //! `ckpt`: train, score, measure and publish LLM checkpoints.
 //!
-//! Data flows one way: checkpoints ([`checkpoint`]) -> model ([`model`]) -> scoring
-//! ([`score`]) -> reports. The binary in `main.rs` is a thin shell over [`cli`].
+//! The modules in layers; each uses only those on the lines above it (and [`error`]):
+//!
+//! ```text
+//! error, http, records, texts, atomic_file, plot, ...   foundations
+//! tokenizer, chat, schedule, shard, device             text, templates, run settings
+//! model -> checkpoint -> store -> hub -> sources       weights on disk or on the Hub
+//!                                                      -> a Model; results by fingerprint
+//! score -> eval (tasks, engine) -> judge -> serve      what a checkpoint answers
+//! train, merge, sharpness                              new checkpoints, measurements
+//! release -> report                                    results -> cards, tables, figures
+//! synth, demo                                          synthetic data, the paper in small
+//! cli                                                  flags -> jobs for the modules above
+//! ```
+//!
+//! The binary in `main.rs` is a thin shell over [`cli`].
 
 pub mod alloc;
 pub mod atomic_file;

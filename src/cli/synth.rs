@@ -4,7 +4,7 @@
 
 use super::output::{outln, print_json, table, Ui};
 use crate::eval::catalog::Catalog;
-use crate::eval::synthetic::{write_task_data, SyntheticConfig};
+use crate::synth::tasks::{write_task_data, SyntheticConfig};
 use crate::synth::{generate, SynthConfig, FILES};
 use clap::Args;
 use serde::Serialize;

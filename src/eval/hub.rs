@@ -78,9 +78,9 @@ impl Snapshot {
         };
         let rev = match hub.pin(&source) {
             Ok(rev) => rev,
-            Err(Error::Hub(e)) if revision == PARQUET_REVISION && e.status() == Some(404) => {
-                return Ok(None)
-            }
+            Err(Error::Network {
+                status: Some(404), ..
+            }) if revision == PARQUET_REVISION => return Ok(None),
             Err(_) if hub.is_offline() => return Ok(None),
             Err(e) => return Err(e),
         };

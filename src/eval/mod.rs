@@ -3,7 +3,7 @@
 //!
 //! Tasks are data (`tasks/*.toml`, [`spec`], [`template`]), built in ([`builtin`]) or
 //! the user's, named by task, group or suite ([`catalog`]); docs come from files or the
-//! Hub ([`data`], [`hub`]), or are made up in each dataset's schema ([`synthetic`]);
+//! Hub ([`data`], [`hub`]), or are made up in each dataset's schema (`crate::synth::tasks`);
 //! [`task`] loads and preprocesses a task's docs and has [`prompt`] turn them into
 //! requests exactly as lm-eval does, with Python's random generator and samplers
 //! ([`pyrandom`]) and the named document preprocessors ([`preprocess`]); the
@@ -31,6 +31,5 @@ pub mod relative;
 pub mod run;
 pub mod scoring;
 pub mod spec;
-pub mod synthetic;
 pub mod task;
 pub mod template;

@@ -73,6 +73,17 @@ impl HubError {
     }
 }
 
+/// What the Hub answered is shown as it is, with its status and error code kept.
+impl From<HubError> for crate::error::Error {
+    fn from(e: HubError) -> Self {
+        crate::error::Error::Network {
+            status: e.status(),
+            code: e.code().map(String::from),
+            message: e.to_string(),
+        }
+    }
+}
+
 fn detail(message: &str) -> String {
     if message.is_empty() {
         String::new()

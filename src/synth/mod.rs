@@ -29,6 +29,7 @@ pub mod chats;
 pub mod documents;
 pub mod instructions;
 pub mod stories;
+pub mod tasks;
 pub mod text;
 pub mod world;
 

@@ -1,5 +1,5 @@
 //! Made-up benchmark data: tiny docs in each task's real Hub schema (the same column
-//! names and types), asking about the synthetic world ([`crate::synth`]), so a model
+//! names and types), asking about the synthetic world ([`super`]), so a model
 //! trained on that world's corpus can score above chance, and no benchmark item is ever
 //! copied. Also the exemplar files of the tasks whose exemplars lm-eval hard-codes.
 //!
@@ -23,14 +23,14 @@
 //! assert_eq!(written.docs, 3 * 4);
 //! ```
 
-use super::data::split_stem;
-use super::spec::{FewshotSource, TaskSpec};
-use super::task::exemplar_path;
+use super::arithmetic::Problem;
+use super::documents::{pretrain_document, EntityCycle};
+use super::text;
+use super::world::{Fact, Kind, World};
 use crate::error::{Error, Result};
-use crate::synth::arithmetic::Problem;
-use crate::synth::documents::{pretrain_document, EntityCycle};
-use crate::synth::text;
-use crate::synth::world::{Fact, Kind, World};
+use crate::eval::data::split_stem;
+use crate::eval::spec::{FewshotSource, TaskSpec};
+use crate::eval::task::exemplar_path;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -193,7 +193,7 @@ fn make_doc(
             json!({"input": input, "target": target})
         }
         p if p.starts_with("hails/agieval-") => agieval(rng, world),
-        super::task::LOCAL_DATASET => {
+        crate::eval::task::LOCAL_DATASET => {
             let mut cycle = EntityCycle::new(world.entities.len());
             json!({"text": pretrain_document(rng, world, &mut cycle)})
         }
