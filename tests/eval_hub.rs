@@ -70,6 +70,23 @@ fn boolq_parquet(n: usize) -> Vec<u8> {
     buf
 }
 
+/// `ckpt eval runs --tasks TASK --hub --store STORE --json`.
+fn eval_args(task: &std::path::Path, store: &str) -> Vec<String> {
+    [
+        "eval",
+        "runs",
+        "--tasks",
+        arg(task),
+        "--hub",
+        "--store",
+        store,
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A checkpoint under `runs/` and the BoolQ-shaped task file; returns the task's path.
 fn checkpoint_and_task(sb: &Sandbox) -> std::path::PathBuf {
     common::copy_dir(
@@ -92,21 +109,7 @@ fn task_data_comes_from_the_hub_then_from_the_cache_offline() {
     );
     let task = checkpoint_and_task(&sb);
     let hf_home = sb.path().join("hf");
-    let args = |store: &str| -> Vec<String> {
-        [
-            "eval",
-            "runs",
-            "--tasks",
-            arg(&task),
-            "--hub",
-            "--store",
-            store,
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let args = |store: &str| eval_args(&task, store);
     let out = sb
         .ckpt(args("a.sqlite"))
         .env("HF_ENDPOINT", &server.url)
@@ -209,16 +212,7 @@ fn the_parquet_conversion_is_the_fallback() {
     let task = checkpoint_and_task(&sb);
     let hf_home = sb.path().join("hf");
     for (offline, store) in [(false, "a.sqlite"), (true, "b.sqlite")] {
-        let mut cmd = sb.ckpt([
-            "eval",
-            "runs",
-            "--tasks",
-            arg(&task),
-            "--hub",
-            "--store",
-            store,
-            "--json",
-        ]);
+        let mut cmd = sb.ckpt(eval_args(&task, store));
         cmd.env("HF_HOME", &hf_home).env_remove("HF_TOKEN");
         if offline {
             cmd.env("HF_ENDPOINT", "http://127.0.0.1:9")

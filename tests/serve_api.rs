@@ -62,6 +62,18 @@ fn events(url: &str, body: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The content of a streamed chat answer's chunks, put together.
+fn chat_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"].get(0)?["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
 #[test]
 fn streamed_answers_are_the_answers_in_pieces() {
     let sb = Sandbox::new();
@@ -76,14 +88,7 @@ fn streamed_answers_are_the_answers_in_pieces() {
     streamed["stream_options"] = json!({"include_usage": true});
     let chunks = events(&chat_url, &streamed);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| {
-            c["choices"].get(0)?["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = chat_text(&chunks);
     assert_eq!(
         text,
         whole["choices"][0]["message"]["content"].as_str().unwrap()
@@ -373,15 +378,7 @@ fn mixed_request(i: usize) -> (&'static str, Value) {
 fn answer_of(url: &str, route: &str, body: &Value) -> (String, Vec<f64>) {
     let url = format!("{url}/{route}");
     if body["stream"] == json!(true) {
-        let text = events(&url, body)
-            .iter()
-            .filter_map(|c| {
-                c["choices"].get(0)?["delta"]["content"]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect();
-        return (text, vec![]);
+        return (chat_text(&events(&url, body)), vec![]);
     }
     let (status, reply) = post(&url, body);
     assert_eq!(status, 200, "{reply}");

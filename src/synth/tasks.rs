@@ -14,7 +14,8 @@
 //! Output is a pure function of the seed, the world size and the doc count.
 //!
 //! ```
-//! use ckpt::eval::{catalog::Catalog, synthetic::{write_task_data, SyntheticConfig}};
+//! use ckpt::eval::catalog::Catalog;
+//! use ckpt::synth::tasks::{write_task_data, SyntheticConfig};
 //! let dir = tempfile::tempdir().unwrap();
 //! let specs = Catalog::builtin().unwrap().resolve("arc_easy").unwrap();
 //! let cfg = SyntheticConfig { docs: 4, ..SyntheticConfig::default() };
