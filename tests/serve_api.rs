@@ -424,19 +424,18 @@ fn concurrent_clients_decoded_together_get_what_each_gets_alone() {
             assert!((a - b).abs() < 1e-4, "request {i}: log-prob {a} vs {b}");
         }
     }
-    let base = together.url.trim_end_matches("/v1");
-    let health: Value = client()
-        .get(format!("{base}/health"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let batching = &health["batching"];
-    assert_eq!(batching["max_batch"], 8, "{health}");
+    let health = || -> Value {
+        let base = together.url.trim_end_matches("/v1");
+        let r = client().get(format!("{base}/health")).send().unwrap();
+        r.json().unwrap()
+    };
+    let health_now = health();
+    let batching = &health_now["batching"];
+    assert_eq!(batching["max_batch"], 8, "{health_now}");
     let peak = batching["peak_batch"].as_u64().unwrap();
     assert!(
         peak > 1 && peak <= 8,
-        "requests were not decoded together: {health}"
+        "requests were not decoded together: {health_now}"
     );
 
     // A streaming client that hangs up after its first event leaves the batch.
@@ -447,13 +446,7 @@ fn concurrent_clients_decoded_together_get_what_each_gets_alone() {
     stream_then_hang_up(&together.url, &long);
     let started = Instant::now();
     loop {
-        let health: Value = client()
-            .get(format!("{base}/health"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if health["batching"]["running"] == 0 {
+        if health()["batching"]["running"] == 0 {
             break;
         }
         assert!(
