@@ -114,8 +114,8 @@ impl Snapshot {
             .iter()
             .find(|f| f.path == file)
             .ok_or_else(|| Error::Invalid(format!("no file {file} at this revision")))?;
+        // The cache's ref to this revision was written when it was pinned.
         let (path, _) = hub.fetch_file(&self.rev, entry, &Silent)?;
-        hub.remember(&self.rev)?;
         Ok(path)
     }
 }

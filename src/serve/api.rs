@@ -473,7 +473,7 @@ impl<'a> ChatStream<'a> {
         if self.on {
             let first = json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
             if !self.events.send(&self.chunk(first)) {
-                return Ok(cancelled());
+                return Ok(Decoded::cancelled(String::new()));
             }
         }
         let mut on_text = |piece: &str, tokens: &[Chosen]| {
@@ -505,17 +505,6 @@ impl<'a> ChatStream<'a> {
             self.events.send(&c);
         }
         self.events.done();
-    }
-}
-
-fn cancelled() -> Decoded {
-    Decoded {
-        prompt: vec![],
-        text: String::new(),
-        tokens: vec![],
-        finish: Finish::Stop,
-        stop_token: None,
-        cancelled: true,
     }
 }
 

@@ -141,14 +141,7 @@ impl Batcher {
                     text.push_str(&piece);
                     if !on_text(&piece, &tokens) {
                         // Dropping `answers` tells the engine at its next piece.
-                        return Ok(Decoded {
-                            prompt: vec![],
-                            text,
-                            tokens: vec![],
-                            finish: crate::eval::engine::Finish::Stop,
-                            stop_token: None,
-                            cancelled: true,
-                        });
+                        return Ok(Decoded::cancelled(text));
                     }
                 }
                 Reply::Done(out) => return Ok(out),
@@ -251,14 +244,7 @@ impl<'a> Engine<'a> {
         let logits = self.forward();
         let logits = match logits {
             Ok(logits) => logits,
-            Err(e) => {
-                // The batch's cache is in an unknown state: every row fails.
-                for row in self.rows.drain(..) {
-                    let _ = row.replies.send(Reply::Failed(e.to_string()));
-                }
-                self.cache = KvCache::new(self.model.config().num_hidden_layers);
-                return;
-            }
+            Err(e) => return self.fail_all(&e),
         };
         let mut keep = Vec::with_capacity(self.rows.len());
         let mut going = Vec::with_capacity(self.rows.len());
@@ -276,11 +262,17 @@ impl<'a> Engine<'a> {
         }
         self.rows = going;
         if let Err(e) = self.cache.keep_rows(&keep) {
-            for row in self.rows.drain(..) {
-                let _ = row.replies.send(Reply::Failed(e.to_string()));
-            }
-            self.cache = KvCache::new(self.model.config().num_hidden_layers);
+            self.fail_all(&e.into());
         }
+    }
+
+    /// Every row fails with `e`, and the batch starts again empty: its cache is in an
+    /// unknown state.
+    fn fail_all(&mut self, e: &Error) {
+        for row in self.rows.drain(..) {
+            let _ = row.replies.send(Reply::Failed(e.to_string()));
+        }
+        self.cache = KvCache::new(self.model.config().num_hidden_layers);
     }
 
     /// The next-token logits of every row, one token each.

@@ -58,6 +58,28 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// Nothing generated yet: no text, finished by length unless told otherwise.
+    fn empty() -> Self {
+        Self {
+            prompt: vec![],
+            text: String::new(),
+            tokens: vec![],
+            finish: Finish::Length,
+            stop_token: None,
+            cancelled: false,
+        }
+    }
+
+    /// The answer to a client that left, with the `text` it had been sent.
+    pub fn cancelled(text: String) -> Self {
+        Self {
+            text,
+            finish: Finish::Stop,
+            cancelled: true,
+            ..Self::empty()
+        }
+    }
+
     /// Tokens generated, the end-of-sequence token included.
     pub fn generated(&self) -> usize {
         self.tokens.len() + usize::from(self.stop_token.is_some())
@@ -120,14 +142,7 @@ impl Sequence {
         Self {
             sampler: Sampler::new(req.sampling, req.index),
             req,
-            out: Decoded {
-                prompt: vec![],
-                text: String::new(),
-                tokens: vec![],
-                finish: Finish::Length,
-                stop_token: None,
-                cancelled: false,
-            },
+            out: Decoded::empty(),
             ids: vec![],
             emitted: 0,
             pending: 0,
