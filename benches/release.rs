@@ -13,7 +13,6 @@ use ckpt::hub::RepoId;
 use ckpt::hub::{HubClient, RetryPolicy};
 use ckpt::release::plan::{Plan, Selected};
 use ckpt::release::upload::{publish, UploadOptions};
-use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -49,7 +48,7 @@ fn child() -> anyhow::Result<()> {
         source: file,
         generated: false,
     }];
-    let mut plan = Plan::build(selected, &ProgressBar::hidden())?;
+    let mut plan = Plan::build(selected, &ckpt::progress::Silent)?;
     let hash_s = t.elapsed().as_secs_f64();
 
     let client = HubClient::new(&endpoint, Some(token), RetryPolicy::default())?;
@@ -62,7 +61,7 @@ fn child() -> anyhow::Result<()> {
         create_pr: false,
     };
     let t = Instant::now();
-    let report = publish(&client, &mut plan, &opts, &ProgressBar::hidden())?;
+    let report = publish(&client, &mut plan, &opts, &ckpt::progress::silent())?;
     let upload_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(report.uploaded == ["model.safetensors"], "{report:?}");
     println!(

@@ -3,7 +3,7 @@
 //! The modules in layers; each uses only those on the lines above it (and [`error`]):
 //!
 //! ```text
-//! error, http, records, texts, atomic_file, plot, ...   foundations
+//! error, http, records, texts, progress, plot, ...     foundations
 //! tokenizer, chat, schedule, shard, device             text, templates, run settings
 //! model -> checkpoint -> store -> hub -> sources       weights on disk or on the Hub
 //!                                                      -> a Model; results by fingerprint
@@ -32,6 +32,7 @@ pub mod memory;
 pub mod merge;
 pub mod model;
 pub mod plot;
+pub mod progress;
 pub mod records;
 pub mod release;
 pub mod report;

@@ -8,7 +8,8 @@
 use crate::checkpoint::{discover, Checkpoint, Origin};
 use crate::error::{Error, Result};
 use crate::hub::revisions::{RevisionFilter, StepReader};
-use crate::hub::{Hub, HubRevision, HubSource, Transfer};
+use crate::hub::{Hub, HubRevision, HubSource};
+use crate::progress::Progress;
 use std::path::{Path, PathBuf};
 
 /// How Hub sources are read.
@@ -179,7 +180,7 @@ pub fn open_revision(dir: &Path, rev: &HubRevision) -> Result<Checkpoint> {
 pub fn checkpoints(
     paths: &[PathBuf],
     opts: &HubOptions,
-    transfer: &dyn Transfer,
+    transfer: &dyn Progress,
 ) -> Result<Vec<Checkpoint>> {
     let (found, hub) = candidates(paths, opts)?;
     found
@@ -195,7 +196,7 @@ pub fn checkpoints(
 }
 
 /// The one checkpoint `path` names (a Hub source is fetched into the cache).
-pub fn open_single(path: &Path, transfer: &dyn Transfer) -> Result<Checkpoint> {
+pub fn open_single(path: &Path, transfer: &dyn Progress) -> Result<Checkpoint> {
     if HubSource::from_path(path).is_none() {
         return crate::checkpoint::open_single(path);
     }

@@ -9,7 +9,7 @@ use crate::eval::catalog::Catalog;
 use crate::eval::data::DataSources;
 use crate::eval::headline::{format_metric, group_rows, headlines, is_percent, MetricOrder};
 use crate::eval::relative::{is_decayed, relative_table, RelativeTable, RunFinal};
-use crate::eval::run::{evaluate_shard, results_hash, CheckpointOutcome, Progress, RunOptions};
+use crate::eval::run::{evaluate_shard, results_hash, CheckpointOutcome, RunOptions};
 use crate::eval::spec::TaskSpec;
 use crate::eval::task::{build_task, TaskRequests};
 use crate::hub::sweep::Downloads;
@@ -18,7 +18,6 @@ use crate::store::{MetricRow, Store, STORE_FILE};
 use crate::tokenizer::{AddBos, EncodePolicy};
 use anyhow::Context;
 use clap::Args;
-use indicatif::ProgressBar;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -169,19 +168,6 @@ pub fn resolve_tasks(names: &[String], catalog: &Catalog) -> anyhow::Result<Vec<
     Ok(specs)
 }
 
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn checkpoint(&self, path: &str, requests: usize) {
-        self.0.set_position(0);
-        self.0.set_length(requests as u64);
-        self.0.set_message(path.to_string());
-    }
-    fn advance(&self, n: usize) {
-        self.0.inc(n as u64);
-    }
-}
-
 /// The window sizes, checked before any work: a zero would only fail (or trip an
 /// assertion) deep inside scoring, after the tasks are built and the store opened.
 fn check_sizes(args: &EvalArgs) -> anyhow::Result<()> {
@@ -250,7 +236,8 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     if candidates.is_empty() {
         anyhow::bail!("no checkpoints found under {}", join_paths(&args.paths));
     }
-    let mut downloads = hub.map(|h| Downloads::new(h, args.hub_sources.retention(), ui.transfer()));
+    let mut downloads =
+        hub.map(|h| Downloads::new(h, args.hub_sources.retention(), ui.bar("downloading")));
     let tasks: Vec<TaskRequests> = specs
         .iter()
         .map(|s| {
@@ -290,7 +277,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         max_length: args.max_length,
         commit_every: args.commit_every,
     };
-    let bar = Bar(ui.progress(0, "scoring"));
+    let bar = ui.bar("scoring");
     let mut ok = true;
     let report = if tasks.is_empty() {
         None
@@ -300,7 +287,7 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             &tasks,
             &mut store,
             &opts,
-            &bar,
+            &*bar,
             shard,
             downloads.as_mut(),
         )?;
@@ -325,14 +312,14 @@ pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             &checkpoints,
             &mut store,
             &opts,
-            &bar,
+            &*bar,
         )?;
         ok &= r.all_ok();
         Some(r)
     } else {
         None
     };
-    bar.0.finish_and_clear();
+    bar.finish();
     let json = args.json || args.format == TableFormat::Json;
     match (json, report, judge_report) {
         (true, Some(r), None) => print_json(&r)?,
@@ -403,7 +390,7 @@ fn materialize(
     downloads: Option<&Downloads>,
     ui: &Ui,
 ) -> anyhow::Result<Vec<Checkpoint>> {
-    let transfer = ui.transfer();
+    let transfer = ui.bar("downloading");
     candidates
         .iter()
         .map(|c| match (c, downloads) {

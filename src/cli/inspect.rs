@@ -76,8 +76,11 @@ fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
 }
 
 pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let found =
-        crate::sources::checkpoints(&args.paths, &args.hub.options(), ui.transfer().as_ref())?;
+    let found = crate::sources::checkpoints(
+        &args.paths,
+        &args.hub.options(),
+        ui.bar("downloading").as_ref(),
+    )?;
     if found.is_empty() {
         let searched: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
         anyhow::bail!(

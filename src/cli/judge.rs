@@ -4,7 +4,7 @@
 use super::eval::schedule_label;
 use super::output::{outln, print_json, table};
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
-use crate::eval::run::{Progress, RunOptions};
+use crate::eval::run::RunOptions;
 use crate::judge::client::{ApiKey, ClientConfig, JudgeClient};
 use crate::judge::instructions::{
     outputs_for, read_difficulty, read_instructions, read_records, InstructionSource,
@@ -12,6 +12,7 @@ use crate::judge::instructions::{
 use crate::judge::metrics::WinRates;
 use crate::judge::prompt::JudgeTemplate;
 use crate::judge::run::{judge_checkpoints, JudgeRun, JudgeSettings, PairwiseTask, Reference};
+use crate::progress::Progress;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -194,7 +195,7 @@ fn reference(
 ) -> anyhow::Result<Reference> {
     match arg {
         Some(p) if p.is_dir() || is_checkpoint_dir(p) => Ok(Reference::Checkpoint(Box::new(
-            crate::sources::open_single(p, &crate::hub::Silent)?,
+            crate::sources::open_single(p, &crate::progress::Silent)?,
         ))),
         Some(file) => {
             let records = read_records(file)?;

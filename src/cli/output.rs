@@ -4,6 +4,7 @@
 //! panics when stdout is closed (`ckpt tasks | head`), and a closed stdout must end the
 //! program quietly instead, as it does for every Unix tool.
 
+use crate::progress::{Progress, Unit};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -50,6 +51,12 @@ pub struct Ui {
     pub quiet: bool,
 }
 
+/// Every bar looks the same: what it counts, the bar, the count, time spent and left.
+const ITEMS: &str = "{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta}]";
+/// The same for bytes, with the rate.
+const BYTES: &str =
+    "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise} < {eta}]";
+
 impl Ui {
     /// A progress bar over `len` items, drawn only on a terminal and when not quiet.
     pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
@@ -57,53 +64,58 @@ impl Ui {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(len);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta}]")
-                .expect("valid template"),
-        );
+        bar.set_style(style(Unit::Items));
         bar.set_message(what.to_string());
         bar
     }
-}
 
-impl Ui {
-    /// Download progress: a bar of bytes on a terminal, a log line per file elsewhere.
-    pub fn transfer(&self) -> std::sync::Arc<dyn crate::hub::Transfer + Send + Sync> {
-        let bar = self.progress(0, "downloading");
-        if !bar.is_hidden() {
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} [{eta}]",
-                )
-                .expect("valid template"),
-            );
-        }
-        std::sync::Arc::new(BytesBar(bar))
+    /// The library's progress reports (requests, downloads, uploads), drawn as a bar
+    /// labelled `what` until the first piece of work names itself.
+    pub fn bar(&self, what: &str) -> std::sync::Arc<Bar> {
+        std::sync::Arc::new(Bar(self.progress(0, what)))
     }
 }
 
-/// Bytes downloaded, on a bar.
-struct BytesBar(ProgressBar);
+fn style(unit: Unit) -> ProgressStyle {
+    let template = match unit {
+        Unit::Items => ITEMS,
+        Unit::Bytes => BYTES,
+    };
+    ProgressStyle::with_template(template).expect("valid template")
+}
 
-impl crate::hub::Transfer for BytesBar {
-    fn file(&self, name: &str, size: u64, done: u64) {
+/// A [`Progress`] on a terminal bar; off a terminal, a log line per file moved.
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, what: &str, unit: Unit, total: u64, done: u64) {
         if self.0.is_hidden() {
-            let resumed = if done > 0 {
-                format!(", resuming at {}", crate::hub::sweep::human(done))
-            } else {
-                String::new()
-            };
-            tracing::info!(
-                "downloading {name} ({}{resumed})",
-                crate::hub::sweep::human(size)
-            );
+            if unit == Unit::Bytes {
+                let resumed = if done > 0 {
+                    format!(", resuming at {}", crate::hub::sweep::human(done))
+                } else {
+                    String::new()
+                };
+                tracing::info!("{what} ({}{resumed})", crate::hub::sweep::human(total));
+            }
+            return;
         }
-        self.0.set_length(size);
+        self.0.set_style(style(unit));
+        self.0.set_length(total);
         self.0.set_position(done);
-        self.0.set_message(name.to_string());
+        self.0.set_message(what.to_string());
     }
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn rewind(&self, n: u64) {
+        self.0.dec(n);
     }
 }
 

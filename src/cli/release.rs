@@ -11,9 +11,7 @@ use crate::release::upload::{self, Outcome, UploadOptions, UploadReport};
 use crate::release::{self, CardOptions, Prepared, ReleaseConfig};
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -135,9 +133,9 @@ pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         cfg.repo_id = repo.full(user);
     }
     let repo_id = cfg.repo_id.clone();
-    let hashing = bytes_bar(ui, "hashing");
-    let mut prepared = release::prepare(&cfg, inspected, &hashing)?;
-    hashing.finish_and_clear();
+    let hashing = ui.bar("hashing");
+    let mut prepared = release::prepare(&cfg, inspected, hashing.as_ref())?;
+    hashing.finish();
     if !args.json && !ui.quiet {
         print_plan(&prepared);
     }
@@ -167,10 +165,11 @@ pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         commit_description: args.commit_description.clone(),
         create_pr: args.create_pr,
     };
-    let uploading = bytes_bar(ui, "uploading");
-    let report = upload::publish(&client, &mut prepared.plan, &opts, &uploading)
+    let uploading = ui.bar("uploading");
+    let shared: crate::progress::Shared = uploading.clone();
+    let report = upload::publish(&client, &mut prepared.plan, &opts, &shared)
         .with_context(|| format!("release to {repo_id} failed"))?;
-    uploading.finish_and_clear();
+    uploading.finish();
     if args.json {
         print_json(&output(&prepared, &repo_id, args, Some(report)))?;
     } else if !ui.quiet {
@@ -269,22 +268,6 @@ fn default_message(p: &Prepared, repo_id: &str) -> String {
         .map(|k| format!(", {k}"))
         .unwrap_or_default();
     format!("Release {name}{step}{kind} (ckpt {})", crate::VERSION)
-}
-
-/// A byte counter with throughput, on a terminal only.
-fn bytes_bar(ui: &Ui, what: &str) -> ProgressBar {
-    if ui.quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise} < {eta}]",
-        )
-        .expect("valid template"),
-    );
-    bar.set_prefix(what.to_string());
-    bar
 }
 
 fn print_plan(p: &Prepared) {

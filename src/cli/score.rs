@@ -71,7 +71,7 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--max-length must be at least 1 (got 0)");
     }
     let shard = args.shard.resolve()?;
-    let ckpt = crate::sources::open_single(&args.checkpoint, ui.transfer().as_ref())?;
+    let ckpt = crate::sources::open_single(&args.checkpoint, ui.bar("downloading").as_ref())?;
     let mut texts = crate::texts::read_texts(&args.text)?;
     // A shard scores its share of the texts, balanced by length; each keeps its index
     // in the file, so the shards' outputs join back in order.

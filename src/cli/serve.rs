@@ -92,7 +92,7 @@ pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
         (None, Some(dir)) => {
             let device = crate::device::parse_device(&args.device)?;
             let dtype = crate::device::parse_dtype(&args.dtype)?;
-            let ckpt = crate::sources::open_single(dir, &crate::hub::Silent)?;
+            let ckpt = crate::sources::open_single(dir, &crate::progress::Silent)?;
             let name = match &args.model_name {
                 Some(n) => n.clone(),
                 None => generator_name(&checkpoint_row(&ckpt, "")),

@@ -296,7 +296,7 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     };
     let mut outcomes = measure_units(&units, &sets, &opts, &mut results, &mut on_event);
     if let Some(hub) = hub {
-        let mut downloads = Downloads::new(hub, args.hub.retention(), ui.transfer());
+        let mut downloads = Downloads::new(hub, args.hub.retention(), ui.bar("downloading"));
         outcomes.extend(measure_revisions(
             &revisions,
             &mut downloads,

@@ -10,7 +10,8 @@
 //! `HF_HUB_OFFLINE=1` nothing is asked of the network: the files come from the cache.
 
 use crate::error::{Error, Result};
-use crate::hub::{FileEntry, Hub, HubRevision, HubSource, RepoKind, Silent};
+use crate::hub::{FileEntry, Hub, HubRevision, HubSource, RepoKind};
+use crate::progress::Silent;
 use std::path::{Path, PathBuf};
 
 /// The revision where the Hub keeps its Parquet conversion of every dataset.

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::hub::models::weights_key;
 use crate::hub::sweep::Downloads;
 use crate::hub::{FileEntry, Hub, HubRevision};
+use crate::progress::{Progress, Unit};
 use crate::shard::Shard;
 use crate::sources::Candidate;
 use crate::store::{now, CheckpointRow, HubRevisionRow, MetricRow, Store, TaskInfo};
@@ -66,22 +67,6 @@ pub struct CheckpointOutcome {
     /// Requests the model answered in this run (0: everything came from the store).
     pub computed: usize,
     pub error: Option<String>,
-}
-
-/// Progress callbacks (a bar in the CLI, nothing in tests).
-pub trait Progress: Sync {
-    /// A checkpoint starts, with this many requests to compute.
-    fn checkpoint(&self, path: &str, requests: usize);
-    /// `n` requests answered.
-    fn advance(&self, n: usize);
-}
-
-/// No progress output.
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn checkpoint(&self, _: &str, _: usize) {}
-    fn advance(&self, _: usize) {}
 }
 
 /// The store's description of a checkpoint.
@@ -542,7 +527,7 @@ fn evaluate_checkpoint(
             }
         }
     }
-    progress.checkpoint(&ckpt.name(), missing.len());
+    progress.start(&ckpt.name(), Unit::Items, missing.len() as u64, 0);
     if !missing.is_empty() {
         let computed = compute(ckpt, fingerprint, &missing, store, opts, progress)?;
         stored.extend(computed);
@@ -581,7 +566,7 @@ pub fn answer_requests(
         .filter(|(h, _)| !known.contains_key(*h) && queued.insert((*h).clone()))
         .map(|(h, r)| (h.clone(), r.clone()))
         .collect();
-    progress.checkpoint(&ckpt.name(), missing.len());
+    progress.start(&ckpt.name(), Unit::Items, missing.len() as u64, 0);
     if !missing.is_empty() {
         known.extend(compute(ckpt, fingerprint, &missing, store, opts, progress)?);
     }
@@ -618,7 +603,7 @@ fn compute(
     let mut out = HashMap::new();
     for chunk in missing.chunks(opts.commit_every.max(1)) {
         let requests: Vec<_> = chunk.iter().map(|(_, r)| r.clone()).collect();
-        let responses = engine.run(&requests, &|n| progress.advance(n))?;
+        let responses = engine.run(&requests, &|n| progress.advance(n as u64))?;
         check_finite(ckpt, &requests, &responses)?;
         let items: Vec<(String, String)> = chunk
             .iter()

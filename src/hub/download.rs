@@ -12,6 +12,7 @@ use super::cache::HubCache;
 use super::client::{HubClient, HubError};
 use super::models::{FileEntry, HubRevision};
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Unit};
 use reqwest::Method;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -22,29 +23,13 @@ use std::time::Duration;
 /// Bytes moved per read from the network.
 const CHUNK: usize = 1 << 20;
 
-/// Reports download progress (a bar in the CLI, nothing in tests).
-pub trait Transfer: Sync {
-    /// A file starts: `size` bytes in all, `done` of them already in the cache.
-    fn file(&self, name: &str, size: u64, done: u64);
-    /// `bytes` more arrived.
-    fn advance(&self, bytes: u64);
-}
-
-/// No progress output.
-pub struct Silent;
-
-impl Transfer for Silent {
-    fn file(&self, _: &str, _: u64, _: u64) {}
-    fn advance(&self, _: u64) {}
-}
-
 /// Downloads `entry` of `repo` at `commit` unless its blob is cached; returns the blob.
 pub(super) fn fetch_blob(
     client: &HubClient,
     cache: &HubCache,
     rev: &HubRevision,
     entry: &FileEntry,
-    transfer: &dyn Transfer,
+    transfer: &dyn Progress,
 ) -> Result<PathBuf> {
     let repo = &rev.source.repo;
     let etag = entry.etag();
@@ -97,7 +82,7 @@ fn transfer_resuming(
     entry: &FileEntry,
     url: &str,
     partial: &Path,
-    transfer: &dyn Transfer,
+    transfer: &dyn Progress,
 ) -> Result<()> {
     let what = format!("downloading {} of {}", entry.path, rev.source);
     let policy = client.retry_policy();
@@ -111,7 +96,12 @@ fn transfer_resuming(
         truncate(partial)?;
         have = 0;
     }
-    transfer.file(&entry.path, entry.size, have);
+    transfer.start(
+        &format!("downloading {}", entry.path),
+        Unit::Bytes,
+        entry.size,
+        have,
+    );
     while have < entry.size {
         let before = have;
         match transfer_once(client, &what, url, partial, have, transfer) {
@@ -151,7 +141,7 @@ fn transfer_once(
     url: &str,
     partial: &Path,
     from: u64,
-    transfer: &dyn Transfer,
+    transfer: &dyn Progress,
 ) -> std::result::Result<u64, HubError> {
     let mut resp = client.send(what, &mut || {
         let req = client

@@ -19,7 +19,6 @@ pub mod auth;
 pub mod cache;
 pub mod client;
 mod download;
-pub use download::{Silent, Transfer};
 pub mod models;
 pub mod repo_id;
 pub mod revisions;

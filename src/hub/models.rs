@@ -9,12 +9,13 @@
 
 use super::cache::{is_commit, HubCache};
 use super::client::{HubClient, HubError, RetryPolicy};
-use super::download::{fetch_blob, Transfer};
+use super::download::fetch_blob;
 use super::repo_id::RepoKind;
 use super::revisions::Position;
 use super::source::HubSource;
 use crate::checkpoint::{BIN_INDEX_FILE, BIN_SINGLE_FILE, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Silent};
 use reqwest::Method;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -335,7 +336,7 @@ impl Hub {
         tree: &[FileEntry],
         index: FileEntry,
     ) -> Result<Vec<FileEntry>> {
-        let (path, _) = self.fetch_file(rev, &index, &super::download::Silent)?;
+        let (path, _) = self.fetch_file(rev, &index, &Silent)?;
         let shards = crate::checkpoint::shard_names(&path)?;
         let mut files = vec![index];
         for name in shards {
@@ -360,7 +361,7 @@ impl Hub {
         &self,
         rev: &HubRevision,
         entry: &FileEntry,
-        transfer: &dyn Transfer,
+        transfer: &dyn Progress,
     ) -> Result<(PathBuf, bool)> {
         let repo = &rev.source.repo;
         let cached = self.cache.blob(repo, entry.etag()).is_file();
@@ -380,7 +381,7 @@ impl Hub {
         &self,
         rev: &HubRevision,
         files: &[FileEntry],
-        transfer: &dyn Transfer,
+        transfer: &dyn Progress,
     ) -> Result<Fetched> {
         let mut downloaded = Vec::new();
         for entry in files {
@@ -411,7 +412,7 @@ impl Hub {
 
     /// The snapshot of `rev` as a checkpoint directory: downloaded as needed, or
     /// offline the one the cache holds.
-    pub fn materialize(&self, rev: &HubRevision, transfer: &dyn Transfer) -> Result<PathBuf> {
+    pub fn materialize(&self, rev: &HubRevision, transfer: &dyn Progress) -> Result<PathBuf> {
         if self.is_offline() {
             let dir = self.cache.snapshot(&rev.source.repo, &rev.commit);
             if crate::checkpoint::is_checkpoint_dir(&dir) {

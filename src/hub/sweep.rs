@@ -8,9 +8,9 @@
 //! error naming both. Files that were in the cache before the sweep are never
 //! removed, and `--keep-downloads` keeps everything (no budget then).
 
-use super::download::{Silent, Transfer};
 use super::models::{Downloaded, Fetched, FileEntry, Hub, HubRevision};
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Silent};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,14 +39,14 @@ struct Prefetch {
 pub struct Downloads {
     hub: Hub,
     retention: Retention,
-    transfer: Arc<dyn Transfer + Send + Sync>,
+    transfer: Arc<dyn Progress + Send + Sync>,
     prefetch: Option<Prefetch>,
     /// Files fetched for revisions still in use, and not in the cache before.
     held: BTreeMap<usize, Vec<Downloaded>>,
 }
 
 impl Downloads {
-    pub fn new(hub: Hub, retention: Retention, transfer: Arc<dyn Transfer + Send + Sync>) -> Self {
+    pub fn new(hub: Hub, retention: Retention, transfer: Arc<dyn Progress + Send + Sync>) -> Self {
         Self {
             hub,
             retention,

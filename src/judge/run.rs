@@ -25,7 +25,8 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::eval::engine::Response;
 use crate::eval::prompt::Request;
-use crate::eval::run::{answer_requests, checkpoint_row, Progress, RunOptions};
+use crate::eval::run::{answer_requests, checkpoint_row, RunOptions};
+use crate::progress::{Progress, Unit};
 use crate::store::{now, CheckpointRow, MetricRow, Store};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -341,7 +342,7 @@ impl Questions {
             .iter()
             .filter(|(h, _)| !answers.contains_key(h))
             .collect();
-        progress.checkpoint("judging", missing.len());
+        progress.start("judging", Unit::Items, missing.len() as u64, 0);
         let bodies: Vec<Value> = missing
             .iter()
             .map(|(_, body)| {

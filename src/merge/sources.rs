@@ -81,7 +81,7 @@ fn find(inputs: &[PathBuf]) -> Result<(Vec<Checkpoint>, Vec<PathBuf>)> {
     let mut skipped = Vec::new();
     // Hub revisions (hf://ORG/NAME@REV) are fetched into the cache and kept.
     let hub = crate::sources::HubOptions::default();
-    for ckpt in crate::sources::checkpoints(inputs, &hub, &crate::hub::Silent)? {
+    for ckpt in crate::sources::checkpoints(inputs, &hub, &crate::progress::Silent)? {
         let merged = ckpt.meta.as_ref().is_some_and(|m| m.merge.is_some());
         let named_directly = canonical(&ckpt.dir).is_some_and(|d| named.contains(&d));
         if merged && !named_directly {

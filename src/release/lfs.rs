@@ -13,13 +13,14 @@
 //! sent again, not the whole file.
 
 use crate::hub::client::{BatchActions, HubClient, HubError, LfsAction, LFS_MEDIA_TYPE};
-use indicatif::ProgressBar;
+use crate::progress;
 use reqwest::blocking::Body;
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ pub fn upload(
     client: &HubClient,
     object: &LocalObject,
     actions: &BatchActions,
-    progress: &ProgressBar,
+    progress: &progress::Shared,
 ) -> Result<(), HubError> {
     let Some(upload) = &actions.upload else {
         return Ok(());
@@ -73,14 +74,17 @@ fn protocol(name: &str, message: String) -> HubError {
 struct HashingReader<R> {
     inner: R,
     hasher: Arc<Mutex<Sha256>>,
-    progress: ProgressBar,
+    progress: progress::Shared,
+    /// Bytes counted by this attempt, to take back if it is retried.
+    counted: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.lock().expect("hasher lock").update(&buf[..n]);
-        self.progress.inc(n as u64);
+        self.progress.advance(n as u64);
+        self.counted.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -117,17 +121,18 @@ fn put_slice(
     object: &LocalObject,
     (offset, len): (u64, u64),
     hasher: &Arc<Mutex<Sha256>>,
-    progress: &ProgressBar,
+    progress: &progress::Shared,
 ) -> Result<Option<String>, HubError> {
     let before = hasher.lock().expect("hasher lock").clone();
-    let start = progress.position();
+    let counted = Arc::new(AtomicU64::new(0));
     let resp = client.send(what, &mut || {
         *hasher.lock().expect("hasher lock") = before.clone();
-        progress.set_position(start);
+        progress.rewind(counted.swap(0, Ordering::Relaxed));
         let reader = HashingReader {
             inner: open_slice(&object.path, offset, len)?,
             hasher: Arc::clone(hasher),
-            progress: progress.clone(),
+            progress: Arc::clone(progress),
+            counted: Arc::clone(&counted),
         };
         let mut req = client
             .request(Method::PUT, url)
@@ -167,7 +172,7 @@ fn upload_basic(
     client: &HubClient,
     object: &LocalObject,
     action: &LfsAction,
-    progress: &ProgressBar,
+    progress: &progress::Shared,
 ) -> Result<(), HubError> {
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     let what = format!("uploading {}", object.name);
@@ -200,7 +205,7 @@ fn upload_multipart(
     object: &LocalObject,
     action: &LfsAction,
     chunk: u64,
-    progress: &ProgressBar,
+    progress: &progress::Shared,
 ) -> Result<(), HubError> {
     let parts = part_urls(action);
     let expected = object.size.div_ceil(chunk);
@@ -298,7 +303,8 @@ mod tests {
             let mut reader = HashingReader {
                 inner: open_slice(&object.path, 0, object.size).unwrap(),
                 hasher: Arc::clone(&hasher),
-                progress: ProgressBar::hidden(),
+                progress: progress::silent(),
+                counted: Arc::default(),
             };
             std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
             check_hash(object, &hasher)

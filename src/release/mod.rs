@@ -22,12 +22,12 @@ pub mod upload;
 
 use crate::checkpoint::{open_single, Checkpoint, META_FILE};
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::schedule::ScheduleSpec;
 use crate::train::recipe::{Recipe, RUN_FILE};
 use card::{CardContext, ModelFacts, RecipeFacts, TrainingFacts};
 use checks::CheckReport;
 use decay::Verdict;
-use indicatif::ProgressBar;
 use plan::{Filters, Plan};
 use results::{CardResults, EvalStage};
 use std::path::{Path, PathBuf};
@@ -114,7 +114,7 @@ pub fn inspect(cfg: &ReleaseConfig) -> Result<Inspected> {
 pub fn prepare(
     cfg: &ReleaseConfig,
     inspected: Inspected,
-    hashing: &ProgressBar,
+    hashing: &dyn Progress,
 ) -> Result<Prepared> {
     let Inspected {
         checkpoint: ckpt,

@@ -12,8 +12,8 @@
 //! default `.gitattributes` tracks) for the dry run.
 
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Unit};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use indicatif::ProgressBar;
 use serde::Serialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -259,7 +259,7 @@ struct Hashes {
     sample: Vec<u8>,
 }
 
-fn hash_file(path: &Path, progress: &ProgressBar) -> Result<Hashes> {
+fn hash_file(path: &Path, progress: &dyn Progress) -> Result<Hashes> {
     let io = |e| Error::io(path, e);
     let mut file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
@@ -288,7 +288,7 @@ fn hash_file(path: &Path, progress: &ProgressBar) -> Result<Hashes> {
             h.update(&buf[..n]);
         }
         total += n as u64;
-        progress.inc(n as u64);
+        progress.advance(n as u64);
     }
     if total != size {
         return Err(Error::bad_file(
@@ -306,12 +306,12 @@ fn hash_file(path: &Path, progress: &ProgressBar) -> Result<Hashes> {
 
 impl Plan {
     /// Hashes the selected files (`progress` advances by bytes read).
-    pub fn build(selected: Vec<Selected>, progress: &ProgressBar) -> Result<Self> {
+    pub fn build(selected: Vec<Selected>, progress: &dyn Progress) -> Result<Self> {
         let total: u64 = selected
             .iter()
             .map(|s| std::fs::metadata(&s.source).map(|m| m.len()).unwrap_or(0))
             .sum();
-        progress.set_length(total);
+        progress.start("hashing", Unit::Bytes, total, 0);
         let mut files = Vec::with_capacity(selected.len());
         for s in selected {
             let h = hash_file(&s.source, progress)?;
@@ -384,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hello.txt");
         std::fs::write(&p, "hello\n").unwrap();
-        let h = hash_file(&p, &ProgressBar::hidden()).unwrap();
+        let h = hash_file(&p, &crate::progress::Silent).unwrap();
         // `sha256sum` and `git hash-object` of "hello\n".
         assert_eq!(
             h.sha256,

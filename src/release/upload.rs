@@ -22,8 +22,8 @@ use crate::hub::client::{
     CommitFailure, HubClient, HubError, LfsObject, PreuploadFile, RevisionInfo,
 };
 use crate::hub::RepoId;
+use crate::progress::{self, Unit};
 use base64::Engine;
-use indicatif::ProgressBar;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -82,7 +82,7 @@ pub fn publish(
     client: &HubClient,
     plan: &mut Plan,
     opts: &UploadOptions,
-    progress: &ProgressBar,
+    progress: &progress::Shared,
 ) -> Result<UploadReport> {
     let user = client.whoami().map_err(hub)?;
     let repo = opts.repo.full(&user.name);
@@ -223,7 +223,7 @@ fn upload_lfs(
     repo: &str,
     revision: &str,
     files: &[&PlanFile],
-    progress: &ProgressBar,
+    progress: &progress::Shared,
     report: &mut UploadReport,
 ) -> Result<()> {
     // Two paths with the same content are one object.
@@ -264,10 +264,16 @@ fn upload_lfs(
                 _ => report.already_on_hub.push(f.path_in_repo.clone()),
             }
         }
-        progress.set_length(to_send.iter().map(|(f, _)| f.size).sum());
-        progress.set_position(0);
+        let total = to_send.iter().map(|(f, _)| f.size).sum();
+        let mut done = 0;
         for (f, actions) in to_send {
-            progress.set_message(f.path_in_repo.clone());
+            progress.start(
+                &format!("uploading {}", f.path_in_repo),
+                Unit::Bytes,
+                total,
+                done,
+            );
+            done += f.size;
             let object = LocalObject {
                 name: f.path_in_repo.clone(),
                 path: f.source.clone(),
