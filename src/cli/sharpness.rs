@@ -6,6 +6,7 @@ use super::grid::{Grid, TableFormat};
 use super::output::{out, outln, print_json, Ui};
 use super::values::f64_above;
 use crate::checkpoint::Checkpoint;
+use crate::sharpness::job::default_lanczos_steps;
 use crate::sharpness::{
     Event, Method, Outcome, SftPlot, SharpnessJob, SharpnessOptions, SharpnessResult, TraceOptions,
 };
@@ -197,9 +198,10 @@ impl SharpnessArgs {
             device: crate::device::parse_device(&self.device)?,
             top_eigen_iters: self.top_eigen.then_some(self.eigen_iters as usize),
             top_eigen_tol: self.eigen_tol,
-            top_k: self
-                .top_k
-                .map(|k| (k, self.lanczos_steps.unwrap_or((3 * k).max(30)))),
+            top_k: self.top_k.map(|k| {
+                let steps = self.lanczos_steps;
+                (k, steps.unwrap_or_else(|| default_lanczos_steps(k)))
+            }),
             density: self.density.then_some((self.slq_runs, self.slq_steps)),
             tokenizer: self.tokenizer.clone(),
             save_batches: self.save_batches.clone(),

@@ -203,6 +203,12 @@ impl SharpnessJob {
     }
 }
 
+/// Lanczos steps for the top `k` eigenvalues when none are asked for (the
+/// `--lanczos-steps` default): `max(3 k, 30)`.
+pub fn default_lanczos_steps(k: usize) -> usize {
+    (3 * k).max(30)
+}
+
 fn invalid(message: impl Into<String>) -> Result<()> {
     Err(Error::Invalid(message.into()))
 }
