@@ -164,8 +164,8 @@ impl SharpnessJob {
         }
         unit("--eigen-tol", m.top_eigen_tol)?;
         in_range("--min-probes", m.trace.min_probes, 2, 1_000_000)?;
-        if let Some(iters) = m.top_eigen_iters {
-            in_range("--eigen-iters", iters, 1, usize::MAX)?;
+        if m.top_eigen_iters == Some(0) {
+            return invalid("--eigen-iters must be at least 1 (none gives no eigenvalue)");
         }
         if let Some((k, steps)) = m.top_k {
             in_range("--top-k", k, 1, 20)?;
