@@ -20,6 +20,10 @@
 //! assert_eq!(wsd.label(), "WSD (α=0.1)");
 //! ```
 
+pub mod job;
+
+pub use job::{DataFormat, ScheduleJob, ScheduleOutcome, Schedules};
+
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 use std::fmt;

@@ -1,15 +1,17 @@
 //! `ckpt merge CKPT... --emulate SHAPE|--weights C,... [--window STEPS|--last K] --out DIR`:
 //! WSM checkpoint merging; prints the coefficients and the LR decay they emulate.
 
+//! The flags become a [`MergeJob`]; [`crate::merge::job::run`] does the work.
+
 use super::output::{outln, print_json, table, Ui};
-use crate::merge::{plan, Accumulate, DecayShape, MergeOptions, MergePlan, Selection, Weighting};
-use crate::plot::{line_chart, LineChart, Series};
+use crate::merge::{
+    Accumulate, DecayShape, MergeEvent, MergeJob, MergeOptions, MergeOutcome, Selection, Weighting,
+};
 use anyhow::Context;
 use clap::{ArgGroup, Args, ValueEnum};
-use serde::Serialize;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("coefficients").required(true).args(["emulate", "weights"])))]
@@ -61,82 +63,62 @@ fn parse_shape(s: &str) -> Result<DecayShape, String> {
     s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
-/// One selected checkpoint as printed.
-#[derive(Serialize)]
-struct Row {
-    path: PathBuf,
-    step: u64,
-    coefficient: f64,
-    multiplier: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fingerprint: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Output {
-    shape: &'static str,
-    window: Option<u64>,
-    last: Option<usize>,
-    found_steps: Vec<u64>,
-    skipped: Vec<PathBuf>,
-    sources: Vec<Row>,
-    /// The LR multiplier of the last interval: where the emulated decay ends.
-    final_multiplier: f64,
-    out: Option<PathBuf>,
-    fingerprint: Option<String>,
-    seconds: Option<f64>,
+impl MergeArgs {
+    /// The typed job these flags ask for (values parsed, not yet checked).
+    fn job(&self) -> anyhow::Result<MergeJob> {
+        let selection = match (self.window, self.last) {
+            (Some(w), _) => Selection::Window(w),
+            (_, Some(k)) => Selection::Last(k),
+            _ => Selection::All,
+        };
+        let weighting = match (&self.weights, self.emulate) {
+            (Some(w), _) => Weighting::Explicit(parse_weights(w)?),
+            (None, Some(shape)) => Weighting::Emulate(shape),
+            (None, None) => anyhow::bail!("give --emulate SHAPE or --weights"),
+        };
+        Ok(MergeJob {
+            checkpoints: self.checkpoints.clone(),
+            selection,
+            weighting,
+            out: self.out.clone(),
+            options: MergeOptions {
+                accumulate: match self.accumulate {
+                    AccumulateArg::F32 => Accumulate::F32,
+                    AccumulateArg::F64 => Accumulate::F64,
+                },
+                force: self.force,
+            },
+            plot: self.plot.clone(),
+        })
+    }
 }
 
 pub fn run(args: &MergeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let selection = match (args.window, args.last) {
-        (Some(w), _) => Selection::Window(w),
-        (_, Some(k)) => Selection::Last(k),
-        _ => Selection::All,
-    };
-    let weighting = match (&args.weights, args.emulate) {
-        (Some(w), _) => Weighting::Explicit(parse_weights(w)?),
-        (None, Some(shape)) => Weighting::Emulate(shape),
-        (None, None) => anyhow::bail!("give --emulate SHAPE or --weights"),
-    };
-    let plan = plan(&args.checkpoints, selection, &weighting)?;
-    for dir in &plan.sources.skipped {
-        if !ui.quiet {
-            eprintln!(
-                "note: skipping {} (a merged checkpoint; name it to merge it)",
-                dir.display()
-            );
-        }
-    }
-    if let Some(path) = &args.plot {
-        draw(&plan, path)?;
-    }
-    let mut out = output(&plan, args);
-    if let Some(dir) = &args.out {
-        let opts = MergeOptions {
-            accumulate: match args.accumulate {
-                AccumulateArg::F32 => Accumulate::F32,
-                AccumulateArg::F64 => Accumulate::F64,
-            },
-            force: args.force,
-        };
-        let started = Instant::now();
-        let bar = ui.progress(plan.elements() * plan.selected().len() as u64, "merging");
-        let sources = plan.selected().len() as u64;
-        let meta = plan.write(dir, &opts, &|n| bar.inc(n * sources))?;
-        bar.finish_and_clear();
-        out.seconds = Some(started.elapsed().as_secs_f64());
-        let merged = crate::checkpoint::Checkpoint::open(dir)?;
-        out.fingerprint = Some(merged.fingerprint()?);
-        if let Some(info) = meta.merge {
-            for (row, source) in out.sources.iter_mut().zip(info.sources) {
-                row.fingerprint = Some(source.fingerprint);
+    let job = args.job()?;
+    let mut bar: Option<ProgressBar> = None;
+    let done = crate::merge::job::run(&job, &mut |event| match event {
+        MergeEvent::SkippedMerged(dir) => {
+            if !ui.quiet {
+                eprintln!(
+                    "note: skipping {} (a merged checkpoint; name it to merge it)",
+                    dir.display()
+                );
             }
         }
+        MergeEvent::Writing { elements } => bar = Some(ui.progress(elements, "merging")),
+        MergeEvent::Summed(n) => {
+            if let Some(b) = &bar {
+                b.inc(n)
+            }
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     if args.json {
-        print_json(&out)?;
+        print_json(&done)?;
     } else {
-        print_table(&out);
+        print_table(&done);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -151,34 +133,7 @@ fn parse_weights(text: &str) -> anyhow::Result<Vec<f64>> {
         .collect()
 }
 
-fn output(plan: &MergePlan, args: &MergeArgs) -> Output {
-    let w = &plan.weights;
-    Output {
-        shape: plan.weighting.name(),
-        window: args.window,
-        last: args.last,
-        found_steps: plan.sources.found_steps.clone(),
-        skipped: plan.sources.skipped.clone(),
-        sources: plan
-            .selected()
-            .iter()
-            .enumerate()
-            .map(|(j, s)| Row {
-                path: s.checkpoint.dir.clone(),
-                step: s.step(),
-                coefficient: w.coefficients[j],
-                multiplier: w.multipliers[j],
-                fingerprint: None,
-            })
-            .collect(),
-        final_multiplier: w.final_multiplier(),
-        out: args.out.clone(),
-        fingerprint: None,
-        seconds: None,
-    }
-}
-
-fn print_table(out: &Output) {
+fn print_table(out: &MergeOutcome) {
     let mut t = table(&["checkpoint", "step", "coefficient", "LR multiplier"]);
     for r in &out.sources {
         t.add_row(vec![
@@ -210,24 +165,4 @@ fn print_table(out: &Output) {
         ),
         _ => outln!("nothing written (no --out)"),
     }
-}
-
-fn draw(plan: &MergePlan, path: &std::path::Path) -> anyhow::Result<()> {
-    let mut chart = LineChart::new(
-        &format!("LR decay emulated by merging ({})", plan.weighting.name()),
-        "step",
-        "LR multiplier",
-    );
-    chart
-        .series
-        .push(Series::new("emulated by the merge", plan.lr_curve()));
-    if let Some(target) = plan.target_curve(200) {
-        chart.series.push(Series::new(
-            format!("{} decay", plan.weighting.name()),
-            target,
-        ));
-    }
-    chart.y_range = Some((0.0, 1.05));
-    line_chart(path, &chart)?;
-    Ok(())
 }

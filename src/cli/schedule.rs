@@ -1,17 +1,13 @@
 //! `ckpt schedule RECIPE.toml...` or `ckpt schedule --kind wsd --peak-lr ...`: the LR
 //! curve of each schedule as CSV or JSON, and optionally as a plot.
 
-use crate::plot::{line_chart, LineChart, Series, VLine};
-use crate::schedule::{Kind, ScheduleSpec, SpecError};
-use anyhow::Context;
-use clap::{Args, ValueEnum};
-use serde::Serialize;
-use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
+//! The flags become a [`ScheduleJob`]; [`crate::schedule::job::run`] does the work.
 
 use super::output::Ui;
+use crate::schedule::{DataFormat, Kind, ScheduleJob, ScheduleSpec, Schedules};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -93,12 +89,10 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 }
 
 impl SpecFlags {
-    /// The spec the flags describe, validated; errors name the flag.
-    fn spec(&self) -> anyhow::Result<Option<ScheduleSpec>> {
-        let Some(kind) = self.kind else {
-            return Ok(None);
-        };
-        let spec = ScheduleSpec {
+    /// The spec the flags describe (checked by [`ScheduleJob::check`]).
+    fn spec(&self) -> Option<ScheduleSpec> {
+        let kind = self.kind?;
+        Some(ScheduleSpec {
             kind,
             peak_lr: self.peak_lr.unwrap_or_default(),
             warmup: self.warmup.unwrap_or(0),
@@ -110,251 +104,40 @@ impl SpecFlags {
             mult: self.mult,
             mid_steps: self.mid_steps,
             alpha_mid: self.alpha_mid,
-        };
-        spec.validate().map_err(|e| {
-            let flag = match e.key() {
-                _ if matches!(e, SpecError::TooManySteps { .. }) => {
-                    return anyhow::anyhow!("{e} (flags --steps and --mid-steps)");
-                }
-                "total_steps" => "steps".to_string(),
-                key => key.replace('_', "-"),
-            };
-            anyhow::anyhow!("{e} (flag --{flag})")
-        })?;
-        Ok(Some(spec))
+        })
     }
 }
 
-/// A schedule to print or draw, with its legend label.
-struct Curve {
-    label: String,
-    spec: ScheduleSpec,
-}
-
-#[derive(Serialize)]
-struct JsonCurve<'a> {
-    label: &'a str,
-    spec: ScheduleSpec,
-    points: Points<'a>,
-}
-
-/// The sampled points of one curve, serialized as they are computed: a curve of 10^12
-/// steps streams like the CSV does instead of being held in memory.
-struct Points<'a> {
-    spec: &'a ScheduleSpec,
-    every: u64,
-}
-
-impl Serialize for Points<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            sampled_steps(self.spec.end_step(), self.every).map(|step| Point {
-                step,
-                lr: self.spec.lr(step),
+impl ScheduleArgs {
+    /// The typed job these flags ask for: the data is printed unless only a plot is
+    /// asked for.
+    fn job(&self) -> ScheduleJob {
+        let print_data = self.plot.is_none() || self.format.is_some() || self.out.is_some();
+        ScheduleJob {
+            schedules: match self.flags.spec() {
+                Some(spec) => Schedules::Flags(spec),
+                None => Schedules::Recipes(self.recipes.clone()),
+            },
+            data: print_data.then(|| match self.format.unwrap_or(Format::Csv) {
+                Format::Csv => DataFormat::Csv,
+                Format::Json => DataFormat::Json,
             }),
-        )
+            every: self.every,
+            out: self.out.clone(),
+            plot: self.plot.clone(),
+            title: self.title.clone(),
+        }
     }
-}
-
-#[derive(Serialize)]
-struct Point {
-    step: u64,
-    lr: f64,
 }
 
 pub fn run(args: &ScheduleArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    // Check the plot's file name before any work, so a typo costs nothing.
-    if let Some(path) = &args.plot {
-        crate::plot::ImageFormat::from_path(path)?;
-    }
-    let curves = curves(args)?;
-    let print_data = args.plot.is_none() || args.format.is_some() || args.out.is_some();
-    if print_data {
-        let format = args.format.unwrap_or(Format::Csv);
-        let fill = |w: &mut dyn Write| match format {
-            Format::Csv => write_csv(w, &curves, args.every),
-            Format::Json => write_json(w, &curves, args.every),
-        };
-        match &args.out {
-            Some(path) => crate::atomic_file::write_with(path, fill)?,
-            None => {
-                let stdout = std::io::stdout();
-                let mut w = std::io::BufWriter::new(stdout.lock());
-                match fill(&mut w).and_then(|()| w.flush()) {
-                    // `ckpt schedule ... | head` is fine.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                    other => other.context("writing to stdout")?,
-                }
-            }
-        }
-    }
-    if let Some(path) = &args.plot {
-        line_chart(path, &chart(&args.title, &curves))?;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let done = crate::schedule::job::run(&args.job(), &mut w)?;
+    if let Some(path) = &done.plot {
         if !ui.quiet {
             eprintln!("wrote {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The schedules of the recipes or of the flags, labelled; labels that would collide
-/// in a legend get the recipe's file name.
-fn curves(args: &ScheduleArgs) -> anyhow::Result<Vec<Curve>> {
-    let mut curves = Vec::new();
-    if let Some(spec) = args.flags.spec()? {
-        let spec = with_steps(spec, "--steps")?;
-        curves.push(Curve {
-            label: spec.label(),
-            spec,
-        });
-        return Ok(curves);
-    }
-    let mut names = Vec::new();
-    for path in &args.recipes {
-        let spec = ScheduleSpec::read_recipe(path)?;
-        let spec = with_steps(spec, &path.display().to_string())?;
-        names.push(path.file_stem().map_or_else(
-            || path.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        ));
-        curves.push(Curve {
-            label: spec.label(),
-            spec,
-        });
-    }
-    let labels: Vec<String> = curves.iter().map(|c| c.label.clone()).collect();
-    for (curve, name) in curves.iter_mut().zip(names) {
-        if labels.iter().filter(|l| **l == curve.label).count() > 1 {
-            curve.label = format!("{} [{name}]", curve.label);
-        }
-    }
-    Ok(curves)
-}
-
-/// Drawing a curve needs `T`: an SFT recipe that leaves it to the trainer cannot be drawn.
-fn with_steps(spec: ScheduleSpec, source: &str) -> anyhow::Result<ScheduleSpec> {
-    spec.require_total_steps()
-        .with_context(|| format!("{source}: cannot draw the curve"))?;
-    Ok(spec)
-}
-
-/// Steps `0, N, 2N, ...` up to `end`, and `end`.
-fn sampled_steps(end: u64, every: u64) -> impl Iterator<Item = u64> {
-    (0..=end)
-        .step_by(every.try_into().unwrap_or(usize::MAX))
-        .chain(std::iter::once(end))
-        .scan(None, |last, s| {
-            let fresh = *last != Some(s);
-            *last = Some(s);
-            Some(fresh.then_some(s))
-        })
-        .flatten()
-}
-
-fn write_csv(w: &mut dyn Write, curves: &[Curve], every: u64) -> std::io::Result<()> {
-    if let [curve] = curves {
-        writeln!(w, "step,lr")?;
-        for step in sampled_steps(curve.spec.end_step(), every) {
-            writeln!(w, "{step},{}", curve.spec.lr(step))?;
-        }
-        return Ok(());
-    }
-    let header: Vec<String> = curves.iter().map(|c| csv_field(&c.label)).collect();
-    writeln!(w, "step,{}", header.join(","))?;
-    // Every schedule's own last step is a row; past its end a schedule's cell is empty.
-    let mut steps: BTreeSet<u64> = BTreeSet::new();
-    let ends: Vec<u64> = curves.iter().map(|c| c.spec.end_step()).collect();
-    let last = ends.iter().copied().max().unwrap_or(0);
-    steps.extend(sampled_steps(last, every));
-    steps.extend(&ends);
-    for step in steps {
-        write!(w, "{step}")?;
-        for (curve, &end) in curves.iter().zip(&ends) {
-            if step <= end {
-                write!(w, ",{}", curve.spec.lr(step))?;
-            } else {
-                write!(w, ",")?;
-            }
-        }
-        writeln!(w)?;
-    }
-    Ok(())
-}
-
-fn write_json(w: &mut dyn Write, curves: &[Curve], every: u64) -> std::io::Result<()> {
-    let out: Vec<JsonCurve> = curves
-        .iter()
-        .map(|c| JsonCurve {
-            label: &c.label,
-            spec: c.spec.resolved(),
-            points: Points {
-                spec: &c.spec,
-                every,
-            },
-        })
-        .collect();
-    serde_json::to_writer_pretty(&mut *w, &out)?;
-    writeln!(w)
-}
-
-/// A CSV cell, quoted when it holds a comma, a quote or a line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// The curves on one chart, like the paper's Figures 1 and 2: about a thousand points
-/// per curve plus its corners, and a dashed line at `T` where mid-training follows.
-fn chart(title: &str, curves: &[Curve]) -> LineChart {
-    let mut chart = LineChart::new(title, "step", "learning rate");
-    let mut mid_starts = BTreeSet::new();
-    for curve in curves {
-        let spec = &curve.spec;
-        let end = spec.end_step();
-        let mut steps: BTreeSet<u64> = sampled_steps(end, (end / 1000).max(1)).collect();
-        for b in spec.breakpoints() {
-            // Both sides of a corner, so that restarts draw as jumps.
-            steps.extend([b.saturating_sub(1), b, (b + 1).min(end)]);
-        }
-        let points = steps.into_iter().map(|s| (s as f64, spec.lr(s))).collect();
-        chart.series.push(Series::new(curve.label.clone(), points));
-        if spec.mid_steps.is_some() {
-            mid_starts.extend(spec.total_steps);
-        }
-    }
-    let peak = curves.iter().map(|c| c.spec.peak_lr).fold(0.0, f64::max);
-    chart.y_range = Some((0.0, peak * 1.08));
-    chart.vlines = mid_starts
-        .into_iter()
-        .map(|t| VLine {
-            x: t as f64,
-            label: Some("mid-training".into()),
-        })
-        .collect();
-    chart
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sampling_keeps_the_ends() {
-        let v: Vec<u64> = sampled_steps(10, 4).collect();
-        assert_eq!(v, [0, 4, 8, 10]);
-        let v: Vec<u64> = sampled_steps(8, 4).collect();
-        assert_eq!(v, [0, 4, 8]);
-        let v: Vec<u64> = sampled_steps(0, 1).collect();
-        assert_eq!(v, [0]);
-    }
-
-    #[test]
-    fn csv_quotes_only_when_needed() {
-        assert_eq!(csv_field("WSD (α=0.1)"), "WSD (α=0.1)");
-        assert_eq!(csv_field("a, b"), "\"a, b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-    }
 }

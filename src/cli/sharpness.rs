@@ -1,27 +1,21 @@
 //! `ckpt sharpness PATH... --data FILE`: Hessian-trace sharpness of every checkpoint
 //! found, a table, a JSONL results file (resumable) and the paper's Figure 3.
+//! The flags become a [`SharpnessJob`]; [`crate::sharpness::job::run`] does the work.
 
 use super::grid::{Grid, TableFormat};
 use super::output::{out, outln, print_json, Ui};
 use super::values::f64_above;
-use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
-use crate::hub::sweep::Downloads;
-use crate::sharpness::figure::sharpness_chart;
-use crate::sharpness::sets::DataSet;
+use crate::checkpoint::Checkpoint;
+use crate::sharpness::job::default_lanczos_steps;
 use crate::sharpness::{
-    measure_revisions, measure_units, Event, Method, Outcome, ResultsFile, SharpnessOptions,
-    SharpnessResult, TraceOptions, Unit,
+    Event, Method, Outcome, SftPlot, SharpnessJob, SharpnessOptions, SharpnessResult, TraceOptions,
 };
-use crate::sources::Candidate;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use candle_core::DType;
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// File name of the results file when `--out` is not given.
-pub const DEFAULT_OUT: &str = "sharpness.jsonl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MethodArg {
@@ -170,100 +164,83 @@ impl SharpnessArgs {
     pub fn needs_gradient_graphs(&self) -> bool {
         matches!(self.method, MethodArg::Exact)
     }
+
+    /// The typed job these flags ask for (values parsed, not yet checked).
+    fn job(&self) -> anyhow::Result<SharpnessJob> {
+        let dtype = match self.dtype.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => DType::F32,
+            "f64" | "float64" => DType::F64,
+            other => bail!("--dtype {other:?}: sharpness runs in f32 or f64"),
+        };
+        let chat_template = self
+            .chat_template
+            .as_deref()
+            .map(crate::chat::TemplateChoice::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?;
+        let measure = SharpnessOptions {
+            chat_template,
+            seq_len: self.seq_len,
+            batch_size: self.batch_size,
+            max_batches: Some(self.max_batches),
+            max_texts: Some(self.max_texts),
+            trace: TraceOptions {
+                probes: self.samples,
+                seed: self.seed,
+                rel_tol: self.rel_tol,
+                min_probes: self.min_probes,
+            },
+            method: match self.method {
+                MethodArg::Fd => Method::FiniteDifference { eps: self.eps },
+                MethodArg::Exact => Method::Exact,
+            },
+            dtype,
+            device: crate::device::parse_device(&self.device)?,
+            top_eigen_iters: self.top_eigen.then_some(self.eigen_iters as usize),
+            top_eigen_tol: self.eigen_tol,
+            top_k: self.top_k.map(|k| {
+                let steps = self.lanczos_steps;
+                (k, steps.unwrap_or_else(|| default_lanczos_steps(k)))
+            }),
+            density: self.density.then_some((self.slq_runs, self.slq_steps)),
+            tokenizer: self.tokenizer.clone(),
+            save_batches: self.save_batches.clone(),
+        };
+        let sft_plot = match (&self.sft_plot, &self.sft_task) {
+            (Some(path), Some(spec)) => {
+                let (task, metric) = spec.split_once(':').unwrap_or((spec.as_str(), "acc"));
+                Some(SftPlot {
+                    path: path.clone(),
+                    task: task.into(),
+                    metric: metric.into(),
+                })
+            }
+            _ => None,
+        };
+        Ok(SharpnessJob {
+            paths: self.paths.clone(),
+            hub: self.hub.options(),
+            retention: self.hub.retention(),
+            store: self.store.clone(),
+            store_timeout: self.store_timeout.duration(),
+            sft_plot,
+            data: self
+                .data
+                .iter()
+                .map(|d| crate::sharpness::sets::parse_spec(d))
+                .collect(),
+            measure,
+            out: self.out.clone(),
+            plot: self.plot.clone(),
+            block_plot: self.block_plot.clone(),
+            density_plot: self.density_plot.clone(),
+            shard: self.shard.resolve()?,
+        })
+    }
 }
 
 pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    // A plot is drawn at the end: its format is checked before hours of measuring.
-    for plot in [
-        &args.plot,
-        &args.sft_plot,
-        &args.block_plot,
-        &args.density_plot,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        crate::plot::ImageFormat::from_path(plot)?;
-    }
-    let opts = options(args)?;
-    let specs: Vec<_> = args
-        .data
-        .iter()
-        .map(|d| crate::sharpness::sets::parse_spec(d))
-        .collect();
-    crate::sharpness::sets::check_names(&specs)?;
-    for (_, path) in &specs {
-        if !path.is_file() {
-            bail!("{}: no such file (--data)", path.display());
-        }
-    }
-    let shard = args.shard.resolve()?;
-    let (candidates, hub) = crate::sources::candidates(&args.paths, &args.hub.options())?;
-    if candidates.is_empty() {
-        bail!(
-            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
-            join_paths(&args.paths)
-        );
-    }
-    let mut checkpoints = Vec::new();
-    let mut revisions = Vec::new();
-    for candidate in candidates {
-        match candidate {
-            Candidate::Local(c) => checkpoints.push(*c),
-            Candidate::Hub(rev) => revisions.push(rev),
-        }
-    }
-    if let Some(s) = shard {
-        // Every revision of a suite has one size: equal costs.
-        let mine = s.select(&vec![1; revisions.len()]);
-        revisions = revisions
-            .into_iter()
-            .zip(mine)
-            .filter_map(|(r, m)| m.then_some(r))
-            .collect();
-    }
-    let units = match shard {
-        Some(s) => shard_units(&checkpoints, s, &opts),
-        None => checkpoints
-            .iter()
-            .map(|checkpoint| Unit {
-                checkpoint,
-                probes: None,
-            })
-            .collect(),
-    };
-    let sets = specs
-        .into_iter()
-        .map(|(name, path)| DataSet::open(name, &path))
-        .collect::<Result<Vec<_>, _>>()?;
-    if args.chat_template.is_some() && !sets.iter().any(DataSet::is_chat) {
-        bail!("--chat-template: no --data set holds conversations (records with \"messages\") to render");
-    }
-    let mut out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&args.paths[0]));
-    if let Some(s) = shard {
-        out = beside(&out, s, "jsonl");
-    }
-    let mut results = ResultsFile::open(&out)?;
-    let store = match &args.store {
-        Some(p) => Some(crate::store::Store::open_waiting(
-            &shard.map_or_else(|| p.clone(), |s| s.store_path(p)),
-            args.store_timeout.duration(),
-        )?),
-        None => None,
-    };
-    if let Some(store) = &store {
-        results.adopt(ResultsFile::from_store(store)?);
-    }
-    if shard.is_none() {
-        // The blocks shards measured beside --out are joined, not measured again.
-        for sibling in shard_files(&out)? {
-            results.adopt(ResultsFile::open(&sibling)?.results().to_vec());
-        }
-    }
-
+    let job = args.job()?;
     let mut bar: Option<ProgressBar> = None;
     let mut on_event = |event: Event| match event {
         Event::Start {
@@ -294,45 +271,27 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             tracing::info!("token batches written to {}", path.display());
         }
     };
-    let mut outcomes = measure_units(&units, &sets, &opts, &mut results, &mut on_event);
-    if let Some(hub) = hub {
-        let mut downloads = Downloads::new(hub, args.hub.retention(), ui.bar("downloading"));
-        outcomes.extend(measure_revisions(
-            &revisions,
-            &mut downloads,
-            &sets,
-            &opts,
-            &mut results,
-            &mut on_event,
-        ));
-    }
+    let done = crate::sharpness::job::run(&job, ui.bar("downloading"), &mut on_event)?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(store) = &store {
-        results.save_to_store(store)?;
-        if let (Some(path), Some(spec)) = (&args.sft_plot, &args.sft_task) {
-            let (task, metric) = spec.split_once(':').unwrap_or((spec.as_str(), "acc"));
-            let corr = crate::sharpness::sft::sft_correlation(store, task, metric)?;
-            crate::sharpness::sft::plot(path, &corr)?;
-            match (corr.pearson_r, corr.p_value) {
-                (Some(r), Some(p)) => eprintln!(
-                    "sharpness vs SFT {task} {metric}: Pearson r = {r:.3} (p = {p:.3}, {} checkpoints); plot in {}",
-                    corr.points.len(),
-                    path.display()
-                ),
-                _ => eprintln!(
-                    "sharpness vs SFT {task} {metric}: {} checkpoints, too few for a correlation; plot in {}",
-                    corr.points.len(),
-                    path.display()
-                ),
-            }
+    if let (Some(corr), Some(plot)) = (&done.sft, &job.sft_plot) {
+        let (task, metric, path) = (&corr.task, &corr.metric, plot.path.display());
+        match (corr.pearson_r, corr.p_value) {
+            (Some(r), Some(p)) => eprintln!(
+                "sharpness vs SFT {task} {metric}: Pearson r = {r:.3} (p = {p:.3}, {} checkpoints); plot in {path}",
+                corr.points.len(),
+            ),
+            _ => eprintln!(
+                "sharpness vs SFT {task} {metric}: {} checkpoints, too few for a correlation; plot in {path}",
+                corr.points.len(),
+            ),
         }
     }
 
     let mut shown: Vec<(&SharpnessResult, bool)> = Vec::new();
     let mut failed = 0;
-    for outcome in &outcomes {
+    for outcome in &done.outcomes {
         match outcome {
             Outcome::Measured(r) => shown.push((r, false)),
             Outcome::Skipped(r) => shown.push((r, true)),
@@ -357,237 +316,20 @@ pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
             print_blocks(&shown, args.format);
         }
         if !matches!(args.format, TableFormat::Md | TableFormat::Csv) {
-            outln!("results: {}", out.display());
+            outln!("results: {}", done.out.display());
         }
     }
-    let names: Vec<Option<String>> = sets.iter().map(|s| s.name.clone()).collect();
-    for name in &names {
-        let of_set: Vec<SharpnessResult> = shown
-            .iter()
-            .filter(|(r, _)| !r.is_block() && (names.len() == 1 || r.config.set == *name))
-            .map(|(r, _)| (*r).clone())
-            .collect();
-        let set = if names.len() > 1 {
-            name.as_deref()
-        } else {
-            None
-        };
-        draw_plots(args, &of_set, set)?;
+    for (what, path) in &done.skipped_plots {
+        eprintln!(
+            "warning: no result with {what} to plot; {} not written",
+            path.display()
+        );
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The plots asked for, of one set's results; with several sets, each file is
-/// `NAME.SET.EXT` (the paper's Figure 3 has one panel per set).
-fn draw_plots(
-    args: &SharpnessArgs,
-    done: &[SharpnessResult],
-    set: Option<&str>,
-) -> anyhow::Result<()> {
-    let named = |path: &Path| match set {
-        Some(set) => {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            let ext = path.extension().unwrap_or_default().to_string_lossy();
-            path.with_file_name(format!("{stem}.{set}.{ext}"))
-        }
-        None => path.to_path_buf(),
-    };
-    let skipped = |what: &str, path: &Path| {
-        eprintln!(
-            "warning: no result with {what} to plot; {} not written",
-            path.display()
-        )
-    };
-    if let Some(path) = args.plot.as_deref().map(named) {
-        if done.iter().any(|r| r.step.is_some()) {
-            let mut chart = sharpness_chart(done);
-            if let Some(set) = set {
-                chart.title = format!("{} ({set})", chart.title);
-            }
-            crate::plot::line_chart(&path, &chart)
-                .with_context(|| format!("plotting {}", path.display()))?;
-        } else {
-            skipped("a step", &path);
-        }
-    }
-    if let Some(path) = args.density_plot.as_deref().map(named) {
-        match crate::sharpness::figure::density_chart(done) {
-            Some(chart) => crate::plot::line_chart(&path, &chart)
-                .with_context(|| format!("plotting {}", path.display()))?,
-            None => skipped("a density", &path),
-        }
-    }
-    if let Some(path) = args.block_plot.as_deref().map(named) {
-        let maps = crate::sharpness::figure::block_heat_maps(done);
-        if maps.is_empty() {
-            skipped("a step and block traces", &path);
-        } else {
-            let title = match set {
-                Some(set) => format!("Hessian trace per layer ({set})"),
-                None => "Hessian trace per layer (Hutchinson)".into(),
-            };
-            crate::plot::heat_maps(&path, &title, &maps)
-                .with_context(|| format!("plotting {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// The library's options from the flags, checked.
-fn options(args: &SharpnessArgs) -> anyhow::Result<SharpnessOptions> {
-    if args.samples == 0 || args.batch_size == 0 || args.max_batches == 0 || args.max_texts == 0 {
-        bail!("--samples, --batch-size, --max-batches and --max-texts must be positive");
-    }
-    let dtype = match args.dtype.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" => DType::F32,
-        "f64" | "float64" => DType::F64,
-        other => bail!("--dtype {other:?}: sharpness runs in f32 or f64"),
-    };
-    let method = match args.method {
-        MethodArg::Fd => Method::FiniteDifference {
-            eps: checked_eps(args.eps, dtype)?,
-        },
-        MethodArg::Exact => Method::Exact,
-    };
-    Ok(SharpnessOptions {
-        chat_template: crate::chat::TemplateChoice::parse(
-            args.chat_template.as_deref().unwrap_or("own"),
-        )
-        .map_err(|e| anyhow::anyhow!("--chat-template: {e}"))?,
-        seq_len: args.seq_len,
-        batch_size: args.batch_size,
-        max_batches: Some(args.max_batches),
-        max_texts: Some(args.max_texts),
-        trace: TraceOptions {
-            probes: args.samples,
-            seed: args.seed,
-            rel_tol: args.rel_tol,
-            min_probes: args.min_probes,
-        },
-        method,
-        dtype,
-        device: crate::device::parse_device(&args.device)?,
-        top_eigen_iters: args.top_eigen.then_some(args.eigen_iters as usize),
-        top_eigen_tol: args.eigen_tol,
-        top_k: args
-            .top_k
-            .map(|k| (k, args.lanczos_steps.unwrap_or((3 * k).max(30)))),
-        density: args.density.then_some((args.slq_runs, args.slq_steps)),
-        tokenizer: args.tokenizer.clone(),
-        save_batches: args.save_batches.clone(),
-    })
-}
-
-/// `--eps`, checked against the dtype: a step below a few units in the last place of
-/// the weights perturbs nothing, and the finite difference reads Tr(H) = 0 +- 0.
-fn checked_eps(eps: f64, dtype: DType) -> anyhow::Result<f64> {
-    let (min, name) = match dtype {
-        DType::F64 => (1e-12, "f64"),
-        _ => (1e-6, "f32"),
-    };
-    const MAX: f64 = 0.1;
-    if !(eps.is_finite() && (min..=MAX).contains(&eps)) {
-        bail!("--eps must be in [{min:e}, {MAX}] in {name}, got {eps:e}");
-    }
-    Ok(eps)
-}
-
-/// The checkpoints shard `s` measures: a checkpoint is the unit, its parameter count
-/// the cost.
-/// This shard's units. With at least as many checkpoints as shards, a unit is a
-/// checkpoint; with fewer, each checkpoint's probes are cut into `ceil(N / checkpoints)`
-/// blocks so every shard has work (not with `--rel-tol`, whose stopping rule needs all
-/// of a checkpoint's probes in one place). Cost: parameters x probes.
-fn shard_units<'a>(
-    checkpoints: &'a [crate::checkpoint::Checkpoint],
-    s: crate::shard::Shard,
-    opts: &SharpnessOptions,
-) -> Vec<Unit<'a>> {
-    let probes = opts.trace.probes.max(1);
-    let per_checkpoint = if opts.trace.rel_tol.is_some() || checkpoints.is_empty() {
-        1
-    } else {
-        s.count.div_ceil(checkpoints.len()).clamp(1, probes)
-    };
-    let mut units = Vec::new();
-    let mut costs = Vec::new();
-    for checkpoint in checkpoints {
-        let parameters = checkpoint
-            .config()
-            .map(|c| c.num_parameters() as u64)
-            .unwrap_or(1);
-        for b in 0..per_checkpoint {
-            let range = (b * probes / per_checkpoint)..((b + 1) * probes / per_checkpoint);
-            costs.push(parameters.saturating_mul(range.len() as u64));
-            units.push(Unit {
-                checkpoint,
-                probes: (per_checkpoint > 1).then_some(range),
-            });
-        }
-    }
-    let mine = s.select(&costs);
-    units
-        .into_iter()
-        .zip(mine)
-        .filter_map(|(u, m)| m.then_some(u))
-        .collect()
-}
-
-/// The shards' results files beside `out` (`NAME.shard-I-of-N.jsonl`).
-fn shard_files(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let stem = out
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = crate::error::parent_dir(out);
-    let pattern = regex::Regex::new(&format!(
-        r"^{}\.shard-\d+-of-\d+\.jsonl$",
-        regex::escape(&stem)
-    ))?;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(vec![]);
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| pattern.is_match(&n.to_string_lossy()))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// `DIR/NAME.shard-I-of-N.EXT` beside `path`.
-fn beside(path: &Path, s: crate::shard::Shard, ext: &str) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "sharpness".into());
-    path.with_file_name(format!("{stem}.shard-{}-of-{}.{ext}", s.index, s.count))
-}
-
-/// `sharpness.jsonl` in `first` when it is a directory of checkpoints, beside the
-/// checkpoint when it is one (or a file in one).
-fn default_out(first: &Path) -> PathBuf {
-    if crate::hub::source::is_hub_path(first) {
-        // Beside nothing on disk: in the working directory.
-        return PathBuf::from(DEFAULT_OUT);
-    }
-    let dir = if first.is_file() {
-        crate::error::parent_dir(first)
-    } else {
-        first
-    };
-    if is_checkpoint_dir(dir) {
-        crate::error::parent_dir(dir).join(DEFAULT_OUT)
-    } else {
-        dir.join(DEFAULT_OUT)
-    }
 }
 
 fn progress_label(ckpt: &Checkpoint, index: usize, total: usize, set: Option<&str>) -> String {
@@ -608,14 +350,6 @@ fn shown_path(path: &Path) -> PathBuf {
         .ok()
         .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| path.to_path_buf())
-}
-
-fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Every block's trace, one row per checkpoint and block.

@@ -2,15 +2,15 @@
 //! `ckpt synth --eval-tasks DIR`: benchmark data about the same world for every
 //! built-in task, in each dataset's schema (`--data-dir DIR --fewshot-dir DIR/fewshot`).
 
+//! The flags become a [`SynthJob`]; [`crate::synth::job::run`] does the work.
+
 use super::output::{outln, print_json, table, Ui};
-use crate::eval::catalog::Catalog;
-use crate::synth::tasks::{write_task_data, SyntheticConfig};
-use crate::synth::{generate, SynthConfig, FILES};
+use crate::synth::job::CorporaWritten;
+use crate::synth::tasks::SyntheticConfig;
+use crate::synth::{SynthConfig, SynthJob};
 use clap::Args;
-use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
@@ -55,83 +55,51 @@ pub struct SynthArgs {
 }
 
 impl SynthArgs {
-    fn config(&self) -> SynthConfig {
-        SynthConfig {
-            seed: self.seed,
-            entities: self.entities,
-            pretrain_docs: self.pretrain_docs,
-            midtrain_docs: self.midtrain_docs,
-            sft_chats: self.sft_chats,
-            validation_docs: self.validation_docs,
-            instructions: self.instructions,
+    /// The typed job these flags ask for.
+    fn job(&self) -> SynthJob {
+        SynthJob {
+            out: self.out.clone(),
+            config: SynthConfig {
+                seed: self.seed,
+                entities: self.entities,
+                pretrain_docs: self.pretrain_docs,
+                midtrain_docs: self.midtrain_docs,
+                sft_chats: self.sft_chats,
+                validation_docs: self.validation_docs,
+                instructions: self.instructions,
+            },
+            eval_tasks: self.eval_tasks.clone(),
+            eval_docs: self.eval_docs,
         }
     }
 }
 
-#[derive(Serialize)]
-struct Summary<'a> {
-    out: &'a PathBuf,
-    files: [&'static str; 7],
-    config: SynthConfig,
-    seconds: f64,
-    #[serde(flatten)]
-    stats: crate::synth::CorpusStats,
-}
-
 pub fn run(args: &SynthArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    if let Some(dir) = &args.eval_tasks {
-        eval_tasks(args, dir, ui)?;
+    let done = crate::synth::job::run(&args.job())?;
+    if let Some(written) = &done.task_data {
+        if args.json {
+            print_json(written)?;
+        } else if !ui.quiet {
+            let dir = written.eval_tasks.display();
+            outln!(
+                "wrote {} docs in {} files for {} tasks to {dir} (--data-dir {dir} --fewshot-dir {dir}/fewshot)",
+                written.docs,
+                written.files,
+                written.tasks,
+            );
+        }
     }
-    let Some(out) = &args.out else {
-        return Ok(ExitCode::SUCCESS);
-    };
-    let cfg = args.config();
-    cfg.validate()?;
-    let started = Instant::now();
-    let corpus = generate(&cfg);
-    corpus.write(out)?;
-    let summary = Summary {
-        out,
-        files: FILES,
-        stats: corpus.stats(),
-        config: cfg,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    if args.json {
-        print_json(&summary)?;
-    } else if !ui.quiet {
-        print_summary(&summary);
+    if let Some(summary) = &done.corpora {
+        if args.json {
+            print_json(summary)?;
+        } else if !ui.quiet {
+            print_summary(summary);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Data for every built-in task, about the world of `--seed` / `--entities`.
-fn eval_tasks(args: &SynthArgs, dir: &std::path::Path, ui: &Ui) -> anyhow::Result<()> {
-    let catalog = Catalog::builtin()?;
-    let specs: Vec<_> = catalog.entries().iter().map(|e| e.spec.clone()).collect();
-    let cfg = SyntheticConfig {
-        seed: args.seed,
-        entities: args.entities,
-        docs: args.eval_docs,
-    };
-    let written = write_task_data(dir, &specs, &cfg)?;
-    if args.json {
-        print_json(
-            &serde_json::json!({"eval_tasks": dir, "config": cfg, "files": written.files.len(), "docs": written.docs}),
-        )?;
-    } else if !ui.quiet {
-        let dir = dir.display();
-        outln!(
-            "wrote {} docs in {} files for {} tasks to {dir} (--data-dir {dir} --fewshot-dir {dir}/fewshot)",
-            written.docs,
-            written.files.len(),
-            specs.len(),
-        );
-    }
-    Ok(())
-}
-
-fn print_summary(s: &Summary) {
+fn print_summary(s: &CorporaWritten) {
     let mut t = table(&["part", "items", "characters", "distinct words"]);
     for p in &s.stats.parts {
         t.add_row(vec![

@@ -1,14 +1,13 @@
 //! `ckpt tokenize INPUT... --tokenizer DIR --out DIR`: pre-tokenize a corpus into
-//! `.npy` token shards for `[data] paths`.
+//! `.npy` token shards for `[data] paths`. The flags become a [`TokenizeJob`];
+//! [`crate::train::data::shards::run`] does the work.
 
 use super::output::{outln, print_json, Ui};
-use crate::train::data::corpus::expand_paths;
-use crate::train::data::shards::{dtype_for, tokenize_to_shards};
-use crate::train::data::{TokenDtype, TrainTokenizer};
+use crate::train::data::shards::TokenizeJob;
+use crate::train::data::TokenDtype;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {
@@ -41,34 +40,35 @@ enum Dtype {
     U32,
 }
 
+impl TokenizeArgs {
+    /// The typed job these flags ask for.
+    fn job(&self) -> TokenizeJob {
+        TokenizeJob {
+            inputs: self.inputs.clone(),
+            tokenizer: self.tokenizer.clone(),
+            out: self.out.clone(),
+            text_column: self.text_column.clone(),
+            shard_tokens: self.shard_tokens,
+            dtype: self.dtype.map(|d| match d {
+                Dtype::U16 => TokenDtype::U16,
+                Dtype::U32 => TokenDtype::U32,
+            }),
+        }
+    }
+}
+
 pub fn run(args: &TokenizeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    let tok = TrainTokenizer::load(&args.tokenizer, &crate::chat::TemplateChoice::Own)?;
-    let dtype = match args.dtype {
-        Some(Dtype::U16) => TokenDtype::U16,
-        Some(Dtype::U32) => TokenDtype::U32,
-        None => dtype_for(&tok),
-    };
-    let files = expand_paths(&args.inputs)?;
-    let summary = tokenize_to_shards(
-        &files,
-        &args.text_column,
-        &tok,
-        &args.out,
-        dtype,
-        args.shard_tokens,
-    )?;
-    let seconds = started.elapsed().as_secs_f64();
+    let done = crate::train::data::shards::run(&args.job())?;
     if args.json {
-        print_json(&serde_json::json!({ "summary": summary, "seconds": seconds }))?;
+        print_json(&done)?;
     } else if !ui.quiet {
         outln!(
             "{} documents, {} tokens in {} shard(s) under {} ({:.1}s)",
-            summary.documents,
-            summary.tokens,
-            summary.shards.len(),
+            done.summary.documents,
+            done.summary.tokens,
+            done.summary.shards.len(),
             args.out.display(),
-            seconds
+            done.seconds
         );
     }
     Ok(ExitCode::SUCCESS)

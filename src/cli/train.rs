@@ -1,13 +1,11 @@
 //! `ckpt train RECIPE [--set k=v]... [--resume DIR]`: runs a training recipe.
+//! The flags become a [`TrainJob`]; [`crate::train::job::run`] trains.
 
 use super::output::Ui;
-use crate::train::recipe::{Recipe, RUN_FILE};
-use crate::train::setup::prepare;
-use crate::train::trainer::{Outcome, StepMetrics};
-use anyhow::{bail, Context};
+use crate::train::{TrainEvent, TrainJob};
+use anyhow::bail;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,65 +27,67 @@ pub struct TrainArgs {
 /// Exit code after Ctrl-C, as shells report a SIGINT.
 const INTERRUPTED: u8 = 130;
 
-pub fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let recipe_path = recipe_path(args)?;
-    let recipe = Recipe::load(&recipe_path, &args.sets)?;
-    let mut trainer = prepare(&recipe, args.resume.as_deref())
-        .with_context(|| format!("cannot start {}", recipe.job.name))?;
-    let stop = install_ctrl_c()?;
-    let bar = progress_bar(ui, trainer.step(), trainer.end_step(), &recipe.job.name);
-    // Without a terminal (CI logs, nohup) a line per checkpoint interval instead.
-    let log_lines = bar.is_hidden() && !ui.quiet;
-    let (every, end) = (recipe.training.checkpoint_every, trainer.end_step());
-    let mut on_step = |m: &StepMetrics| {
-        let status = format!(
-            "loss {:.4}  lr {:.2e}  {:.0} tok/s",
-            m.loss, m.lr, m.tokens_per_s
-        );
-        if log_lines && (m.step.is_multiple_of(every) || m.step == end) {
-            eprintln!("step {}/{end}  {status}", m.step);
-        }
-        bar.set_position(m.step);
-        bar.set_message(status);
-    };
-    let outcome = trainer.run(stop, &mut on_step);
-    bar.finish_and_clear();
-    match outcome? {
-        Outcome::Finished(dir) => {
-            if !ui.quiet {
-                eprintln!("finished at step {}: {}", trainer.step(), dir.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Outcome::Interrupted(dir) => {
-            eprintln!(
-                "interrupted at step {}; saved {} (run the same command to resume)",
-                trainer.step(),
-                dir.display()
-            );
-            Ok(ExitCode::from(INTERRUPTED))
-        }
+impl TrainArgs {
+    /// The typed job: the recipe read (or the resumed run's), overrides applied.
+    fn job(&self) -> anyhow::Result<TrainJob> {
+        Ok(TrainJob::load(
+            self.recipe.as_deref(),
+            &self.sets,
+            self.resume.clone(),
+        )?)
     }
 }
 
-/// The recipe file: given, or the `run.toml` of the run being resumed.
-fn recipe_path(args: &TrainArgs) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &args.recipe {
-        return Ok(path.clone());
+pub fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let job = args.job()?;
+    let stop = install_ctrl_c()?;
+    let mut bar = ProgressBar::hidden();
+    // Without a terminal (CI logs, nohup) a line per checkpoint interval instead.
+    let mut log_every = None;
+    let mut label = String::new();
+    let done = crate::train::job::run(&job, stop, &mut |event| match event {
+        TrainEvent::Started {
+            name,
+            step,
+            end_step,
+            checkpoint_every,
+        } => {
+            bar = progress_bar(ui, step, end_step, name);
+            label = name.to_string();
+            log_every = (bar.is_hidden() && !ui.quiet).then_some((checkpoint_every, end_step));
+        }
+        TrainEvent::Step(m) => {
+            let status = format!(
+                "loss {:.4}  lr {:.2e}  {:.0} tok/s",
+                m.loss, m.lr, m.tokens_per_s
+            );
+            if let Some((every, end)) = log_every {
+                if m.step.is_multiple_of(every) || m.step == end {
+                    eprintln!("step {}/{end}  {status}", m.step);
+                }
+            }
+            bar.set_position(m.step);
+            bar.set_message(format!("{label}  {status}"));
+        }
+    });
+    bar.finish_and_clear();
+    let done = done?;
+    if done.interrupted {
+        eprintln!(
+            "interrupted at step {}; saved {} (run the same command to resume)",
+            done.step,
+            done.checkpoint.display()
+        );
+        return Ok(ExitCode::from(INTERRUPTED));
     }
-    let Some(resume) = &args.resume else {
-        bail!("give a recipe, or --resume RUN_DIR to continue a run");
-    };
-    let run_dir = if crate::checkpoint::is_checkpoint_dir(resume) {
-        crate::error::parent_dir(resume).to_path_buf()
-    } else {
-        resume.clone()
-    };
-    let path = run_dir.join(RUN_FILE);
-    if !path.is_file() {
-        bail!("{}: no {RUN_FILE}; give the recipe", run_dir.display());
+    if !ui.quiet {
+        eprintln!(
+            "finished at step {}: {}",
+            done.step,
+            done.checkpoint.display()
+        );
     }
-    Ok(path)
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Raised by Ctrl-C; the trainer polls it between steps.
@@ -112,18 +112,9 @@ fn install_ctrl_c() -> anyhow::Result<&'static AtomicBool> {
     Ok(&STOP)
 }
 
+/// The one bar style (`Ui::progress`), over steps, resumed at `start`.
 fn progress_bar(ui: &Ui, start: u64, end: u64, name: &str) -> ProgressBar {
-    if ui.quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(end);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} {bar:25} step {pos}/{len} {msg} [{elapsed_precise} < {eta}]",
-        )
-        .expect("valid template"),
-    );
-    bar.set_prefix(name.to_string());
+    let bar = ui.progress(end, name);
     bar.set_position(start);
     bar.reset_eta();
     bar

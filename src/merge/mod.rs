@@ -27,11 +27,13 @@
 //! would repeat the last step); name one directly to merge it again.
 
 mod coefficients;
+pub mod job;
 mod output;
 mod sources;
 mod tensors;
 
 pub use coefficients::{emulate, explicit, DecayShape, MergeWeights, SUM_TOLERANCE};
+pub use job::{MergeEvent, MergeJob, MergeOutcome, MergedSource};
 pub use output::SIDE_FILES;
 pub use sources::{Selection, Source, Sources};
 pub use tensors::Accumulate;

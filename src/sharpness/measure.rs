@@ -28,9 +28,9 @@ pub const DEFAULT_SEQ_LEN: usize = 1024;
 /// Everything a measurement needs besides the checkpoint.
 #[derive(Debug, Clone)]
 pub struct SharpnessOptions {
-    /// The chat template conversations are rendered with (`own`: the checkpoint's,
-    /// Tulu's when it has none, as `ckpt train` fine-tunes).
-    pub chat_template: crate::chat::TemplateChoice,
+    /// The chat template conversations are rendered with; `None`: `own` (the
+    /// checkpoint's, Tulu's when it has none, as `ckpt train` fine-tunes), not asked for.
+    pub chat_template: Option<crate::chat::TemplateChoice>,
     /// Tokens per row; `None`: [`DEFAULT_SEQ_LEN`] or the model's maximum if smaller.
     pub seq_len: Option<usize>,
     pub batch_size: usize,
@@ -551,7 +551,8 @@ fn sharpness_config(
     }
 }
 
-/// The row length: as asked (at most the model's positions), else the default capped.
+/// The row length: as asked (at most the model's positions; at least 2, checked by
+/// [`SharpnessJob::check`](super::SharpnessJob::check)), else the default capped.
 fn resolve_seq_len(ckpt: &Checkpoint, cfg: &ModelConfig, asked: Option<usize>) -> Result<usize> {
     let max = cfg.max_position_embeddings;
     match asked {
@@ -559,9 +560,6 @@ fn resolve_seq_len(ckpt: &Checkpoint, cfg: &ModelConfig, asked: Option<usize>) -
             ckpt.dir.join(crate::checkpoint::CONFIG_FILE),
             format!("--seq-len {n} is more than the model's max_position_embeddings ({max})"),
         )),
-        Some(n) if n < 2 => Err(Error::Invalid(format!(
-            "--seq-len must be at least 2, got {n}"
-        ))),
         Some(n) => Ok(n),
         None => Ok(DEFAULT_SEQ_LEN.min(max)),
     }
@@ -629,7 +627,12 @@ fn chat_batches(
     cache: &mut DataCache,
 ) -> Result<TokenBatches> {
     let source = opts.tokenizer.as_deref().unwrap_or(&ckpt.dir);
-    let tok = TrainTokenizer::load(source, &opts.chat_template)?;
+    let tok = TrainTokenizer::load(
+        source,
+        opts.chat_template
+            .as_ref()
+            .unwrap_or(&crate::chat::TemplateChoice::Own),
+    )?;
     let origin = tok.chat_template.origin.clone();
     let key = format!(
         "{} {} {} {data_opts:?}",

@@ -19,6 +19,7 @@ pub mod data;
 pub mod figure;
 pub mod hutchinson;
 pub mod hvp;
+pub mod job;
 pub mod measure;
 pub mod objective;
 pub mod power;
@@ -31,6 +32,7 @@ pub mod vector;
 pub use data::{DataOptions, TokenBatches};
 pub use hutchinson::{hutchinson_trace, TraceEstimate, TraceOptions};
 pub use hvp::{keep_gradient_graphs_from_start, with_graph_kept, Hessian, Method, Objective};
+pub use job::{SftPlot, SharpnessJob, SharpnessOutcome};
 pub use measure::{
     measure_all, measure_revisions, measure_units, Event, Outcome, SharpnessOptions, Unit,
 };

@@ -28,12 +28,14 @@ pub mod arithmetic;
 pub mod chats;
 pub mod documents;
 pub mod instructions;
+pub mod job;
 pub mod stories;
 pub mod tasks;
 pub mod text;
 pub mod world;
 
 pub use chats::{Chat, Message};
+pub use job::{SynthJob, SynthOutcome};
 pub use world::{Entity, Fact, Kind, World};
 
 use crate::error::{Error, Result};

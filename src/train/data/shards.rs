@@ -23,6 +23,64 @@ pub struct ShardSummary {
     pub shards: Vec<PathBuf>,
 }
 
+/// `ckpt tokenize`: which files, which tokenizer, and the shards to write.
+#[derive(Debug, Clone)]
+pub struct TokenizeJob {
+    /// Text, JSONL/JSON or Parquet files, or directories of them.
+    pub inputs: Vec<PathBuf>,
+    /// A `tokenizer.json`, or a directory holding one (a checkpoint, a run directory).
+    pub tokenizer: PathBuf,
+    /// Directory for `shard-00000.npy`, `shard-00001.npy`, ...
+    pub out: PathBuf,
+    /// The JSON key holding a document's text.
+    pub text_column: String,
+    /// Token ids per shard (at least 1).
+    pub shard_tokens: usize,
+    /// Element type of the shards; `None`: u16 when the vocabulary fits.
+    pub dtype: Option<TokenDtype>,
+}
+
+/// What a tokenization wrote, and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenizeOutcome {
+    pub summary: ShardSummary,
+    pub seconds: f64,
+}
+
+impl TokenizeJob {
+    /// The inputs named and the shard size.
+    pub fn check(&self) -> Result<()> {
+        if self.inputs.is_empty() {
+            return Err(Error::Invalid("give at least one input to tokenize".into()));
+        }
+        if self.shard_tokens == 0 {
+            return Err(Error::Invalid("shard size must be at least 1 token".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the job, loads the tokenizer and writes the shards.
+pub fn run(job: &TokenizeJob) -> Result<TokenizeOutcome> {
+    job.check()?;
+    let started = std::time::Instant::now();
+    let tok = TrainTokenizer::load(&job.tokenizer, &crate::chat::TemplateChoice::Own)?;
+    let dtype = job.dtype.unwrap_or_else(|| dtype_for(&tok));
+    let files = super::corpus::expand_paths(&job.inputs)?;
+    let summary = tokenize_to_shards(
+        &files,
+        &job.text_column,
+        &tok,
+        &job.out,
+        dtype,
+        job.shard_tokens,
+    )?;
+    Ok(TokenizeOutcome {
+        summary,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// The narrowest dtype that holds every id of `tok`.
 pub fn dtype_for(tok: &TrainTokenizer) -> TokenDtype {
     if tok.vocab_size() <= TokenDtype::U16.max_id() as usize + 1 {
@@ -43,6 +101,7 @@ pub fn tokenize_to_shards(
     shard_tokens: usize,
 ) -> Result<ShardSummary> {
     if shard_tokens == 0 {
+        // Not only a job's check: callers of this function alone would loop forever.
         return Err(Error::Invalid("shard size must be at least 1 token".into()));
     }
     let mut summary = ShardSummary {
@@ -133,5 +192,32 @@ mod tests {
         let mut got = vec![0u32; expected.len()];
         stream.read(0, &mut got);
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_job_without_shard_size_or_inputs_is_refused() {
+        let job = TokenizeJob {
+            inputs: vec!["corpus.txt".into()],
+            tokenizer: "tokenizer.json".into(),
+            out: "shards".into(),
+            text_column: "text".into(),
+            shard_tokens: 1,
+            dtype: None,
+        };
+        job.check().unwrap();
+        let bad = TokenizeJob {
+            shard_tokens: 0,
+            ..job.clone()
+        };
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1 token"));
+        let bad = TokenizeJob {
+            inputs: vec![],
+            ..job
+        };
+        assert!(bad.check().is_err());
     }
 }
