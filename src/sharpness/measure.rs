@@ -559,9 +559,10 @@ fn resolve_seq_len(ckpt: &Checkpoint, cfg: &ModelConfig, asked: Option<usize>) -
             ckpt.dir.join(crate::checkpoint::CONFIG_FILE),
             format!("--seq-len {n} is more than the model's max_position_embeddings ({max})"),
         )),
-        Some(n) if n < 2 => Err(Error::Invalid(format!(
-            "--seq-len must be at least 2, got {n}"
-        ))),
+        Some(n) if n < 2 => Err(Error::bad_value(
+            "--seq-len",
+            format!("--seq-len must be at least 2, got {n}"),
+        )),
         Some(n) => Ok(n),
         None => Ok(DEFAULT_SEQ_LEN.min(max)),
     }
@@ -685,7 +686,7 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 }
 
 fn in_checkpoint(ckpt: &Checkpoint, e: Error) -> Error {
-    Error::Invalid(format!("{}: {e}", ckpt.dir.display()))
+    e.map_message(|m| format!("{}: {m}", ckpt.dir.display()))
 }
 
 #[cfg(test)]

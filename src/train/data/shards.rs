@@ -43,7 +43,10 @@ pub fn tokenize_to_shards(
     shard_tokens: usize,
 ) -> Result<ShardSummary> {
     if shard_tokens == 0 {
-        return Err(Error::Invalid("shard size must be at least 1 token".into()));
+        return Err(Error::bad_value(
+            "--shard-tokens",
+            "shard size must be at least 1 token",
+        ));
     }
     let mut summary = ShardSummary {
         documents: 0,
@@ -81,9 +84,10 @@ fn no_documents(files: &[PathBuf], column: &str) -> Error {
     } else {
         names.join(", ")
     };
-    Error::Invalid(format!(
-        "{names}: no documents to tokenize (no non-empty {column:?} field or line)"
-    ))
+    Error::bad_value(
+        "--text-column",
+        format!("{names}: no documents to tokenize (no non-empty {column:?} field or line)"),
+    )
 }
 
 fn flush(summary: &mut ShardSummary, out: &Path, tokens: &[u32], dtype: TokenDtype) -> Result<()> {
