@@ -229,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             shard.to_string(),
-            "shard 5 of 4: the index must be below the count"
+            "--shard \"5/4\": expected I/N with 0 <= I < N (e.g. 0/4), or auto"
         );
         let dtype = crate::device::parse_dtype("f8").err().unwrap();
         assert!(matches!(&dtype, Error::BadValue { name, .. } if name == "--dtype"));
