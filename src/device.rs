@@ -24,28 +24,34 @@ pub fn device_ordinal(spec: &str) -> Result<Option<usize>> {
             let resolved = crate::shard::resolve_device(&spec, &|k| std::env::var(k).ok())?;
             device_ordinal(&resolved)
         }
-        s if s.starts_with("cuda:") => s[5..]
-            .parse()
-            .map(Some)
-            .map_err(|_| Error::Invalid(format!("invalid device {spec:?}: expected cuda:N"))),
-        _ => Err(Error::Invalid(format!(
-            "invalid device {spec:?}: expected cpu, cuda, cuda:N or cuda:auto"
-        ))),
+        s if s.starts_with("cuda:") => s[5..].parse().map(Some).map_err(|_| {
+            Error::bad_value(
+                "--device",
+                format!("invalid device {spec:?}: expected cuda:N"),
+            )
+        }),
+        _ => Err(Error::bad_value(
+            "--device",
+            format!("invalid device {spec:?}: expected cpu, cuda, cuda:N or cuda:auto"),
+        )),
     }
 }
 
 fn cuda(ordinal: usize) -> Result<Device> {
     if !cfg!(feature = "cuda") {
-        return Err(Error::Invalid(
-            "this ckpt was built without CUDA; rebuild with `--features cuda`".into(),
+        return Err(Error::unsupported(
+            "this ckpt was built without CUDA; rebuild with `--features cuda`",
         ));
     }
     Device::new_cuda(ordinal).map_err(|e| {
-        Error::Invalid(format!(
-            "cannot open CUDA device {ordinal}: {} (`nvidia-smi` lists the GPUs \
+        Error::bad_value(
+            "--device",
+            format!(
+                "cannot open CUDA device {ordinal}: {} (`nvidia-smi` lists the GPUs \
              that the driver sees)",
-            without_backtrace(&e)
-        ))
+                without_backtrace(&e)
+            ),
+        )
     })
 }
 
@@ -64,9 +70,10 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
         "f32" | "float32" | "fp32" => Ok(DType::F32),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" | "fp16" | "half" => Ok(DType::F16),
-        other => Err(Error::Invalid(format!(
-            "invalid dtype {other:?}: expected f32, bf16 or f16"
-        ))),
+        other => Err(Error::bad_value(
+            "--dtype",
+            format!("invalid dtype {other:?}: expected f32, bf16 or f16"),
+        )),
     }
 }
 

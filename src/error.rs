@@ -17,7 +17,27 @@ pub enum Error {
     /// A tensor operation failed (a bug or an impossible request, not bad input).
     #[error("tensor error: {}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
-    /// A request that cannot be served (unsupported option, inconsistent arguments).
+    /// A flag, a configuration field or an argument has a wrong value (out of range,
+    /// malformed, contradicting another). `name` is what it is about (`--batch-tokens`,
+    /// `training.seq_len`), for callers to match on; `message` says it all, name included.
+    #[error("{message}")]
+    BadValue { name: String, message: String },
+    /// A valid request this build cannot serve: an architecture, a dtype on a device, an
+    /// option that is not implemented.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The results store failed: locked by another process, not a store, written by a
+    /// newer ckpt, or a query or stored value that failed. Such errors end a run, as
+    /// nothing more can be saved; `fault` tells which.
+    #[error("{}: {message}", path.display())]
+    Store {
+        path: PathBuf,
+        fault: StoreFault,
+        message: String,
+    },
+    /// A run that cannot go on for a reason that is not in its input: a thread that
+    /// could not start or panicked, a computation that did not converge, a value that
+    /// could not be serialised.
     #[error("{0}")]
     Invalid(String),
     /// Training diverged: a loss or gradient norm became NaN or infinite.
@@ -43,6 +63,19 @@ pub enum Error {
         code: Option<String>,
         message: String,
     },
+}
+
+/// What went wrong with a results store ([`Error::Store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// Another process holds it locked (past the wait, where there was one).
+    Locked,
+    /// Not a ckpt store, damaged, or of a schema newer than this ckpt reads.
+    Unreadable,
+    /// A named store file is missing, or none is given.
+    Missing,
+    /// A query failed or a stored value does not read back.
+    Query,
 }
 
 /// A key holding different values in two results stores.
@@ -74,6 +107,68 @@ impl Error {
             path: path.as_ref().to_path_buf(),
             message: message.into(),
         }
+    }
+
+    /// A wrong value of `name` (a flag or configuration field); `message` is the whole
+    /// line shown to the user.
+    pub fn bad_value(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadValue {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A request this build cannot serve.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Error::Unsupported(message.into())
+    }
+
+    /// A failure of the results store at `path`.
+    pub fn store(path: impl AsRef<Path>, fault: StoreFault, message: impl Into<String>) -> Self {
+        Error::Store {
+            path: path.as_ref().to_path_buf(),
+            fault,
+            message: message.into(),
+        }
+    }
+
+    /// A network failure with no HTTP status to report (a connection, a digest, a
+    /// server's answer that does not read).
+    pub fn network(message: impl Into<String>) -> Self {
+        Error::Network {
+            status: None,
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// The same error with its message rewritten by `f` (context added before or
+    /// after), keeping its kind where the message is all it shows; other kinds become
+    /// [`Error::Invalid`] with `f` applied to their whole text.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Error::BadValue { name, message } => Error::BadValue {
+                name,
+                message: f(message),
+            },
+            Error::Unsupported(message) => Error::Unsupported(f(message)),
+            Error::Network {
+                status,
+                code,
+                message,
+            } => Error::Network {
+                status,
+                code,
+                message: f(message),
+            },
+            Error::Invalid(message) => Error::Invalid(f(message)),
+            other => Error::Invalid(f(other.to_string())),
+        }
+    }
+
+    /// Whether this is a failure of the results store, which ends a run.
+    pub fn is_store(&self) -> bool {
+        matches!(self, Error::Store { .. })
     }
 
     /// An I/O failure on `path`.
@@ -120,6 +215,68 @@ pub fn parent_dir(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Callers tell the kinds apart: a wrong value by the flag or field it is about, an
+    /// unsupported request, a store failure.
+    #[test]
+    fn callers_tell_the_kinds_apart() {
+        let shard = crate::shard::Shard::parse("5/4", None, &|_| None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&shard, Error::BadValue { name, .. } if name == "--shard"),
+            "{shard:?}"
+        );
+        assert_eq!(
+            shard.to_string(),
+            "--shard \"5/4\": expected I/N with 0 <= I < N (e.g. 0/4), or auto"
+        );
+        let dtype = crate::device::parse_dtype("f8").err().unwrap();
+        assert!(matches!(&dtype, Error::BadValue { name, .. } if name == "--dtype"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, r#"{"architectures":["GPT2LMHeadModel"]}"#).unwrap();
+        let arch = crate::model::ModelConfig::from_file(&config).err().unwrap();
+        assert!(matches!(arch, Error::Unsupported(_)), "{arch:?}");
+        assert!(arch.to_string().starts_with(&format!(
+            "{}: unsupported architecture GPT2LMHeadModel",
+            config.display()
+        )));
+
+        std::fs::write(&config, r#"{"architectures":["LlamaForCausalLM"]}"#).unwrap();
+        let bad = crate::model::ModelConfig::from_file(&config).err().unwrap();
+        assert!(matches!(bad, Error::BadFile { .. }), "{bad:?}");
+
+        let store = Error::store("s.sqlite", StoreFault::Locked, "locked");
+        assert!(store.is_store() && !shard.is_store());
+        assert_eq!(store.to_string(), "s.sqlite: locked");
+    }
+
+    /// Context added to a message keeps the kind where the message is all it shows.
+    #[test]
+    fn a_reworded_error_keeps_its_kind() {
+        let e = Error::bad_value("--eps", "bad").map_message(|m| format!("ckpt: {m}"));
+        assert!(
+            matches!(&e, Error::BadValue { name, message } if name == "--eps" && message == "ckpt: bad")
+        );
+        let e = Error::Network {
+            status: Some(429),
+            code: None,
+            message: "slow down".into(),
+        }
+        .map_message(|m| format!("{m}; rerun"));
+        assert!(matches!(
+            &e,
+            Error::Network {
+                status: Some(429),
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), "slow down; rerun");
+        let e = Error::bad_file("a.json", "bad").map_message(|m| format!("x: {m}"));
+        assert_eq!(e.to_string(), "x: a.json: bad");
+    }
 
     #[test]
     fn a_bare_file_name_lives_in_the_current_directory() {

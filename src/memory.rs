@@ -48,7 +48,7 @@ fn cgroup_room() -> Option<u64> {
 /// Refuses `what`, which needs `bytes`, when that is more than the memory available.
 pub fn check_fits(what: &str, bytes: u64) -> Result<()> {
     match available_bytes() {
-        Some(available) if bytes > available => Err(Error::Invalid(format!(
+        Some(available) if bytes > available => Err(Error::unsupported(format!(
             "{what} needs {} of memory but this machine has {} available",
             human_bytes(bytes),
             human_bytes(available)

@@ -209,7 +209,7 @@ impl SpecError {
 
 impl From<SpecError> for crate::Error {
     fn from(e: SpecError) -> Self {
-        crate::Error::Invalid(e.to_string())
+        crate::Error::bad_value("schedule", e.to_string())
     }
 }
 

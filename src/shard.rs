@@ -30,9 +30,10 @@ impl Shard {
             return Self::from_env(shards, env);
         }
         let bad = || {
-            Error::Invalid(format!(
-                "--shard {spec:?}: expected I/N with 0 <= I < N (e.g. 0/4), or auto"
-            ))
+            Error::bad_value(
+                "--shard",
+                format!("--shard {spec:?}: expected I/N with 0 <= I < N (e.g. 0/4), or auto"),
+            )
         };
         let (i, n) = spec.split_once('/').ok_or_else(bad)?;
         let index: usize = i.trim().parse().map_err(|_| bad())?;
@@ -42,9 +43,10 @@ impl Shard {
 
     fn new(index: usize, count: usize) -> Result<Self> {
         if count == 0 || index >= count {
-            return Err(Error::Invalid(format!(
-                "shard {index} of {count}: the index must be below the count"
-            )));
+            return Err(Error::bad_value(
+                "--shard",
+                format!("shard {index} of {count}: the index must be below the count"),
+            ));
         }
         Ok(Self { index, count })
     }
@@ -57,31 +59,37 @@ impl Shard {
             match env(name) {
                 None => Ok(None),
                 Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                    Error::Invalid(format!("--shard auto: {name}={v:?} is not a number"))
+                    Error::bad_value(
+                        "--shard",
+                        format!("--shard auto: {name}={v:?} is not a number"),
+                    )
                 }),
             }
         };
         if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
             let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
             let count = number("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
-                Error::Invalid(
-                    "--shard auto: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT"
-                        .into(),
+                Error::bad_value(
+                    "--shard",
+                    "--shard auto: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT",
                 )
             })?;
             let index = id.checked_sub(min).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::bad_value(
+                    "--shard",
+                    format!(
                     "--shard auto: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"
-                ))
+                ),
+                )
             })?;
             return Self::new(index, count).map_err(|e| with_source(e, "Slurm"));
         }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
             let count = shards.ok_or_else(|| {
-                Error::Invalid(
+                Error::bad_value(
+                    "--shard",
                     "--shard auto: a Kubernetes Indexed Job exports JOB_COMPLETION_INDEX but not \
-                     the count; give --shards N (the Job's completions)"
-                        .into(),
+                     the count; give --shards N (the Job's completions)",
                 )
             })?;
             return Self::new(index, count).map_err(|e| with_source(e, "Kubernetes"));
@@ -89,10 +97,10 @@ impl Shard {
         if let (Some(rank), Some(world)) = (number("RANK")?, number("WORLD_SIZE")?) {
             return Self::new(rank, world).map_err(|e| with_source(e, "torchrun"));
         }
-        Err(Error::Invalid(
+        Err(Error::bad_value(
+            "--shard",
             "--shard auto: no scheduler variables found (SLURM_ARRAY_TASK_ID, \
-             JOB_COMPLETION_INDEX or RANK/WORLD_SIZE); give --shard I/N"
-                .into(),
+             JOB_COMPLETION_INDEX or RANK/WORLD_SIZE); give --shard I/N",
         ))
     }
 
@@ -119,7 +127,7 @@ impl Shard {
 }
 
 fn with_source(e: Error, source: &str) -> Error {
-    Error::Invalid(format!("--shard auto ({source}): {e}"))
+    Error::bad_value("--shard", format!("--shard auto ({source}): {e}"))
 }
 
 /// The shard of each unit: units by cost, largest first (ties by position), each to
@@ -162,7 +170,10 @@ pub fn resolve_device(spec: &str, env: &dyn Fn(&str) -> Option<String>) -> Resul
     for name in ["LOCAL_RANK", "SLURM_LOCALID"] {
         if let Some(v) = env(name) {
             let rank: usize = v.trim().parse().map_err(|_| {
-                Error::Invalid(format!("--device cuda:auto: {name}={v:?} is not a number"))
+                Error::bad_value(
+                    "--device",
+                    format!("--device cuda:auto: {name}={v:?} is not a number"),
+                )
             })?;
             return Ok(format!("cuda:{rank}"));
         }

@@ -42,17 +42,23 @@ impl Candidate {
 /// revisions by step; the Hub, when some path names it.
 pub fn candidates(paths: &[PathBuf], opts: &HubOptions) -> Result<(Vec<Candidate>, Option<Hub>)> {
     let (local, hub_sources) = split(paths)?;
-    for (flag, set) in [
-        ("--revisions selects branches", opts.revisions.is_some()),
+    for (name, flag, set) in [
         (
+            "--revisions",
+            "--revisions selects branches",
+            opts.revisions.is_some(),
+        ),
+        (
+            "--step-from",
             "--step-from reads steps from the names of revisions",
             opts.step_from.is_some(),
         ),
     ] {
         if set && hub_sources.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{flag} of a Hub repository: name one as hf://ORG/NAME"
-            )));
+            return Err(Error::bad_value(
+                name,
+                format!("{flag} of a Hub repository: name one as hf://ORG/NAME"),
+            ));
         }
     }
     let mut found: Vec<Candidate> = if local.is_empty() {
@@ -76,9 +82,12 @@ pub fn candidates(paths: &[PathBuf], opts: &HubOptions) -> Result<(Vec<Candidate
     for source in hub_sources {
         let revisions = match (&filter, &source.revision) {
             (Some(_), Some(rev)) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::bad_value(
+                    "--revisions",
+                    format!(
                 "{source}: names revision {rev} and --revisions selects others; give one of them"
-            )))
+            ),
+                ))
             }
             (Some(f), None) => sweep(
                 &hub,
@@ -121,10 +130,10 @@ fn sweep(
     }
     if let Some(first) = unnamed.first() {
         if let Err(e) = steps.require(&source.repo, first) {
-            return Err(Error::Invalid(format!(
-                "{e} (revisions without a step: {})",
-                unnamed.join(", ")
-            )));
+            return Err(Error::bad_value(
+                "--step-from",
+                format!("{e} (revisions without a step: {})", unnamed.join(", ")),
+            ));
         }
     }
     if revisions.is_empty() {
@@ -134,14 +143,17 @@ fn sweep(
         } else {
             "on the Hub"
         };
-        return Err(Error::Invalid(format!(
-            "{source}: no branch matches --revisions {pattern:?} {where_}; branches: {}",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        )));
+        return Err(Error::bad_value(
+            "--revisions",
+            format!(
+                "{source}: no branch matches --revisions {pattern:?} {where_}; branches: {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ));
     }
     revisions.sort_by(|a, b| {
         (a.position.map(|p| p.step), a.revision()).cmp(&(b.position.map(|p| p.step), b.revision()))

@@ -69,9 +69,10 @@ impl TemplateChoice {
             "own" => Ok(Self::Own),
             v if v.contains("{{") || v.contains("{%") => Ok(Self::Inline(v.to_string())),
             v if Path::new(v).is_file() => Ok(Self::File(PathBuf::from(v))),
-            v => Err(Error::Invalid(format!(
-                "data.chat_template: {v:?} is not tulu, chatml, an existing file or Jinja"
-            ))),
+            v => Err(Error::bad_value(
+                "data.chat_template",
+                format!("data.chat_template: {v:?} is not tulu, chatml, an existing file or Jinja"),
+            )),
         }
     }
 
@@ -138,7 +139,7 @@ impl ChatPrompt {
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         self.template
             .render(messages, add_generation_prompt)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", self.origin)))
+            .map_err(|e| Error::bad_value("chat_template", format!("{}: {e}", self.origin)))
     }
 
     /// Messages given as JSON (content a string or a list of parts).
@@ -150,7 +151,7 @@ impl ChatPrompt {
         self.template
             .render_json(messages, add_generation_prompt)
             .map(|r| r.text)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", self.origin)))
+            .map_err(|e| Error::bad_value("chat_template", format!("{}: {e}", self.origin)))
     }
 
     /// A single user turn followed by the assistant's header.

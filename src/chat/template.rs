@@ -268,7 +268,7 @@ fn template_error(e: minijinja::Error) -> Error {
     // The template's own `raise_exception` message, as transformers shows it.
     if e.kind() == ErrorKind::InvalidOperation {
         if let Some(detail) = e.detail() {
-            return Error::Invalid(format!("chat template raised: {detail}"));
+            return Error::bad_value("chat_template", format!("chat template raised: {detail}"));
         }
     }
     let mut msg = format!("chat template: {e}");
@@ -277,7 +277,7 @@ fn template_error(e: minijinja::Error) -> Error {
             msg.push_str(&format!(" (line {line})"));
         }
     }
-    Error::Invalid(msg)
+    Error::bad_value("chat_template", msg)
 }
 
 /// `{{ x }}` as Jinja2 prints Python values: `None`, `True`, `False`.

@@ -230,7 +230,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Checkpoint>> {
         while let Some(entry) = walk.next() {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(&root).to_path_buf();
-                Error::Invalid(format!("{}: {e}", path.display()))
+                Error::bad_file(path, e.to_string())
             })?;
             if !entry.file_type().is_dir() {
                 continue;
@@ -294,22 +294,23 @@ pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
         let name = layout.stored(&name);
         match stored.get(&name) {
             None => {
-                return Err(Error::Invalid(format!(
-                    "{}: missing tensor {name:?}, which config.json implies through {}",
-                    weights.origin().display(),
-                    crate::model::keys_behind(cfg, &name)
-                )))
+                return Err(Error::bad_file(
+                    weights.origin(),
+                    format!(
+                        "missing tensor {name:?}, which config.json implies through {}",
+                        crate::model::keys_behind(cfg, &name)
+                    ),
+                ))
             }
             Some(t) if t.shape != shape => {
-                return Err(Error::Invalid(format!(
-                "{}: tensor {name:?} has shape {:?} but config.json implies {shape:?} through {}",
-                weights
-                    .file_holding(&name)
-                    .unwrap_or(weights.origin())
-                    .display(),
+                return Err(Error::bad_file(
+                    weights.file_holding(&name).unwrap_or(weights.origin()),
+                    format!(
+                "tensor {name:?} has shape {:?} but config.json implies {shape:?} through {}",
                 t.shape,
                 crate::model::keys_behind(cfg, &name)
-            )))
+            ),
+                ))
             }
             Some(_) => {}
         }

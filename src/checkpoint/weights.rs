@@ -260,12 +260,10 @@ impl WeightFiles {
     }
 
     fn file_of(&self, name: &str) -> Result<&WeightFile> {
-        let i = self.by_name.get(name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: missing tensor {name:?}",
-                self.origin.display()
-            ))
-        })?;
+        let i = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::bad_file(&self.origin, format!("missing tensor {name:?}")))?;
         Ok(&self.files[*i])
     }
 

@@ -147,7 +147,10 @@ impl Demo<'_> {
             "eval-sft" => self.eval_sft(),
             "report" => self.report(),
             "release" => self.release(),
-            other => Err(Error::Invalid(format!("unknown demo stage {other}"))),
+            other => Err(Error::bad_value(
+                "stage",
+                format!("unknown demo stage {other}"),
+            )),
         }
     }
 

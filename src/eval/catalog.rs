@@ -158,7 +158,10 @@ impl Catalog {
             .map(|e| e.spec.clone())
             .collect();
         if members.is_empty() {
-            return Err(Error::Invalid(self.unknown("task", name, &self.names())));
+            return Err(Error::bad_value(
+                "--tasks",
+                self.unknown("task", name, &self.names()),
+            ));
         }
         Ok(members)
     }
@@ -180,13 +183,13 @@ impl Catalog {
     pub fn suite(&self, name: &str) -> Result<Vec<TaskSpec>> {
         let suite = self.suites.get(name).ok_or_else(|| {
             let names: Vec<String> = self.suites.keys().cloned().collect();
-            Error::Invalid(self.unknown("suite", name, &names))
+            Error::bad_value("--suite", self.unknown("suite", name, &names))
         })?;
         let mut out: Vec<TaskSpec> = Vec::new();
         for item in &suite.tasks {
             let specs = self
                 .resolve(&item.task)
-                .map_err(|e| Error::Invalid(format!("suite {name}: {e}")))?;
+                .map_err(|e| Error::bad_value("--suite", format!("suite {name}: {e}")))?;
             for spec in specs {
                 let spec = match item.num_fewshot {
                     Some(n) => spec.with_num_fewshot(n)?,

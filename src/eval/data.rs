@@ -44,18 +44,20 @@ impl DataSources {
     /// Parses a `--data TASK[:SPLIT]=FILE` argument.
     pub fn add_file_arg(&mut self, arg: &str) -> Result<()> {
         let (key, file) = arg.split_once('=').ok_or_else(|| {
-            Error::Invalid(format!(
-                "--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"
-            ))
+            Error::bad_value(
+                "--data",
+                format!("--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"),
+            )
         })?;
         let (task, split) = match key.split_once(':') {
             Some((t, s)) => (t.to_string(), Some(s.to_string())),
             None => (key.to_string(), None),
         };
         if task.is_empty() || split.as_deref() == Some("") {
-            return Err(Error::Invalid(format!(
-                "--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"
-            )));
+            return Err(Error::bad_value(
+                "--data",
+                format!("--data {arg}: expected TASK=FILE or TASK:SPLIT=FILE"),
+            ));
         }
         let path = PathBuf::from(file);
         if !path.is_file() {
@@ -64,9 +66,10 @@ impl DataSources {
             } else {
                 "no such file"
             };
-            return Err(Error::Invalid(format!(
-                "--data {arg}: {file}: {what}, not a data file"
-            )));
+            return Err(Error::bad_value(
+                "--data",
+                format!("--data {arg}: {file}: {what}, not a data file"),
+            ));
         }
         self.files.insert((task, split), path);
         Ok(())
@@ -123,7 +126,7 @@ impl DataSources {
             ));
         }
         where_.push_str("; give --data TASK[:SPLIT]=FILE, --data-dir DIR, or allow --hub");
-        Err(Error::Invalid(where_))
+        Err(Error::bad_value("--data", where_))
     }
 }
 
@@ -170,7 +173,10 @@ pub fn check_dir(flag: &str, path: &Path) -> Result<()> {
     } else {
         "no such directory"
     };
-    Err(Error::Invalid(format!("{flag} {}: {what}", path.display())))
+    Err(Error::bad_value(
+        flag,
+        format!("{flag} {}: {what}", path.display()),
+    ))
 }
 
 #[cfg(test)]

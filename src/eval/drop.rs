@@ -41,7 +41,7 @@ static ARTICLES: LazyLock<PyRegex> =
 
 fn field<'a>(obj: &'a Value, name: &str, what: &str) -> Result<&'a Value> {
     obj.get(name)
-        .ok_or_else(|| Error::Invalid(format!("DROP {what}: missing field `{name}`")))
+        .ok_or_else(|| Error::bad_value(name, format!("DROP {what}: missing field `{name}`")))
 }
 
 fn text(v: &Value, what: &str) -> Result<String> {
@@ -51,9 +51,10 @@ fn text(v: &Value, what: &str) -> Result<String> {
             Some(i) => i.to_string(),
             None => pystr::float_repr(n.as_f64().unwrap_or(f64::NAN)),
         }),
-        other => Err(Error::Invalid(format!(
-            "DROP {what}: expected a string, got {other}"
-        ))),
+        other => Err(Error::bad_value(
+            what,
+            format!("DROP {what}: expected a string, got {other}"),
+        )),
     }
 }
 
@@ -66,7 +67,7 @@ pub fn parse_answer(answer: &Value) -> Result<Answer> {
     }
     let spans = field(answer, "spans", "answer")?
         .as_array()
-        .ok_or_else(|| Error::Invalid("DROP answer: `spans` is not a list".into()))?;
+        .ok_or_else(|| Error::bad_value("spans", "DROP answer: `spans` is not a list"))?;
     if !spans.is_empty() {
         return spans.iter().map(|s| text(s, "answer span")).collect();
     }
@@ -88,9 +89,10 @@ pub fn get_answers(doc: &Value) -> Result<Vec<Answer>> {
         Some(Value::Array(list)) => candidates.extend(list.iter().cloned()),
         Some(Value::Object(columns)) => candidates.extend(unzip_columns(columns)?),
         Some(other) => {
-            return Err(Error::Invalid(format!(
-                "DROP document: `validated_answers` is neither a list nor a dict: {other}"
-            )))
+            return Err(Error::bad_value(
+                "validated_answers",
+                format!("DROP document: `validated_answers` is neither a list nor a dict: {other}"),
+            ))
         }
     }
     let mut seen = HashSet::new();
@@ -108,9 +110,10 @@ pub fn get_answers(doc: &Value) -> Result<Vec<Answer>> {
 fn unzip_columns(columns: &Map<String, Value>) -> Result<Vec<Value>> {
     let column = |k: &str| -> Result<&Vec<Value>> {
         columns.get(k).and_then(Value::as_array).ok_or_else(|| {
-            Error::Invalid(format!(
-                "DROP document: `validated_answers.{k}` is not a list"
-            ))
+            Error::bad_value(
+                "validated_answers",
+                format!("DROP document: `validated_answers.{k}` is not a list"),
+            )
         })
     };
     let (numbers, dates, spans) = (column("number")?, column("date")?, column("spans")?);
@@ -118,9 +121,10 @@ fn unzip_columns(columns: &Map<String, Value>) -> Result<Vec<Value>> {
         .map(|i| {
             let get = |col: &Vec<Value>, k: &str| {
                 col.get(i).cloned().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "DROP document: `validated_answers.{k}` is shorter than `number`"
-                    ))
+                    Error::bad_value(
+                        "validated_answers",
+                        format!("DROP document: `validated_answers.{k}` is shorter than `number`"),
+                    )
                 })
             };
             let mut obj = Map::new();
@@ -138,7 +142,7 @@ pub fn process_doc(doc: &Value) -> Result<Value> {
     let mut out = doc
         .as_object()
         .cloned()
-        .ok_or_else(|| Error::Invalid("DROP document is not an object".into()))?;
+        .ok_or_else(|| Error::bad_value("document", "DROP document is not an object"))?;
     let answers = get_answers(doc)?;
     out.insert("id".into(), field(doc, "query_id", "document")?.clone());
     out.insert(

@@ -177,13 +177,16 @@ impl<'a> Engine<'a> {
             let Request::Loglikelihood { continuation, .. } = &requests[p.index] else {
                 unreachable!("pairs come from loglikelihood requests");
             };
-            return Err(Error::Invalid(format!(
-                "max length (--max-length) {} is shorter than the answer {continuation:?} \
+            return Err(Error::bad_value(
+                "--max-length",
+                format!(
+                    "max length (--max-length) {} is shorter than the answer {continuation:?} \
                  ({} tokens): use at least {} tokens",
-                self.max_length,
-                p.continuation.len(),
-                p.continuation.len(),
-            )));
+                    self.max_length,
+                    p.continuation.len(),
+                    p.continuation.len(),
+                ),
+            ));
         }
         let cut = pairs
             .iter()

@@ -115,10 +115,13 @@ pub fn extract(
         group_select
     };
     let Some(item) = usize::try_from(index).ok().and_then(|i| found.get(i)) else {
-        return Err(Error::Invalid(format!(
-            "regex filter {:?}: group_select {group_select} but only {n} matches",
-            pattern.as_str()
-        )));
+        return Err(Error::bad_value(
+            "group_select",
+            format!(
+                "regex filter {:?}: group_select {group_select} but only {n} matches",
+                pattern.as_str()
+            ),
+        ));
     };
     let text = match item {
         Found::Text(t) => t.as_str(),

@@ -39,7 +39,7 @@ pub fn split_files(dataset: &str, config: Option<&str>, split: &str) -> Result<V
                 .collect();
         }
     }
-    Err(Error::Invalid(format!(
+    Err(Error::unsupported(format!(
         "the Hub has no Parquet files for {what}"
     )))
 }
@@ -49,7 +49,7 @@ pub fn dataset_file(dataset: &str, file: &str) -> Result<PathBuf> {
     let what = format!("{file} of {dataset}");
     let hub = datasets()?;
     let snapshot = Snapshot::of(&hub, dataset, "main")
-        .and_then(|s| s.ok_or_else(|| Error::Invalid("no main revision".into())))
+        .and_then(|s| s.ok_or_else(|| Error::network("no main revision")))
         .map_err(|e| hub_error(&what, e))?;
     snapshot.fetch(&hub, file).map_err(|e| hub_error(&what, e))
 }
@@ -58,8 +58,17 @@ fn datasets() -> Result<Hub> {
     Hub::of_kind_from_env(RepoKind::Dataset)
 }
 
+/// A failed download, named; what the Hub answered (status, error code) is kept.
 fn hub_error(what: &str, e: Error) -> Error {
-    Error::Invalid(format!("downloading {what} from the Hub: {e}"))
+    let message = format!("downloading {what} from the Hub: {e}");
+    match e {
+        Error::Network { status, code, .. } => Error::Network {
+            status,
+            code,
+            message,
+        },
+        _ => Error::network(message),
+    }
 }
 
 /// One revision of a dataset: its commit and files (offline: what the cache holds).
@@ -106,7 +115,7 @@ impl Snapshot {
             let path = self.dir.join(file);
             return match path.is_file() {
                 true => Ok(path),
-                false => Err(Error::Invalid(format!(
+                false => Err(Error::network(format!(
                     "{file} is not in the cache and HF_HUB_OFFLINE is set"
                 ))),
             };
@@ -114,7 +123,7 @@ impl Snapshot {
         let entry = files
             .iter()
             .find(|f| f.path == file)
-            .ok_or_else(|| Error::Invalid(format!("no file {file} at this revision")))?;
+            .ok_or_else(|| Error::network(format!("no file {file} at this revision")))?;
         // The cache's ref to this revision was written when it was pinned.
         let (path, _) = hub.fetch_file(&self.rev, entry, &Silent)?;
         Ok(path)

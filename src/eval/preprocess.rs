@@ -44,28 +44,33 @@ pub fn preprocess(name: &str, doc: &Value) -> Result<Value> {
             Ok(Value::Object(out))
         }
         "drop" => super::drop::process_doc(doc),
-        other => Err(Error::Invalid(format!(
-            "unknown preprocessor `{other}` (known: {})",
-            PREPROCESSORS.join(", ")
-        ))),
+        other => Err(Error::bad_value(
+            "process_docs",
+            format!(
+                "unknown preprocessor `{other}` (known: {})",
+                PREPROCESSORS.join(", ")
+            ),
+        )),
     }
 }
 
 fn object(doc: &Value, task: &str) -> Result<Map<String, Value>> {
     doc.as_object()
         .cloned()
-        .ok_or_else(|| Error::Invalid(format!("{task} document is not an object")))
+        .ok_or_else(|| Error::bad_value("document", format!("{task} document is not an object")))
 }
 
 fn str_field<'a>(doc: &'a Value, name: &str, task: &str) -> Result<&'a str> {
     match doc.get(name) {
         Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(Error::Invalid(format!(
-            "{task} document: field `{name}` is not a string: {other}"
-        ))),
-        None => Err(Error::Invalid(format!(
-            "{task} document: missing field `{name}`"
-        ))),
+        Some(other) => Err(Error::bad_value(
+            name,
+            format!("{task} document: field `{name}` is not a string: {other}"),
+        )),
+        None => Err(Error::bad_value(
+            name,
+            format!("{task} document: missing field `{name}`"),
+        )),
     }
 }
 
@@ -94,15 +99,19 @@ fn hellaswag(doc: &Value) -> Result<Value> {
         .get("endings")
         .and_then(Value::as_array)
         .ok_or_else(|| {
-            Error::Invalid("hellaswag document: `endings` is missing or not a list".into())
+            Error::bad_value(
+                "endings",
+                "hellaswag document: `endings` is missing or not a list",
+            )
         })?;
     let choices = endings
         .iter()
         .map(|e| match e {
             Value::String(s) => hellaswag_clean(s),
-            other => Err(Error::Invalid(format!(
-                "hellaswag document: ending is not a string: {other}"
-            ))),
+            other => Err(Error::bad_value(
+                "endings",
+                format!("hellaswag document: ending is not a string: {other}"),
+            )),
         })
         .collect::<Result<Vec<_>>>()?;
     let gold = python_int(doc.get("label"), "hellaswag document: `label`")?;
@@ -124,10 +133,10 @@ fn python_int(v: Option<&Value>, what: &str) -> Result<i64> {
         _ => None,
     };
     parsed.ok_or_else(|| {
-        Error::Invalid(format!(
-            "{what} is not an integer: {}",
-            v.unwrap_or(&Value::Null)
-        ))
+        Error::bad_value(
+            what,
+            format!("{what} is not an integer: {}", v.unwrap_or(&Value::Null)),
+        )
     })
 }
 
@@ -153,9 +162,12 @@ pub struct WinograndeParts {
 pub fn winogrande(doc: &Value) -> Result<WinograndeParts> {
     const TASK: &str = "winogrande";
     let sentence = str_field(doc, "sentence", TASK)?;
-    let blank = sentence
-        .find('_')
-        .ok_or_else(|| Error::Invalid("winogrande document: `sentence` has no `_` blank".into()))?;
+    let blank = sentence.find('_').ok_or_else(|| {
+        Error::bad_value(
+            "sentence",
+            "winogrande document: `sentence` has no `_` blank",
+        )
+    })?;
     let (left, right) = (&sentence[..blank], &sentence[blank + 1..]);
     let contexts = ["option1", "option2"]
         .iter()
@@ -165,9 +177,10 @@ pub fn winogrande(doc: &Value) -> Result<WinograndeParts> {
         "1" => 0,
         "2" => 1,
         other => {
-            return Err(Error::Invalid(format!(
-                "winogrande document: `answer` is {other:?}, expected \"1\" or \"2\""
-            )))
+            return Err(Error::bad_value(
+                "answer",
+                format!("winogrande document: `answer` is {other:?}, expected \"1\" or \"2\""),
+            ))
         }
     };
     Ok(WinograndeParts {

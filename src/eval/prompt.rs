@@ -209,8 +209,9 @@ impl<'a> PromptBuilder<'a> {
                 let text = target.as_text();
                 if text.trim().is_empty() {
                     // Nothing to score: it would read as perplexity 1, a perfect model.
-                    return Err(Error::Invalid(
-                        "empty text (doc_to_target); nothing to score".into(),
+                    return Err(Error::bad_value(
+                        "doc_to_target",
+                        "empty text (doc_to_target); nothing to score",
                     ));
                 }
                 (
@@ -256,10 +257,10 @@ impl<'a> PromptBuilder<'a> {
         let answer = match &a {
             Field::Index(i) if !choices.is_empty() => {
                 choices.get(*i).cloned().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: exemplar answer index {i} out of range",
-                        spec.task
-                    ))
+                    Error::bad_value(
+                        "doc_to_target",
+                        format!("{}: exemplar answer index {i} out of range", spec.task),
+                    )
                 })?
             }
             Field::List(items) => items.first().map(json_text).unwrap_or_default(),
@@ -302,10 +303,13 @@ fn check_gold(gold: &Gold, target: &Field, choices: &[String]) -> Result<()> {
         Field::Text(t) => format!("{t:?}"),
     };
     // The task is named by the caller (`build_task`'s callers add it).
-    Err(Error::Invalid(format!(
-        "gold answer {value} (doc_to_target) is not one of the {n} choices \
+    Err(Error::bad_value(
+        "doc_to_target",
+        format!(
+            "gold answer {value} (doc_to_target) is not one of the {n} choices \
          (an index 0..{n} or a choice's text)"
-    )))
+        ),
+    ))
 }
 
 /// The gold choice(s) of a multiple-choice doc: an index, several, or a choice's text.

@@ -296,10 +296,13 @@ impl FewshotSampler {
             .filter(|&i| !(self.passes_eval_doc && is_eval_doc(i)))
             .collect();
         if n > pool.len() {
-            return Err(Error::Invalid(format!(
-                "{n} few-shot examples requested but only {} are available",
-                pool.len()
-            )));
+            return Err(Error::bad_value(
+                "num_fewshot",
+                format!(
+                    "{n} few-shot examples requested but only {} are available",
+                    pool.len()
+                ),
+            ));
         }
         Ok(pool[..n].to_vec())
     }
@@ -309,8 +312,9 @@ impl FewshotSampler {
             return Ok(Vec::new());
         }
         if self.pool_len == 0 {
-            return Err(Error::Invalid(
-                "no few-shot documents to sample from".into(),
+            return Err(Error::bad_value(
+                "num_fewshot",
+                "no few-shot documents to sample from",
             ));
         }
         if !self.passes_eval_doc {

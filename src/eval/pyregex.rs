@@ -54,7 +54,7 @@ impl PyRegex {
     pub fn new(pattern: &str) -> Result<Self> {
         let translated = translate(pattern)?;
         let re = fancy_regex::Regex::new(&translated)
-            .map_err(|e| Error::Invalid(format!("regex {pattern:?}: {e}")))?;
+            .map_err(|e| Error::bad_value("regex_pattern", format!("regex {pattern:?}: {e}")))?;
         let groups = re.captures_len() - 1;
         Ok(PyRegex {
             source: pattern.to_string(),
@@ -136,7 +136,7 @@ impl PyRegex {
     ) -> Result<Option<fancy_regex::Captures<'t>>> {
         self.re
             .captures_from_pos(text, pos)
-            .map_err(|e| Error::Invalid(format!("regex {:?}: {e}", self.source)))
+            .map_err(|e| Error::bad_value("regex_pattern", format!("regex {:?}: {e}", self.source)))
     }
 }
 
@@ -169,9 +169,10 @@ fn translate(pattern: &str) -> Result<String> {
         let c = chars[i];
         if c == '\\' {
             let Some(&e) = chars.get(i + 1) else {
-                return Err(Error::Invalid(format!(
-                    "regex {pattern:?}: trailing backslash"
-                )));
+                return Err(Error::bad_value(
+                    "regex_pattern",
+                    format!("regex {pattern:?}: trailing backslash"),
+                ));
             };
             out.push_str(&translate_escape(e, in_class));
             i += 2;

@@ -13,7 +13,7 @@ use super::scoring::{aggregate, score_doc};
 use super::spec::TaskSpec;
 use super::task::TaskRequests;
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreFault};
 use crate::hub::models::weights_key;
 use crate::hub::sweep::Downloads;
 use crate::hub::{FileEntry, Hub, HubRevision};
@@ -213,7 +213,7 @@ fn score_fingerprinted(
     let (computed, error) =
         match evaluate_checkpoint(ckpt, fingerprint, tasks, store, opts, progress) {
             Ok(n) => (n, None),
-            Err(e) if is_store_error(&e, store) => return Err(e),
+            Err(e) if e.is_store() => return Err(e),
             Err(e) => {
                 let message = named(ckpt, e.to_string());
                 store.put_failure(&row.path, Some(fingerprint), None, &message)?;
@@ -271,7 +271,7 @@ fn plan_revisions(
             (Candidate::Hub(rev), Some(d)) if !tasks.is_empty() => {
                 match plan_revision(rev, d.hub(), tasks, store, opts) {
                     Ok(plan) => Ok(Some(plan)),
-                    Err(e) if is_store_error(&e, store) => Err(e),
+                    Err(e) if e.is_store() => Err(e),
                     Err(e) => Ok(Some(RevisionPlan::Failed(e.to_string()))),
                 }
             }
@@ -469,11 +469,6 @@ fn task_chars(task: &TaskRequests) -> u64 {
         .sum()
 }
 
-/// Store errors end the run (nothing could be saved); model errors end a checkpoint.
-fn is_store_error(e: &Error, store: &Store) -> bool {
-    matches!(e, Error::BadFile { path, .. } if path == store.path())
-}
-
 fn evaluate_checkpoint(
     ckpt: &Checkpoint,
     fingerprint: &str,
@@ -514,8 +509,13 @@ fn evaluate_checkpoint(
             .flat_map(|d| d.requests.iter().map(|r| request_key(&opts.policy, r)))
             .collect();
         for (h, json) in store.responses(fingerprint, &hashes)? {
-            let r: Response = serde_json::from_str(&json)
-                .map_err(|e| Error::bad_file(store.path(), format!("stored response {h}: {e}")))?;
+            let r: Response = serde_json::from_str(&json).map_err(|e| {
+                Error::store(
+                    store.path(),
+                    StoreFault::Query,
+                    format!("stored response {h}: {e}"),
+                )
+            })?;
             stored.insert(h, r);
         }
         for d in &task.requests {
@@ -555,8 +555,13 @@ pub fn answer_requests(
         .collect();
     let mut known: HashMap<String, Response> = HashMap::new();
     for (h, json) in store.responses(fingerprint, &hashes)? {
-        let r: Response = serde_json::from_str(&json)
-            .map_err(|e| Error::bad_file(store.path(), format!("stored response {h}: {e}")))?;
+        let r: Response = serde_json::from_str(&json).map_err(|e| {
+            Error::store(
+                store.path(),
+                StoreFault::Query,
+                format!("stored response {h}: {e}"),
+            )
+        })?;
         known.insert(h, r);
     }
     let mut queued = std::collections::HashSet::new();

@@ -122,7 +122,7 @@ fn multiple_choice(
                 out.push((none("acc"), metrics::truthfulqa_mc2(lls, &labels)?));
             }
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::unsupported(format!(
                     "{}: unknown process_results `{other}` for multiple choice",
                     spec.task
                 )))
@@ -138,7 +138,7 @@ fn multiple_choice(
             "acc_mutual_info" => metrics::acc_mutual_info(lls, unconditional, &gold)?,
             "exact_match" => metrics::choice_exact_match(&greedy[..n.min(greedy.len())], &gold),
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::unsupported(format!(
                     "{}: metric `{other}` is not defined for multiple choice",
                     spec.task
                 )))
@@ -154,7 +154,12 @@ fn mc2_labels(raw: &Json) -> Result<Vec<i64>> {
     raw.pointer("/mc2_targets/labels")
         .and_then(Json::as_array)
         .map(|a| a.iter().map(|v| v.as_i64().unwrap_or(0)).collect())
-        .ok_or_else(|| Error::Invalid("truthfulqa mc2: the doc has no mc2_targets.labels".into()))
+        .ok_or_else(|| {
+            Error::bad_value(
+                "mc2_targets",
+                "truthfulqa mc2: the doc has no mc2_targets.labels",
+            )
+        })
 }
 
 fn generation(
@@ -202,7 +207,7 @@ fn generation(
             let v = match m.metric.as_str() {
                 "exact_match" => exact_match(m)?.score_any(answer, &golds)?,
                 other => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::unsupported(format!(
                         "{}: metric `{other}` is not defined for generation",
                         spec.task
                     )))
@@ -219,7 +224,7 @@ fn exact_match(m: &MetricSpec) -> Result<ExactMatch> {
     let table: toml::Table = options.into_iter().collect();
     let opts: ExactMatchOptions = toml::Value::Table(table)
         .try_into()
-        .map_err(|e| Error::Invalid(format!("exact_match options: {e}")))?;
+        .map_err(|e| Error::bad_value("exact_match", format!("exact_match options: {e}")))?;
     ExactMatch::new(opts)
 }
 

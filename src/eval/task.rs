@@ -97,7 +97,7 @@ fn local_only(spec: &TaskSpec, sources: &DataSources) -> DataSources {
 /// The docs of `split`, each through the spec's `process_docs`.
 fn load_split(spec: &TaskSpec, sources: &DataSources, split: &str, eval: bool) -> Result<Docs> {
     let mut loaded = sources.load(spec, split, eval).map_err(|e| match (&e, spec.dataset_path == LOCAL_DATASET) {
-        (Error::Invalid(_), true) => Error::Invalid(format!(
+        (Error::BadValue { .. } | Error::Invalid(_), true) => Error::bad_value("--data", format!(
             "task {} reads a local file: give --data {}=FILE.jsonl (one {{\"text\": ...}} per line) or put it at <data-dir>/{LOCAL_DATASET}/{split}.jsonl",
             spec.task, spec.task
         )),
@@ -160,7 +160,7 @@ fn exemplar_file(
     let needed = spec.num_fewshot > 0 || cfg.description_column.is_some();
     let Some(dir) = fewshot_dir.filter(|_| needed) else {
         if needed {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_value("--fewshot-dir", format!(
                 "task {} reads its few-shot exemplars from a file you supply ({}.jsonl with columns {}; see {}): give --fewshot-dir DIR",
                 spec.task,
                 cfg.file.as_deref().unwrap_or(&spec.task),
@@ -226,7 +226,9 @@ fn exemplar_file(
 /// Names the data file and document of an error about one doc.
 fn at_doc(e: Error, origin: &Path, i: usize) -> Error {
     match e {
-        Error::Invalid(msg) => Error::bad_file(origin, format!("document {i}: {msg}")),
+        Error::BadValue { message, .. } | Error::Invalid(message) => {
+            Error::bad_file(origin, format!("document {i}: {message}"))
+        }
         // A template of the spec failed on this doc (`index()` of an answer key that is
         // not a label): the spec's file leads, the doc is named after it.
         Error::BadFile { path, message } if path != origin => Error::bad_file(

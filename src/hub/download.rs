@@ -122,7 +122,7 @@ fn transfer_resuming(
         } else {
             failures += 1;
             if failures > policy.max_retries {
-                return Err(Error::Invalid(format!(
+                return Err(Error::network(format!(
                     "{what}: no progress after {} attempts",
                     policy.max_retries
                 )));
@@ -196,7 +196,7 @@ fn verify(entry: &FileEntry, file: &Path) -> Result<()> {
     }
     // A corrupt transfer must not be resumed from: the next attempt starts over.
     let _ = std::fs::remove_file(file);
-    Err(Error::Invalid(format!(
+    Err(Error::network(format!(
         "{}: the downloaded bytes do not match the Hub's digest ({} expected, {got} received); removed, rerun to download again",
         entry.path,
         entry.etag()

@@ -179,7 +179,7 @@ impl Hub {
     }
 
     fn not_cached(&self, what: &str) -> Error {
-        Error::Invalid(format!(
+        Error::network(format!(
             "{what}: not in the Hugging Face cache ({}), and HF_HUB_OFFLINE is set",
             self.cache.root().display()
         ))
@@ -285,11 +285,14 @@ impl Hub {
     ) -> Result<Vec<FileEntry>> {
         let find = |path: &str| tree.iter().find(|f| f.path == path).cloned();
         let Some(config) = find(CONFIG_FILE) else {
-            return Err(Error::Invalid(format!(
-                "{}: no {CONFIG_FILE} at this revision (commit {})",
-                rev.source,
-                short(&rev.commit)
-            )));
+            return Err(Error::bad_value(
+                "source",
+                format!(
+                    "{}: no {CONFIG_FILE} at this revision (commit {})",
+                    rev.source,
+                    short(&rev.commit)
+                ),
+            ));
         };
         let mut files = vec![config];
         files.extend(self.weight_files(rev, tree)?);
@@ -321,12 +324,15 @@ impl Hub {
         if let Some(bin) = find(BIN_SINGLE_FILE) {
             return Ok(vec![bin]);
         }
-        Err(Error::Invalid(format!(
-            "{}: no weights at this revision (commit {}): expected {}",
-            rev.source,
-            short(&rev.commit),
-            crate::checkpoint::WEIGHT_FILES
-        )))
+        Err(Error::bad_value(
+            "source",
+            format!(
+                "{}: no weights at this revision (commit {}): expected {}",
+                rev.source,
+                short(&rev.commit),
+                crate::checkpoint::WEIGHT_FILES
+            ),
+        ))
     }
 
     /// A sharded index and the shards it names.
@@ -345,10 +351,13 @@ impl Hub {
                 .find(|f| f.path == name)
                 .cloned()
                 .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: the weight index names {name}, which is not at this revision",
-                        rev.source
-                    ))
+                    Error::bad_value(
+                        "source",
+                        format!(
+                            "{}: the weight index names {name}, which is not at this revision",
+                            rev.source
+                        ),
+                    )
                 })?;
             files.push(entry);
         }

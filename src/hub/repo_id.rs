@@ -46,7 +46,8 @@ pub struct RepoId {
 impl RepoId {
     /// Parses `org/name` or `name`; the error says which rule was broken.
     pub fn parse(id: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Invalid(format!("invalid repository id {id:?}: {why}"));
+        let bad =
+            |why: &str| Error::bad_value("repo", format!("invalid repository id {id:?}: {why}"));
         let parts: Vec<&str> = id.split('/').collect();
         let (namespace, name) = match parts.as_slice() {
             [name] => (None, *name),

@@ -44,10 +44,11 @@ impl StepReader {
         let custom = match pattern {
             None => None,
             Some(p) => {
-                let re =
-                    Regex::new(p).map_err(|e| Error::Invalid(format!("--step-from {p:?}: {e}")))?;
+                let re = Regex::new(p).map_err(|e| {
+                    Error::bad_value("--step-from", format!("--step-from {p:?}: {e}"))
+                })?;
                 if re.captures_len() < 2 {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::bad_value("--step-from", format!(
                         "--step-from {p:?}: the pattern needs a group around the step, as in 'ep(\\d+)'"
                     )));
                 }
@@ -72,7 +73,7 @@ impl StepReader {
     /// [`StepReader::position`], or an error naming the revision for a sweep.
     pub fn require(&self, repo: &str, name: &str) -> Result<Position> {
         self.position(name).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::bad_value("--step-from", format!(
                 "hf://{repo}@{name}: the revision name gives no step (stepN, step-N, ckpt_N, iter_N, global_stepN); say how to read it with --step-from REGEX"
             ))
         })
@@ -107,7 +108,8 @@ pub enum RevisionFilter {
 
 impl RevisionFilter {
     pub fn parse(pattern: &str) -> Result<Self> {
-        let bad = |e: String| Error::Invalid(format!("--revisions {pattern:?}: {e}"));
+        let bad =
+            |e: String| Error::bad_value("--revisions", format!("--revisions {pattern:?}: {e}"));
         if pattern.trim().is_empty() {
             return Err(bad("empty pattern".into()));
         }

@@ -30,7 +30,7 @@ impl HubSource {
     }
 
     fn parse_rest(text: &str, rest: &str) -> Result<Self> {
-        let bad = |why: String| Error::Invalid(format!("{text}: {why}"));
+        let bad = |why: String| Error::bad_value("source", format!("{text}: {why}"));
         // A revision may itself hold '/' (`refs/pr/1`), a repo id never holds '@'.
         let (repo, revision) = match rest.split_once('@') {
             Some((repo, rev)) => (repo, Some(rev)),

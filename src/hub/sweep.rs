@@ -91,7 +91,7 @@ impl Downloads {
                 }
                 let bytes = self.hub.missing_bytes(rev, files);
                 if let (Retention::Budget(budget), false) = (self.retention, self.fits(bytes)) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::bad_value("--cache-budget", format!(
                         "{}: needs {} of downloads, more than --cache-budget {} allows beside the {} already held; raise it or use --keep-downloads",
                         rev.source,
                         human(bytes),

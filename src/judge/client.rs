@@ -98,9 +98,12 @@ struct Failure {
 /// URL must fail here, once, not as a "network error" that is retried.
 pub fn check_base_url(base_url: &str) -> Result<()> {
     let bad = |why: &str| {
-        Error::Invalid(format!(
-            "judge URL {base_url:?}: {why}; expected http://HOST[:PORT][/v1] or https://..."
-        ))
+        Error::bad_value(
+            "--judge-url",
+            format!(
+                "judge URL {base_url:?}: {why}; expected http://HOST[:PORT][/v1] or https://..."
+            ),
+        )
     };
     let trimmed = base_url.trim_end_matches('/');
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
@@ -153,7 +156,7 @@ impl JudgeClient {
             })
             .unwrap_or_default();
         if ids.is_empty() {
-            return Err(Error::Invalid(format!("{url}: the server lists no models")));
+            return Err(Error::network(format!("{url}: the server lists no models")));
         }
         Ok(ids)
     }
@@ -281,7 +284,7 @@ impl JudgeClient {
                 } else {
                     String::new()
                 };
-                return Err(Error::Invalid(format!("judge {url}: {message}{after}")));
+                return Err(Error::network(format!("judge {url}: {message}{after}")));
             }
             let policy = RetryPolicy {
                 max_retries: self.cfg.retries,
@@ -290,7 +293,7 @@ impl JudgeClient {
             };
             tries += 1;
             let Some(wait) = policy.wait(tries, failure.retry_after) else {
-                return Err(Error::Invalid(format!(
+                return Err(Error::network(format!(
                     "judge {url}: {message} (the server asks to wait more than {} s)",
                     crate::http::MAX_RETRY_AFTER.as_secs()
                 )));

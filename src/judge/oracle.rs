@@ -210,11 +210,13 @@ impl PromptShape {
             let slot = digit
                 .and_then(|d| d.to_digit(10))
                 .and_then(|d| SLOTS.get(d as usize))
-                .ok_or_else(|| Error::Invalid(format!("{origin} contains U+0001")))?;
+                .ok_or_else(|| {
+                    Error::bad_value("--judge-template", format!("{origin} contains U+0001"))
+                })?;
             if at > 0 {
                 parts.push(Part::Text(rest[..at].to_string()));
             } else if matches!(parts.last(), Some(Part::Slot(_))) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::bad_value("--judge-template", format!(
                     "{origin} shows two fields with nothing between them: its prompts cannot be read back"
                 )));
             }
@@ -365,7 +367,7 @@ impl Oracle {
     /// The oracle of `instructions`, every one with its true `output`, reading prompts
     /// of the built-in judge template.
     pub fn new(instructions: &[Instruction], k: f64) -> Result<Self> {
-        Self::build(instructions, k).map_err(Error::Invalid)
+        Self::build(instructions, k).map_err(|m| Error::bad_value("oracle", m))
     }
 
     /// The oracle of an AlpacaEval-layout file (`ckpt synth`'s `instructions.json`).

@@ -22,7 +22,7 @@ use super::preference::read_verdict;
 use super::prompt::{JudgeTemplate, Shown, IDENTIFIERS};
 use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreFault};
 use crate::eval::engine::Response;
 use crate::eval::prompt::Request;
 use crate::eval::run::{answer_requests, checkpoint_row, RunOptions};
@@ -132,7 +132,7 @@ pub fn judge_checkpoints(
                 outputs,
                 generated,
             }),
-            (_, Err(e)) if is_store_error(&e, store) => return Err(e),
+            (_, Err(e)) if e.is_store() => return Err(e),
             (row, Err(e)) => {
                 let fingerprint = Some(row.fingerprint.as_str()).filter(|f| !f.is_empty());
                 store.put_failure(&row.path, fingerprint, Some(TASK), &e.to_string())?;
@@ -183,16 +183,19 @@ fn reference_outputs(
             let row = checkpoint_row(ckpt, &fingerprint);
             store.put_checkpoint(&row, None)?;
             let (outputs, _) = generate(ckpt, &fingerprint, task, store, opts, progress)
-                .map_err(|e| Error::Invalid(format!("reference {}: {e}", ckpt.dir.display())))?;
+                .map_err(|e| e.map_message(|m| format!("reference {}: {m}", ckpt.dir.display())))?;
             (generator_name(&row), outputs)
         }
     };
     if outputs.len() != task.instructions.len() {
-        return Err(Error::Invalid(format!(
-            "the reference has {} outputs for {} instructions",
-            outputs.len(),
-            task.instructions.len()
-        )));
+        return Err(Error::bad_value(
+            "--reference",
+            format!(
+                "the reference has {} outputs for {} instructions",
+                outputs.len(),
+                task.instructions.len()
+            ),
+        ));
     }
     Ok((name, outputs))
 }
@@ -264,18 +267,14 @@ fn generate(
         .into_iter()
         .map(|r| match r {
             Response::Generation { text } => Ok(text.trim().to_string()),
-            other => Err(Error::bad_file(
+            other => Err(Error::store(
                 store.path(),
+                StoreFault::Query,
                 format!("a generation request has a stored {other:?}"),
             )),
         })
         .collect::<Result<_>>()?;
     Ok((outputs, computed))
-}
-
-/// Store errors end the run (nothing could be saved); others end a checkpoint.
-fn is_store_error(e: &Error, store: &Store) -> bool {
-    matches!(e, Error::BadFile { path, .. } if path == store.path())
 }
 
 /// Every question of the run: per checkpoint and instruction, its key and order.
@@ -333,7 +332,11 @@ impl Questions {
         let mut answers = HashMap::new();
         for (h, json) in store.judge_answers(&settings.model, &hashes)? {
             let v: Value = serde_json::from_str(&json).map_err(|e| {
-                Error::bad_file(store.path(), format!("stored judge answer {h}: {e}"))
+                Error::store(
+                    store.path(),
+                    StoreFault::Query,
+                    format!("stored judge answer {h}: {e}"),
+                )
             })?;
             answers.insert(h, v);
         }
@@ -363,11 +366,13 @@ impl Questions {
             Ok(())
         });
         if let Err(e) = result {
-            return Err(Error::Invalid(format!(
-                "{e}; {} of {} judge answers are in the store: a rerun asks only the others",
-                answers.len(),
-                self.unique.len()
-            )));
+            return Err(e.map_message(|m| {
+                format!(
+                    "{m}; {} of {} judge answers are in the store: a rerun asks only the others",
+                    answers.len(),
+                    self.unique.len()
+                )
+            }));
         }
         Ok((calls, answers))
     }

@@ -91,10 +91,13 @@ impl std::str::FromStr for DecayShape {
             .find(|shape| shape.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
-                Error::Invalid(format!(
-                    "unknown decay shape {s:?} (expected one of {})",
-                    names.join(", ")
-                ))
+                Error::bad_value(
+                    "--emulate",
+                    format!(
+                        "unknown decay shape {s:?} (expected one of {})",
+                        names.join(", ")
+                    ),
+                )
             })
     }
 }
@@ -154,31 +157,40 @@ pub fn emulate(shape: DecayShape, steps: &[u64]) -> Result<MergeWeights> {
 pub fn explicit(weights: &[f64], steps: &[u64]) -> Result<MergeWeights> {
     check_steps(steps)?;
     if weights.len() != steps.len() {
-        return Err(Error::Invalid(format!(
-            "{} weights given but {} checkpoints are selected (steps {}): give one weight \
+        return Err(Error::bad_value(
+            "--weights",
+            format!(
+                "{} weights given but {} checkpoints are selected (steps {}): give one weight \
              per checkpoint, in step order",
-            weights.len(),
-            steps.len(),
-            list(steps)
-        )));
+                weights.len(),
+                steps.len(),
+                list(steps)
+            ),
+        ));
     }
     if let Some((i, w)) = weights
         .iter()
         .enumerate()
         .find(|(_, w)| !w.is_finite() || **w < 0.0)
     {
-        return Err(Error::Invalid(format!(
-            "weight {w} (for step {}) is not a non-negative number: a negative weight \
+        return Err(Error::bad_value(
+            "--weights",
+            format!(
+                "weight {w} (for step {}) is not a non-negative number: a negative weight \
              emulates an LR that rises",
-            steps[i]
-        )));
+                steps[i]
+            ),
+        ));
     }
     let sum: f64 = weights.iter().sum();
     if (sum - 1.0).abs() > SUM_TOLERANCE {
-        return Err(Error::Invalid(format!(
-            "the weights sum to {sum}, not 1: a weighted average needs coefficients that \
+        return Err(Error::bad_value(
+            "--weights",
+            format!(
+                "the weights sum to {sum}, not 1: a weighted average needs coefficients that \
              sum to 1"
-        )));
+            ),
+        ));
     }
     from_coefficients(steps, weights.to_vec())
 }
@@ -198,17 +210,20 @@ fn from_coefficients(steps: &[u64], coefficients: Vec<f64>) -> Result<MergeWeigh
 
 fn check_steps(steps: &[u64]) -> Result<()> {
     if steps.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "a merge needs at least 2 checkpoints, got {} (steps {})",
-            steps.len(),
-            list(steps)
-        )));
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!(
+                "a merge needs at least 2 checkpoints, got {} (steps {})",
+                steps.len(),
+                list(steps)
+            ),
+        ));
     }
     if let Some(w) = steps.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(Error::Invalid(format!(
-            "checkpoint steps must increase, got {} then {}",
-            w[0], w[1]
-        )));
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!("checkpoint steps must increase, got {} then {}", w[0], w[1]),
+        ));
     }
     Ok(())
 }

@@ -92,10 +92,13 @@ fn find(inputs: &[PathBuf]) -> Result<(Vec<Checkpoint>, Vec<PathBuf>)> {
     }
     if found.is_empty() {
         let searched: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-        return Err(Error::Invalid(format!(
-            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) found under {}",
-            searched.join(", ")
-        )));
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!(
+                "no checkpoint (config.json + *.safetensors or pytorch_model.bin) found under {}",
+                searched.join(", ")
+            ),
+        ));
     }
     Ok((found, skipped))
 }
@@ -120,12 +123,15 @@ fn order_by_step(mut found: Vec<Checkpoint>) -> Result<Vec<Checkpoint>> {
     }
     found.sort_by_key(|c| c.step);
     if let Some(w) = found.windows(2).find(|w| w[0].step == w[1].step) {
-        return Err(Error::Invalid(format!(
-            "{} and {} are both at step {}: merge checkpoints of one run (each step once)",
-            w[0].dir.display(),
-            w[1].dir.display(),
-            w[0].step.unwrap_or(0)
-        )));
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!(
+                "{} and {} are both at step {}: merge checkpoints of one run (each step once)",
+                w[0].dir.display(),
+                w[1].dir.display(),
+                w[0].step.unwrap_or(0)
+            ),
+        ));
     }
     Ok(found)
 }
@@ -154,10 +160,13 @@ fn selected_range(steps: &[u64], selection: Selection) -> Result<usize> {
         ),
         Selection::Last(k) => format!("--last {k} selects {} checkpoint(s)", kept.len()),
     };
-    Err(Error::Invalid(format!(
-        "{what}, but a merge needs at least 2 (steps found: {})",
-        list(steps)
-    )))
+    Err(Error::bad_value(
+        "checkpoints",
+        format!(
+            "{what}, but a merge needs at least 2 (steps found: {})",
+            list(steps)
+        ),
+    ))
 }
 
 /// `a` and `b` have one architecture and the same tensors.
@@ -170,25 +179,34 @@ fn check_compatible(a: &Source, b: &Source) -> Result<()> {
     ca.saved_dtype = None;
     cb.saved_dtype = None;
     if ca != cb {
-        return Err(Error::Invalid(format!(
-            "{} and {} describe different models ({}): only checkpoints of one architecture \
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!(
+                "{} and {} describe different models ({}): only checkpoints of one architecture \
              can be merged",
-            da.join(CONFIG_FILE).display(),
-            db.join(CONFIG_FILE).display(),
-            config_difference(&ca.to_json(), &cb.to_json())
-        )));
+                da.join(CONFIG_FILE).display(),
+                db.join(CONFIG_FILE).display(),
+                config_difference(&ca.to_json(), &cb.to_json())
+            ),
+        ));
     }
     let (ta, tb) = (a.weights.tensors(), b.weights.tensors());
     if let Some(problem) = layout_difference(&ta, &tb) {
-        return Err(Error::Invalid(format!("{}: {problem}", both())));
+        return Err(Error::bad_value(
+            "checkpoints",
+            format!("{}: {problem}", both()),
+        ));
     }
     for (name, t) in &ta {
         if !is_float(t.dtype) && a.weights.raw_bytes(name) != b.weights.raw_bytes(name) {
-            return Err(Error::Invalid(format!(
-                "{}: tensor {name:?} ({:?}) cannot be averaged and differs between them",
-                both(),
-                t.dtype
-            )));
+            return Err(Error::bad_value(
+                "checkpoints",
+                format!(
+                    "{}: tensor {name:?} ({:?}) cannot be averaged and differs between them",
+                    both(),
+                    t.dtype
+                ),
+            ));
         }
     }
     Ok(())
@@ -203,12 +221,15 @@ fn check_one_stage(selected: &[Source]) -> Result<()> {
         return Ok(());
     };
     match staged.find(|(stage, _)| *stage != first) {
-        Some((other, dir)) => Err(Error::Invalid(format!(
-            "{} and {} are from different stages ({first} and {other}): merge checkpoints \
+        Some((other, dir)) => Err(Error::bad_value(
+            "checkpoints",
+            format!(
+                "{} and {} are from different stages ({first} and {other}): merge checkpoints \
              of one run",
-            first_dir.display(),
-            dir.display()
-        ))),
+                first_dir.display(),
+                dir.display()
+            ),
+        )),
         None => Ok(()),
     }
 }

@@ -59,9 +59,8 @@ pub fn write_weighted_sum(
         let parts = sources
             .iter()
             .map(|w| {
-                w.raw_bytes(&name).ok_or_else(|| {
-                    Error::Invalid(format!("{}: missing tensor {name:?}", w.origin().display()))
-                })
+                w.raw_bytes(&name)
+                    .ok_or_else(|| Error::bad_file(w.origin(), format!("missing tensor {name:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
         views.push((

@@ -171,24 +171,36 @@ impl ModelConfig {
     /// Reads and resolves a `config.json`; errors name the file and the problem.
     pub fn from_file(path: &Path) -> Result<Self> {
         let raw: RawConfig = crate::error::read_json(path)?;
-        Self::resolve(raw).map_err(|msg| Error::bad_file(path, msg))
+        Self::resolve(raw).map_err(|p| match p {
+            Problem::Unsupported(msg) => Error::unsupported(format!("{}: {msg}", path.display())),
+            Problem::Bad(msg) => Error::bad_file(path, msg),
+        })
     }
 
     /// Parses a `config.json` held in memory.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-        Self::resolve(raw)
+        Self::resolve(raw).map_err(|p| match p {
+            Problem::Unsupported(msg) | Problem::Bad(msg) => msg,
+        })
     }
 
-    fn resolve(raw: RawConfig) -> std::result::Result<Self, String> {
-        let raw = text_part(raw)?;
+    /// The architecture first: one this build does not have is [`Error::Unsupported`],
+    /// every other problem is one of the file.
+    fn resolve(raw: RawConfig) -> std::result::Result<Self, Problem> {
+        let raw = text_part(raw).map_err(Problem::Bad)?;
         let architecture = raw
             .architectures
             .as_ref()
             .and_then(|a| a.first())
             .map(String::as_str);
-        let arch = Arch::from_names(architecture, raw.model_type.as_deref())?;
+        let arch = Arch::from_names(architecture, raw.model_type.as_deref())
+            .map_err(Problem::Unsupported)?;
+        Self::resolve_arch(raw, arch).map_err(Problem::Bad)
+    }
+
+    fn resolve_arch(raw: RawConfig, arch: Arch) -> std::result::Result<Self, String> {
         let spec = arch.spec();
         let mut raw = raw;
         (spec.size_defaults)(&mut raw);
@@ -596,6 +608,14 @@ fn rotary_dim(head_dim: usize, factor: f64) -> std::result::Result<usize, String
         ));
     }
     Ok((head_dim as f64 * factor) as usize)
+}
+
+/// Why a config does not resolve.
+enum Problem {
+    /// It names an architecture this build does not have.
+    Unsupported(String),
+    /// Anything else: the file is wrong.
+    Bad(String),
 }
 
 /// A multimodal config's language model: its `text_config`, named by its own

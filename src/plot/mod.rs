@@ -124,10 +124,13 @@ impl ImageFormat {
         match ext.as_deref() {
             Some("png") => Ok(ImageFormat::Png),
             Some("svg") => Ok(ImageFormat::Svg),
-            _ => Err(Error::Invalid(format!(
-                "{}: unknown plot format (the file name must end in .png or .svg)",
-                path.display()
-            ))),
+            _ => Err(Error::bad_value(
+                "plot",
+                format!(
+                    "{}: unknown plot format (the file name must end in .png or .svg)",
+                    path.display()
+                ),
+            )),
         }
     }
 }

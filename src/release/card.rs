@@ -342,7 +342,7 @@ fn template_error(e: minijinja::Error) -> Error {
         msg.push_str(&format!(": {s}"));
         source = s.source();
     }
-    Error::Invalid(format!("model card template: {msg}"))
+    Error::bad_value("card.template", format!("model card template: {msg}"))
 }
 
 /// The YAML front matter of a card, parsed.

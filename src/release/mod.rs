@@ -146,7 +146,8 @@ pub fn prepare(
         fingerprint,
     );
     let card = card::render(cfg.card.template.as_deref(), &ctx)?;
-    card::validate(&card).map_err(|msg| Error::Invalid(format!("model card: {msg}")))?;
+    card::validate(&card)
+        .map_err(|msg| Error::bad_value("card.template", format!("model card: {msg}")))?;
     let card_path = staging.path().join(CARD_FILE);
     crate::atomic_file::write_bytes(&card_path, card.as_bytes())?;
     generated.push((CARD_FILE.to_string(), card_path));

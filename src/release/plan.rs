@@ -137,15 +137,17 @@ pub struct Filters {
     pub exclude: Vec<String>,
 }
 
-fn glob_set(patterns: &[String]) -> Result<GlobSet> {
+/// The globs of `flag` (`--include` or `--exclude`) as one set.
+fn glob_set(flag: &str, patterns: &[String]) -> Result<GlobSet> {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
-        let glob = Glob::new(p).map_err(|e| Error::Invalid(format!("invalid glob {p:?}: {e}")))?;
+        let glob =
+            Glob::new(p).map_err(|e| Error::bad_value(flag, format!("invalid glob {p:?}: {e}")))?;
         builder.add(glob);
     }
     builder
         .build()
-        .map_err(|e| Error::Invalid(format!("invalid globs: {e}")))
+        .map_err(|e| Error::bad_value(flag, format!("invalid globs: {e}")))
 }
 
 /// The files to release: the checkpoint's default files and `--include` matches,
@@ -156,8 +158,8 @@ pub fn select(
     generated: &[(String, PathBuf)],
     filters: &Filters,
 ) -> Result<Vec<Selected>> {
-    let include = glob_set(&filters.include)?;
-    let exclude = glob_set(&filters.exclude)?;
+    let include = glob_set("--include", &filters.include)?;
+    let exclude = glob_set("--exclude", &filters.exclude)?;
     // The weights read, with their index: `pytorch_model.bin.index.json` is not a
     // default file, as a checkpoint that also has safetensors does not ship it.
     let shards: Vec<String> = crate::checkpoint::weight_paths(ckpt_dir)
@@ -188,8 +190,9 @@ pub fn select(
     chosen.retain(|s| !exclude.is_match(&s.path_in_repo));
     chosen.sort_by(|a, b| a.path_in_repo.cmp(&b.path_in_repo));
     if chosen.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to release: --exclude removed every file".into(),
+        return Err(Error::bad_value(
+            "--exclude",
+            "nothing to release: --exclude removed every file",
         ));
     }
     // A release without (all) its weights is no model: transformers cannot load it.
@@ -198,12 +201,14 @@ pub fn select(
             .exclude
             .iter()
             .find(|g| {
-                glob_set(std::slice::from_ref(g)).is_ok_and(|set| set.is_match(shard.as_str()))
+                glob_set("--exclude", std::slice::from_ref(g))
+                    .is_ok_and(|set| set.is_match(shard.as_str()))
             })
             .map_or("", String::as_str);
-        return Err(Error::Invalid(format!(
-            "--exclude {glob:?} removes the weights ({shard}): a release needs them"
-        )));
+        return Err(Error::bad_value(
+            "--exclude",
+            format!("--exclude {glob:?} removes the weights ({shard}): a release needs them"),
+        ));
     }
     Ok(chosen)
 }
@@ -223,8 +228,7 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walk {
-        let entry = entry
-            .map_err(|e| Error::Invalid(format!("{}: {e}", e.path().unwrap_or(dir).display())))?;
+        let entry = entry.map_err(|e| Error::bad_file(e.path().unwrap_or(dir), e.to_string()))?;
         if !entry.file_type().is_file() {
             continue;
         }

@@ -73,7 +73,7 @@ pub struct UploadReport {
 }
 
 fn hub(e: HubError) -> Error {
-    Error::Invalid(e.to_string())
+    e.into()
 }
 
 /// Publishes `plan` (whose modes are updated to the Hub's decisions); `progress`
@@ -254,7 +254,7 @@ fn upload_lfs(
                     })
                 })?;
             if let Some(err) = &answer.error {
-                return Err(Error::Invalid(format!(
+                return Err(Error::network(format!(
                     "LFS batch: the Hub refused {} ({}): {} (code {})",
                     f.path_in_repo, f.sha256, err.message, err.code
                 )));
@@ -361,13 +361,13 @@ fn commit(
             Err(CommitFailure::Unknown(e)) => e,
         };
         if opts.create_pr {
-            return Err(Error::Invalid(format!(
+            return Err(Error::network(format!(
                 "{err}; the pull request may or may not have been opened: look at {}/{repo}/discussions before rerunning",
                 client.endpoint()
             )));
         }
         let now = client.revision(repo, &opts.revision).map_err(|e| {
-            Error::Invalid(format!(
+            Error::network(format!(
                 "{err}; then {e}: the commit may or may not exist. Rerun: files already \
                  committed are found identical and not committed twice"
             ))
@@ -381,14 +381,14 @@ fn commit(
                 report.commit_oid = Some(now.sha);
                 return Ok(());
             }
-            return Err(Error::Invalid(format!(
+            return Err(Error::network(format!(
                 "{err}; {repo}@{} moved from {} to {}, which does not hold these files: \
                  not retried, check the repository and rerun",
                 opts.revision, head.sha, now.sha
             )));
         }
         if attempt > retry.max_retries {
-            return Err(Error::Invalid(format!(
+            return Err(Error::network(format!(
                 "{err}; the branch is unchanged, so nothing was committed; rerun the release"
             )));
         }

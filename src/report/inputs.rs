@@ -81,15 +81,18 @@ impl<'a> Inputs<'a> {
         if task == crate::judge::run::TASK || known.contains(&task.as_str()) {
             return Ok(());
         }
-        Err(Error::Invalid(format!(
-            "--judge-task {task:?}: no results of that task in {} (tasks: {})",
-            self.view.path.display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )))
+        Err(Error::bad_value(
+            "--judge-task",
+            format!(
+                "--judge-task {task:?}: no results of that task in {} (tasks: {})",
+                self.view.path.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ))
     }
 
     /// An unknown `--baseline` is an error listing the runs it could be.
@@ -101,15 +104,18 @@ impl<'a> Inputs<'a> {
         if pre.contains(&b.as_str()) {
             return Ok(());
         }
-        Err(Error::Invalid(format!(
-            "--baseline {b}: no such pre-training run in {} (runs: {})",
-            self.view.path.display(),
-            if pre.is_empty() {
-                "none".to_string()
-            } else {
-                pre.join(", ")
-            }
-        )))
+        Err(Error::bad_value(
+            "--baseline",
+            format!(
+                "--baseline {b}: no such pre-training run in {} (runs: {})",
+                self.view.path.display(),
+                if pre.is_empty() {
+                    "none".to_string()
+                } else {
+                    pre.join(", ")
+                }
+            ),
+        ))
     }
 
     /// Pre-training runs, then WSM merges.

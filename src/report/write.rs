@@ -37,9 +37,10 @@ impl FromStr for Format {
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
             "html" => Ok(Format::Html),
-            _ => Err(Error::Invalid(format!(
-                "unknown report format {s:?} (md, csv, json or html)"
-            ))),
+            _ => Err(Error::bad_value(
+                "--format",
+                format!("unknown report format {s:?} (md, csv, json or html)"),
+            )),
         }
     }
 }

@@ -233,10 +233,10 @@ impl Server {
     pub fn bind(cfg: &ServeConfig) -> Result<Self> {
         let what = format!("{}:{}", cfg.host, cfg.port);
         let listener = std::net::TcpListener::bind(what.as_str())
-            .map_err(|e| Error::Invalid(format!("cannot listen on {what}: {e}")))?;
+            .map_err(|e| Error::network(format!("cannot listen on {what}: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Invalid(format!("{what}: {e}")))?;
+            .map_err(|e| Error::network(format!("{what}: {e}")))?;
         let gate = Arc::new(Gate {
             api_key: cfg.api_key.clone(),
             max_queue: cfg.max_queue,
@@ -304,7 +304,7 @@ impl Server {
             let listener = listener
                 .set_nonblocking(true)
                 .and_then(|_| tokio::net::TcpListener::from_std(listener))
-                .map_err(|e| Error::Invalid(format!("{addr}: {e}")))?;
+                .map_err(|e| Error::network(format!("{addr}: {e}")))?;
             let accepting = tokio::spawn(accept_forever(listener, handler, permits, gate));
             until.await;
             accepting.abort();

@@ -240,10 +240,13 @@ impl TokenBatches {
 
 fn check_shape(opts: &DataOptions) -> Result<()> {
     if opts.seq_len < 2 || opts.batch_size == 0 {
-        return Err(Error::Invalid(format!(
-            "sequence length {} and batch size {} must be at least 2 and 1",
-            opts.seq_len, opts.batch_size
-        )));
+        return Err(Error::bad_value(
+            "--seq-len",
+            format!(
+                "sequence length {} and batch size {} must be at least 2 and 1",
+                opts.seq_len, opts.batch_size
+            ),
+        ));
     }
     Ok(())
 }

@@ -146,9 +146,10 @@ impl<'a, O: Objective + ?Sized> Hessian<'a, O> {
     /// `h` such that `h v` moves a Rademacher-sized `v` by `eps` per entry.
     fn step(&self, v: &[Tensor], eps: f64) -> Result<f64> {
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(Error::Invalid(format!(
-                "the finite-difference step must be positive, got {eps}"
-            )));
+            return Err(Error::bad_value(
+                "--eps",
+                format!("the finite-difference step must be positive, got {eps}"),
+            ));
         }
         let norm = vector::norm(v)?;
         if !(norm.is_finite() && norm > 0.0) {
@@ -325,7 +326,7 @@ pub fn with_graph_kept<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<
             .stack_size(EXACT_STACK_BYTES)
             .spawn_scoped(scope, || {
                 if !graph_is_kept()? {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::unsupported(format!(
                         "exact Hessian-vector products need candle to keep gradient graphs: \
                          set {KEEP_GRAPH_VAR}=1 before the process starts (`ckpt sharpness \
                          --method exact` does it itself)"

@@ -688,7 +688,7 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
 }
 
 fn in_checkpoint(ckpt: &Checkpoint, e: Error) -> Error {
-    Error::Invalid(format!("{}: {e}", ckpt.dir.display()))
+    e.map_message(|m| format!("{}: {m}", ckpt.dir.display()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::hutchinson::{BlockSamples, TraceEstimate};
 use super::power::TopEigen;
 use super::spectrum::{Node, SpectralDensity, TopEigenvalues};
 use crate::checkpoint::ScheduleInfo;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreFault};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -298,8 +298,13 @@ impl ResultsFile {
             .sharpness_results()?
             .iter()
             .map(|j| {
-                serde_json::from_str(j)
-                    .map_err(|e| Error::bad_file(store.path(), format!("sharpness record: {e}")))
+                serde_json::from_str(j).map_err(|e| {
+                    Error::store(
+                        store.path(),
+                        StoreFault::Query,
+                        format!("sharpness record: {e}"),
+                    )
+                })
             })
             .collect()
     }

@@ -80,7 +80,7 @@ pub fn parse_spec(spec: &str) -> (Option<String>, PathBuf) {
 pub fn check_names(specs: &[(Option<String>, PathBuf)]) -> Result<()> {
     if specs.len() > 1 {
         if let Some((_, path)) = specs.iter().find(|(n, _)| n.is_none()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::bad_value("--data", format!(
                 "--data {}: with several sets, name each one (--data pt=val.jsonl --data sft=chat.jsonl)",
                 path.display()
             )));
@@ -88,10 +88,13 @@ pub fn check_names(specs: &[(Option<String>, PathBuf)]) -> Result<()> {
     }
     for (i, (name, _)) in specs.iter().enumerate() {
         if name.is_some() && specs[..i].iter().any(|(n, _)| n == name) {
-            return Err(Error::Invalid(format!(
-                "--data: the set name {:?} is given twice",
-                name.as_deref().unwrap_or_default()
-            )));
+            return Err(Error::bad_value(
+                "--data",
+                format!(
+                    "--data: the set name {:?} is given twice",
+                    name.as_deref().unwrap_or_default()
+                ),
+            ));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! fine-tuned several times (an LR sweep) counts with its best score, as the paper picks
 //! the best LR.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreFault};
 use crate::eval::compare::pearson;
 use crate::plot::{line_chart, LineChart, Series};
 use crate::store::Store;
@@ -39,8 +39,13 @@ pub fn sft_correlation(store: &Store, task: &str, metric: &str) -> Result<SftCor
     let best = best_child_scores(store, task, metric)?;
     let mut points = Vec::new();
     for json in store.sharpness_results()? {
-        let r: serde_json::Value = serde_json::from_str(&json)
-            .map_err(|e| Error::bad_file(store.path(), format!("sharpness record: {e}")))?;
+        let r: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
+            Error::store(
+                store.path(),
+                StoreFault::Query,
+                format!("sharpness record: {e}"),
+            )
+        })?;
         if !r["probe_start"].is_null() {
             continue; // a shard's block of probes, not a measurement
         }
@@ -119,12 +124,15 @@ pub fn plot(path: &Path, c: &SftCorrelation) -> Result<()> {
         .map(|(run, pts)| Series::scatter(run, pts))
         .collect();
     if chart.series.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no checkpoint has both a sharpness and a fine-tune scored on {} {}",
-            path.display(),
-            c.task,
-            c.metric
-        )));
+        return Err(Error::bad_value(
+            "--sft-plot",
+            format!(
+                "{}: no checkpoint has both a sharpness and a fine-tune scored on {} {}",
+                path.display(),
+                c.task,
+                c.metric
+            ),
+        ));
     }
     line_chart(path, &chart)
 }

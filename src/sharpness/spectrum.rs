@@ -214,9 +214,12 @@ pub fn top_eigenvalues(
     steps: usize,
 ) -> Result<TopEigenvalues> {
     if !(1..=MAX_K).contains(&k) || steps < k {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_value(
+            "--top-k",
+            format!(
             "top eigenvalues: k must be 1 to {MAX_K} and at most the {steps} Lanczos steps, got {k}"
-        )));
+        ),
+        ));
     }
     let start = rademacher(shapes, seed, TOP_PROBE, dtype, device)?;
     let (t, rest) = lanczos_rest(op, &start, steps)?;
@@ -315,9 +318,10 @@ pub fn slq_density(
     on_run: &mut dyn FnMut(&SpectralDensity) -> Result<()>,
 ) -> Result<SpectralDensity> {
     if runs == 0 || steps == 0 {
-        return Err(Error::Invalid(format!(
-            "SLQ needs at least one run of at least one step, got {runs} runs of {steps}"
-        )));
+        return Err(Error::bad_value(
+            "--slq-runs",
+            format!("SLQ needs at least one run of at least one step, got {runs} runs of {steps}"),
+        ));
     }
     let mut density = SpectralDensity {
         runs: done.iter().take(runs).cloned().collect(),

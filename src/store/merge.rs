@@ -32,7 +32,7 @@
 
 use super::{lock_holders, newer_schema, sql_error, Store, SCHEMA_VERSION};
 use crate::atomic_file::temp_beside;
-use crate::error::{parent_dir, Conflict, Error, Result};
+use crate::error::{parent_dir, Conflict, Error, Result, StoreFault};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 use serde::Serialize;
@@ -310,7 +310,11 @@ fn absolute(path: &Path) -> PathBuf {
 /// a read-only connection leaves a WAL store's `-wal` and `-shm` files behind.
 fn open_existing(path: &Path, wait: Duration) -> Result<Connection> {
     if !path.is_file() {
-        return Err(Error::bad_file(path, "no such store file"));
+        return Err(Error::store(
+            path,
+            StoreFault::Missing,
+            "no such store file",
+        ));
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_URI
@@ -330,8 +334,9 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
         return Err(newer_schema(path, version));
     }
     if version < 1 {
-        return Err(Error::bad_file(
+        return Err(Error::store(
             path,
+            StoreFault::Unreadable,
             "not a ckpt store (an SQLite file without ckpt's schema)",
         ));
     }
@@ -643,8 +648,9 @@ impl Guard {
         wal.push("-wal");
         let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         if busy != 0 || wal_len > 0 {
-            return Err(Error::bad_file(
+            return Err(Error::store(
                 into,
+                StoreFault::Locked,
                 format!(
                     "in use by {}; try again when it has finished",
                     lock_holders(into)
@@ -702,7 +708,10 @@ pub fn merge(sources: &[PathBuf], into: &Path, wait: Duration) -> Result<MergeSu
 /// The directory the merged store `into` goes to, which must exist.
 fn target_dir(into: &Path) -> Result<&Path> {
     if into.as_os_str().is_empty() {
-        return Err(Error::Invalid("the merged store's path is empty".into()));
+        return Err(Error::bad_value(
+            "--into",
+            "the merged store's path is empty",
+        ));
     }
     let dir = parent_dir(into);
     if !dir.is_dir() {
@@ -741,13 +750,21 @@ pub fn store_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if path.is_dir() {
             let found = sqlite_files_in(path)?;
             if found.is_empty() {
-                return Err(Error::bad_file(path, "no *.sqlite store in this directory"));
+                return Err(Error::store(
+                    path,
+                    StoreFault::Missing,
+                    "no *.sqlite store in this directory",
+                ));
             }
             files.extend(found);
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            return Err(Error::bad_file(path, "no such store file"));
+            return Err(Error::store(
+                path,
+                StoreFault::Missing,
+                "no such store file",
+            ));
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -781,7 +798,7 @@ impl StoreSet {
     /// Opens `files` (from [`store_files`]) as one store.
     pub fn open(files: &[PathBuf], wait: Duration) -> Result<Self> {
         let Some(first) = files.first() else {
-            return Err(Error::Invalid("no results store to read".into()));
+            return Err(Error::bad_value("store", "no results store to read"));
         };
         if files.len() == 1 {
             return Ok(Self {

@@ -28,7 +28,7 @@ pub use hub::HubRevisionRow;
 pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreFault};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -252,8 +252,9 @@ impl Store {
                 store.set_wait(wait)?;
                 store.init().map_err(|e| {
                     if is_locked(&e) {
-                        Error::bad_file(
+                        Error::store(
                             path,
+                            StoreFault::Locked,
                             format!(
                                 "locked by {} for {} s; try again when it has finished, or raise --store-timeout",
                                 lock_holders(path),
@@ -730,15 +731,22 @@ impl Store {
 
 /// The error for a store written by a newer ckpt, whose tables this one may misread.
 fn newer_schema(path: &Path, version: i64) -> Error {
-    Error::bad_file(
+    Error::store(
         path,
+        StoreFault::Unreadable,
         format!("store schema {version} is newer than this ckpt understands ({SCHEMA_VERSION}); upgrade ckpt"),
     )
 }
 
 /// Whether `e` is [`sql_error`]'s "locked" error.
 fn is_locked(e: &Error) -> bool {
-    matches!(e, Error::BadFile { message, .. } if message.starts_with(LOCKED))
+    matches!(
+        e,
+        Error::Store {
+            fault: StoreFault::Locked,
+            ..
+        }
+    )
 }
 
 /// The processes that have the store (or its WAL) open, as `pid N (command)`, read
@@ -819,16 +827,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode;
-    let message = match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            format!("{LOCKED}; try again when it has finished, or raise --store-timeout")
-        }
-        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
-            format!("not a ckpt store or corrupt: {e}")
-        }
-        _ => format!("store: {e}"),
+    let (fault, message) = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => (
+            StoreFault::Locked,
+            format!("{LOCKED}; try again when it has finished, or raise --store-timeout"),
+        ),
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => (
+            StoreFault::Unreadable,
+            format!("not a ckpt store or corrupt: {e}"),
+        ),
+        _ => (StoreFault::Query, format!("store: {e}")),
     };
-    Error::bad_file(path, message)
+    Error::store(path, fault, message)
 }
 
 #[cfg(test)]
@@ -900,8 +910,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sqlite");
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let err = Store::open(&path).err().unwrap().to_string();
+        let err = Store::open(&path).err().unwrap();
+        assert!(
+            matches!(&err, Error::Store { path: p, fault: StoreFault::Unreadable, .. } if *p == path),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(err.contains("s.sqlite") && err.contains("corrupt"), "{err}");
+    }
+
+    /// A caller tells a store failure (which ends a run) from a bad stored value read
+    /// from the same file, by kind, not by comparing paths.
+    #[test]
+    fn a_store_failure_is_told_by_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        assert!(Store::open(&path).err().unwrap().is_store());
+        assert!(!Error::bad_file(&path, "not a store error").is_store());
     }
 
     #[test]

@@ -85,15 +85,19 @@ impl SynthConfig {
     /// Rejects configs that cannot make a world worth training on.
     pub fn validate(&self) -> Result<()> {
         if self.entities == 0 {
-            return Err(Error::Invalid(
-                "a synthetic world needs at least one entity".into(),
+            return Err(Error::bad_value(
+                "entities",
+                "a synthetic world needs at least one entity",
             ));
         }
         if self.entities > MAX_ENTITIES {
-            return Err(Error::Invalid(format!(
-                "entities = {} is more than {MAX_ENTITIES}: the whole world is built in memory",
-                self.entities
-            )));
+            return Err(Error::bad_value(
+                "entities",
+                format!(
+                    "entities = {} is more than {MAX_ENTITIES}: the whole world is built in memory",
+                    self.entities
+                ),
+            ));
         }
         Ok(())
     }

@@ -77,10 +77,13 @@ pub struct Written {
 /// file-sourced spec, under `dir`.
 pub fn write_task_data(dir: &Path, specs: &[TaskSpec], cfg: &SyntheticConfig) -> Result<Written> {
     if cfg.entities < 8 {
-        return Err(Error::Invalid(format!(
-            "synthetic benchmark data needs a world of at least 8 entities, not {}",
-            cfg.entities
-        )));
+        return Err(Error::bad_value(
+            "entities",
+            format!(
+                "synthetic benchmark data needs a world of at least 8 entities, not {}",
+                cfg.entities
+            ),
+        ));
     }
     let world = World::generate(cfg.seed, cfg.entities);
     let mut written = Written {
@@ -199,7 +202,7 @@ fn make_doc(
             json!({"text": pretrain_document(rng, world, &mut cycle)})
         }
         other => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsupported(format!(
                 "task {}: no synthetic data for dataset {other}",
                 spec.task
             )))
@@ -241,7 +244,7 @@ fn exemplars(rng: &mut StdRng, world: &World, spec: &TaskSpec) -> Result<Vec<Jso
                 .collect()
         }
         other => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::unsupported(format!(
                 "task {}: no synthetic exemplars with columns {other:?}",
                 spec.task
             )))

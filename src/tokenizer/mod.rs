@@ -102,10 +102,13 @@ impl TextTokenizer {
             })?;
         if let Some(id) = policy.prefix_token_id {
             if id as usize >= inner.get_vocab_size(true) {
-                return Err(Error::Invalid(format!(
-                    "--prefix-token-id {id} is outside the tokenizer's vocabulary of {}",
-                    inner.get_vocab_size(true)
-                )));
+                return Err(Error::bad_value(
+                    "--prefix-token-id",
+                    format!(
+                        "--prefix-token-id {id} is outside the tokenizer's vocabulary of {}",
+                        inner.get_vocab_size(true)
+                    ),
+                ));
             }
         }
         let bos_text = bos.and(files.bos.clone());

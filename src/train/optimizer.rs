@@ -63,7 +63,12 @@ impl Default for OptimizerConfig {
 impl OptimizerConfig {
     /// Checks every value, naming the key of the first bad one.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: String| Err(Error::Invalid(format!("optimizer.{key} {why}")));
+        let bad = |key: &str, why: String| {
+            Err(Error::bad_value(
+                format!("optimizer.{key}"),
+                format!("optimizer.{key} {why}"),
+            ))
+        };
         if self.name != "adamw" {
             return bad(
                 "name",

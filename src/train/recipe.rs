@@ -179,7 +179,9 @@ impl Recipe {
         }
         let recipe = Self::from_table(table).map_err(|msg| Error::bad_file(path, msg))?;
         recipe.validate().map_err(|e| match e {
-            Error::Invalid(msg) => Error::bad_file(path, msg),
+            Error::BadValue { message, .. }
+            | Error::Unsupported(message)
+            | Error::Invalid(message) => Error::bad_file(path, message),
             other => other,
         })?;
         Ok(recipe)
@@ -224,37 +226,55 @@ impl Recipe {
 
     /// Checks values that must agree with each other; errors name the key.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Invalid(msg));
+        let bad = |name: &str, msg: String| Err(Error::bad_value(name, msg));
         let t = &self.training;
         check_job_name(&self.job.name)?;
         crate::device::device_ordinal(&self.job.device)
-            .map_err(|e| Error::Invalid(format!("job.device: {e}")))?;
+            .map_err(|e| Error::bad_value("job.device", format!("job.device: {e}")))?;
         crate::device::parse_dtype(&self.job.dtype)
-            .map_err(|e| Error::Invalid(format!("job.dtype: {e}")))?;
+            .map_err(|e| Error::bad_value("job.dtype", format!("job.dtype: {e}")))?;
         if t.seq_len < 1 {
-            return bad("training.seq_len must be at least 1".into());
+            return bad(
+                "training.seq_len",
+                "training.seq_len must be at least 1".into(),
+            );
         }
         if t.batch_tokens == 0 || !t.batch_tokens.is_multiple_of(t.seq_len as u64) {
-            return bad(format!(
+            return bad(
+                "training.batch_tokens",
+                format!(
                 "training.batch_tokens = {} is not a positive multiple of training.seq_len = {}",
                 t.batch_tokens, t.seq_len
-            ));
+            ),
+            );
         }
         if t.grad_accum == 0 || !(self.rows_per_step() as u64).is_multiple_of(t.grad_accum) {
-            return bad(format!(
-                "training.grad_accum = {} does not divide the {} sequences of a step",
-                t.grad_accum,
-                self.rows_per_step()
-            ));
+            return bad(
+                "training.grad_accum",
+                format!(
+                    "training.grad_accum = {} does not divide the {} sequences of a step",
+                    t.grad_accum,
+                    self.rows_per_step()
+                ),
+            );
         }
         if t.checkpoint_every == 0 {
-            return bad("training.checkpoint_every must be at least 1".into());
+            return bad(
+                "training.checkpoint_every",
+                "training.checkpoint_every must be at least 1".into(),
+            );
         }
         if t.steps == Some(0) || t.epochs == Some(0) {
-            return bad("training.steps and training.epochs must be at least 1".into());
+            return bad(
+                "training.steps",
+                "training.steps and training.epochs must be at least 1".into(),
+            );
         }
         if t.epochs.is_some() && self.job.stage != Stage::Sft {
-            return bad("training.epochs only applies to stage = \"sft\"".into());
+            return bad(
+                "training.epochs",
+                "training.epochs only applies to stage = \"sft\"".into(),
+            );
         }
         self.validate_stage()?;
         self.validate_model()?;
@@ -265,15 +285,17 @@ impl Recipe {
     fn validate_stage(&self) -> Result<()> {
         let parent = self.init.parent.is_some();
         match (self.job.stage, parent, self.init.mode) {
-            (Stage::Mid | Stage::Sft, false, _) => Err(Error::Invalid(format!(
-                "init.parent is required for stage = \"{}\"",
-                self.job.stage
-            ))),
-            (Stage::Sft, true, InitMode::Branch) => Err(Error::Invalid(
-                "init.mode = \"branch\" continues pre-training; SFT starts from weights".into(),
+            (Stage::Mid | Stage::Sft, false, _) => Err(Error::bad_value(
+                "init.parent",
+                format!("init.parent is required for stage = \"{}\"", self.job.stage),
             )),
-            (_, false, InitMode::Branch) => Err(Error::Invalid(
-                "init.mode = \"branch\" needs init.parent (a stable-phase checkpoint)".into(),
+            (Stage::Sft, true, InitMode::Branch) => Err(Error::bad_value(
+                "init.mode",
+                "init.mode = \"branch\" continues pre-training; SFT starts from weights",
+            )),
+            (_, false, InitMode::Branch) => Err(Error::bad_value(
+                "init.mode",
+                "init.mode = \"branch\" needs init.parent (a stable-phase checkpoint)",
             )),
             _ => Ok(()),
         }
@@ -281,12 +303,13 @@ impl Recipe {
 
     fn validate_model(&self) -> Result<()> {
         match (&self.model, &self.init.parent) {
-            (Some(_), Some(_)) => Err(Error::Invalid(
-                "model: a run from init.parent takes its shape from the parent; remove [model]"
-                    .into(),
+            (Some(_), Some(_)) => Err(Error::bad_value(
+                "model",
+                "model: a run from init.parent takes its shape from the parent; remove [model]",
             )),
-            (None, None) => Err(Error::Invalid(
-                "model: a run from scratch needs a [model] table".into(),
+            (None, None) => Err(Error::bad_value(
+                "model",
+                "model: a run from scratch needs a [model] table",
             )),
             (Some(shape), None) => shape.validate(self.training.seq_len),
             (None, Some(_)) => Ok(()),
@@ -296,8 +319,9 @@ impl Recipe {
     fn validate_schedule(&self) -> Result<()> {
         let s = &self.schedule;
         if s.total_steps.is_none() && self.job.stage != Stage::Sft {
-            return Err(Error::Invalid(
-                "schedule.total_steps is required (only SFT derives it from the epochs)".into(),
+            return Err(Error::bad_value(
+                "schedule.total_steps",
+                "schedule.total_steps is required (only SFT derives it from the epochs)",
             ));
         }
         // SFT recipes may leave T to the data; validate with a stand-in length.
@@ -309,13 +333,17 @@ impl Recipe {
         probe.validate()?;
         let mid = s.mid_steps.is_some();
         match self.job.stage {
-            Stage::Mid if !mid => Err(Error::Invalid(
-                "schedule.mid_steps is required for stage = \"mid\"".into(),
+            Stage::Mid if !mid => Err(Error::bad_value(
+                "schedule.mid_steps",
+                "schedule.mid_steps is required for stage = \"mid\"",
             )),
-            Stage::Pre | Stage::Sft if mid => Err(Error::Invalid(format!(
-                "schedule.mid_steps only applies to stage = \"mid\", not \"{}\"",
-                self.job.stage
-            ))),
+            Stage::Pre | Stage::Sft if mid => Err(Error::bad_value(
+                "schedule.mid_steps",
+                format!(
+                    "schedule.mid_steps only applies to stage = \"mid\", not \"{}\"",
+                    self.job.stage
+                ),
+            )),
             _ => Ok(()),
         }
     }
@@ -323,7 +351,13 @@ impl Recipe {
 
 impl ModelShape {
     fn validate(&self, seq_len: usize) -> Result<()> {
-        let bad = |msg: String| Err(Error::Invalid(format!("model.{msg}")));
+        let bad = |msg: String| {
+            let key = msg.split(' ').next().unwrap_or_default();
+            Err(Error::bad_value(
+                format!("model.{key}"),
+                format!("model.{msg}"),
+            ))
+        };
         for (key, value) in [
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -412,7 +446,8 @@ impl ModelShape {
         if matches!(self.arch, Arch::Gemma2 | Arch::Gemma3) {
             json["query_pre_attn_scalar"] = json["head_dim"].clone();
         }
-        ModelConfig::from_json(&json.to_string()).map_err(|e| Error::Invalid(format!("model: {e}")))
+        ModelConfig::from_json(&json.to_string())
+            .map_err(|e| Error::bad_value("model", format!("model: {e}")))
     }
 }
 
@@ -421,15 +456,18 @@ impl ModelShape {
 fn check_job_name(name: &str) -> Result<()> {
     use std::path::Component;
     if name.trim().is_empty() {
-        return Err(Error::Invalid("job.name is empty".into()));
+        return Err(Error::bad_value("job.name", "job.name is empty"));
     }
     let mut parts = Path::new(name).components();
     match (parts.next(), parts.next()) {
         (Some(Component::Normal(_)), None) if !name.contains(['/', '\\']) => Ok(()),
-        _ => Err(Error::Invalid(format!(
-            "job.name = {name:?} must be a plain folder name (no /, \\, . or ..): \
+        _ => Err(Error::bad_value(
+            "job.name",
+            format!(
+                "job.name = {name:?} must be a plain folder name (no /, \\, . or ..): \
              the run goes to runs/<name>; set job.out to write elsewhere"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -437,7 +475,7 @@ fn check_job_name(name: &str) -> Result<()> {
 /// `"text"`, `[1, 2]`), and as a plain string when it is not valid TOML. An empty value
 /// (`table.key=`) removes the key, so the default applies (`'""'` sets an empty string).
 fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
-    let bad = |msg: &str| Error::Invalid(format!("--set {item}: {msg}"));
+    let bad = |msg: &str| Error::bad_value("--set", format!("--set {item}: {msg}"));
     let (key, raw) = item
         .split_once('=')
         .ok_or_else(|| bad("expected key=value"))?;

@@ -87,10 +87,13 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
     check_trainable(&config, &device)?;
     check_batch_fits(recipe, &config, &device)?;
     if recipe.training.seq_len > config.max_position_embeddings {
-        return Err(Error::Invalid(format!(
-            "training.seq_len = {} is longer than the model's max_position_embeddings = {}",
-            recipe.training.seq_len, config.max_position_embeddings
-        )));
+        return Err(Error::bad_value(
+            "training.seq_len",
+            format!(
+                "training.seq_len = {} is longer than the model's max_position_embeddings = {}",
+                recipe.training.seq_len, config.max_position_embeddings
+            ),
+        ));
     }
     let vars = to_vars(&config, weights, &device)?;
     let mut optimizer = AdamW::new(recipe.optimizer.clone(), vars.clone())?;
@@ -104,11 +107,14 @@ pub fn prepare(recipe: &Recipe, resume: Option<&Path>) -> Result<Trainer> {
     check_schedule_covers(recipe, &schedule, start.stage_start, stage_steps)?;
     let end_step = start.stage_start + stage_steps;
     if start.step > end_step {
-        return Err(Error::Invalid(format!(
-            "the checkpoint to resume is at step {} but the run ends at step {end_step}; \
+        return Err(Error::bad_value(
+            "training.steps",
+            format!(
+                "the checkpoint to resume is at step {} but the run ends at step {end_step}; \
              raise training.steps",
-            start.step
-        )));
+                start.step
+            ),
+        ));
     }
     // Recorded only now that the data, the parent, the model and the schedule have
     // passed their checks: a run.toml stands for a run that can start.
@@ -164,7 +170,10 @@ fn find_resume_point(
     let found = match resume {
         Some(path) if crate::checkpoint::is_checkpoint_dir(path) => Some(Checkpoint::open(path)?),
         Some(path) => Some(saving::latest_checkpoint(path)?.ok_or_else(|| {
-            Error::Invalid(format!("--resume {}: no checkpoint there", path.display()))
+            Error::bad_value(
+                "--resume",
+                format!("--resume {}: no checkpoint there", path.display()),
+            )
         })?),
         None => saving::latest_checkpoint(run_dir)?,
     };
@@ -176,12 +185,15 @@ fn find_resume_point(
         let previous = Recipe::load(&saved, &[])?;
         let differences = resume_differences(&previous, recipe);
         if !differences.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{} holds a run of another recipe (it differs in {}); choose another \
+            return Err(Error::bad_value(
+                "job.out",
+                format!(
+                    "{} holds a run of another recipe (it differs in {}); choose another \
                  job.out, or remove that run to start over",
-                ckpt.dir.parent().unwrap_or(run_dir).display(),
-                differences.join(", ")
-            )));
+                    ckpt.dir.parent().unwrap_or(run_dir).display(),
+                    differences.join(", ")
+                ),
+            ));
         }
     }
     tracing::info!("resuming from {}", ckpt.dir.display());
@@ -285,11 +297,14 @@ fn parent_start(recipe: &Recipe, parent: &Path) -> Result<Start> {
         (Stage::Mid, _) => {
             let t = recipe.schedule.total_steps.unwrap_or(0);
             if meta.step != t {
-                return Err(Error::Invalid(format!(
-                    "init.parent is at step {} but mid-training continues from \
+                return Err(Error::bad_value(
+                    "init.parent",
+                    format!(
+                        "init.parent is at step {} but mid-training continues from \
                      schedule.total_steps = {t}; they must agree",
-                    meta.step
-                )));
+                        meta.step
+                    ),
+                ));
             }
             start.step = t;
             start.stage_start = t;
@@ -360,10 +375,9 @@ fn fresh_weights(
     tok: &TrainTokenizer,
     device: &Device,
 ) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
-    let shape = recipe
-        .model
-        .as_ref()
-        .ok_or_else(|| Error::Invalid("model: a run from scratch needs a [model] table".into()))?;
+    let shape = recipe.model.as_ref().ok_or_else(|| {
+        Error::bad_value("model", "model: a run from scratch needs a [model] table")
+    })?;
     let config = shape.to_config(
         tok.vocab_size(),
         recipe.training.seq_len,
@@ -448,21 +462,27 @@ fn check_schedule_covers(
         Some(_) => format!("schedule.total_steps + schedule.mid_steps = {end}"),
         None => format!("schedule.total_steps = {end}"),
     };
-    Err(Error::Invalid(format!(
-        "training.steps = {steps} runs to step {last}, past the end of the schedule \
+    Err(Error::bad_value(
+        "training.steps",
+        format!(
+            "training.steps = {steps} runs to step {last}, past the end of the schedule \
          ({length}) where the LR is 0: the last {} steps would not train; lower \
          training.steps or lengthen the schedule",
-        last - end
-    )))
+            last - end
+        ),
+    ))
 }
 
 fn check_vocab(config: &ModelConfig, tok: &TrainTokenizer) -> Result<()> {
     if tok.vocab_size() > config.vocab_size {
-        return Err(Error::Invalid(format!(
-            "the tokenizer has {} tokens but the model's vocabulary holds {}",
-            tok.vocab_size(),
-            config.vocab_size
-        )));
+        return Err(Error::bad_value(
+            "tokenizer",
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary holds {}",
+                tok.vocab_size(),
+                config.vocab_size
+            ),
+        ));
     }
     Ok(())
 }
@@ -500,7 +520,8 @@ fn resolve_schedule(recipe: &Recipe, data: &dyn BatchLoader) -> Result<ScheduleS
         }
     };
     let spec = spec.with_total_steps(steps);
-    spec.validate().map_err(|e| Error::Invalid(e.to_string()))?;
+    spec.validate()
+        .map_err(|e| Error::bad_value("schedule", e.to_string()))?;
     Ok(spec)
 }
 
@@ -525,11 +546,14 @@ fn check_branch_point(recipe: &Recipe, schedule: &ScheduleSpec, start: &Start) -
     let at = start.stage_start;
     let lr = schedule.lr(at);
     if at < schedule.warmup || (lr - schedule.peak_lr).abs() > 1e-12 * schedule.peak_lr {
-        return Err(Error::Invalid(format!(
-            "init.parent is at step {at}, outside the stable phase of this schedule \
+        return Err(Error::bad_value(
+            "init.parent",
+            format!(
+                "init.parent is at step {at}, outside the stable phase of this schedule \
              (LR there is {lr:e}, peak {:e}); branch from a checkpoint before the decay starts",
-            schedule.peak_lr
-        )));
+                schedule.peak_lr
+            ),
+        ));
     }
     Ok(())
 }

@@ -73,18 +73,24 @@ pub struct DataFingerprint {
 pub(crate) fn check_position(pos: &DataPosition, current: &DataFingerprint) -> Result<()> {
     let saved = &pos.data;
     if saved != current {
-        return Err(Error::Invalid(format!(
-            "cannot resume: the data position was saved for other data or settings \
+        return Err(Error::bad_value(
+            "data",
+            format!(
+                "cannot resume: the data position was saved for other data or settings \
              (saved: {}; now: {})",
-            describe(saved),
-            describe(current)
-        )));
+                describe(saved),
+                describe(current)
+            ),
+        ));
     }
     if pos.cursor > current.num_items {
-        return Err(Error::Invalid(format!(
-            "cannot resume: data position {} is past the {} items of an epoch",
-            pos.cursor, current.num_items
-        )));
+        return Err(Error::bad_value(
+            "data",
+            format!(
+                "cannot resume: data position {} is past the {} items of an epoch",
+                pos.cursor, current.num_items
+            ),
+        ));
     }
     Ok(())
 }

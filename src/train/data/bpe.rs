@@ -28,18 +28,21 @@ pub const MAX_TRAINED_VOCAB: usize = 1 << 20;
 pub fn train_bpe(docs: &[String], vocab_size: usize) -> Result<Tokenizer> {
     let minimum = SPECIAL_TOKENS.len() + 256;
     if vocab_size < minimum {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_value(
+            "tokenizer.train_vocab_size",
+            format!(
             "train_vocab_size {vocab_size} is below the {minimum} tokens every byte-level BPE has"
-        )));
+        ),
+        ));
     }
     // The trainer reserves room for the whole vocabulary up front.
     if vocab_size > MAX_TRAINED_VOCAB {
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_value("tokenizer.train_vocab_size", format!(
             "train_vocab_size {vocab_size} is above {MAX_TRAINED_VOCAB} (the largest tokenizers in use have about 260,000 tokens)"
         )));
     }
     if docs.iter().all(|d| d.is_empty()) {
-        return Err(Error::Invalid("no text to train a tokenizer on".into()));
+        return Err(Error::bad_value("data", "no text to train a tokenizer on"));
     }
     let trainer = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)

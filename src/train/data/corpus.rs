@@ -40,13 +40,15 @@ impl Corpus {
             return Ok(Corpus::Documents(docs));
         }
         if shards < files.len() {
-            return Err(Error::Invalid(
-                "[data] paths mix token shards (.npy/.bin) with text files; use one kind".into(),
+            return Err(Error::bad_value(
+                "data.paths",
+                "[data] paths mix token shards (.npy/.bin) with text files; use one kind",
             ));
         }
         if cfg.max_docs.is_some() {
-            return Err(Error::Invalid(
-                "[data] max_docs counts documents; token shards have none".into(),
+            return Err(Error::bad_value(
+                "data.max_docs",
+                "[data] max_docs counts documents; token shards have none",
             ));
         }
         Ok(Corpus::Tokens(TokenStream::open_shards(
@@ -68,7 +70,7 @@ impl Corpus {
 /// supported files under them, sorted.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
-        return Err(Error::Invalid("[data] paths is empty".into()));
+        return Err(Error::bad_value("data.paths", "[data] paths is empty"));
     }
     let mut files = Vec::new();
     for path in paths {

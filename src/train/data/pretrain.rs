@@ -60,10 +60,13 @@ impl PretrainLoader {
         let len = seq_len as u64 + 1;
         let num_sequences = tokens.len() / len;
         if seq_len == 0 || num_sequences == 0 {
-            return Err(Error::Invalid(format!(
-                "the training data has {} tokens: not one sequence of seq_len + 1 = {len}",
-                tokens.len()
-            )));
+            return Err(Error::bad_value(
+                "training.seq_len",
+                format!(
+                    "the training data has {} tokens: not one sequence of seq_len + 1 = {len}",
+                    tokens.len()
+                ),
+            ));
         }
         let fingerprint = DataFingerprint {
             kind: "pretrain".into(),

@@ -69,11 +69,14 @@ fn assistant_spans(
         let before = template.render(&messages[..i], true)?;
         let through = template.render(&messages[..=i], false)?;
         if !through.starts_with(&before) || !full.starts_with(&through) {
-            return Err(Error::Invalid(format!(
-                "the chat template does not render message {i}'s prefix as a prefix of \
+            return Err(Error::bad_value(
+                "data.chat_template",
+                format!(
+                    "the chat template does not render message {i}'s prefix as a prefix of \
                  the conversation, so the assistant's tokens cannot be located (give it \
                  {{% generation %}} blocks, or choose another with data.chat_template)"
-            )));
+                ),
+            ));
         }
         let turn = &through[before.len()..];
         let end = match turn.rfind(eos) {
@@ -114,8 +117,9 @@ pub fn encode_conversation(
         .iter()
         .any(|m| m.role == ASSISTANT && !m.content.is_empty());
     if has_assistant_text && !loss_mask.iter().any(|&m| m > 0.0) {
-        return Err(Error::Invalid(
-            "the chat template renders no assistant text to learn from this conversation".into(),
+        return Err(Error::bad_value(
+            "data.chat_template",
+            "the chat template renders no assistant text to learn from this conversation",
         ));
     }
     Ok(SftExample {
@@ -235,8 +239,9 @@ impl SftLoader {
             );
         }
         if examples.is_empty() {
-            return Err(Error::Invalid(
-                "no SFT conversation has an assistant token to learn".into(),
+            return Err(Error::bad_value(
+                "data",
+                "no SFT conversation has an assistant token to learn",
             ));
         }
         let n = examples.len() as u64;

@@ -102,7 +102,10 @@ pub fn tokenize_to_shards(
 ) -> Result<ShardSummary> {
     if shard_tokens == 0 {
         // Not only a job's check: callers of this function alone would loop forever.
-        return Err(Error::Invalid("shard size must be at least 1 token".into()));
+        return Err(Error::bad_value(
+            "--shard-tokens",
+            "shard size must be at least 1 token",
+        ));
     }
     let mut summary = ShardSummary {
         documents: 0,
@@ -140,9 +143,10 @@ fn no_documents(files: &[PathBuf], column: &str) -> Error {
     } else {
         names.join(", ")
     };
-    Error::Invalid(format!(
-        "{names}: no documents to tokenize (no non-empty {column:?} field or line)"
-    ))
+    Error::bad_value(
+        "--text-column",
+        format!("{names}: no documents to tokenize (no non-empty {column:?} field or line)"),
+    )
 }
 
 fn flush(summary: &mut ShardSummary, out: &Path, tokens: &[u32], dtype: TokenDtype) -> Result<()> {

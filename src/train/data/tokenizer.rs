@@ -74,13 +74,15 @@ pub fn open_tokenizer(
     let saved = run_dir.join(TOKENIZER_FILE);
     let mut tok = match (&cfg.path, cfg.train_vocab_size) {
         (Some(_), Some(_)) => {
-            return Err(Error::Invalid(
-                "[tokenizer] sets both path and train_vocab_size; choose one".into(),
+            return Err(Error::bad_value(
+                "tokenizer",
+                "[tokenizer] sets both path and train_vocab_size; choose one",
             ))
         }
         (None, None) => {
-            return Err(Error::Invalid(
-                "[tokenizer] needs path (a tokenizer.json) or train_vocab_size".into(),
+            return Err(Error::bad_value(
+                "tokenizer",
+                "[tokenizer] needs path (a tokenizer.json) or train_vocab_size",
             ))
         }
         (Some(path), None) => TrainTokenizer::load(path, chat_template)?,
@@ -90,8 +92,8 @@ pub fn open_tokenizer(
         }
         (None, Some(vocab_size)) => {
             let docs = training_docs.ok_or_else(|| {
-                Error::Invalid(
-                    "train_vocab_size needs text documents in [data] (token shards are already tokenized)".into(),
+                Error::bad_value("tokenizer.train_vocab_size", 
+                    "train_vocab_size needs text documents in [data] (token shards are already tokenized)",
                 )
             })?;
             let trained = train_bpe(docs, vocab_size)?;

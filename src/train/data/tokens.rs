@@ -312,10 +312,10 @@ pub fn write_bin_shard(path: &Path, tokens: &[u32], dtype: TokenDtype) -> Result
 
 fn check_fits(path: &Path, tokens: &[u32], dtype: TokenDtype) -> Result<()> {
     match tokens.iter().find(|&&t| t > dtype.max_id()) {
-        Some(t) => Err(Error::Invalid(format!(
-            "{}: token id {t} does not fit {dtype:?}",
-            path.display()
-        ))),
+        Some(t) => Err(Error::bad_value(
+            "dtype",
+            format!("{}: token id {t} does not fit {dtype:?}", path.display()),
+        )),
         None => Ok(()),
     }
 }
