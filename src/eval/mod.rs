@@ -31,5 +31,6 @@ pub mod relative;
 pub mod run;
 pub mod scoring;
 pub mod spec;
+pub mod status;
 pub mod task;
 pub mod template;
