@@ -21,6 +21,7 @@ pub mod export;
 pub mod filters;
 pub mod headline;
 pub mod hub;
+pub mod listing;
 pub mod metrics;
 pub mod preprocess;
 pub mod prompt;
