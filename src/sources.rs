@@ -3,7 +3,8 @@
 //!
 //! A sweep (`ckpt eval`) takes [`Candidate`]s and fetches a Hub revision only when its
 //! results are not stored yet; other commands take [`checkpoints`], which fetches
-//! every Hub revision named into the cache and keeps it.
+//! every Hub revision named into the cache and keeps it; [`inspect`] reads the facts
+//! of each one (`ckpt inspect`).
 
 use crate::checkpoint::{discover, Checkpoint, Origin};
 use crate::error::{Error, Result};

@@ -46,12 +46,7 @@ pub struct StatusOutcome {
 impl StatusJob {
     /// Checks the timeout and the combinations of options.
     pub fn check(&self) -> Result<()> {
-        if self.store_timeout < Duration::from_secs(1) {
-            return Err(Error::Invalid(format!(
-                "--store-timeout must be at least 1 (got {})",
-                self.store_timeout.as_secs_f64()
-            )));
-        }
+        crate::store::check_store_timeout(self.store_timeout)?;
         if !self.tasks.is_empty() && self.suite.is_some() {
             return Err(Error::Invalid(
                 "--suite and --tasks cannot be used together".into(),

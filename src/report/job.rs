@@ -40,12 +40,7 @@ impl ReportJob {
                 "no results store given (STORE: a file or a directory of *.sqlite)".into(),
             ));
         }
-        if self.store_timeout < Duration::from_secs(1) {
-            return Err(Error::Invalid(format!(
-                "--store-timeout must be at least 1 (got {})",
-                self.store_timeout.as_secs_f64()
-            )));
-        }
+        crate::store::check_store_timeout(self.store_timeout)?;
         Ok(())
     }
 

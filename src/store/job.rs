@@ -25,14 +25,21 @@ impl MergeStoresJob {
                 "no store to merge (SOURCE: a file or a directory of *.sqlite)".into(),
             ));
         }
-        if self.store_timeout < Duration::from_secs(1) {
-            return Err(Error::Invalid(format!(
-                "--store-timeout must be at least 1 (got {})",
-                self.store_timeout.as_secs_f64()
-            )));
-        }
+        check_store_timeout(self.store_timeout)?;
         Ok(())
     }
+}
+
+/// Refuses a `--store-timeout` under a second: the flag counts whole seconds, and
+/// not waiting at all fails at the first lock another process holds.
+pub fn check_store_timeout(wait: Duration) -> Result<()> {
+    if wait < Duration::from_secs(1) {
+        return Err(Error::Invalid(format!(
+            "--store-timeout must be at least 1 (got {})",
+            wait.as_secs_f64()
+        )));
+    }
+    Ok(())
 }
 
 /// Merges the stores `job` names into its target, exactly: a key holding different

@@ -26,7 +26,7 @@ mod merge;
 mod status;
 
 pub use hub::HubRevisionRow;
-pub use job::{merge_stores, MergeStoresJob};
+pub use job::{check_store_timeout, merge_stores, MergeStoresJob};
 pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
