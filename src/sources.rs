@@ -3,7 +3,8 @@
 //!
 //! A sweep (`ckpt eval`) takes [`Candidate`]s and fetches a Hub revision only when its
 //! results are not stored yet; other commands take [`checkpoints`], which fetches
-//! every Hub revision named into the cache and keeps it.
+//! every Hub revision named into the cache and keeps it; [`inspect`] reads the facts
+//! of each one (`ckpt inspect`).
 
 use crate::checkpoint::{discover, Checkpoint, Origin};
 use crate::error::{Error, Result};
@@ -11,6 +12,8 @@ use crate::hub::revisions::{RevisionFilter, StepReader};
 use crate::hub::{Hub, HubRevision, HubSource};
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
+
+pub mod inspect;
 
 /// How Hub sources are read.
 #[derive(Debug, Clone, Default)]
@@ -38,29 +41,37 @@ impl Candidate {
     }
 }
 
+impl HubOptions {
+    /// Refuses options that select Hub revisions when no path names a Hub repository
+    /// (`names_hub`: whether one does).
+    pub fn check(&self, names_hub: bool) -> Result<()> {
+        for (flag, set) in [
+            ("--revisions selects branches", self.revisions.is_some()),
+            (
+                "--step-from reads steps from the names of revisions",
+                self.step_from.is_some(),
+            ),
+        ] {
+            if set && !names_hub {
+                return Err(Error::Invalid(format!(
+                    "{flag} of a Hub repository: name one as hf://ORG/NAME"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether some path names a Hub repository (`hf://ORG/NAME`).
+pub fn names_hub(paths: &[PathBuf]) -> bool {
+    paths.iter().any(|p| HubSource::from_path(p).is_some())
+}
+
 /// Every candidate `paths` name, local ones in discovery order, each Hub source's
 /// revisions by step; the Hub, when some path names it.
 pub fn candidates(paths: &[PathBuf], opts: &HubOptions) -> Result<(Vec<Candidate>, Option<Hub>)> {
     let (local, hub_sources) = split(paths)?;
-    for (name, flag, set) in [
-        (
-            "--revisions",
-            "--revisions selects branches",
-            opts.revisions.is_some(),
-        ),
-        (
-            "--step-from",
-            "--step-from reads steps from the names of revisions",
-            opts.step_from.is_some(),
-        ),
-    ] {
-        if set && hub_sources.is_empty() {
-            return Err(Error::bad_value(
-                name,
-                format!("{flag} of a Hub repository: name one as hf://ORG/NAME"),
-            ));
-        }
-    }
+    opts.check(!hub_sources.is_empty())?;
     let mut found: Vec<Candidate> = if local.is_empty() {
         vec![]
     } else {

@@ -3,7 +3,7 @@
 use super::output::{outln, Ui};
 use crate::demo::commands::Invocation;
 use crate::demo::pipeline::{self, DemoConfig, Progress};
-use crate::demo::Size;
+use crate::demo::{study, Size};
 use crate::error::Error;
 use anyhow::Context;
 use clap::Args;
@@ -42,60 +42,39 @@ pub struct DemoArgs {
 /// Exit code after Ctrl-C, as shells report a SIGINT.
 const INTERRUPTED: u8 = 130;
 
+impl DemoArgs {
+    /// The flags as a config: the executable found, the job count resolved.
+    fn job(&self) -> anyhow::Result<DemoConfig> {
+        Ok(DemoConfig {
+            dir: self.out.clone(),
+            size: self.size,
+            seed: self.seed,
+            seeds: self.seeds,
+            force: self.force,
+            jobs: self
+                .jobs
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            exe: std::env::current_exe().context("cannot find the ckpt executable")?,
+        })
+    }
+}
+
 pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find the ckpt executable")?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let printer = Printer {
         quiet: ui.quiet,
         spinner: RefCell::new(None),
     };
-    let mut findings = Vec::new();
-    for i in 0..args.seeds as u64 {
-        let seed = args.seed + i;
-        let cfg = DemoConfig {
-            dir: match args.seeds {
-                1 => args.out.clone(),
-                _ => args.out.join(format!("seed-{seed}")),
-            },
-            size: args.size,
-            seed,
-            force: args.force,
-            jobs,
-            exe: exe.clone(),
-        };
-        if args.seeds > 1 && !ui.quiet {
-            outln!("\n== seed {seed} ({} of {}) ==", i + 1, args.seeds);
+    let study = match study::run(&args.job()?, &printer) {
+        Ok(study) => study,
+        Err(Error::Interrupted(msg)) => {
+            eprintln!("\n{msg}");
+            return Ok(ExitCode::from(INTERRUPTED));
         }
-        let result = pipeline::run(&cfg, &printer);
-        printer.stop_spinner();
-        match result {
-            Ok(outcome) => {
-                if !ui.quiet {
-                    print_summary(&outcome);
-                }
-                findings.push(outcome.findings);
-            }
-            Err(Error::Interrupted(msg)) => {
-                eprintln!("\n{msg}");
-                return Ok(ExitCode::from(INTERRUPTED));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if args.seeds > 1 {
-        let pooled = crate::report::pooled::pool(&findings);
-        let md = crate::report::pooled::markdown(&pooled);
-        crate::atomic_file::write_bytes(&args.out.join("findings.md"), md.as_bytes())?;
-        crate::atomic_file::write_json(&args.out.join("findings.json"), &pooled)?;
-        if !ui.quiet {
-            outln!("\n{md}");
-            outln!(
-                "Pooled findings: {}",
-                args.out.join("findings.md").display()
-            );
-        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(pooled) = study.pooled.filter(|_| !ui.quiet) {
+        outln!("\n{}", pooled.markdown);
+        outln!("Pooled findings: {}", pooled.path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,6 +146,19 @@ impl Progress for Printer {
         self.stop_spinner();
         if !self.quiet {
             outln!("        {seconds:.1} s");
+        }
+    }
+
+    fn seed(&self, index: usize, total: usize, seed: u64) {
+        if !self.quiet {
+            outln!("\n== seed {seed} ({index} of {total}) ==");
+        }
+    }
+
+    fn seed_ended(&self, outcome: Option<&pipeline::Outcome>) {
+        self.stop_spinner();
+        if let Some(outcome) = outcome.filter(|_| !self.quiet) {
+            print_summary(outcome);
         }
     }
 }

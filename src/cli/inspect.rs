@@ -2,10 +2,9 @@
 
 use super::grid::{Grid, TableFormat};
 use super::output::{out, outln, print_json, Ui};
-use crate::checkpoint::{Checkpoint, StoredTensor};
+use crate::sources::inspect::{self, InspectEvent, InspectJob, InspectOutcome};
 use clap::Args;
-use serde::Serialize;
-use std::collections::BTreeMap;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,82 +24,25 @@ pub struct InspectArgs {
     format: TableFormat,
 }
 
-/// What `inspect` reports of one checkpoint.
-#[derive(Debug, Serialize)]
-struct Row {
-    path: String,
-    step: Option<u64>,
-    stage: Option<String>,
-    schedule: Option<String>,
-    architecture: String,
-    parameters: usize,
-    dtype: String,
-    fingerprint: String,
-    meta: Option<crate::checkpoint::CheckpointMeta>,
-}
-
-fn row(ckpt: &Checkpoint) -> crate::Result<Row> {
-    let cfg = ckpt.config()?;
-    let weights = ckpt.weights()?;
-    crate::checkpoint::validate_shapes(&cfg, &weights)?;
-    let tensors = weights.tensors();
-    Ok(Row {
-        path: ckpt.name(),
-        step: ckpt.step,
-        stage: ckpt.stage().map(|s| s.to_string()),
-        schedule: ckpt.schedule_kind().map(String::from),
-        architecture: cfg.arch.architecture().to_string(),
-        parameters: tensors
-            .values()
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum(),
-        dtype: dominant_dtype(&tensors),
-        fingerprint: crate::checkpoint::fingerprint(&ckpt.dir, &weights)?,
-        meta: ckpt.meta.clone(),
-    })
-}
-
-/// The dtype holding the most parameters (norms are sometimes kept in f32).
-fn dominant_dtype(tensors: &BTreeMap<String, StoredTensor>) -> String {
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    for t in tensors.values() {
-        *count
-            .entry(format!("{:?}", t.dtype).to_lowercase())
-            .or_default() += t.shape.iter().product::<usize>();
+impl InspectArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<InspectJob> {
+        Ok(InspectJob {
+            paths: self.paths.clone(),
+            hub: self.hub.options(),
+        })
     }
-    count
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(d, _)| d)
-        .unwrap_or_else(|| "-".into())
 }
 
 pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let found = crate::sources::checkpoints(
-        &args.paths,
-        &args.hub.options(),
-        ui.bar("downloading").as_ref(),
-    )?;
-    if found.is_empty() {
-        let searched: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
-        anyhow::bail!(
-            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) found under {}",
-            searched.join(", ")
-        );
-    }
-    let bar = ui.progress(found.len() as u64, "inspecting");
-    let mut rows = Vec::new();
-    let mut failed = 0;
-    for ckpt in &found {
-        match row(ckpt) {
-            Ok(r) => rows.push(r),
-            Err(e) => {
-                bar.suspend(|| eprintln!("error: {e}"));
-                failed += 1;
-            }
-        }
-        bar.inc(1);
-    }
+    let transfer = ui.bar("downloading");
+    let mut bar = ProgressBar::hidden();
+    let InspectOutcome { rows, failed } =
+        inspect::run(&args.job()?, transfer.as_ref(), &mut |event| match event {
+            InspectEvent::Found(n) => bar = ui.progress(n as u64, "inspecting"),
+            InspectEvent::Failed(e) => bar.suspend(|| eprintln!("error: {e}")),
+            InspectEvent::Done => bar.inc(1),
+        })?;
     bar.finish_and_clear();
     if args.json || args.format == TableFormat::Json {
         print_json(&rows)?;

@@ -2,17 +2,18 @@
 //! model card and publishes both to the Hugging Face Hub (or writes them to DIR).
 
 use super::output::{outln, print_json, table, Ui};
-use crate::hub::auth::{self, TokenSource};
 use crate::hub::RepoId;
-use crate::hub::{HubClient, RetryPolicy};
 use crate::release::metadata;
 use crate::release::plan::{Filters, Plan};
-use crate::release::upload::{self, Outcome, UploadOptions, UploadReport};
-use crate::release::{self, CardOptions, Prepared, ReleaseConfig};
-use anyhow::{bail, Context};
+use crate::release::upload::{Outcome, UploadReport};
+use crate::release::{
+    self, CardOptions, Destination, Event, HubTarget, Prepared, Published, ReleaseJob,
+    ReleaseOutcome,
+};
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,176 +99,112 @@ pub struct ReleaseArgs {
 
 #[derive(Serialize)]
 struct Output<'a> {
-    checkpoint: PathBuf,
-    repo: String,
+    checkpoint: &'a Path,
+    repo: &'a str,
     verdict: &'a release::decay::Verdict,
     checks: &'a release::checks::CheckReport,
     plan: &'a Plan,
     #[serde(skip_serializing_if = "Option::is_none")]
-    dry_run: Option<PathBuf>,
+    dry_run: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    upload: Option<UploadReport>,
+    upload: Option<&'a UploadReport>,
+}
+
+impl ReleaseArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<ReleaseJob> {
+        let destination = match &self.dry_run {
+            Some(dir) => Destination::DryRun(dir.clone()),
+            None => Destination::Hub(HubTarget {
+                token: self.token.clone(),
+                private: self.private,
+                commit_message: self.commit_message.clone(),
+                commit_description: self.commit_description.clone(),
+                create_pr: self.create_pr,
+                retries: self.retries,
+                retry_wait: Duration::from_secs_f64(self.retry_wait),
+            }),
+        };
+        Ok(ReleaseJob {
+            checkpoint: self.checkpoint.clone(),
+            repo: RepoId::parse(&self.repo).context("--repo")?,
+            revision: self.revision.clone(),
+            allow_decayed: self.allow_decayed,
+            allow_unknown_schedule: self.allow_unknown_schedule,
+            card: CardOptions {
+                license: self.license.clone(),
+                languages: self.languages.clone(),
+                datasets: self.datasets.clone(),
+                base_model: self.base_model.clone(),
+                tags: self.tags.clone(),
+                template: self.card_template.clone(),
+                results: self.results.clone(),
+                store: self.store.clone(),
+            },
+            filters: Filters {
+                include: self.include.clone(),
+                exclude: self.exclude.clone(),
+            },
+            destination,
+        })
+    }
 }
 
 pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let repo = RepoId::parse(&args.repo).context("--repo")?;
-    let mut cfg = ReleaseConfig {
-        checkpoint: args.checkpoint.clone(),
-        repo_id: repo.full("").trim_start_matches('/').to_string(),
-        revision: args.revision.clone(),
-        allow_decayed: args.allow_decayed,
-        allow_unknown_schedule: args.allow_unknown_schedule,
-        card: card_options(args)?,
-        filters: Filters {
-            include: args.include.clone(),
-            exclude: args.exclude.clone(),
-        },
-    };
-    // Quick local checks first, then the token (before hashing a big checkpoint).
-    let inspected = release::inspect(&cfg)?;
-    let hub = match &args.dry_run {
-        Some(_) => None,
-        None => Some(connect(args)?),
-    };
-    if let Some((_, user)) = &hub {
-        cfg.repo_id = repo.full(user);
-    }
-    let repo_id = cfg.repo_id.clone();
+    let job = args.job()?;
     let hashing = ui.bar("hashing");
-    let mut prepared = release::prepare(&cfg, inspected, hashing.as_ref())?;
-    hashing.finish();
-    if !args.json && !ui.quiet {
-        print_plan(&prepared);
+    let uploading = ui.bar("uploading");
+    let outcome = release::run(
+        &job,
+        hashing.as_ref(),
+        uploading.clone(),
+        &mut |event| match event {
+            Event::Planned(prepared) => {
+                hashing.finish();
+                if !args.json && !ui.quiet {
+                    print_plan(prepared);
+                }
+            }
+        },
+    )?;
+    uploading.finish();
+    if args.json {
+        print_json(&output(&outcome))?;
+        return Ok(ExitCode::SUCCESS);
     }
-    if let Some(dir) = &args.dry_run {
-        prepared.plan.write_to(dir)?;
-        if args.json {
-            print_json(&output(&prepared, &repo_id, args, None))?;
-        } else if !ui.quiet {
+    if ui.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &outcome.published {
+        Published::DryRun(dir) => {
+            let plan = &outcome.prepared.plan;
             outln!(
                 "dry run: wrote {} files ({}) to {}; nothing was uploaded",
-                prepared.plan.files.len(),
-                release::card::human_bytes(prepared.plan.total_size()),
+                plan.files.len(),
+                release::card::human_bytes(plan.total_size()),
                 dir.display()
             );
         }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let (client, _) = hub.expect("connected when not a dry run");
-    let opts = UploadOptions {
-        repo,
-        revision: args.revision.clone(),
-        private: args.private,
-        commit_message: args
-            .commit_message
-            .clone()
-            .unwrap_or_else(|| default_message(&prepared, &repo_id)),
-        commit_description: args.commit_description.clone(),
-        create_pr: args.create_pr,
-    };
-    let uploading = ui.bar("uploading");
-    let shared: crate::progress::Shared = uploading.clone();
-    let report = upload::publish(&client, &mut prepared.plan, &opts, &shared)
-        .with_context(|| format!("release to {repo_id} failed"))?;
-    uploading.finish();
-    if args.json {
-        print_json(&output(&prepared, &repo_id, args, Some(report)))?;
-    } else if !ui.quiet {
-        print_report(&report);
+        Published::Uploaded(report) => print_report(report),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn output<'a>(
-    p: &'a Prepared,
-    repo_id: &str,
-    args: &ReleaseArgs,
-    upload: Option<UploadReport>,
-) -> Output<'a> {
+fn output(o: &ReleaseOutcome) -> Output<'_> {
+    let p = &o.prepared;
+    let (dry_run, upload) = match &o.published {
+        Published::DryRun(dir) => (Some(dir.as_path()), None),
+        Published::Uploaded(report) => (None, Some(report)),
+    };
     Output {
-        checkpoint: p.checkpoint.dir.clone(),
-        repo: repo_id.to_string(),
+        checkpoint: &p.checkpoint.dir,
+        repo: &o.repo_id,
         verdict: &p.verdict,
         checks: &p.checks,
         plan: &p.plan,
-        dry_run: args.dry_run.clone(),
+        dry_run,
         upload,
     }
-}
-
-/// The token, a client for `HF_ENDPOINT`, and the token's user (checked by `whoami`).
-fn connect(args: &ReleaseArgs) -> anyhow::Result<(HubClient, String)> {
-    let Some((token, source)) = auth::resolve_token(args.token.as_deref()) else {
-        let file = auth::token_file()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "the token file".into());
-        bail!(
-            "no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login` (which writes {file})"
-        );
-    };
-    let mut retry = RetryPolicy {
-        max_retries: args.retries,
-        ..RetryPolicy::default()
-    };
-    retry.base_delay = Duration::from_secs_f64(args.retry_wait);
-    retry.max_delay = retry.max_delay.max(retry.base_delay);
-    let endpoint = auth::endpoint();
-    let client = HubClient::new(&endpoint, Some(token), retry)?;
-    let user = client.whoami().map_err(|e| {
-        let from = match &source {
-            TokenSource::Flag => "--token".to_string(),
-            other => other.to_string(),
-        };
-        anyhow::anyhow!("{e} (token from {from}, endpoint {endpoint})")
-    })?;
-    Ok((client, user.name))
-}
-
-fn card_options(args: &ReleaseArgs) -> anyhow::Result<CardOptions> {
-    let template = match &args.card_template {
-        Some(p) => Some(release::card::read_template(p)?),
-        None => None,
-    };
-    Ok(CardOptions {
-        license: args.license.clone(),
-        languages: args.languages.clone(),
-        datasets: args.datasets.clone(),
-        base_model: args.base_model.clone(),
-        tags: args.tags.clone(),
-        template,
-        results: card_results(args)?,
-    })
-}
-
-/// `--results FILE`, else the store's results for this checkpoint, else none.
-fn card_results(args: &ReleaseArgs) -> anyhow::Result<release::results::CardResults> {
-    if args.results.is_some() {
-        return Ok(release::read_results(args.results.as_deref())?);
-    }
-    let default = PathBuf::from(crate::store::STORE_FILE);
-    let path = match &args.store {
-        Some(p) => p.clone(),
-        None if default.is_file() => default,
-        None => return Ok(release::read_results(None)?),
-    };
-    let store = crate::report::open_stores(&[path], std::time::Duration::ZERO)?;
-    let ckpt = crate::checkpoint::open_single(&args.checkpoint)?;
-    Ok(release::results::from_store(&store, &ckpt.fingerprint()?)?)
-}
-
-fn default_message(p: &Prepared, repo_id: &str) -> String {
-    let name = repo_id.rsplit('/').next().unwrap_or(repo_id);
-    let step = p
-        .checkpoint
-        .step
-        .map(|s| format!(": step {s}"))
-        .unwrap_or_default();
-    let kind = p
-        .checkpoint
-        .schedule_kind()
-        .map(|k| format!(", {k}"))
-        .unwrap_or_default();
-    format!("Release {name}{step}{kind} (ckpt {})", crate::VERSION)
 }
 
 fn print_plan(p: &Prepared) {

@@ -3,10 +3,10 @@
 //! (`crate::report`).
 
 use super::output::{out, Ui};
-use crate::report::{build, open_stores, write, Format, ReportOptions};
+use crate::report::{Format, ReportJob, ReportOptions};
 use crate::store::STORE_FILE;
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -44,39 +44,31 @@ fn parse_format(s: &str) -> Result<Format, String> {
     s.parse().map_err(|e: crate::Error| e.to_string())
 }
 
-pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let store = open_stores(&args.stores, args.store_timeout.duration())?;
-    let opts = ReportOptions {
-        baseline: args.baseline.clone(),
-        judge_task: args.judge_task.clone(),
-    };
-    let report = build(&store, &opts)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(store.path()));
-    let formats = if args.formats.is_empty() {
-        Format::ALL.to_vec()
-    } else {
-        args.formats.clone()
-    };
-    let files = write(&report, &out, &formats)?;
-    if args.json {
-        super::output::print_json(&report)?;
-    } else {
-        out!("{}", crate::report::markdown(&report, false));
+impl ReportArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<ReportJob> {
+        Ok(ReportJob {
+            stores: self.stores.clone(),
+            options: ReportOptions {
+                baseline: self.baseline.clone(),
+                judge_task: self.judge_task.clone(),
+            },
+            formats: self.formats.clone(),
+            out: self.out.clone(),
+            store_timeout: self.store_timeout.duration(),
+        })
     }
-    if !ui.quiet {
-        eprintln!("wrote {} files to {}", files.len(), out.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// `report/` beside the store.
-fn default_out(store: &Path) -> PathBuf {
-    store
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map(|d| d.join("report"))
-        .unwrap_or_else(|| PathBuf::from("report"))
+pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+    let done = crate::report::run(&args.job()?)?;
+    if args.json {
+        super::output::print_json(&done.report)?;
+    } else {
+        out!("{}", crate::report::markdown(&done.report, false));
+    }
+    if !ui.quiet {
+        eprintln!("wrote {} files to {}", done.files.len(), done.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,11 +2,8 @@
 //! `ckpt serve --oracle instructions.json`: the ground-truth judge behind the same API.
 
 use super::output::{outln, Ui};
-use crate::eval::run::checkpoint_row;
-use crate::judge::oracle::{Oracle, DEFAULT_K};
-use crate::judge::run::generator_name;
-use crate::serve::oracle::{OracleJudge, DEFAULT_NAME};
-use crate::serve::{ServeConfig, Served, Server};
+use crate::judge::oracle::DEFAULT_K;
+use crate::serve::{Backend, Event, Listen, ServeConfig};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,56 +57,41 @@ pub struct ServeArgs {
     dtype: String,
 }
 
-pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
-    let server = Server::bind(&ServeConfig {
-        host: args.host.clone(),
-        port: args.port,
-        api_key: args.api_key.clone(),
-        max_queue: args.max_queue,
-    })?;
-    if !server.addr().ip().is_loopback() && args.api_key.is_none() {
-        tracing::warn!(
-            "listening on {}: anyone who can reach it may use the model",
-            server.addr()
-        );
+impl ServeArgs {
+    /// The flags as a config.
+    fn job(&self) -> anyhow::Result<ServeConfig> {
+        let backend = match (&self.oracle, &self.ckpt) {
+            (Some(file), _) => Backend::Oracle {
+                file: file.clone(),
+                k: self.oracle_k,
+                workers: self.workers,
+            },
+            (None, Some(dir)) => Backend::Checkpoint {
+                dir: dir.clone(),
+                device: crate::device::parse_device(&self.device)?,
+                dtype: crate::device::parse_dtype(&self.dtype)?,
+                policy: self.tokenization.policy(),
+                max_batch: self.max_batch,
+            },
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        Ok(ServeConfig {
+            listen: Listen {
+                host: self.host.clone(),
+                port: self.port,
+                api_key: self.api_key.clone(),
+                max_queue: self.max_queue,
+            },
+            model_name: self.model_name.clone(),
+            backend,
+        })
     }
-    match (&args.oracle, &args.ckpt) {
-        (Some(file), _) => {
-            let oracle = Oracle::read(file, args.oracle_k)?;
-            let name = args.model_name.as_deref().unwrap_or(DEFAULT_NAME);
-            tracing::info!(
-                "the ground truth of {} instructions from {}",
-                oracle.len(),
-                file.display()
-            );
-            announce(name, &server)?;
-            let judge = OracleJudge {
-                oracle,
-                name: name.to_string(),
-            };
-            server.run(std::sync::Arc::new(judge), args.workers)?;
-        }
-        (None, Some(dir)) => {
-            let device = crate::device::parse_device(&args.device)?;
-            let dtype = crate::device::parse_dtype(&args.dtype)?;
-            let ckpt = crate::sources::open_single(dir, &crate::progress::Silent)?;
-            let name = match &args.model_name {
-                Some(n) => n.clone(),
-                None => generator_name(&checkpoint_row(&ckpt, "")),
-            };
-            let served = Served::load(&ckpt, &name, &device, dtype, args.tokenization.policy())?
-                .batched(args.max_batch)?;
-            announce(&name, &server)?;
-            let concurrency = served.concurrency();
-            server.run(std::sync::Arc::new(served), concurrency)?;
-        }
-        (None, None) => unreachable!("clap requires one of them"),
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// The line clients (and tests) read the URL from.
-fn announce(name: &str, server: &Server) -> anyhow::Result<()> {
-    outln!("serving {name} at {}", server.url()); // flushed: clients wait for it
-    Ok(())
+pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
+    crate::serve::run(&args.job()?, &mut |event| match event {
+        // The line clients (and tests) read the URL from; flushed: clients wait for it.
+        Event::Serving { name, url } => outln!("serving {name} at {url}"),
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,14 +4,8 @@
 
 use super::grid::{Grid, TableFormat};
 use super::output::{out, outln, print_json, Ui};
-use crate::eval::run::checkpoint_row;
-use crate::hub::models::known_fingerprint;
-use crate::hub::HubRevision;
-use crate::sources::{Candidate, HubOptions};
-use crate::store::{
-    merge, store_files, CheckpointRow, MergeSummary, State, Status, Store, StoreSet, Target,
-    STORE_FILE,
-};
+use crate::eval::status::StatusJob;
+use crate::store::{merge_stores, MergeStoresJob, MergeSummary, State, Status, STORE_FILE};
 use clap::{ArgGroup, Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +81,32 @@ pub struct StatusArgs {
     format: TableFormat,
 }
 
+impl MergeArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<MergeStoresJob> {
+        Ok(MergeStoresJob {
+            sources: self.sources.clone(),
+            into: self.into.clone(),
+            store_timeout: self.store_timeout.duration(),
+        })
+    }
+}
+
+impl StatusArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<StatusJob> {
+        Ok(StatusJob {
+            stores: self.stores.clone(),
+            tasks: self.tasks.clone(),
+            suite: self.suite.clone(),
+            tasks_dir: self.tasks_dir.clone(),
+            checkpoints: self.checkpoints.clone(),
+            hub: self.hub.options(),
+            store_timeout: self.store_timeout.duration(),
+        })
+    }
+}
+
 pub fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
     match &args.command {
         StoreCommand::Merge(a) => run_merge(a),
@@ -95,8 +115,7 @@ pub fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
 }
 
 fn run_merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
-    let sources = store_files(&args.sources)?;
-    let summary = merge(&sources, &args.into, args.store_timeout.duration())?;
+    let summary = merge_stores(&args.job()?)?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -144,114 +163,13 @@ fn merge_line(s: &MergeSummary) -> String {
 }
 
 fn run_status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let tasks = wanted_tasks(args)?;
-    if args.checkpoints.is_empty() && (args.hub.revisions.is_some() || args.hub.step_from.is_some())
-    {
-        anyhow::bail!(
-            "--revisions and --step-from select Hub revisions for --checkpoints hf://ORG/NAME; give it"
-        );
-    }
-    let files = store_files(&args.stores)?;
-    let store = StoreSet::open(&files, args.store_timeout.duration())?;
-    let targets = if args.checkpoints.is_empty() {
-        None
-    } else {
-        Some(targets(&args.checkpoints, &args.hub.options(), &store)?)
-    };
-    let status = store.status(targets, tasks)?;
+    let done = crate::eval::status::run(&args.job()?)?;
     if args.json || args.format == TableFormat::Json {
-        print_json(&status)?;
+        print_json(&done.status)?;
     } else {
-        print_status(&status, &store.path().display().to_string(), args.format);
+        print_status(&done.status, &done.store.display().to_string(), args.format);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The task names of `--tasks`/`--suite` (groups expanded), or `None` for every task
-/// with a result.
-fn wanted_tasks(args: &StatusArgs) -> anyhow::Result<Option<Vec<String>>> {
-    if args.tasks.is_empty() && args.suite.is_none() {
-        return Ok(None);
-    }
-    // Pairwise judging is a task of its own, not in the catalog.
-    let judged = args.tasks.iter().any(|t| t == super::judge::TASK);
-    let (_, specs) = super::eval::catalog_specs(
-        &args.tasks,
-        args.suite.as_deref(),
-        args.tasks_dir.as_deref(),
-    )?;
-    let mut tasks: Vec<String> = Vec::new();
-    for task in specs.into_iter().map(|s| s.task) {
-        if !tasks.contains(&task) {
-            tasks.push(task);
-        }
-    }
-    if judged {
-        tasks.push(super::judge::TASK.to_string());
-    }
-    Ok(Some(tasks))
-}
-
-/// The checkpoints `paths` name, identified as `ckpt eval` identifies them; a Hub
-/// revision by what the store recorded of it, without downloading its weights.
-fn targets(paths: &[PathBuf], opts: &HubOptions, store: &Store) -> anyhow::Result<Vec<Target>> {
-    let (found, hub) = crate::sources::candidates(paths, opts)?;
-    if found.is_empty() {
-        anyhow::bail!("no checkpoints found under {}", join(paths));
-    }
-    Ok(found
-        .iter()
-        .map(|candidate| match (candidate, &hub) {
-            (Candidate::Local(ckpt), _) => match ckpt.fingerprint() {
-                Ok(fp) => Target {
-                    row: checkpoint_row(ckpt, &fp),
-                    error: None,
-                },
-                Err(e) => Target {
-                    row: checkpoint_row(ckpt, ""),
-                    error: Some(e.to_string()),
-                },
-            },
-            (Candidate::Hub(rev), hub) => {
-                let known = hub
-                    .as_ref()
-                    .map(|h| known_fingerprint(h, rev, store))
-                    .transpose();
-                let mut row = checkpoint_row_of_revision(rev);
-                match known {
-                    Ok(fp) => {
-                        row.fingerprint = fp.flatten().unwrap_or_default();
-                        Target { row, error: None }
-                    }
-                    Err(e) => Target {
-                        row,
-                        error: Some(e.to_string()),
-                    },
-                }
-            }
-        })
-        .collect())
-}
-
-/// A Hub revision as the store shows it, before its weights are known.
-fn checkpoint_row_of_revision(rev: &HubRevision) -> CheckpointRow {
-    CheckpointRow {
-        fingerprint: String::new(),
-        path: rev.source.to_string(),
-        run: rev.source.name().to_string(),
-        step: rev.position.map(|p| p.step),
-        stage: None,
-        schedule: None,
-        alpha: None,
-    }
-}
-
-fn join(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A list of task names, the first few of a long one.

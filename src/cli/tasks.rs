@@ -2,13 +2,10 @@
 //! print one task's rendered prompts and requests as JSONL (`--show`).
 
 use super::output::{self, outln, print_json, table, Ui};
-use crate::eval::catalog::{Catalog, TaskEntry};
 use crate::eval::data::DataSources;
-use crate::eval::spec::{OutputType, TaskSpec};
-use crate::eval::task::build_task;
-use anyhow::Context;
+use crate::eval::listing::{self, ShownDoc, TaskRow, TasksJob, TasksOutcome};
+use crate::eval::spec::OutputType;
 use clap::Args;
-use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,13 +17,6 @@ pub struct TaskSourceArgs {
     /// the built-in of the same name. Repeatable.
     #[arg(long, value_name = "DIR")]
     pub tasks_dir: Vec<PathBuf>,
-}
-
-impl TaskSourceArgs {
-    /// The built-ins with the user's directories over them.
-    pub fn catalog(&self) -> anyhow::Result<Catalog> {
-        Ok(Catalog::with_user_dirs(&self.tasks_dir)?)
-    }
 }
 
 /// Where task data comes from (shared with `ckpt eval`).
@@ -99,108 +89,36 @@ pub struct TasksArgs {
     data: DataArgs,
 }
 
-/// One row of the listing.
-#[derive(Serialize)]
-struct TaskRow<'a> {
-    task: &'a str,
-    group: Option<&'a str>,
-    tags: &'a [String],
-    output_type: OutputType,
-    dataset: &'a str,
-    config: Option<&'a str>,
-    split: &'a str,
-    fewshot_split: Option<&'a str>,
-    num_fewshot: usize,
-    metrics: Vec<String>,
-    version: String,
-    hash: String,
-    origin: String,
+impl TasksArgs {
+    /// The flags as a job.
+    fn job(&self) -> anyhow::Result<TasksJob> {
+        Ok(TasksJob {
+            names: self.names.clone(),
+            suite: self.suite.clone(),
+            show: self.show.clone(),
+            limit: self.limit,
+            num_fewshot: self.num_fewshot,
+            tasks_dirs: self.specs.tasks_dir.clone(),
+            data: self.data.sources()?,
+            fewshot_dir: self.data.fewshot_dir.clone(),
+        })
+    }
 }
 
 pub fn run(args: &TasksArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    args.data.sources()?;
-    let data_given = !args.data.data.is_empty()
-        || args.data.data_dir.is_some()
-        || args.data.fewshot_dir.is_some();
-    if args.show.is_none() && (data_given || args.limit.is_some()) {
-        anyhow::bail!(
-            "--data, --data-dir, --fewshot-dir and --limit are only read with --show TASK"
-        );
-    }
-    let catalog = args.specs.catalog()?;
-    let mut specs = match (&args.suite, &args.show, args.names.is_empty()) {
-        (Some(suite), _, _) => catalog.suite(suite)?,
-        (None, Some(show), _) => catalog.resolve(show)?,
-        (None, None, false) => catalog.resolve_all(&args.names)?,
-        (None, None, true) => catalog.entries().iter().map(|e| e.spec.clone()).collect(),
-    };
-    if let Some(show) = &args.show {
-        let wanted = catalog.resolve(show)?;
-        specs.retain(|s| wanted.iter().any(|w| w.task == s.task));
-        if specs.is_empty() {
-            anyhow::bail!(
-                "task {show} is not in suite {}",
-                args.suite.as_deref().unwrap_or("")
-            );
-        }
-    }
-    if let Some(n) = args.num_fewshot {
-        specs = specs
-            .iter()
-            .map(|s| s.with_num_fewshot(n))
-            .collect::<Result<_, _>>()?;
-    }
-    if args.show.is_some() {
-        return show(&specs, args);
-    }
-    let rows: Vec<TaskRow> = specs.iter().map(|s| row(s, entry(&catalog, s))).collect();
-    if args.json {
-        print_json(&rows)?;
-    } else if !ui.quiet {
-        print_table(&rows);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let outcome = listing::run(&args.job()?, &mut |doc| {
+        write_line(&mut out, &doc).unwrap_or_else(|e| output::stdout_failed(e))
+    })?;
+    out.flush().unwrap_or_else(|e| output::stdout_failed(e));
+    drop(out);
+    match outcome {
+        TasksOutcome::Listed(rows) if args.json => print_json(&rows)?,
+        TasksOutcome::Listed(rows) if !ui.quiet => print_table(&rows),
+        TasksOutcome::Listed(_) | TasksOutcome::Shown => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn entry<'a>(catalog: &'a Catalog, spec: &TaskSpec) -> Option<&'a TaskEntry> {
-    catalog.entries().iter().find(|e| e.spec.task == spec.task)
-}
-
-fn row<'a>(spec: &'a TaskSpec, entry: Option<&'a TaskEntry>) -> TaskRow<'a> {
-    TaskRow {
-        task: &spec.task,
-        group: entry.and_then(|e| e.group.as_deref()),
-        tags: &spec.tag,
-        output_type: spec.output_type,
-        dataset: &spec.dataset_path,
-        config: spec.dataset_name.as_deref(),
-        split: spec.eval_split().unwrap_or(""),
-        fewshot_split: match spec.fewshot_config.source {
-            crate::eval::spec::FewshotSource::File => Some("file"),
-            crate::eval::spec::FewshotSource::Split => spec.fewshot_split_name(),
-        },
-        num_fewshot: spec.num_fewshot,
-        metrics: metric_names(spec),
-        version: spec.version(),
-        hash: spec.hash(),
-        origin: spec.origin.display().to_string(),
-    }
-}
-
-/// The metrics a task reports (what its scorer produces, not only `metric_list`).
-fn metric_names(spec: &TaskSpec) -> Vec<String> {
-    let names: Vec<String> = match spec.process_results.as_deref() {
-        Some("mc2") => vec!["acc".into()],
-        Some("drop") => vec!["em".into(), "f1".into()],
-        _ => spec.metric_list.iter().map(|m| m.metric.clone()).collect(),
-    };
-    if spec.filter_list.is_empty() {
-        return names;
-    }
-    spec.filter_list
-        .iter()
-        .flat_map(|f| names.iter().map(move |m| format!("{m},{}", f.name)))
-        .collect()
 }
 
 fn print_table(rows: &[TaskRow]) {
@@ -210,7 +128,7 @@ fn print_table(rows: &[TaskRow]) {
     for r in rows {
         let group = r
             .group
-            .map(String::from)
+            .clone()
             .or_else(|| r.tags.first().cloned())
             .unwrap_or_default();
         let kind = match r.output_type {
@@ -218,18 +136,18 @@ fn print_table(rows: &[TaskRow]) {
             OutputType::GenerateUntil => "generate_until",
             OutputType::LoglikelihoodRolling => "loglikelihood_rolling",
         };
-        let shots = match (r.num_fewshot, r.fewshot_split) {
+        let shots = match (r.num_fewshot, &r.fewshot_split) {
             (0, _) => "0".to_string(),
             (n, Some(split)) => format!("{n} ({split})"),
             (n, None) => n.to_string(),
         };
         t.add_row(vec![
-            r.task.to_string(),
+            r.task.clone(),
             group,
             kind.to_string(),
-            r.dataset.to_string(),
-            r.config.unwrap_or("").to_string(),
-            r.split.to_string(),
+            r.dataset.clone(),
+            r.config.clone().unwrap_or_default(),
+            r.split.clone(),
             shots,
             r.metrics.join(" "),
         ]);
@@ -238,40 +156,8 @@ fn print_table(rows: &[TaskRow]) {
     outln!("{} tasks", rows.len());
 }
 
-/// One line of `--show`.
-#[derive(Serialize)]
-struct Shown<'a> {
-    task: &'a str,
-    doc_id: usize,
-    prompt: &'a str,
-    requests: &'a [crate::eval::prompt::Request],
-    gold: &'a crate::eval::prompt::Gold,
-}
-
-fn show(specs: &[TaskSpec], args: &TasksArgs) -> anyhow::Result<ExitCode> {
-    let sources = args.data.sources()?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for spec in specs {
-        let task = build_task(spec, &sources, args.limit, args.data.fewshot_dir.as_deref())
-            .with_context(|| format!("task {}", spec.task))?;
-        for r in &task.requests {
-            let line = Shown {
-                task: &spec.task,
-                doc_id: r.doc_id,
-                prompt: &r.prompt,
-                requests: &r.requests,
-                gold: &r.gold,
-            };
-            write_line(&mut out, &line).unwrap_or_else(|e| output::stdout_failed(e));
-        }
-    }
-    out.flush().unwrap_or_else(|e| output::stdout_failed(e));
-    Ok(ExitCode::SUCCESS)
-}
-
 /// One JSON line of `--show`.
-fn write_line(out: &mut impl Write, line: &Shown) -> std::io::Result<()> {
+fn write_line(out: &mut impl Write, line: &ShownDoc) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, line)?;
     out.write_all(b"\n")
 }

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod ledger;
 pub mod pipeline;
 pub mod plan;
+pub mod study;
 
 use crate::error::{Error, Result};
 use crate::train::data::{corpus::read_documents, open_tokenizer, TokenizerConfig};

@@ -21,15 +21,59 @@ pub const INSTRUCTIONS: &str = "data/instructions.json";
 /// What `ckpt demo` was asked.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
+    /// The demo folder; with several seeds, each seed's run is in DIR/seed-S.
     pub dir: PathBuf,
     pub size: Size,
-    /// The seed of the world and of every run.
+    /// The seed of the world and of every run (the first one, with several seeds).
     pub seed: u64,
+    /// How many seeds the study runs with: `seed`, `seed + 1`, ...
+    pub seeds: usize,
     pub force: bool,
     /// Commands at once where a stage allows (the training runs).
     pub jobs: usize,
     /// The `ckpt` executable the stages run.
     pub exe: PathBuf,
+}
+
+/// Most seeds a study runs with: each one is a whole demo.
+pub const MAX_SEEDS: usize = 100;
+
+impl DemoConfig {
+    /// Checks the counts, and that every seed of the study is a number.
+    pub fn check(&self) -> Result<()> {
+        if !(1..=MAX_SEEDS).contains(&self.seeds) {
+            return Err(Error::Invalid(format!(
+                "--seeds must be a whole number from 1 to {MAX_SEEDS} (got {})",
+                self.seeds
+            )));
+        }
+        if self.jobs == 0 {
+            return Err(Error::Invalid("--jobs must be at least 1 (got 0)".into()));
+        }
+        if self.seed.checked_add(self.seeds as u64 - 1).is_none() {
+            return Err(Error::Invalid(format!(
+                "--seed {} with --seeds {}: the last seed would exceed {}",
+                self.seed,
+                self.seeds,
+                u64::MAX
+            )));
+        }
+        Ok(())
+    }
+
+    /// The run of the `i`th seed (from 0): in the folder itself when it is the only one.
+    pub fn for_seed(&self, i: usize) -> DemoConfig {
+        let seed = self.seed + i as u64;
+        DemoConfig {
+            dir: match self.seeds {
+                1 => self.dir.clone(),
+                _ => self.dir.join(format!("seed-{seed}")),
+            },
+            seed,
+            seeds: 1,
+            ..self.clone()
+        }
+    }
 }
 
 /// Told about each stage as it runs.
@@ -39,6 +83,10 @@ pub trait Progress {
     /// Something a stage does in-process, as the command that would do it by hand.
     fn note(&self, text: &str);
     fn finished(&self, seconds: f64);
+    /// A seed's run starts (`index` from 1 of `total`; only when there are several).
+    fn seed(&self, index: usize, total: usize, seed: u64);
+    /// A seed's run ended, finished or not.
+    fn seed_ended(&self, outcome: Option<&Outcome>);
 }
 
 /// Where the results went.
@@ -82,7 +130,9 @@ const STAGES: &[(&str, &str)] = &[
     ("release", "release of the WSO model (dry run)"),
 ];
 
+/// Runs the demo of one seed (`cfg.seed`, in `cfg.dir`), resuming where it stopped.
 pub fn run(cfg: &DemoConfig, progress: &dyn Progress) -> Result<Outcome> {
+    cfg.check()?;
     let started = Instant::now();
     let (mut ledger, start) = Ledger::open(&cfg.dir, cfg.size, cfg.seed, cfg.force)?;
     let plan = Plan {
@@ -474,4 +524,56 @@ fn write_recipe(path: &Path, text: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     crate::atomic_file::write_bytes(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DemoConfig {
+        DemoConfig {
+            dir: "demo".into(),
+            size: Size::Tiny,
+            seed: 0,
+            seeds: 1,
+            force: false,
+            jobs: 2,
+            exe: "ckpt".into(),
+        }
+    }
+
+    #[test]
+    fn check_refuses_counts_out_of_range() {
+        assert!(cfg().check().is_ok());
+        for seeds in [0, MAX_SEEDS + 1] {
+            let e = DemoConfig { seeds, ..cfg() }.check().unwrap_err();
+            assert!(e.to_string().contains("--seeds"), "{e}");
+        }
+        let e = DemoConfig { jobs: 0, ..cfg() }.check().unwrap_err();
+        assert!(e.to_string().contains("--jobs"), "{e}");
+    }
+
+    #[test]
+    fn check_refuses_seeds_past_the_last_number() {
+        let last = DemoConfig {
+            seed: u64::MAX,
+            ..cfg()
+        };
+        assert!(last.check().is_ok());
+        let e = DemoConfig { seeds: 2, ..last }.check().unwrap_err();
+        assert!(e.to_string().contains("--seed"), "{e}");
+    }
+
+    #[test]
+    fn each_seed_of_several_has_its_own_folder() {
+        assert_eq!(cfg().for_seed(0).dir, Path::new("demo"));
+        let study = DemoConfig {
+            seed: 7,
+            seeds: 3,
+            ..cfg()
+        };
+        let third = study.for_seed(2);
+        assert_eq!((third.seed, third.seeds), (9, 1));
+        assert_eq!(third.dir, Path::new("demo/seed-9"));
+    }
 }

@@ -6,13 +6,15 @@
 //! ckpt.json --decay::assess--> Verdict-+    results (evals, sharpness) --+        \-> upload::publish (the Hub)
 //! ```
 //!
-//! [`prepare`] does everything that stays on the machine: checks, the decay verdict,
-//! the card and the plan (files hashed). The upload is [`upload::publish`] over a
-//! [`crate::hub::HubClient`].
+//! [`run`] takes a [`ReleaseJob`] (what `ckpt release` flags say, typed and checked)
+//! through both: first everything that stays on the machine (checks, the decay
+//! verdict, the card and the plan, files hashed), then a dry run's directory or the
+//! upload, [`upload::publish`] over a [`crate::hub::HubClient`].
 
 pub mod card;
 pub mod checks;
 pub mod decay;
+mod job;
 pub mod lfs;
 pub mod lr_curve;
 pub mod metadata;
@@ -28,29 +30,36 @@ use crate::train::recipe::{Recipe, RUN_FILE};
 use card::{CardContext, ModelFacts, RecipeFacts, TrainingFacts};
 use checks::CheckReport;
 use decay::Verdict;
-use plan::{Filters, Plan};
+pub use job::{run, Destination, Event, HubTarget, Published, ReleaseJob, ReleaseOutcome};
+use plan::Plan;
 use results::{CardResults, EvalStage};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// File name of the model card in the repository.
 pub const CARD_FILE: &str = "README.md";
 /// File name of the LR plot in the repository.
 pub const LR_PLOT_FILE: &str = "lr_schedule.png";
 
-/// What goes into the card besides the checkpoint's own facts.
+/// What goes into the card besides the checkpoint's own facts, as the job names it.
 #[derive(Debug, Clone)]
 pub struct CardOptions {
     /// SPDX-style license id of the Hub (`apache-2.0`, `mit`, `other`...).
     pub license: String,
+    /// ISO 639-1 codes, optionally with a region (`en`, `pt-BR`).
     pub languages: Vec<String>,
     /// Hub ids of the training datasets.
     pub datasets: Vec<String>,
+    /// Hub id of the model this one was trained from.
     pub base_model: Option<String>,
     /// Extra tags.
     pub tags: Vec<String>,
-    /// A template replacing the built-in one.
-    pub template: Option<String>,
-    pub results: CardResults,
+    /// A minijinja template replacing the built-in one.
+    pub template: Option<PathBuf>,
+    /// Evaluation and sharpness results (JSON; see the README).
+    pub results: Option<PathBuf>,
+    /// A results store (or a directory of stores) to read this checkpoint's results
+    /// from instead; by default `ckpt.sqlite` when it exists.
+    pub store: Option<PathBuf>,
 }
 
 impl Default for CardOptions {
@@ -62,22 +71,20 @@ impl Default for CardOptions {
             base_model: None,
             tags: Vec::new(),
             template: None,
-            results: CardResults::default(),
+            results: None,
+            store: None,
         }
     }
 }
 
-/// A release to prepare.
-#[derive(Debug, Clone)]
-pub struct ReleaseConfig {
-    pub checkpoint: PathBuf,
+/// What the card is rendered from besides the job: read from files and the Hub
+/// before the checkpoint is hashed.
+struct CardInputs {
     /// `namespace/name` (or a bare name in a dry run, before the user is known).
-    pub repo_id: String,
-    pub revision: String,
-    pub allow_decayed: bool,
-    pub allow_unknown_schedule: bool,
-    pub card: CardOptions,
-    pub filters: Filters,
+    repo_id: String,
+    /// The text of [`CardOptions::template`].
+    template: Option<String>,
+    results: CardResults,
 }
 
 /// A checked checkpoint with its card and upload plan.
@@ -92,17 +99,17 @@ pub struct Prepared {
 }
 
 /// A checkpoint opened, with the verdict on its schedule.
-pub struct Inspected {
+struct Inspected {
     pub checkpoint: Checkpoint,
     pub verdict: Verdict,
 }
 
 /// Opens the checkpoint and refuses a decayed or unknown schedule unless allowed:
 /// the quick checks, run before anything else (even before the token is checked).
-pub fn inspect(cfg: &ReleaseConfig) -> Result<Inspected> {
-    let checkpoint = open_single(&cfg.checkpoint)?;
+fn inspect(job: &ReleaseJob) -> Result<Inspected> {
+    let checkpoint = open_single(&job.checkpoint)?;
     let verdict = decay::assess(checkpoint.meta.as_ref(), raw_meta(&checkpoint)?.as_ref());
-    refuse(&checkpoint, &verdict, cfg)?;
+    refuse(&checkpoint, &verdict, job)?;
     Ok(Inspected {
         checkpoint,
         verdict,
@@ -111,8 +118,9 @@ pub fn inspect(cfg: &ReleaseConfig) -> Result<Inspected> {
 
 /// Checks the checkpoint (load, finite weights, tokenizer), renders and validates the
 /// card, and plans the upload (hashing every file; `hashing` counts the bytes).
-pub fn prepare(
-    cfg: &ReleaseConfig,
+fn prepare(
+    job: &ReleaseJob,
+    inputs: &CardInputs,
     inspected: Inspected,
     hashing: &dyn Progress,
 ) -> Result<Prepared> {
@@ -137,7 +145,8 @@ pub fn prepare(
         generated.push((LR_PLOT_FILE.to_string(), path));
     }
     let ctx = context(
-        cfg,
+        job,
+        inputs,
         &ckpt,
         &checks,
         &verdict,
@@ -145,14 +154,14 @@ pub fn prepare(
         recipe.as_ref(),
         fingerprint,
     );
-    let card = card::render(cfg.card.template.as_deref(), &ctx)?;
+    let card = card::render(inputs.template.as_deref(), &ctx)?;
     card::validate(&card)
         .map_err(|msg| Error::bad_value("card.template", format!("model card: {msg}")))?;
     let card_path = staging.path().join(CARD_FILE);
     crate::atomic_file::write_bytes(&card_path, card.as_bytes())?;
     generated.push((CARD_FILE.to_string(), card_path));
 
-    let selected = plan::select(&ckpt.dir, &generated, &cfg.filters)?;
+    let selected = plan::select(&ckpt.dir, &generated, &job.filters)?;
     let plan = Plan::build(selected, hashing)?;
     Ok(Prepared {
         checkpoint: ckpt,
@@ -174,15 +183,15 @@ fn raw_meta(ckpt: &Checkpoint) -> Result<Option<serde_json::Value>> {
     crate::error::read_json(&path).map(Some)
 }
 
-fn refuse(ckpt: &Checkpoint, verdict: &Verdict, cfg: &ReleaseConfig) -> Result<()> {
+fn refuse(ckpt: &Checkpoint, verdict: &Verdict, job: &ReleaseJob) -> Result<()> {
     match verdict {
-        Verdict::Decayed(why) if !cfg.allow_decayed => Err(Error::bad_file(
+        Verdict::Decayed(why) if !job.allow_decayed => Err(Error::bad_file(
             &ckpt.dir,
             format!(
                 "decayed: {why}. `ckpt release` publishes WSO base models; pass --allow-decayed to release it anyway"
             ),
         )),
-        Verdict::Unknown(why) if !cfg.allow_unknown_schedule => Err(Error::bad_file(
+        Verdict::Unknown(why) if !job.allow_unknown_schedule => Err(Error::bad_file(
             &ckpt.dir,
             format!(
                 "schedule unknown: {why}. Cannot tell whether the LR decayed; pass --allow-unknown-schedule to release it anyway"
@@ -278,19 +287,14 @@ fn verdict_parts(v: &Verdict) -> (&'static str, String) {
     }
 }
 
-fn tags(
-    cfg: &ReleaseConfig,
-    model_type: &str,
-    verdict: &Verdict,
-    kind: Option<&str>,
-) -> Vec<String> {
+fn tags(job: &ReleaseJob, model_type: &str, verdict: &Verdict, kind: Option<&str>) -> Vec<String> {
     let mut tags = vec!["ckpt".to_string(), model_type.to_string()];
     match (verdict, kind) {
         (Verdict::NotDecayed(_), _) => tags.extend(["wso".into(), "warmup-stable-only".into()]),
         (_, Some(kind)) => tags.push(format!("lr-schedule-{kind}")),
         _ => {}
     }
-    tags.extend(cfg.card.tags.iter().cloned());
+    tags.extend(job.card.tags.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     tags.retain(|t| seen.insert(t.clone()));
     tags
@@ -298,7 +302,8 @@ fn tags(
 
 #[allow(clippy::too_many_arguments)]
 fn context(
-    cfg: &ReleaseConfig,
+    job: &ReleaseJob,
+    inputs: &CardInputs,
     ckpt: &Checkpoint,
     checks: &CheckReport,
     verdict: &Verdict,
@@ -309,28 +314,28 @@ fn context(
     let meta = ckpt.meta.as_ref();
     let info = meta.and_then(|m| m.schedule.as_ref());
     let (decay, decay_reason) = verdict_parts(verdict);
-    let model_name = cfg
+    let model_name = inputs
         .repo_id
         .rsplit('/')
         .next()
-        .unwrap_or(&cfg.repo_id)
+        .unwrap_or(&inputs.repo_id)
         .to_string();
-    let (sharpness, sharpness_summary) = card::sharpness(&cfg.card.results);
+    let (sharpness, sharpness_summary) = card::sharpness(&inputs.results);
     let tokens_seen = meta.and_then(|m| m.tokens_seen);
     let lr_at_step = meta
         .and_then(|m| m.lr)
         .or_else(|| Some(spec?.lr(ckpt.step?)));
     let model = model_facts(checks);
     CardContext {
-        repo_id: cfg.repo_id.clone(),
+        repo_id: inputs.repo_id.clone(),
         model_name,
-        revision: cfg.revision.clone(),
-        license: cfg.card.license.clone(),
-        languages: cfg.card.languages.clone(),
-        datasets: cfg.card.datasets.clone(),
-        base_model: cfg.card.base_model.clone(),
+        revision: job.revision.clone(),
+        license: job.card.license.clone(),
+        languages: job.card.languages.clone(),
+        datasets: job.card.datasets.clone(),
+        base_model: job.card.base_model.clone(),
         tags: tags(
-            cfg,
+            job,
             &model.model_type,
             verdict,
             info.map(|i| i.kind.as_str()),
@@ -353,20 +358,12 @@ fn context(
             decay_reason,
             recipe: recipe.map(recipe_facts),
         },
-        model_index: card::model_index(&cfg.card.results),
-        evals_pre: card::eval_rows(&cfg.card.results, EvalStage::Pre),
-        evals_sft: card::eval_rows(&cfg.card.results, EvalStage::Sft),
+        model_index: card::model_index(&inputs.results),
+        evals_pre: card::eval_rows(&inputs.results, EvalStage::Pre),
+        evals_sft: card::eval_rows(&inputs.results, EvalStage::Sft),
         sharpness,
         sharpness_summary,
         fingerprint,
         ckpt_version: crate::VERSION.to_string(),
-    }
-}
-
-/// Reads `--results FILE`, or none.
-pub fn read_results(path: Option<&Path>) -> Result<CardResults> {
-    match path {
-        Some(p) => CardResults::read(p),
-        None => Ok(CardResults::default()),
     }
 }

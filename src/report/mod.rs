@@ -25,6 +25,7 @@ mod figures;
 mod findings;
 mod html;
 mod inputs;
+mod job;
 mod markdown;
 pub mod pooled;
 mod relative;
@@ -38,6 +39,7 @@ mod write;
 
 pub use figures::{Drawing, Figure};
 pub use findings::Finding;
+pub use job::{run, ReportJob, ReportOutcome};
 pub use markdown::markdown;
 pub use runs::{schedule_label, Run};
 pub use sft::{Base, Criterion, SftCandidate, SftPick, SftSweep, PICK_RULE};

@@ -10,22 +10,26 @@
 //! is usually the fastest; the others wait their turn, never their connection).
 //!
 //! ```no_run
-//! # use ckpt::serve::{Served, ServeConfig, Server};
+//! # use ckpt::serve::{Listen, Served, Server};
 //! # fn f(served: Served) -> ckpt::Result<()> {
-//! let server = Server::bind(&ServeConfig::default())?;
+//! let server = Server::bind(&Listen::default())?;
 //! println!("listening on {}", server.url());
 //! server.run(std::sync::Arc::new(served), 1)?;
 //! # Ok(()) }
 //! ```
 //!
-//! [`Server::spawn`] serves from a background thread instead, until the returned
-//! [`RunningServer`] is shut down or dropped (the demo's in-process judge).
+//! `ckpt serve` is a [`ServeConfig`] given to [`run`]. [`Server::spawn`] serves from a
+//! background thread instead, until the returned [`RunningServer`] is shut down or
+//! dropped (the demo's in-process judge).
 
 pub mod api;
 pub mod batch;
 pub mod decode;
+mod job;
 pub mod oracle;
 pub mod sampling;
+
+pub use job::{run, Backend, Event, ServeConfig};
 
 use crate::chat::ChatPrompt;
 use crate::checkpoint::Checkpoint;
@@ -190,7 +194,7 @@ impl Handler for Served {
 
 /// Where to listen, and who may ask.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub struct Listen {
     pub host: String,
     /// 0: any free port.
     pub port: u16,
@@ -200,7 +204,7 @@ pub struct ServeConfig {
     pub max_queue: usize,
 }
 
-impl Default for ServeConfig {
+impl Default for Listen {
     fn default() -> Self {
         Self {
             host: "127.0.0.1".into(),
@@ -230,7 +234,7 @@ struct Gate {
 
 impl Server {
     /// Binds `host:port`.
-    pub fn bind(cfg: &ServeConfig) -> Result<Self> {
+    pub fn bind(cfg: &Listen) -> Result<Self> {
         let what = format!("{}:{}", cfg.host, cfg.port);
         let listener = std::net::TcpListener::bind(what.as_str())
             .map_err(|e| Error::network(format!("cannot listen on {what}: {e}")))?;

@@ -20,7 +20,7 @@
 //! ```
 
 use super::api::{self, bad_request, check_common, error, models, next_id, ChatMessage, Reply};
-use super::{Handler, RunningServer, ServeConfig, Server};
+use super::{Handler, Listen, RunningServer, Server};
 use crate::error::Result;
 use crate::judge::oracle::Oracle;
 use serde::Deserialize;
@@ -131,10 +131,10 @@ impl OracleJudge {
 /// background thread, as model `name`; its `url()` is the `--judge-url`. Dropping the
 /// returned server (or `shutdown()`) stops it.
 pub fn start_oracle(oracle: Oracle, name: &str) -> Result<RunningServer> {
-    let server = Server::bind(&ServeConfig {
+    let server = Server::bind(&Listen {
         host: "127.0.0.1".into(),
         port: 0,
-        ..ServeConfig::default()
+        ..Listen::default()
     })?;
     let judge = OracleJudge {
         oracle,

@@ -21,10 +21,12 @@
 //! one by [`StoreSet::open`]; [`Store::status`] says what is done, failed and missing.
 
 mod hub;
+mod job;
 mod merge;
 mod status;
 
 pub use hub::HubRevisionRow;
+pub use job::{check_store_timeout, merge_stores, MergeStoresJob};
 pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
