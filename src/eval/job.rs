@@ -118,14 +118,15 @@ impl EvalJob {
             ("--limit", self.limit),
             ("--max-gen-toks", self.max_gen_toks),
             ("--commit-every", Some(self.commit_every)),
-            (
-                "--store-timeout",
-                Some(self.store_timeout.as_secs() as usize),
-            ),
         ] {
             if value == Some(0) {
                 return Err(Error::Invalid(format!("{flag} must be at least 1 (got 0)")));
             }
+        }
+        if self.store_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "--store-timeout must be a positive number of seconds".into(),
+            ));
         }
         match (self.tasks.is_empty(), &self.suite) {
             (true, None) => {
