@@ -1,23 +1,14 @@
-//! `ckpt eval ... --tasks alpaca_eval`: the judge's flags, turned into a
-//! [`PairwiseTask`] and [`JudgeSettings`], and the table of win rates.
+//! `ckpt eval ... --tasks alpaca_eval`: the judge's flags, turned into a [`JudgeJob`],
+//! and the table of win rates.
 
-use super::eval::schedule_label;
-use super::output::{outln, print_json, table};
-use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
-use crate::eval::run::RunOptions;
-use crate::judge::client::{ApiKey, ClientConfig, JudgeClient};
-use crate::judge::instructions::{
-    outputs_for, read_difficulty, read_instructions, read_records, InstructionSource,
-};
-use crate::judge::metrics::WinRates;
-use crate::judge::prompt::JudgeTemplate;
-use crate::judge::run::{judge_checkpoints, JudgeRun, JudgeSettings, PairwiseTask, Reference};
-use crate::progress::Progress;
-use crate::store::Store;
-use anyhow::{bail, Context};
+use super::output::{outln, table};
+use crate::judge::client::{ApiKey, ClientConfig};
+use crate::judge::instructions::InstructionSource;
+use crate::judge::job::{JudgeJob, JudgeReport};
+use crate::report::schedule_label;
+use anyhow::Context;
 use clap::Args;
-use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The task name that selects pairwise judging.
@@ -109,256 +100,88 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 }
 
 impl JudgeArgs {
-    /// Refuses judging without a judge before any work starts.
-    /// Whether a judge was given (the `sft` suite then includes the pairwise judging).
-    pub fn has_url(&self) -> bool {
-        self.judge_url.is_some()
-    }
-
-    pub fn check(&self) -> anyhow::Result<()> {
-        if self.judge_url.is_none() {
-            bail!("--tasks {TASK} needs --judge-url URL (an OpenAI-compatible server)");
-        }
-        Ok(())
-    }
-}
-
-/// Judges every checkpoint; returns the report and whether all checkpoints succeeded.
-pub fn run(
-    args: &JudgeArgs,
-    limit: Option<usize>,
-    checkpoints: &[Checkpoint],
-    store: &mut Store,
-    opts: &RunOptions,
-    progress: &dyn Progress,
-) -> anyhow::Result<JudgeReport> {
-    args.check()?;
-    let mut instructions = read_instructions(&InstructionSource::parse(&args.instructions))?;
-    if let Some(n) = limit {
-        instructions.truncate(n);
-    }
-    let reference = reference(args.reference.as_deref(), &instructions)?;
-    let difficulty = args
-        .difficulty
-        .as_deref()
-        .map(|p| read_difficulty(p, instructions.len()))
-        .transpose()?;
-    let mut cfg = ClientConfig::new(args.judge_url.as_deref().expect("checked"));
-    cfg.api_key = ApiKey::from_env(&args.judge_key_env);
-    cfg.timeout = Duration::try_from_secs_f64(args.judge_timeout)
-        .context("--judge-timeout must be a positive number of seconds")?;
-    cfg.retries = args.judge_retries;
-    cfg.backoff = Duration::from_millis(args.judge_backoff_ms);
-    let client = JudgeClient::new(cfg)?;
-    let model = match &args.judge_model {
-        Some(m) => m.clone(),
-        None => only_model(client.models()?)?,
-    };
-    let template = match &args.judge_template {
-        Some(p) => JudgeTemplate::read(p)?,
-        None => JudgeTemplate::builtin(),
-    };
-    let settings = JudgeSettings {
-        model,
-        template,
-        seed: args.judge_seed,
-        top_logprobs: args.judge_top_logprobs,
-        concurrency: args.concurrency.max(1),
-    };
-    let export_dir = args
-        .judge_out
-        .clone()
-        .unwrap_or_else(|| crate::error::parent_dir(store.path()).join("alpaca_eval"));
-    let task = PairwiseTask {
-        instructions,
-        reference,
-        max_new_tokens: args.max_new_tokens,
-        difficulty,
-        export_dir: Some(export_dir.clone()),
-    };
-    let run = judge_checkpoints(
-        checkpoints,
-        &task,
-        &settings,
-        &client,
-        store,
-        opts,
-        progress,
-    )?;
-    Ok(JudgeReport::new(run, &settings.model, export_dir))
-}
-
-/// The reference of the comparison (see `--reference`).
-fn reference(
-    arg: Option<&Path>,
-    instructions: &[crate::judge::instructions::Instruction],
-) -> anyhow::Result<Reference> {
-    match arg {
-        Some(p) if p.is_dir() || is_checkpoint_dir(p) => Ok(Reference::Checkpoint(Box::new(
-            crate::sources::open_single(p, &crate::progress::Silent)?,
-        ))),
-        Some(file) => {
-            let records = read_records(file)?;
-            let outputs = outputs_for(instructions, &records, file)?;
-            let generator = records
-                .iter()
-                .find_map(|r| r.generator.clone())
-                .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "reference".into());
-            Ok(Reference::Outputs { generator, outputs })
-        }
-        None => {
-            let outputs = instructions
-                .iter()
-                .enumerate()
-                .map(|(i, ins)| {
-                    ins.output.clone().with_context(|| {
-                        format!("no --reference given and instruction {i} has no `output` to compare with")
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let generator = instructions
-                .iter()
-                .find_map(|i| i.generator.clone())
-                .unwrap_or_else(|| "reference".into());
-            Ok(Reference::Outputs { generator, outputs })
-        }
+    /// The judging these flags ask for; `None` without `--judge-url`.
+    pub fn job(&self) -> anyhow::Result<Option<JudgeJob>> {
+        let Some(url) = &self.judge_url else {
+            return Ok(None);
+        };
+        let mut client = ClientConfig::new(url);
+        client.api_key = ApiKey::from_env(&self.judge_key_env);
+        client.timeout = Duration::try_from_secs_f64(self.judge_timeout)
+            .context("--judge-timeout must be a positive number of seconds")?;
+        client.retries = self.judge_retries;
+        client.backoff = Duration::from_millis(self.judge_backoff_ms);
+        Ok(Some(JudgeJob {
+            client,
+            model: self.judge_model.clone(),
+            reference: self.reference.clone(),
+            instructions: InstructionSource::parse(&self.instructions),
+            max_new_tokens: self.max_new_tokens,
+            concurrency: self.concurrency,
+            template: self.judge_template.clone(),
+            top_logprobs: self.judge_top_logprobs,
+            seed: self.judge_seed,
+            difficulty: self.difficulty.clone(),
+            export_dir: self.judge_out.clone(),
+        }))
     }
 }
 
-fn only_model(models: Vec<String>) -> anyhow::Result<String> {
-    match models.as_slice() {
-        [one] => Ok(one.clone()),
-        many => bail!(
-            "the judge server lists {} models ({}); name one with --judge-model",
-            many.len(),
-            many.join(", ")
-        ),
+/// The table of win rates, warnings for checkpoints without verdicts, and a summary.
+pub fn print(report: &JudgeReport) {
+    let mut t = table(&[
+        "run",
+        "step",
+        "schedule",
+        "win rate",
+        "LC win rate",
+        "discrete",
+        "W / L / D",
+        "n",
+    ]);
+    for c in &report.checkpoints {
+        let mut row = vec![
+            c.run.clone(),
+            c.step.map(|s| s.to_string()).unwrap_or_default(),
+            schedule_label(c.schedule.as_deref(), c.alpha),
+        ];
+        match &c.metrics {
+            Some(m) => row.extend([
+                with_se(m.win_rate, m.standard_error),
+                with_se(m.length_controlled_winrate, m.lc_standard_error),
+                percent(m.discrete_win_rate),
+                format!("{} / {} / {}", m.n_wins, m.n_wins_base, m.n_draws),
+                m.n_total.to_string(),
+            ]),
+            None => row.extend([
+                "failed".to_string(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
+        }
+        t.add_row(row);
     }
-}
-
-/// What is printed: per checkpoint, its win rates against the reference.
-#[derive(Serialize)]
-pub struct JudgeReport {
-    pub judge: String,
-    pub reference: String,
-    pub judge_calls: usize,
-    pub cached_answers: usize,
-    pub export_dir: PathBuf,
-    pub checkpoints: Vec<JudgedCheckpoint>,
-}
-
-#[derive(Serialize)]
-pub struct JudgedCheckpoint {
-    pub path: String,
-    pub run: String,
-    pub step: Option<u64>,
-    pub schedule: Option<String>,
-    pub alpha: Option<f64>,
-    pub fingerprint: String,
-    pub generator: String,
-    pub generated: usize,
-    pub no_verdict: usize,
-    pub metrics: Option<WinRates>,
-    pub export: Option<PathBuf>,
-    pub error: Option<String>,
-}
-
-impl JudgeReport {
-    fn new(run: JudgeRun, judge: &str, export_dir: PathBuf) -> Self {
-        let mut checkpoints: Vec<JudgedCheckpoint> = run
-            .outcomes
-            .into_iter()
-            .map(|o| JudgedCheckpoint {
-                path: o.row.path,
-                run: o.row.run,
-                step: o.row.step,
-                schedule: o.row.schedule,
-                alpha: o.row.alpha,
-                fingerprint: o.row.fingerprint,
-                generator: o.generator,
-                generated: o.generated,
-                no_verdict: o.no_verdict,
-                metrics: o.metrics,
-                export: o.export,
-                error: o.error,
-            })
-            .collect();
-        checkpoints.sort_by(|a, b| (&a.run, a.step, &a.path).cmp(&(&b.run, b.step, &b.path)));
-        Self {
-            judge: judge.to_string(),
-            reference: run.reference,
-            judge_calls: run.judge_calls,
-            cached_answers: run.cached_answers,
-            export_dir,
-            checkpoints,
+    outln!("{t}");
+    for c in &report.checkpoints {
+        if let Some(e) = &c.error {
+            eprintln!("error: {}: {e}", c.path);
+        } else if c.no_verdict > 0 {
+            eprintln!(
+                "warning: {}: the judge gave no readable verdict on {} instructions (left out)",
+                c.generator, c.no_verdict
+            );
         }
     }
-
-    /// Whether every checkpoint was judged.
-    pub fn all_ok(&self) -> bool {
-        self.checkpoints.iter().all(|c| c.error.is_none())
-    }
-
-    pub fn print(&self, json: bool) -> anyhow::Result<()> {
-        if json {
-            return print_json(self);
-        }
-        let mut t = table(&[
-            "run",
-            "step",
-            "schedule",
-            "win rate",
-            "LC win rate",
-            "discrete",
-            "W / L / D",
-            "n",
-        ]);
-        for c in &self.checkpoints {
-            let mut row = vec![
-                c.run.clone(),
-                c.step.map(|s| s.to_string()).unwrap_or_default(),
-                schedule_label(c.schedule.as_deref(), c.alpha),
-            ];
-            match &c.metrics {
-                Some(m) => row.extend([
-                    with_se(m.win_rate, m.standard_error),
-                    with_se(m.length_controlled_winrate, m.lc_standard_error),
-                    percent(m.discrete_win_rate),
-                    format!("{} / {} / {}", m.n_wins, m.n_wins_base, m.n_draws),
-                    m.n_total.to_string(),
-                ]),
-                None => row.extend([
-                    "failed".to_string(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ]),
-            }
-            t.add_row(row);
-        }
-        outln!("{t}");
-        for c in &self.checkpoints {
-            if let Some(e) = &c.error {
-                eprintln!("error: {}: {e}", c.path);
-            } else if c.no_verdict > 0 {
-                eprintln!(
-                    "warning: {}: the judge gave no readable verdict on {} instructions (left out)",
-                    c.generator, c.no_verdict
-                );
-            }
-        }
-        outln!(
+    outln!(
             "alpaca_eval: judge {} vs reference {}; {} judge calls, {} answers from the store; AlpacaEval files in {}",
-            self.judge,
-            self.reference,
-            self.judge_calls,
-            self.cached_answers,
-            self.export_dir.display()
+            report.judge,
+            report.reference,
+            report.judge_calls,
+            report.cached_answers,
+            report.export_dir.display()
         );
-        Ok(())
-    }
 }
 
 fn percent(x: Option<f64>) -> String {

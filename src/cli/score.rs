@@ -1,14 +1,10 @@
 //! `ckpt score CKPT --text FILE`: rolling log-likelihood of texts.
 
 use super::output::{outln, print_json, table, Ui};
-use crate::score::{score_texts, ScoreOptions, ScoreReport};
-use crate::tokenizer::TextTokenizer;
-use anyhow::Context;
+use crate::score::job::{ScoreEvent, ScoreJob, ScoreOutcome};
 use clap::Args;
-use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
@@ -44,76 +40,38 @@ pub struct ScoreArgs {
     shard: super::values::ShardArgs,
 }
 
-#[derive(Serialize)]
-struct Output<'a> {
-    checkpoint: String,
-    /// `I/N` when this is a shard's part.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shard: Option<String>,
-    /// With --shard: the texts' indices in the file, in the order of `texts`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text_indices: Option<Vec<usize>>,
-    fingerprint: String,
-    dtype: &'a str,
-    seconds: f64,
-    tokens_per_second: f64,
-    #[serde(flatten)]
-    report: &'a ScoreReport,
+impl ScoreArgs {
+    /// The flags as a job: names parsed into devices, types and a shard.
+    fn job(&self) -> anyhow::Result<ScoreJob> {
+        Ok(ScoreJob {
+            device: crate::device::parse_device(&self.device)?,
+            dtype: crate::device::parse_dtype(&self.dtype)?,
+            shard: self.shard.resolve()?,
+            checkpoint: self.checkpoint.clone(),
+            text: self.text.clone(),
+            per_token: self.per_token,
+            tokenizer: self.tokenizer.clone(),
+            max_length: self.max_length,
+            batch_tokens: self.batch_tokens,
+            policy: self.tokenization.policy(),
+        })
+    }
 }
 
 pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
-    let device = crate::device::parse_device(&args.device)?;
-    let dtype = crate::device::parse_dtype(&args.dtype)?;
-    if args.batch_tokens == 0 {
-        anyhow::bail!("--batch-tokens must be at least 1 (got 0)");
-    }
-    if args.max_length == Some(0) {
-        anyhow::bail!("--max-length must be at least 1 (got 0)");
-    }
-    let shard = args.shard.resolve()?;
-    let ckpt = crate::sources::open_single(&args.checkpoint, ui.bar("downloading").as_ref())?;
-    let mut texts = crate::texts::read_texts(&args.text)?;
-    // A shard scores its share of the texts, balanced by length; each keeps its index
-    // in the file, so the shards' outputs join back in order.
-    let text_indices = shard.map(|s| {
-        let costs: Vec<u64> = texts.iter().map(|t| t.len() as u64 + 1).collect();
-        let mine = s.select(&costs);
-        let indices: Vec<usize> = (0..texts.len()).filter(|&i| mine[i]).collect();
-        texts = indices.iter().map(|&i| texts[i].clone()).collect();
-        indices
-    });
-    let cfg = ckpt.config()?;
-    let tokenizer = TextTokenizer::load_with(
-        &ckpt.dir,
-        args.tokenizer.as_deref(),
-        cfg.bos_token_id,
-        cfg.eos_token_id,
-        args.tokenization.policy(),
+    let job = args.job()?;
+    let mut bar = None;
+    let out = crate::score::job::run(
+        &job,
+        ui.bar("downloading").as_ref(),
+        &mut |event| match event {
+            ScoreEvent::Started { texts } => {
+                bar = Some(ui.progress(texts as u64, "scoring windows"))
+            }
+            ScoreEvent::Scored(n) => bar.iter().for_each(|b| b.inc(n as u64)),
+        },
     )?;
-    let model = ckpt.load_model(&device, dtype)?;
-    let fingerprint = ckpt.fingerprint()?;
-
-    let opts = ScoreOptions {
-        max_length: args.max_length,
-        batch_tokens: args.batch_tokens,
-        keep_token_logprobs: args.per_token,
-    };
-    let started = Instant::now();
-    let bar = ui.progress(texts.len() as u64, "scoring windows");
-    let report = score_texts(&model, &tokenizer, &texts, &opts, &|n| bar.inc(n as u64))
-        .with_context(|| format!("scoring {}", args.text.display()))?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    let out = Output {
-        checkpoint: ckpt.name(),
-        shard: shard.map(|s| format!("{}/{}", s.index, s.count)),
-        text_indices,
-        fingerprint,
-        dtype: &args.dtype,
-        seconds,
-        tokens_per_second: report.aggregate.tokens as f64 / seconds.max(1e-9),
-        report: &report,
-    };
+    bar.iter().for_each(|b| b.finish_and_clear());
     if args.json {
         print_json(&out)?;
     } else {
@@ -122,7 +80,7 @@ pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_tables(out: &Output) {
+fn print_tables(out: &ScoreOutcome) {
     let mut t = table(&["text", "tokens", "loglikelihood", "mean loss", "perplexity"]);
     for (i, s) in out.report.texts.iter().enumerate() {
         t.add_row(vec![

@@ -258,6 +258,43 @@ fn parse_suites(text: &str, origin: &Path) -> Result<BTreeMap<String, Suite>> {
     })
 }
 
+/// The catalog (`tasks_dir` over the built-ins) and the task specs `tasks` or `suite`
+/// name; pairwise judging (`alpaca_eval`) is not a catalog task and is left out.
+pub fn catalog_specs(
+    tasks: &[String],
+    suite: Option<&str>,
+    tasks_dir: Option<&Path>,
+) -> Result<(Catalog, Vec<TaskSpec>)> {
+    let catalog = match tasks_dir {
+        Some(dir) => Catalog::with_user_dirs(&[dir])?,
+        None => Catalog::builtin()?,
+    };
+    let names: Vec<String> = tasks
+        .iter()
+        .filter(|t| *t != super::headline::JUDGED_TASK)
+        .cloned()
+        .collect();
+    let specs = match suite {
+        Some(s) => catalog.suite(s)?,
+        None => resolve_tasks(&names, &catalog)?,
+    };
+    Ok((catalog, specs))
+}
+
+/// Tasks named on the command line, as specs: a `.toml` path is read as is; any other
+/// name is a task, group or tag of the catalog.
+pub fn resolve_tasks(names: &[String], catalog: &Catalog) -> Result<Vec<TaskSpec>> {
+    let mut specs = Vec::new();
+    for name in names {
+        if name.ends_with(".toml") {
+            specs.extend(TaskSpec::read(Path::new(name))?.expanded());
+        } else {
+            specs.extend(catalog.resolve(name)?);
+        }
+    }
+    Ok(specs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

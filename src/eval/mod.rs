@@ -9,7 +9,8 @@
 //! ([`pyrandom`]) and the named document preprocessors ([`preprocess`]); the
 //! [`engine`] runs requests on a model; answers are extracted ([`filters`], with
 //! Python's regex and string semantics: [`pyregex`], [`pystr`]) and scored
-//! ([`metrics`], [`drop`]).
+//! ([`metrics`], [`drop`]). [`results`] is what a run reports, with the relative
+//! table ([`relative`]); [`job`] is the command `ckpt eval` as a typed, checked job.
 
 pub mod builtin;
 pub mod catalog;
@@ -21,6 +22,7 @@ pub mod export;
 pub mod filters;
 pub mod headline;
 pub mod hub;
+pub mod job;
 pub mod listing;
 pub mod metrics;
 pub mod preprocess;
@@ -29,6 +31,7 @@ pub mod pyrandom;
 pub mod pyregex;
 pub mod pystr;
 pub mod relative;
+pub mod results;
 pub mod run;
 pub mod scoring;
 pub mod spec;

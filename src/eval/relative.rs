@@ -1,9 +1,15 @@
 //! The paper's relative tables: each run's final checkpoint against the best decayed
 //! schedule (or a chosen baseline run), per task, with the paired significance of the
 //! difference on the same items.
+//!
+//! `ckpt eval` and `ckpt report` both build their tables here: a run's final values
+//! ([`RunFinal::new`]) and the per-item values the paired test reads
+//! ([`headline_items`]).
 
 use super::compare::{paired_test, PairedTest};
-use crate::error::Result;
+use super::headline::{Headline, JUDGED_TASK};
+use crate::error::{Error, Result};
+use crate::store::{MetricRow, Store};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -16,6 +22,34 @@ pub struct RunFinal {
     pub decayed: bool,
     /// task -> (value, higher is better)
     pub values: BTreeMap<String, (f64, bool)>,
+}
+
+impl RunFinal {
+    /// A run's final checkpoint (`fingerprint`, its `metrics`) with its value of each of
+    /// the `columns` it has.
+    pub fn new(
+        run: &str,
+        label: &str,
+        fingerprint: &str,
+        decayed: bool,
+        metrics: &[MetricRow],
+        columns: &[Headline],
+    ) -> Self {
+        let values = columns
+            .iter()
+            .filter_map(|h| {
+                let m = metrics.iter().find(|m| h.matches(m))?;
+                Some((h.task.clone(), (m.value, m.higher_is_better)))
+            })
+            .collect();
+        Self {
+            run: run.to_string(),
+            label: label.to_string(),
+            fingerprint: fingerprint.to_string(),
+            decayed,
+            values,
+        }
+    }
 }
 
 /// One cell: the delta from the baseline and its paired test.
@@ -41,6 +75,15 @@ pub fn is_decayed(schedule: Option<&str>, alpha: Option<f64>) -> bool {
         Some(k) if k.starts_with("wsm") => true,
         Some("wsd") | Some("cosine") | Some("linear") => alpha.is_none_or(|a| a < 1.0),
         _ => alpha.is_some_and(|a| a < 1.0),
+    }
+}
+
+/// A schedule as tables name it: `wso`, `wsd α=0.1`, ...
+pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
+    match (kind, alpha) {
+        (Some(k), Some(a)) if k != "wso" && k != "constant" => format!("{k} α={a}"),
+        (Some(k), _) => k.to_string(),
+        (None, _) => "?".into(),
     }
 }
 
@@ -114,6 +157,68 @@ fn pick_baseline<'a>(
     })
 }
 
+/// Per-doc values `(item key, value)` of `headline` for the checkpoint `fingerprint`
+/// whose metric rows are `metrics`: the items a paired test compares. A group's items
+/// are its subtasks' (`groups`: subtask -> group; keyed by subtask and doc); judged
+/// tasks' items are the per-instruction preferences (p(model wins)). Samples are read
+/// under the spec of the checkpoint's metric rows.
+pub fn headline_items(
+    store: &Store,
+    fingerprint: &str,
+    headline: &Headline,
+    metrics: &[MetricRow],
+    groups: &BTreeMap<String, String>,
+) -> Result<Vec<(usize, f64)>> {
+    let mut members: Vec<&str> = groups
+        .iter()
+        .filter(|(_, g)| **g == headline.task)
+        .map(|(sub, _)| sub.as_str())
+        .collect();
+    if members.is_empty() {
+        members.push(&headline.task);
+    }
+    let mut out = Vec::new();
+    for (index, task) in members.iter().enumerate() {
+        let Some(hash) = metrics
+            .iter()
+            .find(|m| m.task == *task && !m.spec_hash.is_empty())
+            .map(|m| m.spec_hash.clone())
+        else {
+            continue;
+        };
+        for (doc, _, score) in store.samples(fingerprint, task, &hash)? {
+            let score: serde_json::Value = serde_json::from_str(&score).map_err(|e| {
+                Error::bad_file(store.path(), format!("sample of {task} doc {doc}: {e}"))
+            })?;
+            if let Some(v) = item_value(&score, headline) {
+                out.push(((index << 32) | doc, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One doc's value of `headline` from its stored score.
+fn item_value(score: &serde_json::Value, headline: &Headline) -> Option<f64> {
+    if headline.task == JUDGED_TASK {
+        // `preference` is alpaca_eval's 1 + p(model wins); unreadable verdicts are null.
+        return score["preference"].as_f64().map(|p| p - 1.0);
+    }
+    let metrics = &score["metrics"];
+    let key = super::scoring::key(&headline.metric, &headline.filter);
+    if let Some(v) = metrics[&key].as_f64() {
+        return Some(v);
+    }
+    // Rolling tasks keep sums per doc: the doc's own loss or bits per byte.
+    let get = |k: &str| metrics[super::scoring::key(k, &headline.filter)].as_f64();
+    let ll = get("loglikelihood")?;
+    match headline.metric.as_str() {
+        "loss" => Some(-ll / get("tokens")?.max(1.0)),
+        "bits_per_byte" => Some(-ll / get("bytes")?.max(1.0) / std::f64::consts::LN_2),
+        _ => None,
+    }
+}
+
 /// Pairs items by doc id.
 fn paired(a: &[(usize, f64)], b: &[(usize, f64)]) -> Option<PairedTest> {
     let b: BTreeMap<usize, f64> = b.iter().copied().collect();
@@ -173,6 +278,45 @@ mod tests {
         assert!(relative_table(&finals[..1], &["t".into()], None, &items)
             .unwrap()
             .is_none());
+    }
+
+    fn headline(task: &str, metric: &str) -> Headline {
+        Headline {
+            task: task.into(),
+            metric: metric.into(),
+            filter: "none".into(),
+            higher_is_better: true,
+        }
+    }
+
+    #[test]
+    fn item_values_come_from_each_kind_of_sample() {
+        use serde_json::json;
+        let mc = json!({"doc_id": 0, "metrics": {"acc,none": 1.0}});
+        assert_eq!(item_value(&mc, &headline("arc", "acc")), Some(1.0));
+        let rolling = json!({"metrics": {"loglikelihood,none": -20.0, "tokens,none": 8.0, "bytes,none": 10.0}});
+        assert_eq!(
+            item_value(&rolling, &headline("validation_loss", "loss")),
+            Some(2.5)
+        );
+        let bpb = item_value(&rolling, &headline("validation_loss", "bits_per_byte")).unwrap();
+        assert!((bpb - 2.0 / std::f64::consts::LN_2).abs() < 1e-12);
+        let judged = json!({"preference": 1.75});
+        assert_eq!(
+            item_value(&judged, &headline("alpaca_eval", "win_rate")),
+            Some(0.75)
+        );
+        assert_eq!(
+            item_value(&json!({"preference": null}), &headline("alpaca_eval", "x")),
+            None
+        );
+    }
+
+    #[test]
+    fn labels_show_alpha_for_decays_only() {
+        assert_eq!(schedule_label(Some("wso"), Some(1.0)), "wso");
+        assert_eq!(schedule_label(Some("wsd"), Some(0.1)), "wsd α=0.1");
+        assert_eq!(schedule_label(None, None), "?");
     }
 
     #[test]

@@ -3,16 +3,15 @@
 //! nothing. It lives with eval, not the store, because it names tasks and checkpoints
 //! as `ckpt eval` does.
 
-use super::catalog::Catalog;
+use super::catalog::catalog_specs;
 use super::headline::JUDGED_TASK;
 use super::run::checkpoint_row;
-use super::spec::TaskSpec;
 use crate::error::{Error, Result};
 use crate::hub::models::known_fingerprint;
 use crate::hub::HubRevision;
 use crate::sources::{Candidate, HubOptions};
 use crate::store::{store_files, CheckpointRow, Status, Store, StoreSet, Target};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What to check in which stores.
@@ -90,16 +89,9 @@ fn wanted_tasks(job: &StatusJob) -> Result<Option<Vec<String>>> {
     if job.tasks.is_empty() && job.suite.is_none() {
         return Ok(None);
     }
-    let catalog = match &job.tasks_dir {
-        Some(dir) => Catalog::with_user_dirs(&[dir])?,
-        None => Catalog::builtin()?,
-    };
     // Pairwise judging is a task of its own, not in the catalog.
     let judged = job.tasks.iter().any(|t| t == JUDGED_TASK);
-    let specs = match &job.suite {
-        Some(suite) => catalog.suite(suite)?,
-        None => resolve(&job.tasks, &catalog)?,
-    };
+    let (_, specs) = catalog_specs(&job.tasks, job.suite.as_deref(), job.tasks_dir.as_deref())?;
     let mut tasks: Vec<String> = Vec::new();
     for task in specs.into_iter().map(|s| s.task) {
         if !tasks.contains(&task) {
@@ -110,20 +102,6 @@ fn wanted_tasks(job: &StatusJob) -> Result<Option<Vec<String>>> {
         tasks.push(JUDGED_TASK.to_string());
     }
     Ok(Some(tasks))
-}
-
-/// Task names as specs: a `.toml` path is read as is; any other name is a task, group
-/// or tag of the catalog.
-fn resolve(names: &[String], catalog: &Catalog) -> Result<Vec<TaskSpec>> {
-    let mut specs = Vec::new();
-    for name in names.iter().filter(|t| *t != JUDGED_TASK) {
-        if name.ends_with(".toml") {
-            specs.extend(TaskSpec::read(Path::new(name))?.expanded());
-        } else {
-            specs.extend(catalog.resolve(name)?);
-        }
-    }
-    Ok(specs)
 }
 
 /// The checkpoints `paths` name, identified as `ckpt eval` identifies them; a Hub

@@ -6,13 +6,15 @@
 //! is asked which of two answers is better ([`prompt`]), the preference is read from
 //! its log-probabilities ([`preference`]), and AlpacaEval's metrics, length-controlled
 //! win rate included, are computed as alpaca_eval computes them ([`metrics`]) and
-//! exported in its formats ([`export`]). [`run`] ties it together through the store.
+//! exported in its formats ([`export`]). [`run`] ties it together through the store;
+//! [`job`] is the command's typed settings and report.
 //! [`oracle`] is a judge that knows each instruction's true answer (the synthetic
 //! world's), for the demo and the tests.
 
 pub mod client;
 pub mod export;
 pub mod instructions;
+pub mod job;
 pub mod metrics;
 pub mod oracle;
 pub mod preference;

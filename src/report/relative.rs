@@ -9,7 +9,6 @@ use super::tables::{column_name, style_of};
 use crate::error::Result;
 use crate::eval::headline::Headline;
 use crate::eval::relative::{relative_table, RelativeTable, RunFinal};
-use crate::store::MetricRow;
 
 /// The significance legend under every relative table.
 const LEGEND: &str = "Cells: difference from the baseline (points for accuracies and win \
@@ -24,7 +23,7 @@ pub fn pretraining(inp: &Inputs) -> Result<Option<Table>> {
         .pre_runs()
         .map(|r| {
             let c = r.final_ckpt(&inp.view);
-            run_final(
+            RunFinal::new(
                 &r.name,
                 &r.label,
                 &c.row.fingerprint,
@@ -63,7 +62,7 @@ pub fn after_sft(inp: &Inputs) -> Result<Option<Table>> {
             let c = inp.view.by_fingerprint(&p.fingerprint)?;
             let lr = p.lr.map(|lr| format!(", LR {lr:e}")).unwrap_or_default();
             let label = format!("{} → {}{lr}", p.base_label, p.run);
-            Some(run_final(
+            Some(RunFinal::new(
                 &p.base_run,
                 &label,
                 &p.fingerprint,
@@ -88,30 +87,6 @@ pub fn after_sft(inp: &Inputs) -> Result<Option<Table>> {
         );
         t
     }))
-}
-
-fn run_final(
-    run: &str,
-    label: &str,
-    fingerprint: &str,
-    decayed: bool,
-    metrics: &[MetricRow],
-    columns: &[Headline],
-) -> RunFinal {
-    let values = columns
-        .iter()
-        .filter_map(|h| {
-            let m = metrics.iter().find(|m| h.matches(m))?;
-            Some((h.task.clone(), (m.value, m.higher_is_better)))
-        })
-        .collect();
-    RunFinal {
-        run: run.to_string(),
-        label: label.to_string(),
-        fingerprint: fingerprint.to_string(),
-        decayed,
-        values,
-    }
 }
 
 fn compare(

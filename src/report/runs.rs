@@ -5,6 +5,7 @@
 use super::source::{Ckpt, StoreView};
 use crate::checkpoint::{step_from_name, ScheduleInfo};
 use crate::eval::relative::is_decayed;
+pub use crate::eval::relative::schedule_label;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,15 +43,6 @@ impl Run {
 
     pub fn is_merge(&self) -> bool {
         self.merge.is_some()
-    }
-}
-
-/// `wso`, `wsd α=0.1`, ...
-pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
-    match (kind, alpha) {
-        (Some(k), Some(a)) if k != "wso" && k != "constant" => format!("{k} α={a}"),
-        (Some(k), _) => k.to_string(),
-        (None, _) => "?".into(),
     }
 }
 
@@ -138,16 +130,4 @@ pub fn run_of<'a>(runs: &'a [Run], view: &StoreView, fingerprint: &str) -> Optio
             .iter()
             .any(|&i| view.checkpoints[i].row.fingerprint == fingerprint)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_show_alpha_for_decays_only() {
-        assert_eq!(schedule_label(Some("wso"), Some(1.0)), "wso");
-        assert_eq!(schedule_label(Some("wsd"), Some(0.1)), "wsd α=0.1");
-        assert_eq!(schedule_label(None, None), "?");
-    }
 }

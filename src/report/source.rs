@@ -3,9 +3,10 @@
 //! specs' metric order, and sharpness measurements; per-doc items on demand.
 
 use crate::checkpoint::CheckpointMeta;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::catalog::Catalog;
 use crate::eval::headline::{group_rows, Headline, MetricOrder};
+use crate::eval::relative::headline_items;
 use crate::sharpness::{ResultsFile, SharpnessResult};
 use crate::store::{CheckpointRow, MetricRow, Store};
 use std::collections::{BTreeMap, HashMap};
@@ -148,46 +149,17 @@ impl StoreView {
     }
 
     /// Per-doc values `(item key, value)` of `headline` for a checkpoint: the items a
-    /// paired test compares. A group's items are its subtasks' (keyed by subtask and
-    /// doc); judged tasks' items are the per-instruction preferences (p(model wins)).
+    /// paired test compares ([`headline_items`]).
     pub fn items(
         &self,
         store: &Store,
         fingerprint: &str,
         headline: &Headline,
     ) -> Result<Vec<(usize, f64)>> {
-        let Some(ckpt) = self.by_fingerprint(fingerprint) else {
-            return Ok(vec![]);
-        };
-        let mut members: Vec<&str> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| **g == headline.task)
-            .map(|(sub, _)| sub.as_str())
-            .collect();
-        if members.is_empty() {
-            members.push(&headline.task);
+        match self.by_fingerprint(fingerprint) {
+            Some(ckpt) => headline_items(store, fingerprint, headline, &ckpt.metrics, &self.groups),
+            None => Ok(vec![]),
         }
-        let mut out = Vec::new();
-        for (index, task) in members.iter().enumerate() {
-            let Some(hash) = ckpt
-                .metrics
-                .iter()
-                .find(|m| m.task == *task && !m.spec_hash.is_empty())
-                .map(|m| m.spec_hash.clone())
-            else {
-                continue;
-            };
-            for (doc, _, score) in store.samples(fingerprint, task, &hash)? {
-                let score: serde_json::Value = serde_json::from_str(&score).map_err(|e| {
-                    Error::bad_file(&self.path, format!("sample of {task} doc {doc}: {e}"))
-                })?;
-                if let Some(v) = item_value(&score, headline) {
-                    out.push(((index << 32) | doc, v));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -210,62 +182,4 @@ fn latest_spec(rows: Vec<MetricRow>) -> Vec<MetricRow> {
     rows.into_iter()
         .filter(|r| keep.get(&r.task) == Some(&r.spec_hash))
         .collect()
-}
-
-/// One doc's value of `headline` from its stored score.
-fn item_value(score: &serde_json::Value, headline: &Headline) -> Option<f64> {
-    if headline.task == crate::judge::run::TASK {
-        // `preference` is alpaca_eval's 1 + p(model wins); unreadable verdicts are null.
-        return score["preference"].as_f64().map(|p| p - 1.0);
-    }
-    let metrics = &score["metrics"];
-    let key = crate::eval::scoring::key(&headline.metric, &headline.filter);
-    if let Some(v) = metrics[&key].as_f64() {
-        return Some(v);
-    }
-    // Rolling tasks keep sums per doc: the doc's own loss or bits per byte.
-    let get = |k: &str| metrics[crate::eval::scoring::key(k, &headline.filter)].as_f64();
-    let ll = get("loglikelihood")?;
-    match headline.metric.as_str() {
-        "loss" => Some(-ll / get("tokens")?.max(1.0)),
-        "bits_per_byte" => Some(-ll / get("bytes")?.max(1.0) / std::f64::consts::LN_2),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn headline(task: &str, metric: &str) -> Headline {
-        Headline {
-            task: task.into(),
-            metric: metric.into(),
-            filter: "none".into(),
-            higher_is_better: true,
-        }
-    }
-
-    #[test]
-    fn item_values_come_from_each_kind_of_sample() {
-        let mc = json!({"doc_id": 0, "metrics": {"acc,none": 1.0}});
-        assert_eq!(item_value(&mc, &headline("arc", "acc")), Some(1.0));
-        let rolling = json!({"metrics": {"loglikelihood,none": -20.0, "tokens,none": 8.0, "bytes,none": 10.0}});
-        assert_eq!(
-            item_value(&rolling, &headline("validation_loss", "loss")),
-            Some(2.5)
-        );
-        let bpb = item_value(&rolling, &headline("validation_loss", "bits_per_byte")).unwrap();
-        assert!((bpb - 2.0 / std::f64::consts::LN_2).abs() < 1e-12);
-        let judged = json!({"preference": 1.75});
-        assert_eq!(
-            item_value(&judged, &headline("alpaca_eval", "win_rate")),
-            Some(0.75)
-        );
-        assert_eq!(
-            item_value(&json!({"preference": null}), &headline("alpaca_eval", "x")),
-            None
-        );
-    }
 }

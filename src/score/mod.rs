@@ -10,12 +10,17 @@
 //!
 //! Windows of all texts are sorted by length and batched by a token budget; the
 //! vocabulary projection and log-softmax run only on predicted positions, in chunks.
+//!
+//! [`job`] is `ckpt score` as a library call: a checkpoint and a file of texts in, the
+//! scores out.
 
 use crate::error::{Error, Result};
 use crate::model::{select_rows, KvCache, Model};
 use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
+
+pub mod job;
 
 /// One forward pass worth of a text: the last `targets.len()` positions of `input`
 /// predict `targets`.
