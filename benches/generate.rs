@@ -11,7 +11,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use ckpt::checkpoint::{write_checkpoint, Checkpoint};
 use ckpt::eval::engine::Engine;
-use ckpt::judge::client::{ClientConfig, JudgeClient};
+use ckpt::eval::judge::client::{ClientConfig, JudgeClient};
 use ckpt::model::{init_weights, select_rows, KvCache, Model};
 use ckpt::tokenizer::TextTokenizer;
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 """Writes the reference values of the ground-truth judge's answer score.
 
 `ckpt serve --oracle` scores an answer against the truth with SQuAD's normalized
-token F1 (src/judge/oracle.rs). The reference here is the official SQuAD v1.1
+token F1 (src/eval/judge/oracle.rs). The reference here is the official SQuAD v1.1
 evaluation code as lm-evaluation-harness ships it
 (`lm_eval/tasks/qasper/metrics.py`: `normalize_answer`, `f1_abstractive`), run
 unchanged on (prediction, truth) pairs: answers in the synthetic world's phrasing

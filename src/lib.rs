@@ -27,7 +27,6 @@ pub mod error;
 pub mod eval;
 pub mod http;
 pub mod hub;
-pub mod judge;
 pub mod memory;
 pub mod merge;
 pub mod model;

@@ -9,7 +9,7 @@ mod common;
 #[path = "common/judge_server.rs"]
 mod judge_server;
 
-use ckpt::judge::metrics::{win_rates, Judged};
+use ckpt::eval::judge::metrics::{win_rates, Judged};
 use common::{arg, Sandbox};
 use judge_server::{Fault, JudgeServer};
 use serde_json::{json, Value};

@@ -10,8 +10,8 @@
 
 mod common;
 
-use ckpt::judge::oracle::{token_f1, Oracle, DEFAULT_K};
-use ckpt::judge::prompt::JudgeTemplate;
+use ckpt::eval::judge::oracle::{token_f1, Oracle, DEFAULT_K};
+use ckpt::eval::judge::prompt::JudgeTemplate;
 use ckpt::serve::oracle::{start_oracle, DEFAULT_NAME};
 use ckpt::synth::{generate, SynthConfig};
 use common::{arg, Sandbox};
@@ -85,7 +85,7 @@ fn answer_scores_equal_squads_own() {
         );
         let f1 = c["f1"].as_f64().unwrap();
         assert_eq!(
-            ckpt::judge::oracle::normalize(p),
+            ckpt::eval::judge::oracle::normalize(p),
             c["normalized_prediction"].as_str().unwrap(),
             "{p:?}"
         );

@@ -2,9 +2,9 @@
 //! and the table of win rates.
 
 use super::output::{outln, table};
-use crate::judge::client::{ApiKey, ClientConfig};
-use crate::judge::instructions::InstructionSource;
-use crate::judge::job::{JudgeJob, JudgeReport};
+use crate::eval::judge::client::{ApiKey, ClientConfig};
+use crate::eval::judge::instructions::InstructionSource;
+use crate::eval::judge::job::{JudgeJob, JudgeReport};
 use crate::report::schedule_label;
 use anyhow::Context;
 use clap::Args;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The task name that selects pairwise judging.
-pub use crate::judge::run::TASK;
+pub use crate::eval::judge::run::TASK;
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Pairwise judging (--tasks alpaca_eval)")]
@@ -81,7 +81,7 @@ pub struct JudgeArgs {
 /// `--judge-url`: checked when the command line is parsed, so that a typo is a usage
 /// error at once rather than six retries of something that is not a network failure.
 fn parse_judge_url(s: &str) -> Result<String, String> {
-    crate::judge::client::check_base_url(s).map_err(|e| e.to_string())?;
+    crate::eval::judge::client::check_base_url(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 

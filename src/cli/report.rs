@@ -31,7 +31,7 @@ pub struct ReportArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// The judged task whose score picks each base model's SFT learning rate.
-    #[arg(long, default_value = crate::judge::run::TASK)]
+    #[arg(long, default_value = crate::eval::judge::run::TASK)]
     judge_task: String,
     #[command(flatten)]
     store_timeout: super::values::StoreTimeout,

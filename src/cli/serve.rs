@@ -2,7 +2,7 @@
 //! `ckpt serve --oracle instructions.json`: the ground-truth judge behind the same API.
 
 use super::output::{outln, Ui};
-use crate::judge::oracle::DEFAULT_K;
+use crate::eval::judge::oracle::DEFAULT_K;
 use crate::serve::{Backend, Event, Listen, ServeConfig};
 use clap::Args;
 use std::path::PathBuf;

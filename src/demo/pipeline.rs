@@ -7,7 +7,7 @@ use super::commands::{catch_ctrl_c, Commands, Invocation};
 use super::ledger::{Ledger, Start};
 use super::plan::{Plan, Size};
 use crate::error::{Error, Result};
-use crate::judge::oracle::{Oracle, DEFAULT_K};
+use crate::eval::judge::oracle::{Oracle, DEFAULT_K};
 use crate::report::{self, Finding, ReportOptions};
 use crate::serve::oracle::{start_oracle, DEFAULT_NAME};
 use std::path::{Path, PathBuf};

@@ -16,8 +16,8 @@ use super::spec::TaskSpec;
 use super::task::{build_task, TaskRequests};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::eval::judge::job::{JudgeJob, JudgeReport};
 use crate::hub::sweep::{Downloads, Retention};
-use crate::judge::job::{JudgeJob, JudgeReport};
 use crate::progress::{Progress, Shared};
 use crate::shard::Shard;
 use crate::sources::{Candidate, HubOptions};
@@ -288,7 +288,7 @@ pub fn run(job: &EvalJob, progress: &dyn Progress, transfer: Shared) -> Result<E
         Some(judge) if job.judged() => {
             // Judging generates from every checkpoint: Hub revisions are fetched and kept.
             let checkpoints = materialize(&candidates, downloads.as_ref(), transfer.as_ref())?;
-            Some(crate::judge::job::run(
+            Some(crate::eval::judge::job::run(
                 judge,
                 job.limit,
                 &checkpoints,

@@ -10,7 +10,8 @@
 //! [`engine`] runs requests on a model; answers are extracted ([`filters`], with
 //! Python's regex and string semantics: [`pyregex`], [`pystr`]) and scored
 //! ([`metrics`], [`drop`]). [`results`] is what a run reports, with the relative
-//! table ([`relative`]); [`job`] is the command `ckpt eval` as a typed, checked job.
+//! table ([`relative`]); [`judge`] is AlpacaEval-style pairwise judging, the one task
+//! answered by generating; [`job`] is the command `ckpt eval` as a typed, checked job.
 
 pub mod builtin;
 pub mod catalog;
@@ -23,6 +24,7 @@ pub mod filters;
 pub mod headline;
 pub mod hub;
 pub mod job;
+pub mod judge;
 pub mod listing;
 pub mod metrics;
 pub mod preprocess;

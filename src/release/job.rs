@@ -245,7 +245,7 @@ fn card_results(job: &ReleaseJob) -> Result<CardResults> {
         None if default.is_file() => default.to_path_buf(),
         None => return Ok(CardResults::default()),
     };
-    let store = crate::report::open_stores(&[path], Duration::ZERO)?;
+    let store = crate::store::open_stores(&[path], Duration::ZERO)?;
     let ckpt = crate::checkpoint::open_single(&job.checkpoint)?;
     results::from_store(&store, &ckpt.fingerprint()?)
 }

@@ -78,7 +78,7 @@ impl<'a> Inputs<'a> {
             .collect();
         known.sort_unstable();
         known.dedup();
-        if task == crate::judge::run::TASK || known.contains(&task.as_str()) {
+        if task == crate::eval::judge::run::TASK || known.contains(&task.as_str()) {
             return Ok(());
         }
         Err(Error::bad_value(

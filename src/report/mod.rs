@@ -47,11 +47,11 @@ pub use sharpness::ConfigSummary;
 pub use table::{Cell, Style, Table};
 pub use write::{write, Format};
 
-use crate::error::{Error, Result};
-use crate::store::{store_files, Store, StoreSet, STORE_FILE};
+use crate::error::Result;
+use crate::store::Store;
 use inputs::Inputs;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What the report compares with and how the SFT LR is picked.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +67,7 @@ impl Default for ReportOptions {
     fn default() -> Self {
         Self {
             baseline: None,
-            judge_task: crate::judge::run::TASK.to_string(),
+            judge_task: crate::eval::judge::run::TASK.to_string(),
         }
     }
 }
@@ -136,46 +136,7 @@ impl Report {
     }
 }
 
-/// Opens an existing store: `path` is the file, or a directory holding `ckpt.sqlite`.
-/// A missing file is an error (opening would create an empty one). Another process's
-/// lock is waited for up to `wait`.
-pub fn open_store(path: &Path, wait: std::time::Duration) -> Result<Store> {
-    let file = if path.is_dir() {
-        path.join(STORE_FILE)
-    } else {
-        path.to_path_buf()
-    };
-    if !file.is_file() {
-        return Err(Error::bad_file(
-            &file,
-            "no results store here (ckpt eval --store FILE writes one)",
-        ));
-    }
-    Store::open_waiting(&file, wait)
-}
-
-/// Opens existing stores as one ([`StoreSet`]: several are merged, exactly, into a
-/// temporary store): each path a file, or a directory whose `*.sqlite` files (its
-/// `ckpt.sqlite`, the shards of a sweep) are read. A missing store is an error (opening
-/// would create an empty one). Another process's lock is waited for up to `wait`.
-pub fn open_stores(paths: &[PathBuf], wait: std::time::Duration) -> Result<StoreSet> {
-    for path in paths {
-        let found =
-            path.is_file() || (path.is_dir() && store_files(std::slice::from_ref(path)).is_ok());
-        if !found {
-            let file = if path.is_dir() {
-                path.join(STORE_FILE)
-            } else {
-                path.clone()
-            };
-            return Err(Error::bad_file(
-                &file,
-                "no results store here (ckpt eval --store FILE writes one)",
-            ));
-        }
-    }
-    StoreSet::open(&store_files(paths)?, wait)
-}
+pub use crate::store::{open_store, open_stores};
 
 /// The SFT LR picked for each pre-training base run ([`PICK_RULE`]), by base run name.
 pub fn sft_picks(store: &Store, opts: &ReportOptions) -> Result<Vec<SftPick>> {

@@ -4,9 +4,9 @@
 use super::oracle::{OracleJudge, DEFAULT_NAME};
 use super::{Listen, Served, Server};
 use crate::error::{Error, Result};
+use crate::eval::judge::oracle::Oracle;
+use crate::eval::judge::run::generator_name;
 use crate::eval::run::checkpoint_row;
-use crate::judge::oracle::Oracle;
-use crate::judge::run::generator_name;
 use crate::tokenizer::EncodePolicy;
 use candle_core::{DType, Device};
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! `ckpt serve --oracle instructions.json`: the ground-truth judge
-//! ([`crate::judge::oracle`]) behind the same OpenAI schema as a served checkpoint, so
+//! ([`crate::eval::judge::oracle`]) behind the same OpenAI schema as a served checkpoint, so
 //! `ckpt eval --tasks alpaca_eval --judge-url` talks to it like to any judge:
 //!
 //! - `GET /v1/models`: the judge's name;
@@ -10,9 +10,9 @@
 //!   an instruction it has no truth for, is a 400 whose message says which.
 //!
 //! ```no_run
-//! # use ckpt::judge::oracle::{Oracle, DEFAULT_K};
+//! # use ckpt::eval::judge::oracle::{Oracle, DEFAULT_K};
 //! # use ckpt::serve::oracle::{start_oracle, DEFAULT_NAME};
-//! # fn f(set: &[ckpt::judge::instructions::Instruction]) -> ckpt::Result<()> {
+//! # fn f(set: &[ckpt::eval::judge::instructions::Instruction]) -> ckpt::Result<()> {
 //! let judge = start_oracle(Oracle::new(set, DEFAULT_K)?, DEFAULT_NAME)?;
 //! println!("judge at {}", judge.url()); // pass it as --judge-url
 //! judge.shutdown()?;
@@ -22,7 +22,7 @@
 use super::api::{self, bad_request, check_common, error, models, next_id, ChatMessage, Reply};
 use super::{Handler, Listen, RunningServer, Server};
 use crate::error::Result;
-use crate::judge::oracle::Oracle;
+use crate::eval::judge::oracle::Oracle;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -147,9 +147,9 @@ pub fn start_oracle(oracle: Oracle, name: &str) -> Result<RunningServer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::instructions::Instruction;
-    use crate::judge::preference::read_verdict;
-    use crate::judge::prompt::{JudgeTemplate, IDENTIFIERS};
+    use crate::eval::judge::instructions::Instruction;
+    use crate::eval::judge::preference::read_verdict;
+    use crate::eval::judge::prompt::{JudgeTemplate, IDENTIFIERS};
     use crate::serve::Events;
 
     fn judge() -> OracleJudge {

@@ -829,6 +829,47 @@ impl std::ops::Deref for StoreSet {
     }
 }
 
+/// Opens an existing store: `path` is the file, or a directory holding `ckpt.sqlite`.
+/// A missing file is an error (opening would create an empty one). Another process's
+/// lock is waited for up to `wait`.
+pub fn open_store(path: &Path, wait: std::time::Duration) -> Result<Store> {
+    let file = if path.is_dir() {
+        path.join(super::STORE_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    if !file.is_file() {
+        return Err(crate::error::Error::bad_file(
+            &file,
+            "no results store here (ckpt eval --store FILE writes one)",
+        ));
+    }
+    Store::open_waiting(&file, wait)
+}
+
+/// Opens existing stores as one ([`StoreSet`]: several are merged, exactly, into a
+/// temporary store): each path a file, or a directory whose `*.sqlite` files (its
+/// `ckpt.sqlite`, the shards of a sweep) are read. A missing store is an error (opening
+/// would create an empty one). Another process's lock is waited for up to `wait`.
+pub fn open_stores(paths: &[PathBuf], wait: std::time::Duration) -> Result<StoreSet> {
+    for path in paths {
+        let found =
+            path.is_file() || (path.is_dir() && store_files(std::slice::from_ref(path)).is_ok());
+        if !found {
+            let file = if path.is_dir() {
+                path.join(super::STORE_FILE)
+            } else {
+                path.clone()
+            };
+            return Err(crate::error::Error::bad_file(
+                &file,
+                "no results store here (ckpt eval --store FILE writes one)",
+            ));
+        }
+    }
+    StoreSet::open(&store_files(paths)?, wait)
+}
+
 #[cfg(test)]
 #[path = "merge_tests.rs"]
 mod tests;

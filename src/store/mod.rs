@@ -27,7 +27,7 @@ mod status;
 
 pub use hub::HubRevisionRow;
 pub use job::{check_store_timeout, merge_stores, MergeStoresJob};
-pub use merge::{merge, store_files, MergeSummary, StoreSet, TableCount};
+pub use merge::{merge, open_store, open_stores, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
 use crate::error::{Error, Result, StoreFault};

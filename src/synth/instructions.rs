@@ -22,7 +22,7 @@
 use super::chats::{turn, Chat};
 use super::documents::EntityCycle;
 use super::world::World;
-use crate::judge::instructions::Instruction;
+use crate::eval::judge::instructions::Instruction;
 use std::collections::HashSet;
 
 /// The file [`crate::synth::Corpus::write`] writes the set to.
@@ -68,7 +68,7 @@ pub fn held_out(world: &World, sft: &[Chat], seed: u64, n: usize) -> Vec<Instruc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::instructions::read_records;
+    use crate::eval::judge::instructions::read_records;
     use crate::synth::{generate, SynthConfig};
 
     fn corpus() -> crate::synth::Corpus {

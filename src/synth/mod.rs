@@ -39,7 +39,7 @@ pub use job::{SynthJob, SynthOutcome};
 pub use world::{Entity, Fact, Kind, World};
 
 use crate::error::{Error, Result};
-use crate::judge::instructions::Instruction;
+use crate::eval::judge::instructions::Instruction;
 use documents::EntityCycle;
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -5,7 +5,7 @@
 //! (`model_outputs.json`) has the same layout.
 //!
 //! ```no_run
-//! # use ckpt::judge::instructions::{InstructionSource, read_instructions};
+//! # use ckpt::eval::judge::instructions::{InstructionSource, read_instructions};
 //! let set = read_instructions(&InstructionSource::parse("my_instructions.jsonl"))?;
 //! println!("{} instructions", set.len());
 //! # Ok::<(), ckpt::Error>(())

@@ -10,7 +10,7 @@
 //! printed: it is kept out of `Debug` and scrubbed from every error message.
 //!
 //! ```no_run
-//! # use ckpt::judge::client::{ClientConfig, JudgeClient};
+//! # use ckpt::eval::judge::client::{ClientConfig, JudgeClient};
 //! let client = JudgeClient::new(ClientConfig::new("http://127.0.0.1:8000"))?;
 //! let choice = client.chat(&serde_json::json!({"model": "m", "max_tokens": 1,
 //!     "messages": [{"role": "user", "content": "A or B?"}]}))?;

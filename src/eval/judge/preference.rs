@@ -9,7 +9,7 @@
 //! the first word being an identifier gives 1 or 0. Anything else has no verdict.
 //!
 //! ```
-//! # use ckpt::judge::preference::{read_verdict, Source};
+//! # use ckpt::eval::judge::preference::{read_verdict, Source};
 //! let choice = serde_json::json!({"message": {"content": "A"}, "logprobs": {"content": [
 //!     {"token": "A", "logprob": -0.2, "top_logprobs": [
 //!         {"token": "A", "logprob": -0.2}, {"token": "B", "logprob": -1.8}]}]}});

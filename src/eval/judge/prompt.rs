@@ -5,7 +5,7 @@
 //! verdict is mapped back to "model vs reference" by [`Shown`].
 //!
 //! ```no_run
-//! # use ckpt::judge::prompt::{JudgeTemplate, Shown};
+//! # use ckpt::eval::judge::prompt::{JudgeTemplate, Shown};
 //! let shown = Shown::for_instruction(0, "Name a colour.");
 //! let (a, b) = shown.order("Blue.", "Red is a colour.");
 //! let text = JudgeTemplate::builtin().render("Name a colour.", a, b)?;
@@ -17,7 +17,7 @@ use minijinja::{context, Environment};
 use std::path::Path;
 
 /// The built-in judge template.
-pub const BUILTIN_TEMPLATE: &str = include_str!("../../tasks/judge_pairwise.j2");
+pub const BUILTIN_TEMPLATE: &str = include_str!("../../../tasks/judge_pairwise.j2");
 
 /// The identifiers of the answer shown first and second.
 pub const IDENTIFIERS: [&str; 2] = ["A", "B"];

@@ -26,9 +26,9 @@
 //! model ties every instruction: its win rate is at most 50.
 //!
 //! ```
-//! use ckpt::judge::instructions::Instruction;
-//! use ckpt::judge::oracle::{Oracle, DEFAULT_K};
-//! use ckpt::judge::prompt::JudgeTemplate;
+//! use ckpt::eval::judge::instructions::Instruction;
+//! use ckpt::eval::judge::oracle::{Oracle, DEFAULT_K};
+//! use ckpt::eval::judge::prompt::JudgeTemplate;
 //! let truth = Instruction { instruction: "How many legs does the Vorling have?".into(),
 //!     output: Some("The Vorling has six legs.".into()), generator: None, dataset: None };
 //! let oracle = Oracle::new(&[truth], DEFAULT_K)?;
