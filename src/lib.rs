@@ -7,14 +7,19 @@
 //! tokenizer, chat, schedule, shard, device             text, templates, run settings
 //! model -> checkpoint -> store -> hub -> sources       weights on disk or on the Hub
 //!                                                      -> a Model; results by fingerprint
-//! score -> eval (tasks, engine) -> judge -> serve      what a checkpoint answers
+//! score -> eval (tasks, engine, judge) -> serve       what a checkpoint answers
 //! train, merge, sharpness                              new checkpoints, measurements
 //! release -> report                                    results -> cards, tables, figures
 //! synth, demo                                          synthetic data, the paper in small
 //! cli                                                  flags -> jobs for the modules above
 //! ```
 //!
-//! The binary in `main.rs` is a thin shell over [`cli`].
+//! Every command is a job beside the code that does it (`eval::job::EvalJob`,
+//! `train::job::TrainJob`, `sharpness::job::SharpnessJob`, `release::ReleaseJob`,
+//! `serve::ServeConfig`...): typed fields, a `check()` that validates every value once,
+//! and a `run` that does the work, reports through typed events or
+//! [`progress::Progress`], and returns a typed outcome. `cli/` only turns flags into
+//! jobs and renders what comes back; the binary in `main.rs` is a thin shell over it.
 
 pub mod alloc;
 pub mod atomic_file;
