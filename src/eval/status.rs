@@ -179,20 +179,6 @@ mod tests {
     }
 
     #[test]
-    fn check_refuses_a_zero_store_timeout() {
-        assert!(job().check().is_ok());
-        let bad = StatusJob {
-            store_timeout: Duration::ZERO,
-            ..job()
-        };
-        assert!(bad
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("--store-timeout"));
-    }
-
-    #[test]
     fn check_refuses_hub_revisions_without_checkpoints_and_tasks_with_a_suite() {
         let mut bad = job();
         bad.hub.revisions = Some("step*".into());

@@ -88,20 +88,6 @@ mod tests {
     }
 
     #[test]
-    fn check_refuses_a_zero_store_timeout() {
-        assert!(job().check().is_ok());
-        let bad = ReportJob {
-            store_timeout: Duration::ZERO,
-            ..job()
-        };
-        assert!(bad
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("--store-timeout"));
-    }
-
-    #[test]
     fn check_refuses_a_report_of_no_store() {
         let none = ReportJob {
             stores: vec![],

@@ -132,30 +132,7 @@ mod tests {
     use super::*;
 
     fn recipe() -> Recipe {
-        let text = r#"
-            [job]
-            name = "tiny"
-            stage = "pre"
-            [model]
-            hidden_size = 64
-            intermediate_size = 128
-            num_hidden_layers = 2
-            num_attention_heads = 4
-            num_key_value_heads = 2
-            [data]
-            paths = ["data/pretrain.jsonl"]
-            [schedule]
-            kind = "wsd"
-            peak_lr = 3e-3
-            warmup = 10
-            total_steps = 100
-            stable_ratio = 0.75
-            alpha = 0.1
-            [training]
-            batch_tokens = 2048
-            seq_len = 128
-            checkpoint_every = 25
-        "#;
+        let text = crate::train::recipe::tests::TINY;
         Recipe::from_table(toml::from_str(text).unwrap()).unwrap()
     }
 

@@ -511,10 +511,11 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const TINY: &str = r#"
+    /// A valid tiny pre-training recipe (other modules' tests start from it too).
+    pub(crate) const TINY: &str = r#"
 [job]
 name = "tiny-wsd"
 stage = "pre"
