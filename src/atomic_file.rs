@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Writes `path` atomically; `fill` produces the content.
-pub fn write_with(
+pub(crate) fn write_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
@@ -26,7 +26,7 @@ pub fn write_with(
 /// (some encoders pick the format from the extension), for renaming over `path` with
 /// `persist`. It gets the permissions of a newly created file (0666 less the umask),
 /// not tempfile's private 0600.
-pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -43,12 +43,12 @@ pub fn temp_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile>
 }
 
 /// Writes `bytes` to `path` atomically.
-pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |w| w.write_all(bytes))
 }
 
 /// Serialises `value` as pretty JSON to `path` atomically.
-pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Invalid(format!("cannot serialise {}: {e}", path.display())))?;
     write_bytes(path, &text)

@@ -86,15 +86,15 @@ pub enum StoreFault {
     second.display()
 )]
 pub struct Conflict {
-    pub table: String,
+    pub(crate) table: String,
     /// The key, as `column=value, ...`.
-    pub key: String,
+    pub(crate) key: String,
     /// The first column that differs.
-    pub column: String,
-    pub first: PathBuf,
-    pub first_value: String,
-    pub second: PathBuf,
-    pub second_value: String,
+    pub(crate) column: String,
+    pub(crate) first: PathBuf,
+    pub(crate) first_value: String,
+    pub(crate) second: PathBuf,
+    pub(crate) second_value: String,
 }
 
 /// Result alias used across the library.
@@ -102,7 +102,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// A problem with the content of `path`.
-    pub fn bad_file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_file(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::BadFile {
             path: path.as_ref().to_path_buf(),
             message: message.into(),
@@ -111,7 +111,7 @@ impl Error {
 
     /// A wrong value of `name` (a flag or configuration field); `message` is the whole
     /// line shown to the user.
-    pub fn bad_value(name: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_value(name: impl Into<String>, message: impl Into<String>) -> Self {
         Error::BadValue {
             name: name.into(),
             message: message.into(),
@@ -119,12 +119,16 @@ impl Error {
     }
 
     /// A request this build cannot serve.
-    pub fn unsupported(message: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(message: impl Into<String>) -> Self {
         Error::Unsupported(message.into())
     }
 
     /// A failure of the results store at `path`.
-    pub fn store(path: impl AsRef<Path>, fault: StoreFault, message: impl Into<String>) -> Self {
+    pub(crate) fn store(
+        path: impl AsRef<Path>,
+        fault: StoreFault,
+        message: impl Into<String>,
+    ) -> Self {
         Error::Store {
             path: path.as_ref().to_path_buf(),
             fault,
@@ -134,7 +138,7 @@ impl Error {
 
     /// A network failure with no HTTP status to report (a connection, a digest, a
     /// server's answer that does not read).
-    pub fn network(message: impl Into<String>) -> Self {
+    pub(crate) fn network(message: impl Into<String>) -> Self {
         Error::Network {
             status: None,
             code: None,
@@ -145,7 +149,7 @@ impl Error {
     /// The same error with its message rewritten by `f` (context added before or
     /// after), keeping its kind where the message is all it shows; other kinds become
     /// [`Error::Invalid`] with `f` applied to their whole text.
-    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+    pub(crate) fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
         match self {
             Error::BadValue { name, message } => Error::BadValue {
                 name,
@@ -172,7 +176,7 @@ impl Error {
     }
 
     /// An I/O failure on `path`.
-    pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
             err,
@@ -182,7 +186,7 @@ impl Error {
 
 /// The message of a candle error on one line, without the backtrace candle attaches
 /// when `RUST_BACKTRACE` is set.
-pub fn candle_message(e: &candle_core::Error) -> String {
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
     use candle_core::Error as E;
     match e {
         E::WithBacktrace { inner, .. } => candle_message(inner),
@@ -193,19 +197,19 @@ pub fn candle_message(e: &candle_core::Error) -> String {
 }
 
 /// Reads a whole file, naming it in the error.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
 /// Reads and parses a JSON file, naming it in the error.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read_file(path)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::bad_file(path, format!("invalid JSON: {e}")))
 }
 
 /// The directory holding `path`: `.` for a bare file name, whose `parent()` is the empty
 /// path that every file call rejects (with an error naming no file).
-pub fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -12,16 +12,16 @@
 use std::time::{Duration, SystemTime};
 
 /// The longest `Retry-After` honoured; a server asking for more is given up on.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// How many times, and how patiently, a request is retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: none).
-    pub max_retries: u32,
+    pub(crate) max_retries: u32,
     /// Wait before the first retry; doubles each time up to `max_delay`.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    pub(crate) base_delay: Duration,
+    pub(crate) max_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -38,7 +38,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The backoff before retry `n` (1: the first): `base_delay * 2^(n - 1)`, capped at
     /// `max_delay`, of which a random half to all is waited.
-    pub fn backoff(&self, n: u32) -> Duration {
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
         let full = self
             .base_delay
             .saturating_mul(1u32 << n.saturating_sub(1).min(20))
@@ -49,7 +49,7 @@ impl RetryPolicy {
     /// The wait before retry `n` when the server asked for `asked` (its `Retry-After`):
     /// the ask itself, else the backoff. `None`: the ask is longer than
     /// [`MAX_RETRY_AFTER`], not worth waiting for.
-    pub fn wait(&self, n: u32, asked: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn wait(&self, n: u32, asked: Option<Duration>) -> Option<Duration> {
         match asked {
             Some(asked) if asked > MAX_RETRY_AFTER => None,
             Some(asked) => Some(asked),
@@ -59,13 +59,13 @@ impl RetryPolicy {
 }
 
 /// Whether an answer with `status` may be different next time.
-pub fn is_retryable(status: u16) -> bool {
+pub(crate) fn is_retryable(status: u16) -> bool {
     matches!(status, 408 | 429) || (500..=599).contains(&status)
 }
 
 /// A `Retry-After` header's wait: seconds (`120`, `1.5`) or an HTTP date (the time
 /// until then; none if it has passed). `None` for anything else.
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(value, SystemTime::now())
 }

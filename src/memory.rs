@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// Bytes available to a new allocation: Linux's `MemAvailable` (free memory plus the
 /// caches the kernel can drop), lowered to what the process's cgroup (v2) still allows.
 /// `None` where neither can be read: no check is then made.
-pub fn available_bytes() -> Option<u64> {
+pub(crate) fn available_bytes() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let available = meminfo_field(&meminfo, "MemAvailable:")?;
     Some(match cgroup_room() {
@@ -46,7 +46,7 @@ fn cgroup_room() -> Option<u64> {
 }
 
 /// Refuses `what`, which needs `bytes`, when that is more than the memory available.
-pub fn check_fits(what: &str, bytes: u64) -> Result<()> {
+pub(crate) fn check_fits(what: &str, bytes: u64) -> Result<()> {
     match available_bytes() {
         Some(available) if bytes > available => Err(Error::unsupported(format!(
             "{what} needs {} of memory but this machine has {} available",
@@ -58,7 +58,7 @@ pub fn check_fits(what: &str, bytes: u64) -> Result<()> {
 }
 
 /// `12.3 GB`-style sizes (decimal units, as `free -H` and the Hub print them).
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut value = bytes as f64;
     let mut unit = 0;

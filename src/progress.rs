@@ -33,7 +33,7 @@ impl Progress for Silent {
 }
 
 /// A [`Progress`] that work on other threads (a request body being sent) can hold.
-pub type Shared = std::sync::Arc<dyn Progress + Send + Sync>;
+pub(crate) type Shared = std::sync::Arc<dyn Progress + Send + Sync>;
 
 /// A [`Shared`] that tells no one.
 pub fn silent() -> Shared {

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// One record of a data file: a JSON value, with where it was found for error messages.
-pub struct Record {
+pub(crate) struct Record {
     /// "line 3" (JSONL), "record 3" (JSON array) or "row 3" (Parquet), counted from 1
     /// for lines and from 0 for records and rows, as editors and dataframes count them.
-    pub location: String,
-    pub value: Value,
+    pub(crate) location: String,
+    pub(crate) value: Value,
 }
 
 impl Record {
@@ -48,7 +48,7 @@ impl Record {
 
 /// Calls `visit` with each record of the JSONL, JSON or Parquet `file`, in order, until
 /// it breaks. `column`, when given, is the only Parquet column decoded.
-pub fn for_each_record(
+pub(crate) fn for_each_record(
     file: &Path,
     column: Option<&str>,
     visit: &mut dyn FnMut(Record) -> Result<ControlFlow<()>>,
@@ -167,7 +167,7 @@ fn field_value(field: &Field) -> Value {
 }
 
 /// The content of a text file; an encoding error names the line.
-pub fn read_utf8(path: &Path) -> Result<String> {
+pub(crate) fn read_utf8(path: &Path) -> Result<String> {
     let bytes = crate::error::read_file(path)?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];

@@ -20,7 +20,7 @@
 //! assert_eq!(wsd.label(), "WSD (α=0.1)");
 //! ```
 
-pub mod job;
+pub(crate) mod job;
 
 pub use job::{DataFormat, ScheduleJob, ScheduleOutcome, Schedules};
 
@@ -118,34 +118,34 @@ pub struct ScheduleSpec {
     /// The schedule family.
     pub kind: Kind,
     /// Peak learning rate `eta`.
-    pub peak_lr: f64,
+    pub(crate) peak_lr: f64,
     /// Warmup steps `W` (linear from 0 to the peak); 0 = none.
     #[serde(default)]
     pub warmup: u64,
     /// `T`, the last pre-training step. `None` only in SFT recipes, where the trainer
     /// fills it from the epoch size with [`ScheduleSpec::with_total_steps`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total_steps: Option<u64>,
+    pub(crate) total_steps: Option<u64>,
     /// WSD: the stable phase ends at `S = W + stable_ratio (T - W)` (default 0.75).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stable_ratio: Option<f64>,
+    pub(crate) stable_ratio: Option<f64>,
     /// WSD, instead of `stable_ratio`: the decay lasts this many steps, `S = T -
     /// decay_steps` (a decay branched from a stable-phase checkpoint of a WSO run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decay_steps: Option<u64>,
+    pub(crate) decay_steps: Option<u64>,
     /// Minimum LR factor of pre-training (default 0 for wsd, cosine, linear and
     /// cyclic; absent or 1 for wso; not used by constant and inv-sqrt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alpha: Option<f64>,
+    pub(crate) alpha: Option<f64>,
     /// Cyclic: length of the first cycle in steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cycle: Option<u64>,
+    pub(crate) cycle: Option<u64>,
     /// Cyclic: each cycle lasts `mult` times the previous one (default 1, >= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mult: Option<f64>,
+    pub(crate) mult: Option<f64>,
     /// `M`, the mid-training steps after `T` (with `alpha_mid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mid_steps: Option<u64>,
+    pub(crate) mid_steps: Option<u64>,
     /// Minimum factor of mid-training, relative to `LR(T)` (with `mid_steps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha_mid: Option<f64>,
@@ -214,7 +214,7 @@ impl From<SpecError> for crate::Error {
 }
 
 /// The WSD stable ratio of the paper (Table 6).
-pub const DEFAULT_STABLE_RATIO: f64 = 0.75;
+pub(crate) const DEFAULT_STABLE_RATIO: f64 = 0.75;
 
 impl ScheduleSpec {
     /// A spec of `kind` with every optional key absent (their defaults apply).
@@ -271,7 +271,7 @@ impl ScheduleSpec {
     /// Checks the spec; the error names the first key that is wrong. A spec without
     /// `total_steps` (an SFT recipe before the trainer fills it in) passes when the
     /// rest is consistent; the checks against `T` run once it is set.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub(crate) fn validate(&self) -> Result<(), SpecError> {
         let kind = self.kind;
         if !(self.peak_lr.is_finite() && self.peak_lr > 0.0) {
             return Err(SpecError::NotPositive {
@@ -422,7 +422,7 @@ impl ScheduleSpec {
     ///
     /// # Panics
     /// If `total_steps` is not set (see [`ScheduleSpec::with_total_steps`]).
-    pub fn pre_training(&self) -> Schedule {
+    pub(crate) fn pre_training(&self) -> Schedule {
         let total_steps = self
             .total_steps
             .expect("schedule.total_steps must be set (with_total_steps) before computing LRs");
@@ -457,7 +457,7 @@ impl ScheduleSpec {
     ///
     /// # Panics
     /// If `total_steps` is not set.
-    pub fn mid_training(&self) -> Option<MidTraining> {
+    pub(crate) fn mid_training(&self) -> Option<MidTraining> {
         let steps = self.mid_steps?;
         Some(MidTraining {
             pre: self.pre_training(),
@@ -482,7 +482,7 @@ impl ScheduleSpec {
     ///
     /// # Panics
     /// If `total_steps` is not set.
-    pub fn end_step(&self) -> u64 {
+    pub(crate) fn end_step(&self) -> u64 {
         self.pre_training().total_steps + self.mid_steps.unwrap_or(0)
     }
 
@@ -492,7 +492,7 @@ impl ScheduleSpec {
     ///
     /// # Panics
     /// If `total_steps` is not set.
-    pub fn breakpoints(&self) -> Vec<u64> {
+    pub(crate) fn breakpoints(&self) -> Vec<u64> {
         let pre = self.pre_training();
         let t = pre.total_steps;
         let mut steps = vec![0, pre.warmup, t, self.end_step()];
@@ -520,7 +520,7 @@ impl ScheduleSpec {
     }
 
     /// A short name for legends: `WSO`, `WSD (α=0.1)`, `Cosine (α=0) + mid α_mid=1`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let alpha = self.alpha_pre();
         let mut label = match self.kind {
             Kind::Wso => "WSO".to_string(),
@@ -564,7 +564,7 @@ fn unit(key: &'static str, value: Option<f64>) -> Result<(), SpecError> {
 /// What the LR does after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Shape {
+pub(crate) enum Shape {
     /// Warmup-Stable-Only: constant at the peak to the end (WSD with alpha = 1).
     Wso,
     /// Warmup-Stable-Decay: constant until `S = W + stable_ratio (T - W)`, then linear
@@ -587,11 +587,11 @@ pub enum Shape {
 /// A pre-training schedule: peak LR `eta`, warmup `W`, total steps `T` and a shape.
 /// A constant LR without warmup is `Shape::Wso` with `warmup: 0`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    pub peak_lr: f64,
-    pub warmup: u64,
-    pub total_steps: u64,
-    pub shape: Shape,
+pub(crate) struct Schedule {
+    pub(crate) peak_lr: f64,
+    pub(crate) warmup: u64,
+    pub(crate) total_steps: u64,
+    pub(crate) shape: Shape,
 }
 
 impl Schedule {
@@ -632,7 +632,7 @@ impl Schedule {
     }
 
     /// `S`, where a WSD decay starts (`None` for the other shapes).
-    pub fn stable_end(&self) -> Option<f64> {
+    pub(crate) fn stable_end(&self) -> Option<f64> {
         let (w, end) = (self.warmup as f64, self.total_steps as f64);
         match self.shape {
             Shape::Wsd { stable_ratio, .. } => Some(w + stable_ratio * (end - w)),
@@ -642,19 +642,6 @@ impl Schedule {
                     .max(self.warmup) as f64,
             ),
             _ => None,
-        }
-    }
-
-    /// The minimum LR factor the shape decays to (1 for WSO: no decay).
-    pub fn alpha(&self) -> f64 {
-        match self.shape {
-            Shape::Wso => 1.0,
-            Shape::Wsd { alpha, .. }
-            | Shape::WsdDecaySteps { alpha, .. }
-            | Shape::Cosine { alpha }
-            | Shape::Linear { alpha }
-            | Shape::Cyclic { alpha, .. } => alpha,
-            Shape::InvSqrt => 0.0,
         }
     }
 }
@@ -688,10 +675,10 @@ fn cycle_progress(x: u64, cycle: u64, mult: f64) -> f64 {
 /// Mid-training after a pre-training schedule: steps `T+1 ..= T+M` decay linearly from
 /// the pre-training LR at `T` to `alpha_mid` times it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MidTraining {
-    pub pre: Schedule,
-    pub steps: u64,
-    pub alpha_mid: f64,
+pub(crate) struct MidTraining {
+    pub(crate) pre: Schedule,
+    pub(crate) steps: u64,
+    pub(crate) alpha_mid: f64,
 }
 
 impl MidTraining {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// This process's part of the work: shard `index` (from 0) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
-    pub index: usize,
-    pub count: usize,
+    pub(crate) index: usize,
+    pub(crate) count: usize,
 }
 
 impl Shard {

@@ -13,15 +13,15 @@ use crate::hub::{Hub, HubRevision, HubSource};
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
 
-pub mod inspect;
+pub(crate) mod inspect;
 
 /// How Hub sources are read.
 #[derive(Debug, Clone, Default)]
 pub struct HubOptions {
     /// A glob or regex of branch names: every matching branch is a checkpoint.
-    pub revisions: Option<String>,
+    pub(crate) revisions: Option<String>,
     /// A regex whose first group is the step in a revision name.
-    pub step_from: Option<String>,
+    pub(crate) step_from: Option<String>,
 }
 
 /// A checkpoint to visit: on disk, or a Hub revision fetched when needed.
@@ -44,7 +44,7 @@ impl Candidate {
 impl HubOptions {
     /// Refuses options that select Hub revisions when no path names a Hub repository
     /// (`names_hub`: whether one does).
-    pub fn check(&self, names_hub: bool) -> Result<()> {
+    pub(crate) fn check(&self, names_hub: bool) -> Result<()> {
         for (flag, set) in [
             ("--revisions selects branches", self.revisions.is_some()),
             (
@@ -69,7 +69,10 @@ pub fn names_hub(paths: &[PathBuf]) -> bool {
 
 /// Every candidate `paths` name, local ones in discovery order, each Hub source's
 /// revisions by step; the Hub, when some path names it.
-pub fn candidates(paths: &[PathBuf], opts: &HubOptions) -> Result<(Vec<Candidate>, Option<Hub>)> {
+pub(crate) fn candidates(
+    paths: &[PathBuf],
+    opts: &HubOptions,
+) -> Result<(Vec<Candidate>, Option<Hub>)> {
     let (local, hub_sources) = split(paths)?;
     opts.check(!hub_sources.is_empty())?;
     let mut found: Vec<Candidate> = if local.is_empty() {
@@ -186,7 +189,7 @@ fn split(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<HubSource>)> {
 }
 
 /// The checkpoint in a revision's snapshot directory, shown as the revision.
-pub fn open_revision(dir: &Path, rev: &HubRevision) -> Result<Checkpoint> {
+pub(crate) fn open_revision(dir: &Path, rev: &HubRevision) -> Result<Checkpoint> {
     let mut ckpt = Checkpoint::open(dir)?;
     // The sidecar's step, when the revision has one, is the trainer's own word.
     if ckpt.meta.is_none() {
@@ -200,7 +203,7 @@ pub fn open_revision(dir: &Path, rev: &HubRevision) -> Result<Checkpoint> {
 }
 
 /// Every checkpoint `paths` name, Hub revisions fetched into the cache and kept.
-pub fn checkpoints(
+pub(crate) fn checkpoints(
     paths: &[PathBuf],
     opts: &HubOptions,
     transfer: &dyn Progress,
@@ -219,7 +222,7 @@ pub fn checkpoints(
 }
 
 /// The one checkpoint `path` names (a Hub source is fetched into the cache).
-pub fn open_single(path: &Path, transfer: &dyn Progress) -> Result<Checkpoint> {
+pub(crate) fn open_single(path: &Path, transfer: &dyn Progress) -> Result<Checkpoint> {
     if HubSource::from_path(path).is_none() {
         return crate::checkpoint::open_single(path);
     }

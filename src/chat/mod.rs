@@ -14,7 +14,7 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-pub mod template;
+pub(crate) mod template;
 
 pub use template::{assistant_mask, ChatTemplate, Message, Rendered};
 
@@ -36,13 +36,13 @@ pub const TULU_CHAT_TEMPLATE: &str = "{% for message in messages %}\
 {% endfor %}";
 
 /// ChatML (`<|im_start|>role\n...<|im_end|>\n`), the layout Qwen and SmolLM use.
-pub const CHATML_CHAT_TEMPLATE: &str = "{% for message in messages %}\
+pub(crate) const CHATML_CHAT_TEMPLATE: &str = "{% for message in messages %}\
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// The role whose tokens are learned.
-pub const ASSISTANT: &str = "assistant";
+pub(crate) const ASSISTANT: &str = "assistant";
 
 /// Which template a fine-tune renders with (`data.chat_template`), recorded in
 /// `ckpt.json`.
@@ -78,7 +78,7 @@ impl TemplateChoice {
 
     /// The template text and where it came from; `own` is the tokenizer's, Tulu's
     /// when it has none.
-    pub fn source(&self, own: Option<&TemplateSource>) -> Result<TemplateSource> {
+    pub(crate) fn source(&self, own: Option<&TemplateSource>) -> Result<TemplateSource> {
         let builtin = |text: &str, name: &str| TemplateSource {
             text: text.to_string(),
             origin: PathBuf::from(name),
@@ -106,7 +106,7 @@ impl TemplateChoice {
 pub struct ChatPrompt {
     template: ChatTemplate,
     /// Where the template came from, for messages and provenance.
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 impl ChatPrompt {
@@ -117,7 +117,7 @@ impl ChatPrompt {
     }
 
     /// The template of a tokenizer directory's settings (Tulu's when they have none).
-    pub fn from_files(files: &TokenizerFiles) -> Result<Self> {
+    pub(crate) fn from_files(files: &TokenizerFiles) -> Result<Self> {
         let source = TemplateChoice::Own.source(files.chat_template.as_ref())?;
         let origin = source.origin.display().to_string();
         let variables = files.template_variables();

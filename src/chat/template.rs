@@ -26,8 +26,8 @@ const GENERATION_END: char = '\u{E001}';
 /// One message of a conversation (the Tulu / OpenAI form with text content).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
-    pub role: String,
-    pub content: String,
+    pub(crate) role: String,
+    pub(crate) content: String,
 }
 
 /// A rendered conversation and the byte spans `{% generation %}` blocks produced.
@@ -42,7 +42,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     variables: Vec<(String, String)>,
     /// Whether the template has `{% generation %}` blocks.
-    pub has_generation_blocks: bool,
+    pub(crate) has_generation_blocks: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -103,7 +103,7 @@ impl ChatTemplate {
     }
 
     /// As [`render`](Self::render), with the spans of `{% generation %}` output.
-    pub fn render_spans(
+    pub(crate) fn render_spans(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,

@@ -129,14 +129,14 @@ pub struct MergeInfo {
 /// One checkpoint of a merge and its weight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeSource {
-    pub path: String,
-    pub step: u64,
-    pub fingerprint: String,
+    pub(crate) path: String,
+    pub(crate) step: u64,
+    pub(crate) fingerprint: String,
     /// Its merge coefficient c_j (the coefficients sum to 1).
-    pub coefficient: f64,
+    pub(crate) coefficient: f64,
     /// The emulated LR multiplier w_j = c_j + ... + c_k of the update interval that
     /// ends at this checkpoint (w_0 = 1).
-    pub multiplier: f64,
+    pub(crate) multiplier: f64,
 }
 
 impl CheckpointMeta {

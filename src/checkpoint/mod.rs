@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 /// File name of the model configuration.
-pub const CONFIG_FILE: &str = "config.json";
+pub(crate) const CONFIG_FILE: &str = "config.json";
 
 /// A checkpoint directory and what its sidecar or name says about it.
 #[derive(Debug, Clone)]
@@ -40,19 +40,19 @@ pub struct Checkpoint {
     pub dir: PathBuf,
     /// Training step: from `ckpt.json`, else from the directory name.
     pub step: Option<u64>,
-    pub meta: Option<CheckpointMeta>,
+    pub(crate) meta: Option<CheckpointMeta>,
     /// What the user named, when that is not the directory (a Hub revision).
-    pub origin: Option<Origin>,
+    pub(crate) origin: Option<Origin>,
 }
 
 /// A checkpoint named by something other than its directory: a Hub revision, whose
 /// directory is a snapshot in the Hugging Face cache.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// Shown and stored as the checkpoint's path: `hf://org/name@revision`.
-    pub name: String,
+    pub(crate) name: String,
     /// The run the checkpoint belongs to: the repository's name.
-    pub run: String,
+    pub(crate) run: String,
 }
 
 impl Checkpoint {
@@ -143,7 +143,7 @@ impl Checkpoint {
     /// Refuses a model whose parameters, `bytes_per_parameter` each, need more memory
     /// than this machine has available, before anything is allocated. Only on the CPU:
     /// a GPU's own allocator fails at once, with its own message.
-    pub fn check_memory(
+    pub(crate) fn check_memory(
         &self,
         cfg: &ModelConfig,
         bytes_per_parameter: u64,
@@ -163,12 +163,12 @@ impl Checkpoint {
     }
 
     /// The stage recorded in the sidecar, if any.
-    pub fn stage(&self) -> Option<Stage> {
+    pub(crate) fn stage(&self) -> Option<Stage> {
         self.meta.as_ref().and_then(|m| m.stage)
     }
 
     /// The schedule kind recorded in the sidecar, if any.
-    pub fn schedule_kind(&self) -> Option<&str> {
+    pub(crate) fn schedule_kind(&self) -> Option<&str> {
         self.meta
             .as_ref()?
             .schedule
@@ -272,7 +272,7 @@ fn missing_weights(dir: &Path) -> Error {
 
 /// Reads the parameter the architecture calls `name` (see [`crate::model::parameter_shapes`])
 /// wherever the checkpoint stores it: a multimodal checkpoint nests the language model.
-pub fn load_parameter(
+pub(crate) fn load_parameter(
     cfg: &ModelConfig,
     weights: &WeightFiles,
     name: &str,
@@ -319,7 +319,7 @@ pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
 }
 
 /// Loads the first checkpoint found under `path` when it holds exactly one.
-pub fn open_single(path: &Path) -> Result<Checkpoint> {
+pub(crate) fn open_single(path: &Path) -> Result<Checkpoint> {
     if is_checkpoint_dir(path) {
         return Checkpoint::open(path);
     }

@@ -43,9 +43,9 @@ pub(super) enum Bytes {
 /// One stored tensor: dtype, shape and bytes.
 #[derive(Debug)]
 pub(super) struct Entry {
-    pub dtype: safetensors::Dtype,
-    pub shape: Vec<usize>,
-    pub bytes: Bytes,
+    pub(crate) dtype: safetensors::Dtype,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) bytes: Bytes,
 }
 
 /// One memory-mapped weight file with its tensors.
@@ -127,7 +127,7 @@ fn safetensors_entries(path: &Path, mmap: &[u8]) -> Result<HashMap<String, Entry
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTensor {
     pub dtype: safetensors::Dtype,
-    pub shape: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
 }
 
 /// All weight files of a checkpoint, with an index from tensor name to file.
@@ -167,12 +167,12 @@ impl WeightFiles {
     }
 
     /// The index file of sharded weights, else the single weight file.
-    pub fn origin(&self) -> &Path {
+    pub(crate) fn origin(&self) -> &Path {
         &self.origin
     }
 
     /// The file holding tensor `name`.
-    pub fn file_holding(&self, name: &str) -> Option<&Path> {
+    pub(crate) fn file_holding(&self, name: &str) -> Option<&Path> {
         Some(self.files[*self.by_name.get(name)?].path.as_path())
     }
 
@@ -268,7 +268,7 @@ impl WeightFiles {
     }
 
     /// A `VarBuilder` over these weights, converting to `dtype` on `dev`.
-    pub fn var_builder(self, dtype: DType, dev: &Device) -> VarBuilder<'static> {
+    pub(crate) fn var_builder(self, dtype: DType, dev: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self), dtype, dev.clone())
     }
 }

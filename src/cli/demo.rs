@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// The demo folder; a demo already there is resumed where it stopped.
     #[arg(long, default_value = "ckpt-demo")]
     out: PathBuf,
@@ -59,7 +59,7 @@ impl DemoArgs {
     }
 }
 
-pub fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &DemoArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let printer = Printer {
         quiet: ui.quiet,
         spinner: RefCell::new(None),

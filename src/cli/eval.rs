@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// `ckpt store status` names tasks as `ckpt eval` does.
 
 #[derive(Debug, Args)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Checkpoints, or directories searched for checkpoints (runs, run collections), or
     /// Hub repositories: hf://ORG/NAME[@REVISION] (with --revisions: a run of branches).
     #[arg(required = true)]
@@ -99,20 +99,20 @@ pub struct EvalArgs {
 
 /// lm-eval's tokenization arguments (`--model_args add_bos_token=...,prefix_token_id=...`).
 #[derive(Debug, Args, Clone)]
-pub struct TokenizationArgs {
+pub(crate) struct TokenizationArgs {
     /// Add BOS to every context as lm-eval's add_bos_token does: auto (the tokenizer's
     /// defaults, as with lm-eval's add_bos_token unset), true or false.
     #[arg(long, value_name = "auto|true|false", default_value = "auto")]
-    pub add_bos_token: AddBos,
+    pub(crate) add_bos_token: AddBos,
     /// The token an empty context is conditioned on (lm-eval's prefix_token_id;
     /// default: BOS, else EOS).
     #[arg(long, value_name = "ID")]
-    pub prefix_token_id: Option<u32>,
+    pub(crate) prefix_token_id: Option<u32>,
 }
 
 impl TokenizationArgs {
     /// The policy these flags ask for.
-    pub fn policy(&self) -> EncodePolicy {
+    pub(crate) fn policy(&self) -> EncodePolicy {
         EncodePolicy {
             add_bos_token: self.add_bos_token,
             prefix_token_id: self.prefix_token_id,
@@ -153,7 +153,7 @@ impl EvalArgs {
     }
 }
 
-pub fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &EvalArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let bar = ui.bar("scoring");
     let outcome = crate::eval::job::run(&job, &*bar, ui.bar("downloading"))?;

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 
 /// How a table is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TableFormat {
+pub(crate) enum TableFormat {
     /// A terminal table, long when the wide one does not fit.
     Table,
     /// One row per line however wide.
@@ -27,15 +27,15 @@ pub enum TableFormat {
 
 /// Rows of text under a header; the first `keys` columns say which row it is.
 #[derive(Debug, Clone)]
-pub struct Grid {
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-    pub keys: usize,
+pub(crate) struct Grid {
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+    pub(crate) keys: usize,
 }
 
 impl Grid {
     /// The table as `format` prints it (`Json`: an array of objects by column name).
-    pub fn render(&self, format: TableFormat) -> String {
+    pub(crate) fn render(&self, format: TableFormat) -> String {
         match format {
             TableFormat::Table => match terminal_width() {
                 Some(width) if self.width() > width => self.long().wide(),
@@ -50,7 +50,7 @@ impl Grid {
     }
 
     /// Characters of the widest line of the wide table (borders and padding included).
-    pub fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         let columns = self.header.len();
         (0..columns)
             .map(|c| {
@@ -76,7 +76,7 @@ impl Grid {
     }
 
     /// One row per (row, column) past the keys, empty cells left out.
-    pub fn long(&self) -> Grid {
+    pub(crate) fn long(&self) -> Grid {
         let keys = self.keys.min(self.header.len());
         let mut header: Vec<String> = self.header[..keys].to_vec();
         header.extend(["metric".to_string(), "value".to_string()]);
@@ -139,7 +139,7 @@ impl Grid {
 }
 
 /// Columns to fit: the terminal's when stdout is one, else `COLUMNS` when set.
-pub fn terminal_width() -> Option<usize> {
+pub(crate) fn terminal_width() -> Option<usize> {
     if std::io::stdout().is_terminal() {
         if let Some(w) = tty_width() {
             return Some(w);

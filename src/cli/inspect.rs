@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// Checkpoint directories, directories to search for checkpoints, or Hub
     /// checkpoints (hf://ORG/NAME[@REVISION], fetched into the Hugging Face cache).
     #[arg(required = true)]
@@ -34,7 +34,7 @@ impl InspectArgs {
     }
 }
 
-pub fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &InspectArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let transfer = ui.bar("downloading");
     let mut bar = ProgressBar::hidden();
     let InspectOutcome { rows, failed } =

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The task name that selects pairwise judging.
-pub use crate::eval::judge::run::TASK;
+pub(crate) use crate::eval::judge::run::TASK;
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Pairwise judging (--tasks alpaca_eval)")]
-pub struct JudgeArgs {
+pub(crate) struct JudgeArgs {
     /// Base URL of the judge, an OpenAI-compatible server (vLLM, llama.cpp, TGI, OpenAI,
     /// `ckpt serve`), with or without /v1.
     #[arg(long, value_name = "URL", value_parser = parse_judge_url)]
@@ -101,7 +101,7 @@ fn parse_timeout(s: &str) -> Result<f64, String> {
 
 impl JudgeArgs {
     /// The judging these flags ask for; `None` without `--judge-url`.
-    pub fn job(&self) -> anyhow::Result<Option<JudgeJob>> {
+    pub(crate) fn job(&self) -> anyhow::Result<Option<JudgeJob>> {
         let Some(url) = &self.judge_url else {
             return Ok(None);
         };
@@ -128,7 +128,7 @@ impl JudgeArgs {
 }
 
 /// The table of win rates, warnings for checkpoints without verdicts, and a summary.
-pub fn print(report: &JudgeReport) {
+pub(crate) fn print(report: &JudgeReport) {
     let mut t = table(&[
         "run",
         "step",

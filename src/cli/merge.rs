@@ -19,7 +19,7 @@ use std::process::ExitCode;
     ckpt merge runs/wso --emulate cosine --window 2000 --out merged/\n  \
     ckpt merge runs/wso --emulate linear --last 4 --plot lr.png   # coefficients only\n  \
     ckpt merge runs/wso/step-0001000 runs/wso/step-0002000 --weights 0.3,0.7 --out merged/")]
-pub struct MergeArgs {
+pub(crate) struct MergeArgs {
     /// Checkpoints, or run directories whose checkpoints to merge (ordered by step).
     #[arg(required = true, value_name = "CKPT")]
     checkpoints: Vec<PathBuf>,
@@ -93,7 +93,7 @@ impl MergeArgs {
     }
 }
 
-pub fn run(args: &MergeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &MergeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let mut bar: Option<ProgressBar> = None;
     let done = crate::merge::job::run(&job, &mut |event| match event {

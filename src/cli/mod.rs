@@ -28,7 +28,7 @@ use std::process::ExitCode;
 /// Train, score, measure and publish LLM checkpoints.
 #[derive(Debug, Parser)]
 #[command(name = "ckpt", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// More log output (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,

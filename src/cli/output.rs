@@ -27,7 +27,7 @@ macro_rules! out {
 pub(crate) use {out, outln};
 
 /// Writes to stdout and flushes, so that a closed stdout is noticed here, at once.
-pub fn write_stdout(args: std::fmt::Arguments) {
+pub(crate) fn write_stdout(args: std::fmt::Arguments) {
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
         stdout_failed(e)
@@ -38,7 +38,7 @@ pub fn write_stdout(args: std::fmt::Arguments) {
 /// `head` or a pager, has seen enough) is not an error: exit code 0 and nothing on
 /// stderr, as ripgrep and `ckpt schedule` do. Anything else (a full disk) is one error
 /// line and exit code 1.
-pub fn stdout_failed(e: std::io::Error) -> ! {
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
@@ -47,8 +47,8 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 /// Output settings shared by the commands.
-pub struct Ui {
-    pub quiet: bool,
+pub(crate) struct Ui {
+    pub(crate) quiet: bool,
 }
 
 /// Every bar looks the same: what it counts, the bar, the count, time spent and left.
@@ -59,7 +59,7 @@ const BYTES: &str =
 
 impl Ui {
     /// A progress bar over `len` items, drawn only on a terminal and when not quiet.
-    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+    pub(crate) fn progress(&self, len: u64, what: &str) -> ProgressBar {
         if self.quiet || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();
         }
@@ -71,7 +71,7 @@ impl Ui {
 
     /// The library's progress reports (requests, downloads, uploads), drawn as a bar
     /// labelled `what` until the first piece of work names itself.
-    pub fn bar(&self, what: &str) -> std::sync::Arc<Bar> {
+    pub(crate) fn bar(&self, what: &str) -> std::sync::Arc<Bar> {
         std::sync::Arc::new(Bar(self.progress(0, what)))
     }
 }
@@ -85,10 +85,10 @@ fn style(unit: Unit) -> ProgressStyle {
 }
 
 /// A [`Progress`] on a terminal bar; off a terminal, a log line per file moved.
-pub struct Bar(ProgressBar);
+pub(crate) struct Bar(ProgressBar);
 
 impl Bar {
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.0.finish_and_clear();
     }
 }
@@ -120,7 +120,7 @@ impl Progress for Bar {
 }
 
 /// A table with a header row, ready to print.
-pub fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Disabled)
@@ -129,13 +129,13 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 /// Prints a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Prints an error (with its causes) as one line on stderr.
-pub fn error(e: &anyhow::Error) {
+pub(crate) fn error(e: &anyhow::Error) {
     let msg = format!("{e:#}").replace('\n', " ");
     eprintln!("error: {msg}");
 }

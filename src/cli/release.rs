@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// The checkpoint directory (config.json, weights, tokenizer.json).
     checkpoint: PathBuf,
     /// Target repository, NAMESPACE/NAME (or NAME: the token's user).
@@ -150,7 +150,7 @@ impl ReleaseArgs {
     }
 }
 
-pub fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ReleaseArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let hashing = ui.bar("hashing");
     let uploading = ui.bar("uploading");

@@ -15,7 +15,7 @@ use std::process::ExitCode;
     ckpt report demo/ckpt.sqlite --format html --out site/\n  \
     ckpt report results/                          # every results/*.sqlite (the shards of a sweep) as one\n  \
     ckpt report --baseline wsd --json")]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The results stores: files, or directories whose *.sqlite files (ckpt.sqlite, the
     /// shards of a sweep) are read; several are merged, exactly, into a temporary store.
     #[arg(default_value = STORE_FILE, value_name = "STORE")]
@@ -60,7 +60,7 @@ impl ReportArgs {
     }
 }
 
-pub fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ReportArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let done = crate::report::run(&args.job()?)?;
     if args.json {
         super::output::print_json(&done.report)?;

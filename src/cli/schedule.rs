@@ -13,7 +13,7 @@ use std::process::ExitCode;
 #[command(after_help = "Examples:\n  \
     ckpt schedule trainer/wsd.toml trainer/wso.toml --plot lr.png\n  \
     ckpt schedule --kind wsd --peak-lr 3e-4 --warmup 1000 --steps 80000 --alpha 0.1 --every 1000")]
-pub struct ScheduleArgs {
+pub(crate) struct ScheduleArgs {
     /// Training recipes (TOML) whose [schedule] tables to draw, overlaid.
     #[arg(conflicts_with = "kind", required_unless_present = "kind")]
     recipes: Vec<PathBuf>,
@@ -130,7 +130,7 @@ impl ScheduleArgs {
     }
 }
 
-pub fn run(args: &ScheduleArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ScheduleArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
     let done = crate::schedule::job::run(&args.job(), &mut w)?;

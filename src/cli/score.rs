@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct ScoreArgs {
+pub(crate) struct ScoreArgs {
     /// Checkpoint directory (config.json + weights + tokenizer.json).
     checkpoint: PathBuf,
     /// Texts to score: .txt (one per non-empty line), .jsonl / .json (field "text").
@@ -58,7 +58,7 @@ impl ScoreArgs {
     }
 }
 
-pub fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ScoreArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let mut bar = None;
     let out = crate::score::job::run(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The checkpoint directory.
     #[arg(required_unless_present = "oracle", conflicts_with = "oracle")]
     ckpt: Option<PathBuf>,
@@ -88,7 +88,7 @@ impl ServeArgs {
     }
 }
 
-pub fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &ServeArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
     crate::serve::run(&args.job()?, &mut |event| match event {
         // The line clients (and tests) read the URL from; flushed: clients wait for it.
         Event::Serving { name, url } => outln!("serving {name} at {url}"),

@@ -26,7 +26,7 @@ enum MethodArg {
 }
 
 #[derive(Debug, Args)]
-pub struct SharpnessArgs {
+pub(crate) struct SharpnessArgs {
     /// Checkpoint directories, directories to search for checkpoints, or Hub
     /// checkpoints (hf://ORG/NAME[@REVISION]; with --revisions, a run of branches,
     /// fetched into the Hugging Face cache and kept).
@@ -161,7 +161,7 @@ pub struct SharpnessArgs {
 impl SharpnessArgs {
     /// Whether the run takes exact Hessian-vector products, for which the process must
     /// keep gradient graphs from its start.
-    pub fn needs_gradient_graphs(&self) -> bool {
+    pub(crate) fn needs_gradient_graphs(&self) -> bool {
         matches!(self.method, MethodArg::Exact)
     }
 
@@ -239,7 +239,7 @@ impl SharpnessArgs {
     }
 }
 
-pub fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &SharpnessArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let mut bar: Option<ProgressBar> = None;
     let mut on_event = |event: Event| match event {

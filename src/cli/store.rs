@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     #[command(subcommand)]
     command: StoreCommand,
 }
@@ -29,7 +29,7 @@ enum StoreCommand {
 #[command(after_help = "Examples:\n  \
     ckpt store merge results/ --into ckpt.sqlite   # every results/*.sqlite: the shards\n  \
     ckpt store merge a.sqlite b.sqlite --into m.sqlite --json")]
-pub struct MergeArgs {
+pub(crate) struct MergeArgs {
     /// Stores to merge: files, or directories (every *.sqlite in them).
     #[arg(required = true, value_name = "SOURCE")]
     sources: Vec<PathBuf>,
@@ -50,7 +50,7 @@ pub struct MergeArgs {
     ckpt store status                      # ckpt.sqlite: its checkpoints x tasks with results\n  \
     ckpt store status results/ --suite pt --checkpoints runs/   # shards as one; runs/ unscored too\n  \
     ckpt store status ckpt.sqlite --tasks arc_easy,hellaswag --json")]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Stores: files, or directories whose *.sqlite files are read as one.
     #[arg(default_value = STORE_FILE, value_name = "STORE")]
     stores: Vec<PathBuf>,
@@ -107,7 +107,7 @@ impl StatusArgs {
     }
 }
 
-pub fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &StoreArgs, _ui: &Ui) -> anyhow::Result<ExitCode> {
     match &args.command {
         StoreCommand::Merge(a) => run_merge(a),
         StoreCommand::Status(a) => run_status(a),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct SynthArgs {
+pub(crate) struct SynthArgs {
     /// Directory to write world.json, pretrain/midtrain/validation/sft .jsonl and
     /// instructions.json into.
     #[arg(long, required_unless_present = "eval_tasks")]
@@ -74,7 +74,7 @@ impl SynthArgs {
     }
 }
 
-pub fn run(args: &SynthArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &SynthArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let done = crate::synth::job::run(&args.job())?;
     if let Some(written) = &done.task_data {
         if args.json {

@@ -12,38 +12,38 @@ use std::process::ExitCode;
 
 /// Where task specs come from (shared with `ckpt eval`).
 #[derive(Debug, Args)]
-pub struct TaskSourceArgs {
+pub(crate) struct TaskSourceArgs {
     /// A directory of task specs (`*.toml`) and suites (`suites.toml`); a spec replaces
     /// the built-in of the same name. Repeatable.
     #[arg(long, value_name = "DIR")]
-    pub tasks_dir: Vec<PathBuf>,
+    pub(crate) tasks_dir: Vec<PathBuf>,
 }
 
 /// Where task data comes from (shared with `ckpt eval`).
 #[derive(Debug, Args)]
-pub struct DataArgs {
+pub(crate) struct DataArgs {
     /// A data file (JSONL, JSON, Parquet in the Hub dataset's schema) for a task's
     /// evaluated split, or for another split with TASK:SPLIT=FILE. Repeatable.
     #[arg(long = "data", value_name = "TASK[:SPLIT]=FILE")]
-    pub data: Vec<String>,
+    pub(crate) data: Vec<String>,
     /// A directory laid out as <DIR>/<dataset_path>/<dataset_name>/<split>.jsonl (or
     /// .json / .parquet), e.g. made by `ckpt synth --eval-tasks DIR`.
     #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Download data not found locally from the Hugging Face Hub (HF_ENDPOINT, HF_HOME,
     /// HF_TOKEN honoured; with HF_HUB_OFFLINE=1 only the cache is read).
     #[arg(long)]
-    pub hub: bool,
+    pub(crate) hub: bool,
     /// The directory of exemplar files for tasks whose exemplars lm-eval hard-codes
     /// (gsm8k_cot.jsonl, truthfulqa.jsonl, bbh_cot_fewshot_<subtask>.jsonl; the task
     /// specs say which columns).
     #[arg(long, value_name = "DIR")]
-    pub fewshot_dir: Option<PathBuf>,
+    pub(crate) fewshot_dir: Option<PathBuf>,
 }
 
 impl DataArgs {
     /// The data sources these flags describe.
-    pub fn sources(&self) -> anyhow::Result<DataSources> {
+    pub(crate) fn sources(&self) -> anyhow::Result<DataSources> {
         if let Some(dir) = &self.data_dir {
             crate::eval::data::check_dir("--data-dir", dir)?;
         }
@@ -63,7 +63,7 @@ impl DataArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TasksArgs {
+pub(crate) struct TasksArgs {
     /// Tasks or groups to list (default: all).
     #[arg(value_name = "TASK")]
     names: Vec<String>,
@@ -105,7 +105,7 @@ impl TasksArgs {
     }
 }
 
-pub fn run(args: &TasksArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TasksArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let outcome = listing::run(&args.job()?, &mut |doc| {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
-pub struct TokenizeArgs {
+pub(crate) struct TokenizeArgs {
     /// Text files, JSONL/JSON or Parquet files, or directories of them.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -57,7 +57,7 @@ impl TokenizeArgs {
     }
 }
 
-pub fn run(args: &TokenizeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TokenizeArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let done = crate::train::data::shards::run(&args.job())?;
     if args.json {
         print_json(&done)?;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// The recipe (TOML). May be left out with --resume RUN_DIR: the run's run.toml.
     recipe: Option<PathBuf>,
     /// Override a recipe field, e.g. `--set training.steps=200 --set schedule.alpha=0`;
@@ -38,7 +38,7 @@ impl TrainArgs {
     }
 }
 
-pub fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &TrainArgs, ui: &Ui) -> anyhow::Result<ExitCode> {
     let job = args.job()?;
     let stop = install_ctrl_c()?;
     let mut bar = ProgressBar::hidden();

@@ -3,7 +3,7 @@
 //! and its allowed range.
 
 /// A count of at least 1 (`--limit 0` would do nothing, silently).
-pub fn at_least_one(s: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -12,7 +12,7 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 /// A count in `lo..=hi`.
-pub fn usize_in(
+pub(crate) fn usize_in(
     lo: usize,
     hi: usize,
 ) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
@@ -26,21 +26,21 @@ pub fn usize_in(
 
 /// `--store-timeout SECS`: how long to wait for another process's lock on the store.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StoreTimeout {
+pub(crate) struct StoreTimeout {
     /// Seconds to wait while another process holds the results store locked.
     #[arg(long = "store-timeout", value_name = "SECS", default_value_t = 60, value_parser = at_least_one)]
     secs: usize,
 }
 
 impl StoreTimeout {
-    pub fn duration(&self) -> std::time::Duration {
+    pub(crate) fn duration(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.secs as u64)
     }
 }
 
 /// A parser for a finite number in `(lo, hi]`. `lo` is excluded: the flags it serves
 /// (tolerances, steps) mean nothing at zero or below.
-pub fn f64_above(
+pub(crate) fn f64_above(
     lo: f64,
     hi: f64,
 ) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
@@ -91,21 +91,21 @@ mod tests {
 /// `--shard I/N|auto` and `--shards N`: this process's part of a sweep
 /// ([`crate::shard`]).
 #[derive(Debug, clap::Args, Clone, Default)]
-pub struct ShardArgs {
+pub(crate) struct ShardArgs {
     /// Run shard I of N (I from 0) of the (checkpoint, task) units, into its own store
     /// beside --store (NAME.shard-I-of-N.sqlite; join them with `ckpt store merge`).
     /// `auto` reads SLURM_ARRAY_TASK_ID/_MIN/_COUNT, JOB_COMPLETION_INDEX (with
     /// --shards) or RANK/WORLD_SIZE.
     #[arg(long, value_name = "I/N|auto", value_parser = shard_spec)]
-    pub shard: Option<String>,
+    pub(crate) shard: Option<String>,
     /// How many shards a Kubernetes Indexed Job has (its `completions`), for --shard auto.
     #[arg(long, value_name = "N", requires = "shard", value_parser = at_least_one)]
-    pub shards: Option<usize>,
+    pub(crate) shards: Option<usize>,
 }
 
 impl ShardArgs {
     /// The shard these flags name, reading the scheduler's variables for `auto`.
-    pub fn resolve(&self) -> crate::error::Result<Option<crate::shard::Shard>> {
+    pub(crate) fn resolve(&self) -> crate::error::Result<Option<crate::shard::Shard>> {
         self.shard
             .as_deref()
             .map(|spec| crate::shard::Shard::parse(spec, self.shards, &|k| std::env::var(k).ok()))
@@ -125,20 +125,20 @@ fn shard_spec(s: &str) -> Result<String, String> {
 
 /// Which revisions of `hf://ORG/NAME` are checkpoints ([`crate::sources`]).
 #[derive(Debug, clap::Args, Clone, Default)]
-pub struct HubSourceArgs {
+pub(crate) struct HubSourceArgs {
     /// With hf://ORG/NAME: every branch whose name matches, one checkpoint each; a glob
     /// ('step*') or a regex ('^stage1-step\d+').
     #[arg(long, value_name = "GLOB|REGEX")]
-    pub revisions: Option<String>,
+    pub(crate) revisions: Option<String>,
     /// A regex whose first group is the step in a revision name, for names ckpt does
     /// not read itself (stepN, step-N, ...-stepN-tokensNB, ckpt_N, iter_N, global_stepN).
     #[arg(long, value_name = "REGEX")]
-    pub step_from: Option<String>,
+    pub(crate) step_from: Option<String>,
 }
 
 impl HubSourceArgs {
     /// How Hub sources are read.
-    pub fn options(&self) -> crate::sources::HubOptions {
+    pub(crate) fn options(&self) -> crate::sources::HubOptions {
         crate::sources::HubOptions {
             revisions: self.revisions.clone(),
             step_from: self.step_from.clone(),
@@ -148,26 +148,26 @@ impl HubSourceArgs {
 
 /// [`HubSourceArgs`], and what a sweep keeps on disk ([`crate::hub::sweep`]).
 #[derive(Debug, clap::Args, Clone, Default)]
-pub struct HubArgs {
+pub(crate) struct HubArgs {
     #[command(flatten)]
-    pub sources: HubSourceArgs,
+    pub(crate) sources: HubSourceArgs,
     /// Keep every checkpoint downloaded (default: weights fetched for this sweep are
     /// removed from the Hugging Face cache once their results are stored).
     #[arg(long)]
-    pub keep_downloads: bool,
+    pub(crate) keep_downloads: bool,
     /// Disk the weights fetched for this sweep may take at once (50GB by default).
     #[arg(long, value_name = "SIZE", value_parser = byte_size, conflicts_with = "keep_downloads")]
-    pub cache_budget: Option<u64>,
+    pub(crate) cache_budget: Option<u64>,
 }
 
 impl HubArgs {
     /// How Hub sources are read.
-    pub fn options(&self) -> crate::sources::HubOptions {
+    pub(crate) fn options(&self) -> crate::sources::HubOptions {
         self.sources.options()
     }
 
     /// What a sweep keeps on disk.
-    pub fn retention(&self) -> crate::hub::sweep::Retention {
+    pub(crate) fn retention(&self) -> crate::hub::sweep::Retention {
         use crate::hub::sweep::{Retention, DEFAULT_BUDGET};
         if self.keep_downloads {
             Retention::KeepAll

@@ -16,8 +16,8 @@ use std::time::Duration;
 /// One `ckpt` command line and the name of its log.
 #[derive(Debug, Clone)]
 pub struct Invocation {
-    pub label: String,
-    pub args: Vec<String>,
+    pub(crate) label: String,
+    pub(crate) args: Vec<String>,
 }
 
 impl Invocation {
@@ -65,11 +65,11 @@ pub fn interrupted() -> bool {
 /// Where and how the commands run.
 pub struct Commands {
     /// The `ckpt` executable (the running one).
-    pub exe: PathBuf,
+    pub(crate) exe: PathBuf,
     /// The demo folder: every command runs there, with relative paths.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Commands running at once at most.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
 }
 
 struct Running {

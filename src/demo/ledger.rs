@@ -33,13 +33,13 @@ pub const DEMO_PATHS: &[&str] = &[
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ledger {
-    pub size: Size,
+    pub(crate) size: Size,
     /// The seed of the world and of every run (`--seed`).
     #[serde(default)]
-    pub seed: u64,
-    pub ckpt_version: String,
+    pub(crate) seed: u64,
+    pub(crate) ckpt_version: String,
     /// Finished stages and the seconds each took.
-    pub stages: BTreeMap<String, f64>,
+    pub(crate) stages: BTreeMap<String, f64>,
     #[serde(skip)]
     path: PathBuf,
 }

@@ -3,9 +3,9 @@
 //! finished. The stages themselves are ordinary `ckpt` commands (the CLI runs them as
 //! child processes with their logs in the folder), so a reader can repeat any of them.
 
-pub mod commands;
-pub mod ledger;
-pub mod pipeline;
+pub(crate) mod commands;
+pub(crate) mod ledger;
+pub(crate) mod pipeline;
 pub mod plan;
 pub mod study;
 

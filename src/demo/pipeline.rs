@@ -22,15 +22,15 @@ pub const INSTRUCTIONS: &str = "data/instructions.json";
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     /// The demo folder; with several seeds, each seed's run is in DIR/seed-S.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub size: Size,
     /// The seed of the world and of every run (the first one, with several seeds).
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// How many seeds the study runs with: `seed`, `seed + 1`, ...
-    pub seeds: usize,
+    pub(crate) seeds: usize,
     pub force: bool,
     /// Commands at once where a stage allows (the training runs).
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// The `ckpt` executable the stages run.
     pub exe: PathBuf,
 }
@@ -92,11 +92,11 @@ pub trait Progress {
 /// Where the results went.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub dir: PathBuf,
-    pub resumed: bool,
-    pub seconds: f64,
+    pub(crate) dir: PathBuf,
+    pub(crate) resumed: bool,
+    pub(crate) seconds: f64,
     /// The report's findings: what the demo shows, measured.
-    pub findings: Vec<Finding>,
+    pub(crate) findings: Vec<Finding>,
 }
 
 /// The stages: ledger name and what it does.

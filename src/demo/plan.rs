@@ -28,53 +28,53 @@ impl Size {
 /// where the schedule allows, as the paper's WSD runs share WSO's first 75%).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PretrainRun {
-    pub name: String,
-    pub kind: &'static str,
-    pub alpha: Option<f64>,
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) alpha: Option<f64>,
     /// Branched from this WSO step (the decay start); `None`: trained from scratch.
-    pub branch_from: Option<u64>,
+    pub(crate) branch_from: Option<u64>,
 }
 
 /// The knobs of one demo size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    pub size: Size,
-    pub seed: u64,
+    pub(crate) size: Size,
+    pub(crate) seed: u64,
     // The synthetic world (`ckpt synth`).
-    pub entities: usize,
-    pub pretrain_docs: usize,
-    pub sft_chats: usize,
-    pub validation_docs: usize,
-    pub eval_docs: usize,
-    pub instructions: usize,
+    pub(crate) entities: usize,
+    pub(crate) pretrain_docs: usize,
+    pub(crate) sft_chats: usize,
+    pub(crate) validation_docs: usize,
+    pub(crate) eval_docs: usize,
+    pub(crate) instructions: usize,
     // The model (a Llama) and its byte-level BPE tokenizer.
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
+    pub(crate) vocab_size: usize,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
     // Pre-training.
-    pub steps: u64,
-    pub warmup: u64,
-    pub peak_lr: f64,
-    pub batch_tokens: u64,
-    pub seq_len: usize,
-    pub checkpoint_every: u64,
+    pub(crate) steps: u64,
+    pub(crate) warmup: u64,
+    pub(crate) peak_lr: f64,
+    pub(crate) batch_tokens: u64,
+    pub(crate) seq_len: usize,
+    pub(crate) checkpoint_every: u64,
     // SFT: one epoch per learning rate of the sweep.
-    pub sft_lrs: Vec<f64>,
-    pub sft_batch_tokens: u64,
+    pub(crate) sft_lrs: Vec<f64>,
+    pub(crate) sft_batch_tokens: u64,
     // Evaluation: docs per task of the sft suite, tokens per judged answer.
-    pub sft_limit: usize,
+    pub(crate) sft_limit: usize,
     /// New tokens per answer of the sft suite's generative tasks (BBH's chains of
     /// thought run to 256 otherwise, the model's whole context).
-    pub max_gen_toks: usize,
-    pub max_new_tokens: usize,
+    pub(crate) max_gen_toks: usize,
+    pub(crate) max_new_tokens: usize,
     // Sharpness.
-    pub probes: usize,
-    pub sharpness_batches: usize,
+    pub(crate) probes: usize,
+    pub(crate) sharpness_batches: usize,
     /// Bytes the demo writes at most, checked against the free space before starting.
-    pub disk_bytes: u64,
+    pub(crate) disk_bytes: u64,
 }
 
 impl Plan {

@@ -10,16 +10,16 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub struct Study {
     pub runs: Vec<Outcome>,
-    pub pooled: Option<Pooled>,
+    pub(crate) pooled: Option<Pooled>,
 }
 
 /// The findings pooled over the seeds, as written to `DIR/findings.{md,json}`.
 #[derive(Debug)]
 pub struct Pooled {
     pub findings: Vec<PooledFinding>,
-    pub markdown: String,
+    pub(crate) markdown: String,
     /// `DIR/findings.md`.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 /// Runs the demo once per seed (each resuming where it stopped), then pools the

@@ -16,7 +16,7 @@ use crate::error::Result;
 use std::path::Path;
 
 /// `(file name, contents)` of every built-in spec, in file-name order.
-pub const BUILTIN_TASKS: &[(&str, &str)] = &[
+pub(crate) const BUILTIN_TASKS: &[(&str, &str)] = &[
     (
         "agieval_aqua_rat.toml",
         include_str!("../../tasks/agieval_aqua_rat.toml"),
@@ -92,10 +92,11 @@ pub const BUILTIN_TASKS: &[(&str, &str)] = &[
 ];
 
 /// The suites file (`tasks/suites.toml`).
-pub const SUITES_FILE: (&str, &str) = ("suites.toml", include_str!("../../tasks/suites.toml"));
+pub(crate) const SUITES_FILE: (&str, &str) =
+    ("suites.toml", include_str!("../../tasks/suites.toml"));
 
 /// Every built-in spec as written (MMLU and BBH still one spec each, with `[expand]`).
-pub fn builtin_specs() -> Result<Vec<TaskSpec>> {
+pub(crate) fn builtin_specs() -> Result<Vec<TaskSpec>> {
     BUILTIN_TASKS
         .iter()
         .map(|(file, text)| TaskSpec::parse(text, &Path::new("tasks").join(file)))

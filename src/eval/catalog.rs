@@ -29,12 +29,12 @@ use std::path::Path;
 pub struct TaskEntry {
     pub spec: TaskSpec,
     /// The expanding spec's name (`mmlu` for `mmlu_anatomy`), if any.
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 impl TaskEntry {
     /// The names that select this task besides its own: its group, then its tags.
-    pub fn groups(&self) -> Vec<&str> {
+    pub(crate) fn groups(&self) -> Vec<&str> {
         self.group
             .iter()
             .chain(self.spec.tag.iter())
@@ -48,16 +48,16 @@ impl TaskEntry {
 #[serde(deny_unknown_fields)]
 pub struct Suite {
     #[serde(default)]
-    pub description: String,
-    pub tasks: Vec<SuiteTask>,
+    pub(crate) description: String,
+    pub(crate) tasks: Vec<SuiteTask>,
 }
 
 /// A suite's entry: a task or group, and its few-shot count (absent: the task's own).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SuiteTask {
-    pub task: String,
-    pub num_fewshot: Option<usize>,
+pub(crate) struct SuiteTask {
+    pub(crate) task: String,
+    pub(crate) num_fewshot: Option<usize>,
 }
 
 /// Every task and suite known to a run.
@@ -113,7 +113,7 @@ impl Catalog {
 
     /// Adds `spec`, replacing the tasks it names: a spec of the same name (all of its
     /// group) and any task of the same name as one it expands to.
-    pub fn add(&mut self, spec: TaskSpec) {
+    pub(crate) fn add(&mut self, spec: TaskSpec) {
         // A replaced member of a group (a user's `mmlu_anatomy`) stays in the group.
         let inherited = self
             .entries
@@ -147,7 +147,7 @@ impl Catalog {
     }
 
     /// The tasks `name` stands for: the task of that name, or every task of that group.
-    pub fn resolve(&self, name: &str) -> Result<Vec<TaskSpec>> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<Vec<TaskSpec>> {
         if let Some(e) = self.entries.iter().find(|e| e.spec.task == name) {
             return Ok(vec![e.spec.clone()]);
         }

@@ -12,7 +12,7 @@ use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, StudentsT};
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PairedTest {
     /// `mean(a) - mean(b)`.
-    pub delta: f64,
+    pub(crate) delta: f64,
     pub p_value: f64,
     pub method: PairedMethod,
     /// Items compared.
@@ -87,7 +87,7 @@ fn paired_t(a: &[f64], b: &[f64]) -> f64 {
 /// Pearson's correlation of `xs` and `ys` and its two-sided p-value (t test with
 /// n - 2 degrees of freedom, as `scipy.stats.pearsonr`); `None` with fewer than three
 /// points or a constant variable.
-pub fn pearson(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
+pub(crate) fn pearson(xs: &[f64], ys: &[f64]) -> Option<(f64, f64)> {
     let n = xs.len().min(ys.len());
     if n < 3 {
         return None;

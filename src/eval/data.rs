@@ -34,10 +34,10 @@ pub struct DataSources {
 /// The docs of one split and the files they came from (named in errors).
 #[derive(Debug, Clone)]
 pub struct Docs {
-    pub docs: Vec<Json>,
-    pub origin: PathBuf,
+    pub(crate) docs: Vec<Json>,
+    pub(crate) origin: PathBuf,
     /// Downloaded from (or found in the cache of) the Hub, not a local file.
-    pub from_hub: bool,
+    pub(crate) from_hub: bool,
 }
 
 impl DataSources {

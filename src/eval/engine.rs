@@ -45,10 +45,10 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     /// The decoded text, cut at the first stop string.
-    pub text: String,
+    pub(crate) text: String,
     /// The tokens of `text` (EOS and tokens past a stop string left out).
     pub tokens: Vec<GeneratedToken>,
-    pub finish: Finish,
+    pub(crate) finish: Finish,
 }
 
 /// One generated token; log-probabilities only when they were asked for.
@@ -56,14 +56,14 @@ pub struct Generation {
 pub struct GeneratedToken {
     pub id: u32,
     /// `log p(id | everything before)`.
-    pub logprob: Option<f32>,
+    pub(crate) logprob: Option<f32>,
     /// The most likely tokens at this position, most likely first.
-    pub top: Vec<(u32, f32)>,
+    pub(crate) top: Vec<(u32, f32)>,
 }
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
+pub(crate) enum Finish {
     /// EOS or a stop string.
     Stop,
     /// The token limit or the end of the model's context.
@@ -72,12 +72,12 @@ pub enum Finish {
 
 /// A model, its tokenizer and how to batch.
 pub struct Engine<'a> {
-    pub model: &'a Model,
-    pub tokenizer: &'a TextTokenizer,
+    pub(crate) model: &'a Model,
+    pub(crate) tokenizer: &'a TextTokenizer,
     /// Model inputs at most (the harness's `max_length`).
     pub max_length: usize,
     /// Upper bound on `rows x padded length` of one forward pass.
-    pub batch_tokens: usize,
+    pub(crate) batch_tokens: usize,
     /// Whether truncated contexts were warned about (once per engine, not per batch).
     warned_truncation: AtomicBool,
 }

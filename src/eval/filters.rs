@@ -60,8 +60,8 @@ fn default_fallback() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterPipeline {
-    pub name: String,
-    pub filter: Vec<FilterStep>,
+    pub(crate) name: String,
+    pub(crate) filter: Vec<FilterStep>,
 }
 
 /// Runs `steps` over one document's responses and returns the filtered answer (the

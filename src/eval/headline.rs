@@ -13,16 +13,16 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The judged task (`ckpt eval --tasks alpaca_eval`), whose metrics have no spec.
-pub const JUDGED_TASK: &str = "alpaca_eval";
+pub(crate) const JUDGED_TASK: &str = "alpaca_eval";
 /// The judged task's preferred headline, and the one used when a checkpoint lacks it.
 const JUDGED_HEADLINES: [&str; 2] = ["length_controlled_winrate", "win_rate"];
 
 /// The order a spec lists its metrics and filters in.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct MetricOrder {
-    pub metrics: Vec<String>,
+pub(crate) struct MetricOrder {
+    pub(crate) metrics: Vec<String>,
     /// Filter names; empty: the metrics pass through no filter (`none`).
-    pub filters: Vec<String>,
+    pub(crate) filters: Vec<String>,
 }
 
 impl MetricOrder {
@@ -36,7 +36,7 @@ impl MetricOrder {
 
     /// The order of a spec as the store keeps it (JSON); only the two lists are read,
     /// so specs written by other versions still give their order.
-    pub fn of_spec_json(spec: &serde_json::Value) -> Self {
+    pub(crate) fn of_spec_json(spec: &serde_json::Value) -> Self {
         let names = |list: &str, key: &str| -> Vec<String> {
             spec[list]
                 .as_array()
@@ -70,21 +70,21 @@ impl MetricOrder {
 
 /// A task's headline column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Headline {
-    pub task: String,
-    pub metric: String,
-    pub filter: String,
-    pub higher_is_better: bool,
+pub(crate) struct Headline {
+    pub(crate) task: String,
+    pub(crate) metric: String,
+    pub(crate) filter: String,
+    pub(crate) higher_is_better: bool,
 }
 
 impl Headline {
     /// Whether `row` holds this headline's value.
-    pub fn matches(&self, row: &MetricRow) -> bool {
+    pub(crate) fn matches(&self, row: &MetricRow) -> bool {
         row.task == self.task && row.metric == self.metric && row.filter == self.filter
     }
 
     /// `task metric` or `task metric (filter)`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.filter == super::scoring::NO_FILTER {
             format!("{} {}", self.task, self.metric)
         } else {
@@ -97,7 +97,7 @@ impl Headline {
 /// included), in the order the tasks first appear; subtasks of a group that has rows
 /// are left out (the group is their column). `orders`: task -> its spec's order;
 /// `groups`: subtask -> group (a group takes the order of its subtasks).
-pub fn headlines(
+pub(crate) fn headlines(
     rows: &[MetricRow],
     orders: &BTreeMap<String, MetricOrder>,
     groups: &BTreeMap<String, String>,
@@ -177,7 +177,7 @@ fn judged_headline<'a>(rows: &[&'a MetricRow]) -> Option<&'a MetricRow> {
 
 /// Group rows of one checkpoint's `rows`: lm-eval's size-weighted mean (with the pooled
 /// standard error) of each group with at least two subtasks scored.
-pub fn group_rows(rows: &[MetricRow], groups: &BTreeMap<String, String>) -> Vec<MetricRow> {
+pub(crate) fn group_rows(rows: &[MetricRow], groups: &BTreeMap<String, String>) -> Vec<MetricRow> {
     let mut by_key: BTreeMap<(String, String, String), Vec<MetricRow>> = BTreeMap::new();
     for m in rows {
         if let Some(g) = groups.get(&m.task) {
@@ -195,7 +195,7 @@ pub fn group_rows(rows: &[MetricRow], groups: &BTreeMap<String, String>) -> Vec<
 }
 
 /// lm-eval's group score: the size-weighted mean, with the pooled standard error.
-pub fn group_row(group: &str, members: &[MetricRow]) -> MetricRow {
+pub(crate) fn group_row(group: &str, members: &[MetricRow]) -> MetricRow {
     let sizes: Vec<usize> = members.iter().map(|m| m.n).collect();
     let values: Vec<f64> = members.iter().map(|m| m.value).collect();
     let stderr = members
@@ -214,7 +214,7 @@ pub fn group_row(group: &str, members: &[MetricRow]) -> MetricRow {
 }
 
 /// Metrics shown in points (x100): accuracies, exact match, F1, win rates.
-pub fn is_percent(metric: &str) -> bool {
+pub(crate) fn is_percent(metric: &str) -> bool {
     metric.starts_with("acc")
         || matches!(metric, "exact_match" | "em" | "f1")
         || metric.ends_with("win_rate")

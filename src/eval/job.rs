@@ -37,38 +37,38 @@ pub struct EvalJob {
     /// What a sweep of Hub revisions keeps on disk.
     pub retention: Retention,
     /// Task, group or tag names, `.toml` files, or `alpaca_eval` (pairwise judging).
-    pub tasks: Vec<String>,
+    pub(crate) tasks: Vec<String>,
     /// A suite of the paper (`pt`, `mt`, `sft`) instead of `tasks`.
-    pub suite: Option<String>,
+    pub(crate) suite: Option<String>,
     /// Task TOML files that take precedence over the built-ins.
     pub tasks_dir: Option<PathBuf>,
     /// Data files: `TASK=FILE` (evaluated split) or `TASK:SPLIT=FILE`.
-    pub data: Vec<String>,
+    pub(crate) data: Vec<String>,
     /// `DIR/<dataset_path>/<dataset_name>/<split>.{jsonl,json,parquet}`.
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Whether missing data is downloaded from the Hugging Face Hub.
-    pub download_data: bool,
+    pub(crate) download_data: bool,
     /// Few-shot exemplar files (`<task>.jsonl`) for tasks lm-eval hard-codes them for.
-    pub fewshot_dir: Option<PathBuf>,
+    pub(crate) fewshot_dir: Option<PathBuf>,
     /// Score only the first N docs of each task (and judge the first N instructions).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Every task's number of few-shot exemplars.
     pub num_fewshot: Option<usize>,
     /// Cap on every generative task's new tokens.
-    pub max_gen_toks: Option<usize>,
+    pub(crate) max_gen_toks: Option<usize>,
     /// The results store (`None`: `ckpt.sqlite` here); a directory (existing, or
     /// written with a trailing `/`) means `DIR/ckpt.sqlite`.
     pub store: Option<PathBuf>,
     /// How long to wait for another process's lock on the store.
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
     /// This process's part of a sweep (into its own store beside the main one).
-    pub shard: Option<Shard>,
+    pub(crate) shard: Option<Shard>,
     /// Upper bound on rows x tokens of one forward pass.
-    pub batch_tokens: usize,
+    pub(crate) batch_tokens: usize,
     /// Model inputs at most; `None`: the config's `max_position_embeddings`.
-    pub max_length: Option<usize>,
+    pub(crate) max_length: Option<usize>,
     /// Requests answered between two commits to the store.
-    pub commit_every: usize,
+    pub(crate) commit_every: usize,
     /// How texts become token ids.
     pub policy: EncodePolicy,
     pub device: Device,
@@ -78,18 +78,18 @@ pub struct EvalJob {
     /// The run the relative table compares against (`None`: the best decayed run).
     pub baseline: Option<String>,
     /// The judge, when one is given (`--tasks alpaca_eval`, or the `sft` suite).
-    pub judge: Option<JudgeJob>,
+    pub(crate) judge: Option<JudgeJob>,
 }
 
 /// What an eval job found.
 #[derive(Debug, Clone)]
 pub struct EvalOutcome {
     /// The scored tasks (`None`: judging only).
-    pub report: Option<EvalReport>,
+    pub(crate) report: Option<EvalReport>,
     /// The pairwise judging, when it ran.
-    pub judged: Option<JudgeReport>,
+    pub(crate) judged: Option<JudgeReport>,
     /// The store written (a shard's own store with a shard).
-    pub store: PathBuf,
+    pub(crate) store: PathBuf,
 }
 
 impl EvalOutcome {

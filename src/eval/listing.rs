@@ -19,46 +19,46 @@ pub struct TasksJob {
     /// List a suite's tasks (pt, mt, sft, or one of `tasks_dirs`), with its shots.
     pub suite: Option<String>,
     /// Render the prompts and requests of this task (or of each task of a group).
-    pub show: Option<String>,
+    pub(crate) show: Option<String>,
     /// With `show`: only the first N docs.
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Few-shot examples per prompt, instead of the task's (or the suite's) count.
     pub num_fewshot: Option<usize>,
     /// Directories of task specs and suites over the built-ins.
     pub tasks_dirs: Vec<PathBuf>,
     /// Where `show` finds the docs.
-    pub data: DataSources,
+    pub(crate) data: DataSources,
     /// Exemplar files for tasks whose exemplars lm-eval hard-codes, for `show`.
-    pub fewshot_dir: Option<PathBuf>,
+    pub(crate) fewshot_dir: Option<PathBuf>,
 }
 
 /// One row of the listing.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRow {
-    pub task: String,
-    pub group: Option<String>,
-    pub tags: Vec<String>,
-    pub output_type: OutputType,
-    pub dataset: String,
-    pub config: Option<String>,
-    pub split: String,
+    pub(crate) task: String,
+    pub(crate) group: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) output_type: OutputType,
+    pub(crate) dataset: String,
+    pub(crate) config: Option<String>,
+    pub(crate) split: String,
     /// Where the few-shot examples come from: a split's name, or `file`.
-    pub fewshot_split: Option<String>,
-    pub num_fewshot: usize,
-    pub metrics: Vec<String>,
-    pub version: String,
-    pub hash: String,
-    pub origin: String,
+    pub(crate) fewshot_split: Option<String>,
+    pub(crate) num_fewshot: usize,
+    pub(crate) metrics: Vec<String>,
+    pub(crate) version: String,
+    pub(crate) hash: String,
+    pub(crate) origin: String,
 }
 
 /// One evaluated doc of a shown task.
 #[derive(Debug, Serialize)]
 pub struct ShownDoc<'a> {
-    pub task: &'a str,
-    pub doc_id: usize,
-    pub prompt: &'a str,
-    pub requests: &'a [Request],
-    pub gold: &'a Gold,
+    pub(crate) task: &'a str,
+    pub(crate) doc_id: usize,
+    pub(crate) prompt: &'a str,
+    pub(crate) requests: &'a [Request],
+    pub(crate) gold: &'a Gold,
 }
 
 /// What [`run`] did.

@@ -208,7 +208,7 @@ pub fn np_sum(xs: &[f64]) -> f64 {
 }
 
 /// Python's `sum(xs)` on floats (left to right).
-pub fn py_sum(xs: &[f64]) -> f64 {
+pub(crate) fn py_sum(xs: &[f64]) -> f64 {
     xs.iter().fold(0.0, |acc, x| acc + x)
 }
 
@@ -217,13 +217,13 @@ pub fn py_sum(xs: &[f64]) -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct ExactMatchOptions {
     #[serde(default)]
-    pub ignore_case: bool,
+    pub(crate) ignore_case: bool,
     #[serde(default)]
-    pub ignore_punctuation: bool,
+    pub(crate) ignore_punctuation: bool,
     #[serde(default)]
-    pub ignore_numbers: bool,
+    pub(crate) ignore_numbers: bool,
     #[serde(default)]
-    pub regexes_to_ignore: Vec<String>,
+    pub(crate) regexes_to_ignore: Vec<String>,
 }
 
 /// `exact_match` with compiled options.

@@ -55,11 +55,11 @@ pub enum Gold {
 /// A doc's prompt and requests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DocRequests {
-    pub doc_id: usize,
+    pub(crate) doc_id: usize,
     /// The first context (all contexts share everything but the last turn).
     pub prompt: String,
-    pub choices: Vec<String>,
-    pub gold: Gold,
+    pub(crate) choices: Vec<String>,
+    pub(crate) gold: Gold,
     /// Per choice (then per choice again, unconditioned, for `acc_mutual_info`), or one
     /// generation, or one rolling text.
     pub requests: Vec<Request>,

@@ -64,7 +64,7 @@ impl PyRegex {
     }
 
     /// The Python source of the pattern.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 

@@ -15,13 +15,13 @@ use std::collections::BTreeMap;
 
 /// A run's last checkpoint and its headline value per task.
 #[derive(Debug, Clone)]
-pub struct RunFinal {
-    pub run: String,
-    pub label: String,
-    pub fingerprint: String,
-    pub decayed: bool,
+pub(crate) struct RunFinal {
+    pub(crate) run: String,
+    pub(crate) label: String,
+    pub(crate) fingerprint: String,
+    pub(crate) decayed: bool,
     /// task -> (value, higher is better)
-    pub values: BTreeMap<String, (f64, bool)>,
+    pub(crate) values: BTreeMap<String, (f64, bool)>,
 }
 
 impl RunFinal {
@@ -54,22 +54,22 @@ impl RunFinal {
 
 /// One cell: the delta from the baseline and its paired test.
 #[derive(Debug, Clone, Serialize)]
-pub struct RelativeCell {
-    pub delta: f64,
-    pub test: Option<PairedTest>,
+pub(crate) struct RelativeCell {
+    pub(crate) delta: f64,
+    pub(crate) test: Option<PairedTest>,
 }
 
 /// Rows of runs, columns of tasks.
 #[derive(Debug, Clone, Serialize)]
-pub struct RelativeTable {
-    pub tasks: Vec<String>,
+pub(crate) struct RelativeTable {
+    pub(crate) tasks: Vec<String>,
     /// The baseline run of each task (the best decayed one unless one was chosen).
-    pub baselines: Vec<Option<String>>,
-    pub rows: Vec<(String, String, Vec<Option<RelativeCell>>)>,
+    pub(crate) baselines: Vec<Option<String>>,
+    pub(crate) rows: Vec<(String, String, Vec<Option<RelativeCell>>)>,
 }
 
 /// Whether a schedule decays the LR (the paper's decayed baselines; a WSM merge counts).
-pub fn is_decayed(schedule: Option<&str>, alpha: Option<f64>) -> bool {
+pub(crate) fn is_decayed(schedule: Option<&str>, alpha: Option<f64>) -> bool {
     match schedule {
         Some("wso") | Some("constant") => false,
         Some(k) if k.starts_with("wsm") => true,
@@ -79,7 +79,7 @@ pub fn is_decayed(schedule: Option<&str>, alpha: Option<f64>) -> bool {
 }
 
 /// A schedule as tables name it: `wso`, `wsd α=0.1`, ...
-pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
+pub(crate) fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
     match (kind, alpha) {
         (Some(k), Some(a)) if k != "wso" && k != "constant" => format!("{k} α={a}"),
         (Some(k), _) => k.to_string(),
@@ -89,11 +89,11 @@ pub fn schedule_label(kind: Option<&str>, alpha: Option<f64>) -> String {
 
 /// Per-doc values `(doc_id, value)` of a task's headline metric for a checkpoint
 /// fingerprint.
-pub type ItemSource<'a> = &'a dyn Fn(&str, &str) -> Result<Vec<(usize, f64)>>;
+pub(crate) type ItemSource<'a> = &'a dyn Fn(&str, &str) -> Result<Vec<(usize, f64)>>;
 
 /// Builds the table; `items(fingerprint, task)` gives the per-doc values of the task's
 /// headline metric as `(doc_id, value)`. `None` when there is no baseline to compare to.
-pub fn relative_table(
+pub(crate) fn relative_table(
     finals: &[RunFinal],
     tasks: &[String],
     baseline: Option<&str>,
@@ -162,7 +162,7 @@ fn pick_baseline<'a>(
 /// are its subtasks' (`groups`: subtask -> group; keyed by subtask and doc); judged
 /// tasks' items are the per-instruction preferences (p(model wins)). Samples are read
 /// under the spec of the checkpoint's metric rows.
-pub fn headline_items(
+pub(crate) fn headline_items(
     store: &Store,
     fingerprint: &str,
     headline: &Headline,

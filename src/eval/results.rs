@@ -22,30 +22,30 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// By run, then step.
-    pub checkpoints: Vec<CheckpointReport>,
+    pub(crate) checkpoints: Vec<CheckpointReport>,
     /// Subtask -> group (MMLU's subjects, BBH's tasks): shown as one size-weighted column.
     #[serde(skip)]
-    pub groups: BTreeMap<String, String>,
+    pub(crate) groups: BTreeMap<String, String>,
     /// Task -> the order of its spec's metrics (the first stored is its headline).
     #[serde(skip)]
-    pub orders: BTreeMap<String, MetricOrder>,
+    pub(crate) orders: BTreeMap<String, MetricOrder>,
     /// Each run's final checkpoint against the best decayed run.
-    pub relative: Option<RelativeTable>,
+    pub(crate) relative: Option<RelativeTable>,
 }
 
 /// One checkpoint's part of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointReport {
-    pub path: String,
-    pub run: String,
-    pub step: Option<u64>,
-    pub schedule: Option<String>,
-    pub alpha: Option<f64>,
-    pub fingerprint: String,
+    pub(crate) path: String,
+    pub(crate) run: String,
+    pub(crate) step: Option<u64>,
+    pub(crate) schedule: Option<String>,
+    pub(crate) alpha: Option<f64>,
+    pub(crate) fingerprint: String,
     /// Requests answered in this run (the rest came from the store).
-    pub computed_requests: usize,
-    pub error: Option<String>,
-    pub metrics: Vec<MetricRow>,
+    pub(crate) computed_requests: usize,
+    pub(crate) error: Option<String>,
+    pub(crate) metrics: Vec<MetricRow>,
 }
 
 impl EvalReport {

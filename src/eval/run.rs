@@ -29,20 +29,20 @@ use std::collections::HashMap;
 pub const REGIME: &str = "lm-eval";
 
 /// Requests sent to the engine between two commits to the store, by default.
-pub const REQUESTS_PER_COMMIT: usize = 512;
+pub(crate) const REQUESTS_PER_COMMIT: usize = 512;
 
 /// How to run the models.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// How texts become token ids (lm-eval's `add_bos_token`, `prefix_token_id`).
-    pub policy: EncodePolicy,
-    pub device: Device,
-    pub dtype: DType,
-    pub batch_tokens: usize,
+    pub(crate) policy: EncodePolicy,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
+    pub(crate) batch_tokens: usize,
     /// Model inputs at most; `None`: the config's `max_position_embeddings`.
-    pub max_length: Option<usize>,
+    pub(crate) max_length: Option<usize>,
     /// Requests answered between two commits to the store.
-    pub commit_every: usize,
+    pub(crate) commit_every: usize,
 }
 
 /// The store's key of a request's response: the request and the tokenization policy
@@ -63,14 +63,14 @@ fn keyed_hash(policy: &str, hash: &str) -> String {
 /// What happened to one checkpoint.
 #[derive(Debug)]
 pub struct CheckpointOutcome {
-    pub row: CheckpointRow,
+    pub(crate) row: CheckpointRow,
     /// Requests the model answered in this run (0: everything came from the store).
-    pub computed: usize,
-    pub error: Option<String>,
+    pub(crate) computed: usize,
+    pub(crate) error: Option<String>,
 }
 
 /// The store's description of a checkpoint.
-pub fn checkpoint_row(ckpt: &Checkpoint, fingerprint: &str) -> CheckpointRow {
+pub(crate) fn checkpoint_row(ckpt: &Checkpoint, fingerprint: &str) -> CheckpointRow {
     let run = ckpt.run();
     let schedule = ckpt.meta.as_ref().and_then(|m| m.schedule.as_ref());
     let stage = ckpt.stage().map(|s| s.to_string());

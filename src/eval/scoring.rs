@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
 /// The filter name of metrics that pass through no filter.
-pub const NO_FILTER: &str = "none";
+pub(crate) const NO_FILTER: &str = "none";
 
 /// A metric's key: `(metric, filter)`.
 pub type MetricKey = (String, String);
@@ -23,23 +23,23 @@ pub type MetricKey = (String, String);
 /// One doc's scores and what the model answered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DocScore {
-    pub doc_id: usize,
+    pub(crate) doc_id: usize,
     /// `metric,filter` -> value. Rolling tasks hold `loglikelihood`, `tokens`, `words`, `bytes`.
-    pub metrics: BTreeMap<String, f64>,
+    pub(crate) metrics: BTreeMap<String, f64>,
     /// Per-choice log-likelihoods (multiple choice) or the filtered answers (generation).
-    pub detail: Json,
+    pub(crate) detail: Json,
 }
 
 /// A task's aggregate for one metric.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskMetric {
-    pub metric: String,
-    pub filter: String,
-    pub value: f64,
+    pub(crate) metric: String,
+    pub(crate) filter: String,
+    pub(crate) value: f64,
     /// `None` where lm-eval reports "N/A".
-    pub stderr: Option<f64>,
-    pub n: usize,
-    pub higher_is_better: bool,
+    pub(crate) stderr: Option<f64>,
+    pub(crate) n: usize,
+    pub(crate) higher_is_better: bool,
 }
 
 /// Key string of `(metric, filter)` as lm-eval prints it.

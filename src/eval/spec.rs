@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 /// What a task asks of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OutputType {
+pub(crate) enum OutputType {
     /// One log-likelihood per choice; the best choice is the prediction.
     MultipleChoice,
     /// Greedy generation until a stop string; answers extracted by filters.
@@ -42,7 +42,7 @@ pub enum OutputType {
 /// Where few-shot exemplars come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FewshotSource {
+pub(crate) enum FewshotSource {
     /// The dataset's `fewshot_split` (or training / validation split).
     #[default]
     Split,
@@ -54,33 +54,33 @@ pub enum FewshotSource {
 /// lm-eval's `fewshot_config`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FewshotConfig {
+pub(crate) struct FewshotConfig {
     #[serde(default)]
-    pub sampler: SamplerKind,
+    pub(crate) sampler: SamplerKind,
     #[serde(default)]
-    pub source: FewshotSource,
+    pub(crate) source: FewshotSource,
     /// Templates for exemplars when they differ from the evaluated docs' (e.g. the
     /// exemplar file has a `target` column with a worked answer).
-    pub doc_to_text: Option<String>,
-    pub doc_to_target: Option<String>,
+    pub(crate) doc_to_text: Option<String>,
+    pub(crate) doc_to_target: Option<String>,
     /// Columns the exemplar file must have (checked when it is read).
     #[serde(default)]
-    pub columns: Vec<String>,
+    pub(crate) columns: Vec<String>,
     /// The exemplar file's name in the few-shot directory, without `.jsonl` (default:
     /// the task's name); tasks that share a preamble share a file.
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// Take the task's `description` from this column of the exemplar file's first row
     /// (BBH's per-subtask instructions, which lm-eval hard-codes with its exemplars).
-    pub description_column: Option<String>,
+    pub(crate) description_column: Option<String>,
     /// The exemplars are a fixed preamble that lm-eval writes into `doc_to_text` with
     /// `num_fewshot: 0` (TruthfulQA): as lm-eval ignores `--num_fewshot` for such a
     /// task, a suite or a command-line shot count leaves `num_fewshot` as it is.
     #[serde(default)]
-    pub preamble: bool,
+    pub(crate) preamble: bool,
 }
 
 /// The aggregations of per-document metrics that scoring applies (`scoring::aggregate`).
-pub const AGGREGATIONS: [&str; 3] = ["mean", "median", "nanmean"];
+pub(crate) const AGGREGATIONS: [&str; 3] = ["mean", "median", "nanmean"];
 
 /// Whether the spec's text sets `metric_list` (or its alias `metrics`), even to `[]`.
 fn names_metrics(text: &str) -> bool {
@@ -109,15 +109,15 @@ fn default_metrics(output_type: OutputType) -> Vec<MetricSpec> {
 
 /// One entry of `metric_list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricSpec {
-    pub metric: String,
+pub(crate) struct MetricSpec {
+    pub(crate) metric: String,
     #[serde(default = "default_aggregation")]
-    pub aggregation: String,
+    pub(crate) aggregation: String,
     #[serde(default = "default_true")]
-    pub higher_is_better: bool,
+    pub(crate) higher_is_better: bool,
     /// Metric options (`ignore_case`, `ignore_punctuation`, `regexes_to_ignore`, ...).
     #[serde(flatten)]
-    pub options: BTreeMap<String, toml::Value>,
+    pub(crate) options: BTreeMap<String, toml::Value>,
 }
 
 fn default_aggregation() -> String {
@@ -131,15 +131,15 @@ fn default_true() -> bool {
 /// lm-eval's `generation_kwargs` (greedy decoding only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GenerationKwargs {
+pub(crate) struct GenerationKwargs {
     #[serde(default)]
-    pub until: Vec<String>,
+    pub(crate) until: Vec<String>,
     #[serde(default = "default_max_gen_toks", alias = "max_tokens")]
-    pub max_gen_toks: usize,
+    pub(crate) max_gen_toks: usize,
     #[serde(default)]
-    pub do_sample: bool,
+    pub(crate) do_sample: bool,
     #[serde(default)]
-    pub temperature: f64,
+    pub(crate) temperature: f64,
 }
 
 fn default_max_gen_toks() -> usize {
@@ -150,63 +150,63 @@ fn default_max_gen_toks() -> usize {
 /// `<task>_<config>` for each, grouped under `task`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expand {
-    pub dataset_name: Vec<String>,
+pub(crate) struct Expand {
+    pub(crate) dataset_name: Vec<String>,
 }
 
 /// A task, as read from `tasks/<name>.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    pub task: String,
+    pub(crate) task: String,
     #[serde(default)]
-    pub tag: Vec<String>,
+    pub(crate) tag: Vec<String>,
     /// Hub dataset id.
     #[serde(alias = "dataset")]
-    pub dataset_path: String,
+    pub(crate) dataset_path: String,
     /// Hub dataset config.
     #[serde(default, alias = "dataset_config")]
-    pub dataset_name: Option<String>,
-    pub training_split: Option<String>,
-    pub validation_split: Option<String>,
-    pub test_split: Option<String>,
-    pub fewshot_split: Option<String>,
+    pub(crate) dataset_name: Option<String>,
+    pub(crate) training_split: Option<String>,
+    pub(crate) validation_split: Option<String>,
+    pub(crate) test_split: Option<String>,
+    pub(crate) fewshot_split: Option<String>,
     #[serde(default)]
-    pub num_fewshot: usize,
+    pub(crate) num_fewshot: usize,
     #[serde(default = "default_fewshot_seed")]
-    pub fewshot_seed: u64,
+    pub(crate) fewshot_seed: u64,
     #[serde(default)]
-    pub fewshot_config: FewshotConfig,
+    pub(crate) fewshot_config: FewshotConfig,
     /// Text before the few-shot exemplars (a template).
     #[serde(default)]
-    pub description: String,
-    pub doc_to_text: String,
-    pub doc_to_target: String,
-    pub doc_to_choice: Option<String>,
+    pub(crate) description: String,
+    pub(crate) doc_to_text: String,
+    pub(crate) doc_to_target: String,
+    pub(crate) doc_to_choice: Option<String>,
     #[serde(default = "default_target_delimiter")]
-    pub target_delimiter: String,
+    pub(crate) target_delimiter: String,
     #[serde(default = "default_fewshot_delimiter")]
-    pub fewshot_delimiter: String,
-    pub output_type: OutputType,
+    pub(crate) fewshot_delimiter: String,
+    pub(crate) output_type: OutputType,
     #[serde(default, alias = "metrics")]
-    pub metric_list: Vec<MetricSpec>,
+    pub(crate) metric_list: Vec<MetricSpec>,
     #[serde(alias = "generation")]
-    pub generation_kwargs: Option<GenerationKwargs>,
+    pub(crate) generation_kwargs: Option<GenerationKwargs>,
     #[serde(default, alias = "filters")]
-    pub filter_list: Vec<FilterPipeline>,
+    pub(crate) filter_list: Vec<FilterPipeline>,
     /// A named built-in doc transformation (`hellaswag`, `winogrande`, ...).
     #[serde(alias = "preprocess")]
-    pub process_docs: Option<String>,
+    pub(crate) process_docs: Option<String>,
     /// A named built-in scorer replacing the default one (`mc2`, `drop`).
-    pub process_results: Option<String>,
-    pub expand: Option<Expand>,
+    pub(crate) process_results: Option<String>,
+    pub(crate) expand: Option<Expand>,
     /// Spec version, recorded with every result (lm-eval's `metadata.version`).
     #[serde(default)]
-    pub metadata: BTreeMap<String, toml::Value>,
+    pub(crate) metadata: BTreeMap<String, toml::Value>,
     /// Where the spec was read from (`tasks/arc_easy.toml`, a user file), for errors;
     /// not part of the spec's hash.
     #[serde(skip)]
-    pub origin: PathBuf,
+    pub(crate) origin: PathBuf,
 }
 
 fn default_fewshot_seed() -> u64 {
@@ -319,7 +319,7 @@ impl TaskSpec {
 
     /// The spec with `n` few-shot examples, as lm-eval's `--num_fewshot` sets them: a
     /// preamble's count (`fewshot_config.preamble`) is left as it is.
-    pub fn with_num_fewshot(&self, n: usize) -> Result<TaskSpec> {
+    pub(crate) fn with_num_fewshot(&self, n: usize) -> Result<TaskSpec> {
         let mut spec = self.clone();
         if !spec.fewshot_config.preamble {
             spec.num_fewshot = n;
@@ -339,7 +339,7 @@ impl TaskSpec {
     }
 
     /// The split scored: `test_split`, else `validation_split` (lm-eval's order).
-    pub fn eval_split(&self) -> Option<&str> {
+    pub(crate) fn eval_split(&self) -> Option<&str> {
         self.test_split
             .as_deref()
             .or(self.validation_split.as_deref())
@@ -347,7 +347,7 @@ impl TaskSpec {
 
     /// The split exemplars are drawn from: `fewshot_split`, else training, else
     /// validation, else test (lm-eval's `fewshot_docs` order).
-    pub fn fewshot_split_name(&self) -> Option<&str> {
+    pub(crate) fn fewshot_split_name(&self) -> Option<&str> {
         self.fewshot_split
             .as_deref()
             .or(self.training_split.as_deref())
@@ -365,7 +365,7 @@ impl TaskSpec {
     }
 
     /// The concrete tasks this spec stands for: itself, or one per expanded config.
-    pub fn expanded(&self) -> Vec<TaskSpec> {
+    pub(crate) fn expanded(&self) -> Vec<TaskSpec> {
         let Some(expand) = &self.expand else {
             return vec![self.clone()];
         };

@@ -21,25 +21,25 @@ pub struct StatusJob {
     pub stores: Vec<PathBuf>,
     /// Tasks (names, groups or task TOML files); with no suite either: every task
     /// with a result in the stores.
-    pub tasks: Vec<String>,
+    pub(crate) tasks: Vec<String>,
     /// A suite of the paper (pt, mt, sft) instead of `tasks`.
-    pub suite: Option<String>,
+    pub(crate) suite: Option<String>,
     /// Task specs over the built-ins, for `tasks` or `suite`.
-    pub tasks_dir: Option<PathBuf>,
+    pub(crate) tasks_dir: Option<PathBuf>,
     /// Checkpoints, or directories searched for them (hf://ORG/NAME[@REV] too), to
     /// check whether or not the stores know them; empty: every one in the stores.
-    pub checkpoints: Vec<PathBuf>,
+    pub(crate) checkpoints: Vec<PathBuf>,
     /// Which revisions of a Hub checkpoint in `checkpoints` count.
-    pub hub: HubOptions,
+    pub(crate) hub: HubOptions,
     /// How long to wait while another process holds a store locked.
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
 }
 
 /// The status, and the store it was read from (several are read as one).
 #[derive(Debug)]
 pub struct StatusOutcome {
-    pub status: Status,
-    pub store: PathBuf,
+    pub(crate) status: Status,
+    pub(crate) store: PathBuf,
 }
 
 impl StatusJob {

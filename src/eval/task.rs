@@ -37,7 +37,7 @@ pub const LOCAL_DATASET: &str = "local";
 pub struct TaskRequests {
     pub spec: TaskSpec,
     /// The evaluated docs after `process_docs` (what scoring reads, e.g. DROP's answers).
-    pub docs: Vec<Json>,
+    pub(crate) docs: Vec<Json>,
     pub requests: Vec<DocRequests>,
     /// Where the evaluated docs came from (named in errors).
     pub origin: PathBuf,

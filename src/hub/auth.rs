@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 
 /// The public Hub.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// The Hub's base URL: `HF_ENDPOINT` (without a trailing slash), else the public Hub.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     match std::env::var("HF_ENDPOINT") {
         Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
         _ => DEFAULT_ENDPOINT.to_string(),
@@ -32,12 +32,12 @@ impl Token {
     }
 
     /// The secret itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// `text` with every occurrence of the token replaced by a mask.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         text.replace(&self.0, "hf_***")
     }
 }
@@ -56,7 +56,7 @@ impl std::fmt::Display for Token {
 
 /// Where a token was found, for messages ("the token from HF_TOKEN was rejected").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     Flag,
     Env(&'static str),
     File(PathBuf),
@@ -74,7 +74,7 @@ impl std::fmt::Display for TokenSource {
 
 /// The token to use: `flag` if given, else `HF_TOKEN` (or the older
 /// `HUGGING_FACE_HUB_TOKEN`), else the token file. `None` when there is none.
-pub fn resolve_token(flag: Option<&str>) -> Option<(Token, TokenSource)> {
+pub(crate) fn resolve_token(flag: Option<&str>) -> Option<(Token, TokenSource)> {
     if let Some(t) = flag.and_then(Token::new) {
         return Some((t, TokenSource::Flag));
     }
@@ -90,7 +90,7 @@ pub fn resolve_token(flag: Option<&str>) -> Option<(Token, TokenSource)> {
 
 /// The token file: `HF_TOKEN_PATH`, else `$HF_HOME/token`, where `HF_HOME` defaults to
 /// `$XDG_CACHE_HOME/huggingface`, then `~/.cache/huggingface` (as huggingface_hub).
-pub fn token_file() -> Option<PathBuf> {
+pub(crate) fn token_file() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HF_TOKEN_PATH") {
         return Some(PathBuf::from(p));
     }
@@ -98,7 +98,7 @@ pub fn token_file() -> Option<PathBuf> {
 }
 
 /// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
-pub fn hf_home() -> Option<PathBuf> {
+pub(crate) fn hf_home() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HF_HOME") {
         return Some(PathBuf::from(p));
     }

@@ -33,17 +33,17 @@ impl HubCache {
     }
 
     /// The same cache, for repositories of `kind`.
-    pub fn of_kind(mut self, kind: RepoKind) -> Self {
+    pub(crate) fn of_kind(mut self, kind: RepoKind) -> Self {
         self.kind = kind;
         self
     }
 
-    pub fn kind(&self) -> RepoKind {
+    pub(crate) fn kind(&self) -> RepoKind {
         self.kind
     }
 
     /// The cache the environment names, as huggingface_hub finds it.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         if let Some(dir) =
             std::env::var_os("HF_HUB_CACHE").or_else(|| std::env::var_os("HUGGINGFACE_HUB_CACHE"))
         {
@@ -54,12 +54,12 @@ impl HubCache {
         Self::new(home.join("hub"))
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// `models--ORG--NAME` (or `datasets--ORG--NAME`).
-    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+    pub(crate) fn repo_dir(&self, repo: &str) -> PathBuf {
         self.root.join(format!(
             "{}--{}",
             self.kind.plural(),
@@ -67,18 +67,18 @@ impl HubCache {
         ))
     }
 
-    pub fn blob(&self, repo: &str, etag: &str) -> PathBuf {
+    pub(crate) fn blob(&self, repo: &str, etag: &str) -> PathBuf {
         self.repo_dir(repo).join("blobs").join(etag)
     }
 
     /// Where a download of `etag` grows until it is complete.
-    pub fn incomplete(&self, repo: &str, etag: &str) -> PathBuf {
+    pub(crate) fn incomplete(&self, repo: &str, etag: &str) -> PathBuf {
         self.repo_dir(repo)
             .join("blobs")
             .join(format!("{etag}.incomplete"))
     }
 
-    pub fn snapshot(&self, repo: &str, commit: &str) -> PathBuf {
+    pub(crate) fn snapshot(&self, repo: &str, commit: &str) -> PathBuf {
         self.repo_dir(repo).join("snapshots").join(commit)
     }
 
@@ -88,14 +88,14 @@ impl HubCache {
     }
 
     /// The commit `revision` pointed at when last seen.
-    pub fn read_ref(&self, repo: &str, revision: &str) -> Option<String> {
+    pub(crate) fn read_ref(&self, repo: &str, revision: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.ref_file(repo, revision)).ok()?;
         let commit = text.trim();
         is_commit(commit).then(|| commit.to_string())
     }
 
     /// Records that `revision` points at `commit` (not for a commit named as itself).
-    pub fn write_ref(&self, repo: &str, revision: &str, commit: &str) -> Result<()> {
+    pub(crate) fn write_ref(&self, repo: &str, revision: &str, commit: &str) -> Result<()> {
         if revision == commit {
             return Ok(());
         }
@@ -123,7 +123,7 @@ impl HubCache {
     }
 
     /// Every ref the cache holds for `repo`: (name, commit), sorted by name.
-    pub fn refs(&self, repo: &str) -> Vec<(String, String)> {
+    pub(crate) fn refs(&self, repo: &str) -> Vec<(String, String)> {
         let dir = self.repo_dir(repo).join("refs");
         let mut refs: Vec<(String, String)> = walkdir::WalkDir::new(&dir)
             .into_iter()
@@ -146,7 +146,7 @@ impl HubCache {
 
     /// Links `snapshots/<commit>/<path>` to the blob `etag` (relative, so the cache can
     /// move), replacing a link that pointed elsewhere.
-    pub fn link(&self, repo: &str, commit: &str, path: &str, etag: &str) -> Result<PathBuf> {
+    pub(crate) fn link(&self, repo: &str, commit: &str, path: &str, etag: &str) -> Result<PathBuf> {
         let link = self.snapshot(repo, commit).join(path);
         let parent = crate::error::parent_dir(&link);
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -163,7 +163,7 @@ impl HubCache {
 
     /// The lock file guarding downloads of `etag` (huggingface_hub's `.locks` layout),
     /// so that processes sharing the cache never write one blob at once.
-    pub fn lock_file(&self, repo: &str, etag: &str) -> PathBuf {
+    pub(crate) fn lock_file(&self, repo: &str, etag: &str) -> PathBuf {
         let repo_dir = self.repo_dir(repo);
         let name = repo_dir.file_name().unwrap_or_default();
         self.root
@@ -179,7 +179,7 @@ impl HubCache {
 }
 
 /// A full commit id: 40 lowercase hex digits.
-pub fn is_commit(text: &str) -> bool {
+pub(crate) fn is_commit(text: &str) -> bool {
     text.len() == 40
         && text
             .bytes()

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Media type of the Git LFS batch API.
-pub const LFS_MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
+pub(crate) const LFS_MEDIA_TYPE: &str = "application/vnd.git-lfs+json";
 
 pub use crate::http::RetryPolicy;
 use crate::http::{is_retryable, retry_after};
@@ -50,7 +50,7 @@ pub enum HubError {
 
 impl HubError {
     /// The HTTP status, when the server answered.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             HubError::Status { status, .. } => Some(*status),
             _ => None,
@@ -58,7 +58,7 @@ impl HubError {
     }
 
     /// The Hub's `X-Error-Code`, when the server answered with one.
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             HubError::Status { code, .. } => code.as_deref(),
             _ => None,
@@ -115,7 +115,7 @@ fn hint(status: u16, code: Option<&str>) -> &'static str {
 
 /// Result of a commit that did not succeed.
 #[derive(Debug)]
-pub enum CommitFailure {
+pub(crate) enum CommitFailure {
     /// The server refused it: nothing was committed.
     Refused(HubError),
     /// No clear answer (dropped connection, 5xx): the commit may or may not exist.
@@ -125,7 +125,7 @@ pub enum CommitFailure {
 /// A Hub account as `whoami-v2` describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Whoami {
-    pub name: String,
+    pub(crate) name: String,
     #[serde(default)]
     pub orgs: Vec<OrgRef>,
 }
@@ -139,57 +139,57 @@ pub struct OrgRef {
 /// A file of a revision, as `/api/models/{repo}/revision/{rev}?blobs=true` lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sibling {
-    pub rfilename: String,
+    pub(crate) rfilename: String,
     #[serde(default, rename = "blobId")]
-    pub blob_id: Option<String>,
+    pub(crate) blob_id: Option<String>,
     #[serde(default)]
     pub size: Option<u64>,
     #[serde(default)]
-    pub lfs: Option<LfsInfo>,
+    pub(crate) lfs: Option<LfsInfo>,
 }
 
 /// The LFS pointer of a file.
 #[derive(Debug, Clone, Deserialize)]
-pub struct LfsInfo {
-    pub sha256: String,
-    pub size: u64,
+pub(crate) struct LfsInfo {
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
 }
 
 /// A revision: its commit and files.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RevisionInfo {
-    pub sha: String,
+pub(crate) struct RevisionInfo {
+    pub(crate) sha: String,
     #[serde(default)]
-    pub siblings: Vec<Sibling>,
+    pub(crate) siblings: Vec<Sibling>,
 }
 
 /// One file offered to `preupload`.
 #[derive(Debug, Clone, Serialize)]
-pub struct PreuploadFile {
-    pub path: String,
+pub(crate) struct PreuploadFile {
+    pub(crate) path: String,
     /// Base64 of the first 512 bytes.
-    pub sample: String,
-    pub size: u64,
+    pub(crate) sample: String,
+    pub(crate) size: u64,
 }
 
 /// The Hub's answer for one file: how to upload it and what is there now.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PreuploadAnswer {
-    pub path: String,
+pub(crate) struct PreuploadAnswer {
+    pub(crate) path: String,
     #[serde(rename = "uploadMode")]
-    pub upload_mode: String,
+    pub(crate) upload_mode: String,
     #[serde(default, rename = "shouldIgnore")]
-    pub should_ignore: bool,
+    pub(crate) should_ignore: bool,
     /// The file's id at the revision (git blob sha1, or sha256 for LFS), if it exists.
     #[serde(default)]
-    pub oid: Option<String>,
+    pub(crate) oid: Option<String>,
 }
 
 /// An object in an LFS batch request.
 #[derive(Debug, Clone, Serialize)]
-pub struct LfsObject {
-    pub oid: String,
-    pub size: u64,
+pub(crate) struct LfsObject {
+    pub(crate) oid: String,
+    pub(crate) size: u64,
 }
 
 /// The LFS batch answer.
@@ -197,54 +197,54 @@ pub struct LfsObject {
 pub struct BatchResponse {
     #[serde(default)]
     pub transfer: Option<String>,
-    pub objects: Vec<BatchObject>,
+    pub(crate) objects: Vec<BatchObject>,
 }
 
 /// What to do with one object: no `actions` means the server already has it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BatchObject {
-    pub oid: String,
+    pub(crate) oid: String,
     pub size: u64,
     #[serde(default)]
-    pub actions: Option<BatchActions>,
+    pub(crate) actions: Option<BatchActions>,
     #[serde(default)]
-    pub error: Option<BatchError>,
+    pub(crate) error: Option<BatchError>,
 }
 
 /// The upload and verify actions of an object.
 #[derive(Debug, Clone, Deserialize)]
-pub struct BatchActions {
+pub(crate) struct BatchActions {
     #[serde(default)]
-    pub upload: Option<LfsAction>,
+    pub(crate) upload: Option<LfsAction>,
     #[serde(default)]
-    pub verify: Option<LfsAction>,
+    pub(crate) verify: Option<LfsAction>,
 }
 
 /// A URL with the headers to send to it. For multipart uploads the header map holds
 /// `chunk_size` and one URL per part number.
 #[derive(Debug, Clone, Deserialize)]
-pub struct LfsAction {
-    pub href: String,
+pub(crate) struct LfsAction {
+    pub(crate) href: String,
     #[serde(default)]
-    pub header: BTreeMap<String, String>,
+    pub(crate) header: BTreeMap<String, String>,
 }
 
 /// A per-object error of the batch API.
 #[derive(Debug, Clone, Deserialize)]
-pub struct BatchError {
-    pub code: i64,
-    pub message: String,
+pub(crate) struct BatchError {
+    pub(crate) code: i64,
+    pub(crate) message: String,
 }
 
 /// What the commit endpoint answers.
 #[derive(Debug, Clone, Deserialize)]
-pub struct CommitResponse {
+pub(crate) struct CommitResponse {
     #[serde(rename = "commitUrl")]
-    pub commit_url: String,
+    pub(crate) commit_url: String,
     #[serde(rename = "commitOid")]
-    pub commit_oid: String,
+    pub(crate) commit_oid: String,
     #[serde(default, rename = "pullRequestUrl")]
-    pub pull_request_url: Option<String>,
+    pub(crate) pull_request_url: Option<String>,
 }
 
 /// A blocking client for one Hub endpoint, with a token or anonymous.
@@ -278,17 +278,17 @@ impl HubClient {
     }
 
     /// The endpoint's base URL.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
     /// The retry policy in force.
-    pub fn retry_policy(&self) -> RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
         self.retry
     }
 
     /// A request to `url`, with the token when `url` is on the endpoint's origin.
-    pub fn request(&self, method: Method, url: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let req = self.http.request(method, url);
         match &self.token {
             Some(token) if self.same_origin(url) => req.bearer_auth(token.expose()),
@@ -306,7 +306,7 @@ impl HubClient {
     /// Sends the request `build` makes (once per attempt: a streamed body is reopened),
     /// retrying on retryable statuses and broken connections; an error status that is
     /// not retried, or still there after the last retry, is an error.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         what: &str,
         build: &mut dyn FnMut() -> Result<RequestBuilder, HubError>,
@@ -366,7 +366,7 @@ impl HubClient {
     }
 
     /// An error for a failed status, with the server's message (token scrubbed).
-    pub fn status_error(&self, what: &str, resp: Response) -> HubError {
+    pub(crate) fn status_error(&self, what: &str, resp: Response) -> HubError {
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -404,7 +404,7 @@ impl HubClient {
     }
 
     /// `text` with the token (if any) masked.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         match &self.token {
             Some(token) => token.redact(text),
             None => text.to_string(),
@@ -417,7 +417,7 @@ impl HubClient {
     }
 
     /// Parses a JSON answer.
-    pub fn json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
         resp: Response,
@@ -459,13 +459,13 @@ impl HubClient {
     }
 
     /// The account the token belongs to.
-    pub fn whoami(&self) -> Result<Whoami, HubError> {
+    pub(crate) fn whoami(&self) -> Result<Whoami, HubError> {
         self.get_json("checking the token (whoami)", &self.api("whoami-v2"))
     }
 
     /// Creates model repository `repo` (`namespace/name`); an existing one is fine
     /// (`Ok(false)`), as `exist_ok=True`.
-    pub fn create_repo(&self, repo: &str, private: bool) -> Result<bool, HubError> {
+    pub(crate) fn create_repo(&self, repo: &str, private: bool) -> Result<bool, HubError> {
         let (namespace, name) = repo.split_once('/').unwrap_or(("", repo));
         let mut body =
             serde_json::json!({"name": name, "organization": namespace, "type": "model"});
@@ -489,7 +489,7 @@ impl HubClient {
 
     /// Creates branch `branch` of `repo` from its default branch; an existing one is
     /// fine (`Ok(false)`).
-    pub fn create_branch(&self, repo: &str, branch: &str) -> Result<bool, HubError> {
+    pub(crate) fn create_branch(&self, repo: &str, branch: &str) -> Result<bool, HubError> {
         let url = self.api(&format!("models/{repo}/branch/{}", quote_revision(branch)));
         let what = format!("creating branch {branch} of {repo}");
         match self.send(&what, &mut || {
@@ -506,7 +506,7 @@ impl HubClient {
 
     /// The head commit of `revision` and its files, with their blob ids and LFS
     /// pointers.
-    pub fn revision(&self, repo: &str, revision: &str) -> Result<RevisionInfo, HubError> {
+    pub(crate) fn revision(&self, repo: &str, revision: &str) -> Result<RevisionInfo, HubError> {
         let url = self.api(&format!(
             "models/{repo}/revision/{}?blobs=true",
             quote_revision(revision)
@@ -515,7 +515,7 @@ impl HubClient {
     }
 
     /// Asks which files go to LFS and what the revision already holds, 256 at a time.
-    pub fn preupload(
+    pub(crate) fn preupload(
         &self,
         repo: &str,
         revision: &str,
@@ -543,7 +543,7 @@ impl HubClient {
     }
 
     /// The LFS batch API: what to do to upload each object.
-    pub fn lfs_batch(
+    pub(crate) fn lfs_batch(
         &self,
         repo: &str,
         revision: &str,
@@ -571,7 +571,7 @@ impl HubClient {
 
     /// Posts an NDJSON commit once. Failures say whether the commit surely did not
     /// happen ([`CommitFailure::Refused`]) or may have ([`CommitFailure::Unknown`]).
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         repo: &str,
         revision: &str,

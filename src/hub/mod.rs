@@ -16,24 +16,24 @@
 //! `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` mean what they mean there.
 
 pub mod auth;
-pub mod cache;
+pub(crate) mod cache;
 pub mod client;
 mod download;
-pub mod models;
-pub mod repo_id;
-pub mod revisions;
-pub mod source;
-pub mod sweep;
+pub(crate) mod models;
+pub(crate) mod repo_id;
+pub(crate) mod revisions;
+pub(crate) mod source;
+pub(crate) mod sweep;
 
 pub use cache::HubCache;
 pub use client::{HubClient, HubError, RetryPolicy};
 pub use models::{Downloaded, Fetched, FileEntry, Hub, HubRevision};
 pub use repo_id::{RepoId, RepoKind};
-pub use source::HubSource;
+pub(crate) use source::HubSource;
 
 /// Whether `HF_HUB_OFFLINE` asks for the cache alone (`1`, `true`, `yes`, `on`, as
 /// huggingface_hub reads it).
-pub fn offline() -> bool {
+pub(crate) fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
         matches!(
             v.trim().to_ascii_lowercase().as_str(),

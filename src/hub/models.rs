@@ -38,17 +38,17 @@ const TOKENIZER_FILES: [&str; 10] = [
 /// A file of a commit, as the tree listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
-    pub path: String,
-    pub size: u64,
+    pub(crate) path: String,
+    pub(crate) size: u64,
     /// The git blob id (of the pointer, for LFS files).
-    pub oid: String,
+    pub(crate) oid: String,
     /// The content's sha256, for files stored in LFS.
-    pub lfs_sha256: Option<String>,
+    pub(crate) lfs_sha256: Option<String>,
 }
 
 impl FileEntry {
     /// The name the cache stores the file under (what the Hub's `ETag` says).
-    pub fn etag(&self) -> &str {
+    pub(crate) fn etag(&self) -> &str {
         self.lfs_sha256.as_deref().unwrap_or(&self.oid)
     }
 }
@@ -57,23 +57,23 @@ impl FileEntry {
 #[derive(Debug)]
 pub struct Fetched {
     /// The snapshot directory: a checkpoint directory.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The files that were not in the cache before.
-    pub downloaded: Vec<Downloaded>,
+    pub(crate) downloaded: Vec<Downloaded>,
 }
 
 /// A file a fetch downloaded: its link in the snapshot and its blob.
 #[derive(Debug, Clone)]
 pub struct Downloaded {
-    pub link: PathBuf,
-    pub blob: PathBuf,
-    pub bytes: u64,
+    pub(crate) link: PathBuf,
+    pub(crate) blob: PathBuf,
+    pub(crate) bytes: u64,
 }
 
 impl Downloaded {
     /// Whether this is a weights file (worth removing after a sweep has used it; the
     /// small files stay for later runs, offline ones too).
-    pub fn is_weights(&self) -> bool {
+    pub(crate) fn is_weights(&self) -> bool {
         let name = self.link.to_string_lossy();
         name.ends_with(".safetensors") || name.ends_with(".bin")
     }
@@ -83,13 +83,13 @@ impl Downloaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubRevision {
     /// The repository and the revision as named (a branch, tag or commit).
-    pub source: HubSource,
-    pub commit: String,
-    pub position: Option<Position>,
+    pub(crate) source: HubSource,
+    pub(crate) commit: String,
+    pub(crate) position: Option<Position>,
 }
 
 impl HubRevision {
-    pub fn revision(&self) -> &str {
+    pub(crate) fn revision(&self) -> &str {
         self.source.revision_or_main()
     }
 }
@@ -141,12 +141,12 @@ pub struct Hub {
 impl Hub {
     /// The Hub and cache the environment names (`HF_ENDPOINT`, `HF_TOKEN` or the token
     /// file, `HF_HUB_CACHE`/`HF_HOME`, `HF_HUB_OFFLINE`).
-    pub fn from_env() -> Result<Self> {
+    pub(crate) fn from_env() -> Result<Self> {
         Self::of_kind_from_env(RepoKind::Model)
     }
 
     /// [`Hub::from_env`] for repositories of `kind` (datasets: task data).
-    pub fn of_kind_from_env(kind: RepoKind) -> Result<Self> {
+    pub(crate) fn of_kind_from_env(kind: RepoKind) -> Result<Self> {
         let endpoint = super::auth::endpoint();
         let client = if super::offline() {
             None
@@ -162,7 +162,7 @@ impl Hub {
         })
     }
 
-    pub fn is_offline(&self) -> bool {
+    pub(crate) fn is_offline(&self) -> bool {
         self.client.is_none()
     }
 
@@ -187,7 +187,7 @@ impl Hub {
 
     /// Every branch of `repo` with its commit, by name (offline: the refs the cache
     /// recorded).
-    pub fn branches(&self, repo: &str) -> Result<Vec<(String, String)>> {
+    pub(crate) fn branches(&self, repo: &str) -> Result<Vec<(String, String)>> {
         let Some(client) = &self.client else {
             return Ok(self.cache.refs(repo));
         };
@@ -214,7 +214,7 @@ impl Hub {
 
     /// The commit `source`'s revision points at now (offline: when last seen), recorded
     /// in the cache's refs.
-    pub fn commit_of(&self, source: &HubSource) -> Result<String> {
+    pub(crate) fn commit_of(&self, source: &HubSource) -> Result<String> {
         let rev = source.revision_or_main();
         if is_commit(rev) {
             return Ok(rev.to_string());
@@ -240,13 +240,13 @@ impl Hub {
     }
 
     /// Records in the cache that `revision` of `repo` points at `commit`.
-    pub fn remember(&self, rev: &HubRevision) -> Result<()> {
+    pub(crate) fn remember(&self, rev: &HubRevision) -> Result<()> {
         self.cache
             .write_ref(&rev.source.repo, rev.revision(), &rev.commit)
     }
 
     /// Every file of `repo` at `commit` (the recursive tree listing, page by page).
-    pub fn tree(&self, repo: &str, commit: &str) -> Result<Vec<FileEntry>> {
+    pub(crate) fn tree(&self, repo: &str, commit: &str) -> Result<Vec<FileEntry>> {
         let what = format!("listing the files of hf://{repo}@{commit}");
         let client = self.online(&what)?;
         let mut url = format!(
@@ -278,7 +278,7 @@ impl Hub {
     }
 
     /// The files of `tree` a checkpoint needs; reading a sharded index downloads it.
-    pub fn checkpoint_files(
+    pub(crate) fn checkpoint_files(
         &self,
         rev: &HubRevision,
         tree: &[FileEntry],
@@ -366,7 +366,7 @@ impl Hub {
 
     /// One file into the cache, linked into the revision's snapshot; whether it had
     /// to be downloaded.
-    pub fn fetch_file(
+    pub(crate) fn fetch_file(
         &self,
         rev: &HubRevision,
         entry: &FileEntry,
@@ -386,7 +386,7 @@ impl Hub {
 
     /// The revision's snapshot directory holding every one of `files`, and the files
     /// that were not in the cache before.
-    pub fn fetch(
+    pub(crate) fn fetch(
         &self,
         rev: &HubRevision,
         files: &[FileEntry],
@@ -411,7 +411,7 @@ impl Hub {
     }
 
     /// Bytes of `files` the cache lacks.
-    pub fn missing_bytes(&self, rev: &HubRevision, files: &[FileEntry]) -> u64 {
+    pub(crate) fn missing_bytes(&self, rev: &HubRevision, files: &[FileEntry]) -> u64 {
         files
             .iter()
             .filter(|f| !self.cache.blob(&rev.source.repo, f.etag()).is_file())
@@ -421,7 +421,11 @@ impl Hub {
 
     /// The snapshot of `rev` as a checkpoint directory: downloaded as needed, or
     /// offline the one the cache holds.
-    pub fn materialize(&self, rev: &HubRevision, transfer: &dyn Progress) -> Result<PathBuf> {
+    pub(crate) fn materialize(
+        &self,
+        rev: &HubRevision,
+        transfer: &dyn Progress,
+    ) -> Result<PathBuf> {
         if self.is_offline() {
             let dir = self.cache.snapshot(&rev.source.repo, &rev.commit);
             if crate::checkpoint::is_checkpoint_dir(&dir) {
@@ -435,7 +439,7 @@ impl Hub {
     }
 
     /// `source` pinned to its commit.
-    pub fn pin(&self, source: &HubSource) -> Result<HubRevision> {
+    pub(crate) fn pin(&self, source: &HubSource) -> Result<HubRevision> {
         let commit = self.commit_of(source)?;
         Ok(HubRevision {
             source: source.at(source.revision_or_main()),

@@ -16,7 +16,7 @@ pub enum RepoKind {
 impl RepoKind {
     /// `models` or `datasets`: the API's `/api/{plural}/...` and the cache's
     /// `{plural}--org--name`.
-    pub fn plural(self) -> &'static str {
+    pub(crate) fn plural(self) -> &'static str {
         match self {
             Self::Model => "models",
             Self::Dataset => "datasets",
@@ -25,7 +25,7 @@ impl RepoKind {
 
     /// What precedes the repository id in a file's URL: nothing for a model,
     /// `datasets/` for a dataset.
-    pub fn url_prefix(self) -> &'static str {
+    pub(crate) fn url_prefix(self) -> &'static str {
         match self {
             Self::Model => "",
             Self::Dataset => "datasets/",
@@ -39,8 +39,8 @@ const MAX_NAME: usize = 96;
 /// A validated repository id; the namespace may be left for the token's user to fill.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoId {
-    pub namespace: Option<String>,
-    pub name: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
 }
 
 impl RepoId {
@@ -72,7 +72,7 @@ impl RepoId {
     }
 
     /// `namespace/name`, with `user` as the namespace when none was given.
-    pub fn full(&self, user: &str) -> String {
+    pub(crate) fn full(&self, user: &str) -> String {
         format!(
             "{}/{}",
             self.namespace.as_deref().unwrap_or(user),
@@ -111,7 +111,7 @@ const QUOTE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A revision as one URL path segment (`refs/pr/1` -> `refs%2Fpr%2F1`).
-pub fn quote_revision(revision: &str) -> String {
+pub(crate) fn quote_revision(revision: &str) -> String {
     utf8_percent_encode(revision, QUOTE).to_string()
 }
 

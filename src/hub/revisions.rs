@@ -26,15 +26,15 @@ static TOKENS: LazyLock<Regex> = LazyLock::new(|| {
 
 /// What a revision's name says about its place in training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub step: u64,
-    pub tokens: Option<u64>,
+pub(crate) struct Position {
+    pub(crate) step: u64,
+    pub(crate) tokens: Option<u64>,
 }
 
 /// How steps are read from revision names: the usual names, or a user's pattern whose
 /// first group is the step (`--step-from`).
 #[derive(Debug, Clone, Default)]
-pub struct StepReader {
+pub(crate) struct StepReader {
     custom: Option<Regex>,
 }
 
@@ -59,7 +59,7 @@ impl StepReader {
     }
 
     /// The step (and tokens) `name` gives; `None` when it gives none.
-    pub fn position(&self, name: &str) -> Option<Position> {
+    pub(crate) fn position(&self, name: &str) -> Option<Position> {
         let step = match &self.custom {
             Some(re) => re.captures(name)?.get(1)?.as_str().parse().ok()?,
             None => step_of(name)?,
@@ -71,7 +71,7 @@ impl StepReader {
     }
 
     /// [`StepReader::position`], or an error naming the revision for a sweep.
-    pub fn require(&self, repo: &str, name: &str) -> Result<Position> {
+    pub(crate) fn require(&self, repo: &str, name: &str) -> Result<Position> {
         self.position(name).ok_or_else(|| {
             Error::bad_value("--step-from", format!(
                 "hf://{repo}@{name}: the revision name gives no step (stepN, step-N, ckpt_N, iter_N, global_stepN); say how to read it with --step-from REGEX"
@@ -101,7 +101,7 @@ fn tokens_of(name: &str) -> Option<u64> {
 /// The branches a sweep takes: a glob (`step*`, `stage1-*`) or, when the pattern uses
 /// regex syntax (`^`, `$`, `\`, `(`, `|`, `+`), a regex searched in the name.
 #[derive(Debug, Clone)]
-pub enum RevisionFilter {
+pub(crate) enum RevisionFilter {
     Glob(globset::GlobMatcher),
     Regex(Regex),
 }
@@ -125,7 +125,7 @@ impl RevisionFilter {
             .map_err(|e| bad(e.to_string()))
     }
 
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         match self {
             Self::Glob(g) => g.is_match(name),
             Self::Regex(r) => r.is_match(name),

@@ -5,16 +5,16 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// The prefix that marks a Hub checkpoint.
-pub const SCHEME: &str = "hf://";
+pub(crate) const SCHEME: &str = "hf://";
 
 /// A model repository, at one revision or (`None`) as the command decides: `main`, or
 /// every branch `--revisions` matches.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HubSource {
+pub(crate) struct HubSource {
     /// `org/name` (or a legacy un-namespaced `name`).
-    pub repo: String,
+    pub(crate) repo: String,
     /// A branch, tag or commit.
-    pub revision: Option<String>,
+    pub(crate) revision: Option<String>,
 }
 
 impl HubSource {
@@ -25,7 +25,7 @@ impl HubSource {
     }
 
     /// [`HubSource::parse`] of a path given on the command line.
-    pub fn from_path(path: &Path) -> Option<Result<Self>> {
+    pub(crate) fn from_path(path: &Path) -> Option<Result<Self>> {
         Self::parse(path.to_str()?)
     }
 
@@ -55,7 +55,7 @@ impl HubSource {
     }
 
     /// The same repository at `revision`.
-    pub fn at(&self, revision: &str) -> Self {
+    pub(crate) fn at(&self, revision: &str) -> Self {
         Self {
             repo: self.repo.clone(),
             revision: Some(revision.to_string()),
@@ -68,12 +68,12 @@ impl HubSource {
     }
 
     /// The revision named, else `main`.
-    pub fn revision_or_main(&self) -> &str {
+    pub(crate) fn revision_or_main(&self) -> &str {
         self.revision.as_deref().unwrap_or("main")
     }
 
     /// The page of this revision on the Hub at `endpoint`.
-    pub fn web_url(&self, endpoint: &str) -> String {
+    pub(crate) fn web_url(&self, endpoint: &str) -> String {
         let base = format!("{}/{}", endpoint.trim_end_matches('/'), self.repo);
         match &self.revision {
             Some(rev) => format!("{base}/tree/{}", super::repo_id::quote_revision(rev)),

@@ -56,7 +56,7 @@ impl Downloads {
         }
     }
 
-    pub fn hub(&self) -> &Hub {
+    pub(crate) fn hub(&self) -> &Hub {
         &self.hub
     }
 
@@ -74,7 +74,12 @@ impl Downloads {
 
     /// Revision `index`'s snapshot, with `files` in it: the prefetched one, or
     /// downloaded now.
-    pub fn get(&mut self, index: usize, rev: &HubRevision, files: &[FileEntry]) -> Result<PathBuf> {
+    pub(crate) fn get(
+        &mut self,
+        index: usize,
+        rev: &HubRevision,
+        files: &[FileEntry],
+    ) -> Result<PathBuf> {
         if self.hub.is_offline() {
             return self.hub.materialize(rev, &Silent);
         }
@@ -108,7 +113,7 @@ impl Downloads {
 
     /// Starts downloading revision `index` in the background, if the budget allows it
     /// beside what is held.
-    pub fn prefetch(&mut self, index: usize, rev: &HubRevision, files: &[FileEntry]) {
+    pub(crate) fn prefetch(&mut self, index: usize, rev: &HubRevision, files: &[FileEntry]) {
         if self.prefetch.is_some() || self.hub.is_offline() {
             return;
         }
@@ -132,7 +137,7 @@ impl Downloads {
 
     /// Revision `index` is done with: the weights fetched for it are removed (unless
     /// everything is kept).
-    pub fn release(&mut self, index: usize) {
+    pub(crate) fn release(&mut self, index: usize) {
         let Some(files) = self.held.remove(&index) else {
             return;
         };
@@ -149,7 +154,7 @@ impl Downloads {
     }
 
     /// Waits for a background download still running (its files stay in the cache).
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(p) = self.prefetch.take() {
             let i = p.index;
             if let Ok(f) = join(p) {
@@ -176,7 +181,7 @@ fn join(p: Prefetch) -> Result<Fetched> {
 }
 
 /// Bytes for people: `1.5 GB`, `320 MB`, `12 kB`, `7 B` (decimal units, as the Hub).
-pub fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     let b = bytes as f64;
     match bytes {
         0..1_000 => format!("{bytes} B"),
@@ -187,7 +192,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// Reads a size: `50GB`, `1.5 GiB`, `500MB`, `64kB`, `1000` (bytes).
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

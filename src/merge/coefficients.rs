@@ -63,7 +63,7 @@ impl DecayShape {
     /// The LR multiplier `d` steps after s_0, for checkpoints spanning `span` steps at
     /// a mean interval `h`; `None` for uniform averaging, which is not a function of
     /// the step when checkpoints are unevenly spaced.
-    pub fn multiplier(self, d: f64, span: f64, h: f64) -> Option<f64> {
+    pub(crate) fn multiplier(self, d: f64, span: f64, h: f64) -> Option<f64> {
         let x = d / (span + h);
         Some(match self {
             DecayShape::Uniform => return None,
@@ -106,12 +106,12 @@ impl std::str::FromStr for DecayShape {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MergeWeights {
     /// The checkpoints' steps, increasing.
-    pub steps: Vec<u64>,
+    pub(crate) steps: Vec<u64>,
     /// c_j: the weight of checkpoint j in the average; they sum to 1.
     pub coefficients: Vec<f64>,
     /// w_j = c_j + ... + c_k: the LR multiplier of the interval ending at checkpoint j
     /// (w_0 = 1: the updates before the first checkpoint keep the full LR).
-    pub multipliers: Vec<f64>,
+    pub(crate) multipliers: Vec<f64>,
 }
 
 impl MergeWeights {

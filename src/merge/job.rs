@@ -56,35 +56,35 @@ pub enum MergeEvent {
 /// One selected checkpoint with its coefficient.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergedSource {
-    pub path: PathBuf,
-    pub step: u64,
-    pub coefficient: f64,
+    pub(crate) path: PathBuf,
+    pub(crate) step: u64,
+    pub(crate) coefficient: f64,
     /// The emulated LR multiplier of its interval.
-    pub multiplier: f64,
+    pub(crate) multiplier: f64,
     /// Its weights' fingerprint, once the merge is written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
 }
 
 /// What a merge did (printed as a table or as JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeOutcome {
     /// The decay shape emulated, or `explicit`.
-    pub shape: &'static str,
-    pub window: Option<u64>,
-    pub last: Option<usize>,
+    pub(crate) shape: &'static str,
+    pub(crate) window: Option<u64>,
+    pub(crate) last: Option<usize>,
     /// The steps of every checkpoint found, selected or not.
-    pub found_steps: Vec<u64>,
+    pub(crate) found_steps: Vec<u64>,
     /// Merged checkpoints met while walking a directory, not taken as sources.
-    pub skipped: Vec<PathBuf>,
-    pub sources: Vec<MergedSource>,
+    pub(crate) skipped: Vec<PathBuf>,
+    pub(crate) sources: Vec<MergedSource>,
     /// The LR multiplier of the last interval: where the emulated decay ends.
-    pub final_multiplier: f64,
-    pub out: Option<PathBuf>,
+    pub(crate) final_multiplier: f64,
+    pub(crate) out: Option<PathBuf>,
     /// The merged checkpoint's fingerprint.
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
     /// Time spent writing.
-    pub seconds: Option<f64>,
+    pub(crate) seconds: Option<f64>,
 }
 
 impl MergeJob {

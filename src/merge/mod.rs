@@ -27,7 +27,7 @@
 //! would repeat the last step); name one directly to merge it again.
 
 mod coefficients;
-pub mod job;
+pub(crate) mod job;
 mod output;
 mod sources;
 mod tensors;
@@ -73,10 +73,10 @@ pub struct MergeOptions {
 
 /// The checkpoints to merge and their coefficients.
 pub struct MergePlan {
-    pub sources: Sources,
-    pub selection: Selection,
-    pub weighting: Weighting,
-    pub weights: MergeWeights,
+    pub(crate) sources: Sources,
+    pub(crate) selection: Selection,
+    pub(crate) weighting: Weighting,
+    pub(crate) weights: MergeWeights,
 }
 
 /// Finds and checks the checkpoints under `inputs` and computes their coefficients.

@@ -23,7 +23,7 @@ pub enum Selection {
 /// A checkpoint taken into a merge, with its weights mapped.
 pub struct Source {
     pub checkpoint: Checkpoint,
-    pub weights: WeightFiles,
+    pub(crate) weights: WeightFiles,
 }
 
 impl Source {
@@ -36,12 +36,12 @@ impl Source {
 /// The checkpoints of a merge.
 pub struct Sources {
     /// The selected checkpoints, in step order.
-    pub selected: Vec<Source>,
+    pub(crate) selected: Vec<Source>,
     /// The steps of every checkpoint found, selected or not.
-    pub found_steps: Vec<u64>,
+    pub(crate) found_steps: Vec<u64>,
     /// Merged checkpoints met while walking a directory: not sources (name one
     /// directly to merge it).
-    pub skipped: Vec<PathBuf>,
+    pub(crate) skipped: Vec<PathBuf>,
 }
 
 /// Finds the checkpoints under `inputs`, orders them by step, keeps `selection` and

@@ -27,13 +27,13 @@ enum Projections {
 /// What every layer of one forward step shares: rotary angles, masks, the op flavour.
 pub(crate) struct Step {
     /// One `(cos, sin)` per distinct RoPE of the model; `rope_of[layer]` picks it.
-    pub ropes: Vec<(Tensor, Tensor)>,
-    pub rope_of: Vec<Option<usize>>,
+    pub(crate) ropes: Vec<(Tensor, Tensor)>,
+    pub(crate) rope_of: Vec<Option<usize>>,
     /// One mask per distinct sliding window (`masks[window_of[layer]]`).
-    pub masks: Vec<Tensor>,
-    pub window_of: Vec<usize>,
-    pub kernels: Kernels,
-    pub max_score_floats: usize,
+    pub(crate) masks: Vec<Tensor>,
+    pub(crate) window_of: Vec<usize>,
+    pub(crate) kernels: Kernels,
+    pub(crate) max_score_floats: usize,
 }
 
 impl Step {

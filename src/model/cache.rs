@@ -43,7 +43,7 @@ impl KvCache {
     }
 
     /// Batch size of the cached entries (0 when empty).
-    pub fn batch_size(&self) -> usize {
+    pub(crate) fn batch_size(&self) -> usize {
         match self.layers.first() {
             Some(Some((k, _))) => k.dim(0).unwrap_or(0),
             _ => 0,
@@ -51,7 +51,7 @@ impl KvCache {
     }
 
     /// The leading padding of each row, when some row is padded.
-    pub fn pads(&self) -> Option<&[usize]> {
+    pub(crate) fn pads(&self) -> Option<&[usize]> {
         (!self.pads.is_empty()).then_some(self.pads.as_slice())
     }
 
@@ -61,7 +61,12 @@ impl KvCache {
     }
 
     /// Appends this step's keys and values of `layer`; returns the full keys and values.
-    pub fn append(&mut self, layer: usize, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor,
+        v: Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let kv = match self.layers[layer].take() {
             None => (k, v),
             Some((old_k, old_v)) => (

@@ -74,17 +74,17 @@ impl Activation {
 pub struct ModelConfig {
     pub arch: Arch,
     pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     /// Epsilon of every norm (`rms_norm_eps`, or GPT-NeoX's `layer_norm_eps`).
-    pub norm_eps: f64,
-    pub activation: Activation,
+    pub(crate) norm_eps: f64,
+    pub(crate) activation: Activation,
     pub rope_theta: f64,
-    pub rope_scaling: RopeScaling,
+    pub(crate) rope_scaling: RopeScaling,
     /// RoPE base of the sliding-window layers when it differs (Gemma 3's
     /// `rope_local_base_freq`; OLMo 3's per-layer-type `rope_parameters`); those layers
     /// use no frequency scaling.
@@ -92,22 +92,22 @@ pub struct ModelConfig {
     /// How many leading dimensions of each head rotate (GPT-NeoX's `rotary_pct`).
     pub rotary_dim: usize,
     /// Per layer: whether it applies RoPE at all (SmolLM3's `no_rope_layers`).
-    pub rope_layers: Vec<bool>,
-    pub max_position_embeddings: usize,
-    pub tie_word_embeddings: bool,
+    pub(crate) rope_layers: Vec<bool>,
+    pub(crate) max_position_embeddings: usize,
+    pub(crate) tie_word_embeddings: bool,
     /// Bias on q/k/v projections (Qwen2; `attention_bias`).
     pub qkv_bias: bool,
     /// Bias on the output projection (`attention_bias`).
-    pub o_bias: bool,
+    pub(crate) o_bias: bool,
     /// Bias on the MLP projections (`mlp_bias`; always on GPT-NeoX).
     pub mlp_bias: bool,
     /// Attention and MLP read the same input and add to the residual together
     /// (GPT-NeoX's `use_parallel_residual`).
     pub parallel_residual: bool,
     /// `tanh(x / cap) * cap` on the attention scores (Gemma 2).
-    pub attn_softcap: Option<f64>,
+    pub(crate) attn_softcap: Option<f64>,
     /// `tanh(x / cap) * cap` on the logits (Gemma 2).
-    pub final_softcap: Option<f64>,
+    pub(crate) final_softcap: Option<f64>,
     /// Attention scores scale by `query_pre_attn_scalar^-1/2` instead of
     /// `head_dim^-1/2` (Gemma).
     pub query_pre_attn_scalar: Option<f64>,
@@ -123,48 +123,48 @@ pub struct ModelConfig {
 /// the keys only they use.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawConfig {
-    pub architectures: Option<Vec<String>>,
-    pub model_type: Option<String>,
-    pub vocab_size: Option<usize>,
-    pub hidden_size: Option<usize>,
-    pub intermediate_size: Option<usize>,
-    pub num_hidden_layers: Option<usize>,
-    pub num_attention_heads: Option<usize>,
-    pub num_key_value_heads: Option<usize>,
-    pub head_dim: Option<usize>,
-    pub rms_norm_eps: Option<f64>,
-    pub layer_norm_eps: Option<f64>,
-    pub rope_theta: Option<f64>,
-    pub rope_scaling: Option<Value>,
-    pub rope_parameters: Option<Value>,
-    pub rope_local_base_freq: Option<f64>,
-    pub rotary_pct: Option<f64>,
-    pub rotary_emb_base: Option<f64>,
-    pub partial_rotary_factor: Option<f64>,
-    pub max_position_embeddings: Option<usize>,
-    pub tie_word_embeddings: Option<bool>,
-    pub attention_bias: Option<bool>,
-    pub mlp_bias: Option<bool>,
-    pub use_parallel_residual: Option<bool>,
+    pub(crate) architectures: Option<Vec<String>>,
+    pub(crate) model_type: Option<String>,
+    pub(crate) vocab_size: Option<usize>,
+    pub(crate) hidden_size: Option<usize>,
+    pub(crate) intermediate_size: Option<usize>,
+    pub(crate) num_hidden_layers: Option<usize>,
+    pub(crate) num_attention_heads: Option<usize>,
+    pub(crate) num_key_value_heads: Option<usize>,
+    pub(crate) head_dim: Option<usize>,
+    pub(crate) rms_norm_eps: Option<f64>,
+    pub(crate) layer_norm_eps: Option<f64>,
+    pub(crate) rope_theta: Option<f64>,
+    pub(crate) rope_scaling: Option<Value>,
+    pub(crate) rope_parameters: Option<Value>,
+    pub(crate) rope_local_base_freq: Option<f64>,
+    pub(crate) rotary_pct: Option<f64>,
+    pub(crate) rotary_emb_base: Option<f64>,
+    pub(crate) partial_rotary_factor: Option<f64>,
+    pub(crate) max_position_embeddings: Option<usize>,
+    pub(crate) tie_word_embeddings: Option<bool>,
+    pub(crate) attention_bias: Option<bool>,
+    pub(crate) mlp_bias: Option<bool>,
+    pub(crate) use_parallel_residual: Option<bool>,
     /// `Some(Null)`: soft-capping switched off; absent: the architecture's default.
-    pub attn_logit_softcapping: Option<Value>,
-    pub final_logit_softcapping: Option<Value>,
-    pub query_pre_attn_scalar: Option<f64>,
-    pub sliding_window: Option<usize>,
-    pub sliding_window_pattern: Option<usize>,
+    pub(crate) attn_logit_softcapping: Option<Value>,
+    pub(crate) final_logit_softcapping: Option<Value>,
+    pub(crate) query_pre_attn_scalar: Option<f64>,
+    pub(crate) sliding_window: Option<usize>,
+    pub(crate) sliding_window_pattern: Option<usize>,
     pub use_sliding_window: Option<bool>,
-    pub max_window_layers: Option<usize>,
-    pub layer_types: Option<Vec<String>>,
-    pub no_rope_layers: Option<Vec<u8>>,
-    pub no_rope_layer_interval: Option<usize>,
-    pub hidden_act: Option<String>,
-    pub hidden_activation: Option<String>,
-    pub bos_token_id: Option<Value>,
-    pub eos_token_id: Option<Value>,
-    pub torch_dtype: Option<String>,
-    pub dtype: Option<String>,
+    pub(crate) max_window_layers: Option<usize>,
+    pub(crate) layer_types: Option<Vec<String>>,
+    pub(crate) no_rope_layers: Option<Vec<u8>>,
+    pub(crate) no_rope_layer_interval: Option<usize>,
+    pub(crate) hidden_act: Option<String>,
+    pub(crate) hidden_activation: Option<String>,
+    pub(crate) bos_token_id: Option<Value>,
+    pub(crate) eos_token_id: Option<Value>,
+    pub(crate) torch_dtype: Option<String>,
+    pub(crate) dtype: Option<String>,
     /// The language model of a multimodal config (Gemma 3's `text_config`).
-    pub text_config: Option<Value>,
+    pub(crate) text_config: Option<Value>,
 }
 
 impl ModelConfig {
@@ -294,7 +294,7 @@ impl ModelConfig {
     }
 
     /// Scale of the attention scores.
-    pub fn attention_scale(&self) -> f64 {
+    pub(crate) fn attention_scale(&self) -> f64 {
         1.0 / self
             .query_pre_attn_scalar
             .unwrap_or(self.head_dim as f64)
@@ -404,7 +404,7 @@ impl ModelConfig {
     }
 
     /// Number of parameters, or `None` when it does not fit in 64 bits.
-    pub fn checked_num_parameters(&self) -> Option<u64> {
+    pub(crate) fn checked_num_parameters(&self) -> Option<u64> {
         let spec = self.arch.spec();
         let n = |v: usize| u64::try_from(v).ok();
         let (h, inter, heads, kv_heads, d) = (
@@ -504,11 +504,11 @@ impl ModelConfig {
 
 /// The most layers a config may declare (the deepest published models have a few
 /// hundred).
-pub const MAX_LAYERS: usize = 1 << 20;
+pub(crate) const MAX_LAYERS: usize = 1 << 20;
 
 /// The most parameters a config may declare: 2^47, whose bf16 weights (256 TiB) fill
 /// the 48-bit address space of today's 64-bit CPUs.
-pub const MAX_PARAMETERS: u64 = 1 << 47;
+pub(crate) const MAX_PARAMETERS: u64 = 1 << 47;
 
 /// A setting that must be a positive, finite number.
 pub(crate) fn positive(key: &str, value: f64) -> std::result::Result<(), String> {

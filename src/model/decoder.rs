@@ -178,7 +178,7 @@ impl Model {
     }
 
     /// The dtype of the weights.
-    pub fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         self.embed_tokens.dtype()
     }
 
@@ -276,7 +276,7 @@ impl Model {
     /// Per-token next-token cross-entropy `[batch, seq - 1]` of `input_ids`: entry
     /// `(b, i)` is `-log p(token i + 1 | tokens <= i)`. Callers weight it (SFT masks
     /// everything but the assistant's tokens).
-    pub fn next_token_losses(&self, input_ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn next_token_losses(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if t < 2 {
             candle_core::bail!("next-token loss needs at least 2 tokens per row, got {t}");

@@ -16,13 +16,13 @@ mod rotary;
 mod sdpa;
 mod swiglu;
 
-pub use attention::masked_softmax;
-pub use heads::split_heads;
-pub use linear::linear;
-pub use rms_norm::{composed as rms_norm_composed, rms_norm};
-pub use rotary::rotate_into_heads;
-pub use sdpa::attention;
-pub use swiglu::swiglu;
+pub(crate) use attention::masked_softmax;
+pub(crate) use heads::split_heads;
+pub(crate) use linear::linear;
+pub(crate) use rms_norm::{composed as rms_norm_composed, rms_norm};
+pub(crate) use rotary::rotate_into_heads;
+pub(crate) use sdpa::attention;
+pub(crate) use swiglu::swiglu;
 
 /// Runs a kernel on the f32 or f64 data of CPU storages of one dtype, each sliced to
 /// its contiguous layout, and wraps the result in that dtype. Every fused op has the

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 /// `-log softmax(logits)[target]` for each row of `logits` `[rows, vocab]`: `[rows]`.
 /// `targets` holds one u32 id per row.
-pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub(crate) fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let fused = logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64);
     if !fused {
         return composed_cross_entropy(logits, targets);
@@ -31,7 +31,7 @@ pub fn token_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> 
 /// the backward skips the zeroed accumulator candle gives every node: for a small
 /// model's `tokens x vocab` logits, the largest copy of the step. `None` where the op
 /// does not apply (not CPU, or not f32/f64 throughout): the caller composes.
-pub fn projected_cross_entropy(
+pub(crate) fn projected_cross_entropy(
     rows: &Tensor,
     weight: &Tensor,
     targets: &Tensor,
@@ -68,7 +68,7 @@ fn checked_targets(targets: &Tensor, rows: usize, vocab: usize) -> Result<Arc<Ve
 
 /// The same loss from candle's elementary ops, whose backward is itself differentiable
 /// (the fused kernel's backward is not).
-pub fn composed_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub(crate) fn composed_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let rows = logits.dim(0)?;
     log_probs

@@ -15,7 +15,7 @@ mod fused;
 mod init;
 mod kernels;
 mod linear;
-pub mod loss;
+pub(crate) mod loss;
 mod mlp;
 mod norm;
 mod rope;

@@ -58,7 +58,7 @@ fn llama3_scale(inv_freq: f64, factor: f64, low: f64, high: f64, old_len: f64) -
 
 /// Precomputed cos/sin tables, `[positions, head_dim / 2]`, in the model's dtype.
 #[derive(Debug, Clone)]
-pub struct RotaryTables {
+pub(crate) struct RotaryTables {
     inv_freq: Vec<f32>,
     cos: Tensor,
     sin: Tensor,
@@ -78,7 +78,7 @@ impl RotaryTables {
     }
 
     /// cos and sin for positions `offset..offset + len`, each `[len, head_dim / 2]`.
-    pub fn cos_sin(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn cos_sin(&self, offset: usize, len: usize) -> Result<(Tensor, Tensor)> {
         if offset + len <= self.cos.dim(0)? {
             Ok((
                 self.cos.narrow(0, offset, len)?,
@@ -118,7 +118,12 @@ fn tables(
 /// transformers' Llama; `cos` and `sin` are `[seq, head_dim / 2]`, or
 /// `[batch, seq, head_dim / 2]` for rows at different positions. `differentiable` picks the composite form, which has a backward
 /// pass; candle's fused kernel has none (huggingface/candle#2168).
-pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<Tensor> {
+pub(crate) fn apply(
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    differentiable: bool,
+) -> Result<Tensor> {
     if differentiable {
         // To [batch or 1, 1, seq, head_dim]: the same angles for every head.
         let per_row = cos.rank() == 3;

@@ -14,7 +14,7 @@
 
 mod heatmap;
 
-pub use heatmap::{heat_maps, HeatMap};
+pub(crate) use heatmap::{heat_maps, HeatMap};
 
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -24,13 +24,13 @@ use std::sync::OnceLock;
 
 /// One curve: a legend label and its points, in drawing order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub label: String,
-    pub points: Vec<(f64, f64)>,
+pub(crate) struct Series {
+    pub(crate) label: String,
+    pub(crate) points: Vec<(f64, f64)>,
     /// Draw a marker at each point (a scatter, or a curve whose points matter).
-    pub markers: bool,
+    pub(crate) markers: bool,
     /// Join the points with a line.
-    pub line: bool,
+    pub(crate) line: bool,
 }
 
 impl Series {
@@ -45,7 +45,7 @@ impl Series {
     }
 
     /// Points without a line (a scatter plot).
-    pub fn scatter(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+    pub(crate) fn scatter(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
         Self {
             markers: true,
             line: false,
@@ -54,7 +54,7 @@ impl Series {
     }
 
     /// A curve with a marker at each point (visible even with a single point).
-    pub fn with_markers(mut self) -> Self {
+    pub(crate) fn with_markers(mut self) -> Self {
         self.markers = true;
         self
     }
@@ -62,14 +62,14 @@ impl Series {
 
 /// A dashed vertical line across the plot (a phase boundary), optionally labelled.
 #[derive(Debug, Clone, PartialEq)]
-pub struct VLine {
-    pub x: f64,
-    pub label: Option<String>,
+pub(crate) struct VLine {
+    pub(crate) x: f64,
+    pub(crate) label: Option<String>,
 }
 
 /// Which corner of the plot holds the legend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Legend {
+pub(crate) enum Legend {
     UpperLeft,
     UpperRight,
     LowerLeft,
@@ -79,16 +79,16 @@ pub enum Legend {
 /// A chart of curves sharing one pair of axes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineChart {
-    pub title: String,
-    pub x_label: String,
-    pub y_label: String,
-    pub series: Vec<Series>,
-    pub vlines: Vec<VLine>,
+    pub(crate) title: String,
+    pub(crate) x_label: String,
+    pub(crate) y_label: String,
+    pub(crate) series: Vec<Series>,
+    pub(crate) vlines: Vec<VLine>,
     /// The y-axis range; `None` fits the data with a small margin.
-    pub y_range: Option<(f64, f64)>,
-    pub legend: Legend,
+    pub(crate) y_range: Option<(f64, f64)>,
+    pub(crate) legend: Legend,
     /// Width and height in pixels (SVG: user units).
-    pub size: (u32, u32),
+    pub(crate) size: (u32, u32),
 }
 
 impl LineChart {
@@ -109,14 +109,14 @@ impl LineChart {
 
 /// The image formats [`line_chart`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
+pub(crate) enum ImageFormat {
     Png,
     Svg,
 }
 
 impl ImageFormat {
     /// The format named by `path`'s extension (`.png`, `.svg`, any case).
-    pub fn from_path(path: &Path) -> Result<Self> {
+    pub(crate) fn from_path(path: &Path) -> Result<Self> {
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -136,7 +136,7 @@ impl ImageFormat {
 }
 
 /// Draws `chart` into `path` (PNG or SVG by extension), atomically.
-pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+pub(crate) fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
     write_figure(path, chart)
 }
 

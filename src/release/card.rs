@@ -16,139 +16,139 @@ use serde_json::Value as Json;
 use std::path::Path;
 
 /// The built-in template.
-pub const DEFAULT_TEMPLATE: &str = include_str!("../../release/model_card.md.j2");
+pub(crate) const DEFAULT_TEMPLATE: &str = include_str!("../../release/model_card.md.j2");
 
 /// Facts about the architecture, from `config.json` and the weights.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelFacts {
-    pub architecture: String,
-    pub model_type: String,
-    pub parameters: usize,
-    pub parameters_human: String,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-    pub context_length: usize,
-    pub rope_theta: f64,
-    pub tie_embeddings: bool,
-    pub dtypes: String,
-    pub weights_size_human: String,
+pub(crate) struct ModelFacts {
+    pub(crate) architecture: String,
+    pub(crate) model_type: String,
+    pub(crate) parameters: usize,
+    pub(crate) parameters_human: String,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) vocab_size: usize,
+    pub(crate) context_length: usize,
+    pub(crate) rope_theta: f64,
+    pub(crate) tie_embeddings: bool,
+    pub(crate) dtypes: String,
+    pub(crate) weights_size_human: String,
 }
 
 /// Hyperparameters from the run's `run.toml`.
 #[derive(Debug, Clone, Serialize)]
-pub struct RecipeFacts {
-    pub job: String,
-    pub optimizer: String,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub grad_clip: f64,
-    pub batch_tokens: u64,
-    pub seq_len: usize,
-    pub grad_accum: u64,
-    pub dtype: String,
-    pub seed: u64,
+pub(crate) struct RecipeFacts {
+    pub(crate) job: String,
+    pub(crate) optimizer: String,
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
+    pub(crate) weight_decay: f64,
+    pub(crate) grad_clip: f64,
+    pub(crate) batch_tokens: u64,
+    pub(crate) seq_len: usize,
+    pub(crate) grad_accum: u64,
+    pub(crate) dtype: String,
+    pub(crate) seed: u64,
     /// Data file names (not their local paths).
-    pub data: Vec<String>,
+    pub(crate) data: Vec<String>,
 }
 
 /// What is known of the training.
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainingFacts {
-    pub stage: Option<String>,
-    pub step: Option<u64>,
-    pub tokens_seen: Option<u64>,
-    pub tokens_human: Option<String>,
-    pub train_loss: Option<f64>,
-    pub schedule_kind: Option<String>,
-    pub schedule_label: Option<String>,
+pub(crate) struct TrainingFacts {
+    pub(crate) stage: Option<String>,
+    pub(crate) step: Option<u64>,
+    pub(crate) tokens_seen: Option<u64>,
+    pub(crate) tokens_human: Option<String>,
+    pub(crate) train_loss: Option<f64>,
+    pub(crate) schedule_kind: Option<String>,
+    pub(crate) schedule_label: Option<String>,
     /// The formulas (see `lr_curve::formula`), when the schedule is fully known.
-    pub schedule_formula: Option<String>,
+    pub(crate) schedule_formula: Option<String>,
     /// The LR plot's file in the repository.
-    pub lr_plot: Option<String>,
-    pub lr_at_step: Option<f64>,
+    pub(crate) lr_plot: Option<String>,
+    pub(crate) lr_at_step: Option<f64>,
     /// `not-decayed`, `decayed` or `unknown`.
-    pub decay: String,
-    pub decay_reason: String,
-    pub recipe: Option<RecipeFacts>,
+    pub(crate) decay: String,
+    pub(crate) decay_reason: String,
+    pub(crate) recipe: Option<RecipeFacts>,
 }
 
 /// One `model-index` result: a task on a dataset with its metrics.
 #[derive(Debug, Clone, Serialize)]
-pub struct IndexEntry {
-    pub task_type: String,
-    pub task_name: String,
-    pub dataset_name: String,
-    pub dataset_type: String,
-    pub dataset_config: Option<String>,
-    pub dataset_split: Option<String>,
-    pub num_fewshot: Option<u32>,
-    pub metrics: Vec<IndexMetric>,
+pub(crate) struct IndexEntry {
+    pub(crate) task_type: String,
+    pub(crate) task_name: String,
+    pub(crate) dataset_name: String,
+    pub(crate) dataset_type: String,
+    pub(crate) dataset_config: Option<String>,
+    pub(crate) dataset_split: Option<String>,
+    pub(crate) num_fewshot: Option<u32>,
+    pub(crate) metrics: Vec<IndexMetric>,
 }
 
 /// One metric of an [`IndexEntry`].
 #[derive(Debug, Clone, Serialize)]
-pub struct IndexMetric {
+pub(crate) struct IndexMetric {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub value: f64,
-    pub name: String,
+    pub(crate) kind: String,
+    pub(crate) value: f64,
+    pub(crate) name: String,
 }
 
 /// A row of an evaluation table.
 #[derive(Debug, Clone, Serialize)]
-pub struct EvalRow {
-    pub task: String,
-    pub dataset: String,
-    pub shots: String,
-    pub metric: String,
-    pub value: String,
-    pub stderr: String,
+pub(crate) struct EvalRow {
+    pub(crate) task: String,
+    pub(crate) dataset: String,
+    pub(crate) shots: String,
+    pub(crate) metric: String,
+    pub(crate) value: String,
+    pub(crate) stderr: String,
 }
 
 /// A row of the sharpness table.
 #[derive(Debug, Clone, Serialize)]
-pub struct SharpnessLine {
-    pub label: String,
-    pub schedule: String,
-    pub step: String,
-    pub trace: String,
-    pub stderr: String,
-    pub released: bool,
+pub(crate) struct SharpnessLine {
+    pub(crate) label: String,
+    pub(crate) schedule: String,
+    pub(crate) step: String,
+    pub(crate) trace: String,
+    pub(crate) stderr: String,
+    pub(crate) released: bool,
     /// Trace relative to the released checkpoint's (`2.41×`).
-    pub ratio: String,
+    pub(crate) ratio: String,
 }
 
 /// Everything a template can use.
 #[derive(Debug, Clone, Serialize)]
-pub struct CardContext {
-    pub repo_id: String,
-    pub model_name: String,
-    pub revision: String,
-    pub license: String,
-    pub languages: Vec<String>,
-    pub datasets: Vec<String>,
-    pub base_model: Option<String>,
-    pub tags: Vec<String>,
-    pub model: ModelFacts,
-    pub training: TrainingFacts,
-    pub model_index: Vec<IndexEntry>,
-    pub evals_pre: Vec<EvalRow>,
-    pub evals_sft: Vec<EvalRow>,
-    pub sharpness: Vec<SharpnessLine>,
-    pub sharpness_summary: Option<String>,
-    pub fingerprint: String,
-    pub ckpt_version: String,
+pub(crate) struct CardContext {
+    pub(crate) repo_id: String,
+    pub(crate) model_name: String,
+    pub(crate) revision: String,
+    pub(crate) license: String,
+    pub(crate) languages: Vec<String>,
+    pub(crate) datasets: Vec<String>,
+    pub(crate) base_model: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) model: ModelFacts,
+    pub(crate) training: TrainingFacts,
+    pub(crate) model_index: Vec<IndexEntry>,
+    pub(crate) evals_pre: Vec<EvalRow>,
+    pub(crate) evals_sft: Vec<EvalRow>,
+    pub(crate) sharpness: Vec<SharpnessLine>,
+    pub(crate) sharpness_summary: Option<String>,
+    pub(crate) fingerprint: String,
+    pub(crate) ckpt_version: String,
 }
 
 /// `1234567` -> `1.23M`: three significant digits.
-pub fn human_count(n: u64) -> String {
+pub(crate) fn human_count(n: u64) -> String {
     let x = n as f64;
     for (scale, unit) in [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")] {
         if x >= scale {
@@ -173,7 +173,7 @@ pub fn human_count(n: u64) -> String {
 }
 
 /// `1536000` -> `1.46 MiB`.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -192,7 +192,7 @@ fn fmt_value(v: f64) -> String {
     format!("{v:.4}")
 }
 
-pub fn eval_rows(results: &CardResults, stage: EvalStage) -> Vec<EvalRow> {
+pub(crate) fn eval_rows(results: &CardResults, stage: EvalStage) -> Vec<EvalRow> {
     results
         .evals_of(stage)
         .into_iter()
@@ -212,7 +212,7 @@ pub fn eval_rows(results: &CardResults, stage: EvalStage) -> Vec<EvalRow> {
 
 /// This checkpoint's own scores grouped by (task, dataset, split, shots) as the
 /// Hub's `model-index` lists them.
-pub fn model_index(results: &CardResults) -> Vec<IndexEntry> {
+pub(crate) fn model_index(results: &CardResults) -> Vec<IndexEntry> {
     let mut entries: Vec<(Vec<&str>, Option<u32>, IndexEntry)> = Vec::new();
     for e in results.evals_of(EvalStage::Pre) {
         let key = group_key(e);
@@ -260,7 +260,7 @@ fn group_key(e: &EvalResult) -> Vec<&str> {
 
 /// The sharpness rows, with each trace relative to the released checkpoint's, and a
 /// one-line summary of how much sharper the siblings are.
-pub fn sharpness(results: &CardResults) -> (Vec<SharpnessLine>, Option<String>) {
+pub(crate) fn sharpness(results: &CardResults) -> (Vec<SharpnessLine>, Option<String>) {
     let own = results
         .sharpness
         .iter()
@@ -346,7 +346,7 @@ fn template_error(e: minijinja::Error) -> Error {
 }
 
 /// The YAML front matter of a card, parsed.
-pub fn front_matter(card: &str) -> std::result::Result<Json, String> {
+pub(crate) fn front_matter(card: &str) -> std::result::Result<Json, String> {
     let rest = card
         .strip_prefix("---\n")
         .or_else(|| card.strip_prefix("---\r\n"))
@@ -364,7 +364,7 @@ pub fn front_matter(card: &str) -> std::result::Result<Json, String> {
 /// needs and, in `model-index`, for every result `task.type`, `dataset.type`,
 /// `dataset.name`, and metrics each with `type` and `value` (huggingface_hub's
 /// `model_index_to_eval_results` requires them).
-pub fn validate(card: &str) -> std::result::Result<Json, String> {
+pub(crate) fn validate(card: &str) -> std::result::Result<Json, String> {
     let meta = front_matter(card)?;
     let obj = meta
         .as_object()
@@ -439,7 +439,7 @@ fn validate_model_index(index: &Json) -> std::result::Result<(), String> {
 }
 
 /// Reads a template file given with `--card-template`.
-pub fn read_template(path: &Path) -> Result<String> {
+pub(crate) fn read_template(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 

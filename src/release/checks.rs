@@ -21,19 +21,19 @@ const PROBE: &str = "The quick brown fox jumps over the lazy dog.";
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
     #[serde(skip)]
-    pub config: ModelConfig,
-    pub parameters: usize,
-    pub tensors: usize,
+    pub(crate) config: ModelConfig,
+    pub(crate) parameters: usize,
+    pub(crate) tensors: usize,
     /// Stored dtypes of the weights (`F32`, `BF16`...).
-    pub dtypes: Vec<String>,
-    pub weight_bytes: u64,
-    pub tokenizer_vocab: usize,
+    pub(crate) dtypes: Vec<String>,
+    pub(crate) weight_bytes: u64,
+    pub(crate) tokenizer_vocab: usize,
     /// Mean next-token loss of the probe sentence (any finite value passes).
-    pub probe_loss: f64,
+    pub(crate) probe_loss: f64,
 }
 
 /// Runs every check on `ckpt`.
-pub fn check(ckpt: &Checkpoint) -> Result<CheckReport> {
+pub(crate) fn check(ckpt: &Checkpoint) -> Result<CheckReport> {
     let config = ckpt.config()?;
     let weights = ckpt.weights()?;
     validate_shapes(&config, &weights)?;

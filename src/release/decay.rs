@@ -33,7 +33,7 @@ pub enum Verdict {
 
 /// The verdict for a checkpoint with sidecar `meta` (its raw JSON as `raw`, to see
 /// fields this version of [`CheckpointMeta`] does not know, like `merge`).
-pub fn assess(meta: Option<&CheckpointMeta>, raw: Option<&serde_json::Value>) -> Verdict {
+pub(crate) fn assess(meta: Option<&CheckpointMeta>, raw: Option<&serde_json::Value>) -> Verdict {
     let Some(meta) = meta else {
         return Verdict::Unknown(
             "no ckpt.json: the schedule it was trained under is not recorded".into(),

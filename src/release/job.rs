@@ -20,21 +20,21 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub struct ReleaseJob {
     /// The checkpoint directory (config.json, weights, tokenizer.json).
-    pub checkpoint: PathBuf,
+    pub(crate) checkpoint: PathBuf,
     /// Target repository; without a namespace, the token's user's.
-    pub repo: RepoId,
+    pub(crate) repo: RepoId,
     /// Branch to commit to; created from the default branch when missing.
-    pub revision: String,
+    pub(crate) revision: String,
     /// Release a checkpoint whose learning rate decayed (not a WSO base model).
-    pub allow_decayed: bool,
+    pub(crate) allow_decayed: bool,
     /// Release a checkpoint whose schedule is not recorded (no ckpt.json).
-    pub allow_unknown_schedule: bool,
+    pub(crate) allow_unknown_schedule: bool,
     /// What goes into the model card.
-    pub card: CardOptions,
+    pub(crate) card: CardOptions,
     /// Which files of the checkpoint go too.
-    pub filters: Filters,
+    pub(crate) filters: Filters,
     /// A directory (dry run) or the Hub.
-    pub destination: Destination,
+    pub(crate) destination: Destination,
 }
 
 /// Where the release goes.
@@ -51,18 +51,18 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct HubTarget {
     /// The token; by default `HF_TOKEN`, else the token file of `hf auth login`.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Create the repository private (an existing repository keeps its visibility).
-    pub private: bool,
+    pub(crate) private: bool,
     /// Commit summary; by default "Release <name>: step N, <schedule>".
-    pub commit_message: Option<String>,
-    pub commit_description: String,
+    pub(crate) commit_message: Option<String>,
+    pub(crate) commit_description: String,
     /// Open a pull request against the revision instead of committing to it.
-    pub create_pr: bool,
+    pub(crate) create_pr: bool,
     /// Retries per request on 408/429/5xx and broken connections.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Wait before the first retry (it doubles up to 8 s; Retry-After wins).
-    pub retry_wait: Duration,
+    pub(crate) retry_wait: Duration,
 }
 
 /// What [`run`] tells its caller while it works.
@@ -90,7 +90,7 @@ pub struct ReleaseOutcome {
 
 impl ReleaseJob {
     /// Checks every value the flags would have refused, and combinations of them.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let flag = |name: &str, r: std::result::Result<String, String>| {
             r.map(drop)
                 .map_err(|e| Error::Invalid(format!("{name}: {e}")))

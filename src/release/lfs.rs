@@ -26,12 +26,12 @@ use std::time::Duration;
 
 /// A local file to upload as the LFS object `oid` (sha256, hex).
 #[derive(Debug, Clone)]
-pub struct LocalObject {
+pub(crate) struct LocalObject {
     /// How messages name it (its path in the repository).
-    pub name: String,
-    pub path: PathBuf,
-    pub oid: String,
-    pub size: u64,
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) oid: String,
+    pub(crate) size: u64,
 }
 
 /// Uploads `object` following `actions` (which must have an upload action), then

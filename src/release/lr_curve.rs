@@ -13,7 +13,7 @@ use std::str::FromStr;
 /// The spec a `ckpt.json` schedule describes, when it describes one completely
 /// (known kind, peak LR, `T`; cyclic schedules also need their cycle, which the
 /// sidecar does not record).
-pub fn spec_from_info(info: &ScheduleInfo) -> Option<ScheduleSpec> {
+pub(crate) fn spec_from_info(info: &ScheduleInfo) -> Option<ScheduleSpec> {
     let kind = Kind::from_str(&info.kind).ok()?;
     let mut spec = ScheduleSpec::new(
         kind,
@@ -46,7 +46,7 @@ fn num(x: f64) -> String {
 }
 
 /// The schedule as formulas, one line per phase, then the values of the symbols.
-pub fn formula(spec: &ScheduleSpec) -> String {
+pub(crate) fn formula(spec: &ScheduleSpec) -> String {
     let pre = spec.pre_training();
     let (eta, w, t) = (pre.peak_lr, pre.warmup, pre.total_steps);
     let alpha = spec.alpha_pre();
@@ -108,7 +108,7 @@ pub fn formula(spec: &ScheduleSpec) -> String {
 }
 
 /// Draws the schedule with a line at `step` (this checkpoint) into `path` (PNG/SVG).
-pub fn plot(spec: &ScheduleSpec, step: u64, path: &Path) -> Result<()> {
+pub(crate) fn plot(spec: &ScheduleSpec, step: u64, path: &Path) -> Result<()> {
     let end = spec.end_step().max(step);
     let mut steps: BTreeSet<u64> = (0..=1000u64).map(|i| end * i / 1000).collect();
     for b in spec.breakpoints() {

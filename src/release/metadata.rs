@@ -6,7 +6,7 @@ use crate::hub::RepoId;
 
 /// The license ids the Hub's model card metadata accepts
 /// (https://huggingface.co/docs/hub/repositories-licenses).
-pub const HUB_LICENSES: &[&str] = &[
+pub(crate) const HUB_LICENSES: &[&str] = &[
     "apache-2.0",
     "mit",
     "openrail",
@@ -90,7 +90,7 @@ pub const HUB_LICENSES: &[&str] = &[
 ];
 
 /// `--license`: one of the Hub's ids (`other` for anything else).
-pub fn parse_license(s: &str) -> Result<String, String> {
+pub(crate) fn parse_license(s: &str) -> Result<String, String> {
     if HUB_LICENSES.contains(&s) {
         Ok(s.to_string())
     } else {
@@ -103,7 +103,7 @@ pub fn parse_license(s: &str) -> Result<String, String> {
 /// `--language`: an ISO 639-1, -2 or -3 code (2 or 3 lowercase letters), with an
 /// optional region or script (`en`, `fra`, `pt-BR`, `zh-Hans`), as the Hub's card
 /// metadata takes them.
-pub fn parse_language(s: &str) -> Result<String, String> {
+pub(crate) fn parse_language(s: &str) -> Result<String, String> {
     let mut parts = s.split('-');
     let code = parts.next().unwrap_or_default();
     let code_ok = (2..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase());
@@ -120,7 +120,7 @@ pub fn parse_language(s: &str) -> Result<String, String> {
 
 /// `--base-model`: a Hub repository id, or a checkpoint source `hf://ORG/NAME[@REV]`,
 /// which the card names by its repository (the card's `base_model` has no revision).
-pub fn parse_base_model(s: &str) -> Result<String, String> {
+pub(crate) fn parse_base_model(s: &str) -> Result<String, String> {
     match crate::hub::HubSource::parse(s) {
         Some(source) => source.map(|s| s.repo).map_err(|e| e.to_string()),
         None => parse_hub_id(s),
@@ -128,7 +128,7 @@ pub fn parse_base_model(s: &str) -> Result<String, String> {
 }
 
 /// `--dataset` / `--base-model`: a Hub repository id (`org/name` or `name`).
-pub fn parse_hub_id(s: &str) -> Result<String, String> {
+pub(crate) fn parse_hub_id(s: &str) -> Result<String, String> {
     RepoId::parse(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
@@ -136,7 +136,7 @@ pub fn parse_hub_id(s: &str) -> Result<String, String> {
 
 /// `--revision`: a branch name as git and the Hub accept it (`main`, `v1.0`,
 /// `refs/pr/3`): no empty or `.`-led component, no `..`, no spaces or `~^:?*[\`.
-pub fn parse_revision(s: &str) -> Result<String, String> {
+pub(crate) fn parse_revision(s: &str) -> Result<String, String> {
     let bad = |why: &str| Err(format!("{s:?} is not a branch name: {why}"));
     if s.is_empty() {
         return bad("empty");

@@ -11,15 +11,15 @@
 //! verdict, the card and the plan, files hashed), then a dry run's directory or the
 //! upload, [`upload::publish`] over a [`crate::hub::HubClient`].
 
-pub mod card;
-pub mod checks;
-pub mod decay;
+pub(crate) mod card;
+pub(crate) mod checks;
+pub(crate) mod decay;
 mod job;
-pub mod lfs;
-pub mod lr_curve;
-pub mod metadata;
+pub(crate) mod lfs;
+pub(crate) mod lr_curve;
+pub(crate) mod metadata;
 pub mod plan;
-pub mod results;
+pub(crate) mod results;
 pub mod upload;
 
 use crate::checkpoint::{open_single, Checkpoint, META_FILE};
@@ -36,30 +36,30 @@ use results::{CardResults, EvalStage};
 use std::path::PathBuf;
 
 /// File name of the model card in the repository.
-pub const CARD_FILE: &str = "README.md";
+pub(crate) const CARD_FILE: &str = "README.md";
 /// File name of the LR plot in the repository.
-pub const LR_PLOT_FILE: &str = "lr_schedule.png";
+pub(crate) const LR_PLOT_FILE: &str = "lr_schedule.png";
 
 /// What goes into the card besides the checkpoint's own facts, as the job names it.
 #[derive(Debug, Clone)]
-pub struct CardOptions {
+pub(crate) struct CardOptions {
     /// SPDX-style license id of the Hub (`apache-2.0`, `mit`, `other`...).
-    pub license: String,
+    pub(crate) license: String,
     /// ISO 639-1 codes, optionally with a region (`en`, `pt-BR`).
-    pub languages: Vec<String>,
+    pub(crate) languages: Vec<String>,
     /// Hub ids of the training datasets.
-    pub datasets: Vec<String>,
+    pub(crate) datasets: Vec<String>,
     /// Hub id of the model this one was trained from.
-    pub base_model: Option<String>,
+    pub(crate) base_model: Option<String>,
     /// Extra tags.
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     /// A minijinja template replacing the built-in one.
-    pub template: Option<PathBuf>,
+    pub(crate) template: Option<PathBuf>,
     /// Evaluation and sharpness results (JSON; see the README).
-    pub results: Option<PathBuf>,
+    pub(crate) results: Option<PathBuf>,
     /// A results store (or a directory of stores) to read this checkpoint's results
     /// from instead; by default `ckpt.sqlite` when it exists.
-    pub store: Option<PathBuf>,
+    pub(crate) store: Option<PathBuf>,
 }
 
 impl Default for CardOptions {
@@ -89,19 +89,19 @@ struct CardInputs {
 
 /// A checked checkpoint with its card and upload plan.
 pub struct Prepared {
-    pub checkpoint: Checkpoint,
+    pub(crate) checkpoint: Checkpoint,
     pub checks: CheckReport,
     pub verdict: Verdict,
     pub card: String,
-    pub plan: Plan,
+    pub(crate) plan: Plan,
     /// Holds the generated files the plan points at; removed when dropped.
     _staging: tempfile::TempDir,
 }
 
 /// A checkpoint opened, with the verdict on its schedule.
 struct Inspected {
-    pub checkpoint: Checkpoint,
-    pub verdict: Verdict,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) verdict: Verdict,
 }
 
 /// Opens the checkpoint and refuses a decayed or unknown schedule unless allowed:

@@ -21,10 +21,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Files larger than this always go to LFS on the Hub.
-pub const LFS_SIZE: u64 = 10 * 1024 * 1024;
+pub(crate) const LFS_SIZE: u64 = 10 * 1024 * 1024;
 
 /// The checkpoint files a release ships by default (shards named by the index too).
-pub const DEFAULT_FILES: [&str; 12] = [
+pub(crate) const DEFAULT_FILES: [&str; 12] = [
     "config.json",
     "generation_config.json",
     "model.safetensors",
@@ -76,7 +76,7 @@ const LFS_EXTENSIONS: [&str; 30] = [
 /// How a file reaches the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum UploadMode {
+pub(crate) enum UploadMode {
     /// Stored by the LFS API, referenced by its sha256 in the commit.
     Lfs,
     /// Sent inline (base64) in the commit.
@@ -94,31 +94,31 @@ impl std::fmt::Display for UploadMode {
 
 /// One file of the plan.
 #[derive(Debug, Clone, Serialize)]
-pub struct PlanFile {
+pub(crate) struct PlanFile {
     /// Where it goes in the repository (`/`-separated).
-    pub path_in_repo: String,
+    pub(crate) path_in_repo: String,
     /// Where its bytes are.
     #[serde(skip)]
-    pub source: PathBuf,
-    pub size: u64,
+    pub(crate) source: PathBuf,
+    pub(crate) size: u64,
     /// sha256 of the content, hex: the LFS object id.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// Git blob id (sha1) of the content, for files small enough to be regular.
     #[serde(skip)]
-    pub git_oid: Option<String>,
+    pub(crate) git_oid: Option<String>,
     /// The first 512 bytes, which `preupload` looks at.
     #[serde(skip)]
-    pub sample: Vec<u8>,
+    pub(crate) sample: Vec<u8>,
     /// Predicted by the plan, then set to what the Hub decided.
-    pub mode: UploadMode,
+    pub(crate) mode: UploadMode,
     /// Made by `ckpt release` (card, plot) rather than taken from the checkpoint.
-    pub generated: bool,
+    pub(crate) generated: bool,
 }
 
 /// The files of a release, sorted by path in the repository.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    pub files: Vec<PlanFile>,
+    pub(crate) files: Vec<PlanFile>,
 }
 
 /// A file chosen for the release, before hashing.
@@ -132,9 +132,9 @@ pub struct Selected {
 /// `--include` / `--exclude` globs (matched against paths in the repository; `*`
 /// crosses `/` as in `hf upload`).
 #[derive(Debug, Clone, Default)]
-pub struct Filters {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+pub(crate) struct Filters {
+    pub(crate) include: Vec<String>,
+    pub(crate) exclude: Vec<String>,
 }
 
 /// The globs of `flag` (`--include` or `--exclude`) as one set.
@@ -153,7 +153,7 @@ fn glob_set(flag: &str, patterns: &[String]) -> Result<GlobSet> {
 /// The files to release: the checkpoint's default files and `--include` matches,
 /// the `generated` files (`(path_in_repo, source)`, replacing same-named checkpoint
 /// files), less `--exclude` matches.
-pub fn select(
+pub(crate) fn select(
     ckpt_dir: &Path,
     generated: &[(String, PathBuf)],
     filters: &Filters,
@@ -242,7 +242,7 @@ fn files_under(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The Hub's rule for LFS, applied locally to predict `preupload`'s answer.
-pub fn predict_mode(path_in_repo: &str, size: u64, sample: &[u8]) -> UploadMode {
+pub(crate) fn predict_mode(path_in_repo: &str, size: u64, sample: &[u8]) -> UploadMode {
     let ext = path_in_repo
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase());
@@ -339,7 +339,7 @@ impl Plan {
     }
 
     /// Writes exactly the plan's files into `dir`, which must be new or empty.
-    pub fn write_to(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
             if entries.next().is_some() {

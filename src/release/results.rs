@@ -28,7 +28,7 @@ use std::path::Path;
 /// Which model a score belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EvalStage {
+pub(crate) enum EvalStage {
     /// This checkpoint, as released.
     Pre,
     /// A fine-tune of this checkpoint.
@@ -38,44 +38,44 @@ pub enum EvalStage {
 /// One metric of one benchmark.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvalResult {
+pub(crate) struct EvalResult {
     /// The task's name (`hellaswag`, `arc_challenge`...).
-    pub task: String,
+    pub(crate) task: String,
     /// Hub dataset id (`model-index` `dataset.type`).
-    pub dataset_type: String,
+    pub(crate) dataset_type: String,
     /// Human-readable dataset name (`dataset.name`).
-    pub dataset_name: String,
+    pub(crate) dataset_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset_config: Option<String>,
+    pub(crate) dataset_config: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split: Option<String>,
+    pub(crate) split: Option<String>,
     /// Metric id (`acc`, `acc_norm`, `exact_match`...).
-    pub metric: String,
-    pub value: f64,
+    pub(crate) metric: String,
+    pub(crate) value: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stderr: Option<f64>,
+    pub(crate) stderr: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_fewshot: Option<u32>,
-    pub stage: EvalStage,
+    pub(crate) num_fewshot: Option<u32>,
+    pub(crate) stage: EvalStage,
 }
 
 /// Sharpness of one checkpoint: this one (`released`) or a sibling to compare with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SharpnessRow {
+pub(crate) struct SharpnessRow {
     /// Run or checkpoint label.
-    pub label: String,
+    pub(crate) label: String,
     /// Schedule description (`WSD (α=0.1)`).
-    pub schedule: String,
+    pub(crate) schedule: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<u64>,
+    pub(crate) step: Option<u64>,
     /// Hessian trace estimate.
-    pub trace: f64,
+    pub(crate) trace: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stderr: Option<f64>,
+    pub(crate) stderr: Option<f64>,
     /// True for the checkpoint being released.
     #[serde(default)]
-    pub released: bool,
+    pub(crate) released: bool,
 }
 
 /// Whether `metric` is a fraction of items (accuracy, exact match, F1, win rate), which
@@ -91,11 +91,11 @@ fn is_fraction(metric: &str) -> bool {
 /// Everything the card reports beyond the checkpoint itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CardResults {
+pub(crate) struct CardResults {
     #[serde(default)]
-    pub evals: Vec<EvalResult>,
+    pub(crate) evals: Vec<EvalResult>,
     #[serde(default)]
-    pub sharpness: Vec<SharpnessRow>,
+    pub(crate) sharpness: Vec<SharpnessRow>,
 }
 
 impl CardResults {
@@ -110,7 +110,7 @@ impl CardResults {
     }
 
     /// Every value finite, no empty names, at most one released sharpness row.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         for (i, e) in self.evals.iter().enumerate() {
             let empty = [&e.task, &e.dataset_type, &e.dataset_name, &e.metric]
                 .iter()
@@ -155,14 +155,14 @@ impl CardResults {
     }
 
     /// Scores of one stage, in the order given.
-    pub fn evals_of(&self, stage: EvalStage) -> Vec<&EvalResult> {
+    pub(crate) fn evals_of(&self, stage: EvalStage) -> Vec<&EvalResult> {
         self.evals.iter().filter(|e| e.stage == stage).collect()
     }
 }
 
 /// This checkpoint's evaluation results from the results store (`ckpt eval`): every
 /// stored metric of its fingerprint, with the task's dataset for `model-index`.
-pub fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<CardResults> {
+pub(crate) fn from_store(store: &crate::store::Store, fingerprint: &str) -> Result<CardResults> {
     let mut evals = Vec::new();
     for m in store.metrics(Some(fingerprint))? {
         let Some(info) = store.task_info(&m.task, &m.spec_hash)? else {

@@ -57,19 +57,19 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct UploadReport {
     /// `namespace/name`.
-    pub repo: String,
-    pub revision: String,
-    pub outcome: Outcome,
-    pub created_repo: bool,
-    pub commit_oid: Option<String>,
-    pub commit_url: Option<String>,
-    pub pull_request_url: Option<String>,
+    pub(crate) repo: String,
+    pub(crate) revision: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) created_repo: bool,
+    pub(crate) commit_oid: Option<String>,
+    pub(crate) commit_url: Option<String>,
+    pub(crate) pull_request_url: Option<String>,
     /// Files whose LFS objects were uploaded.
     pub uploaded: Vec<String>,
     /// Files whose LFS objects the Hub already had (not sent again).
-    pub already_on_hub: Vec<String>,
+    pub(crate) already_on_hub: Vec<String>,
     /// Files identical to the revision's, left out of the commit.
-    pub unchanged: Vec<String>,
+    pub(crate) unchanged: Vec<String>,
 }
 
 fn hub(e: HubError) -> Error {
@@ -209,7 +209,7 @@ fn local_oid(f: &mut PlanFile) -> Result<Option<String>> {
 }
 
 /// Git's id of a blob: sha1 of `blob <len>\0` and the content.
-pub fn git_blob_id(content: &[u8]) -> String {
+pub(crate) fn git_blob_id(content: &[u8]) -> String {
     use sha1::{Digest, Sha1};
     let mut h = Sha1::new();
     h.update(format!("blob {}\0", content.len()).as_bytes());

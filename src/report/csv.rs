@@ -11,7 +11,7 @@ struct Layout {
 }
 
 /// The table as CSV text.
-pub fn to_csv(t: &Table) -> String {
+pub(crate) fn to_csv(t: &Table) -> String {
     let layouts: Vec<Layout> = (0..t.columns.len())
         .map(|j| {
             let cells = || t.rows.iter().filter_map(|r| r.get(j));

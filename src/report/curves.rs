@@ -7,21 +7,21 @@ use crate::train::trainer::METRICS_FILE;
 use std::path::Path;
 
 /// Points drawn per curve at most: longer logs are averaged over equal buckets.
-pub const MAX_POINTS: usize = 2000;
+pub(crate) const MAX_POINTS: usize = 2000;
 
 /// A run's curve of one quantity and where it came from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Curve {
-    pub points: Vec<(f64, f64)>,
+pub(crate) struct Curve {
+    pub(crate) points: Vec<(f64, f64)>,
     /// Read from the run's `metrics.jsonl` (else from its checkpoints' sidecars).
-    pub from_log: bool,
+    pub(crate) from_log: bool,
     /// Steps averaged per point (1: every step).
-    pub bucket: usize,
+    pub(crate) bucket: usize,
 }
 
 /// `field` (`loss`, `lr`) of every logged step, or of every checkpoint; `None` when
 /// neither has it. A missing or unreadable run directory is no error.
-pub fn curve(view: &StoreView, run: &Run, field: &str) -> Option<Curve> {
+pub(crate) fn curve(view: &StoreView, run: &Run, field: &str) -> Option<Curve> {
     if let Some(points) = run
         .dir
         .as_deref()

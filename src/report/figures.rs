@@ -60,7 +60,7 @@ fn curve_steps(end: u64, breakpoints: Vec<u64>) -> BTreeSet<u64> {
 
 /// The LR schedule of each pre-training run: its schedule's formula where `ckpt.json`
 /// describes it completely, else the LR its log recorded.
-pub fn lr_schedules(inp: &Inputs) -> Option<Figure> {
+pub(crate) fn lr_schedules(inp: &Inputs) -> Option<Figure> {
     let mut chart = LineChart::new("Learning-rate schedules", "step", "learning rate");
     chart.legend = Legend::UpperRight;
     for run in inp.pre_runs().filter(|r| !r.is_merge()) {
@@ -84,7 +84,7 @@ pub fn lr_schedules(inp: &Inputs) -> Option<Figure> {
 }
 
 /// Training loss against step, pre- and mid-training runs.
-pub fn training_loss(inp: &Inputs) -> Option<Figure> {
+pub(crate) fn training_loss(inp: &Inputs) -> Option<Figure> {
     let mut chart = LineChart::new("Training loss", "step", "training loss");
     chart.legend = Legend::UpperRight;
     let mut averaged = 1;
@@ -129,7 +129,7 @@ pub fn training_loss(inp: &Inputs) -> Option<Figure> {
 
 /// One chart per pre-training headline: the metric at every scored step of each run;
 /// merges as single points.
-pub fn metrics_by_step(inp: &Inputs) -> Vec<Figure> {
+pub(crate) fn metrics_by_step(inp: &Inputs) -> Vec<Figure> {
     let mut out = Vec::new();
     for (i, h) in inp.pre_columns.iter().enumerate() {
         let scale = if is_percent(&h.metric) { 100.0 } else { 1.0 };
@@ -228,7 +228,7 @@ fn file_stem(task: &str) -> String {
 
 /// Sharpness against step (the paper's Figure 3): one figure per measurement set, the
 /// findings' configuration first.
-pub fn sharpness(inp: &Inputs) -> Vec<Figure> {
+pub(crate) fn sharpness(inp: &Inputs) -> Vec<Figure> {
     let configs = inp.sharpness_per_set();
     configs
         .iter()
@@ -265,7 +265,7 @@ fn pre_training(inp: &Inputs, config_key: &str) -> Vec<SharpnessResult> {
 }
 
 /// Each run's per-layer trace against step, under the findings' configuration.
-pub fn sharpness_blocks(inp: &Inputs) -> Option<Figure> {
+pub(crate) fn sharpness_blocks(inp: &Inputs) -> Option<Figure> {
     let cfg = inp.primary_sharpness()?;
     let maps = crate::sharpness::figure::block_heat_maps(&pre_training(inp, &cfg.key));
     (!maps.is_empty()).then(|| Figure {
@@ -297,7 +297,7 @@ pub fn spectrum(inp: &Inputs) -> Option<Figure> {
 }
 
 /// Each base's SFT sweep: the pick criterion against log10 of the LR.
-pub fn sft_sweep(inp: &Inputs) -> Option<Figure> {
+pub(crate) fn sft_sweep(inp: &Inputs) -> Option<Figure> {
     let mut chart = LineChart::new(
         "SFT learning-rate sweep",
         "log10(peak LR)",
@@ -336,7 +336,7 @@ pub fn sft_sweep(inp: &Inputs) -> Option<Figure> {
 
 /// The data of Figure 4: every fine-tuned base checkpoint with a sharpness (findings'
 /// configuration) and its sweep's picked score, with Pearson's r.
-pub fn sft_correlation(inp: &Inputs) -> Option<SftCorrelation> {
+pub(crate) fn sft_correlation(inp: &Inputs) -> Option<SftCorrelation> {
     let cfg = inp.primary_sharpness()?;
     let mut points = Vec::new();
     let mut criteria = BTreeSet::new();
@@ -372,7 +372,7 @@ pub fn sft_correlation(inp: &Inputs) -> Option<SftCorrelation> {
 }
 
 /// Figure 4 from [`sft_correlation`].
-pub fn sharpness_vs_sft(inp: &Inputs) -> Option<Figure> {
+pub(crate) fn sharpness_vs_sft(inp: &Inputs) -> Option<Figure> {
     let corr = sft_correlation(inp)?;
     let r = match (corr.pearson_r, corr.p_value) {
         (Some(r), Some(p)) => format!("Pearson r = {r:.3}, p = {p:.3}, n = {}", corr.points.len()),

@@ -22,9 +22,9 @@ use std::collections::BTreeMap;
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    pub id: String,
+    pub(crate) id: String,
     /// The question it answers.
-    pub question: String,
+    pub(crate) question: String,
     /// Whether the paper's direction holds here (`None`: not measured).
     pub holds: Option<bool>,
     /// The answer in a sentence or two, with the numbers.
@@ -34,7 +34,7 @@ pub struct Finding {
 }
 
 /// Every finding.
-pub fn findings(inp: &Inputs) -> Result<Vec<Finding>> {
+pub(crate) fn findings(inp: &Inputs) -> Result<Vec<Finding>> {
     let wso = wso_run(inp);
     let mut out = vec![validation_loss(inp, wso)];
     // One sharpness finding per measurement set (the paper measures two).

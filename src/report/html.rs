@@ -13,7 +13,7 @@ const TEMPLATE: &str = include_str!("report.html.j2");
 
 /// Renders the report; `images` maps each figure's file name to its PNG bytes (a figure
 /// without bytes is left out).
-pub fn to_html(report: &Report, images: &HashMap<String, Vec<u8>>) -> Result<String> {
+pub(crate) fn to_html(report: &Report, images: &HashMap<String, Vec<u8>>) -> Result<String> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_template("report.html", TEMPLATE)

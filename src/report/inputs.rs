@@ -11,22 +11,22 @@ use crate::eval::headline::{headlines, Headline};
 use crate::store::{MetricRow, Store};
 
 /// The validation-loss task and its metric (the findings' pre-training measure).
-pub const VALIDATION_TASK: &str = "validation_loss";
-pub const VALIDATION_METRIC: &str = "loss";
+pub(crate) const VALIDATION_TASK: &str = "validation_loss";
+pub(crate) const VALIDATION_METRIC: &str = "loss";
 
-pub struct Inputs<'a> {
-    pub store: &'a Store,
-    pub opts: &'a ReportOptions,
-    pub view: StoreView,
-    pub runs: Vec<Run>,
+pub(crate) struct Inputs<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a ReportOptions,
+    pub(crate) view: StoreView,
+    pub(crate) runs: Vec<Run>,
     /// Pre-training headline columns (over the runs' final checkpoints), the
     /// validation loss last.
-    pub pre_columns: Vec<Headline>,
-    pub sft_columns: SftColumns,
-    pub sweeps: Vec<SftSweep>,
-    pub picks: Vec<SftPick>,
+    pub(crate) pre_columns: Vec<Headline>,
+    pub(crate) sft_columns: SftColumns,
+    pub(crate) sweeps: Vec<SftSweep>,
+    pub(crate) picks: Vec<SftPick>,
     /// Sharpness configurations, the most measured (the one findings use) first.
-    pub sharpness_configs: Vec<ConfigSummary>,
+    pub(crate) sharpness_configs: Vec<ConfigSummary>,
 }
 
 impl<'a> Inputs<'a> {
@@ -119,7 +119,7 @@ impl<'a> Inputs<'a> {
     }
 
     /// Pre-training runs, then WSM merges.
-    pub fn pre_runs(&self) -> impl Iterator<Item = &Run> {
+    pub(crate) fn pre_runs(&self) -> impl Iterator<Item = &Run> {
         let pre = |merge: bool| {
             self.runs
                 .iter()
@@ -134,13 +134,13 @@ impl<'a> Inputs<'a> {
     }
 
     /// The sharpness configuration the findings use.
-    pub fn primary_sharpness(&self) -> Option<&ConfigSummary> {
+    pub(crate) fn primary_sharpness(&self) -> Option<&ConfigSummary> {
         self.sharpness_configs.first()
     }
 
     /// The configurations that measure curves (no spectrum), one per measurement set:
     /// the primary first, then each other set's most measured.
-    pub fn sharpness_per_set(&self) -> Vec<&ConfigSummary> {
+    pub(crate) fn sharpness_per_set(&self) -> Vec<&ConfigSummary> {
         let mut out: Vec<&ConfigSummary> = Vec::new();
         for c in self.sharpness_configs.iter().filter(|c| !c.spectrum) {
             if !out.iter().any(|o| o.set == c.set) {
@@ -151,12 +151,16 @@ impl<'a> Inputs<'a> {
     }
 
     /// Per-doc items of `headline` for a checkpoint (for paired tests).
-    pub fn items(&self, fingerprint: &str, headline: &Headline) -> Result<Vec<(usize, f64)>> {
+    pub(crate) fn items(
+        &self,
+        fingerprint: &str,
+        headline: &Headline,
+    ) -> Result<Vec<(usize, f64)>> {
         self.view.items(self.store, fingerprint, headline)
     }
 
     /// The final validation loss of a run.
-    pub fn validation_loss(&self, run: &Run) -> Option<&MetricRow> {
+    pub(crate) fn validation_loss(&self, run: &Run) -> Option<&MetricRow> {
         run.final_ckpt(&self.view).metrics.iter().find(|m| {
             m.task == VALIDATION_TASK
                 && m.metric == VALIDATION_METRIC

@@ -11,15 +11,15 @@ use std::time::Duration;
 pub struct ReportJob {
     /// Store files, or directories whose `*.sqlite` files are read; several are
     /// merged, exactly, into a temporary store.
-    pub stores: Vec<PathBuf>,
+    pub(crate) stores: Vec<PathBuf>,
     /// The baseline and the judged task that picks the SFT learning rate.
-    pub options: ReportOptions,
+    pub(crate) options: ReportOptions,
     /// Formats to write; empty: every one.
-    pub formats: Vec<Format>,
+    pub(crate) formats: Vec<Format>,
     /// Output directory; default: `report/` beside the store.
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// How long to wait while another process holds a store locked.
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
 }
 
 /// A report built and written.
@@ -34,7 +34,7 @@ pub struct ReportOutcome {
 
 impl ReportJob {
     /// Checks the values a library caller could get wrong (the flags cannot).
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.stores.is_empty() {
             return Err(Error::Invalid(
                 "no results store given (STORE: a file or a directory of *.sqlite)".into(),

@@ -27,7 +27,7 @@ mod html;
 mod inputs;
 mod job;
 mod markdown;
-pub mod pooled;
+pub(crate) mod pooled;
 mod relative;
 mod runs;
 mod sft;
@@ -38,12 +38,12 @@ mod tables;
 mod write;
 
 pub use figures::{Drawing, Figure};
-pub use findings::Finding;
+pub(crate) use findings::Finding;
 pub use job::{run, ReportJob, ReportOutcome};
 pub use markdown::markdown;
-pub use runs::{schedule_label, Run};
+pub(crate) use runs::{schedule_label, Run};
 pub use sft::{Base, Criterion, SftCandidate, SftPick, SftSweep, PICK_RULE};
-pub use sharpness::ConfigSummary;
+pub(crate) use sharpness::ConfigSummary;
 pub use table::{Cell, Style, Table};
 pub use write::{write, Format};
 
@@ -74,12 +74,12 @@ impl Default for ReportOptions {
 
 /// A part of the report: prose, tables and figures under a title.
 #[derive(Debug, Clone, Serialize)]
-pub struct Section {
-    pub id: String,
-    pub title: String,
-    pub text: Vec<String>,
-    pub tables: Vec<Table>,
-    pub figures: Vec<Figure>,
+pub(crate) struct Section {
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) text: Vec<String>,
+    pub(crate) tables: Vec<Table>,
+    pub(crate) figures: Vec<Figure>,
 }
 
 impl Section {
@@ -96,32 +96,32 @@ impl Section {
 
 /// One stored metric of one checkpoint (the long format of `report.json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct MetricPoint {
-    pub run: String,
-    pub stage: String,
-    pub step: Option<u64>,
-    pub fingerprint: String,
-    pub task: String,
-    pub metric: String,
-    pub filter: String,
-    pub value: f64,
-    pub stderr: Option<f64>,
-    pub n: usize,
+pub(crate) struct MetricPoint {
+    pub(crate) run: String,
+    pub(crate) stage: String,
+    pub(crate) step: Option<u64>,
+    pub(crate) fingerprint: String,
+    pub(crate) task: String,
+    pub(crate) metric: String,
+    pub(crate) filter: String,
+    pub(crate) value: f64,
+    pub(crate) stderr: Option<f64>,
+    pub(crate) n: usize,
 }
 
 /// The whole report: what every format renders.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub store: PathBuf,
-    pub ckpt_version: String,
+    pub(crate) store: PathBuf,
+    pub(crate) ckpt_version: String,
     pub findings: Vec<Finding>,
     pub runs: Vec<Run>,
-    pub sft_sweeps: Vec<SftSweep>,
+    pub(crate) sft_sweeps: Vec<SftSweep>,
     pub sft_picks: Vec<SftPick>,
-    pub sharpness_configs: Vec<ConfigSummary>,
-    pub sections: Vec<Section>,
+    pub(crate) sharpness_configs: Vec<ConfigSummary>,
+    pub(crate) sections: Vec<Section>,
     /// Every stored metric of every checkpoint (group means included).
-    pub metrics: Vec<MetricPoint>,
+    pub(crate) metrics: Vec<MetricPoint>,
 }
 
 impl Report {

@@ -9,31 +9,31 @@ use serde_json::Value;
 /// One finding across seeds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PooledFinding {
-    pub id: String,
-    pub question: String,
+    pub(crate) id: String,
+    pub(crate) question: String,
     /// Seeds where the paper's direction holds / where the finding was measured.
-    pub holds_in: usize,
-    pub measured_in: usize,
-    pub seeds: usize,
+    pub(crate) holds_in: usize,
+    pub(crate) measured_in: usize,
+    pub(crate) seeds: usize,
     /// What the effect is (`mean decayed - WSO validation loss`...).
-    pub effect: String,
+    pub(crate) effect: String,
     /// The effect in each seed (`None`: not measured there).
-    pub per_seed: Vec<Option<f64>>,
+    pub(crate) per_seed: Vec<Option<f64>>,
     /// Mean over the seeds that measured it, and its standard error (sd / sqrt(n)).
-    pub mean: Option<f64>,
-    pub stderr: Option<f64>,
+    pub(crate) mean: Option<f64>,
+    pub(crate) stderr: Option<f64>,
     /// The same effect run by run (each decayed run against WSO), where the finding
     /// compares runs.
-    pub runs: Vec<PooledRun>,
+    pub(crate) runs: Vec<PooledRun>,
 }
 
 /// One run's effect across seeds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PooledRun {
-    pub run: String,
-    pub per_seed: Vec<Option<f64>>,
-    pub mean: Option<f64>,
-    pub stderr: Option<f64>,
+    pub(crate) run: String,
+    pub(crate) per_seed: Vec<Option<f64>>,
+    pub(crate) mean: Option<f64>,
+    pub(crate) stderr: Option<f64>,
 }
 
 /// Pools each finding id over the seeds' findings (in seed order).

@@ -18,7 +18,7 @@ items, paired t otherwise; judged tasks: per-instruction preferences); * p < 0.0
 
 /// Pre-training: each run's (and merge's) final checkpoint against the best decayed run
 /// (per task), or `--baseline`. `None` when there is nothing to compare with.
-pub fn pretraining(inp: &Inputs) -> Result<Option<Table>> {
+pub(crate) fn pretraining(inp: &Inputs) -> Result<Option<Table>> {
     let finals: Vec<RunFinal> = inp
         .pre_runs()
         .map(|r| {
@@ -47,7 +47,7 @@ pub fn pretraining(inp: &Inputs) -> Result<Option<Table>> {
 
 /// After SFT: each base's picked SFT run against the picked SFT run of the best
 /// decayed base (per task), or of `--baseline`'s base.
-pub fn after_sft(inp: &Inputs) -> Result<Option<Table>> {
+pub(crate) fn after_sft(inp: &Inputs) -> Result<Option<Table>> {
     let columns: Vec<Headline> = inp
         .sft_columns
         .judged

@@ -5,7 +5,7 @@
 use super::source::{Ckpt, StoreView};
 use crate::checkpoint::{step_from_name, ScheduleInfo};
 use crate::eval::relative::is_decayed;
-pub use crate::eval::relative::schedule_label;
+pub(crate) use crate::eval::relative::schedule_label;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,33 +15,33 @@ use std::path::{Path, PathBuf};
 pub struct Run {
     pub name: String,
     /// `pre`, `mid` or `sft` (of its final checkpoint).
-    pub stage: String,
+    pub(crate) stage: String,
     /// `wso`, `wsd α=0.1`, `wsm (cosine)`...
-    pub label: String,
-    pub schedule: Option<ScheduleInfo>,
+    pub(crate) label: String,
+    pub(crate) schedule: Option<ScheduleInfo>,
     /// Whether the LR decays (the paper's decayed baselines; a merge counts).
-    pub decayed: bool,
+    pub(crate) decayed: bool,
     /// Set for a WSM merge: the emulated decay shape.
-    pub merge: Option<String>,
+    pub(crate) merge: Option<String>,
     /// The directory holding the run's checkpoints (its `metrics.jsonl`).
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Indices into [`StoreView::checkpoints`], in step order.
     #[serde(skip)]
-    pub checkpoints: Vec<usize>,
+    pub(crate) checkpoints: Vec<usize>,
     /// The last checkpoint with stored metrics (else the last one).
     #[serde(skip)]
-    pub last: usize,
-    pub final_step: Option<u64>,
-    pub final_fingerprint: String,
+    pub(crate) last: usize,
+    pub(crate) final_step: Option<u64>,
+    pub(crate) final_fingerprint: String,
 }
 
 impl Run {
     /// Its final checkpoint.
-    pub fn final_ckpt<'a>(&self, view: &'a StoreView) -> &'a Ckpt {
+    pub(crate) fn final_ckpt<'a>(&self, view: &'a StoreView) -> &'a Ckpt {
         &view.checkpoints[self.last]
     }
 
-    pub fn is_merge(&self) -> bool {
+    pub(crate) fn is_merge(&self) -> bool {
         self.merge.is_some()
     }
 }
@@ -49,7 +49,7 @@ impl Run {
 /// Every run of the store, by name (merges by their directory's name). Directories of
 /// the same name holding different stages (`pre/wso`, `sft/wso`) are told apart by
 /// their stage: `wso (sft)`.
-pub fn runs(view: &StoreView) -> Vec<Run> {
+pub(crate) fn runs(view: &StoreView) -> Vec<Run> {
     let mut grouped: BTreeMap<(String, &str), Vec<usize>> = BTreeMap::new();
     for (i, c) in view.checkpoints.iter().enumerate() {
         grouped
@@ -124,7 +124,7 @@ fn make_run(view: &StoreView, name: String, checkpoints: Vec<usize>) -> Run {
 }
 
 /// The run holding the checkpoint with `fingerprint`.
-pub fn run_of<'a>(runs: &'a [Run], view: &StoreView, fingerprint: &str) -> Option<&'a Run> {
+pub(crate) fn run_of<'a>(runs: &'a [Run], view: &StoreView, fingerprint: &str) -> Option<&'a Run> {
     runs.iter().find(|r| {
         r.checkpoints
             .iter()

@@ -34,7 +34,7 @@ pub enum Criterion {
 
 impl Criterion {
     /// `alpaca_eval length_controlled_winrate`, `mean of arc_easy, mmlu`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Criterion::Judged { task, metric } => format!("{task} {metric}"),
             Criterion::SuiteMean { tasks } => format!("mean of {}", tasks.join(", ")),
@@ -45,53 +45,53 @@ impl Criterion {
 /// One SFT run of a sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct SftCandidate {
-    pub run: String,
+    pub(crate) run: String,
     /// Its final checkpoint.
-    pub fingerprint: String,
-    pub path: String,
-    pub step: Option<u64>,
+    pub(crate) fingerprint: String,
+    pub(crate) path: String,
+    pub(crate) step: Option<u64>,
     /// Peak LR of its schedule.
-    pub lr: Option<f64>,
+    pub(crate) lr: Option<f64>,
     /// The judged score (fraction), if judged.
-    pub judged: Option<f64>,
-    pub judged_stderr: Option<f64>,
+    pub(crate) judged: Option<f64>,
+    pub(crate) judged_stderr: Option<f64>,
     /// The sweep's fallback score (fraction), when the sweep has one.
-    pub suite_mean: Option<f64>,
+    pub(crate) suite_mean: Option<f64>,
 }
 
 /// The base checkpoint of a sweep.
 #[derive(Debug, Clone, Serialize)]
 pub struct Base {
-    pub run: String,
-    pub label: String,
-    pub decayed: bool,
-    pub fingerprint: String,
-    pub step: Option<u64>,
+    pub(crate) run: String,
+    pub(crate) label: String,
+    pub(crate) decayed: bool,
+    pub(crate) fingerprint: String,
+    pub(crate) step: Option<u64>,
 }
 
 /// The SFT runs of one base checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct SftSweep {
-    pub base: Base,
+    pub(crate) base: Base,
     /// By LR, smallest first.
-    pub candidates: Vec<SftCandidate>,
-    pub criterion: Option<Criterion>,
+    pub(crate) candidates: Vec<SftCandidate>,
+    pub(crate) criterion: Option<Criterion>,
     /// Index of the picked candidate.
-    pub picked: Option<usize>,
+    pub(crate) picked: Option<usize>,
 }
 
 /// A base model's picked SFT run: what `ckpt demo` fine-tunes, judges and reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct SftPick {
     pub base_run: String,
-    pub base_label: String,
+    pub(crate) base_label: String,
     pub base_decayed: bool,
-    pub base_fingerprint: String,
+    pub(crate) base_fingerprint: String,
     pub base_step: Option<u64>,
     /// The picked SFT run and its final checkpoint.
     pub run: String,
-    pub fingerprint: String,
-    pub path: String,
+    pub(crate) fingerprint: String,
+    pub(crate) path: String,
     pub lr: Option<f64>,
     pub criterion: Criterion,
     /// Its score under the criterion (a fraction).
@@ -102,7 +102,7 @@ pub struct SftPick {
 
 impl SftSweep {
     /// The pick, if the sweep has a criterion.
-    pub fn pick(&self) -> Option<SftPick> {
+    pub(crate) fn pick(&self) -> Option<SftPick> {
         let i = self.picked?;
         let c = &self.candidates[i];
         let criterion = self.criterion.clone()?;
@@ -128,9 +128,9 @@ impl SftSweep {
 }
 
 /// The SFT headline columns (over every SFT run's final checkpoint) and the judged one.
-pub struct SftColumns {
-    pub tasks: Vec<Headline>,
-    pub judged: Option<Headline>,
+pub(crate) struct SftColumns {
+    pub(crate) tasks: Vec<Headline>,
+    pub(crate) judged: Option<Headline>,
 }
 
 impl SftColumns {
@@ -151,7 +151,7 @@ impl SftColumns {
 }
 
 /// Every sweep: SFT runs grouped by base checkpoint, bases in run order then step.
-pub fn sweeps(view: &StoreView, runs: &[Run], columns: &SftColumns) -> Vec<SftSweep> {
+pub(crate) fn sweeps(view: &StoreView, runs: &[Run], columns: &SftColumns) -> Vec<SftSweep> {
     // Keyed by (base run, base step, base fingerprint): bases in run order, then step.
     type BaseKey = (String, Option<u64>, String);
     let mut by_base: BTreeMap<BaseKey, (Base, Vec<SftCandidate>)> = BTreeMap::new();
@@ -268,7 +268,7 @@ fn best(scores: impl Iterator<Item = Option<f64>>) -> Option<usize> {
 /// The pre-training checkpoint `ckpt` descends from: its `parent`, followed through
 /// mid-training (and SFT of SFT) checkpoints. A parent the store does not know is
 /// named by its run directory.
-pub fn base_of(view: &StoreView, runs: &[Run], ckpt: &Ckpt) -> Option<Base> {
+pub(crate) fn base_of(view: &StoreView, runs: &[Run], ckpt: &Ckpt) -> Option<Base> {
     let mut current = ckpt;
     // A lineage longer than this is a loop in hand-edited sidecars.
     for _ in 0..64 {
@@ -310,7 +310,7 @@ pub fn base_of(view: &StoreView, runs: &[Run], ckpt: &Ckpt) -> Option<Base> {
 
 /// One pick per base run: the sweep of its latest fine-tuned checkpoint that has a
 /// pick.
-pub fn picks(sweeps: &[SftSweep]) -> Vec<SftPick> {
+pub(crate) fn picks(sweeps: &[SftSweep]) -> Vec<SftPick> {
     let mut by_run: BTreeMap<&str, SftPick> = BTreeMap::new();
     for s in sweeps {
         let Some(pick) = s.pick() else { continue };

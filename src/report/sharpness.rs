@@ -10,21 +10,21 @@ use std::path::Path;
 
 /// A measurement configuration found in the store.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConfigSummary {
-    pub key: String,
+pub(crate) struct ConfigSummary {
+    pub(crate) key: String,
     /// The texts' file name (`validation.jsonl`).
-    pub data: String,
+    pub(crate) data: String,
     /// The measurement set's name (`pt`, `sft`), when named.
-    pub set: Option<String>,
+    pub(crate) set: Option<String>,
     /// Whether its measurements carry a spectrum (top-k eigenvalues or a density):
     /// such runs measure a few checkpoints for their spectrum, not a curve.
-    pub spectrum: bool,
-    pub measurements: usize,
+    pub(crate) spectrum: bool,
+    pub(crate) measurements: usize,
 }
 
 impl ConfigSummary {
     /// `validation.jsonl`, or `validation.jsonl (pt)` for a named set.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.set {
             Some(set) => format!("{} ({set})", self.data),
             None => self.data.clone(),
@@ -34,7 +34,7 @@ impl ConfigSummary {
 
 /// The configurations, the most measured first (the findings use the first), then by
 /// set name.
-pub fn configs(view: &StoreView) -> Vec<ConfigSummary> {
+pub(crate) fn configs(view: &StoreView) -> Vec<ConfigSummary> {
     let mut by_key: BTreeMap<&str, ConfigSummary> = BTreeMap::new();
     for r in &view.sharpness {
         let data = Path::new(&r.config.data)
@@ -65,15 +65,15 @@ pub fn configs(view: &StoreView) -> Vec<ConfigSummary> {
 
 /// One measured checkpoint of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Measured {
-    pub step: u64,
-    pub estimate: f64,
-    pub stderr: Option<f64>,
+pub(crate) struct Measured {
+    pub(crate) step: u64,
+    pub(crate) estimate: f64,
+    pub(crate) stderr: Option<f64>,
 }
 
 /// The run a measurement belongs to: the store's run of its fingerprint, else its
 /// checkpoint's directory name.
-pub fn run_name(view: &StoreView, runs: &[Run], r: &SharpnessResult) -> String {
+pub(crate) fn run_name(view: &StoreView, runs: &[Run], r: &SharpnessResult) -> String {
     match run_of(runs, view, &r.fingerprint) {
         Some(run) => run.name.clone(),
         None => r
@@ -86,7 +86,11 @@ pub fn run_name(view: &StoreView, runs: &[Run], r: &SharpnessResult) -> String {
 }
 
 /// Run -> its measured steps under `config_key`, in step order (one per step).
-pub fn by_run(view: &StoreView, runs: &[Run], config_key: &str) -> BTreeMap<String, Vec<Measured>> {
+pub(crate) fn by_run(
+    view: &StoreView,
+    runs: &[Run],
+    config_key: &str,
+) -> BTreeMap<String, Vec<Measured>> {
     let mut out: BTreeMap<String, BTreeMap<u64, Measured>> = BTreeMap::new();
     for r in view.sharpness.iter().filter(|r| r.config_key == config_key) {
         let Some(step) = r.step else { continue };
@@ -105,7 +109,7 @@ pub fn by_run(view: &StoreView, runs: &[Run], config_key: &str) -> BTreeMap<Stri
 }
 
 /// The measurement of a checkpoint under `config_key`.
-pub fn of<'a>(
+pub(crate) fn of<'a>(
     view: &'a StoreView,
     fingerprint: &str,
     config_key: &str,
@@ -118,7 +122,7 @@ pub fn of<'a>(
 
 /// `a / b` with its standard error by the delta method (independent estimates):
 /// `se = |a / b| * sqrt((se_a / a)^2 + (se_b / b)^2)`; `None` when either has none.
-pub fn ratio(a: Measured, b: Measured) -> (f64, Option<f64>) {
+pub(crate) fn ratio(a: Measured, b: Measured) -> (f64, Option<f64>) {
     let r = a.estimate / b.estimate;
     let se = match (a.stderr, b.stderr) {
         (Some(sa), Some(sb)) => {
@@ -130,7 +134,7 @@ pub fn ratio(a: Measured, b: Measured) -> (f64, Option<f64>) {
 }
 
 /// The last step both runs were measured at, with both measurements.
-pub fn last_common(a: &[Measured], b: &[Measured]) -> Option<(Measured, Measured)> {
+pub(crate) fn last_common(a: &[Measured], b: &[Measured]) -> Option<(Measured, Measured)> {
     a.iter()
         .rev()
         .find_map(|x| b.iter().find(|y| y.step == x.step).map(|y| (*x, *y)))

@@ -14,39 +14,39 @@ use std::path::{Path, PathBuf};
 
 /// A checkpoint the store knows, with what is stored about it.
 #[derive(Debug, Clone)]
-pub struct Ckpt {
-    pub row: CheckpointRow,
+pub(crate) struct Ckpt {
+    pub(crate) row: CheckpointRow,
     /// Its `ckpt.json` (`None`: none recorded, or unreadable).
-    pub meta: Option<CheckpointMeta>,
+    pub(crate) meta: Option<CheckpointMeta>,
     /// Its metrics: per task the spec scored last, plus group rows (MMLU...).
-    pub metrics: Vec<MetricRow>,
+    pub(crate) metrics: Vec<MetricRow>,
 }
 
 impl Ckpt {
     /// `pre`, `mid` or `sft`; checkpoints without a stage count as pre-training.
-    pub fn stage(&self) -> &str {
+    pub(crate) fn stage(&self) -> &str {
         self.row.stage.as_deref().unwrap_or("pre")
     }
 
     /// Its row of `headline`, if scored.
-    pub fn value(&self, headline: &Headline) -> Option<&MetricRow> {
+    pub(crate) fn value(&self, headline: &Headline) -> Option<&MetricRow> {
         self.metrics.iter().find(|m| headline.matches(m))
     }
 }
 
 /// The store, read.
-pub struct StoreView {
+pub(crate) struct StoreView {
     /// The store file (for errors and the report's header).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Every checkpoint, by run then step.
-    pub checkpoints: Vec<Ckpt>,
+    pub(crate) checkpoints: Vec<Ckpt>,
     /// Task -> its spec's metric order (headlines).
-    pub orders: BTreeMap<String, MetricOrder>,
+    pub(crate) orders: BTreeMap<String, MetricOrder>,
     /// Subtask -> group, from the built-in catalog (MMLU's subjects -> `mmlu`).
-    pub groups: BTreeMap<String, String>,
+    pub(crate) groups: BTreeMap<String, String>,
     /// The tasks (columns: groups for grouped subtasks) of the paper's `sft` suite.
-    pub sft_suite: Vec<String>,
-    pub sharpness: Vec<SharpnessResult>,
+    pub(crate) sft_suite: Vec<String>,
+    pub(crate) sharpness: Vec<SharpnessResult>,
     by_fingerprint: HashMap<String, usize>,
 }
 
@@ -118,14 +118,14 @@ impl StoreView {
     }
 
     /// The checkpoint with this fingerprint.
-    pub fn by_fingerprint(&self, fingerprint: &str) -> Option<&Ckpt> {
+    pub(crate) fn by_fingerprint(&self, fingerprint: &str) -> Option<&Ckpt> {
         self.by_fingerprint
             .get(fingerprint)
             .map(|&i| &self.checkpoints[i])
     }
 
     /// The checkpoint stored at `path` (as recorded, or the same file once resolved).
-    pub fn by_path(&self, path: &str) -> Option<&Ckpt> {
+    pub(crate) fn by_path(&self, path: &str) -> Option<&Ckpt> {
         let canonical = |p: &Path| std::fs::canonicalize(p).ok();
         self.checkpoints
             .iter()
@@ -140,7 +140,7 @@ impl StoreView {
 
     /// A path the store recorded, as found from here: as is, else relative to the
     /// store's directory (`ckpt eval` records paths as it was given them).
-    pub fn resolve(&self, recorded: &Path) -> Option<PathBuf> {
+    pub(crate) fn resolve(&self, recorded: &Path) -> Option<PathBuf> {
         if recorded.exists() {
             return Some(recorded.to_path_buf());
         }
@@ -150,7 +150,7 @@ impl StoreView {
 
     /// Per-doc values `(item key, value)` of `headline` for a checkpoint: the items a
     /// paired test compares ([`headline_items`]).
-    pub fn items(
+    pub(crate) fn items(
         &self,
         store: &Store,
         fingerprint: &str,

@@ -54,7 +54,7 @@ impl Cell {
         Cell::Text { text: s.into() }
     }
 
-    pub fn number(value: f64, stderr: Option<f64>, style: Style) -> Self {
+    pub(crate) fn number(value: f64, stderr: Option<f64>, style: Style) -> Self {
         Cell::Number {
             value,
             stderr,
@@ -66,7 +66,7 @@ impl Cell {
         Cell::number(value as f64, None, Style::Integer)
     }
 
-    pub fn link(text: impl Into<String>, url: impl Into<String>) -> Self {
+    pub(crate) fn link(text: impl Into<String>, url: impl Into<String>) -> Self {
         Cell::Link {
             text: text.into(),
             url: url.into(),
@@ -74,7 +74,7 @@ impl Cell {
     }
 
     /// Where the cell links to, if anywhere.
-    pub fn url(&self) -> Option<&str> {
+    pub(crate) fn url(&self) -> Option<&str> {
         match self {
             Cell::Link { url, .. } => Some(url),
             _ => None,
@@ -82,12 +82,12 @@ impl Cell {
     }
 
     /// A step, or empty when unknown.
-    pub fn step(step: Option<u64>) -> Self {
+    pub(crate) fn step(step: Option<u64>) -> Self {
         step.map(Cell::int).unwrap_or(Cell::Empty)
     }
 
     /// The cell as markdown and HTML show it.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Cell::Empty => String::new(),
             Cell::Text { text } | Cell::Link { text, .. } => text.clone(),
@@ -119,7 +119,7 @@ impl Cell {
 }
 
 /// A number in a style, rounded for reading.
-pub fn show(value: f64, style: Style) -> String {
+pub(crate) fn show(value: f64, style: Style) -> String {
     if !value.is_finite() {
         return value.to_string();
     }
@@ -146,7 +146,7 @@ fn significant(value: f64, digits: i32) -> String {
 }
 
 /// A p-value to two significant digits (`0.031`, `4.2e-5`).
-pub fn p_value(p: f64) -> String {
+pub(crate) fn p_value(p: f64) -> String {
     if p >= 0.01 {
         format!("{p:.2}")
     } else if p >= 0.001 {
@@ -157,7 +157,7 @@ pub fn p_value(p: f64) -> String {
 }
 
 /// `*` p < 0.05, `**` p < 0.01, `***` p < 0.001.
-pub fn marker(p: f64) -> &'static str {
+pub(crate) fn marker(p: f64) -> &'static str {
     if p < 0.001 {
         "***"
     } else if p < 0.01 {

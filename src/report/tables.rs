@@ -10,7 +10,7 @@ use crate::eval::headline::{is_percent, Headline};
 use crate::store::MetricRow;
 
 /// The style a metric is shown in.
-pub fn style_of(metric: &str) -> Style {
+pub(crate) fn style_of(metric: &str) -> Style {
     if is_percent(metric) {
         Style::Percent
     } else {
@@ -19,7 +19,7 @@ pub fn style_of(metric: &str) -> Style {
 }
 
 /// A stored metric as a cell (its standard error shown with accuracies and losses).
-pub fn metric_cell(m: Option<&MetricRow>) -> Cell {
+pub(crate) fn metric_cell(m: Option<&MetricRow>) -> Cell {
     match m {
         Some(m) => Cell::number(m.value, m.stderr, style_of(&m.metric)),
         None => Cell::Empty,
@@ -27,7 +27,7 @@ pub fn metric_cell(m: Option<&MetricRow>) -> Cell {
 }
 
 /// A headline's column name; the validation loss reads as such.
-pub fn column_name(h: &Headline) -> String {
+pub(crate) fn column_name(h: &Headline) -> String {
     if h.task == VALIDATION_TASK {
         format!("validation {}", h.metric)
     } else {
@@ -37,7 +37,7 @@ pub fn column_name(h: &Headline) -> String {
 
 /// Each pre-training run's final checkpoint: headline metrics, validation loss and
 /// sharpness under each configuration; WSM merges below the runs.
-pub fn pretraining(inp: &Inputs) -> Table {
+pub(crate) fn pretraining(inp: &Inputs) -> Table {
     let mut columns = vec!["run".to_string(), "schedule".into(), "step".into()];
     columns.extend(inp.pre_columns.iter().map(column_name));
     columns.extend(
@@ -77,7 +77,7 @@ pub fn pretraining(inp: &Inputs) -> Table {
 
 /// The SFT LR sweep of each base: every SFT run, its judged score, its headline
 /// metrics and the fallback score, the picked one marked.
-pub fn sft_sweep(inp: &Inputs) -> Table {
+pub(crate) fn sft_sweep(inp: &Inputs) -> Table {
     let cols = &inp.sft_columns;
     let judged = match &cols.judged {
         Some(h) => format!("judged: {}", h.label()),
@@ -130,7 +130,7 @@ pub fn sft_sweep(inp: &Inputs) -> Table {
 }
 
 /// Every scored checkpoint, by run and step, with every headline metric.
-pub fn by_step(inp: &Inputs) -> Table {
+pub(crate) fn by_step(inp: &Inputs) -> Table {
     let rows: Vec<MetricRow> = inp
         .view
         .checkpoints
@@ -195,7 +195,7 @@ fn revision_cell(c: &Ckpt) -> Cell {
 }
 
 /// Every sharpness measurement by configuration, run and step.
-pub fn sharpness(inp: &Inputs) -> Table {
+pub(crate) fn sharpness(inp: &Inputs) -> Table {
     let columns = ["run", "schedule", "step", "data", "sharpness Tr(H)"]
         .map(String::from)
         .to_vec();

@@ -63,9 +63,9 @@ pub struct ScheduleJob {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleOutcome {
     /// The legend label of each curve.
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// The plot drawn.
-    pub plot: Option<PathBuf>,
+    pub(crate) plot: Option<PathBuf>,
 }
 
 impl ScheduleJob {

@@ -29,9 +29,9 @@ pub struct ScoreJob {
     /// Tokenizer file used instead of the checkpoint's `tokenizer.json`.
     pub tokenizer: Option<PathBuf>,
     /// Model inputs per window; `None`: the config's `max_position_embeddings`.
-    pub max_length: Option<usize>,
+    pub(crate) max_length: Option<usize>,
     /// Upper bound on batch rows x padded length per forward pass.
-    pub batch_tokens: usize,
+    pub(crate) batch_tokens: usize,
     /// How texts become token ids.
     pub policy: EncodePolicy,
     pub device: Device,
@@ -52,19 +52,19 @@ pub enum ScoreEvent {
 /// The scores of a job's texts, with where they came from and how fast.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreOutcome {
-    pub checkpoint: String,
+    pub(crate) checkpoint: String,
     /// `I/N` when this is a shard's part.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shard: Option<String>,
+    pub(crate) shard: Option<String>,
     /// With a shard: the texts' indices in the file, in the order of `texts`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub text_indices: Option<Vec<usize>>,
-    pub fingerprint: String,
-    pub dtype: String,
-    pub seconds: f64,
-    pub tokens_per_second: f64,
+    pub(crate) text_indices: Option<Vec<usize>>,
+    pub(crate) fingerprint: String,
+    pub(crate) dtype: String,
+    pub(crate) seconds: f64,
+    pub(crate) tokens_per_second: f64,
     #[serde(flatten)]
-    pub report: ScoreReport,
+    pub(crate) report: ScoreReport,
 }
 
 impl ScoreJob {

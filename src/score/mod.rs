@@ -20,7 +20,7 @@ use crate::tokenizer::TextTokenizer;
 use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
-pub mod job;
+pub(crate) mod job;
 
 /// One forward pass worth of a text: the last `targets.len()` positions of `input`
 /// predict `targets`.
@@ -138,9 +138,9 @@ pub fn target_logprobs(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<
 /// A target token's log-probability and whether greedy decoding would pick it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenScore {
-    pub logprob: f32,
+    pub(crate) logprob: f32,
     /// The target is the row's argmax (the first one, on ties, as `torch.argmax`).
-    pub greedy: bool,
+    pub(crate) greedy: bool,
 }
 
 /// [`TokenScore`] of each hidden row's target, in f32, chunked over rows so that the
@@ -239,15 +239,15 @@ pub struct TextScore {
     /// lm-eval scores them (the prefix token before them is context, not scored).
     pub tokens: usize,
     /// UTF-8 bytes of the text.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Words as the harness counts them (`re.split(r"\s+", text)`).
-    pub words: usize,
+    pub(crate) words: usize,
     /// Total log-likelihood (natural log).
     pub loglikelihood: f64,
     /// Mean negative log-likelihood per token.
-    pub mean_loss: f64,
+    pub(crate) mean_loss: f64,
     /// `exp(mean_loss)`.
-    pub perplexity: f64,
+    pub(crate) perplexity: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_logprobs: Option<Vec<f32>>,
 }
@@ -255,26 +255,26 @@ pub struct TextScore {
 /// Totals over all texts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Aggregate {
-    pub texts: usize,
-    pub tokens: usize,
-    pub bytes: usize,
-    pub words: usize,
-    pub loglikelihood: f64,
+    pub(crate) texts: usize,
+    pub(crate) tokens: usize,
+    pub(crate) bytes: usize,
+    pub(crate) words: usize,
+    pub(crate) loglikelihood: f64,
     /// Mean negative log-likelihood per token over all texts.
-    pub mean_loss: f64,
-    pub token_perplexity: f64,
-    pub word_perplexity: f64,
-    pub byte_perplexity: f64,
-    pub bits_per_byte: f64,
+    pub(crate) mean_loss: f64,
+    pub(crate) token_perplexity: f64,
+    pub(crate) word_perplexity: f64,
+    pub(crate) byte_perplexity: f64,
+    pub(crate) bits_per_byte: f64,
 }
 
 /// Scores and totals of a set of texts.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreReport {
-    pub max_length: usize,
-    pub prefix_token: u32,
+    pub(crate) max_length: usize,
+    pub(crate) prefix_token: u32,
     pub texts: Vec<TextScore>,
-    pub aggregate: Aggregate,
+    pub(crate) aggregate: Aggregate,
 }
 
 /// Scores every text with `model`.

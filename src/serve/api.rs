@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An answer: HTTP status and JSON body.
-pub type Reply = (u16, Value);
+pub(crate) type Reply = (u16, Value);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -41,7 +41,13 @@ pub(super) fn route(path: &str) -> &str {
 }
 
 /// Routes one request; a streamed answer goes to `events`.
-pub fn handle(served: &Served, method: &str, path: &str, body: &[u8], events: &Events) -> Reply {
+pub(crate) fn handle(
+    served: &Served,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    events: &Events,
+) -> Reply {
     match (method, route(path)) {
         ("GET", "/v1/models" | "/models") => (200, served.models()),
         // The sampling fields are read on their own: errors then name the field (serde

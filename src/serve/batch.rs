@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 /// The engine thread's address: where handlers send requests.
-pub struct Batcher {
+pub(crate) struct Batcher {
     jobs: mpsc::Sender<Job>,
     max_batch: usize,
     stats: Arc<Stats>,
@@ -83,7 +83,7 @@ impl Row {
 
 impl Batcher {
     /// Starts the engine thread, decoding up to `max_batch` requests together.
-    pub fn start(
+    pub(crate) fn start(
         model: Arc<Model>,
         tokenizer: Arc<TextTokenizer>,
         max_batch: usize,
@@ -104,12 +104,12 @@ impl Batcher {
     }
 
     /// Requests decoded together at most.
-    pub fn max_batch(&self) -> usize {
+    pub(crate) fn max_batch(&self) -> usize {
         self.max_batch
     }
 
     /// The batching so far: `max_batch`, decoding `steps`, the `peak` and mean batch.
-    pub fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         let steps = self.stats.steps.load(Ordering::Relaxed);
         let rows = self.stats.rows.load(Ordering::Relaxed);
         serde_json::json!({
@@ -122,7 +122,7 @@ impl Batcher {
     }
 
     /// Generates as `req` asks, in the batch: as [`super::decode::decode`] does alone.
-    pub fn generate(
+    pub(crate) fn generate(
         &self,
         req: &DecodeRequest,
         on_text: &mut dyn FnMut(&str, &[Chosen]) -> bool,

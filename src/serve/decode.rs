@@ -18,43 +18,43 @@ use candle_core::{DType, Tensor};
 #[derive(Debug, Clone)]
 pub struct DecodeRequest {
     /// The prompt's token ids (empty: start from the tokenizer's prefix token).
-    pub prompt: Vec<u32>,
+    pub(crate) prompt: Vec<u32>,
     /// Tokens to generate at most (0: none, as for scoring with `echo`).
-    pub max_new: usize,
-    pub stop: Vec<String>,
+    pub(crate) max_new: usize,
+    pub(crate) stop: Vec<String>,
     /// Alternatives reported per token (0: none).
-    pub top_logprobs: usize,
+    pub(crate) top_logprobs: usize,
     /// Report the prompt's tokens with their log-probabilities too.
-    pub echo: bool,
-    pub sampling: Sampling,
+    pub(crate) echo: bool,
+    pub(crate) sampling: Sampling,
     /// Which of the request's `n` choices this is.
-    pub index: u64,
+    pub(crate) index: u64,
 }
 
 /// One token of the prompt with `log p(token | the tokens before)` (none for the first).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PromptToken {
-    pub id: u32,
-    pub logprob: Option<f32>,
-    pub top: Vec<(u32, f32)>,
+pub(crate) struct PromptToken {
+    pub(crate) id: u32,
+    pub(crate) logprob: Option<f32>,
+    pub(crate) top: Vec<(u32, f32)>,
 }
 
 /// What was generated.
 #[derive(Debug, Clone)]
 pub struct Decoded {
     /// The prompt's tokens, when `echo` asked for them.
-    pub prompt: Vec<PromptToken>,
+    pub(crate) prompt: Vec<PromptToken>,
     /// The text, cut at the first stop string.
-    pub text: String,
+    pub(crate) text: String,
     /// The generated tokens of `text`.
-    pub tokens: Vec<Chosen>,
-    pub finish: Finish,
+    pub(crate) tokens: Vec<Chosen>,
+    pub(crate) finish: Finish,
     /// The end-of-sequence token that ended the generation: not text, but generated
     /// (it counts in the usage, and the legacy log-probabilities list it, as vLLM's and
     /// OpenAI's do; lm-eval's `echo` scoring reads past the prompt by one token).
-    pub stop_token: Option<Chosen>,
+    pub(crate) stop_token: Option<Chosen>,
     /// The client went away before the end.
-    pub cancelled: bool,
+    pub(crate) cancelled: bool,
 }
 
 impl Decoded {
@@ -71,7 +71,7 @@ impl Decoded {
     }
 
     /// The answer to a client that left, with the `text` it had been sent.
-    pub fn cancelled(text: String) -> Self {
+    pub(crate) fn cancelled(text: String) -> Self {
         Self {
             text,
             finish: Finish::Stop,
@@ -81,7 +81,7 @@ impl Decoded {
     }
 
     /// Tokens generated, the end-of-sequence token included.
-    pub fn generated(&self) -> usize {
+    pub(crate) fn generated(&self) -> usize {
         self.tokens.len() + usize::from(self.stop_token.is_some())
     }
 }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 /// Where to listen, who may ask, and what answers.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub listen: Listen,
+    pub(crate) listen: Listen,
     /// The model id clients name; default: RUN/CHECKPOINT, or [`DEFAULT_NAME`].
-    pub model_name: Option<String>,
-    pub backend: Backend,
+    pub(crate) model_name: Option<String>,
+    pub(crate) backend: Backend,
 }
 
 /// What answers the requests.
@@ -53,7 +53,7 @@ pub enum Event<'a> {
 
 impl ServeConfig {
     /// Checks every count and the oracle's slope.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         at_least_one("--max-queue", self.listen.max_queue)?;
         match &self.backend {
             Backend::Checkpoint { max_batch, .. } => at_least_one("--max-batch", *max_batch),

@@ -22,12 +22,12 @@
 //! background thread instead, until the returned [`RunningServer`] is shut down or
 //! dropped (the demo's in-process judge).
 
-pub mod api;
-pub mod batch;
+pub(crate) mod api;
+pub(crate) mod batch;
 pub mod decode;
 mod job;
 pub mod oracle;
-pub mod sampling;
+pub(crate) mod sampling;
 
 pub use job::{run, Backend, Event, ServeConfig};
 
@@ -77,12 +77,12 @@ impl Events {
     }
 
     /// Sends one event; false when nobody listens any more.
-    pub fn send(&self, data: &serde_json::Value) -> bool {
+    pub(crate) fn send(&self, data: &serde_json::Value) -> bool {
         self.send_line(&data.to_string())
     }
 
     /// Ends the stream with `data: [DONE]`.
-    pub fn done(&self) {
+    pub(crate) fn done(&self) {
         self.send_line("[DONE]");
     }
 
@@ -98,20 +98,20 @@ impl Events {
 
 /// The checkpoint being served.
 pub struct Served {
-    pub model: Arc<Model>,
+    pub(crate) model: Arc<Model>,
     pub tokenizer: Arc<TextTokenizer>,
-    pub chat: ChatPrompt,
+    pub(crate) chat: ChatPrompt,
     /// The model id clients name (`GET /v1/models` lists it).
-    pub name: String,
+    pub(crate) name: String,
     /// Prompt bytes beyond which no prompt fits the context, whatever it says
     /// (`max_length` tokens of the longest vocabulary entry): checked before tokenizing,
     /// so that a huge body is refused at once.
-    pub max_prompt_bytes: usize,
+    pub(crate) max_prompt_bytes: usize,
     /// The weights' fingerprint (as the results store keys them).
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Decodes the requests in flight together ([`Served::batched`]); without it each
     /// request is decoded alone.
-    pub batcher: Option<batch::Batcher>,
+    pub(crate) batcher: Option<batch::Batcher>,
 }
 
 impl Served {
@@ -140,7 +140,7 @@ impl Served {
 
     /// Decodes up to `max_batch` requests together (continuous batching); 1: each
     /// alone, in its handler's thread.
-    pub fn batched(mut self, max_batch: usize) -> Result<Self> {
+    pub(crate) fn batched(mut self, max_batch: usize) -> Result<Self> {
         self.batcher = match max_batch {
             0 | 1 => None,
             n => Some(batch::Batcher::start(
@@ -153,17 +153,17 @@ impl Served {
     }
 
     /// Requests that may be decoded at once: the handlers the server should run.
-    pub fn concurrency(&self) -> usize {
+    pub(crate) fn concurrency(&self) -> usize {
         self.batcher.as_ref().map_or(1, |b| b.max_batch())
     }
 
     /// OpenAI's `system_fingerprint`: which weights answered.
-    pub fn system_fingerprint(&self) -> String {
+    pub(crate) fn system_fingerprint(&self) -> String {
         format!("fp_{}", &self.fingerprint[..self.fingerprint.len().min(12)])
     }
 
     /// The `GET /v1/models` list: the one model, its context length and fingerprint.
-    pub fn models(&self) -> serde_json::Value {
+    pub(crate) fn models(&self) -> serde_json::Value {
         serde_json::json!({"object": "list", "data": [{
             "id": self.name, "object": "model", "created": 0, "owned_by": "ckpt",
             "max_model_len": self.model.config().max_position_embeddings,
@@ -172,7 +172,7 @@ impl Served {
     }
 
     /// `GET /health`.
-    pub fn health(&self) -> serde_json::Value {
+    pub(crate) fn health(&self) -> serde_json::Value {
         let mut health = serde_json::json!({"status": "ok", "model": self.name, "fingerprint": self.fingerprint});
         if let Some(batcher) = &self.batcher {
             health["batching"] = batcher.stats();
@@ -181,7 +181,7 @@ impl Served {
     }
 
     /// The text of one token (special tokens spelled out).
-    pub fn token_text(&self, id: u32) -> String {
+    pub(crate) fn token_text(&self, id: u32) -> String {
         self.tokenizer.decode(&[id]).unwrap_or_default()
     }
 }
@@ -194,14 +194,14 @@ impl Handler for Served {
 
 /// Where to listen, and who may ask.
 #[derive(Debug, Clone)]
-pub struct Listen {
-    pub host: String,
+pub(crate) struct Listen {
+    pub(crate) host: String,
     /// 0: any free port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// When set, every request must carry `Authorization: Bearer KEY`.
-    pub api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
     /// Requests waiting for a worker at most; more are answered 503 with Retry-After.
-    pub max_queue: usize,
+    pub(crate) max_queue: usize,
 }
 
 impl Default for Listen {
@@ -219,7 +219,7 @@ impl Default for Listen {
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A bound server.
-pub struct Server {
+pub(crate) struct Server {
     listener: std::net::TcpListener,
     addr: SocketAddr,
     gate: Arc<Gate>,
@@ -234,7 +234,7 @@ struct Gate {
 
 impl Server {
     /// Binds `host:port`.
-    pub fn bind(cfg: &Listen) -> Result<Self> {
+    pub(crate) fn bind(cfg: &Listen) -> Result<Self> {
         let what = format!("{}:{}", cfg.host, cfg.port);
         let listener = std::net::TcpListener::bind(what.as_str())
             .map_err(|e| Error::network(format!("cannot listen on {what}: {e}")))?;
@@ -254,12 +254,12 @@ impl Server {
     }
 
     /// The address bound (the actual port when 0 was asked for).
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The base URL clients use: `http://HOST:PORT/v1`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 

@@ -31,10 +31,10 @@ use std::sync::Arc;
 pub const DEFAULT_NAME: &str = "ground-truth-oracle";
 
 /// The oracle as a [`Handler`].
-pub struct OracleJudge {
-    pub oracle: Oracle,
+pub(crate) struct OracleJudge {
+    pub(crate) oracle: Oracle,
     /// The model id clients name (`GET /v1/models` lists it).
-    pub name: String,
+    pub(crate) name: String,
 }
 
 impl Handler for OracleJudge {

@@ -10,19 +10,20 @@ use rand::{Rng, SeedableRng};
 
 /// The sampling fields of a request.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
+pub(crate) struct Sampling {
     /// 0: the most likely token (ties: the lowest id).
-    pub temperature: f32,
+    pub(crate) temperature: f32,
     /// Keep the smallest set of most likely tokens whose probability reaches this.
-    pub top_p: f32,
+    pub(crate) top_p: f32,
     /// Keep this many most likely tokens (`None`: all).
-    pub top_k: Option<usize>,
+    pub(crate) top_k: Option<usize>,
     /// Same seed, same request: same tokens. `None`: a fresh draw each time.
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 impl Sampling {
     /// Greedy decoding.
+    #[cfg(test)]
     pub const GREEDY: Sampling = Sampling {
         temperature: 0.0,
         top_p: 1.0,
@@ -30,7 +31,7 @@ impl Sampling {
         seed: None,
     };
 
-    pub fn is_greedy(&self) -> bool {
+    pub(crate) fn is_greedy(&self) -> bool {
         self.temperature == 0.0 || self.top_k == Some(1)
     }
 }
@@ -39,13 +40,13 @@ impl Sampling {
 /// position (most likely first), all under the tempered distribution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chosen {
-    pub id: u32,
-    pub logprob: f32,
-    pub top: Vec<(u32, f32)>,
+    pub(crate) id: u32,
+    pub(crate) logprob: f32,
+    pub(crate) top: Vec<(u32, f32)>,
 }
 
 /// Draws tokens for one choice of one request.
-pub struct Sampler {
+pub(crate) struct Sampler {
     sampling: Sampling,
     rng: StdRng,
 }
@@ -64,7 +65,7 @@ impl Sampler {
     }
 
     /// The next token from a row of logits, with the `k` most likely alternatives.
-    pub fn choose(&mut self, logits: &[f32], k: usize) -> Chosen {
+    pub(crate) fn choose(&mut self, logits: &[f32], k: usize) -> Chosen {
         let logprobs = log_softmax(logits, self.sampling.temperature);
         let id = if self.sampling.is_greedy() {
             argmax(logits)
@@ -111,7 +112,7 @@ impl Sampler {
 }
 
 /// The most likely id (ties: the lowest, as an argmax picks it).
-pub fn argmax(logits: &[f32]) -> u32 {
+pub(crate) fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in logits.iter().enumerate() {
         if x > logits[best] {
@@ -122,7 +123,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// `log softmax(logits / temperature)` in f64; temperature 0 means 1 (the model's own).
-pub fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f64> {
+pub(crate) fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f64> {
     let t = if temperature > 0.0 {
         temperature as f64
     } else {
@@ -139,7 +140,7 @@ pub fn log_softmax(logits: &[f32], temperature: f32) -> Vec<f64> {
 }
 
 /// The `k` most likely ids with their log-probabilities, most likely first.
-pub fn top_k(logprobs: &[f64], k: usize) -> Vec<(u32, f32)> {
+pub(crate) fn top_k(logprobs: &[f64], k: usize) -> Vec<(u32, f32)> {
     if k == 0 {
         return vec![];
     }

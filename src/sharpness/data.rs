@@ -17,39 +17,39 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataOptions {
     /// Tokens per row (the model's input length).
-    pub seq_len: usize,
+    pub(crate) seq_len: usize,
     /// Rows per batch.
-    pub batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Batches at most.
-    pub max_batches: Option<usize>,
+    pub(crate) max_batches: Option<usize>,
     /// Texts read at most (from the start of the file).
-    pub max_texts: Option<usize>,
+    pub(crate) max_texts: Option<usize>,
 }
 
 /// Token batches and how they were made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenBatches {
-    pub seq_len: usize,
-    pub batch_size: usize,
+    pub(crate) seq_len: usize,
+    pub(crate) batch_size: usize,
     /// Row-major ids of each batch, `batch_size * seq_len` each.
-    pub batches: Vec<Vec<u32>>,
+    pub(crate) batches: Vec<Vec<u32>>,
     /// Texts read.
-    pub texts: usize,
+    pub(crate) texts: usize,
     /// Texts shorter than a row (packed with others).
-    pub short_texts: usize,
+    pub(crate) short_texts: usize,
     /// Tokens read (separators included) that fill no whole batch.
-    pub unused_tokens: usize,
+    pub(crate) unused_tokens: usize,
     /// Conversations only: the weight of each target, row-major as `batches`
     /// (`masks[b][r * seq_len + i]` weighs token `i` as a target of row `r`; 1 on the
     /// assistant's tokens, 0 elsewhere and on padding), as SFT trains.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub masks: Option<Vec<Vec<f32>>>,
+    pub(crate) masks: Option<Vec<Vec<f32>>>,
 }
 
 impl TokenBatches {
     /// Packs the token ids of texts (in order) joined by `separator`. `source` names
     /// the data in errors.
-    pub fn pack(
+    pub(crate) fn pack(
         texts: impl IntoIterator<Item = Result<Vec<u32>>>,
         separator: u32,
         opts: &DataOptions,
@@ -105,7 +105,7 @@ impl TokenBatches {
     /// `batch_size` rows per batch; the loss counts the assistant's tokens only. Those
     /// left with no assistant token within the row are counted in `short_texts` and left
     /// out; rows that fill no whole batch are left out.
-    pub fn pack_chats(
+    pub(crate) fn pack_chats(
         examples: impl IntoIterator<Item = Result<SftExample>>,
         pad: u32,
         opts: &DataOptions,
@@ -169,7 +169,7 @@ impl TokenBatches {
 
     /// Number of target tokens over all batches (each row predicts `seq_len - 1`; for
     /// conversations, the assistant's tokens).
-    pub fn target_tokens(&self) -> usize {
+    pub(crate) fn target_tokens(&self) -> usize {
         match &self.masks {
             Some(masks) => masks
                 .iter()
@@ -182,7 +182,7 @@ impl TokenBatches {
 
     /// Content hash (BLAKE3, hex) of the shape and every id: two runs on the same hash
     /// measured the same tokens.
-    pub fn hash(&self) -> String {
+    pub(crate) fn hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(&(self.seq_len as u64).to_le_bytes());
         h.update(&(self.batch_size as u64).to_le_bytes());
@@ -201,7 +201,7 @@ impl TokenBatches {
 
     /// Writes the ids atomically: `.npy` as u32 `[batches, batch_size, seq_len]`, any
     /// other name as JSON `{seq_len, batch_size, data_hash, batches: [[[id]]]}`.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let is_npy = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("npy"));

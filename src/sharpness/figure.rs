@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// The chart of `results` (those without a step are left out): a run is the directory
 /// holding its checkpoints, labelled with its name and schedule kind.
-pub fn sharpness_chart(results: &[SharpnessResult]) -> LineChart {
+pub(crate) fn sharpness_chart(results: &[SharpnessResult]) -> LineChart {
     let mut runs: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut decays = BTreeSet::new();
     for r in results {
@@ -59,7 +59,7 @@ fn run_label(r: &SharpnessResult) -> String {
 /// Per-layer traces as heat maps, one per run: layers (rows) against steps (columns),
 /// each cell the layer's trace (attention + MLP + norms) at that checkpoint. Results
 /// without a step or without block traces are left out; runs left empty get no panel.
-pub fn block_heat_maps(results: &[SharpnessResult]) -> Vec<HeatMap> {
+pub(crate) fn block_heat_maps(results: &[SharpnessResult]) -> Vec<HeatMap> {
     // run -> step -> layer -> trace
     let mut runs: BTreeMap<String, BTreeMap<u64, BTreeMap<usize, f64>>> = BTreeMap::new();
     for r in results.iter().filter(|r| !r.is_block()) {
@@ -102,7 +102,7 @@ pub fn block_heat_maps(results: &[SharpnessResult]) -> Vec<HeatMap> {
 
 /// The eigenvalue densities of the results that have one, one curve each (`run @ step`),
 /// on a common grid; `None` when no result has a density.
-pub fn density_chart(results: &[SharpnessResult]) -> Option<LineChart> {
+pub(crate) fn density_chart(results: &[SharpnessResult]) -> Option<LineChart> {
     let measured: Vec<&SharpnessResult> = results.iter().filter(|r| r.density.is_some()).collect();
     let values = measured
         .iter()
@@ -148,7 +148,7 @@ const DENSITY_FLOOR: f64 = 1e-8;
 
 /// The step where a WSD schedule leaves its stable phase: the branch point of a
 /// branched decay, else `W + ratio (T - W)`.
-pub fn decay_start(s: &ScheduleInfo) -> Option<u64> {
+pub(crate) fn decay_start(s: &ScheduleInfo) -> Option<u64> {
     if s.kind != "wsd" {
         return None;
     }

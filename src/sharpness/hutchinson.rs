@@ -84,7 +84,7 @@ impl BlockMap {
     }
 
     /// Per-parameter parts summed by block.
-    pub fn sum(&self, parts: &[f64]) -> Vec<f64> {
+    pub(crate) fn sum(&self, parts: &[f64]) -> Vec<f64> {
         let mut sums = vec![0.0; self.names.len()];
         for (&b, part) in self.of_param.iter().zip(parts) {
             sums[b] += part;
@@ -95,7 +95,7 @@ impl BlockMap {
 
 impl TraceEstimate {
     /// No probes yet, with empty samples for `blocks`.
-    pub fn empty(blocks: &BlockMap) -> Self {
+    pub(crate) fn empty(blocks: &BlockMap) -> Self {
         Self {
             samples: Vec::new(),
             blocks: blocks
@@ -110,7 +110,7 @@ impl TraceEstimate {
     }
 
     /// Adds a probe from its per-parameter parts.
-    pub fn push(&mut self, parts: &[f64], map: &BlockMap) {
+    pub(crate) fn push(&mut self, parts: &[f64], map: &BlockMap) {
         self.samples.push(parts.iter().sum());
         for (block, part) in self.blocks.iter_mut().zip(map.sum(parts)) {
             block.samples.push(part);
@@ -118,7 +118,7 @@ impl TraceEstimate {
     }
 
     /// Whether every block has a part of every probe, under the names of `map`.
-    pub fn has_blocks_of(&self, map: &BlockMap) -> bool {
+    pub(crate) fn has_blocks_of(&self, map: &BlockMap) -> bool {
         self.blocks.len() == map.names.len()
             && self
                 .blocks
@@ -169,7 +169,7 @@ impl TraceEstimate {
     }
 
     /// Whether the relative standard error is below `rel_tol` after `min_probes`.
-    pub fn converged(&self, opts: &TraceOptions) -> bool {
+    pub(crate) fn converged(&self, opts: &TraceOptions) -> bool {
         match opts.rel_tol {
             Some(tol) if self.len() >= opts.min_probes.max(2) => {
                 self.stderr() <= tol * self.mean().abs()
@@ -233,7 +233,7 @@ pub fn hutchinson_trace<O: Objective + ?Sized>(
 
 /// Probes `range` alone: one shard's block of a checkpoint's probes, equal to the same
 /// probes of [`hutchinson_trace`] (probe `i` is `rademacher(seed, i)` wherever it runs).
-pub fn hutchinson_block<O: Objective + ?Sized>(
+pub(crate) fn hutchinson_block<O: Objective + ?Sized>(
     hessian: &Hessian<O>,
     shapes: &[Vec<usize>],
     map: &BlockMap,

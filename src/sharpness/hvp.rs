@@ -90,7 +90,7 @@ impl<'a, O: Objective + ?Sized> Hessian<'a, O> {
 
     /// `v_i^T (H v)_i` for each parameter `i`: the parts of `v^T H v` (their sum), at the
     /// cost of one product. A block's Hutchinson estimate is the sum of its parts.
-    pub fn quadratic_form_parts(&self, v: &[Tensor]) -> Result<Vec<f64>> {
+    pub(crate) fn quadratic_form_parts(&self, v: &[Tensor]) -> Result<Vec<f64>> {
         match self.method {
             Method::FiniteDifference { eps } => {
                 let h = self.step(v, eps)?;
@@ -302,7 +302,7 @@ fn check_finite(what: &str, value: f64, batch: usize) -> Result<()> {
 
 /// The environment variable candle 0.11 reads, once per thread, at the thread's first
 /// backward: set, the gradients keep their graph.
-pub const KEEP_GRAPH_VAR: &str = "CANDLE_GRAD_DO_NOT_DETACH";
+pub(crate) const KEEP_GRAPH_VAR: &str = "CANDLE_GRAD_DO_NOT_DETACH";
 
 /// Stack of the exact path's thread: candle walks the (doubled) graph recursively.
 const EXACT_STACK_BYTES: usize = 256 << 20;
@@ -345,7 +345,7 @@ pub fn with_graph_kept<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<
 /// `x^4 = (x^2)^2` at 1 is 12 through the whole graph, 4 when the inner gradient was
 /// detached (candle cuts the graph at each node's incoming gradient, so a shallower
 /// function cannot tell).
-pub fn graph_is_kept() -> Result<bool> {
+pub(crate) fn graph_is_kept() -> Result<bool> {
     let x = Var::new(&[1f64], &Device::Cpu)?;
     let y = x.as_tensor().sqr()?.sqr()?.sum_all()?;
     let grads = y.backward()?;

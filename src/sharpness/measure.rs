@@ -23,35 +23,35 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The paper's sequence length (Table 23), capped by the model's positions.
-pub const DEFAULT_SEQ_LEN: usize = 1024;
+pub(crate) const DEFAULT_SEQ_LEN: usize = 1024;
 
 /// Everything a measurement needs besides the checkpoint.
 #[derive(Debug, Clone)]
 pub struct SharpnessOptions {
     /// The chat template conversations are rendered with; `None`: `own` (the
     /// checkpoint's, Tulu's when it has none, as `ckpt train` fine-tunes), not asked for.
-    pub chat_template: Option<crate::chat::TemplateChoice>,
+    pub(crate) chat_template: Option<crate::chat::TemplateChoice>,
     /// Tokens per row; `None`: [`DEFAULT_SEQ_LEN`] or the model's maximum if smaller.
-    pub seq_len: Option<usize>,
-    pub batch_size: usize,
-    pub max_batches: Option<usize>,
-    pub max_texts: Option<usize>,
-    pub trace: TraceOptions,
-    pub method: Method,
+    pub(crate) seq_len: Option<usize>,
+    pub(crate) batch_size: usize,
+    pub(crate) max_batches: Option<usize>,
+    pub(crate) max_texts: Option<usize>,
+    pub(crate) trace: TraceOptions,
+    pub(crate) method: Method,
     /// F32 or F64.
-    pub dtype: DType,
-    pub device: Device,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
     /// Power-iteration products at most; `None`: no top eigenvalue.
-    pub top_eigen_iters: Option<usize>,
-    pub top_eigen_tol: f64,
+    pub(crate) top_eigen_iters: Option<usize>,
+    pub(crate) top_eigen_tol: f64,
     /// The `k` largest eigenvalues by Lanczos, and its steps.
-    pub top_k: Option<(usize, usize)>,
+    pub(crate) top_k: Option<(usize, usize)>,
     /// The spectral density by SLQ: runs, and Lanczos steps per run.
-    pub density: Option<(usize, usize)>,
+    pub(crate) density: Option<(usize, usize)>,
     /// A tokenizer file to use instead of each checkpoint's.
-    pub tokenizer: Option<PathBuf>,
+    pub(crate) tokenizer: Option<PathBuf>,
     /// Where to write the token batches (JSON or `.npy`).
-    pub save_batches: Option<PathBuf>,
+    pub(crate) save_batches: Option<PathBuf>,
 }
 
 /// What happened to one checkpoint.
@@ -168,9 +168,9 @@ pub fn measure_revisions(
 
 /// A unit of (sharded) work: a checkpoint's measurement, or a block of its probes.
 pub struct Unit<'a> {
-    pub checkpoint: &'a Checkpoint,
+    pub(crate) checkpoint: &'a Checkpoint,
     /// `None`: the whole measurement.
-    pub probes: Option<std::ops::Range<usize>>,
+    pub(crate) probes: Option<std::ops::Range<usize>>,
 }
 
 /// [`measure_all`] over units: a block records its probes' samples only

@@ -16,15 +16,15 @@
 //! kernels.
 
 pub mod data;
-pub mod figure;
+pub(crate) mod figure;
 pub mod hutchinson;
-pub mod hvp;
-pub mod job;
-pub mod measure;
-pub mod objective;
-pub mod power;
-pub mod results;
-pub mod sets;
+pub(crate) mod hvp;
+pub(crate) mod job;
+pub(crate) mod measure;
+pub(crate) mod objective;
+pub(crate) mod power;
+pub(crate) mod results;
+pub(crate) mod sets;
 pub mod sft;
 pub mod spectrum;
 pub mod vector;

@@ -56,7 +56,7 @@ impl LlamaObjective {
     /// The loss of each batch is the mean over the targets `masks` weigh (row-major
     /// `[rows, seq_len]` per batch, the SFT convention: entry `i` weighs token `i` as a
     /// target), as SFT trains on the assistant's tokens only.
-    pub fn with_masks(mut self, masks: &[Vec<f32>]) -> Result<Self> {
+    pub(crate) fn with_masks(mut self, masks: &[Vec<f32>]) -> Result<Self> {
         let (rows, seq) = self.batches.first().map_or(Ok((0, 0)), |b| b.dims2())?;
         if masks.len() != self.batches.len() {
             return Err(Error::Invalid(format!(

@@ -16,7 +16,7 @@ pub struct TopEigen {
     /// The Rayleigh quotient at the last iterate.
     pub value: f64,
     /// Hessian-vector products taken.
-    pub iterations: usize,
+    pub(crate) iterations: usize,
     /// Whether the relative change fell below the tolerance.
     pub converged: bool,
 }

@@ -117,16 +117,16 @@ pub struct SharpnessResult {
 pub struct BlockTrace {
     /// `embed`, `layers.L.attn`, `layers.L.mlp`, `layers.L.norms`, `final_norm`, `head`
     /// (tied embeddings: the head is the embedding's).
-    pub name: String,
-    pub estimate: f64,
-    pub stderr: Option<f64>,
+    pub(crate) name: String,
+    pub(crate) estimate: f64,
+    pub(crate) stderr: Option<f64>,
     /// The block's part of every probe.
-    pub samples: Vec<f64>,
+    pub(crate) samples: Vec<f64>,
 }
 
 impl BlockTrace {
     /// The layer of a `layers.L.*` block.
-    pub fn layer(&self) -> Option<usize> {
+    pub(crate) fn layer(&self) -> Option<usize> {
         self.name
             .strip_prefix("layers.")?
             .split('.')
@@ -145,7 +145,7 @@ impl BlockTrace {
 }
 
 /// The block traces of an estimate.
-pub fn block_traces(estimate: &TraceEstimate) -> Vec<BlockTrace> {
+pub(crate) fn block_traces(estimate: &TraceEstimate) -> Vec<BlockTrace> {
     estimate
         .blocks
         .iter()
@@ -163,7 +163,7 @@ pub fn block_traces(estimate: &TraceEstimate) -> Vec<BlockTrace> {
 
 impl SharpnessResult {
     /// The probes recorded, with their block parts.
-    pub fn trace_estimate(&self) -> TraceEstimate {
+    pub(crate) fn trace_estimate(&self) -> TraceEstimate {
         TraceEstimate {
             samples: self.samples.clone(),
             blocks: self
@@ -178,7 +178,7 @@ impl SharpnessResult {
     }
 
     /// Whether this is one block of a measurement, not a whole one.
-    pub fn is_block(&self) -> bool {
+    pub(crate) fn is_block(&self) -> bool {
         self.probe_start.is_some()
     }
 
@@ -197,17 +197,17 @@ impl SharpnessResult {
 
 /// Probes finished by an interrupted measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub fingerprint: String,
-    pub config_key: String,
+pub(crate) struct Progress {
+    pub(crate) fingerprint: String,
+    pub(crate) config_key: String,
     #[serde(flatten)]
-    pub estimate: TraceEstimate,
+    pub(crate) estimate: TraceEstimate,
     /// The top-k eigenvalues, once computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_eigenvalues: Option<TopEigenvalues>,
+    pub(crate) top_eigenvalues: Option<TopEigenvalues>,
     /// The SLQ runs finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub density_runs: Vec<Vec<Node>>,
+    pub(crate) density_runs: Vec<Vec<Node>>,
 }
 
 /// The results file (JSONL) and its progress sidecar.
@@ -236,13 +236,13 @@ impl ResultsFile {
     }
 
     /// Every result, in the order written.
-    pub fn results(&self) -> &[SharpnessResult] {
+    pub(crate) fn results(&self) -> &[SharpnessResult] {
         &self.results
     }
 
     /// The finished result for `(fingerprint, config_key)`, if any: the one recorded
     /// for `checkpoint` when there is one, else the latest.
-    pub fn find(
+    pub(crate) fn find(
         &self,
         checkpoint: &Path,
         fingerprint: &str,
@@ -293,7 +293,7 @@ impl ResultsFile {
     }
 
     /// Results recorded in the store.
-    pub fn from_store(store: &crate::store::Store) -> Result<Vec<SharpnessResult>> {
+    pub(crate) fn from_store(store: &crate::store::Store) -> Result<Vec<SharpnessResult>> {
         store
             .sharpness_results()?
             .iter()
@@ -310,7 +310,7 @@ impl ResultsFile {
     }
 
     /// Adds `result` and rewrites the file atomically; the progress sidecar goes.
-    pub fn append(&mut self, result: SharpnessResult) -> Result<()> {
+    pub(crate) fn append(&mut self, result: SharpnessResult) -> Result<()> {
         self.results.push(result);
         let mut text = String::new();
         for r in &self.results {
@@ -373,14 +373,14 @@ impl ResultsFile {
     }
 
     /// `<file>.progress.json`.
-    pub fn progress_path(&self) -> PathBuf {
+    pub(crate) fn progress_path(&self) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(".progress.json");
         self.path.with_file_name(name)
     }
 
     /// What an interrupted measurement of `(fingerprint, config_key)` finished.
-    pub fn progress(&self, fingerprint: &str, config_key: &str) -> Result<Progress> {
+    pub(crate) fn progress(&self, fingerprint: &str, config_key: &str) -> Result<Progress> {
         let none = Progress {
             fingerprint: fingerprint.into(),
             config_key: config_key.into(),
@@ -401,7 +401,7 @@ impl ResultsFile {
     }
 
     /// Saves the probes finished so far (atomically).
-    pub fn save_progress(&self, progress: &Progress) -> Result<()> {
+    pub(crate) fn save_progress(&self, progress: &Progress) -> Result<()> {
         crate::atomic_file::write_json(&self.progress_path(), progress)
     }
 }

@@ -27,9 +27,9 @@ pub enum Content {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataSet {
     /// `pt`, `sft`...; `None` for a lone unnamed `--data FILE`.
-    pub name: Option<String>,
-    pub path: PathBuf,
-    pub content: Content,
+    pub(crate) name: Option<String>,
+    pub(crate) path: PathBuf,
+    pub(crate) content: Content,
 }
 
 impl DataSet {

@@ -18,20 +18,20 @@ use std::path::Path;
 /// One pre-training checkpoint: its sharpness and its best fine-tune's score.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SftPoint {
-    pub checkpoint: String,
-    pub run: String,
-    pub sharpness: f64,
-    pub sft_score: f64,
+    pub(crate) checkpoint: String,
+    pub(crate) run: String,
+    pub(crate) sharpness: f64,
+    pub(crate) sft_score: f64,
 }
 
 /// The points and their correlation.
 #[derive(Debug, Clone, Serialize)]
 pub struct SftCorrelation {
-    pub task: String,
-    pub metric: String,
+    pub(crate) task: String,
+    pub(crate) metric: String,
     pub points: Vec<SftPoint>,
     pub pearson_r: Option<f64>,
-    pub p_value: Option<f64>,
+    pub(crate) p_value: Option<f64>,
 }
 
 /// Pairs each measured checkpoint with its fine-tunes' best `task` `metric`.
@@ -99,7 +99,7 @@ fn best_child_scores(store: &Store, task: &str, metric: &str) -> Result<BTreeMap
 }
 
 /// Draws the scatter, one colour per run, with r and p in the title.
-pub fn plot(path: &Path, c: &SftCorrelation) -> Result<()> {
+pub(crate) fn plot(path: &Path, c: &SftCorrelation) -> Result<()> {
     let title = match (c.pearson_r, c.p_value) {
         (Some(r), Some(p)) => format!(
             "Sharpness vs SFT {} {} (Pearson r = {r:.3}, p = {p:.3})",

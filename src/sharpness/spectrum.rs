@@ -46,15 +46,15 @@ impl<O: Objective + ?Sized> Operator for Hessian<'_, O> {
 /// The Lanczos tridiagonal `T_m`: diagonal `alpha` (`m`), off-diagonal `beta` (`m - 1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tridiagonal {
-    pub alpha: Vec<f64>,
-    pub beta: Vec<f64>,
+    pub(crate) alpha: Vec<f64>,
+    pub(crate) beta: Vec<f64>,
 }
 
 /// A quadrature node: a Ritz value and its weight.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Node {
-    pub value: f64,
-    pub weight: f64,
+    pub(crate) value: f64,
+    pub(crate) weight: f64,
 }
 
 /// `m` steps of Lanczos from `start` (normalised here), with full reorthogonalisation
@@ -143,7 +143,7 @@ struct Eigen {
 impl Tridiagonal {
     /// Eigenvalues of `T` (ascending) and the Gauss quadrature weights: the squared first
     /// component of each eigenvector (they sum to 1, `T`'s eigenvectors being orthonormal).
-    pub fn ritz(&self) -> Result<Vec<Node>> {
+    pub(crate) fn ritz(&self) -> Result<Vec<Node>> {
         let node = |e: Eigen| Node {
             value: e.value,
             weight: e.first * e.first,
@@ -194,9 +194,9 @@ pub struct TopEigenvalues {
     pub values: Vec<f64>,
     /// `|beta_m s_{m,i}|`: `|H y - theta y|` of each Ritz pair, so the distance to the
     /// nearest true eigenvalue is at most this (0 after an early, exact stop).
-    pub residuals: Vec<f64>,
+    pub(crate) residuals: Vec<f64>,
     /// Lanczos steps taken (Hessian-vector products).
-    pub steps: usize,
+    pub(crate) steps: usize,
 }
 
 /// The `k` largest (algebraic) eigenvalues by `steps` Lanczos steps from a Rademacher
@@ -235,9 +235,9 @@ pub fn top_eigenvalues(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpectralDensity {
     /// Each run's quadrature nodes, ascending by value; weights sum to 1.
-    pub runs: Vec<Vec<Node>>,
+    pub(crate) runs: Vec<Vec<Node>>,
     /// The number of parameters `d`.
-    pub dimension: usize,
+    pub(crate) dimension: usize,
 }
 
 impl SpectralDensity {
@@ -273,7 +273,7 @@ impl SpectralDensity {
     /// over runs and scaled to integrate to 1 over the grid (trapezoid rule), so that mass
     /// cut off at the grid's ends does not lower the curve. NaN unless `sigma` is
     /// positive and finite and there is a run.
-    pub fn on_grid(&self, grid: &[f64], sigma: f64) -> Vec<f64> {
+    pub(crate) fn on_grid(&self, grid: &[f64], sigma: f64) -> Vec<f64> {
         if !(sigma.is_finite() && sigma > 0.0) || self.runs.is_empty() {
             return vec![f64::NAN; grid.len()];
         }

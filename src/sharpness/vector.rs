@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
 /// A vector in parameter space: one tensor per parameter.
-pub type ParamVector = Vec<Tensor>;
+pub(crate) type ParamVector = Vec<Tensor>;
 
 /// SplitMix64: a tiny, well-mixed generator whose stream is fixed by this code alone
 /// (no crate version can change which probes a seed gives).
@@ -84,7 +84,7 @@ pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
 
 /// `<a_i, b_i>` for each parameter `i`, in f64 as [`dot`]: the per-block parts of a
 /// quadratic form.
-pub fn dots(a: &[Tensor], b: &[Tensor]) -> Result<Vec<f64>> {
+pub(crate) fn dots(a: &[Tensor], b: &[Tensor]) -> Result<Vec<f64>> {
     check_aligned(a, b)?;
     a.iter()
         .zip(b)
@@ -96,7 +96,7 @@ pub fn dots(a: &[Tensor], b: &[Tensor]) -> Result<Vec<f64>> {
 }
 
 /// The Euclidean norm.
-pub fn norm(a: &[Tensor]) -> Result<f64> {
+pub(crate) fn norm(a: &[Tensor]) -> Result<f64> {
     Ok(dot(a, a)?.sqrt())
 }
 
@@ -106,13 +106,13 @@ pub fn len(a: &[Tensor]) -> usize {
 }
 
 /// `a + s * b`.
-pub fn add_scaled(a: &[Tensor], s: f64, b: &[Tensor]) -> Result<ParamVector> {
+pub(crate) fn add_scaled(a: &[Tensor], s: f64, b: &[Tensor]) -> Result<ParamVector> {
     check_aligned(a, b)?;
     a.iter().zip(b).map(|(x, y)| Ok((x + (y * s)?)?)).collect()
 }
 
 /// `s * a`.
-pub fn scale(a: &[Tensor], s: f64) -> Result<ParamVector> {
+pub(crate) fn scale(a: &[Tensor], s: f64) -> Result<ParamVector> {
     a.iter().map(|x| Ok((x * s)?)).collect()
 }
 

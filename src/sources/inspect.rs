@@ -14,24 +14,24 @@ use std::path::PathBuf;
 pub struct InspectJob {
     /// Checkpoint directories, directories searched for them, or Hub checkpoints
     /// (`hf://ORG/NAME[@REVISION]`, fetched into the Hugging Face cache).
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Which revisions of a Hub repository are checkpoints.
-    pub hub: HubOptions,
+    pub(crate) hub: HubOptions,
 }
 
 /// What is known of one checkpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointFacts {
-    pub path: String,
-    pub step: Option<u64>,
-    pub stage: Option<String>,
-    pub schedule: Option<String>,
-    pub architecture: String,
-    pub parameters: usize,
+    pub(crate) path: String,
+    pub(crate) step: Option<u64>,
+    pub(crate) stage: Option<String>,
+    pub(crate) schedule: Option<String>,
+    pub(crate) architecture: String,
+    pub(crate) parameters: usize,
     /// The dtype holding the most parameters.
-    pub dtype: String,
-    pub fingerprint: String,
-    pub meta: Option<CheckpointMeta>,
+    pub(crate) dtype: String,
+    pub(crate) fingerprint: String,
+    pub(crate) meta: Option<CheckpointMeta>,
 }
 
 /// What [`run`] tells its caller while it works.
@@ -47,8 +47,8 @@ pub enum InspectEvent<'a> {
 /// The checkpoints read, and how many could not be.
 #[derive(Debug)]
 pub struct InspectOutcome {
-    pub rows: Vec<CheckpointFacts>,
-    pub failed: usize,
+    pub(crate) rows: Vec<CheckpointFacts>,
+    pub(crate) failed: usize,
 }
 
 impl InspectJob {

@@ -13,14 +13,14 @@ use rusqlite::{params, OptionalExtension};
 /// A revision as the store records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HubRevisionRow {
-    pub repo: String,
-    pub revision: String,
-    pub commit_sha: String,
-    pub fingerprint: String,
+    pub(crate) repo: String,
+    pub(crate) revision: String,
+    pub(crate) commit_sha: String,
+    pub(crate) fingerprint: String,
     /// The weight files and their digests; `None` when unknown (offline).
-    pub weights: Option<String>,
-    pub step: Option<u64>,
-    pub tokens: Option<u64>,
+    pub(crate) weights: Option<String>,
+    pub(crate) step: Option<u64>,
+    pub(crate) tokens: Option<u64>,
 }
 
 impl Store {

@@ -10,11 +10,11 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct MergeStoresJob {
     /// Store files, or directories (every `*.sqlite` in them).
-    pub sources: Vec<PathBuf>,
+    pub(crate) sources: Vec<PathBuf>,
     /// The store merged into: created if missing, else rewritten atomically.
     pub into: PathBuf,
     /// How long to wait while another process holds a store locked.
-    pub store_timeout: Duration,
+    pub(crate) store_timeout: Duration,
 }
 
 impl MergeStoresJob {
@@ -32,7 +32,7 @@ impl MergeStoresJob {
 
 /// Refuses a `--store-timeout` under a second: the flag counts whole seconds, and
 /// not waiting at all fails at the first lock another process holds.
-pub fn check_store_timeout(wait: Duration) -> Result<()> {
+pub(crate) fn check_store_timeout(wait: Duration) -> Result<()> {
     if wait < Duration::from_secs(1) {
         return Err(Error::Invalid(format!(
             "--store-timeout must be at least 1 (got {})",

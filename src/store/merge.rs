@@ -247,24 +247,24 @@ impl Rule {
 /// What a merge did to one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TableCount {
-    pub table: String,
+    pub(crate) table: String,
     /// Rows with a key (or, in `failures`, content) the target did not have.
-    pub added: usize,
+    pub(crate) added: usize,
     /// Merged rows whose other columns a source replaced (a newer checkpoint path, an
     /// earlier metric time).
-    pub updated: usize,
+    pub(crate) updated: usize,
     /// Cache rows that differed from the one kept.
-    pub differing: usize,
+    pub(crate) differing: usize,
 }
 
 /// What [`merge`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeSummary {
-    pub into: PathBuf,
-    pub sources: Vec<PathBuf>,
-    pub tables: Vec<TableCount>,
+    pub(crate) into: PathBuf,
+    pub(crate) sources: Vec<PathBuf>,
+    pub(crate) tables: Vec<TableCount>,
     /// Whether `into` was written: false when it already held everything.
-    pub changed: bool,
+    pub(crate) changed: bool,
 }
 
 /// A store as it is read: the file named, or a migrated copy of it.

@@ -25,8 +25,8 @@ mod job;
 mod merge;
 mod status;
 
-pub use hub::HubRevisionRow;
-pub use job::{check_store_timeout, merge_stores, MergeStoresJob};
+pub(crate) use hub::HubRevisionRow;
+pub(crate) use job::{check_store_timeout, merge_stores, MergeStoresJob};
 pub use merge::{merge, open_store, open_stores, store_files, MergeSummary, StoreSet, TableCount};
 pub use status::{CheckpointStatus, State, Status, Target};
 
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default file name of the store.
-pub const STORE_FILE: &str = "ckpt.sqlite";
+pub(crate) const STORE_FILE: &str = "ckpt.sqlite";
 
 /// Schema version: bumped when tables change (older stores are migrated or refused).
 const SCHEMA_VERSION: i64 = 4;
@@ -200,7 +200,7 @@ pub struct TaskInfo {
 
 /// What a store migrated from schema 2 or older records as its results' tokenization:
 /// texts were encoded without special tokens, whatever the tokenizer adds.
-pub const LEGACY_TOKENIZATION: &str = "ckpt <= 0.1: no special tokens (not lm-eval's)";
+pub(crate) const LEGACY_TOKENIZATION: &str = "ckpt <= 0.1: no special tokens (not lm-eval's)";
 
 /// A sharpness measurement as stored (`result`: its full JSON record).
 pub struct SharpnessRecord<'a> {
@@ -221,7 +221,7 @@ pub struct Store {
 
 /// How long a command waits for another process's lock on the store by default
 /// (`--store-timeout`).
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 impl Store {
     /// Opens (creating if needed) the store at `path`, waiting up to
@@ -233,7 +233,7 @@ impl Store {
     /// Opens the store at `path`. When another process holds it locked, says so (and
     /// which process, where the system tells) and waits up to `wait` before failing
     /// with the path; later writes wait as long.
-    pub fn open_waiting(path: &Path, wait: Duration) -> Result<Self> {
+    pub(crate) fn open_waiting(path: &Path, wait: Duration) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -338,7 +338,7 @@ impl Store {
     }
 
     /// The file this store lives in.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -371,7 +371,7 @@ impl Store {
     }
 
     /// Every checkpoint known, ordered by run and step.
-    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
+    pub(crate) fn checkpoints(&self) -> Result<Vec<CheckpointRow>> {
         let mut stmt = self
             .conn
             .prepare("SELECT fingerprint, path, run, step, stage, schedule, alpha FROM checkpoints ORDER BY run, step, path")
@@ -396,7 +396,7 @@ impl Store {
     }
 
     /// Every checkpoint's fingerprint and `ckpt.json` (`null` when it had none).
-    pub fn checkpoint_metas(&self) -> Result<Vec<(String, serde_json::Value)>> {
+    pub(crate) fn checkpoint_metas(&self) -> Result<Vec<(String, serde_json::Value)>> {
         let mut stmt = self
             .conn
             .prepare("SELECT fingerprint, meta FROM checkpoints")
@@ -561,7 +561,7 @@ impl Store {
     }
 
     /// Every task spec recorded: `(task, spec hash, spec JSON)`.
-    pub fn task_specs(&self) -> Result<Vec<(String, String, String)>> {
+    pub(crate) fn task_specs(&self) -> Result<Vec<(String, String, String)>> {
         let mut stmt = self
             .conn
             .prepare("SELECT task, spec_hash, spec FROM tasks ORDER BY task, spec_hash")
@@ -595,7 +595,7 @@ impl Store {
     }
 
     /// Every sharpness record (JSON), oldest first.
-    pub fn sharpness_results(&self) -> Result<Vec<String>> {
+    pub(crate) fn sharpness_results(&self) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare("SELECT result FROM sharpness ORDER BY created_at, checkpoint")
@@ -652,7 +652,7 @@ impl Store {
     }
 
     /// Per-doc scores (`(doc_id, prompt, score JSON)`) of a task for a checkpoint.
-    pub fn samples(
+    pub(crate) fn samples(
         &self,
         fingerprint: &str,
         task: &str,

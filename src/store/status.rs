@@ -36,14 +36,14 @@ pub struct Target {
 /// One checkpoint's tasks.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointStatus {
-    pub path: String,
-    pub fingerprint: String,
-    pub run: String,
-    pub step: Option<u64>,
+    pub(crate) path: String,
+    pub(crate) fingerprint: String,
+    pub(crate) run: String,
+    pub(crate) step: Option<u64>,
     /// Task -> its state.
-    pub tasks: BTreeMap<String, State>,
+    pub(crate) tasks: BTreeMap<String, State>,
     /// The latest failure recorded for the first task that failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl CheckpointStatus {
@@ -60,11 +60,11 @@ impl CheckpointStatus {
 /// Every (checkpoint, task) pair's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    pub tasks: Vec<String>,
-    pub checkpoints: Vec<CheckpointStatus>,
-    pub done: usize,
-    pub failed: usize,
-    pub missing: usize,
+    pub(crate) tasks: Vec<String>,
+    pub(crate) checkpoints: Vec<CheckpointStatus>,
+    pub(crate) done: usize,
+    pub(crate) failed: usize,
+    pub(crate) missing: usize,
 }
 
 /// A row of `failures`.

@@ -53,10 +53,10 @@ impl Op {
 /// One computation of a solution: `a op b = result`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
-    pub a: i64,
-    pub op: Op,
-    pub b: i64,
-    pub result: i64,
+    pub(crate) a: i64,
+    pub(crate) op: Op,
+    pub(crate) b: i64,
+    pub(crate) result: i64,
 }
 
 impl Step {
@@ -86,12 +86,12 @@ impl std::fmt::Display for Step {
 /// A word problem with its worked solution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
-    pub question: String,
+    pub(crate) question: String,
     /// The computations, in order; the last one's result is the answer.
-    pub steps: Vec<Step>,
+    pub(crate) steps: Vec<Step>,
     /// One sentence per step, each containing the step's equation.
-    pub solution: Vec<String>,
-    pub answer: i64,
+    pub(crate) solution: Vec<String>,
+    pub(crate) answer: i64,
 }
 
 impl Problem {

@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 /// One conversation, serialised exactly as a Tulu row's `messages` column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
-    pub messages: Vec<Message>,
+    pub(crate) messages: Vec<Message>,
 }
 
 /// One message: `role` is `system`, `user` or `assistant`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    pub role: String,
-    pub content: String,
+    pub(crate) role: String,
+    pub(crate) content: String,
 }
 
 impl Message {

@@ -37,23 +37,23 @@ pub struct SynthJob {
 /// The corpora written.
 #[derive(Debug, Clone, Serialize)]
 pub struct CorporaWritten {
-    pub out: PathBuf,
-    pub files: [&'static str; 7],
-    pub config: SynthConfig,
-    pub seconds: f64,
+    pub(crate) out: PathBuf,
+    pub(crate) files: [&'static str; 7],
+    pub(crate) config: SynthConfig,
+    pub(crate) seconds: f64,
     #[serde(flatten)]
-    pub stats: CorpusStats,
+    pub(crate) stats: CorpusStats,
 }
 
 /// The benchmark data written.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskDataWritten {
-    pub eval_tasks: PathBuf,
-    pub config: SyntheticConfig,
+    pub(crate) eval_tasks: PathBuf,
+    pub(crate) config: SyntheticConfig,
     /// Files written (data, then exemplars).
-    pub files: usize,
+    pub(crate) files: usize,
     /// Docs and exemplars in all.
-    pub docs: usize,
+    pub(crate) docs: usize,
     /// Tasks the data is for (not in the JSON summary: the catalog's size).
     #[serde(skip)]
     pub tasks: usize,

@@ -24,15 +24,15 @@
 //! the other parts as they were (validation texts excepted: they avoid the pre-training
 //! documents).
 
-pub mod arithmetic;
-pub mod chats;
-pub mod documents;
-pub mod instructions;
-pub mod job;
-pub mod stories;
+pub(crate) mod arithmetic;
+pub(crate) mod chats;
+pub(crate) mod documents;
+pub(crate) mod instructions;
+pub(crate) mod job;
+pub(crate) mod stories;
 pub mod tasks;
 pub mod text;
-pub mod world;
+pub(crate) mod world;
 
 pub use chats::{Chat, Message};
 pub use job::{SynthJob, SynthOutcome};
@@ -107,17 +107,17 @@ impl SynthConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corpus {
     /// The ground truth every text below was rendered from.
-    pub world: World,
-    pub pretrain: Vec<String>,
-    pub midtrain: Vec<String>,
-    pub sft: Vec<Chat>,
+    pub(crate) world: World,
+    pub(crate) pretrain: Vec<String>,
+    pub(crate) midtrain: Vec<String>,
+    pub(crate) sft: Vec<Chat>,
     /// Held out: the pre-training distribution, none identical to a pre-training
     /// document or to another validation text (so fewer than asked only in a world too
     /// small to have that many distinct documents).
-    pub validation: Vec<String>,
+    pub(crate) validation: Vec<String>,
     /// Held out: chats of the SFT distribution from a stream of their own, as many as
     /// `validation_docs` (the SFT validation set sharpness is measured on).
-    pub sft_validation: Vec<Chat>,
+    pub(crate) sft_validation: Vec<Chat>,
     /// Held out from the SFT chats, with their ground-truth answers
     /// ([`instructions::held_out`]).
     pub instructions: Vec<Instruction>,
@@ -293,22 +293,22 @@ impl Corpus {
 /// Summary counts of a corpus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CorpusStats {
-    pub entities: usize,
-    pub facts: usize,
-    pub parts: Vec<PartStats>,
+    pub(crate) entities: usize,
+    pub(crate) facts: usize,
+    pub(crate) parts: Vec<PartStats>,
     /// Distinct whitespace-separated words over all parts.
-    pub distinct_words: usize,
+    pub(crate) distinct_words: usize,
 }
 
 /// Counts of one part of a corpus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PartStats {
-    pub name: String,
+pub(crate) struct PartStats {
+    pub(crate) name: String,
     /// Documents, chats for `sft`, instructions for `instructions`.
-    pub items: usize,
-    pub characters: usize,
+    pub(crate) items: usize,
+    pub(crate) characters: usize,
     /// Distinct whitespace-separated words.
-    pub distinct_words: usize,
+    pub(crate) distinct_words: usize,
 }
 
 impl PartStats {

@@ -68,9 +68,9 @@ impl Default for SyntheticConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Written {
     /// Data files, then exemplar files.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Docs and exemplars in all.
-    pub docs: usize,
+    pub(crate) docs: usize,
 }
 
 /// Writes docs for every split each of `specs` names, and the exemplar file of each

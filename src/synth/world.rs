@@ -68,11 +68,11 @@ impl std::fmt::Display for Kind {
 /// A relation of the schema: its name, the kinds it links, whether it goes both ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelationSpec {
-    pub name: &'static str,
-    pub from: Kind,
-    pub to: Kind,
+    pub(crate) name: &'static str,
+    pub(crate) from: Kind,
+    pub(crate) to: Kind,
     /// A symmetric relation is stored on both entities (friends, neighbouring towns).
-    pub symmetric: bool,
+    pub(crate) symmetric: bool,
 }
 
 /// Every relation of the schema.
@@ -110,6 +110,7 @@ pub const RELATIONS: [RelationSpec; 5] = [
 ];
 
 /// The schema entry of relation `name`, if it is one.
+#[cfg(test)]
 pub fn relation(name: &str) -> Option<&'static RelationSpec> {
     RELATIONS.iter().find(|r| r.name == name)
 }
@@ -156,12 +157,12 @@ pub fn vocabularies() -> BTreeMap<String, Vec<String>> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entity {
     /// Invented, unique across the world, one word.
-    pub name: String,
-    pub kind: Kind,
+    pub(crate) name: String,
+    pub(crate) kind: Kind,
     /// Attribute name -> value; every attribute of the kind is present.
-    pub attributes: BTreeMap<String, String>,
+    pub(crate) attributes: BTreeMap<String, String>,
     /// (relation name, index of the related entity in [`World::entities`]), sorted.
-    pub relations: Vec<(String, usize)>,
+    pub(crate) relations: Vec<(String, usize)>,
 }
 
 impl Entity {
@@ -194,23 +195,23 @@ pub fn mention(kind: Kind, name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fact {
     /// Index of the subject in [`World::entities`].
-    pub entity: usize,
+    pub(crate) entity: usize,
     /// The subject's name.
-    pub subject: String,
+    pub(crate) subject: String,
     /// The subject's kind.
-    pub kind: Kind,
-    pub attribute: String,
-    pub value: String,
+    pub(crate) kind: Kind,
+    pub(crate) attribute: String,
+    pub(crate) value: String,
 }
 
 /// The whole synthetic world.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct World {
     /// The seed it was generated from.
-    pub seed: u64,
-    pub entities: Vec<Entity>,
+    pub(crate) seed: u64,
+    pub(crate) entities: Vec<Entity>,
     /// Attribute name -> every value it can take (distractors are drawn from these).
-    pub vocabularies: BTreeMap<String, Vec<String>>,
+    pub(crate) vocabularies: BTreeMap<String, Vec<String>>,
 }
 
 impl World {

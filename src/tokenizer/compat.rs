@@ -20,7 +20,7 @@ const LLAMA_CLASSES: [&str; 2] = ["LlamaTokenizer", "LlamaTokenizerFast"];
 
 /// Applies transformers 5's rebuild of `files`' tokenizer class to `inner`, loaded
 /// from `path`; a class transformers uses `tokenizer.json` for is left as it is.
-pub fn as_transformers_loads(
+pub(crate) fn as_transformers_loads(
     inner: &mut tokenizers::Tokenizer,
     files: &TokenizerFiles,
     path: &Path,

@@ -15,35 +15,35 @@ use std::path::{Path, PathBuf};
 /// File name of the Hugging Face tokenizer settings beside `tokenizer.json`.
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 /// Special tokens of older checkpoints.
-pub const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
+pub(crate) const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
 /// File name transformers (>= 4.43) saves a single chat template to.
-pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+pub(crate) const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// Generation defaults: the tokens that end a generation.
-pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+pub(crate) const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// A chat template and the file it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateSource {
     pub text: String,
-    pub origin: PathBuf,
+    pub(crate) origin: PathBuf,
 }
 
 /// The settings of a tokenizer directory.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerFiles {
     /// `tokenizer_config.json` as read (empty when absent).
-    pub config: Map<String, Value>,
-    pub bos: Option<String>,
-    pub eos: Option<String>,
-    pub pad: Option<String>,
-    pub unk: Option<String>,
+    pub(crate) config: Map<String, Value>,
+    pub(crate) bos: Option<String>,
+    pub(crate) eos: Option<String>,
+    pub(crate) pad: Option<String>,
+    pub(crate) unk: Option<String>,
     /// As written in `tokenizer_config.json`; transformers 5 ignores both when a
     /// `tokenizer.json` is present (its post-processor decides what is added).
-    pub add_bos_token: Option<bool>,
+    pub(crate) add_bos_token: Option<bool>,
     pub add_eos_token: Option<bool>,
     pub chat_template: Option<TemplateSource>,
     /// `generation_config.json`'s `eos_token_id`: every token that ends a generation.
-    pub generation_eos: Vec<u32>,
+    pub(crate) generation_eos: Vec<u32>,
     pub model_max_length: Option<usize>,
 }
 
@@ -126,7 +126,7 @@ impl TokenizerFiles {
 }
 
 /// A JSON object file, or an empty one when the file does not exist.
-pub fn read_object(path: &Path) -> Result<Map<String, Value>> {
+pub(crate) fn read_object(path: &Path) -> Result<Map<String, Value>> {
     if !path.is_file() {
         return Ok(Map::new());
     }
@@ -137,7 +137,7 @@ pub fn read_object(path: &Path) -> Result<Map<String, Value>> {
 }
 
 /// A special token's text: a string or an `AddedToken` object `{"content": ...}`.
-pub fn token_text(value: Option<&Value>) -> Option<String> {
+pub(crate) fn token_text(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),

@@ -9,9 +9,9 @@
 //! - [`TextTokenizer::encode`]: the text alone, no special tokens (an empty context's
 //!   continuation, chat templates that spell their own special tokens).
 
-pub mod compat;
-pub mod files;
-pub mod policy;
+pub(crate) mod compat;
+pub(crate) mod files;
+pub(crate) mod policy;
 
 pub use files::{TemplateSource, TokenizerFiles};
 pub use policy::{AddBos, EncodePolicy};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use tokenizers::processors::template::TemplateProcessing;
 
 /// File name of a Hugging Face fast tokenizer.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub(crate) const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// A tokenizer with lm-eval's rules for adding special tokens.
 pub struct TextTokenizer {
@@ -29,14 +29,14 @@ pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
     /// The settings beside `tokenizer.json` (special tokens, chat template...).
-    pub files: TokenizerFiles,
-    pub policy: EncodePolicy,
+    pub(crate) files: TokenizerFiles,
+    pub(crate) policy: EncodePolicy,
     /// The token an empty context (and the first rolling window) is conditioned on.
     pub prefix_token: u32,
     /// End of sequence: generation stops when it is produced.
     pub eos_token: Option<u32>,
     /// Every token that ends a generation: EOS and `generation_config.json`'s.
-    pub stop_tokens: Vec<u32>,
+    pub(crate) stop_tokens: Vec<u32>,
     /// The text of the prefix token: a text starting with it gets no special tokens.
     prefix_text: String,
     /// The BOS text: a generation prompt starting with it gets no special tokens.
@@ -229,7 +229,7 @@ impl TextTokenizer {
     }
 
     /// Text of `ids` without special tokens (how the harness decodes generations).
-    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+    pub(crate) fn decode_text(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)
             .map_err(|e| Error::bad_file(&self.path, format!("cannot decode: {e}")))
@@ -244,7 +244,7 @@ impl TextTokenizer {
     /// UTF-8 length, an upper bound whatever the encoding (a byte-level `Ġ` is two bytes
     /// for one, a byte-fallback `<0x41>` six for one). `text.len() / this` tokens at
     /// least: what tells a prompt too long for the context before tokenizing it.
-    pub fn max_token_bytes(&self) -> usize {
+    pub(crate) fn max_token_bytes(&self) -> usize {
         self.inner
             .get_vocab(true)
             .keys()
@@ -255,7 +255,7 @@ impl TextTokenizer {
     }
 
     /// The file the tokenizer was read from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

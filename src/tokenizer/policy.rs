@@ -75,7 +75,7 @@ impl EncodePolicy {
 
     /// Whether special tokens are added to a text that does not already start with
     /// the BOS text (`None`: the tokenizer's defaults).
-    pub fn add_special_tokens(&self) -> bool {
+    pub(crate) fn add_special_tokens(&self) -> bool {
         !matches!(self.add_bos_token, AddBos::False)
     }
 }

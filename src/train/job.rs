@@ -43,12 +43,12 @@ pub enum TrainEvent<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
     /// The global step reached.
-    pub step: u64,
+    pub(crate) step: u64,
     /// The last checkpoint saved.
-    pub checkpoint: PathBuf,
+    pub(crate) checkpoint: PathBuf,
     /// Stopped before its last step (the checkpoint saved on the way out; the same
     /// command resumes it).
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
 }
 
 impl TrainJob {

@@ -8,11 +8,11 @@
 //! ```
 
 pub mod data;
-pub mod job;
+pub(crate) mod job;
 pub mod optimizer;
 pub mod recipe;
-pub mod saving;
-pub mod setup;
+pub(crate) mod saving;
+pub(crate) mod setup;
 pub mod trainer;
 
 pub use job::{TrainEvent, TrainJob, TrainOutcome};

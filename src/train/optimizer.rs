@@ -34,15 +34,15 @@ const STEP_TENSOR: &str = "step";
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     /// Only `adamw` for now; the key exists so recipes say what they mean.
-    pub name: String,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
+    pub(crate) name: String,
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
     pub weight_decay: f64,
     /// Global-norm clipping threshold; 0 turns clipping off.
-    pub grad_clip: f64,
+    pub(crate) grad_clip: f64,
     /// Parameters whose name contains any of these strings get no weight decay.
-    pub no_decay: Vec<String>,
+    pub(crate) no_decay: Vec<String>,
 }
 
 impl Default for OptimizerConfig {
@@ -113,7 +113,7 @@ pub struct StepReport {
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     /// The factor gradients were scaled by (1 when not clipped).
-    pub clip_scale: f64,
+    pub(crate) clip_scale: f64,
 }
 
 /// Exponential moving averages of one parameter's gradient and squared gradient.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// File name of the resolved recipe inside a run directory.
-pub const RUN_FILE: &str = "run.toml";
+pub(crate) const RUN_FILE: &str = "run.toml";
 
 /// A whole training job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,10 +27,10 @@ pub struct Recipe {
     pub job: JobConfig,
     /// Shape of a fresh model; absent when the run starts from `init.parent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelShape>,
+    pub(crate) model: Option<ModelShape>,
     #[serde(default)]
-    pub tokenizer: TokenizerConfig,
-    pub data: DataConfig,
+    pub(crate) tokenizer: TokenizerConfig,
+    pub(crate) data: DataConfig,
     #[serde(default)]
     pub optimizer: OptimizerConfig,
     pub schedule: ScheduleSpec,
@@ -45,21 +45,21 @@ pub struct Recipe {
 pub struct JobConfig {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// `pre`, `mid` or `sft`.
     pub stage: Stage,
     /// The run directory (default `runs/<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Seeds the initial weights and the data order.
     #[serde(default)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// `cpu` or `cuda[:N]`.
     #[serde(default = "default_device")]
-    pub device: String,
+    pub(crate) device: String,
     /// Compute dtype (`f32`, `bf16`, `f16`); master weights and moments stay f32.
     #[serde(default = "default_dtype")]
-    pub dtype: String,
+    pub(crate) dtype: String,
 }
 
 fn default_device() -> String {
@@ -73,33 +73,33 @@ fn default_dtype() -> String {
 /// `[model]`: the shape of a model trained from scratch (a Llama; SwiGLU, RMSNorm, RoPE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelShape {
+pub(crate) struct ModelShape {
     /// The architecture (`llama`, `qwen3`, `olmo2`, `gpt_neox`, `gemma2`, ...).
     #[serde(default = "default_arch")]
-    pub arch: Arch,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
+    pub(crate) arch: Arch,
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) num_hidden_layers: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) num_key_value_heads: usize,
     /// Default `hidden_size / num_attention_heads`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_dim: Option<usize>,
+    pub(crate) head_dim: Option<usize>,
     /// Default: the tokenizer's vocabulary size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vocab_size: Option<usize>,
+    pub(crate) vocab_size: Option<usize>,
     /// Default: `training.seq_len`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_position_embeddings: Option<usize>,
+    pub(crate) max_position_embeddings: Option<usize>,
     #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
+    pub(crate) rope_theta: f64,
     #[serde(default = "default_rms_eps")]
-    pub rms_norm_eps: f64,
+    pub(crate) rms_norm_eps: f64,
     #[serde(default)]
-    pub tie_word_embeddings: bool,
+    pub(crate) tie_word_embeddings: bool,
     /// Standard deviation of the initial weight matrices.
     #[serde(default = "default_init_std")]
-    pub init_std: f64,
+    pub(crate) init_std: f64,
 }
 
 fn default_arch() -> Arch {
@@ -126,18 +126,18 @@ pub struct TrainingConfig {
     /// (T for pre-training, M for mid-training, the epochs for SFT, T minus the branch
     /// point for a branched decay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<u64>,
+    pub(crate) steps: Option<u64>,
     /// SFT: passes over the chat data (default 1) when `steps` is not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<u64>,
+    pub(crate) epochs: Option<u64>,
     /// Tokens per optimizer step (over all accumulation micro-batches).
     pub batch_tokens: u64,
     /// Tokens per sequence (each row holds `seq_len + 1` for the shifted targets).
     pub seq_len: usize,
     #[serde(default = "one")]
-    pub grad_accum: u64,
+    pub(crate) grad_accum: u64,
     /// Save a checkpoint every this many steps (and always at the end).
-    pub checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
 }
 
 fn one() -> u64 {
@@ -152,13 +152,13 @@ pub struct InitConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<PathBuf>,
     #[serde(default)]
-    pub mode: InitMode,
+    pub(crate) mode: InitMode,
 }
 
 /// How a run continues from its parent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum InitMode {
+pub(crate) enum InitMode {
     /// Weights only; fresh optimizer and data order (mid-training, SFT).
     #[default]
     Weights,
@@ -188,7 +188,7 @@ impl Recipe {
     }
 
     /// Deserialises a recipe; the message names the offending key.
-    pub fn from_table(table: toml::Table) -> std::result::Result<Self, String> {
+    pub(crate) fn from_table(table: toml::Table) -> std::result::Result<Self, String> {
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();

@@ -27,12 +27,12 @@ pub fn step_dir_name(step: u64) -> String {
 
 /// Everything that goes into one checkpoint.
 pub struct CheckpointParts<'a> {
-    pub config: &'a ModelConfig,
-    pub weights: &'a [(String, Var)],
-    pub optimizer: &'a AdamW,
-    pub meta: &'a CheckpointMeta,
+    pub(crate) config: &'a ModelConfig,
+    pub(crate) weights: &'a [(String, Var)],
+    pub(crate) optimizer: &'a AdamW,
+    pub(crate) meta: &'a CheckpointMeta,
     /// Where `tokenizer.json` and friends live.
-    pub tokenizer_dir: &'a Path,
+    pub(crate) tokenizer_dir: &'a Path,
 }
 
 /// Writes `run_dir/step-NNNNNNN` atomically and returns its path.

@@ -20,22 +20,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// File name of the per-run metrics log (one JSON object per step).
-pub const METRICS_FILE: &str = "metrics.jsonl";
+pub(crate) const METRICS_FILE: &str = "metrics.jsonl";
 
 /// What one step did, as written to `metrics.jsonl` and shown in the progress bar.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepMetrics {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub clip_scale: f64,
+    pub(crate) step: u64,
+    pub(crate) loss: f64,
+    pub(crate) lr: f64,
+    pub(crate) grad_norm: f64,
+    pub(crate) clip_scale: f64,
     /// Tokens read this step.
-    pub tokens: u64,
+    pub(crate) tokens: u64,
     /// Tokens read since the first stage of the lineage.
-    pub tokens_seen: u64,
-    pub tokens_per_s: f64,
-    pub elapsed_s: f64,
+    pub(crate) tokens_seen: u64,
+    pub(crate) tokens_per_s: f64,
+    pub(crate) elapsed_s: f64,
 }
 
 /// How a run ended.

@@ -54,10 +54,10 @@ impl std::fmt::Debug for ApiKey {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server's base URL, with or without the trailing `/v1`.
-    pub base_url: String,
-    pub api_key: Option<ApiKey>,
+    pub(crate) base_url: String,
+    pub(crate) api_key: Option<ApiKey>,
     /// Limit on one call, connection included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Retries after the first attempt.
     pub retries: u32,
     /// Wait before the first retry; doubled at each next one.
@@ -96,7 +96,7 @@ struct Failure {
 
 /// Checks a judge's base URL: http(s), a host, and nothing a URL parser rejects. A bad
 /// URL must fail here, once, not as a "network error" that is retried.
-pub fn check_base_url(base_url: &str) -> Result<()> {
+pub(crate) fn check_base_url(base_url: &str) -> Result<()> {
     let bad = |why: &str| {
         Error::bad_value(
             "--judge-url",

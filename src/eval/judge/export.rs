@@ -21,16 +21,16 @@ pub const METRICS: &str = "metrics.json";
 /// One line of `annotations.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Annotation {
-    pub instruction: String,
-    pub output_1: String,
-    pub generator_1: String,
-    pub output_2: String,
-    pub generator_2: String,
-    pub annotator: String,
-    pub preference: Option<f64>,
-    pub raw_completion: Value,
+    pub(crate) instruction: String,
+    pub(crate) output_1: String,
+    pub(crate) generator_1: String,
+    pub(crate) output_2: String,
+    pub(crate) generator_2: String,
+    pub(crate) annotator: String,
+    pub(crate) preference: Option<f64>,
+    pub(crate) raw_completion: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<String>,
+    pub(crate) dataset: Option<String>,
 }
 
 /// `model_outputs.json` records of `generator`'s `outputs` for `instructions`.

@@ -28,9 +28,9 @@ pub struct Instruction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generator: Option<String>,
+    pub(crate) generator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<String>,
+    pub(crate) dataset: Option<String>,
 }
 
 /// Where the instructions come from.
@@ -92,7 +92,7 @@ pub fn read_instructions(source: &InstructionSource) -> Result<Vec<Instruction>>
 }
 
 /// Every record of an AlpacaEval-layout file.
-pub fn read_records(path: &Path) -> Result<Vec<Instruction>> {
+pub(crate) fn read_records(path: &Path) -> Result<Vec<Instruction>> {
     if !path.is_file() {
         return Err(Error::bad_file(path, "no such file"));
     }
@@ -171,7 +171,7 @@ pub fn outputs_for(
 }
 
 /// The first characters of a text, for messages.
-pub fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let short: String = text.chars().take(40).collect();
     if short.len() < text.len() {
         format!("{short}...")

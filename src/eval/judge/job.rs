@@ -24,7 +24,7 @@ pub const MAX_CONCURRENCY: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct JudgeJob {
     /// The OpenAI-compatible server: URL, key, timeout and retries.
-    pub client: ClientConfig,
+    pub(crate) client: ClientConfig,
     /// The judge's model name; `None`: the one model the server lists.
     pub model: Option<String>,
     /// A checkpoint or a model_outputs.json-style file; `None`: the instructions'
@@ -33,9 +33,9 @@ pub struct JudgeJob {
     /// The instruction set (AlpacaEval's layout).
     pub instructions: InstructionSource,
     /// Tokens each checkpoint may generate per answer.
-    pub max_new_tokens: usize,
+    pub(crate) max_new_tokens: usize,
     /// Judge calls in flight at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Jinja template of the judge's question; `None`: the built-in one.
     pub template: Option<PathBuf>,
     /// `top_logprobs` asked of the judge.
@@ -184,29 +184,29 @@ fn only_model(models: Vec<String>) -> Result<String> {
 /// Per checkpoint, its win rates against the reference.
 #[derive(Debug, Clone, Serialize)]
 pub struct JudgeReport {
-    pub judge: String,
-    pub reference: String,
-    pub judge_calls: usize,
-    pub cached_answers: usize,
-    pub export_dir: PathBuf,
-    pub checkpoints: Vec<JudgedCheckpoint>,
+    pub(crate) judge: String,
+    pub(crate) reference: String,
+    pub(crate) judge_calls: usize,
+    pub(crate) cached_answers: usize,
+    pub(crate) export_dir: PathBuf,
+    pub(crate) checkpoints: Vec<JudgedCheckpoint>,
 }
 
 /// One checkpoint's judging.
 #[derive(Debug, Clone, Serialize)]
 pub struct JudgedCheckpoint {
-    pub path: String,
-    pub run: String,
-    pub step: Option<u64>,
-    pub schedule: Option<String>,
-    pub alpha: Option<f64>,
-    pub fingerprint: String,
-    pub generator: String,
-    pub generated: usize,
-    pub no_verdict: usize,
-    pub metrics: Option<WinRates>,
-    pub export: Option<PathBuf>,
-    pub error: Option<String>,
+    pub(crate) path: String,
+    pub(crate) run: String,
+    pub(crate) step: Option<u64>,
+    pub(crate) schedule: Option<String>,
+    pub(crate) alpha: Option<f64>,
+    pub(crate) fingerprint: String,
+    pub(crate) generator: String,
+    pub(crate) generated: usize,
+    pub(crate) no_verdict: usize,
+    pub(crate) metrics: Option<WinRates>,
+    pub(crate) export: Option<PathBuf>,
+    pub(crate) error: Option<String>,
 }
 
 impl JudgeReport {

@@ -36,15 +36,15 @@ pub struct Judged {
 /// AlpacaEval's metrics, under its names; win rates in percent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WinRates {
-    pub win_rate: Option<f64>,
-    pub standard_error: Option<f64>,
-    pub n_wins: usize,
-    pub n_wins_base: usize,
-    pub n_draws: usize,
-    pub n_total: usize,
-    pub discrete_win_rate: Option<f64>,
-    pub length_controlled_winrate: Option<f64>,
-    pub lc_standard_error: Option<f64>,
+    pub(crate) win_rate: Option<f64>,
+    pub(crate) standard_error: Option<f64>,
+    pub(crate) n_wins: usize,
+    pub(crate) n_wins_base: usize,
+    pub(crate) n_draws: usize,
+    pub(crate) n_total: usize,
+    pub(crate) discrete_win_rate: Option<f64>,
+    pub(crate) length_controlled_winrate: Option<f64>,
+    pub(crate) lc_standard_error: Option<f64>,
 }
 
 /// The GLM's penalty strengths: numpy's `logspace(-4, 4, 10)`, sklearn's default `Cs`.

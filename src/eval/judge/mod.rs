@@ -12,11 +12,11 @@
 //! world's), for the demo and the tests.
 
 pub mod client;
-pub mod export;
-pub mod instructions;
-pub mod job;
+pub(crate) mod export;
+pub(crate) mod instructions;
+pub(crate) mod job;
 pub mod metrics;
 pub mod oracle;
-pub mod preference;
+pub(crate) mod preference;
 pub mod prompt;
 pub mod run;

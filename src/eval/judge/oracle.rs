@@ -129,12 +129,12 @@ pub fn token_f1(prediction: &str, truth: &str) -> f64 {
 
 /// Probability that the answer of quality `q_first` is the better one:
 /// sigmoid(k (q_first - q_second)).
-pub fn p_first(q_first: f64, q_second: f64, k: f64) -> f64 {
+pub(crate) fn p_first(q_first: f64, q_second: f64, k: f64) -> f64 {
     1.0 / (1.0 + (-k * (q_first - q_second)).exp())
 }
 
 /// `[ln p, ln (1 - p)]` of [`p_first`], without cancellation for large differences.
-pub fn log_preferences(q_first: f64, q_second: f64, k: f64) -> [f64; 2] {
+pub(crate) fn log_preferences(q_first: f64, q_second: f64, k: f64) -> [f64; 2] {
     let x = k * (q_first - q_second);
     [log_sigmoid(x), log_sigmoid(-x)]
 }
@@ -146,12 +146,12 @@ fn log_sigmoid(x: f64) -> f64 {
 
 /// The pairwise question read out of a judge prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pairwise<'a> {
-    pub instruction: &'a str,
+pub(crate) struct Pairwise<'a> {
+    pub(crate) instruction: &'a str,
     /// The answers in the order shown.
-    pub answers: [&'a str; 2],
+    pub(crate) answers: [&'a str; 2],
     /// Their identifiers.
-    pub ids: [&'a str; 2],
+    pub(crate) ids: [&'a str; 2],
 }
 
 /// What a template shows where.
@@ -181,7 +181,7 @@ enum Part {
 /// A judge template as literal text between slots, to read prompts rendered from it
 /// back into their parts.
 #[derive(Debug, Clone)]
-pub struct PromptShape {
+pub(crate) struct PromptShape {
     parts: Vec<Part>,
     origin: String,
 }
@@ -199,7 +199,7 @@ impl PromptShape {
     /// The shape of `template` (named `origin` in messages), rendered once with a
     /// marker in each slot. Two slots with no text between them could not be told
     /// apart and are refused.
-    pub fn of(template: &JudgeTemplate, origin: &str) -> Result<Self> {
+    pub(crate) fn of(template: &JudgeTemplate, origin: &str) -> Result<Self> {
         let marker = |i: usize| format!("{MARK}{i}");
         let probe =
             template.render_as(&marker(0), &marker(1), &marker(2), [&marker(3), &marker(4)])?;
@@ -338,13 +338,13 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
     /// The identifiers, in the order shown.
-    pub ids: [String; 2],
+    pub(crate) ids: [String; 2],
     /// Each answer's token F1 against the truth.
-    pub quality: [f64; 2],
+    pub(crate) quality: [f64; 2],
     /// Probability that the answer shown first is the better one.
-    pub p_first: f64,
+    pub(crate) p_first: f64,
     /// `[ln p_first, ln (1 - p_first)]`.
-    pub logprobs: [f64; 2],
+    pub(crate) logprobs: [f64; 2],
 }
 
 impl Judgement {
@@ -359,7 +359,7 @@ impl Judgement {
 pub struct Oracle {
     truth: HashMap<String, String>,
     /// The slope of the preference ([`p_first`]).
-    pub k: f64,
+    pub(crate) k: f64,
     shape: PromptShape,
 }
 

@@ -17,10 +17,10 @@ use minijinja::{context, Environment};
 use std::path::Path;
 
 /// The built-in judge template.
-pub const BUILTIN_TEMPLATE: &str = include_str!("../../../tasks/judge_pairwise.j2");
+pub(crate) const BUILTIN_TEMPLATE: &str = include_str!("../../../tasks/judge_pairwise.j2");
 
 /// The identifiers of the answer shown first and second.
-pub const IDENTIFIERS: [&str; 2] = ["A", "B"];
+pub(crate) const IDENTIFIERS: [&str; 2] = ["A", "B"];
 
 /// A compiled judge template.
 pub struct JudgeTemplate {
@@ -76,7 +76,7 @@ impl JudgeTemplate {
 
     /// [`Self::render`] under other identifiers (a judge that reads prompts back
     /// renders them with markers, see `super::oracle`).
-    pub fn render_as(
+    pub(crate) fn render_as(
         &self,
         instruction: &str,
         output_a: &str,
@@ -99,7 +99,7 @@ impl JudgeTemplate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shown {
     /// The model's answer is `A` (else the reference's is).
-    pub model_first: bool,
+    pub(crate) model_first: bool,
 }
 
 impl Shown {

@@ -44,14 +44,14 @@ const GENERATIONS_PER_COMMIT: usize = 16;
 /// The judge and how it is asked.
 pub struct JudgeSettings {
     /// The judge's model name on the server (part of the answers' key in the store).
-    pub model: String,
-    pub template: JudgeTemplate,
+    pub(crate) model: String,
+    pub(crate) template: JudgeTemplate,
     /// Seed of the per-instruction order of the two answers.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// `top_logprobs` asked for (OpenAI allows up to 20).
-    pub top_logprobs: usize,
+    pub(crate) top_logprobs: usize,
     /// Judge calls in flight at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
 /// What the checkpoints are compared with.
@@ -67,40 +67,40 @@ pub enum Reference {
 
 /// The pairwise evaluation to run.
 pub struct PairwiseTask {
-    pub instructions: Vec<Instruction>,
-    pub reference: Reference,
-    pub max_new_tokens: usize,
+    pub(crate) instructions: Vec<Instruction>,
+    pub(crate) reference: Reference,
+    pub(crate) max_new_tokens: usize,
     /// One difficulty per instruction: `length_controlled_noreg` instead of `_minimal`.
-    pub difficulty: Option<Vec<f64>>,
+    pub(crate) difficulty: Option<Vec<f64>>,
     /// Where the per-checkpoint AlpacaEval files go (`None`: not written).
-    pub export_dir: Option<PathBuf>,
+    pub(crate) export_dir: Option<PathBuf>,
 }
 
 /// What happened to one checkpoint.
 #[derive(Debug)]
 pub struct JudgeOutcome {
-    pub row: CheckpointRow,
+    pub(crate) row: CheckpointRow,
     /// The checkpoint's name in the exports (`run/checkpoint`).
-    pub generator: String,
+    pub(crate) generator: String,
     /// Answers generated in this run (0: all from the store).
-    pub generated: usize,
-    pub metrics: Option<WinRates>,
+    pub(crate) generated: usize,
+    pub(crate) metrics: Option<WinRates>,
     /// Questions the judge answered without a readable verdict.
-    pub no_verdict: usize,
-    pub export: Option<PathBuf>,
-    pub error: Option<String>,
+    pub(crate) no_verdict: usize,
+    pub(crate) export: Option<PathBuf>,
+    pub(crate) error: Option<String>,
 }
 
 /// The whole run.
 #[derive(Debug)]
 pub struct JudgeRun {
-    pub outcomes: Vec<JudgeOutcome>,
+    pub(crate) outcomes: Vec<JudgeOutcome>,
     /// The reference's generator name.
-    pub reference: String,
+    pub(crate) reference: String,
     /// Judge calls made in this run.
-    pub judge_calls: usize,
+    pub(crate) judge_calls: usize,
     /// Questions answered from the store.
-    pub cached_answers: usize,
+    pub(crate) cached_answers: usize,
 }
 
 /// A checkpoint that answered every instruction.
@@ -201,7 +201,7 @@ fn reference_outputs(
 }
 
 /// `run/checkpoint`, the checkpoint's generator name.
-pub fn generator_name(row: &CheckpointRow) -> String {
+pub(crate) fn generator_name(row: &CheckpointRow) -> String {
     let name = std::path::Path::new(&row.path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -142,26 +142,26 @@ pub(crate) enum QkvNames {
 /// layer (`layers.{i}.` + the rest). `None`: the architecture has no such tensor.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Names {
-    pub embed: &'static str,
-    pub layers: &'static str,
-    pub final_norm: &'static str,
-    pub head: &'static str,
+    pub(crate) embed: &'static str,
+    pub(crate) layers: &'static str,
+    pub(crate) final_norm: &'static str,
+    pub(crate) head: &'static str,
     /// Norm of the attention's input (Llama's `input_layernorm`).
-    pub attn_in_norm: Option<&'static str>,
+    pub(crate) attn_in_norm: Option<&'static str>,
     /// Norm of the attention's output, before the residual add (OLMo 2, Gemma).
-    pub attn_out_norm: Option<&'static str>,
+    pub(crate) attn_out_norm: Option<&'static str>,
     /// Norm of the MLP's input (Llama's `post_attention_layernorm`).
-    pub mlp_in_norm: Option<&'static str>,
+    pub(crate) mlp_in_norm: Option<&'static str>,
     /// Norm of the MLP's output, before the residual add (OLMo 2, Gemma).
-    pub mlp_out_norm: Option<&'static str>,
-    pub qkv: QkvNames,
-    pub o: &'static str,
-    pub q_norm: Option<&'static str>,
-    pub k_norm: Option<&'static str>,
+    pub(crate) mlp_out_norm: Option<&'static str>,
+    pub(crate) qkv: QkvNames,
+    pub(crate) o: &'static str,
+    pub(crate) q_norm: Option<&'static str>,
+    pub(crate) k_norm: Option<&'static str>,
     /// The gate of a gated MLP; `None`: a plain `down(act(up(x)))` MLP (GPT-NeoX).
-    pub gate: Option<&'static str>,
-    pub up: &'static str,
-    pub down: &'static str,
+    pub(crate) gate: Option<&'static str>,
+    pub(crate) up: &'static str,
+    pub(crate) down: &'static str,
 }
 
 /// Llama's names, which most architectures share.
@@ -189,29 +189,29 @@ pub(crate) const LLAMA_NAMES: Names = Names {
 
 /// One architecture: its names in transformers, its tensors, and its config dialect.
 pub(crate) struct Spec {
-    pub arch: Arch,
+    pub(crate) arch: Arch,
     /// The `architectures` entry transformers writes.
-    pub architecture: &'static str,
+    pub(crate) architecture: &'static str,
     /// Other `architectures` entries that load the same weights.
-    pub aliases: &'static [&'static str],
-    pub model_type: &'static str,
-    pub names: Names,
-    pub norm: NormKind,
-    pub qk_norm: QkNorm,
+    pub(crate) aliases: &'static [&'static str],
+    pub(crate) model_type: &'static str,
+    pub(crate) names: Names,
+    pub(crate) norm: NormKind,
+    pub(crate) qk_norm: QkNorm,
     /// Embeddings multiplied by `sqrt(hidden_size)`, rounded to the model's dtype
     /// (Gemma).
-    pub scale_embeddings: bool,
+    pub(crate) scale_embeddings: bool,
     /// Defaults of the shared keys, as this architecture's transformers config has them.
-    pub default_activation: Activation,
-    pub default_attention_bias: bool,
-    pub default_norm_eps: f64,
-    pub default_rope_theta: f64,
-    pub default_tie: bool,
+    pub(crate) default_activation: Activation,
+    pub(crate) default_attention_bias: bool,
+    pub(crate) default_norm_eps: f64,
+    pub(crate) default_rope_theta: f64,
+    pub(crate) default_tie: bool,
     /// Fills sizes a config may leave to transformers' defaults (Gemma 3's nested
     /// `text_config` names only what differs from `Gemma3TextConfig`).
-    pub size_defaults: fn(&mut RawConfig),
+    pub(crate) size_defaults: fn(&mut RawConfig),
     /// Reads what this architecture's config says beyond the shared keys.
-    pub resolve: fn(&RawConfig, &mut ModelConfig) -> Result<(), String>,
+    pub(crate) resolve: fn(&RawConfig, &mut ModelConfig) -> Result<(), String>,
     /// Writes those settings back, in the key names transformers reads.
     pub write: fn(&ModelConfig, &mut Value),
 }
@@ -229,7 +229,7 @@ pub enum WeightLayout {
 
 impl WeightLayout {
     /// The layout of the stored tensors `has` knows, for architecture `arch`.
-    pub fn detect(arch: Arch, has: impl Fn(&str) -> bool) -> Self {
+    pub(crate) fn detect(arch: Arch, has: impl Fn(&str) -> bool) -> Self {
         let embed = format!("{}.weight", arch.spec().names.embed);
         [
             WeightLayout::Plain,
@@ -242,7 +242,7 @@ impl WeightLayout {
     }
 
     /// The stored name of the tensor the architecture calls `name`.
-    pub fn stored(self, name: &str) -> String {
+    pub(crate) fn stored(self, name: &str) -> String {
         match (self, name.strip_prefix("model.")) {
             (WeightLayout::Plain, _) => name.to_string(),
             (WeightLayout::Nested5, Some(rest)) => format!("model.language_model.{rest}"),

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 /// `softmax(scores * scale + mask)` over the last dimension. `scores` is
 /// `[..., groups * t, s]`: query rows of `groups` head groups, each the `t` rows that
 /// `mask` `[t, s]` covers.
-pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let dtype = scores.dtype();
     let fused = scores.device().is_cpu()
         && matches!(dtype, DType::F32 | DType::F64)

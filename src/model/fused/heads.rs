@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 /// `x` `[batch, seq, heads * head_dim]` as `[batch, heads, seq, head_dim]`. `None`
 /// where the op does not apply (not CPU, or not f32/f64): the caller composes.
-pub fn split_heads(x: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+pub(crate) fn split_heads(x: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     let (b, t, width) = x.dims3()?;
     if !applies(x) || heads == 0 || width % heads != 0 {
         return Ok(None);

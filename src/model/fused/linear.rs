@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// `x` `[..., in]` times `weight` `[out, in]` transposed: `[..., out]`. `None` where the
 /// op does not apply (not CPU, or not f32/f64 throughout): the caller composes.
-pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+pub(crate) fn linear(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
     let dtype = x.dtype();
     let fused =
         x.device().is_cpu() && matches!(dtype, DType::F32 | DType::F64) && weight.dtype() == dtype;

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 /// RMSNorm of `x` (any shape, normalised over the last dimension `[hidden]`) scaled by
 /// `weight` `[hidden]`. Non-f32/f64 inputs are normalised in f32, as transformers does.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let fused = x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && weight.dtype() == x.dtype();
@@ -24,7 +24,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// The same norm from candle's differentiable ops.
-pub fn composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     let compute = if dtype == DType::F64 {
         DType::F64

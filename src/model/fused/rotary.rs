@@ -14,7 +14,7 @@ use rayon::prelude::*;
 /// `[seq, head_dim / 2]` (half-split convention of transformers' Llama), returned as
 /// `[batch, heads, seq, head_dim]`. `None` where the fused kernel does not apply (not
 /// CPU, or not f32/f64 throughout): the caller composes.
-pub fn rotate_into_heads(
+pub(crate) fn rotate_into_heads(
     x: &Tensor,
     heads: usize,
     cos: &Tensor,

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 /// `[t, s]` (0 / -inf), query heads grouped `heads / kv_heads` to a key/value head.
 /// Returns `[b, t, heads * d]`. `None` where the op does not apply (not CPU, or not
 /// f32/f64 throughout): the caller composes.
-pub fn attention(
+pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

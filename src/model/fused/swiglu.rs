@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 /// `silu(gate) * up`, elementwise; `gate` and `up` have one shape.
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let fused = gate.device().is_cpu()
         && matches!(gate.dtype(), DType::F32 | DType::F64)
         && gate.dtype() == up.dtype()
@@ -22,7 +22,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 /// The same product from candle's differentiable ops.
-pub fn composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()? * up
 }
 

@@ -48,25 +48,25 @@ pub trait BatchLoader {
 /// `{"epoch": 0, "cursor": 1234, "data": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPosition {
-    pub epoch: u64,
-    pub cursor: u64,
-    pub data: DataFingerprint,
+    pub(crate) epoch: u64,
+    pub(crate) cursor: u64,
+    pub(crate) data: DataFingerprint,
 }
 
 /// What the position is a position in: everything that decides the batch sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFingerprint {
     /// `pretrain` or `sft`.
-    pub kind: String,
-    pub seq_len: usize,
+    pub(crate) kind: String,
+    pub(crate) seq_len: usize,
     /// Tokens in the data (pre-training: the whole stream; SFT: all rows after truncation).
-    pub num_tokens: u64,
+    pub(crate) num_tokens: u64,
     /// Items per epoch: packed sequences or conversations.
-    pub num_items: u64,
-    pub shuffle: bool,
-    pub seed: u64,
+    pub(crate) num_items: u64,
+    pub(crate) shuffle: bool,
+    pub(crate) seed: u64,
     /// BLAKE3 of sampled tokens (pre-training) or of all rows (SFT).
-    pub content_hash: String,
+    pub(crate) content_hash: String,
 }
 
 /// Checks that `pos` belongs to the data described by `current` and is inside it.

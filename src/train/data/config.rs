@@ -23,23 +23,23 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Files or directories; a directory stands for the supported files under it.
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// The column (JSON key) that holds a document's text.
     #[serde(default = "default_text_column")]
-    pub text_column: String,
+    pub(crate) text_column: String,
     /// Shuffle the order of sequences (conversations for SFT) each epoch.
     #[serde(default = "default_shuffle")]
-    pub shuffle: bool,
+    pub(crate) shuffle: bool,
     /// Element type of raw `.bin` token shards (`.npy` files say their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_dtype: Option<TokenDtype>,
+    pub(crate) token_dtype: Option<TokenDtype>,
     /// SFT: `tulu`, `chatml`, a Jinja file or inline Jinja ([`crate::chat::TemplateChoice`]);
     /// when unset, the parent's own template (Tulu's for a base that has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chat_template: Option<String>,
+    pub(crate) chat_template: Option<String>,
     /// Read at most this many documents (or conversations), in file order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_docs: Option<usize>,
+    pub(crate) max_docs: Option<usize>,
 }
 
 /// Element type of pre-tokenized shards.

@@ -29,14 +29,14 @@
 //! copies them into each checkpoint. SFT renders with the parent's own chat template
 //! unless `data.chat_template` chooses `tulu`, `chatml` or a file.
 
-pub mod batch;
+pub(crate) mod batch;
 pub mod bpe;
 pub mod config;
-pub mod corpus;
+pub(crate) mod corpus;
 mod order;
 pub mod pretrain;
 pub mod sft;
-pub mod shards;
+pub(crate) mod shards;
 pub mod tokenizer;
 pub mod tokens;
 

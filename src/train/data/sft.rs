@@ -91,8 +91,8 @@ fn assistant_spans(
 /// One tokenized conversation and its loss mask (see [`Batch`] for the convention).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SftExample {
-    pub tokens: Vec<u32>,
-    pub loss_mask: Vec<f32>,
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) loss_mask: Vec<f32>,
 }
 
 /// Renders and tokenizes `messages` (no special tokens added: the template spells
@@ -100,7 +100,7 @@ pub struct SftExample {
 /// token is learned when it overlaps an assistant span. Position 0 is never a target,
 /// so its mask is 0. A conversation with assistant text that the template renders
 /// nothing of to learn is an error.
-pub fn encode_conversation(
+pub(crate) fn encode_conversation(
     messages: &[Message],
     template: &ChatTemplate,
     tok: &TrainTokenizer,
@@ -131,10 +131,10 @@ pub fn encode_conversation(
 /// A conversation and where it was read, for error messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// "line 3", "row 3"...: see [`Record::location`].
-    pub location: String,
-    pub messages: Vec<Message>,
+    pub(crate) location: String,
+    pub(crate) messages: Vec<Message>,
 }
 
 /// The conversations in `files`, at most `max` of them.

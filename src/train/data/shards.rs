@@ -18,16 +18,16 @@ use std::path::{Path, PathBuf};
 /// What a tokenization wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardSummary {
-    pub documents: usize,
-    pub tokens: u64,
-    pub shards: Vec<PathBuf>,
+    pub(crate) documents: usize,
+    pub(crate) tokens: u64,
+    pub(crate) shards: Vec<PathBuf>,
 }
 
 /// `ckpt tokenize`: which files, which tokenizer, and the shards to write.
 #[derive(Debug, Clone)]
 pub struct TokenizeJob {
     /// Text, JSONL/JSON or Parquet files, or directories of them.
-    pub inputs: Vec<PathBuf>,
+    pub(crate) inputs: Vec<PathBuf>,
     /// A `tokenizer.json`, or a directory holding one (a checkpoint, a run directory).
     pub tokenizer: PathBuf,
     /// Directory for `shard-00000.npy`, `shard-00001.npy`, ...
@@ -35,7 +35,7 @@ pub struct TokenizeJob {
     /// The JSON key holding a document's text.
     pub text_column: String,
     /// Token ids per shard (at least 1).
-    pub shard_tokens: usize,
+    pub(crate) shard_tokens: usize,
     /// Element type of the shards; `None`: u16 when the vocabulary fits.
     pub dtype: Option<TokenDtype>,
 }
@@ -43,8 +43,8 @@ pub struct TokenizeJob {
 /// What a tokenization wrote, and how long it took.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenizeOutcome {
-    pub summary: ShardSummary,
-    pub seconds: f64,
+    pub(crate) summary: ShardSummary,
+    pub(crate) seconds: f64,
 }
 
 impl TokenizeJob {

@@ -17,8 +17,8 @@ pub use crate::tokenizer::files::TOKENIZER_CONFIG_FILE;
 /// A special token: its text and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecialToken {
-    pub text: String,
-    pub id: u32,
+    pub(crate) text: String,
+    pub(crate) id: u32,
 }
 
 /// Token ids of a text and the byte range `start..end` of the text each one covers.
@@ -38,11 +38,11 @@ pub struct TrainTokenizer {
     /// Where it came from, for error messages.
     source: PathBuf,
     /// Appended after every pre-training document; ends every assistant turn.
-    pub eos: SpecialToken,
-    pub bos: Option<SpecialToken>,
-    pub pad: Option<SpecialToken>,
+    pub(crate) eos: SpecialToken,
+    pub(crate) bos: Option<SpecialToken>,
+    pub(crate) pad: Option<SpecialToken>,
     /// The Jinja chat template SFT renders conversations with.
-    pub chat_template: TemplateSource,
+    pub(crate) chat_template: TemplateSource,
     /// How it was chosen (`data.chat_template`); the parent's own is carried as is.
     pub template_choice: TemplateChoice,
     /// The source's own template, if it has one.
@@ -314,12 +314,12 @@ impl TrainTokenizer {
     }
 
     /// The token SFT pads with: the pad token, else EOS.
-    pub fn pad_id(&self) -> u32 {
+    pub(crate) fn pad_id(&self) -> u32 {
         self.pad.as_ref().unwrap_or(&self.eos).id
     }
 
     /// The `tokenizer.json` text as read (or trained).
-    pub fn json(&self) -> &str {
+    pub(crate) fn json(&self) -> &str {
         &self.json
     }
 
