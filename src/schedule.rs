@@ -20,7 +20,7 @@
 //! assert_eq!(wsd.label(), "WSD (α=0.1)");
 //! ```
 
-pub(crate) mod job;
+pub mod job;
 
 pub use job::{DataFormat, ScheduleJob, ScheduleOutcome, Schedules};
 
@@ -136,7 +136,7 @@ pub struct ScheduleSpec {
     /// Minimum LR factor of pre-training (default 0 for wsd, cosine, linear and
     /// cyclic; absent or 1 for wso; not used by constant and inv-sqrt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) alpha: Option<f64>,
+    pub alpha: Option<f64>,
     /// Cyclic: length of the first cycle in steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cycle: Option<u64>,
@@ -271,7 +271,7 @@ impl ScheduleSpec {
     /// Checks the spec; the error names the first key that is wrong. A spec without
     /// `total_steps` (an SFT recipe before the trainer fills it in) passes when the
     /// rest is consistent; the checks against `T` run once it is set.
-    pub(crate) fn validate(&self) -> Result<(), SpecError> {
+    pub fn validate(&self) -> Result<(), SpecError> {
         let kind = self.kind;
         if !(self.peak_lr.is_finite() && self.peak_lr > 0.0) {
             return Err(SpecError::NotPositive {
@@ -520,7 +520,7 @@ impl ScheduleSpec {
     }
 
     /// A short name for legends: `WSO`, `WSD (α=0.1)`, `Cosine (α=0) + mid α_mid=1`.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         let alpha = self.alpha_pre();
         let mut label = match self.kind {
             Kind::Wso => "WSO".to_string(),

@@ -96,7 +96,7 @@ pub(crate) const SUITES_FILE: (&str, &str) =
     ("suites.toml", include_str!("../../tasks/suites.toml"));
 
 /// Every built-in spec as written (MMLU and BBH still one spec each, with `[expand]`).
-pub(crate) fn builtin_specs() -> Result<Vec<TaskSpec>> {
+pub fn builtin_specs() -> Result<Vec<TaskSpec>> {
     BUILTIN_TASKS
         .iter()
         .map(|(file, text)| TaskSpec::parse(text, &Path::new("tasks").join(file)))

@@ -147,7 +147,7 @@ impl Catalog {
     }
 
     /// The tasks `name` stands for: the task of that name, or every task of that group.
-    pub(crate) fn resolve(&self, name: &str) -> Result<Vec<TaskSpec>> {
+    pub fn resolve(&self, name: &str) -> Result<Vec<TaskSpec>> {
         if let Some(e) = self.entries.iter().find(|e| e.spec.task == name) {
             return Ok(vec![e.spec.clone()]);
         }

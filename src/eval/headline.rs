@@ -84,7 +84,7 @@ impl Headline {
     }
 
     /// `task metric` or `task metric (filter)`.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         if self.filter == super::scoring::NO_FILTER {
             format!("{} {}", self.task, self.metric)
         } else {

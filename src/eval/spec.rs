@@ -158,7 +158,7 @@ pub(crate) struct Expand {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    pub(crate) task: String,
+    pub task: String,
     #[serde(default)]
     pub(crate) tag: Vec<String>,
     /// Hub dataset id.
@@ -172,7 +172,7 @@ pub struct TaskSpec {
     pub(crate) test_split: Option<String>,
     pub(crate) fewshot_split: Option<String>,
     #[serde(default)]
-    pub(crate) num_fewshot: usize,
+    pub num_fewshot: usize,
     #[serde(default = "default_fewshot_seed")]
     pub(crate) fewshot_seed: u64,
     #[serde(default)]

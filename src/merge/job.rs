@@ -79,7 +79,7 @@ pub struct MergeOutcome {
     pub(crate) skipped: Vec<PathBuf>,
     pub(crate) sources: Vec<MergedSource>,
     /// The LR multiplier of the last interval: where the emulated decay ends.
-    pub(crate) final_multiplier: f64,
+    pub final_multiplier: f64,
     pub(crate) out: Option<PathBuf>,
     /// The merged checkpoint's fingerprint.
     pub(crate) fingerprint: Option<String>,

@@ -27,7 +27,7 @@
 //! would repeat the last step); name one directly to merge it again.
 
 mod coefficients;
-pub(crate) mod job;
+pub mod job;
 mod output;
 mod sources;
 mod tensors;
@@ -76,7 +76,7 @@ pub struct MergePlan {
     pub(crate) sources: Sources,
     pub(crate) selection: Selection,
     pub(crate) weighting: Weighting,
-    pub(crate) weights: MergeWeights,
+    pub weights: MergeWeights,
 }
 
 /// Finds and checks the checkpoints under `inputs` and computes their coefficients.

@@ -14,7 +14,7 @@
 
 mod heatmap;
 
-pub(crate) use heatmap::{heat_maps, HeatMap};
+pub use heatmap::{heat_maps, HeatMap};
 
 use crate::error::{Error, Result};
 use plotters::coord::Shift;
@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 /// One curve: a legend label and its points, in drawing order.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Series {
+pub struct Series {
     pub(crate) label: String,
     pub(crate) points: Vec<(f64, f64)>,
     /// Draw a marker at each point (a scatter, or a curve whose points matter).
@@ -62,7 +62,7 @@ impl Series {
 
 /// A dashed vertical line across the plot (a phase boundary), optionally labelled.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct VLine {
+pub struct VLine {
     pub(crate) x: f64,
     pub(crate) label: Option<String>,
 }
@@ -82,8 +82,8 @@ pub struct LineChart {
     pub(crate) title: String,
     pub(crate) x_label: String,
     pub(crate) y_label: String,
-    pub(crate) series: Vec<Series>,
-    pub(crate) vlines: Vec<VLine>,
+    pub series: Vec<Series>,
+    pub vlines: Vec<VLine>,
     /// The y-axis range; `None` fits the data with a small margin.
     pub(crate) y_range: Option<(f64, f64)>,
     pub(crate) legend: Legend,
@@ -136,7 +136,7 @@ impl ImageFormat {
 }
 
 /// Draws `chart` into `path` (PNG or SVG by extension), atomically.
-pub(crate) fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
+pub fn line_chart(path: &Path, chart: &LineChart) -> Result<()> {
     write_figure(path, chart)
 }
 

@@ -364,7 +364,7 @@ pub(crate) fn front_matter(card: &str) -> std::result::Result<Json, String> {
 /// needs and, in `model-index`, for every result `task.type`, `dataset.type`,
 /// `dataset.name`, and metrics each with `type` and `value` (huggingface_hub's
 /// `model_index_to_eval_results` requires them).
-pub(crate) fn validate(card: &str) -> std::result::Result<Json, String> {
+pub fn validate(card: &str) -> std::result::Result<Json, String> {
     let meta = front_matter(card)?;
     let obj = meta
         .as_object()

@@ -110,7 +110,7 @@ impl CardResults {
     }
 
     /// Every value finite, no empty names, at most one released sharpness row.
-    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), String> {
         for (i, e) in self.evals.iter().enumerate() {
             let empty = [&e.task, &e.dataset_type, &e.dataset_name, &e.metric]
                 .iter()

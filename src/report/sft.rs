@@ -34,7 +34,7 @@ pub enum Criterion {
 
 impl Criterion {
     /// `alpaca_eval length_controlled_winrate`, `mean of arc_easy, mmlu`.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match self {
             Criterion::Judged { task, metric } => format!("{task} {metric}"),
             Criterion::SuiteMean { tasks } => format!("mean of {}", tasks.join(", ")),

@@ -24,7 +24,7 @@ pub(crate) struct ConfigSummary {
 
 impl ConfigSummary {
     /// `validation.jsonl`, or `validation.jsonl (pt)` for a named set.
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match &self.set {
             Some(set) => format!("{} ({set})", self.data),
             None => self.data.clone(),

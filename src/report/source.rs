@@ -140,7 +140,7 @@ impl StoreView {
 
     /// A path the store recorded, as found from here: as is, else relative to the
     /// store's directory (`ckpt eval` records paths as it was given them).
-    pub(crate) fn resolve(&self, recorded: &Path) -> Option<PathBuf> {
+    pub fn resolve(&self, recorded: &Path) -> Option<PathBuf> {
         if recorded.exists() {
             return Some(recorded.to_path_buf());
         }

@@ -194,7 +194,7 @@ impl Handler for Served {
 
 /// Where to listen, and who may ask.
 #[derive(Debug, Clone)]
-pub(crate) struct Listen {
+pub struct Listen {
     pub(crate) host: String,
     /// 0: any free port.
     pub(crate) port: u16,
@@ -219,7 +219,7 @@ impl Default for Listen {
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A bound server.
-pub(crate) struct Server {
+pub struct Server {
     listener: std::net::TcpListener,
     addr: SocketAddr,
     gate: Arc<Gate>,

@@ -18,8 +18,8 @@
 pub mod data;
 pub(crate) mod figure;
 pub mod hutchinson;
-pub(crate) mod hvp;
-pub(crate) mod job;
+pub mod hvp;
+pub mod job;
 pub(crate) mod measure;
 pub(crate) mod objective;
 pub(crate) mod power;

@@ -221,7 +221,7 @@ pub struct Store {
 
 /// How long a command waits for another process's lock on the store by default
 /// (`--store-timeout`).
-pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 impl Store {
     /// Opens (creating if needed) the store at `path`, waiting up to

@@ -24,15 +24,15 @@
 //! the other parts as they were (validation texts excepted: they avoid the pre-training
 //! documents).
 
-pub(crate) mod arithmetic;
+pub mod arithmetic;
 pub(crate) mod chats;
 pub(crate) mod documents;
-pub(crate) mod instructions;
-pub(crate) mod job;
+pub mod instructions;
+pub mod job;
 pub(crate) mod stories;
 pub mod tasks;
 pub mod text;
-pub(crate) mod world;
+pub mod world;
 
 pub use chats::{Chat, Message};
 pub use job::{SynthJob, SynthOutcome};
@@ -107,10 +107,10 @@ impl SynthConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corpus {
     /// The ground truth every text below was rendered from.
-    pub(crate) world: World,
-    pub(crate) pretrain: Vec<String>,
+    pub world: World,
+    pub pretrain: Vec<String>,
     pub(crate) midtrain: Vec<String>,
-    pub(crate) sft: Vec<Chat>,
+    pub sft: Vec<Chat>,
     /// Held out: the pre-training distribution, none identical to a pre-training
     /// document or to another validation text (so fewer than asked only in a world too
     /// small to have that many distinct documents).

@@ -70,7 +70,7 @@ pub struct Written {
     /// Data files, then exemplar files.
     pub(crate) files: Vec<PathBuf>,
     /// Docs and exemplars in all.
-    pub(crate) docs: usize,
+    pub docs: usize,
 }
 
 /// Writes docs for every split each of `specs` names, and the exemplar file of each

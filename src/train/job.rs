@@ -43,9 +43,9 @@ pub enum TrainEvent<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOutcome {
     /// The global step reached.
-    pub(crate) step: u64,
+    pub step: u64,
     /// The last checkpoint saved.
-    pub(crate) checkpoint: PathBuf,
+    pub checkpoint: PathBuf,
     /// Stopped before its last step (the checkpoint saved on the way out; the same
     /// command resumes it).
     pub(crate) interrupted: bool,

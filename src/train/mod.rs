@@ -8,7 +8,7 @@
 //! ```
 
 pub mod data;
-pub(crate) mod job;
+pub mod job;
 pub mod optimizer;
 pub mod recipe;
 pub(crate) mod saving;

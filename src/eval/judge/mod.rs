@@ -13,10 +13,10 @@
 
 pub mod client;
 pub(crate) mod export;
-pub(crate) mod instructions;
+pub mod instructions;
 pub(crate) mod job;
 pub mod metrics;
 pub mod oracle;
-pub(crate) mod preference;
+pub mod preference;
 pub mod prompt;
 pub mod run;

@@ -342,7 +342,7 @@ pub struct Judgement {
     /// Each answer's token F1 against the truth.
     pub(crate) quality: [f64; 2],
     /// Probability that the answer shown first is the better one.
-    pub(crate) p_first: f64,
+    pub p_first: f64,
     /// `[ln p_first, ln (1 - p_first)]`.
     pub(crate) logprobs: [f64; 2],
 }

@@ -29,7 +29,7 @@ pub struct DataConfig {
     pub(crate) text_column: String,
     /// Shuffle the order of sequences (conversations for SFT) each epoch.
     #[serde(default = "default_shuffle")]
-    pub(crate) shuffle: bool,
+    pub shuffle: bool,
     /// Element type of raw `.bin` token shards (`.npy` files say their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) token_dtype: Option<TokenDtype>,
