@@ -23,19 +23,19 @@ use std::path::Path;
 /// One panel: `values[row][column]`, rows drawn bottom to top; NaN cells are grey.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeatMap {
-    pub(crate) title: String,
-    pub(crate) x_label: String,
-    pub(crate) y_label: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
     /// Column labels, left to right.
-    pub(crate) columns: Vec<String>,
+    pub columns: Vec<String>,
     /// Row labels, bottom to top.
-    pub(crate) rows: Vec<String>,
-    pub(crate) values: Vec<Vec<f64>>,
+    pub rows: Vec<String>,
+    pub values: Vec<Vec<f64>>,
 }
 
 /// Draws `maps` stacked top to bottom under `title` into `path` (PNG or SVG by
 /// extension), atomically. The panels share one colour scale, so runs compare by colour.
-pub(crate) fn heat_maps(path: &Path, title: &str, maps: &[HeatMap]) -> Result<()> {
+pub fn heat_maps(path: &Path, title: &str, maps: &[HeatMap]) -> Result<()> {
     write_figure(
         path,
         &Panels {

@@ -63,8 +63,8 @@ impl Series {
 /// A dashed vertical line across the plot (a phase boundary), optionally labelled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VLine {
-    pub(crate) x: f64,
-    pub(crate) label: Option<String>,
+    pub x: f64,
+    pub label: Option<String>,
 }
 
 /// Which corner of the plot holds the legend.

@@ -74,7 +74,7 @@ impl Cell {
     }
 
     /// Where the cell links to, if anywhere.
-    pub(crate) fn url(&self) -> Option<&str> {
+    pub fn url(&self) -> Option<&str> {
         match self {
             Cell::Link { url, .. } => Some(url),
             _ => None,

@@ -234,7 +234,7 @@ struct Gate {
 
 impl Server {
     /// Binds `host:port`.
-    pub(crate) fn bind(cfg: &Listen) -> Result<Self> {
+    pub fn bind(cfg: &Listen) -> Result<Self> {
         let what = format!("{}:{}", cfg.host, cfg.port);
         let listener = std::net::TcpListener::bind(what.as_str())
             .map_err(|e| Error::network(format!("cannot listen on {what}: {e}")))?;
@@ -259,7 +259,7 @@ impl Server {
     }
 
     /// The base URL clients use: `http://HOST:PORT/v1`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 

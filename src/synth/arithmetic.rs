@@ -56,7 +56,7 @@ pub struct Step {
     pub(crate) a: i64,
     pub(crate) op: Op,
     pub(crate) b: i64,
-    pub(crate) result: i64,
+    pub result: i64,
 }
 
 impl Step {
@@ -88,10 +88,10 @@ impl std::fmt::Display for Step {
 pub struct Problem {
     pub(crate) question: String,
     /// The computations, in order; the last one's result is the answer.
-    pub(crate) steps: Vec<Step>,
+    pub steps: Vec<Step>,
     /// One sentence per step, each containing the step's equation.
     pub(crate) solution: Vec<String>,
-    pub(crate) answer: i64,
+    pub answer: i64,
 }
 
 impl Problem {

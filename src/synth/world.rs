@@ -199,9 +199,9 @@ pub struct Fact {
     /// The subject's name.
     pub(crate) subject: String,
     /// The subject's kind.
-    pub(crate) kind: Kind,
-    pub(crate) attribute: String,
-    pub(crate) value: String,
+    pub kind: Kind,
+    pub attribute: String,
+    pub value: String,
 }
 
 /// The whole synthetic world.
@@ -209,7 +209,7 @@ pub struct Fact {
 pub struct World {
     /// The seed it was generated from.
     pub(crate) seed: u64,
-    pub(crate) entities: Vec<Entity>,
+    pub entities: Vec<Entity>,
     /// Attribute name -> every value it can take (distractors are drawn from these).
     pub(crate) vocabularies: BTreeMap<String, Vec<String>>,
 }

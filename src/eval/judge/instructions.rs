@@ -28,9 +28,9 @@ pub struct Instruction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) generator: Option<String>,
+    pub generator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) dataset: Option<String>,
+    pub dataset: Option<String>,
 }
 
 /// Where the instructions come from.

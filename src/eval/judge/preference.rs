@@ -33,8 +33,8 @@ pub enum Source {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Probability that the answer shown first is the better one.
-    pub(crate) p_first: f64,
-    pub(crate) source: Source,
+    pub p_first: f64,
+    pub source: Source,
 }
 
 /// The verdict in `choice` (`{"message": {"content"}, "logprobs": {"content": [...]}}`)
