@@ -229,3 +229,11 @@ pub(crate) fn open_single(path: &Path, transfer: &dyn Progress) -> Result<Checkp
     let mut found = checkpoints(&[path.to_path_buf()], &HubOptions::default(), transfer)?;
     Ok(found.remove(0))
 }
+/// Paths as a message names them: `a, b, c`.
+pub(crate) fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -75,11 +75,7 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value_t = crate::eval::run::REQUESTS_PER_COMMIT, hide = true)]
     commit_every: usize,
     #[command(flatten)]
-    tokenization: TokenizationArgs,
-    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    model: super::values::ModelArgs,
     /// Write lm-eval-style results JSON per checkpoint, per-sample JSONL and a CSV here.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -124,8 +120,8 @@ impl EvalArgs {
     /// The flags as a job: names parsed into devices, types, a shard and a judge.
     fn job(&self) -> anyhow::Result<EvalJob> {
         Ok(EvalJob {
-            device: crate::device::parse_device(&self.device)?,
-            dtype: crate::device::parse_dtype(&self.dtype)?,
+            device: crate::device::parse_device(&self.model.device)?,
+            dtype: crate::device::parse_dtype(&self.model.dtype)?,
             shard: self.shard.resolve()?,
             judge: self.judge.job()?,
             paths: self.paths.clone(),
@@ -146,7 +142,7 @@ impl EvalArgs {
             batch_tokens: self.batch_tokens,
             max_length: self.max_length,
             commit_every: self.commit_every,
-            policy: self.tokenization.policy(),
+            policy: self.model.tokenization.policy(),
             output: self.output.clone(),
             baseline: self.baseline.clone(),
         })
@@ -190,9 +186,9 @@ fn print_report(report: &EvalReport, store: &Path, format: TableFormat) {
     let mut rows = Vec::new();
     for c in &report.checkpoints {
         let mut row = vec![
-            c.run.clone(),
-            c.step.map(|s| s.to_string()).unwrap_or_default(),
-            schedule_label(c.schedule.as_deref(), c.alpha),
+            c.label.run.clone(),
+            c.label.step.map(|s| s.to_string()).unwrap_or_default(),
+            schedule_label(c.label.schedule.as_deref(), c.label.alpha),
         ];
         for h in &cols {
             let cell = match (&c.error, c.metrics.iter().find(|m| h.matches(m))) {
@@ -213,7 +209,7 @@ fn print_report(report: &EvalReport, store: &Path, format: TableFormat) {
     for c in report.checkpoints.iter().filter(|c| c.error.is_some()) {
         eprintln!(
             "error: {}: {}",
-            c.path,
+            c.label.path,
             c.error.as_deref().unwrap_or_default()
         );
     }

@@ -141,9 +141,9 @@ pub(crate) fn print(report: &JudgeReport) {
     ]);
     for c in &report.checkpoints {
         let mut row = vec![
-            c.run.clone(),
-            c.step.map(|s| s.to_string()).unwrap_or_default(),
-            schedule_label(c.schedule.as_deref(), c.alpha),
+            c.label.run.clone(),
+            c.label.step.map(|s| s.to_string()).unwrap_or_default(),
+            schedule_label(c.label.schedule.as_deref(), c.label.alpha),
         ];
         match &c.metrics {
             Some(m) => row.extend([
@@ -166,7 +166,7 @@ pub(crate) fn print(report: &JudgeReport) {
     outln!("{t}");
     for c in &report.checkpoints {
         if let Some(e) = &c.error {
-            eprintln!("error: {}: {e}", c.path);
+            eprintln!("error: {}: {e}", c.label.path);
         } else if c.no_verdict > 0 {
             eprintln!(
                 "warning: {}: the judge gave no readable verdict on {} instructions (left out)",

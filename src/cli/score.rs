@@ -29,13 +29,7 @@ pub(crate) struct ScoreArgs {
     #[arg(long, default_value_t = 4096)]
     batch_tokens: usize,
     #[command(flatten)]
-    tokenization: super::eval::TokenizationArgs,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
-    device: String,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    model: super::values::ModelArgs,
     #[command(flatten)]
     shard: super::values::ShardArgs,
 }
@@ -44,8 +38,8 @@ impl ScoreArgs {
     /// The flags as a job: names parsed into devices, types and a shard.
     fn job(&self) -> anyhow::Result<ScoreJob> {
         Ok(ScoreJob {
-            device: crate::device::parse_device(&self.device)?,
-            dtype: crate::device::parse_dtype(&self.dtype)?,
+            device: crate::device::parse_device(&self.model.device)?,
+            dtype: crate::device::parse_dtype(&self.model.dtype)?,
             shard: self.shard.resolve()?,
             checkpoint: self.checkpoint.clone(),
             text: self.text.clone(),
@@ -53,7 +47,7 @@ impl ScoreArgs {
             tokenizer: self.tokenizer.clone(),
             max_length: self.max_length,
             batch_tokens: self.batch_tokens,
-            policy: self.tokenization.policy(),
+            policy: self.model.tokenization.policy(),
         })
     }
 }

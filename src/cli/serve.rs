@@ -50,11 +50,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = super::values::at_least_one)]
     max_batch: usize,
     #[command(flatten)]
-    tokenization: super::eval::TokenizationArgs,
-    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    model: super::values::ModelArgs,
 }
 
 impl ServeArgs {
@@ -68,9 +64,9 @@ impl ServeArgs {
             },
             (None, Some(dir)) => Backend::Checkpoint {
                 dir: dir.clone(),
-                device: crate::device::parse_device(&self.device)?,
-                dtype: crate::device::parse_dtype(&self.dtype)?,
-                policy: self.tokenization.policy(),
+                device: crate::device::parse_device(&self.model.device)?,
+                dtype: crate::device::parse_dtype(&self.model.dtype)?,
+                policy: self.model.tokenization.policy(),
                 max_batch: self.max_batch,
             },
             (None, None) => unreachable!("clap requires one of them"),

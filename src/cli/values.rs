@@ -184,3 +184,16 @@ fn byte_size(s: &str) -> Result<u64, String> {
         n => Ok(n),
     }
 }
+
+/// How a checkpoint runs: lm-eval's tokenization flags, the device and the number type.
+#[derive(Debug, clap::Args, Clone)]
+pub(crate) struct ModelArgs {
+    #[command(flatten)]
+    pub(crate) tokenization: super::eval::TokenizationArgs,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "CKPT_DEVICE", default_value = "cpu")]
+    pub(crate) device: String,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub(crate) dtype: String,
+}

@@ -240,7 +240,7 @@ pub fn run(job: &EvalJob, progress: &dyn Progress, transfer: Shared) -> Result<E
     if candidates.is_empty() {
         return Err(Error::Invalid(format!(
             "no checkpoints found under {}",
-            join_paths(&job.paths)
+            crate::sources::join_paths(&job.paths)
         )));
     }
     let mut downloads = hub.map(|h| Downloads::new(h, job.retention, transfer.clone()));
@@ -383,14 +383,6 @@ fn materialize(
             }
         })
         .collect()
-}
-
-fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

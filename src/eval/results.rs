@@ -13,7 +13,7 @@ use super::relative::{
 use super::run::{results_hash, CheckpointOutcome};
 use super::task::TaskRequests;
 use crate::error::{Error, Result};
-use crate::store::{MetricRow, Store};
+use crate::store::{CheckpointRow, MetricRow, Store};
 use crate::tokenizer::EncodePolicy;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -33,15 +33,42 @@ pub struct EvalReport {
     pub(crate) relative: Option<RelativeTable>,
 }
 
-/// One checkpoint's part of the report.
+/// Which checkpoint a row of a report is about, as the reports print it.
 #[derive(Debug, Clone, Serialize)]
-pub struct CheckpointReport {
+pub struct CheckpointLabel {
     pub(crate) path: String,
     pub(crate) run: String,
     pub(crate) step: Option<u64>,
     pub(crate) schedule: Option<String>,
     pub(crate) alpha: Option<f64>,
     pub(crate) fingerprint: String,
+}
+
+impl From<CheckpointRow> for CheckpointLabel {
+    fn from(row: CheckpointRow) -> Self {
+        Self {
+            path: row.path,
+            run: row.run,
+            step: row.step,
+            schedule: row.schedule,
+            alpha: row.alpha,
+            fingerprint: row.fingerprint,
+        }
+    }
+}
+
+impl CheckpointLabel {
+    /// The order reports list checkpoints in: by run, then step.
+    pub(crate) fn sort_key(&self) -> (&str, Option<u64>, &str) {
+        (&self.run, self.step, &self.path)
+    }
+}
+
+/// One checkpoint's part of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointReport {
+    #[serde(flatten)]
+    pub(crate) label: CheckpointLabel,
     /// Requests answered in this run (the rest came from the store).
     pub(crate) computed_requests: usize,
     pub(crate) error: Option<String>,
@@ -92,19 +119,20 @@ impl EvalReport {
                     .collect()
             };
             checkpoints.push(CheckpointReport {
-                path: o.row.path.clone(),
-                run: o.row.run.clone(),
-                step: o.row.step,
-                schedule: o.row.schedule.clone(),
-                alpha: o.row.alpha,
-                fingerprint: o.row.fingerprint.clone(),
+                label: o.row.clone().into(),
                 computed_requests: o.computed,
                 error: o.error.clone(),
                 metrics,
             });
         }
         // Grouped by run, ordered by step.
-        checkpoints.sort_by(|a, b| (&a.run, a.step, &a.path).cmp(&(&b.run, b.step, &b.path)));
+        checkpoints.sort_by(|a, b| {
+            (&a.label.run, a.label.step, &a.label.path).cmp(&(
+                &b.label.run,
+                b.label.step,
+                &b.label.path,
+            ))
+        });
         Ok(Self {
             checkpoints,
             groups: BTreeMap::new(),
@@ -146,10 +174,10 @@ impl EvalReport {
         let mut finals: Vec<RunFinal> = Vec::new();
         for c in self.checkpoints.iter().filter(|c| c.error.is_none()) {
             let fin = RunFinal::new(
-                &c.run,
-                &schedule_label(c.schedule.as_deref(), c.alpha),
-                &c.fingerprint,
-                is_decayed(c.schedule.as_deref(), c.alpha),
+                &c.label.run,
+                &schedule_label(c.label.schedule.as_deref(), c.label.alpha),
+                &c.label.fingerprint,
+                is_decayed(c.label.schedule.as_deref(), c.label.alpha),
                 &c.metrics,
                 columns,
             );
@@ -168,7 +196,7 @@ impl EvalReport {
         baseline: Option<&str>,
     ) -> Result<Option<RelativeTable>> {
         if let Some(b) = baseline {
-            if !self.checkpoints.iter().any(|c| c.run == b) {
+            if !self.checkpoints.iter().any(|c| c.label.run == b) {
                 return Err(Error::Invalid(format!(
                     "--baseline {b}: no such run (runs: {})",
                     self.runs().join(", ")
@@ -180,7 +208,7 @@ impl EvalReport {
         let items = |fp: &str, task: &str| -> Result<Vec<(usize, f64)>> {
             let (Some(h), Some(c)) = (
                 columns.iter().find(|h| h.task == task),
-                self.checkpoints.iter().find(|c| c.fingerprint == fp),
+                self.checkpoints.iter().find(|c| c.label.fingerprint == fp),
             ) else {
                 return Ok(vec![]);
             };
@@ -190,7 +218,11 @@ impl EvalReport {
     }
 
     fn runs(&self) -> Vec<String> {
-        let mut runs: Vec<String> = self.checkpoints.iter().map(|c| c.run.clone()).collect();
+        let mut runs: Vec<String> = self
+            .checkpoints
+            .iter()
+            .map(|c| c.label.run.clone())
+            .collect();
         runs.dedup();
         runs
     }

@@ -508,16 +508,7 @@ fn evaluate_checkpoint(
             .iter()
             .flat_map(|d| d.requests.iter().map(|r| request_key(&opts.policy, r)))
             .collect();
-        for (h, json) in store.responses(fingerprint, &hashes)? {
-            let r: Response = serde_json::from_str(&json).map_err(|e| {
-                Error::store(
-                    store.path(),
-                    StoreFault::Query,
-                    format!("stored response {h}: {e}"),
-                )
-            })?;
-            stored.insert(h, r);
-        }
+        stored.extend(stored_responses(store, fingerprint, &hashes)?);
         for d in &task.requests {
             for r in &d.requests {
                 let h = request_key(&opts.policy, r);
@@ -538,6 +529,26 @@ fn evaluate_checkpoint(
     Ok(missing.len())
 }
 
+/// The responses the store holds for `hashes` under `fingerprint`, by hash.
+fn stored_responses(
+    store: &Store,
+    fingerprint: &str,
+    hashes: &[String],
+) -> Result<HashMap<String, Response>> {
+    let mut known = HashMap::new();
+    for (h, json) in store.responses(fingerprint, hashes)? {
+        let r: Response = serde_json::from_str(&json).map_err(|e| {
+            Error::store(
+                store.path(),
+                StoreFault::Query,
+                format!("stored response {h}: {e}"),
+            )
+        })?;
+        known.insert(h, r);
+    }
+    Ok(known)
+}
+
 /// Answers to `requests` from `ckpt`, in order: those stored under `fingerprint` come
 /// from the store, the others are computed (the model is loaded only then) and
 /// committed batch by batch. Also returns how many were computed.
@@ -553,17 +564,7 @@ pub fn answer_requests(
         .iter()
         .map(|r| request_key(&opts.policy, r))
         .collect();
-    let mut known: HashMap<String, Response> = HashMap::new();
-    for (h, json) in store.responses(fingerprint, &hashes)? {
-        let r: Response = serde_json::from_str(&json).map_err(|e| {
-            Error::store(
-                store.path(),
-                StoreFault::Query,
-                format!("stored response {h}: {e}"),
-            )
-        })?;
-        known.insert(h, r);
-    }
+    let mut known = stored_responses(store, fingerprint, &hashes)?;
     let mut queued = std::collections::HashSet::new();
     let missing: Vec<(String, super::prompt::Request)> = hashes
         .iter()

@@ -21,20 +21,6 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Files read besides config and weights, when the revision has them.
-const TOKENIZER_FILES: [&str; 10] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-];
-
 /// A file of a commit, as the tree listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -296,7 +282,11 @@ impl Hub {
         };
         let mut files = vec![config];
         files.extend(self.weight_files(rev, tree)?);
-        files.extend(TOKENIZER_FILES.iter().filter_map(|p| find(p)));
+        files.extend(
+            crate::tokenizer::files::SIDE_FILES
+                .iter()
+                .filter_map(|p| find(p)),
+        );
         files.extend(find(crate::checkpoint::META_FILE));
         Ok(files)
     }

@@ -9,16 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Files copied from the newest source when it has them: the tokenizer, generation
 /// defaults and chat template, so the merged checkpoint loads like its sources.
-pub const SIDE_FILES: [&str; 8] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "generation_config.json",
-    "chat_template.jinja",
-];
+pub use crate::tokenizer::files::SIDE_FILES;
 
 /// Refuses an output that exists (unless `force`) or that would replace a source.
 pub fn check_target(out: &Path, sources: &[Source], force: bool) -> Result<()> {

@@ -23,20 +23,12 @@ use std::path::{Path, PathBuf};
 /// Files larger than this always go to LFS on the Hub.
 pub(crate) const LFS_SIZE: u64 = 10 * 1024 * 1024;
 
-/// The checkpoint files a release ships by default (shards named by the index too).
-pub(crate) const DEFAULT_FILES: [&str; 12] = [
+/// The checkpoint files a release ships by default besides the side files (shards
+/// named by the index too).
+const DEFAULT_FILES: [&str; 3] = [
     "config.json",
-    "generation_config.json",
     "model.safetensors",
     "model.safetensors.index.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
 ];
 
 /// Extensions the Hub's default `.gitattributes` for model repositories puts in LFS.
@@ -170,7 +162,9 @@ pub(crate) fn select(
         .collect();
     let mut chosen = Vec::new();
     for rel in files_under(ckpt_dir)? {
-        let default = DEFAULT_FILES.contains(&rel.as_str()) || shards.contains(&rel);
+        let default = DEFAULT_FILES.contains(&rel.as_str())
+            || crate::tokenizer::files::SIDE_FILES.contains(&rel.as_str())
+            || shards.contains(&rel);
         let replaced = generated.iter().any(|(name, _)| *name == rel);
         if (default || include.is_match(&rel)) && !replaced {
             chosen.push(Selected {

@@ -235,7 +235,7 @@ pub fn run(
     if candidates.is_empty() {
         return Err(Error::Invalid(format!(
             "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
-            join_paths(&job.paths)
+            crate::sources::join_paths(&job.paths)
         )));
     }
     let (checkpoints, revisions) = split_candidates(candidates, job.shard);
@@ -521,14 +521,6 @@ fn default_out(first: &Path) -> PathBuf {
     } else {
         dir.join(DEFAULT_OUT)
     }
-}
-
-fn join_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

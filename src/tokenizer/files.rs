@@ -21,6 +21,22 @@ pub(crate) const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 /// Generation defaults: the tokens that end a generation.
 pub(crate) const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
+/// The files beside config and weights that make a checkpoint load as transformers
+/// loads it (tokenizer, its settings, generation defaults, chat template): what a Hub
+/// revision fetches, a merge copies and a release ships, when present.
+pub const SIDE_FILES: [&str; 10] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+];
+
 /// A chat template and the file it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateSource {

@@ -11,6 +11,7 @@ use super::prompt::JudgeTemplate;
 use super::run::{judge_checkpoints, JudgeRun, JudgeSettings, PairwiseTask, Reference};
 use crate::checkpoint::{is_checkpoint_dir, Checkpoint};
 use crate::error::{Error, Result};
+use crate::eval::results::CheckpointLabel;
 use crate::eval::run::RunOptions;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -195,12 +196,8 @@ pub struct JudgeReport {
 /// One checkpoint's judging.
 #[derive(Debug, Clone, Serialize)]
 pub struct JudgedCheckpoint {
-    pub(crate) path: String,
-    pub(crate) run: String,
-    pub(crate) step: Option<u64>,
-    pub(crate) schedule: Option<String>,
-    pub(crate) alpha: Option<f64>,
-    pub(crate) fingerprint: String,
+    #[serde(flatten)]
+    pub(crate) label: CheckpointLabel,
     pub(crate) generator: String,
     pub(crate) generated: usize,
     pub(crate) no_verdict: usize,
@@ -215,12 +212,7 @@ impl JudgeReport {
             .outcomes
             .into_iter()
             .map(|o| JudgedCheckpoint {
-                path: o.row.path,
-                run: o.row.run,
-                step: o.row.step,
-                schedule: o.row.schedule,
-                alpha: o.row.alpha,
-                fingerprint: o.row.fingerprint,
+                label: o.row.into(),
                 generator: o.generator,
                 generated: o.generated,
                 no_verdict: o.no_verdict,
@@ -229,7 +221,7 @@ impl JudgeReport {
                 error: o.error,
             })
             .collect();
-        checkpoints.sort_by(|a, b| (&a.run, a.step, &a.path).cmp(&(&b.run, b.step, &b.path)));
+        checkpoints.sort_by(|a, b| a.label.sort_key().cmp(&b.label.sort_key()));
         Self {
             judge: judge.to_string(),
             reference: run.reference,
