@@ -105,7 +105,7 @@ pub(crate) struct ShardArgs {
 
 impl ShardArgs {
     /// The shard these flags name, reading the scheduler's variables for `auto`.
-    pub fn resolve(&self) -> crate::error::Result<Option<crate::shard::Shard>> {
+    pub(crate) fn resolve(&self) -> crate::error::Result<Option<crate::shard::Shard>> {
         self.shard
             .as_deref()
             .map(|spec| crate::shard::Shard::parse(spec, self.shards, &|k| std::env::var(k).ok()))

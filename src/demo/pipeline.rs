@@ -42,21 +42,30 @@ impl DemoConfig {
     /// Checks the counts, and that every seed of the study is a number.
     pub fn check(&self) -> Result<()> {
         if !(1..=MAX_SEEDS).contains(&self.seeds) {
-            return Err(Error::Invalid(format!(
-                "--seeds must be a whole number from 1 to {MAX_SEEDS} (got {})",
-                self.seeds
-            )));
+            return Err(Error::bad_value(
+                "--seeds",
+                format!(
+                    "--seeds must be a whole number from 1 to {MAX_SEEDS} (got {})",
+                    self.seeds
+                ),
+            ));
         }
         if self.jobs == 0 {
-            return Err(Error::Invalid("--jobs must be at least 1 (got 0)".into()));
+            return Err(Error::bad_value(
+                "--jobs",
+                "--jobs must be at least 1 (got 0)",
+            ));
         }
         if self.seed.checked_add(self.seeds as u64 - 1).is_none() {
-            return Err(Error::Invalid(format!(
-                "--seed {} with --seeds {}: the last seed would exceed {}",
-                self.seed,
-                self.seeds,
-                u64::MAX
-            )));
+            return Err(Error::bad_value(
+                "--seed",
+                format!(
+                    "--seed {} with --seeds {}: the last seed would exceed {}",
+                    self.seed,
+                    self.seeds,
+                    u64::MAX
+                ),
+            ));
         }
         Ok(())
     }

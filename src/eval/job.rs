@@ -123,19 +123,22 @@ impl EvalJob {
             }
         }
         if self.store_timeout.is_zero() {
-            return Err(Error::Invalid(
-                "--store-timeout must be a positive number of seconds".into(),
+            return Err(Error::bad_value(
+                "--store-timeout",
+                "--store-timeout must be a positive number of seconds",
             ));
         }
         match (self.tasks.is_empty(), &self.suite) {
             (true, None) => {
-                return Err(Error::Invalid(
-                    "name tasks with --tasks or a suite with --suite".into(),
+                return Err(Error::bad_value(
+                    "--tasks",
+                    "name tasks with --tasks or a suite with --suite",
                 ))
             }
             (false, Some(_)) => {
-                return Err(Error::Invalid(
-                    "--tasks and --suite cannot be used together".into(),
+                return Err(Error::bad_value(
+                    "--tasks",
+                    "--tasks and --suite cannot be used together",
                 ))
             }
             _ => {}
@@ -156,17 +159,17 @@ impl EvalJob {
     fn check_judging(&self) -> Result<()> {
         let judged = self.judged();
         if judged && self.shard.is_some() {
-            return Err(Error::Invalid(
-                "--shard does not split pairwise judging (alpaca_eval) yet; judge in one process"
-                    .into(),
+            return Err(Error::bad_value(
+                "--shard",
+                "--shard does not split pairwise judging (alpaca_eval) yet; judge in one process",
             ));
         }
         match (&self.judge, judged) {
             (Some(judge), true) => judge.check(),
-            (None, true) => Err(Error::Invalid(format!(
+            (None, true) => Err(Error::bad_value("--tasks", format!(
                 "--tasks {JUDGED_TASK} needs --judge-url URL (an OpenAI-compatible server)"
             ))),
-            (Some(_), false) => Err(Error::Invalid(format!(
+            (Some(_), false) => Err(Error::bad_value("--judge-url", format!(
                 "--judge-url (and the judging flags) are only used with --tasks {JUDGED_TASK} or --suite sft"
             ))),
             (None, false) => Ok(()),
@@ -331,10 +334,13 @@ fn main_store(store: Option<&Path>) -> Result<PathBuf> {
         None => Ok(PathBuf::from(STORE_FILE)),
         Some(dir) if is_store_dir(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Invalid(format!(
-                    "--store {}: cannot create the directory: {e}",
-                    dir.display()
-                ))
+                Error::bad_value(
+                    "--store",
+                    format!(
+                        "--store {}: cannot create the directory: {e}",
+                        dir.display()
+                    ),
+                )
             })?;
             Ok(dir.join(STORE_FILE))
         }

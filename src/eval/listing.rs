@@ -74,15 +74,18 @@ impl TasksJob {
     /// Checks the limit, and that options read only by `show` come with it.
     pub fn check(&self) -> Result<()> {
         if self.limit == Some(0) {
-            return Err(Error::Invalid("--limit must be at least 1 (got 0)".into()));
+            return Err(Error::bad_value(
+                "--limit",
+                "--limit must be at least 1 (got 0)",
+            ));
         }
         let data_given = !self.data.files.is_empty()
             || self.data.data_dir.is_some()
             || self.fewshot_dir.is_some();
         if self.show.is_none() && (data_given || self.limit.is_some()) {
-            return Err(Error::Invalid(
-                "--data, --data-dir, --fewshot-dir and --limit are only read with --show TASK"
-                    .into(),
+            return Err(Error::bad_value(
+                "--data",
+                "--data, --data-dir, --fewshot-dir and --limit are only read with --show TASK",
             ));
         }
         Ok(())

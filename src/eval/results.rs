@@ -197,10 +197,13 @@ impl EvalReport {
     ) -> Result<Option<RelativeTable>> {
         if let Some(b) = baseline {
             if !self.checkpoints.iter().any(|c| c.label.run == b) {
-                return Err(Error::Invalid(format!(
-                    "--baseline {b}: no such run (runs: {})",
-                    self.runs().join(", ")
-                )));
+                return Err(Error::bad_value(
+                    "--baseline",
+                    format!(
+                        "--baseline {b}: no such run (runs: {})",
+                        self.runs().join(", ")
+                    ),
+                ));
             }
         }
         let columns = self.columns();

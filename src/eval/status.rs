@@ -47,21 +47,21 @@ impl StatusJob {
     pub fn check(&self) -> Result<()> {
         crate::store::check_store_timeout(self.store_timeout)?;
         if !self.tasks.is_empty() && self.suite.is_some() {
-            return Err(Error::Invalid(
-                "--suite and --tasks cannot be used together".into(),
+            return Err(Error::bad_value(
+                "--suite",
+                "--suite and --tasks cannot be used together",
             ));
         }
         if self.tasks_dir.is_some() && self.tasks.is_empty() && self.suite.is_none() {
-            return Err(Error::Invalid(
-                "--tasks-dir is only read with --tasks or --suite".into(),
+            return Err(Error::bad_value(
+                "--tasks-dir",
+                "--tasks-dir is only read with --tasks or --suite",
             ));
         }
         if self.checkpoints.is_empty()
             && (self.hub.revisions.is_some() || self.hub.step_from.is_some())
         {
-            return Err(Error::Invalid(
-                "--revisions and --step-from select Hub revisions for --checkpoints hf://ORG/NAME; give it".into(),
-            ));
+            return Err(Error::bad_value("--revisions", "--revisions and --step-from select Hub revisions for --checkpoints hf://ORG/NAME; give it"));
         }
         Ok(())
     }

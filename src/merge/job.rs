@@ -98,13 +98,14 @@ impl MergeJob {
             ));
         }
         if self.options.force && self.out.is_none() {
-            return Err(Error::Invalid(
-                "--force replaces the output directory: give it with --out".into(),
+            return Err(Error::bad_value(
+                "--force",
+                "--force replaces the output directory: give it with --out",
             ));
         }
         if let Weighting::Explicit(w) = &self.weighting {
             if w.is_empty() {
-                return Err(Error::Invalid("--weights: no weight given".into()));
+                return Err(Error::bad_value("--weights", "--weights: no weight given"));
             }
         }
         if let Some(plot) = &self.plot {

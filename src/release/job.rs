@@ -107,18 +107,22 @@ impl ReleaseJob {
             flag("--base-model", metadata::parse_base_model(id))?;
         }
         if self.card.results.is_some() && self.card.store.is_some() {
-            return Err(Error::Invalid(
-                "--results and --store cannot be used together".into(),
+            return Err(Error::bad_value(
+                "--results",
+                "--results and --store cannot be used together",
             ));
         }
         if let Destination::Hub(hub) = &self.destination {
             let wait = hub.retry_wait;
             if wait.is_zero() || wait > MAX_RETRY_WAIT {
-                return Err(Error::Invalid(format!(
-                    "--retry-wait must be in (0, {}] seconds (got {})",
-                    MAX_RETRY_WAIT.as_secs(),
-                    wait.as_secs_f64()
-                )));
+                return Err(Error::bad_value(
+                    "--retry-wait",
+                    format!(
+                        "--retry-wait must be in (0, {}] seconds (got {})",
+                        MAX_RETRY_WAIT.as_secs(),
+                        wait.as_secs_f64()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -211,7 +215,7 @@ fn connect(target: &HubTarget) -> Result<(HubClient, String)> {
         let file = auth::token_file()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the token file".into());
-        return Err(Error::Invalid(format!(
+        return Err(Error::bad_value("--token", format!(
             "no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login` (which writes {file})"
         )));
     };

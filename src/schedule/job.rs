@@ -76,12 +76,16 @@ impl ScheduleJob {
             crate::plot::ImageFormat::from_path(path)?;
         }
         if self.every == 0 {
-            return Err(Error::Invalid("--every must be at least 1 (got 0)".into()));
+            return Err(Error::bad_value(
+                "--every",
+                "--every must be at least 1 (got 0)",
+            ));
         }
         match &self.schedules {
             Schedules::Flags(spec) => check_flags(spec),
-            Schedules::Recipes(paths) if paths.is_empty() => Err(Error::Invalid(
-                "give recipes, or one schedule with --kind".into(),
+            Schedules::Recipes(paths) if paths.is_empty() => Err(Error::bad_value(
+                "--kind",
+                "give recipes, or one schedule with --kind",
             )),
             Schedules::Recipes(_) => Ok(()),
         }
@@ -93,7 +97,7 @@ fn check_flags(spec: &ScheduleSpec) -> Result<()> {
     spec.validate().map_err(|e| {
         let flag = match e.key() {
             _ if matches!(e, SpecError::TooManySteps { .. }) => {
-                return Error::Invalid(format!("{e} (flags --steps and --mid-steps)"));
+                return Error::bad_value("--steps", format!("{e} (flags --steps and --mid-steps)"));
             }
             "total_steps" => "steps".to_string(),
             key => key.replace('_', "-"),

@@ -79,13 +79,15 @@ impl ScoreJob {
 /// rolling tasks score the same way).
 pub fn check_sizes(batch_tokens: usize, max_length: Option<usize>) -> Result<()> {
     if batch_tokens == 0 {
-        return Err(Error::Invalid(
-            "--batch-tokens must be at least 1 (got 0)".into(),
+        return Err(Error::bad_value(
+            "--batch-tokens",
+            "--batch-tokens must be at least 1 (got 0)",
         ));
     }
     if max_length == Some(0) {
-        return Err(Error::Invalid(
-            "--max-length must be at least 1 (got 0)".into(),
+        return Err(Error::bad_value(
+            "--max-length",
+            "--max-length must be at least 1 (got 0)",
         ));
     }
     Ok(())

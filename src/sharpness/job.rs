@@ -255,7 +255,7 @@ pub fn run(
         .map(|(name, path)| DataSet::open(name.clone(), path))
         .collect::<Result<Vec<_>>>()?;
     if job.measure.chat_template.is_some() && !sets.iter().any(DataSet::is_chat) {
-        return Err(Error::Invalid("--chat-template: no --data set holds conversations (records with \"messages\") to render".into()));
+        return Err(Error::bad_value("--chat-template", "--chat-template: no --data set holds conversations (records with \"messages\") to render"));
     }
     let out = results_path(job);
     let mut results = ResultsFile::open(&out)?;

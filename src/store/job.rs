@@ -34,10 +34,13 @@ impl MergeStoresJob {
 /// not waiting at all fails at the first lock another process holds.
 pub(crate) fn check_store_timeout(wait: Duration) -> Result<()> {
     if wait < Duration::from_secs(1) {
-        return Err(Error::Invalid(format!(
-            "--store-timeout must be at least 1 (got {})",
-            wait.as_secs_f64()
-        )));
+        return Err(Error::bad_value(
+            "--store-timeout",
+            format!(
+                "--store-timeout must be at least 1 (got {})",
+                wait.as_secs_f64()
+            ),
+        ));
     }
     Ok(())
 }

@@ -70,14 +70,15 @@ impl SynthJob {
     /// Something to write, and the sizes of what is written.
     pub fn check(&self) -> Result<()> {
         if self.out.is_none() && self.eval_tasks.is_none() {
-            return Err(Error::Invalid(
-                "give --out DIR for the corpora, --eval-tasks DIR for benchmark data, or both"
-                    .into(),
+            return Err(Error::bad_value(
+                "--out",
+                "give --out DIR for the corpora, --eval-tasks DIR for benchmark data, or both",
             ));
         }
         if self.eval_tasks.is_some() && self.eval_docs == 0 {
-            return Err(Error::Invalid(
-                "--eval-docs must be at least 1 (got 0)".into(),
+            return Err(Error::bad_value(
+                "--eval-docs",
+                "--eval-docs must be at least 1 (got 0)",
             ));
         }
         if self.out.is_some() {

@@ -78,8 +78,9 @@ fn recipe_path(recipe: Option<&Path>, resume: Option<&Path>) -> Result<PathBuf> 
         return Ok(path.to_path_buf());
     }
     let Some(resume) = resume else {
-        return Err(Error::Invalid(
-            "give a recipe, or --resume RUN_DIR to continue a run".into(),
+        return Err(Error::bad_value(
+            "--resume",
+            "give a recipe, or --resume RUN_DIR to continue a run",
         ));
     };
     let run_dir = if crate::checkpoint::is_checkpoint_dir(resume) {

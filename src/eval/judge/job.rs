@@ -54,19 +54,24 @@ impl JudgeJob {
     pub fn check(&self) -> Result<()> {
         check_base_url(&self.client.base_url)?;
         if self.max_new_tokens == 0 {
-            return Err(Error::Invalid(
-                "--max-new-tokens must be at least 1 (got 0)".into(),
+            return Err(Error::bad_value(
+                "--max-new-tokens",
+                "--max-new-tokens must be at least 1 (got 0)",
             ));
         }
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
-            return Err(Error::Invalid(format!(
-                "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
-                self.concurrency
-            )));
+            return Err(Error::bad_value(
+                "--concurrency",
+                format!(
+                    "--concurrency must be from 1 to {MAX_CONCURRENCY} (got {})",
+                    self.concurrency
+                ),
+            ));
         }
         if self.client.timeout.is_zero() {
-            return Err(Error::Invalid(
-                "--judge-timeout must be a positive number of seconds".into(),
+            return Err(Error::bad_value(
+                "--judge-timeout",
+                "--judge-timeout must be a positive number of seconds",
             ));
         }
         Ok(())
@@ -155,7 +160,7 @@ fn reference(arg: Option<&Path>, instructions: &[Instruction]) -> Result<Referen
                 .enumerate()
                 .map(|(i, ins)| {
                     ins.output.clone().ok_or_else(|| {
-                        Error::Invalid(format!(
+                        Error::bad_value("--reference", format!(
                             "no --reference given and instruction {i} has no `output` to compare with"
                         ))
                     })
@@ -174,11 +179,14 @@ fn reference(arg: Option<&Path>, instructions: &[Instruction]) -> Result<Referen
 fn only_model(models: Vec<String>) -> Result<String> {
     match models.as_slice() {
         [one] => Ok(one.clone()),
-        many => Err(Error::Invalid(format!(
-            "the judge server lists {} models ({}); name one with --judge-model",
-            many.len(),
-            many.join(", ")
-        ))),
+        many => Err(Error::bad_value(
+            "--judge-model",
+            format!(
+                "the judge server lists {} models ({}); name one with --judge-model",
+                many.len(),
+                many.join(", ")
+            ),
+        )),
     }
 }
 
