@@ -71,6 +71,7 @@ def summary(ckpt_json, ckpt_out, lm_out, ckpt_times, lm_times, limit, names):
     ours = {(m["task"], m["metric"]): m for m in ckpt["metrics"]}
     theirs = json.loads(next(pathlib.Path(lm_out).rglob("results_*.json")).read_text())
     rows, worst, worst_ll, doc_diffs, requests = {}, 0.0, 0.0, [], 0
+    unique = set()  # ckpt computes a repeated (context, continuation) once
     for name in names:
         res = theirs["results"][f"{name}_local"]
         row = {"docs_ckpt": ours[(name, "acc")]["n"],
@@ -88,12 +89,13 @@ def summary(ckpt_json, ckpt_out, lm_out, ckpt_times, lm_times, limit, names):
             doc_diffs.append(f"{name}: doc ids differ")
         for d in set(mine) & set(other):
             lls = [float(r[0][0]) for r in other[d]["resps"]]
+            unique.update((a["arg_0"], a["arg_1"]) for a in other[d]["arguments"].values())
             requests += len(lls)
             worst_ll = max([worst_ll] + [abs(x - y) for x, y in zip(mine[d]["responses"], lls)])
             if mine[d]["metrics"]["acc,none"] != other[d]["acc"]:
                 doc_diffs.append(f"{name}/{d}")
-    if requests != ckpt["computed_requests"]:
-        doc_diffs.append(f"requests: lm-eval {requests}, ckpt {ckpt['computed_requests']}")
+    if len(unique) != ckpt["computed_requests"]:
+        doc_diffs.append(f"distinct requests: lm-eval {len(unique)}, ckpt {ckpt['computed_requests']}")
     ct = [float(t) for t in ckpt_times.split(",")]
     lt = [float(t) for t in lm_times.split(",")]
     out = {"limit": int(limit), "tasks": names, "requests": requests,
