@@ -119,7 +119,10 @@ impl EvalJob {
             ("--commit-every", Some(self.commit_every)),
         ] {
             if value == Some(0) {
-                return Err(Error::Invalid(format!("{flag} must be at least 1 (got 0)")));
+                return Err(Error::bad_value(
+                    flag,
+                    format!("{flag} must be at least 1 (got 0)"),
+                ));
             }
         }
         if self.store_timeout.is_zero() {
@@ -241,17 +244,20 @@ pub fn run(job: &EvalJob, progress: &dyn Progress, transfer: Shared) -> Result<E
     let sources = job.data_sources()?;
     let (candidates, hub) = crate::sources::candidates(&job.paths, &job.hub_sources)?;
     if candidates.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no checkpoints found under {}",
-            crate::sources::join_paths(&job.paths)
-        )));
+        return Err(Error::bad_value(
+            "PATH",
+            format!(
+                "no checkpoints found under {}",
+                crate::sources::join_paths(&job.paths)
+            ),
+        ));
     }
     let mut downloads = hub.map(|h| Downloads::new(h, job.retention, transfer.clone()));
     let tasks: Vec<TaskRequests> = specs
         .iter()
         .map(|s| {
             build_task(s, &sources, job.limit, job.fewshot_dir.as_deref())
-                .map_err(|e| Error::Invalid(format!("task {}: {e}", s.task)))
+                .map_err(|e| e.map_message(|m| format!("task {}: {m}", s.task)))
         })
         .collect::<Result<_>>()?;
     let store_path = job.store_path()?;

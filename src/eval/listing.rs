@@ -103,7 +103,7 @@ pub fn run(job: &TasksJob, on_doc: &mut dyn FnMut(ShownDoc)) -> Result<TasksOutc
     }
     for spec in &specs {
         let task = build_task(spec, &job.data, job.limit, job.fewshot_dir.as_deref())
-            .map_err(|e| Error::Invalid(format!("task {}: {e}", spec.task)))?;
+            .map_err(|e| e.map_message(|m| format!("task {}: {m}", spec.task)))?;
         for r in &task.requests {
             on_doc(ShownDoc {
                 task: &spec.task,

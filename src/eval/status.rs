@@ -110,10 +110,10 @@ fn targets(paths: &[PathBuf], opts: &HubOptions, store: &Store) -> Result<Vec<Ta
     let (found, hub) = crate::sources::candidates(paths, opts)?;
     if found.is_empty() {
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        return Err(Error::Invalid(format!(
-            "no checkpoints found under {}",
-            names.join(", ")
-        )));
+        return Err(Error::bad_value(
+            "--checkpoints",
+            format!("no checkpoints found under {}", names.join(", ")),
+        ));
     }
     Ok(found
         .iter()

@@ -93,8 +93,9 @@ impl MergeJob {
     /// [`plan`].
     pub fn check(&self) -> Result<()> {
         if self.checkpoints.is_empty() {
-            return Err(Error::Invalid(
-                "give at least one checkpoint to merge".into(),
+            return Err(Error::bad_value(
+                "CHECKPOINTS",
+                "give at least one checkpoint to merge",
             ));
         }
         if self.options.force && self.out.is_none() {

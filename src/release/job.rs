@@ -233,7 +233,7 @@ fn connect(target: &HubTarget) -> Result<(HubClient, String)> {
             TokenSource::Flag => "--token".to_string(),
             other => other.to_string(),
         };
-        Error::Invalid(format!("{e} (token from {from}, endpoint {endpoint})"))
+        Error::from(e).map_message(|m| format!("{m} (token from {from}, endpoint {endpoint})"))
     })?;
     Ok((client, user.name))
 }

@@ -36,8 +36,9 @@ impl ReportJob {
     /// Checks the values a library caller could get wrong (the flags cannot).
     pub(crate) fn check(&self) -> Result<()> {
         if self.stores.is_empty() {
-            return Err(Error::Invalid(
-                "no results store given (STORE: a file or a directory of *.sqlite)".into(),
+            return Err(Error::bad_value(
+                "STORE",
+                "no results store given (STORE: a file or a directory of *.sqlite)",
             ));
         }
         crate::store::check_store_timeout(self.store_timeout)?;

@@ -133,7 +133,7 @@ pub fn run(
     let report = score_texts(&model, &tokenizer, &texts, &opts, &|n| {
         (sink.borrow_mut())(ScoreEvent::Scored(n))
     })
-    .map_err(|e| Error::Invalid(format!("scoring {}: {e}", job.text.display())))?;
+    .map_err(|e| e.map_message(|m| format!("scoring {}: {m}", job.text.display())))?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(ScoreOutcome {
         checkpoint: ckpt.name(),

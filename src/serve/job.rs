@@ -74,7 +74,10 @@ impl ServeConfig {
 
 fn at_least_one(flag: &str, n: usize) -> Result<()> {
     if n == 0 {
-        return Err(Error::Invalid(format!("{flag} must be at least 1 (got 0)")));
+        return Err(Error::bad_value(
+            flag,
+            format!("{flag} must be at least 1 (got 0)"),
+        ));
     }
     Ok(())
 }

@@ -233,10 +233,13 @@ pub fn run(
     job.check()?;
     let (candidates, hub) = crate::sources::candidates(&job.paths, &job.hub)?;
     if candidates.is_empty() {
-        return Err(Error::Invalid(format!(
-            "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
-            crate::sources::join_paths(&job.paths)
-        )));
+        return Err(Error::bad_value(
+            "PATH",
+            format!(
+                "no checkpoint (config.json + *.safetensors or pytorch_model.bin) under {}",
+                crate::sources::join_paths(&job.paths)
+            ),
+        ));
     }
     let (checkpoints, revisions) = split_candidates(candidates, job.shard);
     let units = match job.shard {

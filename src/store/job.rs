@@ -21,8 +21,9 @@ impl MergeStoresJob {
     /// Checks the values a library caller could get wrong (the flags cannot).
     pub fn check(&self) -> Result<()> {
         if self.sources.is_empty() {
-            return Err(Error::Invalid(
-                "no store to merge (SOURCE: a file or a directory of *.sqlite)".into(),
+            return Err(Error::bad_value(
+                "SOURCE",
+                "no store to merge (SOURCE: a file or a directory of *.sqlite)",
             ));
         }
         check_store_timeout(self.store_timeout)?;

@@ -109,7 +109,7 @@ pub fn run(
     job.check()?;
     let name = &job.recipe.job.name;
     let mut trainer = super::setup::prepare(&job.recipe, job.resume.as_deref())
-        .map_err(|e| Error::Invalid(format!("cannot start {name}: {e}")))?;
+        .map_err(|e| e.map_message(|m| format!("cannot start {name}: {m}")))?;
     on_event(TrainEvent::Started {
         name,
         step: trainer.step(),
