@@ -626,17 +626,7 @@ fn sharpness_against_sft_scores_with_pearson_r() {
 #[test]
 fn the_pt_suite_over_several_runs_prints_both_tables() {
     let sb = Sandbox::new();
-    let runs = sb.path().join("runs");
-    common::copy_dir(
-        &common::fixture_in("trained", "tiny-wso"),
-        &runs.join("wso/step-1"),
-    );
-    common::copy_dir(&common::fixture("llama_gqa"), &runs.join("wsd/step-2"));
-    std::fs::write(
-        runs.join("wsd/step-2/ckpt.json"),
-        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
-    )
-    .unwrap();
+    common::wso_and_decayed_runs(sb.path());
     let out = sb.run(["synth", "--eval-tasks", "evaldata", "--eval-docs", "12"]);
     assert!(
         out.status.success(),

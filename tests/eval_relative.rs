@@ -9,16 +9,7 @@ use common::Sandbox;
 #[test]
 fn eval_and_report_agree_on_groups_and_rolling_tasks() {
     let sb = Sandbox::new();
-    let runs = sb.path().join("runs");
-    common::copy_dir(
-        &common::fixture_in("trained", "tiny-wso"),
-        &runs.join("wso/step-1"),
-    );
-    common::copy_dir(&common::fixture("llama_gqa"), &runs.join("wsd/step-2"));
-    sb.write(
-        "runs/wsd/step-2/ckpt.json",
-        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
-    );
+    common::wso_and_decayed_runs(sb.path());
     let out = sb.run(["synth", "--eval-tasks", "evaldata", "--eval-docs", "5"]);
     assert!(
         out.status.success(),

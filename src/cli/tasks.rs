@@ -44,12 +44,6 @@ pub(crate) struct DataArgs {
 impl DataArgs {
     /// The data sources these flags describe.
     pub(crate) fn sources(&self) -> anyhow::Result<DataSources> {
-        if let Some(dir) = &self.data_dir {
-            crate::eval::data::check_dir("--data-dir", dir)?;
-        }
-        if let Some(dir) = &self.fewshot_dir {
-            crate::eval::data::check_dir("--fewshot-dir", dir)?;
-        }
         let mut sources = DataSources {
             data_dir: self.data_dir.clone(),
             hub: self.hub,

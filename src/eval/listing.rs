@@ -71,7 +71,8 @@ pub enum TasksOutcome {
 }
 
 impl TasksJob {
-    /// Checks the limit, and that options read only by `show` come with it.
+    /// Checks the limit, that options read only by `show` come with it, and that the
+    /// directories they name exist.
     pub fn check(&self) -> Result<()> {
         if self.limit == Some(0) {
             return Err(Error::bad_value(
@@ -87,6 +88,14 @@ impl TasksJob {
                 "--data",
                 "--data, --data-dir, --fewshot-dir and --limit are only read with --show TASK",
             ));
+        }
+        for (flag, dir) in [
+            ("--data-dir", &self.data.data_dir),
+            ("--fewshot-dir", &self.fewshot_dir),
+        ] {
+            if let Some(dir) = dir {
+                super::data::check_dir(flag, dir)?;
+            }
         }
         Ok(())
     }

@@ -115,6 +115,20 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// `root/runs`: a WSO run (`wso/step-1`, the trained tiny model) and a decayed one
+/// (`wsd/step-2`, WSD with alpha 0.1), as `ckpt eval`'s relative table wants them.
+pub fn wso_and_decayed_runs(root: &Path) -> PathBuf {
+    let runs = root.join("runs");
+    copy_dir(&fixture_in("trained", "tiny-wso"), &runs.join("wso/step-1"));
+    copy_dir(&fixture("llama_gqa"), &runs.join("wsd/step-2"));
+    std::fs::write(
+        runs.join("wsd/step-2/ckpt.json"),
+        r#"{"step": 2, "stage": "pre", "schedule": {"kind": "wsd", "alpha_pre": 0.1}}"#,
+    )
+    .unwrap();
+    runs
+}
+
 /// Copies `src` into `dst`, subdirectories included.
 pub fn copy_dir_all(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
