@@ -29,6 +29,7 @@ use super::kernels::Kernels;
 use super::mlp::Mlp;
 use super::norm::{apply, compute_dtype, Norm};
 use super::rope::RotaryTables;
+use super::tree::{TokenTree, TreeBatch};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -222,6 +223,40 @@ impl Model {
             );
         }
         let step = self.step(t, cached, cache.pads())?;
+        self.run_layers(input_ids, &step, cache)
+    }
+
+    /// Final hidden states `[rows, len, hidden]` of token trees, one per row, padded to
+    /// the longest ([`super::tree`]): each node at the position of its depth, seeing
+    /// only itself and its ancestors.
+    pub fn tree_hidden_states(&self, trees: &[&TokenTree]) -> Result<Tensor> {
+        let batch = TreeBatch::new(trees);
+        let positions = batch.positions();
+        let ropes = self
+            .ropes
+            .iter()
+            .map(|r| r.at(&positions, batch.rows()))
+            .collect::<Result<_>>()?;
+        let (windows, window_of) = self.distinct_windows();
+        let masks = windows
+            .iter()
+            .map(|w| batch.mask(*w, compute_dtype(self.dtype()), self.device()))
+            .collect::<Result<_>>()?;
+        let step = Step {
+            ropes,
+            rope_of: self.rope_of.clone(),
+            masks,
+            window_of,
+            kernels: self.kernels,
+            max_score_floats: self.max_score_floats,
+        };
+        let mut cache = KvCache::new(self.layers.len());
+        self.run_layers(&batch.ids(self.device())?, &step, &mut cache)
+    }
+
+    /// Embeddings, every block, the final norm.
+    fn run_layers(&self, input_ids: &Tensor, step: &Step, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
         let mut x = self
             .embed_tokens
             .embedding(&input_ids.flatten_all()?)?
@@ -230,7 +265,7 @@ impl Model {
             x = (x * scale)?;
         }
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &step, i, cache)?;
+            x = layer.forward(&x, step, i, cache)?;
         }
         self.norm.forward(&x, self.kernels)
     }
@@ -323,19 +358,7 @@ impl Model {
                 }
             })
             .collect::<Result<_>>()?;
-        let mut windows: Vec<Option<usize>> = Vec::new();
-        let window_of = self
-            .cfg
-            .sliding_window
-            .iter()
-            .map(|w| match windows.iter().position(|x| x == w) {
-                Some(i) => i,
-                None => {
-                    windows.push(*w);
-                    windows.len() - 1
-                }
-            })
-            .collect();
+        let (windows, window_of) = self.distinct_windows();
         let masks = windows
             .iter()
             .map(|w| {
@@ -354,6 +377,25 @@ impl Model {
             kernels: self.kernels,
             max_score_floats: self.max_score_floats,
         })
+    }
+
+    /// The distinct sliding windows of the layers (`None`: full attention), and which
+    /// one each layer has: one mask per window serves every layer that shares it.
+    fn distinct_windows(&self) -> (Vec<Option<usize>>, Vec<usize>) {
+        let mut windows: Vec<Option<usize>> = Vec::new();
+        let window_of = self
+            .cfg
+            .sliding_window
+            .iter()
+            .map(|w| match windows.iter().position(|x| x == w) {
+                Some(i) => i,
+                None => {
+                    windows.push(*w);
+                    windows.len() - 1
+                }
+            })
+            .collect();
+        (windows, window_of)
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) mod loss;
 mod mlp;
 mod norm;
 mod rope;
+mod tree;
 
 pub use arch::{Arch, WeightLayout};
 pub use cache::KvCache;
@@ -26,3 +27,4 @@ pub use config::{Activation, ModelConfig, RopeScaling};
 pub use decoder::{select_rows, Model};
 pub use init::{init_weights, keys_behind, parameter_blocks, parameter_shapes, Block};
 pub use rope::inverse_frequencies;
+pub use tree::TokenTree;

@@ -89,6 +89,23 @@ impl RotaryTables {
             tables(&self.inv_freq, offset, len, self.dtype, self.cos.device())
         }
     }
+
+    /// cos and sin at each of `positions` of each of `rows` rows (`positions` row
+    /// after row): each `[rows, positions / rows, head_dim / 2]`.
+    pub(crate) fn at(&self, positions: &[u32], rows: usize) -> Result<(Tensor, Tensor)> {
+        let end = positions.iter().max().map_or(0, |&p| p as usize + 1);
+        let index = Tensor::new(positions, self.cos.device())?;
+        let (cos, sin) = if end <= self.cos.dim(0)? {
+            (self.cos.clone(), self.sin.clone())
+        } else {
+            tables(&self.inv_freq, 0, end, self.dtype, self.cos.device())?
+        };
+        let shape = (rows, positions.len() / rows.max(1), ());
+        Ok((
+            cos.index_select(&index, 0)?.reshape(shape)?,
+            sin.index_select(&index, 0)?.reshape(shape)?,
+        ))
+    }
 }
 
 fn tables(
