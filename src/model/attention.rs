@@ -269,6 +269,11 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, _, t, _) = q.dims4()?;
         let (heads, d) = (self.num_heads, self.head_dim);
+        if kernels == Kernels::Inference && self.softcap.is_none() {
+            if let Some(out) = super::bf16_attention::attend(q, k, v, mask, self.scale)? {
+                return Ok(out);
+            }
+        }
         if kernels == Kernels::Trainable && self.softcap.is_none() && mask.rank() == 2 {
             // Scores and probabilities stay inside one op, where a fused kernel exists.
             if let Some(out) = super::fused::attention(q, k, v, mask, self.scale)? {

@@ -27,11 +27,14 @@ const MC: usize = 64;
 /// Columns one task covers.
 const NC: usize = 256;
 
-/// Whether this CPU has the instructions (AVX-512F and AVX512-BF16).
+/// Whether this CPU has the instructions (AVX-512F, BW and VL, and AVX512-BF16; every
+/// CPU with the last has the others, but each is checked).
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -66,6 +69,22 @@ impl PackedWeight {
                 for (kk, v) in row.iter().enumerate() {
                     panel[(kk / 2) * NR * 2 + c * 2 + kk % 2] = v.to_bits();
                 }
+            }
+        }
+        Self { n, k, k2, data }
+    }
+
+    /// Packs `W` given as its transpose `wt` (`k` rows of `n`, as attention holds its
+    /// values): the same layout [`Self::pack`] makes from `W`.
+    pub(crate) fn pack_transposed(wt: &[bf16], n: usize, k: usize) -> Self {
+        assert_eq!(wt.len(), n * k, "transposed weight of {k} x {n}");
+        let k2 = k.next_multiple_of(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u16; panels * k2 * NR];
+        for (kk, row) in wt.chunks(n).enumerate() {
+            for (col, v) in row.iter().enumerate() {
+                let (p, c) = (col / NR, col % NR);
+                data[p * k2 * NR + (kk / 2) * NR * 2 + c * 2 + kk % 2] = v.to_bits();
             }
         }
         Self { n, k, k2, data }
@@ -147,41 +166,119 @@ unsafe fn block(
     cols: usize,
 ) {
     let k2 = w.k2;
+    let a = Rows {
+        data: &x[m0 * k2..(m0 + rows) * k2],
+        stride: k2,
+        rows,
+    };
+    tiles(a, w, k2 / 2, n0, cols, out.add(m0 * w.n + n0), w.n);
+}
+
+/// Rows of bf16 activations with a row stride.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [bf16],
+    stride: usize,
+    rows: usize,
+}
+
+/// `a` times columns `n0..n0 + cols` of `w` over its first `2 * pairs` inputs, written
+/// rounded to `out` (row `r`, column `c` at `out[r * ldo + c - n0]`).
+///
+/// # Safety
+/// `out` holds `a.rows` rows of stride `ldo` with room for `cols` values each, and
+/// nobody else writes them meanwhile.
+unsafe fn tiles(
+    a: Rows,
+    w: &PackedWeight,
+    pairs: usize,
+    n0: usize,
+    cols: usize,
+    out: *mut bf16,
+    ldo: usize,
+) {
+    debug_assert!(2 * pairs <= w.k2 && n0 + cols <= w.n);
+    debug_assert!(a.rows == 0 || (a.rows - 1) * a.stride + 2 * pairs <= a.data.len());
     let mut tile = [0f32; MR * NR];
     for c0 in (0..cols).step_by(NR) {
         let panel = w.panel((n0 + c0) / NR);
         let width = NR.min(cols - c0);
-        for r0 in (0..rows).step_by(MR) {
-            let height = MR.min(rows - r0);
-            let a = &x[(m0 + r0) * k2..(m0 + r0 + height) * k2];
+        for r0 in (0..a.rows).step_by(MR) {
+            let height = MR.min(a.rows - r0);
+            let rows = Rows {
+                data: &a.data[r0 * a.stride..],
+                stride: a.stride,
+                rows: height,
+            };
             #[cfg(target_arch = "x86_64")]
-            kernel(a, height, k2, panel, &mut tile);
+            kernel(rows, pairs, panel, &mut tile);
             for r in 0..height {
-                let dst = out.add((m0 + r0 + r) * w.n + n0 + c0);
-                for c in 0..width {
-                    *dst.add(c) = bf16::from_f32(tile[r * NR + c]);
-                }
+                let dst = std::slice::from_raw_parts_mut(out.add((r0 + r) * ldo + c0), width);
+                super::bf16_rows::narrow(&tile[r * NR..r * NR + width], dst);
             }
         }
     }
 }
 
-/// The 8 x 32 (or fewer rows) tile `a` (`height` rows of `k2`) times one panel.
+/// A serial product for callers that run their own parallel loop (attention): the
+/// `rows` rows of `x` (stride `lda`) times the first `cols` columns of `w`, over the
+/// first `2 * pairs` inputs, rounded to bf16 into `out` (stride `ldo`). Only call
+/// where [`available`] said yes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_into(
+    x: &[bf16],
+    lda: usize,
+    rows: usize,
+    w: &PackedWeight,
+    pairs: usize,
+    cols: usize,
+    out: &mut [bf16],
+    ldo: usize,
+) {
+    assert!(available(), "bf16 GEMM without AVX512-BF16");
+    assert!(
+        2 * pairs <= w.k2 && cols <= w.n && cols <= ldo,
+        "product of {rows} rows"
+    );
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        (rows - 1) * lda + 2 * pairs <= x.len(),
+        "activations of {rows} rows"
+    );
+    assert!(
+        (rows - 1) * ldo + cols <= out.len(),
+        "output of {rows} rows"
+    );
+    let a = Rows {
+        data: x,
+        stride: lda,
+        rows,
+    };
+    // SAFETY: the asserts above keep every write inside `out`, which we borrow mutably.
+    unsafe { tiles(a, w, pairs, 0, cols, out.as_mut_ptr(), ldo) };
+}
+
+/// The 8 x 32 (or fewer rows) tile `a` times one panel, over `pairs` pairs of inputs.
 #[cfg(target_arch = "x86_64")]
-fn kernel(a: &[bf16], height: usize, k2: usize, panel: &[u16], tile: &mut [f32; MR * NR]) {
-    debug_assert!(a.len() >= height * k2 && panel.len() >= k2 * NR);
-    // SAFETY: `matmul` checked the CPU has the instructions; the pointers stay within
-    // `a` (height rows of k2) and `panel` (k2 / 2 pairs of 64 values).
+fn kernel(a: Rows, pairs: usize, panel: &[u16], tile: &mut [f32; MR * NR]) {
+    debug_assert!(a.rows >= 1 && a.rows <= MR);
+    debug_assert!(a.data.len() >= (a.rows - 1) * a.stride + 2 * pairs);
+    debug_assert!(panel.len() >= pairs * 2 * NR);
+    let (p, lda, b) = (a.data.as_ptr(), a.stride, panel.as_ptr());
+    // SAFETY: the caller checked the CPU has the instructions; the pointers stay within
+    // `a` (rows of stride lda, 2 * pairs values each) and `panel` (pairs of 64 values).
     unsafe {
-        match height {
-            8 => kernel_rows::<8>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            7 => kernel_rows::<7>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            6 => kernel_rows::<6>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            5 => kernel_rows::<5>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            4 => kernel_rows::<4>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            3 => kernel_rows::<3>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            2 => kernel_rows::<2>(a.as_ptr(), k2, panel.as_ptr(), tile),
-            _ => kernel_rows::<1>(a.as_ptr(), k2, panel.as_ptr(), tile),
+        match a.rows {
+            8 => kernel_rows::<8>(p, lda, pairs, b, tile),
+            7 => kernel_rows::<7>(p, lda, pairs, b, tile),
+            6 => kernel_rows::<6>(p, lda, pairs, b, tile),
+            5 => kernel_rows::<5>(p, lda, pairs, b, tile),
+            4 => kernel_rows::<4>(p, lda, pairs, b, tile),
+            3 => kernel_rows::<3>(p, lda, pairs, b, tile),
+            2 => kernel_rows::<2>(p, lda, pairs, b, tile),
+            _ => kernel_rows::<1>(p, lda, pairs, b, tile),
         }
     }
 }
@@ -190,19 +287,20 @@ fn kernel(a: &[bf16], height: usize, k2: usize, panel: &[u16], tile: &mut [f32; 
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn kernel_rows<const R: usize>(
     a: *const bf16,
-    k2: usize,
+    lda: usize,
+    pairs: usize,
     panel: *const u16,
     tile: &mut [f32; MR * NR],
 ) {
     use std::arch::x86_64::*;
     let mut lo = [_mm512_setzero_ps(); R];
     let mut hi = [_mm512_setzero_ps(); R];
-    for p in 0..k2 / 2 {
+    for p in 0..pairs {
         let b = panel.add(p * NR * 2);
         let b_lo: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const _));
         let b_hi: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(32) as *const _));
         for r in 0..R {
-            let pair = (a.add(r * k2 + 2 * p) as *const i32).read_unaligned();
+            let pair = (a.add(r * lda + 2 * p) as *const i32).read_unaligned();
             let a_pair: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
             lo[r] = _mm512_dpbf16_ps(lo[r], a_pair, b_lo);
             hi[r] = _mm512_dpbf16_ps(hi[r], a_pair, b_hi);

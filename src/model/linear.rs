@@ -105,8 +105,8 @@ impl Bf16Packing {
                 packed.cols()
             );
         }
-        let data = x.flatten_all()?.to_vec1::<half::bf16>()?;
-        let out = bf16_gemm::matmul(&data, m, packed);
+        let x = x.contiguous()?;
+        let out = super::bf16_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, packed)))?;
         Tensor::from_vec(out, (m, packed.rows()), x.device()).map(Some)
     }
 }

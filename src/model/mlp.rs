@@ -36,7 +36,15 @@ impl Mlp {
         let hidden = match &self.gate {
             Some(gate) => {
                 let gate = gate.forward(x, kernels)?;
-                if kernels == Kernels::Trainable && self.activation == Activation::Silu {
+                let bf16_swiglu = match (kernels, self.activation) {
+                    (Kernels::Inference, Activation::Silu) => {
+                        super::bf16_rows::silu_mul_tensor(&gate, &up)?
+                    }
+                    _ => None,
+                };
+                if let Some(hidden) = bf16_swiglu {
+                    hidden
+                } else if kernels == Kernels::Trainable && self.activation == Activation::Silu {
                     super::fused::swiglu(&gate, &up)?
                 } else {
                     (activate(&gate, self.activation, kernels)? * up)?

@@ -7,7 +7,9 @@
 
 mod arch;
 mod attention;
+mod bf16_attention;
 mod bf16_gemm;
+pub(crate) mod bf16_rows;
 mod cache;
 mod config;
 mod decoder;

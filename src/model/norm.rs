@@ -58,6 +58,11 @@ impl Norm {
         if kernels == Kernels::Inference && x.dtype() == DType::F32 {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
+        if kernels == Kernels::Inference {
+            if let Some(y) = super::bf16_rows::rms_norm_tensor(x, &self.weight, self.eps)? {
+                return Ok(y);
+            }
+        }
         if kernels == Kernels::Trainable {
             super::fused::rms_norm(x, &self.weight, self.eps)
         } else {
