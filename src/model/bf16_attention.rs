@@ -196,19 +196,8 @@ fn head_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bf16_rows::tests::uniform as random;
     use candle_core::Device;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     fn round(x: f64) -> f64 {
         bf16::from_f64(x).to_f64()

@@ -364,7 +364,7 @@ unsafe fn exp(x: __m512) -> __m512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn skip() -> bool {
@@ -375,16 +375,22 @@ mod tests {
         skip
     }
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` values in `[-1, 1)`, the same for the same seed (a linear congruential
+    /// generator: the bf16 kernels' tests need no more).
+    pub(crate) fn uniform(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 8.0 - 4.0
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        uniform(n, seed).into_iter().map(|v| v * 4.0).collect()
     }
 
     fn bf16s(x: &[f32]) -> Vec<bf16> {

@@ -237,19 +237,9 @@ impl Model {
             .iter()
             .map(|r| r.at(&positions, batch.rows()))
             .collect::<Result<_>>()?;
-        let (windows, window_of) = self.distinct_windows();
-        let masks = windows
-            .iter()
-            .map(|w| batch.mask(*w, compute_dtype(self.dtype()), self.device()))
-            .collect::<Result<_>>()?;
-        let step = Step {
-            ropes,
-            rope_of: self.rope_of.clone(),
-            masks,
-            window_of,
-            kernels: self.kernels,
-            max_score_floats: self.max_score_floats,
-        };
+        let step = self.step_of(ropes, |window| {
+            batch.mask(window, compute_dtype(self.dtype()), self.device())
+        })?;
         let mut cache = KvCache::new(self.layers.len());
         self.run_layers(&batch.ids(self.device())?, &step, &mut cache)
     }
@@ -358,21 +348,27 @@ impl Model {
                 }
             })
             .collect::<Result<_>>()?;
+        self.step_of(ropes, |window| {
+            let mask = causal_mask(t, cached, window, compute_dtype(self.dtype()), dev)?;
+            match pads {
+                None => Ok(mask),
+                Some(pads) => hide_padding(&mask, pads),
+            }
+        })
+    }
+
+    /// A step of these rotary angles, with one mask per distinct sliding window
+    /// (`mask_of(window)`), shared by the layers that have that window.
+    fn step_of(
+        &self,
+        ropes: Vec<(Tensor, Tensor)>,
+        mask_of: impl Fn(Option<usize>) -> Result<Tensor>,
+    ) -> Result<Step> {
         let (windows, window_of) = self.distinct_windows();
-        let masks = windows
-            .iter()
-            .map(|w| {
-                let mask = causal_mask(t, cached, *w, compute_dtype(self.dtype()), dev)?;
-                match pads {
-                    None => Ok(mask),
-                    Some(pads) => hide_padding(&mask, pads),
-                }
-            })
-            .collect::<Result<_>>()?;
         Ok(Step {
             ropes,
             rope_of: self.rope_of.clone(),
-            masks,
+            masks: windows.into_iter().map(mask_of).collect::<Result<_>>()?,
             window_of,
             kernels: self.kernels,
             max_score_floats: self.max_score_floats,
