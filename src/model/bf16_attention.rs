@@ -101,9 +101,14 @@ fn attend_slices(
     scale: f32,
 ) -> Vec<bf16> {
     let Shape {
-        b, heads, t, s, d, ..
+        b,
+        heads,
+        kv_heads,
+        t,
+        s,
+        d,
+        ..
     } = *shape;
-    let kv_heads = shape.kv_heads;
     // Each (row, kv head)'s keys as the weight of `q k^T`, and its values as that of `p v`.
     let packed: Vec<(PackedWeight, PackedWeight)> = (0..b * kv_heads)
         .into_par_iter()

@@ -6,7 +6,7 @@
 //! in f32, and round to bf16 where transformers rounds, with the hardware's
 //! round-to-nearest-even (`vcvtneps2bf16`). Callers check [`super::bf16_gemm::available`].
 
-use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -62,19 +62,24 @@ pub(crate) fn silu_mul_tensor(gate: &Tensor, up: &Tensor) -> Result<Option<Tenso
     Tensor::from_vec(out, gate.shape(), gate.device()).map(Some)
 }
 
+/// Whether this CPU runs the kernels here (those of [`super::bf16_gemm`]).
+pub(crate) fn available() -> bool {
+    super::bf16_gemm::available()
+}
+
 /// Whether the kernels here serve these tensors: all bf16 on a CPU that has them.
 pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.dtype() == DType::BF16 && t.device().is_cpu())
-        && super::bf16_gemm::available()
+        && available()
 }
 
 /// Runs `f` on a contiguous CPU bf16 tensor's values.
 pub(crate) fn with_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> Result<R>) -> Result<R> {
     let (storage, layout) = x.storage_and_layout();
     match &*storage {
-        Storage::Cpu(CpuStorage::BF16(data)) => f(&data[range(layout)?]),
+        Storage::Cpu(CpuStorage::BF16(data)) => f(&data[super::fused::range(layout)?]),
         _ => candle_core::bail!("bf16 kernel: a CPU bf16 tensor expected"),
     }
 }
@@ -83,13 +88,9 @@ pub(crate) fn with_bf16<R>(x: &Tensor, f: impl FnOnce(&[bf16]) -> Result<R>) -> 
 pub(crate) fn with_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = x.storage_and_layout();
     match &*storage {
-        Storage::Cpu(CpuStorage::F32(data)) => f(&data[range(layout)?]),
+        Storage::Cpu(CpuStorage::F32(data)) => f(&data[super::fused::range(layout)?]),
         _ => candle_core::bail!("bf16 kernel: a CPU f32 tensor expected"),
     }
-}
-
-fn range(layout: &Layout) -> Result<std::ops::Range<usize>> {
-    super::fused::range(layout)
 }
 
 /// `softmax(scores + mask)` in f32, rounded to bf16 into `probs`; an all-masked row

@@ -36,18 +36,19 @@ impl Mlp {
         let hidden = match &self.gate {
             Some(gate) => {
                 let gate = gate.forward(x, kernels)?;
-                let bf16_swiglu = match (kernels, self.activation) {
+                // One pass for SwiGLU where a fused kernel serves these tensors.
+                let fused = match (kernels, self.activation) {
                     (Kernels::Inference, Activation::Silu) => {
                         super::bf16_rows::silu_mul_tensor(&gate, &up)?
                     }
+                    (Kernels::Trainable, Activation::Silu) => {
+                        Some(super::fused::swiglu(&gate, &up)?)
+                    }
                     _ => None,
                 };
-                if let Some(hidden) = bf16_swiglu {
-                    hidden
-                } else if kernels == Kernels::Trainable && self.activation == Activation::Silu {
-                    super::fused::swiglu(&gate, &up)?
-                } else {
-                    (activate(&gate, self.activation, kernels)? * up)?
+                match fused {
+                    Some(hidden) => hidden,
+                    None => (activate(&gate, self.activation, kernels)? * up)?,
                 }
             }
             None => activate(&up, self.activation, kernels)?,

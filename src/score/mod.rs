@@ -187,7 +187,7 @@ pub fn target_scores(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<Ve
 fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     use crate::model::bf16_rows;
     use rayon::prelude::*;
-    let vector = crate::model::bf16_rows::applies(&[]);
+    let vector = bf16_rows::available();
     let logits = if vector && logits.dtype() == DType::BF16 {
         logits.contiguous()?
     } else {
