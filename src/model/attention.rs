@@ -270,7 +270,7 @@ impl Attention {
         let (b, _, t, _) = q.dims4()?;
         let (heads, d) = (self.num_heads, self.head_dim);
         if kernels == Kernels::Inference && self.softcap.is_none() {
-            if let Some(out) = super::bf16_attention::attend(q, k, v, mask, self.scale)? {
+            if let Some(out) = super::cpu_attention::attend(q, k, v, mask, self.scale)? {
                 return Ok(out);
             }
         }

@@ -214,7 +214,7 @@ unsafe fn tiles(
             kernel(rows, pairs, panel, &mut tile);
             for r in 0..height {
                 let dst = std::slice::from_raw_parts_mut(out.add((r0 + r) * ldo + c0), width);
-                super::bf16_rows::narrow(&tile[r * NR..r * NR + width], dst);
+                super::avx512_rows::narrow(&tile[r * NR..r * NR + width], dst);
             }
         }
     }

@@ -106,7 +106,7 @@ impl Bf16Packing {
             );
         }
         let x = x.contiguous()?;
-        let out = super::bf16_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, packed)))?;
+        let out = super::avx512_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, packed)))?;
         Tensor::from_vec(out, (m, packed.rows()), x.device()).map(Some)
     }
 }

@@ -39,7 +39,7 @@ impl Mlp {
                 // One pass for SwiGLU where a fused kernel serves these tensors.
                 let fused = match (kernels, self.activation) {
                     (Kernels::Inference, Activation::Silu) => {
-                        super::bf16_rows::silu_mul_tensor(&gate, &up)?
+                        super::avx512_rows::silu_mul_tensor(&gate, &up)?
                     }
                     (Kernels::Trainable, Activation::Silu) => {
                         Some(super::fused::swiglu(&gate, &up)?)

@@ -7,11 +7,11 @@
 
 mod arch;
 mod attention;
-mod bf16_attention;
+pub(crate) mod avx512_rows;
 mod bf16_gemm;
-pub(crate) mod bf16_rows;
 mod cache;
 mod config;
+mod cpu_attention;
 mod decoder;
 mod fused;
 mod init;

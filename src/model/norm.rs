@@ -59,7 +59,7 @@ impl Norm {
             return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
         }
         if kernels == Kernels::Inference {
-            if let Some(y) = super::bf16_rows::rms_norm_tensor(x, &self.weight, self.eps)? {
+            if let Some(y) = super::avx512_rows::rms_norm_tensor(x, &self.weight, self.eps)? {
                 return Ok(y);
             }
         }

@@ -185,9 +185,9 @@ pub fn target_scores(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<Ve
 /// candle's composite log-softmax would write the `[rows, vocab]` buffer three times.
 /// With AVX-512 (and AVX512-BF16 for bf16 logits) the rows are read sixteen at a time.
 fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
-    use crate::model::bf16_rows;
+    use crate::model::avx512_rows;
     use rayon::prelude::*;
-    let vector = bf16_rows::available();
+    let vector = avx512_rows::available();
     let logits = if vector && logits.dtype() == DType::BF16 {
         logits.contiguous()?
     } else {
@@ -199,15 +199,15 @@ fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>
         greedy: stats.0 == target as usize,
     };
     if logits.dtype() == DType::BF16 {
-        let scores = bf16_rows::with_bf16(&logits, |data| {
+        let scores = avx512_rows::with_bf16(&logits, |data| {
             Ok(data
                 .par_chunks(vocab)
                 .zip(targets.par_iter())
                 .map_init(
                     || vec![0f32; vocab],
                     |wide, (row, &target)| {
-                        bf16_rows::widen_into(row, wide);
-                        score(bf16_rows::row_stats(wide), wide[target as usize], target)
+                        avx512_rows::widen_into(row, wide);
+                        score(avx512_rows::row_stats(wide), wide[target as usize], target)
                     },
                 )
                 .collect())
@@ -224,7 +224,7 @@ fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>
         .zip(targets.par_iter())
         .map(|(row, &target)| {
             let stats = if vector {
-                bf16_rows::row_stats(row)
+                avx512_rows::row_stats(row)
             } else {
                 scalar_row_stats(row)
             };
@@ -233,7 +233,7 @@ fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>
         .collect())
 }
 
-/// [`crate::model::bf16_rows::row_stats`] one value at a time, for CPUs without AVX-512.
+/// [`crate::model::avx512_rows::row_stats`] one value at a time, for CPUs without AVX-512.
 fn scalar_row_stats(row: &[f32]) -> (usize, f32, f64) {
     let (mut arg, mut max) = (0, f32::NEG_INFINITY);
     for (i, &x) in row.iter().enumerate() {

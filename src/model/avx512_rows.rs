@@ -1,5 +1,6 @@
-//! Row kernels for bf16 inference on CPUs with AVX-512 (the softmax of attention,
-//! Llama's RMSNorm, SwiGLU's `silu(gate) * up`), sixteen values at a time.
+//! Row kernels for inference on CPUs with AVX-512, sixteen values at a time: the
+//! softmax of attention (f32, and bf16 around it), Llama's RMSNorm and SwiGLU's
+//! `silu(gate) * up` in bf16, and the statistics of a scored row of logits.
 //!
 //! candle's bf16 element-wise ops convert element by element and round after every
 //! elementary step (its bf16 SiLU rounds three times). These widen to f32 once, compute
@@ -43,23 +44,44 @@ pub(crate) fn rms_norm_tensor(x: &Tensor, weight: &Tensor, eps: f64) -> Result<O
     Tensor::from_vec(out, x.shape(), x.device()).map(Some)
 }
 
-/// [`silu_mul`] of two CPU bf16 tensors of one shape; `None` where it does not apply.
+/// [`silu_mul`] (bf16) or [`silu_mul_f32`] of two CPU tensors of one shape and dtype;
+/// `None` where it does not apply.
 pub(crate) fn silu_mul_tensor(gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
-    if !applies(&[gate, up]) || gate.shape() != up.shape() {
+    let dtype = gate.dtype();
+    let on_cpu = gate.device().is_cpu() && up.dtype() == dtype && gate.shape() == up.shape();
+    if !on_cpu || !available() {
         return Ok(None);
     }
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let (shape, device) = (gate.shape(), gate.device());
+    match dtype {
+        DType::BF16 => with_bf16(&gate, |g| {
+            with_bf16(&up, |u| {
+                Tensor::from_vec(elementwise(g, u, silu_mul), shape, device)
+            })
+        }),
+        DType::F32 => with_f32(&gate, |g| {
+            with_f32(&up, |u| {
+                Tensor::from_vec(elementwise(g, u, silu_mul_f32), shape, device)
+            })
+        }),
+        _ => return Ok(None),
+    }
+    .map(Some)
+}
+
+/// `f(a, b, out)` over two equal-length slices, in parallel chunks.
+fn elementwise<T: Copy + Default + Send + Sync>(
+    a: &[T],
+    b: &[T],
+    f: impl Fn(&[T], &[T], &mut [T]) + Sync,
+) -> Vec<T> {
     let chunk = 16 * 1024;
-    let out = with_bf16(&gate, |g| {
-        with_bf16(&up, |u| {
-            let mut out = vec![bf16::ZERO; g.len()];
-            out.par_chunks_mut(chunk)
-                .zip(g.par_chunks(chunk).zip(u.par_chunks(chunk)))
-                .for_each(|(o, (g, u))| silu_mul(g, u, o));
-            Ok(out)
-        })
-    })?;
-    Tensor::from_vec(out, gate.shape(), gate.device()).map(Some)
+    let mut out = vec![T::default(); a.len()];
+    out.par_chunks_mut(chunk)
+        .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+        .for_each(|(o, (a, b))| f(a, b, o));
+    out
 }
 
 /// Whether this CPU runs the kernels here (those of [`super::bf16_gemm`]).
@@ -97,17 +119,27 @@ pub(crate) fn with_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Re
 /// gives zeros. `work` holds `scores.len()` floats of scratch.
 pub(crate) fn softmax(scores: &[bf16], mask: &[f32], work: &mut [f32], probs: &mut [bf16]) {
     let n = scores.len();
+    assert!(work.len() >= n && probs.len() >= n, "softmax of {n}");
+    widen_into(scores, &mut work[..n]);
+    softmax_in_place(&mut work[..n], mask);
+    narrow(&work[..n], &mut probs[..n]);
+}
+
+/// `softmax(scores + mask)` of one f32 row, in place; an all-masked row gives zeros.
+pub(crate) fn softmax_in_place(scores: &mut [f32], mask: &[f32]) {
+    let n = scores.len();
     assert!(
-        mask.len() >= n && work.len() >= n && probs.len() >= n,
-        "softmax of {n}"
+        mask.len() >= n,
+        "softmax of {n} with a mask of {}",
+        mask.len()
     );
     // SAFETY: the caller checked the CPU (module docs); lengths checked above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        softmax_avx512(&scores[..n], &mask[..n], &mut work[..n], &mut probs[..n])
+        softmax_avx512(scores, &mask[..n])
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 /// Llama's RMSNorm of one row: `w * bf16(x / sqrt(mean(x^2) + eps))`, the product
@@ -115,13 +147,13 @@ pub(crate) fn softmax(scores: &[bf16], mask: &[f32], work: &mut [f32], probs: &m
 pub(crate) fn rms_norm(x: &[bf16], weight: &[bf16], eps: f32, out: &mut [bf16]) {
     let n = x.len();
     assert!(weight.len() == n && out.len() == n, "rms norm of {n}");
-    // SAFETY: as in `softmax`.
+    // SAFETY: as in `softmax_in_place`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         rms_norm_avx512(x, weight, eps, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 /// `bf16(bf16(silu(gate)) * up)`: transformers' SwiGLU in bf16 (SiLU computed in f32
@@ -129,25 +161,38 @@ pub(crate) fn rms_norm(x: &[bf16], weight: &[bf16], eps: f32, out: &mut [bf16]) 
 pub(crate) fn silu_mul(gate: &[bf16], up: &[bf16], out: &mut [bf16]) {
     let n = gate.len();
     assert!(up.len() == n && out.len() == n, "silu * up of {n}");
-    // SAFETY: as in `softmax`.
+    // SAFETY: as in `softmax_in_place`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         silu_mul_avx512(gate, up, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
+}
+
+/// `silu(gate) * up` in f32.
+pub(crate) fn silu_mul_f32(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let n = gate.len();
+    assert!(up.len() == n && out.len() == n, "silu * up of {n}");
+    // SAFETY: as in `softmax_in_place`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        silu_mul_f32_avx512(gate, up, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 /// f32 to bf16, rounded to nearest even.
 pub(crate) fn narrow(x: &[f32], out: &mut [bf16]) {
     assert_eq!(x.len(), out.len(), "narrowing {} values", x.len());
-    // SAFETY: as in `softmax`.
+    // SAFETY: as in `softmax_in_place`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
         narrow_avx512(x, out)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 /// Of one row of logits: the first index of its largest value, that value, and
@@ -156,19 +201,19 @@ pub(crate) fn narrow(x: &[f32], out: &mut [bf16]) {
 pub(crate) fn row_stats(row: &[f32]) -> (usize, f32, f64) {
     assert!(!row.is_empty(), "statistics of an empty row");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `softmax`; the row is not empty.
+    // SAFETY: as in `softmax_in_place`; the row is not empty.
     unsafe {
         row_stats_avx512(row)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 /// bf16 to f32 (exact).
 pub(crate) fn widen_into(x: &[bf16], out: &mut [f32]) {
     assert_eq!(x.len(), out.len(), "widening {} values", x.len());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: as in `softmax`.
+    // SAFETY: as in `softmax_in_place`.
     unsafe {
         for i in (0..x.len()).step_by(LANES) {
             let m = tail_mask(x.len() - i);
@@ -176,7 +221,7 @@ pub(crate) fn widen_into(x: &[bf16], out: &mut [f32]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("bf16 row kernels need x86-64")
+    unreachable!("AVX-512 row kernels need x86-64")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -217,37 +262,35 @@ unsafe fn row_stats_avx512(row: &[f32]) -> (usize, f32, f64) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn softmax_avx512(scores: &[bf16], mask: &[f32], work: &mut [f32], probs: &mut [bf16]) {
+unsafe fn softmax_avx512(scores: &mut [f32], mask: &[f32]) {
     let n = scores.len();
+    let at = scores.as_mut_ptr();
     let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
     for i in (0..n).step_by(LANES) {
         let m = tail_mask(n - i);
-        let s = widen(scores.as_ptr().add(i), m);
+        let s = _mm512_maskz_loadu_ps(m, at.add(i));
         let v = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, mask.as_ptr().add(i)));
-        _mm512_mask_storeu_ps(work.as_mut_ptr().add(i), m, v);
+        _mm512_mask_storeu_ps(at.add(i), m, v);
         max = _mm512_mask_max_ps(max, m, max, v);
     }
     let max = _mm512_reduce_max_ps(max);
     if max == f32::NEG_INFINITY {
-        probs.fill(bf16::ZERO);
+        scores.fill(0.0);
         return;
     }
     let shift = _mm512_set1_ps(max);
     let mut sum = _mm512_setzero_ps();
     for i in (0..n).step_by(LANES) {
         let m = tail_mask(n - i);
-        let e = exp(_mm512_sub_ps(
-            _mm512_maskz_loadu_ps(m, work.as_ptr().add(i)),
-            shift,
-        ));
-        _mm512_mask_storeu_ps(work.as_mut_ptr().add(i), m, e);
+        let e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, at.add(i)), shift));
+        _mm512_mask_storeu_ps(at.add(i), m, e);
         sum = _mm512_mask_add_ps(sum, m, sum, e);
     }
     let sum = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
     for i in (0..n).step_by(LANES) {
         let m = tail_mask(n - i);
-        let p = _mm512_div_ps(_mm512_maskz_loadu_ps(m, work.as_ptr().add(i)), sum);
-        store_bf16(probs.as_mut_ptr().add(i), m, p);
+        let p = _mm512_div_ps(_mm512_maskz_loadu_ps(m, at.add(i)), sum);
+        _mm512_mask_storeu_ps(at.add(i), m, p);
     }
 }
 
@@ -282,6 +325,21 @@ unsafe fn silu_mul_avx512(gate: &[bf16], up: &[bf16], out: &mut [bf16]) {
         let silu = round(_mm512_div_ps(g, _mm512_add_ps(one, exp(negated))));
         let product = _mm512_mul_ps(silu, widen(up.as_ptr().add(i), m));
         store_bf16(out.as_mut_ptr().add(i), m, product);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn silu_mul_f32_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let n = gate.len();
+    let one = _mm512_set1_ps(1.0);
+    for i in (0..n).step_by(LANES) {
+        let m = tail_mask(n - i);
+        let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
+        let negated = _mm512_sub_ps(_mm512_setzero_ps(), g);
+        let silu = _mm512_div_ps(g, _mm512_add_ps(one, exp(negated)));
+        let product = _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up.as_ptr().add(i)));
+        _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), m, product);
     }
 }
 
@@ -489,6 +547,19 @@ pub(crate) mod tests {
                 .map(|i| bf16::from_f64(xf[i] / (1.0 + (-xf[i]).exp())).to_f64() * yf[i])
                 .collect();
             assert_close(&out, &want, "silu_mul");
+
+            // SwiGLU in f32: no roundings but f32's own
+            let mut out_f32 = vec![0f32; n];
+            let (xs, ys): (Vec<f32>, Vec<f32>) = (values(n, 11), values(n, 12));
+            silu_mul_f32(&xs, &ys, &mut out_f32);
+            for (i, got) in out_f32.iter().enumerate() {
+                let (g, u) = (xs[i] as f64, ys[i] as f64);
+                let want = g / (1.0 + (-g).exp()) * u;
+                assert!(
+                    (*got as f64 - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "silu_mul_f32 at {i} of {n}: {got} vs {want}"
+                );
+            }
 
             let wide: Vec<f32> = values(n, 5);
             let (arg, max, sum) = row_stats(&wide);
