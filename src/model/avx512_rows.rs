@@ -5,7 +5,8 @@
 //! candle's bf16 element-wise ops convert element by element and round after every
 //! elementary step (its bf16 SiLU rounds three times). These widen to f32 once, compute
 //! in f32, and round to bf16 where transformers rounds, with the hardware's
-//! round-to-nearest-even (`vcvtneps2bf16`). Callers check [`super::bf16_gemm::available`].
+//! round-to-nearest-even (`vcvtneps2bf16`). Callers check [`available`] for the dtype
+//! they run: the f32 kernels need AVX-512F only, the bf16 ones AVX512-BF16 too.
 
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use half::bf16;
@@ -49,7 +50,7 @@ pub(crate) fn rms_norm_tensor(x: &Tensor, weight: &Tensor, eps: f64) -> Result<O
 pub(crate) fn silu_mul_tensor(gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
     let dtype = gate.dtype();
     let on_cpu = gate.device().is_cpu() && up.dtype() == dtype && gate.shape() == up.shape();
-    if !on_cpu || !available() {
+    if !on_cpu || !available(dtype) {
         return Ok(None);
     }
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
@@ -84,9 +85,16 @@ fn elementwise<T: Copy + Default + Send + Sync>(
     out
 }
 
-/// Whether this CPU runs the kernels here (those of [`super::bf16_gemm`]).
-pub(crate) fn available() -> bool {
-    super::bf16_gemm::available()
+/// Whether this CPU runs the kernels here for `dtype`: AVX-512F for f32 (Intel since
+/// Skylake-SP, AMD since Zen 4), and for bf16 also AVX512-BF16, as
+/// [`super::bf16_gemm`] needs.
+pub(crate) fn available(dtype: DType) -> bool {
+    match dtype {
+        DType::BF16 => super::bf16_gemm::available(),
+        #[cfg(target_arch = "x86_64")]
+        DType::F32 => std::arch::is_x86_feature_detected!("avx512f"),
+        _ => false,
+    }
 }
 
 /// Whether the kernels here serve these tensors: all bf16 on a CPU that has them.
@@ -94,7 +102,7 @@ pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.dtype() == DType::BF16 && t.device().is_cpu())
-        && available()
+        && available(DType::BF16)
 }
 
 /// Runs `f` on a contiguous CPU bf16 tensor's values.
@@ -225,7 +233,7 @@ pub(crate) fn widen_into(x: &[bf16], out: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[target_feature(enable = "avx512f")]
 unsafe fn row_stats_avx512(row: &[f32]) -> (usize, f32, f64) {
     let n = row.len();
     let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -261,7 +269,7 @@ unsafe fn row_stats_avx512(row: &[f32]) -> (usize, f32, f64) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[target_feature(enable = "avx512f")]
 unsafe fn softmax_avx512(scores: &mut [f32], mask: &[f32]) {
     let n = scores.len();
     let at = scores.as_mut_ptr();
@@ -329,7 +337,7 @@ unsafe fn silu_mul_avx512(gate: &[bf16], up: &[bf16], out: &mut [bf16]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[target_feature(enable = "avx512f")]
 unsafe fn silu_mul_f32_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
     let n = gate.len();
     let one = _mm512_set1_ps(1.0);
@@ -399,7 +407,7 @@ unsafe fn round(v: __m512) -> __m512 {
 /// polynomial in `r`, scaled by `2^n`); `-inf` gives 0.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[target_feature(enable = "avx512f")]
 unsafe fn exp(x: __m512) -> __m512 {
     let x = _mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
@@ -427,7 +435,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn skip() -> bool {
-        let skip = !super::super::bf16_gemm::available();
+        let skip = !available(DType::BF16);
         if skip {
             eprintln!("no AVX512-BF16 here: nothing to check");
         }

@@ -183,12 +183,12 @@ pub fn target_scores(model: &Model, rows: &Tensor, targets: &[u32]) -> Result<Ve
 
 /// One read of each logits row on CPU (`logit[target] - logsumexp(row)`), where
 /// candle's composite log-softmax would write the `[rows, vocab]` buffer three times.
-/// With AVX-512 (and AVX512-BF16 for bf16 logits) the rows are read sixteen at a time.
+/// With AVX-512F (and AVX512-BF16 for bf16 logits) the rows are read sixteen at a time.
 fn cpu_target_scores(logits: &Tensor, targets: &[u32]) -> Result<Vec<TokenScore>> {
     use crate::model::avx512_rows;
     use rayon::prelude::*;
-    let vector = avx512_rows::available();
-    let logits = if vector && logits.dtype() == DType::BF16 {
+    let vector = avx512_rows::available(DType::F32);
+    let logits = if avx512_rows::available(DType::BF16) && logits.dtype() == DType::BF16 {
         logits.contiguous()?
     } else {
         logits.to_dtype(DType::F32)?.contiguous()?
