@@ -7,7 +7,8 @@
                       YAML (prompts, process_docs, metrics unchanged) and reads DATA's jsonl files
   summary CKPT_JSON CKPT_OUT LM_OUT CKPT_S LM_S LIMIT TASKS
                       the JSON summary: wall seconds, requests, per-task acc of both tools,
-                      per-request log-likelihood and per-doc acc comparison
+                      per-request log-likelihood and per-doc acc comparison, and the work
+                      (the tokenizer's size, request tokens, tree tokens)
 """
 import json
 import pathlib
@@ -96,20 +97,38 @@ def summary(ckpt_json, ckpt_out, lm_out, ckpt_times, lm_times, limit, names):
                 doc_diffs.append(f"{name}/{d}")
     if len(unique) != ckpt["computed_requests"]:
         doc_diffs.append(f"distinct requests: lm-eval {len(unique)}, ckpt {ckpt['computed_requests']}")
+    work = work_size(unique)
     ct = [float(t) for t in ckpt_times.split(",")]
     lt = [float(t) for t in lm_times.split(",")]
     out = {"limit": int(limit), "tasks": names, "requests": requests,
            "ckpt_wall_s": ct, "lm_eval_wall_s": lt, "speedup_best": min(lt) / min(ct),
            "max_abs_acc_diff": worst, "max_abs_loglik_diff": worst_ll,
-           "mismatches": doc_diffs, "per_task": rows}
+           "mismatches": doc_diffs, "work": work, "per_task": rows}
     print(json.dumps(out, indent=1))
     print("\n| whole process | wall s (best) | requests/s |\n|---|---:|---:|")
     for tool, t in (("ckpt eval", ct), ("lm_eval --model hf, batch 16", lt)):
         print(f"| {tool} | {min(t):.1f} | {requests / min(t):.1f} |")
     print(f"\n{requests} requests, {limit} docs x {len(names)} tasks; speedup "
           f"{min(lt) / min(ct):.2f}x; max |acc diff| {worst:g}; "
-          f"max |loglik diff| {worst_ll:.2g}; mismatched docs: {len(doc_diffs)}")
+          f"max |loglik diff| {worst_ll:.2g}; mismatched docs: {len(doc_diffs)}; "
+          f"tokenizer of {work['vocab']} tokens: {work['request_tokens']} request tokens, "
+          f"{work['tree_tokens']} tree tokens")
     return worst == 0.0 and not doc_diffs
+
+
+def work_size(requests):
+    """How much the two tools compute, so runs with different bench tokenizers compare:
+    the tokenizer's vocabulary, the tokens of every (context, continuation) request as
+    lm-eval feeds them (each context again for every choice), and the tokens of one tree
+    per distinct context (the context once, then each continuation): what ckpt feeds.
+    Counted with the checkpoint's tokenizer, without special tokens."""
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file("model/tokenizer.json")
+    count = lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+    flat = sum(count(c + x) for c, x in requests)
+    contexts = {c for c, _ in requests}
+    tree = sum(map(count, contexts)) + sum(count(c + x) - count(c) for c, x in requests)
+    return {"vocab": tok.get_vocab_size(), "request_tokens": flat, "tree_tokens": tree}
 
 
 def samples(files):
