@@ -37,7 +37,7 @@ fn words(rng: &mut impl Rng, n: usize) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     let docs = env_usize("CKPT_BENCH_DOCS", 200);
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/eval");
     let model_dir = out.join("model");

@@ -28,7 +28,7 @@ mod judge_server;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     let prompt_len = env_usize("CKPT_BENCH_PROMPT", 128);
     let new = env_usize("CKPT_BENCH_NEW", 128);
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/generate");

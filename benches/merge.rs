@@ -51,7 +51,7 @@ fn config(model: &str) -> anyhow::Result<ModelConfig> {
 }
 
 fn main() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     if let Ok(dir) = std::env::var(CHILD) {
         return merge_child(Path::new(&dir));
     }

@@ -36,7 +36,7 @@ fn status_kib(field: &str) -> u64 {
 
 /// The uploader: hashes and publishes one file, prints its timings and memory.
 fn child() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     let file = PathBuf::from(std::env::var("CKPT_BENCH_FILE")?);
     let endpoint = std::env::var("CKPT_BENCH_ENDPOINT")?;
     let token = Token::new(&std::env::var("CKPT_BENCH_TOKEN")?).expect("token");

@@ -21,7 +21,7 @@ use common::{config, env_usize};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     // `cargo bench` passes `--bench`; ignore arguments.
     let windows_n = env_usize("CKPT_BENCH_WINDOWS", 16);
     let len = env_usize("CKPT_BENCH_LEN", 512);

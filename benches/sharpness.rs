@@ -25,7 +25,7 @@ use common::{config, env_usize};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     let rows = env_usize("CKPT_BENCH_ROWS", 8);
     let len = env_usize("CKPT_BENCH_LEN", 256);
     let reps = env_usize("CKPT_BENCH_REPS", 3);

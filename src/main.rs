@@ -6,6 +6,6 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    ckpt::alloc::keep_freed_memory();
+    ckpt::alloc::configure();
     ckpt::cli::main()
 }
