@@ -121,7 +121,10 @@ impl Checkpoint {
         self.check_memory(&cfg, dtype.size_in_bytes() as u64, device)?;
         let weights = self.weights()?;
         // Names the tensor and the config keys a contradiction is about.
-        validate_shapes(&cfg, &weights)?;
+        let names = validate_shapes(&cfg, &weights)?;
+        if device.is_cpu() {
+            weights.preload(&names, dtype);
+        }
         let files: Vec<String> = weights
             .paths()
             .into_iter()
@@ -286,10 +289,11 @@ pub(crate) fn load_parameter(
 
 /// Checks that the stored tensors are the ones `config.json` implies: every parameter
 /// present with its shape. Extra tensors (a stale tied `lm_head`, rotary buffers) are
-/// allowed, as transformers allows them.
-pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
+/// allowed, as transformers allows them. Returns the stored names of the parameters.
+pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<Vec<String>> {
     let stored = weights.tensors();
     let layout = WeightLayout::detect(cfg.arch, |n| stored.contains_key(n));
+    let mut names = Vec::new();
     for (name, shape) in crate::model::parameter_shapes(cfg) {
         let name = layout.stored(&name);
         match stored.get(&name) {
@@ -312,10 +316,10 @@ pub fn validate_shapes(cfg: &ModelConfig, weights: &WeightFiles) -> Result<()> {
             ),
                 ))
             }
-            Some(_) => {}
+            Some(_) => names.push(name),
         }
     }
-    Ok(())
+    Ok(names)
 }
 
 /// Loads the first checkpoint found under `path` when it holds exactly one.

@@ -19,6 +19,7 @@ use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Name of the single-file weights.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -136,6 +137,9 @@ pub struct WeightFiles {
     by_name: HashMap<String, usize>,
     /// The file that names the weights: the index when sharded, else the single file.
     origin: PathBuf,
+    /// Tensors [`Self::preload`] loaded ahead of the model's requests, by name, each
+    /// with the dtype it was loaded as (or the error loading it met).
+    preloaded: Mutex<HashMap<String, (DType, Result<Tensor>)>>,
 }
 
 impl WeightFiles {
@@ -163,7 +167,44 @@ impl WeightFiles {
             files,
             by_name,
             origin,
+            preloaded: Mutex::default(),
         })
+    }
+
+    /// Loads tensors `names` onto the CPU as `dtype`, several at once, for the model's
+    /// requests to take (through the `VarBuilder`) instead of loading each in turn.
+    ///
+    /// Why: a load is mostly the first touch of fresh memory (the kernel zeroing each
+    /// page) plus a copy and a scan for non-finite values, all per tensor, so threads
+    /// share it. Errors are kept, and returned when the tensor is asked for, as a
+    /// one-at-a-time load returns them.
+    pub(crate) fn preload(&self, names: &[String], dtype: DType) {
+        use rayon::prelude::*;
+        let loaded: Vec<_> = names
+            .par_iter()
+            .map(|name| (name.clone(), (dtype, self.load(name, dtype, &Device::Cpu))))
+            .collect();
+        self.preloaded_tensors().extend(loaded);
+    }
+
+    fn preloaded_tensors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (DType, Result<Tensor>)>> {
+        // A panic while holding the lock leaves a map that is still whole.
+        self.preloaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tensor `name` as [`Self::preload`] left it, if it was loaded as `dtype` for the
+    /// CPU; taken, so that a second request loads it again as before.
+    fn take_preloaded(&self, name: &str, dtype: DType, dev: &Device) -> Option<Result<Tensor>> {
+        if !dev.is_cpu() {
+            return None;
+        }
+        let mut preloaded = self.preloaded_tensors();
+        match preloaded.get(name) {
+            Some((loaded_as, _)) if *loaded_as == dtype => preloaded.remove(name).map(|(_, t)| t),
+            _ => None,
+        }
     }
 
     /// The index file of sharded weights, else the single weight file.
@@ -294,7 +335,11 @@ impl SimpleBackend for WeightFiles {
                 shape.dims()
             )));
         }
-        self.load(name, dtype, dev).map_err(to_candle)
+        match self.take_preloaded(name, dtype, dev) {
+            Some(tensor) => tensor,
+            None => self.load(name, dtype, dev),
+        }
+        .map_err(to_candle)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -554,5 +599,64 @@ mod tests {
         );
         assert_eq!(names(d), ["weights.safetensors"]);
         assert_eq!(weight_index(d), Some(d.join(INDEX_FILE)));
+    }
+
+    /// Preloaded tensors are what one-at-a-time loads give, each handed out once (a
+    /// second request, or one in another dtype, loads again); a preloaded tensor's
+    /// error waits until the tensor is asked for.
+    #[test]
+    fn preloaded_tensors_equal_loads_and_keep_their_errors_until_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let a = Tensor::arange(0f32, 12., &dev)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let bad = Tensor::new(&[1f32, f32::NAN], &dev).unwrap();
+        let tensors = HashMap::from([("a".to_string(), a.clone()), ("bad".to_string(), bad)]);
+        write_safetensors(&tmp.path().join(SINGLE_FILE), &tensors).unwrap();
+        let weights = WeightFiles::open(tmp.path()).unwrap();
+        let names = ["a".to_string(), "bad".to_string()];
+        weights.preload(&names, DType::F32);
+
+        let get = |name: &str, dtype: DType| {
+            SimpleBackend::get(&weights, (3, 4).into(), name, Init::Const(0.), dtype, &dev)
+        };
+        let same = |t: Tensor| {
+            let diff = (t.to_dtype(DType::F32).unwrap() - &a)
+                .unwrap()
+                .abs()
+                .unwrap();
+            diff.max_all().unwrap().to_scalar::<f32>().unwrap() == 0.
+        };
+        assert_eq!(weights.preloaded_tensors().len(), 2);
+        assert!(same(get("a", DType::F32).unwrap()));
+        assert!(weights.preloaded_tensors().get("a").is_none(), "taken");
+        assert!(same(get("a", DType::F32).unwrap()), "loaded again");
+        weights.preload(&names[..1], DType::BF16);
+        let as_f32 = get("a", DType::F32).unwrap();
+        assert!(
+            as_f32.dtype() == DType::F32 && same(as_f32),
+            "another dtype loads again"
+        );
+        let left = weights
+            .preloaded_tensors()
+            .get("a")
+            .map(|(dtype, _)| *dtype);
+        assert_eq!(left, Some(DType::BF16));
+        let as_bf16 = get("a", DType::BF16).unwrap();
+        assert!(as_bf16.dtype() == DType::BF16 && same(as_bf16));
+
+        let err = SimpleBackend::get(
+            &weights,
+            (2,).into(),
+            "bad",
+            Init::Const(0.),
+            DType::F32,
+            &dev,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"bad\" holds 1 non-finite"), "{err}");
     }
 }
