@@ -119,7 +119,7 @@ pub(crate) fn with_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Re
     let (storage, layout) = x.storage_and_layout();
     match &*storage {
         Storage::Cpu(CpuStorage::F32(data)) => f(&data[super::fused::range(layout)?]),
-        _ => candle_core::bail!("bf16 kernel: a CPU f32 tensor expected"),
+        _ => candle_core::bail!("f32 kernel: a CPU f32 tensor expected"),
     }
 }
 

@@ -104,7 +104,7 @@ pub struct Model {
     layers: Vec<Block>,
     norm: Norm,
     lm_head: Tensor,
-    head_packed: super::linear::Bf16Packing,
+    head_packed: super::linear::CpuPacking,
     /// One table per distinct RoPE (Gemma 3's sliding layers have their own base).
     ropes: Vec<RotaryTables>,
     rope_of: Vec<Option<usize>>,

@@ -1,7 +1,7 @@
 //! A dense layer `x W^T + b` with Hugging Face's `[out, in]` weight layout.
 
-use super::bf16_gemm::{self, PackedWeight};
 use super::kernels::Kernels;
+use super::{avx512_rows, bf16_gemm, f32_gemm};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::{Arc, OnceLock};
@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
-    packed: Bf16Packing,
+    packed: CpuPacking,
 }
 
 impl Linear {
@@ -24,7 +24,7 @@ impl Linear {
         Ok(Self {
             weight,
             bias,
-            packed: Bf16Packing::default(),
+            packed: CpuPacking::default(),
         })
     }
 
@@ -73,40 +73,79 @@ pub(crate) fn times_transposed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// Rows up to which [`times_transposed`] turns the product around.
 const SKINNY_ROWS: usize = 32;
 
-/// A weight's bf16 copy packed for [`bf16_gemm`], made the first time a bf16 product
-/// on a CPU with AVX512-BF16 needs it (inference only; the weight itself stays for
-/// everything else).
+/// A weight packed for the CPU kernels ([`bf16_gemm`] for bf16, [`f32_gemm`] for
+/// f32), made the first time an inference product on a CPU that has the kernel's
+/// instructions needs it. The weight itself stays for everything else (training,
+/// other devices), so a packed model holds its weights twice (where memory allows:
+/// see [`Packed::of`]).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Bf16Packing(Arc<OnceLock<Option<PackedWeight>>>);
+pub(crate) struct CpuPacking(Arc<OnceLock<Option<Packed>>>);
 
-impl Bf16Packing {
-    /// `x W^T` for `x` `[m, in]` through the bf16 kernel, when both are bf16 on a CPU
-    /// that has it; `None` otherwise (the caller uses candle's product).
+#[derive(Debug)]
+enum Packed {
+    Bf16(bf16_gemm::PackedWeight),
+    F32(f32_gemm::PackedWeight),
+}
+
+impl Packed {
+    /// Packs `w` `[n, k]` for its dtype's kernel, when this CPU has it and the packed
+    /// copy takes at most half the memory still available: where memory is short, a
+    /// weight stays on candle's product instead.
+    fn of(w: &Tensor) -> Option<Self> {
+        let (n, k) = w.dims2().ok()?;
+        let bytes = (w.elem_count() * w.dtype().size_in_bytes()) as u64;
+        if crate::memory::available_bytes().is_some_and(|room| bytes > room / 2) {
+            return None;
+        }
+        match w.dtype() {
+            DType::BF16 if bf16_gemm::available() => {
+                let data = w.flatten_all().ok()?.to_vec1::<half::bf16>().ok()?;
+                Some(Self::Bf16(bf16_gemm::PackedWeight::pack(&data, n, k)))
+            }
+            DType::F32 if f32_gemm::available() => {
+                let w = w.contiguous().ok()?;
+                avx512_rows::with_f32(&w, |data| Ok(f32_gemm::PackedWeight::pack(data, n, k)))
+                    .ok()
+                    .map(Self::F32)
+            }
+            _ => None,
+        }
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Self::Bf16(p) => (p.rows(), p.cols()),
+            Self::F32(p) => (p.rows(), p.cols()),
+        }
+    }
+}
+
+impl CpuPacking {
+    /// `x W^T` for `x` `[m, in]` through the packed kernel, when `x` and `W` share a
+    /// dtype that has one on this CPU; `None` otherwise (the caller uses candle's
+    /// product).
     pub(crate) fn times_transposed(&self, x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-        let applies = x.dtype() == DType::BF16
-            && w.dtype() == DType::BF16
-            && x.device().is_cpu()
-            && bf16_gemm::available();
-        if !applies {
+        if x.dtype() != w.dtype() || !x.device().is_cpu() || !w.device().is_cpu() {
             return Ok(None);
         }
-        let packed = self.0.get_or_init(|| {
-            let (n, k) = w.dims2().ok()?;
-            let data = w.flatten_all().ok()?.to_vec1::<half::bf16>().ok()?;
-            Some(PackedWeight::pack(&data, n, k))
-        });
-        let Some(packed) = packed else {
+        let Some(packed) = self.0.get_or_init(|| Packed::of(w)) else {
             return Ok(None);
         };
+        let (n, k_packed) = packed.shape();
         let (m, k) = x.dims2()?;
-        if k != packed.cols() {
-            candle_core::bail!(
-                "bf16 product of [{m}, {k}] with a weight of {k} inputs expected {}",
-                packed.cols()
-            );
+        if k != k_packed {
+            candle_core::bail!("product of [{m}, {k}] with a weight of {k_packed} inputs");
         }
         let x = x.contiguous()?;
-        let out = super::avx512_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, packed)))?;
-        Tensor::from_vec(out, (m, packed.rows()), x.device()).map(Some)
+        match packed {
+            Packed::Bf16(p) => {
+                let out = avx512_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, p)))?;
+                Tensor::from_vec(out, (m, n), x.device()).map(Some)
+            }
+            Packed::F32(p) => {
+                let out = avx512_rows::with_f32(&x, |data| Ok(f32_gemm::matmul(data, m, p)))?;
+                Tensor::from_vec(out, (m, n), x.device()).map(Some)
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ mod cache;
 mod config;
 mod cpu_attention;
 mod decoder;
+mod f32_gemm;
 mod fused;
 mod init;
 mod kernels;
