@@ -82,6 +82,10 @@ pub fn main() -> ExitCode {
             crate::sharpness::keep_gradient_graphs_from_start();
         }
     }
+    if let Command::Eval(_) = &cli.command {
+        // Before any thread starts, as above.
+        crate::eval::engine::keep_candle_on_the_passes_threads();
+    }
     init_logging(cli.verbose, cli.quiet);
     let ui = output::Ui { quiet: cli.quiet };
     let result = match &cli.command {
