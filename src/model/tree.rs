@@ -4,14 +4,15 @@
 //! context is the trunk and each continuation a branch from the context's last token.
 //! Every node attends to itself and its ancestors only, at the position of its depth,
 //! so a branch sees what it would see in a forward pass over context + continuation,
-//! and the context runs once for all branches. One tree goes in each row of a batch,
-//! right-padded with nodes that attend only to themselves, so that a pass reads the
-//! weights once for many documents where one document alone is too small to use the
-//! GEMMs well.
+//! and the context runs once for all branches. A row of a batch is a forest: several
+//! trees one after another ([`TokenTree::append`]), each with its own roots at depth 0,
+//! so short documents share a row instead of each padding one. Rows are right-padded
+//! with nodes that attend only to themselves, so that a pass reads the weights once for
+//! many documents where one document alone is too small to use the GEMMs well.
 //!
-//! A row's result does not depend on its neighbours beyond float rounding: the padding
-//! a neighbour's length adds to a row is masked, but it changes where candle's
-//! vectorised softmax sums split. `tests` measure the bound.
+//! A tree's result does not depend on its neighbours beyond float rounding: what its
+//! neighbours add to a row is masked, but it changes where the vectorised softmax sums
+//! split. `tests` measure the bound.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -43,6 +44,18 @@ impl TokenTree {
             above = nodes.last().copied();
         }
         nodes
+    }
+
+    /// Appends `other`'s nodes after this tree's, as a forest: `other`'s roots stay
+    /// roots, at depth 0, and see nothing of this tree. Returns the offset of `other`'s
+    /// nodes here: its node `n` is node `offset + n`.
+    pub fn append(&mut self, other: &TokenTree) -> usize {
+        let offset = self.len();
+        self.tokens.extend_from_slice(&other.tokens);
+        self.parents
+            .extend(other.parents.iter().map(|p| p.map(|p| p + offset)));
+        self.depths.extend_from_slice(&other.depths);
+        offset
     }
 
     /// Number of nodes.
@@ -163,5 +176,26 @@ mod tests {
         // The empty row is all padding: each node sees itself, so no row is all -inf.
         assert!((0..6).all(|i| seen(1, i, i) && (0..6).filter(|&j| seen(1, i, j)).count() == 1));
         assert_eq!(batch.positions()[6..], [0; 6]);
+    }
+
+    #[test]
+    fn appended_trees_are_a_forest_that_does_not_see_across() {
+        let mut first = TokenTree::new();
+        let trunk = first.push_chain(None, &[1, 2]);
+        first.push_chain(trunk.last().copied(), &[3]);
+        let mut second = TokenTree::new();
+        let trunk = second.push_chain(None, &[4, 5, 6]);
+        second.push_chain(Some(trunk[1]), &[7]);
+        let mut row = first.clone();
+        let offset = row.append(&second);
+        assert_eq!(offset, 3);
+        assert_eq!(row.positions(), &[0, 1, 2, 0, 1, 2, 2]);
+        // Every node of the second tree sees exactly what it saw alone, shifted.
+        for n in 0..second.len() {
+            let alone: Vec<usize> = second.visible(n, None).iter().map(|j| j + offset).collect();
+            assert_eq!(row.visible(n + offset, None), alone);
+        }
+        assert_eq!(row.visible(2, None), first.visible(2, None));
+        assert_eq!(row.append(&TokenTree::new()), 7);
     }
 }
