@@ -199,24 +199,30 @@ impl<'a> Engine<'a> {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Response>> {
         let mut out: Vec<Option<Response>> = vec![None; requests.len()];
-        let mut pairs = Vec::new();
-        let mut generations = Vec::new();
-        let mut rolling = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            match r {
+        // Encoding runs on every core: on one, it left the other idle between chunks.
+        let encoded: Vec<Option<(Vec<u32>, Vec<u32>)>> = requests
+            .par_iter()
+            .map(|r| match r {
                 Request::Loglikelihood {
                     context,
                     continuation,
-                } => {
-                    let (context, continuation) = self.encode_pair(context, continuation)?;
-                    pairs.push(Pair {
-                        index: i,
-                        context,
-                        continuation,
-                    });
-                }
-                Request::Generate { .. } => generations.push(i),
-                Request::Rolling { .. } => rolling.push(i),
+                } => self.encode_pair(context, continuation).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let mut pairs = Vec::new();
+        let mut generations = Vec::new();
+        let mut rolling = Vec::new();
+        for (i, (r, pair)) in requests.iter().zip(encoded).enumerate() {
+            match (r, pair) {
+                (_, Some((context, continuation))) => pairs.push(Pair {
+                    index: i,
+                    context,
+                    continuation,
+                }),
+                (Request::Generate { .. }, _) => generations.push(i),
+                (Request::Rolling { .. }, _) => rolling.push(i),
+                (Request::Loglikelihood { .. }, None) => unreachable!("encoded above"),
             }
         }
         self.check_pairs_fit(&pairs, requests)?;
