@@ -88,13 +88,13 @@ enum Packed {
 }
 
 impl Packed {
-    /// Packs `w` `[n, k]` for its dtype's kernel, when this CPU has it and the packed
-    /// copy takes at most half the memory still available: where memory is short, a
-    /// weight stays on candle's product instead.
+    /// Packs `w` `[n, k]` for its dtype's kernel, when this CPU has it and memory has
+    /// room for the copy ([`room_for_copy`]): where memory is short, a weight stays on
+    /// candle's product instead.
     fn of(w: &Tensor) -> Option<Self> {
         let (n, k) = w.dims2().ok()?;
         let bytes = (w.elem_count() * w.dtype().size_in_bytes()) as u64;
-        if crate::memory::available_bytes().is_some_and(|room| bytes > room / 2) {
+        if !room_for_copy(bytes, crate::memory::available_bytes()) {
             return None;
         }
         match w.dtype() {
@@ -118,6 +118,16 @@ impl Packed {
             Self::F32(p) => (p.rows(), p.cols()),
         }
     }
+}
+
+/// Memory a packed copy must leave available beside it, for the activations: without
+/// it, a model that fills most of memory would pack until nothing was left for them.
+const ACTIVATION_RESERVE: u64 = 1 << 30;
+
+/// Whether a packed copy of `bytes` fits in `available` (`None`: unknown, so yes): at
+/// most half of it, and leaving [`ACTIVATION_RESERVE`].
+fn room_for_copy(bytes: u64, available: Option<u64>) -> bool {
+    available.is_none_or(|room| bytes <= room / 2 && room - bytes >= ACTIVATION_RESERVE)
 }
 
 impl CpuPacking {
@@ -147,5 +157,24 @@ impl CpuPacking {
                 Tensor::from_vec(out, (m, n), x.device()).map(Some)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy is made while it takes at most half of what is available and leaves the
+    /// reserve; a large model's last weights stay unpacked rather than take it.
+    #[test]
+    fn a_packed_copy_leaves_the_activation_reserve() {
+        const GIB: u64 = 1 << 30;
+        assert!(room_for_copy(100 << 20, Some(8 * GIB)));
+        assert!(room_for_copy(100 << 20, None));
+        assert!(!room_for_copy(5 * GIB, Some(8 * GIB)), "more than half");
+        assert!(room_for_copy(4 * GIB, Some(8 * GIB)));
+        assert!(!room_for_copy(100 << 20, Some(GIB)), "into the reserve");
+        assert!(room_for_copy(100 << 20, Some(GIB + (100 << 20))));
+        assert!(!room_for_copy(1, Some(0)));
     }
 }
