@@ -126,8 +126,6 @@ const ROW_TOKENS: usize = 128;
 /// padding one.
 struct Pass {
     rows: Vec<Vec<Branches>>,
-    /// Tokens in each row so far.
-    used: Vec<usize>,
     /// The padded length of every row.
     width: usize,
 }
@@ -136,18 +134,18 @@ impl Pass {
     /// A pass whose first row starts with `tree`, the longest of those to come, in
     /// rows of [`ROW_TOKENS`] (fewer where the budget is smaller).
     fn new(tree: Branches, budget: usize) -> Self {
-        let len = tree.tree.len();
-        let width = len.max(ROW_TOKENS.min(budget));
+        let width = tree.tree.len().max(ROW_TOKENS.min(budget));
         Self {
             rows: vec![vec![tree]],
-            used: vec![len],
             width,
         }
     }
 
-    /// Whether a row has room for a tree of `len` tokens.
-    fn has_room(&self, len: usize) -> bool {
-        self.used.iter().any(|&u| u + len <= self.width)
+    /// The first row with room for a tree of `len` tokens.
+    fn row_with_room(&self, len: usize) -> Option<usize> {
+        self.rows
+            .iter()
+            .position(|row| row.iter().map(|t| t.tree.len()).sum::<usize>() + len <= self.width)
     }
 
     /// Whether one more row for a tree of `len` tokens keeps the pass within `budget`
@@ -158,17 +156,10 @@ impl Pass {
 
     /// Adds `tree` to the first row with room, or else to a new row.
     fn add(&mut self, tree: Branches) {
-        let len = tree.tree.len();
-        let row = match self.used.iter().position(|&u| u + len <= self.width) {
-            Some(row) => row,
-            None => {
-                self.rows.push(Vec::new());
-                self.used.push(0);
-                self.rows.len() - 1
-            }
-        };
-        self.used[row] += len;
-        self.rows[row].push(tree);
+        match self.row_with_room(tree.tree.len()) {
+            Some(row) => self.rows[row].push(tree),
+            None => self.rows.push(vec![tree]),
+        }
     }
 }
 
@@ -433,7 +424,7 @@ impl<'a> Engine<'a> {
         let mut passes: Vec<Pass> = Vec::new();
         for tree in trees {
             let len = tree.tree.len();
-            if let Some(pass) = passes.iter_mut().find(|p| p.has_room(len)) {
+            if let Some(pass) = passes.iter_mut().find(|p| p.row_with_room(len).is_some()) {
                 pass.add(tree);
             } else if let Some(pass) = passes.last_mut().filter(|p| p.can_grow(len, budget)) {
                 pass.add(tree);
