@@ -278,6 +278,42 @@ fn kv_cache_and_prefix_sharing_equal_a_full_pass() {
     }
 }
 
+/// A model loaded for inference only holds each weight once, packed for this CPU's
+/// kernels (where it has them): its logits equal the fully loaded model's bit for bit,
+/// in f32 and bf16, fused or split q/k/v, tied or untied heads; and the training loss,
+/// whose kernels need the weights as tensors, rebuilds them exactly.
+#[test]
+fn a_model_loaded_for_inference_computes_what_the_full_one_does() {
+    let x = ids(&[&[0, 51, 7, 9, 11, 3, 120, 77], &[5, 300, 2, 8, 1, 4, 4, 13]]);
+    let bits = |t: Tensor| -> Vec<u32> {
+        let t = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        t.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for name in MODELS {
+        let ckpt = Checkpoint::open(&fixtures().join(name)).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let mut full = ckpt.load_model(&Device::Cpu, dtype).unwrap();
+            let mut lean = ckpt.load_for_inference(&Device::Cpu, dtype).unwrap();
+            let layers = full.config().num_hidden_layers;
+            let logits = |m: &Model| {
+                bits(
+                    m.logits_at(&x, &mut KvCache::new(layers), &[(0, 7), (1, 2), (1, 7)])
+                        .unwrap(),
+                )
+            };
+            assert_eq!(logits(&full), logits(&lean), "{name} {dtype:?}: logits");
+            full.set_differentiable(true);
+            lean.set_differentiable(true);
+            let loss = |m: &Model| bits(m.next_token_loss(&x).unwrap());
+            assert_eq!(loss(&full), loss(&lean), "{name} {dtype:?}: training loss");
+        }
+    }
+}
+
 /// Requests that started at different times, decoded together in one left-padded
 /// cache (`ckpt serve`'s continuous batching), get the logits each gets alone: rows
 /// join with more or fewer positions than the batch holds, and leave; per-row RoPE

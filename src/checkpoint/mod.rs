@@ -143,6 +143,15 @@ impl Checkpoint {
         })
     }
 
+    /// Loads the model for inference only (eval, score, serve): on a CPU with the packed
+    /// kernels its weights are held once, packed, rather than as loaded and packed
+    /// ([`Model::keep_packed_weights_only`]).
+    pub fn load_for_inference(&self, device: &Device, dtype: DType) -> Result<Model> {
+        let mut model = self.load_model(device, dtype)?;
+        model.keep_packed_weights_only();
+        Ok(model)
+    }
+
     /// Refuses a model whose parameters, `bytes_per_parameter` each, need more memory
     /// than this machine has available, before anything is allocated. Only on the CPU:
     /// a GPU's own allocator fails at once, with its own message.

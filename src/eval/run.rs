@@ -600,7 +600,7 @@ fn compute(
         cfg.eos_token_id,
         opts.policy,
     )?;
-    let model = ckpt.load_model(&opts.device, opts.dtype)?;
+    let model = ckpt.load_for_inference(&opts.device, opts.dtype)?;
     let mut engine = Engine::new(&model, &tokenizer);
     engine.batch_tokens = opts.batch_tokens;
     if let Some(m) = opts.max_length {

@@ -6,7 +6,7 @@ use super::arch::{Names, QkNorm, QkvNames, Spec};
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::kernels::Kernels;
-use super::linear::Linear;
+use super::linear::{Linear, Weight};
 use super::norm::{apply, compute_dtype, Norm};
 use super::rope;
 use candle_core::{Result, Tensor, D};
@@ -105,6 +105,17 @@ impl Attention {
             scale: cfg.attention_scale(),
             softcap: cfg.attn_softcap,
         })
+    }
+
+    pub(crate) fn weights_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        let projections: Vec<&mut Linear> = match &mut self.projections {
+            Projections::Separate { q, k, v } => vec![q, k, v],
+            Projections::FusedPerHead(qkv) => vec![qkv],
+        };
+        projections
+            .into_iter()
+            .chain([&mut self.o_proj])
+            .map(Linear::weight_mut)
     }
 
     /// `x`: `[batch, seq, hidden]`; attends over whatever `cache` holds plus `x`.

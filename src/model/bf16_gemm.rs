@@ -90,6 +90,20 @@ impl PackedWeight {
         Self { n, k, k2, data }
     }
 
+    /// The row-major `W` (`n` rows of `k`) back from its panels: [`Self::pack`]'s
+    /// inverse, for the kernels that need the weight as a tensor.
+    pub(crate) fn unpack(&self) -> Vec<bf16> {
+        let mut w = vec![bf16::ZERO; self.n * self.k];
+        for (r, row) in w.chunks_mut(self.k.max(1)).enumerate().take(self.n) {
+            let panel = self.panel(r / NR);
+            let c = r % NR;
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = bf16::from_bits(panel[(kk / 2) * NR * 2 + c * 2 + kk % 2]);
+            }
+        }
+        w
+    }
+
     pub(crate) fn rows(&self) -> usize {
         self.n
     }
@@ -315,6 +329,17 @@ unsafe fn kernel_rows<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Packing and unpacking give back the weight bit for bit, whatever its tails.
+    #[test]
+    fn unpacking_inverts_packing() {
+        for (n, k) in [(1, 1), (3, 7), (32, 64), (70, 129), (33, 0)] {
+            let w: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(i as f32 * 0.37 - 5.0))
+                .collect();
+            assert_eq!(PackedWeight::pack(&w, n, k).unpack(), w, "{n} x {k}");
+        }
+    }
 
     /// Against an f64 reference of the same bf16 inputs: the sums are f32, so the
     /// error is that of f32 accumulation plus the final rounding to bf16.

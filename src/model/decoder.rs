@@ -26,6 +26,7 @@ use super::attention::{Attention, Step};
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::kernels::Kernels;
+use super::linear::Weight;
 use super::mlp::Mlp;
 use super::norm::{apply, compute_dtype, Norm};
 use super::rope::RotaryTables;
@@ -88,6 +89,10 @@ impl Block {
         &x + mlp
     }
 
+    fn weights_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        self.attn.weights_mut().chain(self.mlp.weights_mut())
+    }
+
     fn mlp_of(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let h = apply(&self.mlp_in_norm, x, kernels)?;
         let out = self.mlp.forward(&h, kernels)?;
@@ -103,8 +108,7 @@ pub struct Model {
     embed_scale: Option<f64>,
     layers: Vec<Block>,
     norm: Norm,
-    lm_head: Tensor,
-    head_packed: super::linear::CpuPacking,
+    lm_head: Weight,
     /// One table per distinct RoPE (Gemma 3's sliding layers have their own base).
     ropes: Vec<RotaryTables>,
     rope_of: Vec<Option<usize>>,
@@ -137,12 +141,12 @@ impl Model {
         )?;
         // Tied models store no head; transformers ties it to the embedding even when
         // a stale copy is present.
-        let lm_head = if cfg.tie_word_embeddings {
+        let lm_head = Weight::new(if cfg.tie_word_embeddings {
             embed_tokens.clone()
         } else {
             vb.pp(names.head)
                 .get((cfg.vocab_size, cfg.hidden_size), "weight")?
-        };
+        });
         let (ropes, rope_of) = rotary_tables(cfg, vb.dtype(), vb.device())?;
         let embed_scale = if spec.scale_embeddings {
             Some(rounded(
@@ -159,7 +163,6 @@ impl Model {
             layers,
             norm,
             lm_head,
-            head_packed: Default::default(),
             ropes,
             rope_of,
             cfg: cfg.clone(),
@@ -203,6 +206,20 @@ impl Model {
         } else {
             Kernels::Inference
         };
+    }
+
+    /// Packs every weight for this CPU's inference kernels now and drops the copies as
+    /// loaded, so that a model that only infers (eval, score, serve) holds its weights
+    /// once instead of twice. Weights with no packed kernel here stay as loaded. A
+    /// kernel that needs a dropped weight later (training, sharpness) rebuilds it from
+    /// the packed copy, bit for bit.
+    pub fn keep_packed_weights_only(&mut self) {
+        for layer in &mut self.layers {
+            for weight in layer.weights_mut() {
+                weight.keep_packed_only();
+            }
+        }
+        self.lm_head.keep_packed_only();
     }
 
     /// Bounds the attention scores held at once (elements over all heads and rows);
@@ -264,15 +281,13 @@ impl Model {
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
         let fused = match self.kernels {
-            Kernels::Trainable => super::fused::linear(hidden_rows, &self.lm_head)?,
-            Kernels::Inference => self
-                .head_packed
-                .times_transposed(hidden_rows, &self.lm_head)?,
+            Kernels::Trainable => super::fused::linear(hidden_rows, self.lm_head.tensor()?)?,
+            Kernels::Inference => Some(self.lm_head.inference_product(hidden_rows)?),
             Kernels::Composite => None,
         };
         let logits = match fused {
             Some(logits) => logits,
-            None => super::linear::times_transposed(hidden_rows, &self.lm_head)?,
+            None => super::linear::times_transposed(hidden_rows, self.lm_head.tensor()?)?,
         };
         match self.cfg.final_softcap {
             Some(cap) => (logits / cap)?.tanh()? * cap,
@@ -311,7 +326,7 @@ impl Model {
         let targets = input_ids.narrow(1, 1, t - 1)?.flatten_all()?;
         // The fused projection + cross-entropy has no room for a logit soft-cap.
         let fused = if self.kernels == Kernels::Trainable && self.cfg.final_softcap.is_none() {
-            super::loss::projected_cross_entropy(&rows, &self.lm_head, &targets)?
+            super::loss::projected_cross_entropy(&rows, self.lm_head.tensor()?, &targets)?
         } else {
             None
         };

@@ -80,6 +80,19 @@ impl PackedWeight {
         Self { n, k, data }
     }
 
+    /// The row-major `W` (`n` rows of `k`) back from its panels: [`Self::pack`]'s
+    /// inverse, for the kernels that need the weight as a tensor.
+    pub(crate) fn unpack(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.n * self.k];
+        for (r, row) in w.chunks_mut(self.k.max(1)).enumerate().take(self.n) {
+            let (p, c) = (r / NR, r % NR);
+            for (kk, v) in row.iter_mut().enumerate() {
+                *v = self.data[(p * self.k + kk) * NR + c];
+            }
+        }
+        w
+    }
+
     pub(crate) fn rows(&self) -> usize {
         self.n
     }
@@ -317,6 +330,15 @@ unsafe fn kernel_rows<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Packing and unpacking give back the weight bit for bit, whatever its tails.
+    #[test]
+    fn unpacking_inverts_packing() {
+        for (n, k) in [(1, 1), (3, 7), (32, 64), (70, 129), (33, 0)] {
+            let w: Vec<f32> = (0..n * k).map(|i| i as f32 * 0.37 - 5.0).collect();
+            assert_eq!(PackedWeight::pack(&w, n, k).unpack(), w, "{n} x {k}");
+        }
+    }
 
     /// Against an f64 reference, for shapes with every kind of tail (rows not a
     /// multiple of 12 or of a task, columns not a multiple of 32 or of a task), and

@@ -2,52 +2,43 @@
 
 use super::kernels::Kernels;
 use super::{avx512_rows, bf16_gemm, f32_gemm};
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
-    packed: CpuPacking,
 }
 
 impl Linear {
     pub(crate) fn load(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let weight = Weight::new(vb.get((out_dim, in_dim), "weight")?);
         let bias = if bias {
             Some(vb.get(out_dim, "bias")?)
         } else {
             None
         };
-        Ok(Self {
-            weight,
-            bias,
-            packed: CpuPacking::default(),
-        })
+        Ok(Self { weight, bias })
     }
 
     /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
     /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
     pub(crate) fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
         let fused = match kernels {
-            Kernels::Trainable => super::fused::linear(x, &self.weight)?,
-            Kernels::Inference => {
-                let (b, t, d) = x.dims3()?;
-                let x2 = x.reshape((b * t, d))?;
-                self.packed
-                    .times_transposed(&x2, &self.weight)?
-                    .map(|y| y.reshape((b, t, ())))
-                    .transpose()?
-            }
-            Kernels::Composite => None,
+            Kernels::Trainable => super::fused::linear(x, self.weight.tensor()?)?,
+            Kernels::Inference | Kernels::Composite => None,
         };
         let y = match fused {
             Some(y) => y,
             None => {
                 let (b, t, d) = x.dims3()?;
-                let y = times_transposed(&x.reshape((b * t, d))?, &self.weight)?;
+                let x = x.reshape((b * t, d))?;
+                let y = match kernels {
+                    Kernels::Inference => self.weight.inference_product(&x)?,
+                    _ => times_transposed(&x, self.weight.tensor()?)?,
+                };
                 y.reshape((b, t, ()))?
             }
         };
@@ -55,6 +46,90 @@ impl Linear {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
         }
+    }
+
+    pub(crate) fn weight_mut(&mut self) -> &mut Weight {
+        &mut self.weight
+    }
+}
+
+/// A `[out, in]` weight as loaded, as packed for this CPU's inference kernels, or
+/// both. The packed copy is made the first time an inference product on a CPU with
+/// the kernel's instructions needs it ([`bf16_gemm`] for bf16, [`f32_gemm`] for f32),
+/// and the loaded one serves everything else (training, other devices). An
+/// inference-only model drops the loaded copy ([`Self::keep_packed_only`]) so that it
+/// holds its weights once.
+#[derive(Debug, Clone)]
+pub(crate) struct Weight {
+    /// Empty after [`Self::keep_packed_only`]; rebuilt from the packed copy the first
+    /// time a kernel other than the packed one asks for it.
+    loaded: OnceLock<Tensor>,
+    packed: CpuPacking,
+}
+
+impl Weight {
+    pub(crate) fn new(tensor: Tensor) -> Self {
+        Self {
+            loaded: OnceLock::from(tensor),
+            packed: CpuPacking::default(),
+        }
+    }
+
+    /// The weight as a tensor, rebuilt (bit for bit) from the packed copy where
+    /// [`Self::keep_packed_only`] dropped it.
+    pub(crate) fn tensor(&self) -> Result<&Tensor> {
+        if let Some(tensor) = self.loaded.get() {
+            return Ok(tensor);
+        }
+        let Some(packed) = self.packed.0.get().and_then(Option::as_ref) else {
+            candle_core::bail!("a weight that is neither loaded nor packed");
+        };
+        let rebuilt = packed.unpack()?;
+        // Another thread may have rebuilt it meanwhile: both copies are the same.
+        Ok(self.loaded.get_or_init(|| rebuilt))
+    }
+
+    /// `x W^T` for `x` `[m, in]` at inference: through the packed kernel where this CPU
+    /// has one for the dtype, otherwise [`times_transposed`].
+    pub(crate) fn inference_product(&self, x: &Tensor) -> Result<Tensor> {
+        match self.packed_for(x) {
+            Some(packed) => packed.times_transposed(x),
+            None => times_transposed(x, self.tensor()?),
+        }
+    }
+
+    /// Packs the weight now and drops the loaded copy, for a model that only infers:
+    /// its weights are then held once. A weight with no packed kernel here (another
+    /// device or dtype, a CPU without the instructions, memory too short for the copy)
+    /// stays as loaded.
+    pub(crate) fn keep_packed_only(&mut self) {
+        let packed = match self.loaded.get() {
+            Some(w) => self.packing_of(w).is_some(),
+            None => false,
+        };
+        if packed {
+            self.loaded.take();
+        }
+    }
+
+    /// The packed copy for a product with `x`, packing it if it is the first.
+    fn packed_for(&self, x: &Tensor) -> Option<&Packed> {
+        if !x.device().is_cpu() {
+            return None;
+        }
+        let packed = match self.loaded.get() {
+            Some(w) if w.dtype() != x.dtype() => None,
+            Some(w) => self.packing_of(w),
+            None => self.packed.0.get().and_then(Option::as_ref),
+        }?;
+        (packed.dtype() == x.dtype()).then_some(packed)
+    }
+
+    fn packing_of(&self, w: &Tensor) -> Option<&Packed> {
+        if !w.device().is_cpu() {
+            return None;
+        }
+        self.packed.0.get_or_init(|| Packed::of(w)).as_ref()
     }
 }
 
@@ -73,13 +148,10 @@ pub(crate) fn times_transposed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// Rows up to which [`times_transposed`] turns the product around.
 const SKINNY_ROWS: usize = 32;
 
-/// A weight packed for the CPU kernels ([`bf16_gemm`] for bf16, [`f32_gemm`] for
-/// f32), made the first time an inference product on a CPU that has the kernel's
-/// instructions needs it. The weight itself stays for everything else (training,
-/// other devices), so a packed model holds its weights twice (where memory allows:
-/// see [`Packed::of`]).
+/// A weight's copy packed for the CPU kernels, made at most once and shared by the
+/// clones of its model; `None` inside: this weight has no packed kernel here.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct CpuPacking(Arc<OnceLock<Option<Packed>>>);
+struct CpuPacking(Arc<OnceLock<Option<Packed>>>);
 
 #[derive(Debug)]
 enum Packed {
@@ -112,10 +184,46 @@ impl Packed {
         }
     }
 
+    fn dtype(&self) -> DType {
+        match self {
+            Self::Bf16(_) => DType::BF16,
+            Self::F32(_) => DType::F32,
+        }
+    }
+
     fn shape(&self) -> (usize, usize) {
         match self {
             Self::Bf16(p) => (p.rows(), p.cols()),
             Self::F32(p) => (p.rows(), p.cols()),
+        }
+    }
+
+    /// The weight `[n, k]` back as a CPU tensor, bit for bit.
+    fn unpack(&self) -> Result<Tensor> {
+        let shape = self.shape();
+        match self {
+            Self::Bf16(p) => Tensor::from_vec(p.unpack(), shape, &Device::Cpu),
+            Self::F32(p) => Tensor::from_vec(p.unpack(), shape, &Device::Cpu),
+        }
+    }
+
+    /// `x W^T` for `x` `[m, k]` of the packed dtype, on the CPU.
+    fn times_transposed(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, k_packed) = self.shape();
+        let (m, k) = x.dims2()?;
+        if k != k_packed {
+            candle_core::bail!("product of [{m}, {k}] with a weight of {k_packed} inputs");
+        }
+        let x = x.contiguous()?;
+        match self {
+            Self::Bf16(p) => {
+                let out = avx512_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, p)))?;
+                Tensor::from_vec(out, (m, n), x.device())
+            }
+            Self::F32(p) => {
+                let out = avx512_rows::with_f32(&x, |data| Ok(f32_gemm::matmul(data, m, p)))?;
+                Tensor::from_vec(out, (m, n), x.device())
+            }
         }
     }
 }
@@ -130,39 +238,43 @@ fn room_for_copy(bytes: u64, available: Option<u64>) -> bool {
     available.is_none_or(|room| bytes <= room / 2 && room - bytes >= ACTIVATION_RESERVE)
 }
 
-impl CpuPacking {
-    /// `x W^T` for `x` `[m, in]` through the packed kernel, when `x` and `W` share a
-    /// dtype that has one on this CPU; `None` otherwise (the caller uses candle's
-    /// product).
-    pub(crate) fn times_transposed(&self, x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-        if x.dtype() != w.dtype() || !x.device().is_cpu() || !w.device().is_cpu() {
-            return Ok(None);
-        }
-        let Some(packed) = self.0.get_or_init(|| Packed::of(w)) else {
-            return Ok(None);
-        };
-        let (n, k_packed) = packed.shape();
-        let (m, k) = x.dims2()?;
-        if k != k_packed {
-            candle_core::bail!("product of [{m}, {k}] with a weight of {k_packed} inputs");
-        }
-        let x = x.contiguous()?;
-        match packed {
-            Packed::Bf16(p) => {
-                let out = avx512_rows::with_bf16(&x, |data| Ok(bf16_gemm::matmul(data, m, p)))?;
-                Tensor::from_vec(out, (m, n), x.device()).map(Some)
-            }
-            Packed::F32(p) => {
-                let out = avx512_rows::with_f32(&x, |data| Ok(f32_gemm::matmul(data, m, p)))?;
-                Tensor::from_vec(out, (m, n), x.device()).map(Some)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A weight kept packed only drops its loaded copy where this CPU has the dtype's
+    /// kernel, multiplies as the full weight does, bit for bit, and gives the same
+    /// tensor back when a kernel asks for it.
+    #[test]
+    fn a_weight_kept_packed_only_multiplies_and_rebuilds_exactly() {
+        let dev = Device::Cpu;
+        for (dtype, kernel) in [
+            (DType::F32, f32_gemm::available()),
+            (DType::BF16, bf16_gemm::available()),
+        ] {
+            let random = |shape: (usize, usize)| {
+                Tensor::randn(0f32, 1.0, shape, &dev)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap()
+            };
+            let (w, x) = (random((70, 129)), random((13, 129)));
+            let full = Weight::new(w.clone());
+            let mut lean = Weight::new(w.clone());
+            lean.keep_packed_only();
+            assert_eq!(lean.loaded.get().is_none(), kernel, "{dtype:?}");
+            let bits = |t: &Tensor| {
+                let t = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+                t.to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            let product = |w: &Weight| bits(&w.inference_product(&x).unwrap());
+            assert_eq!(product(&lean), product(&full), "{dtype:?}");
+            assert_eq!(bits(lean.tensor().unwrap()), bits(&w), "{dtype:?}");
+        }
+    }
 
     /// A copy is made while it takes at most half of what is available and leaves the
     /// reserve; a large model's last weights stay unpacked rather than take it.

@@ -4,7 +4,7 @@
 use super::arch::Names;
 use super::config::{Activation, ModelConfig};
 use super::kernels::Kernels;
-use super::linear::Linear;
+use super::linear::{Linear, Weight};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -29,6 +29,13 @@ impl Mlp {
             down: Linear::load(i, h, bias, vb.pp(names.down))?,
             activation: cfg.activation,
         })
+    }
+
+    pub(crate) fn weights_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        self.gate
+            .iter_mut()
+            .chain([&mut self.up, &mut self.down])
+            .map(Linear::weight_mut)
     }
 
     pub(crate) fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {

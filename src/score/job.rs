@@ -119,7 +119,7 @@ pub fn run(
         cfg.eos_token_id,
         job.policy,
     )?;
-    let model = ckpt.load_model(&job.device, job.dtype)?;
+    let model = ckpt.load_for_inference(&job.device, job.dtype)?;
     let fingerprint = ckpt.fingerprint()?;
     let opts = ScoreOptions {
         max_length: job.max_length,

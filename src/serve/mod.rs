@@ -130,7 +130,7 @@ impl Served {
         Ok(Self {
             chat: ChatPrompt::from_files(&tokenizer.files)?,
             tokenizer: Arc::new(tokenizer),
-            model: Arc::new(ckpt.load_model(device, dtype)?),
+            model: Arc::new(ckpt.load_for_inference(device, dtype)?),
             name: name.to_string(),
             max_prompt_bytes,
             fingerprint: ckpt.fingerprint()?,
