@@ -17,6 +17,7 @@
 # Both tools start cold: a fresh results store for ckpt (nothing cached), a fresh
 # HF_DATASETS_CACHE for lm-eval (its json -> Arrow conversion is timed; no request cache).
 #
+# Also prints each run's peak resident memory (GNU time's %M) where /usr/bin/time exists.
 # Prints a JSON summary (wall seconds of each run, requests, per-task acc/acc_norm of
 # both, max |acc difference|, max |log-likelihood difference| over all requests, docs
 # whose per-doc acc differs) and a markdown table. Exit status 1 if any acc differs.
@@ -67,28 +68,32 @@ LOCAL_TASKS=$(echo "$TASKS" | sed 's/\([^,]*\)/\1_local/g')
 # Both read the 538 MB of weights from the page cache, not the disk.
 cat model/model.safetensors > /dev/null
 now() { date +%s.%N; }
+# Peak resident memory of each process too, where GNU time is installed.
+TIME_RSS=()
+if [ -x /usr/bin/time ]; then TIME_RSS=(/usr/bin/time -f %M -o rss.kb); fi
+rss() { if [ -f rss.kb ]; then echo ", peak RSS $(( $(tail -1 rss.kb) / 1024 )) MB"; rm -f rss.kb; fi; }
 CKPT_TIMES=() LM_TIMES=()
 for r in $(seq 1 "$REPEATS"); do
   # 3. ckpt, whole process, fresh store, per-sample output (as lm-eval's --log_samples).
   rm -rf ckpt_store.sqlite* ckpt_out
   t0=$(now)
-  "$CKPT" -q eval model --tasks "$TASKS" --data-dir synth/eval --limit "$LIMIT" \
+  "${TIME_RSS[@]}" "$CKPT" -q eval model --tasks "$TASKS" --data-dir synth/eval --limit "$LIMIT" \
     --num-fewshot 0 --store ckpt_store.sqlite --output ckpt_out --json > ckpt.json
   t1=$(now)
   CKPT_TIMES+=("$(echo "$t1 - $t0" | bc)")
-  echo "run $r: ckpt eval ${CKPT_TIMES[-1]} s" >&2
+  echo "run $r: ckpt eval ${CKPT_TIMES[-1]} s$(rss)" >&2
 
   # 4. lm-eval CLI, whole process, fresh datasets cache.
   rm -rf lm_out hf_datasets_cache
   t0=$(now)
-  HF_DATASETS_CACHE="$WORK/hf_datasets_cache" "$LM_EVAL" --model hf \
+  HF_DATASETS_CACHE="$WORK/hf_datasets_cache" "${TIME_RSS[@]}" "$LM_EVAL" --model hf \
     --model_args "pretrained=$WORK/model,dtype=float32" --device cpu --batch_size 16 \
     --tasks "$LOCAL_TASKS" --include_path "$WORK/lm_tasks" --limit "$LIMIT" \
     --num_fewshot 0 --output_path lm_out --log_samples > lm_eval.log 2>&1 \
     || { tail -30 lm_eval.log >&2; exit 2; }
   t1=$(now)
   LM_TIMES+=("$(echo "$t1 - $t0" | bc)")
-  echo "run $r: lm_eval ${LM_TIMES[-1]} s" >&2
+  echo "run $r: lm_eval ${LM_TIMES[-1]} s$(rss)" >&2
 done
 
 # 5. Summary (accuracies and log-likelihoods of the last run of each).
