@@ -280,15 +280,7 @@ impl Model {
     /// Logits `[rows, vocab]` of hidden-state rows `[rows, hidden]`. Callers pick the
     /// rows they need first, so the vocabulary projection runs on those only.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
-        let fused = match self.kernels {
-            Kernels::Trainable => super::fused::linear(hidden_rows, self.lm_head.tensor()?)?,
-            Kernels::Inference => Some(self.lm_head.inference_product(hidden_rows)?),
-            Kernels::Composite => None,
-        };
-        let logits = match fused {
-            Some(logits) => logits,
-            None => super::linear::times_transposed(hidden_rows, self.lm_head.tensor()?)?,
-        };
+        let logits = self.lm_head.product(hidden_rows, self.kernels)?;
         match self.cfg.final_softcap {
             Some(cap) => (logits / cap)?.tanh()? * cap,
             None => Ok(logits),

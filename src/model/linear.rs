@@ -23,25 +23,9 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// `x`: `[batch, seq, in]`. Runs as one `[batch * seq, in]` GEMM: candle's own
-    /// `Linear` broadcasts the weight into a batched matmul, which is slower on CPU.
+    /// `x`: `[..., in]`.
     pub(crate) fn forward(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
-        let fused = match kernels {
-            Kernels::Trainable => super::fused::linear(x, self.weight.tensor()?)?,
-            Kernels::Inference | Kernels::Composite => None,
-        };
-        let y = match fused {
-            Some(y) => y,
-            None => {
-                let (b, t, d) = x.dims3()?;
-                let x = x.reshape((b * t, d))?;
-                let y = match kernels {
-                    Kernels::Inference => self.weight.inference_product(&x)?,
-                    _ => times_transposed(&x, self.weight.tensor()?)?,
-                };
-                y.reshape((b, t, ()))?
-            }
-        };
+        let y = self.weight.product(x, kernels)?;
         match &self.bias {
             Some(bias) => y.broadcast_add(bias),
             None => Ok(y),
@@ -89,9 +73,33 @@ impl Weight {
         Ok(self.loaded.get_or_init(|| rebuilt))
     }
 
+    /// `x W^T` for `x` `[..., in]` with the kernels `kernels` names: training's fused op
+    /// on `x` as it is (a reshape would cost its backward a copy), otherwise one
+    /// `[rows, in]` GEMM (candle's own `Linear` broadcasts the weight into a batched
+    /// matmul, which is slower on CPU).
+    pub(crate) fn product(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        if kernels == Kernels::Trainable {
+            if let Some(y) = super::fused::linear(x, self.tensor()?)? {
+                return Ok(y);
+            }
+        }
+        let rows = |x: &Tensor| match kernels {
+            Kernels::Inference => self.inference_product(x),
+            _ => times_transposed(x, self.tensor()?),
+        };
+        if x.rank() == 2 {
+            return rows(x);
+        }
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(1);
+        let y = rows(&x.reshape(((), k))?)?;
+        dims.push(y.dim(1)?);
+        y.reshape(dims)
+    }
+
     /// `x W^T` for `x` `[m, in]` at inference: through the packed kernel where this CPU
     /// has one for the dtype, otherwise [`times_transposed`].
-    pub(crate) fn inference_product(&self, x: &Tensor) -> Result<Tensor> {
+    fn inference_product(&self, x: &Tensor) -> Result<Tensor> {
         match self.packed_for(x) {
             Some(packed) => packed.times_transposed(x),
             None => times_transposed(x, self.tensor()?),
@@ -103,11 +111,11 @@ impl Weight {
     /// device or dtype, a CPU without the instructions, memory too short for the copy)
     /// stays as loaded.
     pub(crate) fn keep_packed_only(&mut self) {
-        let packed = match self.loaded.get() {
-            Some(w) => self.packing_of(w).is_some(),
-            None => false,
-        };
-        if packed {
+        if self
+            .loaded
+            .get()
+            .is_some_and(|w| self.packing_of(w).is_some())
+        {
             self.loaded.take();
         }
     }
